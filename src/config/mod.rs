@@ -1,0 +1,317 @@
+//! The configuration set of one commit: which files there are, read and parsed.
+//!
+//! Magento Cloud names (`.magento.app.yaml`, `.magento/routes.yaml`, `.magento/services.yaml`)
+//! and Platform.sh names (`.platform.app.yaml`, `.platform/…`) are the same format. Apps live
+//! in the root app file, in one app file per first-level directory (`api/.platform.app.yaml`),
+//! or in `applications.yaml`. Discovery looks only at those paths: one listing of the root tree
+//! and two lookups per root directory, never a walk of the repository.
+
+pub mod include;
+pub mod yaml;
+
+use crate::config::yaml::{Limits, Node, Pos, Value};
+use crate::diag::{Diagnostics, Location};
+use crate::source::{Entry, Source, SourceError, MAX_FILE_BYTES};
+
+/// Which set of file names the repository uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Magento,
+    Platform,
+}
+
+impl Format {
+    pub fn app_file(self) -> &'static str {
+        match self {
+            Format::Magento => ".magento.app.yaml",
+            Format::Platform => ".platform.app.yaml",
+        }
+    }
+
+    pub fn dir(self) -> &'static str {
+        match self {
+            Format::Magento => ".magento",
+            Format::Platform => ".platform",
+        }
+    }
+
+    pub fn routes_file(self) -> String {
+        format!("{}/routes.yaml", self.dir())
+    }
+
+    pub fn services_file(self) -> String {
+        format!("{}/services.yaml", self.dir())
+    }
+
+    pub fn applications_file(self) -> String {
+        format!("{}/applications.yaml", self.dir())
+    }
+}
+
+/// One parsed file.
+#[derive(Debug, Clone)]
+pub struct Document {
+    pub file: String,
+    pub root: Node,
+}
+
+/// One application, wherever it was declared.
+#[derive(Debug, Clone)]
+pub struct App {
+    /// The name from the `name` key, or the key in a map-shaped `applications.yaml`.
+    pub name: Option<String>,
+    /// Where the name stands (the `name` value or the map key), or the app's mapping.
+    pub name_pos: Pos,
+    pub file: String,
+    pub node: Node,
+    /// Dotted config path of the app's mapping in its file (empty for a single-app file).
+    pub path: String,
+    /// The app's directory, relative to the repository root (empty for the root).
+    pub dir: String,
+}
+
+impl App {
+    pub fn loc(&self, node: &Node, path: &str) -> Location {
+        Location::new(
+            node.file_or(&self.file),
+            node.pos,
+            crate::diag::join(&self.path, path),
+        )
+    }
+}
+
+/// Everything one commit declares.
+#[derive(Debug, Clone)]
+pub struct ConfigSet {
+    pub format: Format,
+    pub apps: Vec<App>,
+    /// Files that declared apps (for the schema check of their own shape).
+    pub app_files: Vec<String>,
+    pub routes: Option<Document>,
+    pub services: Option<Document>,
+    /// Every file and directory named by `!include` and `!archive`.
+    pub includes: Vec<include::Target>,
+}
+
+/// Parses one file's bytes. Syntax problems become diagnostics; None means unusable.
+pub fn parse(file: &str, bytes: &[u8], limits: Limits, diags: &mut Diagnostics) -> Option<Node> {
+    let at = |pos| Location::new(file, pos, "");
+    if let Some(i) = bytes.iter().position(|&b| b == 0) {
+        diags.error(
+            "binary",
+            at(pos_of_byte(bytes, i)),
+            "binary content (a NUL byte), not YAML text",
+            "commit the YAML text of this file; check that it was not replaced by a binary or a compressed file",
+        );
+        return None;
+    }
+    let text = match std::str::from_utf8(bytes) {
+        Ok(t) => t,
+        Err(e) => {
+            diags.error(
+                "encoding",
+                at(pos_of_byte(bytes, e.valid_up_to())),
+                "the file is not valid UTF-8",
+                "save the file as UTF-8 (it may be Latin-1 or UTF-16)",
+            );
+            return None;
+        }
+    };
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    match yaml::load(text, limits) {
+        Ok(node) => Some(node),
+        Err(e) => {
+            diags.error("yaml-syntax", at(e.pos), e.message, e.hint);
+            None
+        }
+    }
+}
+
+/// 1-based line and column of byte `index` (columns count characters of the valid prefix).
+fn pos_of_byte(bytes: &[u8], index: usize) -> Pos {
+    let before = &bytes[..index];
+    let line_start = before
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |i| i + 1);
+    let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+    let col = String::from_utf8_lossy(&before[line_start..])
+        .chars()
+        .count()
+        + 1;
+    Pos {
+        line: line as u32,
+        col: col as u32,
+    }
+}
+
+/// Reads, parses and resolves the includes of one configuration file.
+fn read_document(
+    source: &dyn Source,
+    file: &str,
+    includes: &mut Vec<include::Target>,
+    diags: &mut Diagnostics,
+) -> Result<Option<Document>, SourceError> {
+    let top = Location::new(file, Pos { line: 1, col: 1 }, "");
+    let bytes = match source.entry(file)? {
+        Entry::Missing => return Ok(None),
+        Entry::File(bytes) => bytes,
+        Entry::TooLarge(size) => {
+            diags.error(
+                "too-large",
+                top,
+                format!("the file is {size} bytes; configuration files may be at most {MAX_FILE_BYTES} bytes"),
+                "configuration files are small: check that generated or binary content was not committed here",
+            );
+            return Ok(None);
+        }
+        other => {
+            diags.error(
+                "not-a-file",
+                top,
+                format!("`{file}` is {}, not a file", other.describe()),
+                "commit the configuration as a regular file in this repository (not a link, directory or submodule)",
+            );
+            return Ok(None);
+        }
+    };
+    let Some(mut root) = parse(file, &bytes, Limits::default(), diags) else {
+        return Ok(None);
+    };
+    include::resolve(source, file, &mut root, includes, diags)?;
+    Ok(Some(Document {
+        file: file.to_owned(),
+        root,
+    }))
+}
+
+/// Finds and reads the configuration set of `source`.
+pub fn load(source: &dyn Source, diags: &mut Diagnostics) -> Result<ConfigSet, SourceError> {
+    let dirs = source.root_dirs()?;
+    let magento = app_file_candidates(source, Format::Magento, &dirs)?;
+    let platform = app_file_candidates(source, Format::Platform, &dirs)?;
+    let uses_magento = !magento.is_empty() || dirs.iter().any(|d| d == Format::Magento.dir());
+    let (format, candidates) =
+        if uses_magento || platform.is_empty() && !dirs.iter().any(|d| d == ".platform") {
+            (Format::Magento, magento)
+        } else {
+            (Format::Platform, platform)
+        };
+
+    let mut set = ConfigSet {
+        format,
+        apps: Vec::new(),
+        app_files: Vec::new(),
+        routes: None,
+        services: None,
+        includes: Vec::new(),
+    };
+    for file in candidates {
+        let Some(doc) = read_document(source, &file, &mut set.includes, diags)? else {
+            // Present but unreadable: already reported; still counts as an app file.
+            set.app_files.push(file);
+            continue;
+        };
+        if file.ends_with("applications.yaml") {
+            collect_applications(&doc, &mut set.apps);
+        } else {
+            let dir = file
+                .rsplit_once('/')
+                .map_or(String::new(), |(d, _)| d.to_owned());
+            set.apps.push(single_app(&doc, dir));
+        }
+        set.app_files.push(file);
+    }
+    if set.app_files.is_empty() {
+        diags.error(
+            "no-app",
+            Location::new(format.app_file(), Pos { line: 1, col: 1 }, ""),
+            format!(
+                "no application configuration: `{}` is missing",
+                format.app_file()
+            ),
+            format!(
+                "commit `{}` at the repository root (or one per app directory, or `{}`)",
+                format.app_file(),
+                format.applications_file()
+            ),
+        );
+    }
+    set.routes = read_document(source, &format.routes_file(), &mut set.includes, diags)?;
+    set.services = read_document(source, &format.services_file(), &mut set.includes, diags)?;
+    Ok(set)
+}
+
+/// Paths of app files that exist: the root one, `applications.yaml`, one per root directory.
+fn app_file_candidates(
+    source: &dyn Source,
+    format: Format,
+    dirs: &[String],
+) -> Result<Vec<String>, SourceError> {
+    let mut found = Vec::new();
+    let mut consider = |path: String| -> Result<(), SourceError> {
+        if source.entry(&path)? != Entry::Missing {
+            found.push(path);
+        }
+        Ok(())
+    };
+    consider(format.app_file().to_owned())?;
+    consider(format.applications_file())?;
+    for dir in dirs {
+        if dir != format.dir() && !dir.starts_with(".git") {
+            consider(format!("{dir}/{}", format.app_file()))?;
+        }
+    }
+    Ok(found)
+}
+
+fn single_app(doc: &Document, dir: String) -> App {
+    let name_node = doc.root.get("name");
+    App {
+        name: name_node.and_then(Node::as_str).map(str::to_owned),
+        name_pos: name_node.map_or(doc.root.pos, |n| n.pos),
+        file: doc.file.clone(),
+        node: doc.root.clone(),
+        path: String::new(),
+        dir,
+    }
+}
+
+/// `applications.yaml` is a list of app mappings (each with `name`) or a map of name to app.
+fn collect_applications(doc: &Document, apps: &mut Vec<App>) {
+    let dir_of = |node: &Node| {
+        node.get("source")
+            .and_then(|s| s.get("root"))
+            .and_then(Node::as_str)
+            .map(|r| r.trim_matches('/').to_owned())
+            .unwrap_or_default()
+    };
+    match &doc.root.value {
+        Value::Seq(items) => {
+            for (i, node) in items.iter().enumerate() {
+                let name_node = node.get("name");
+                apps.push(App {
+                    name: name_node.and_then(Node::as_str).map(str::to_owned),
+                    name_pos: name_node.map_or(node.pos, |n| n.pos),
+                    file: doc.file.clone(),
+                    node: node.clone(),
+                    path: format!("[{i}]"),
+                    dir: dir_of(node),
+                });
+            }
+        }
+        Value::Map(entries) => {
+            for (key, node) in entries {
+                apps.push(App {
+                    name: Some(key.name.clone()),
+                    name_pos: key.pos,
+                    file: doc.file.clone(),
+                    node: node.clone(),
+                    path: crate::diag::join("", &key.name),
+                    dir: dir_of(node),
+                });
+            }
+        }
+        _ => {}
+    }
+}

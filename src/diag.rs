@@ -1,0 +1,134 @@
+//! Diagnostics: one finding in a user's configuration, pointing at `file:line:col`.
+//!
+//! Every stage (syntax, schema, cross-file rules) reports into a [`Diagnostics`] list; the
+//! report module decides how the pusher sees them.
+
+use crate::config::yaml::Pos;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Severity {
+    Error,
+    Warning,
+}
+
+/// One problem found in a configuration file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Diagnostic {
+    pub severity: Severity,
+    /// A short stable identifier of the rule (`unknown-image`, `yaml-syntax`, ...).
+    pub code: &'static str,
+    /// Repository-relative path of the file.
+    pub file: String,
+    pub pos: Pos,
+    /// Dotted configuration path of the offending node (`services.mysql.type`); may be empty.
+    pub path: String,
+    pub message: String,
+    /// How to fix it.
+    pub hint: String,
+}
+
+/// Where a finding points: the file, the position and the dotted config path.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Location {
+    pub file: String,
+    pub pos: Pos,
+    pub path: String,
+}
+
+impl Location {
+    pub fn new(file: &str, pos: Pos, path: impl Into<String>) -> Location {
+        Location {
+            file: file.to_owned(),
+            pos,
+            path: path.into(),
+        }
+    }
+}
+
+/// The findings of one validation run.
+#[derive(Debug, Default, Clone)]
+pub struct Diagnostics {
+    pub items: Vec<Diagnostic>,
+}
+
+impl Diagnostics {
+    pub fn push(
+        &mut self,
+        severity: Severity,
+        code: &'static str,
+        at: Location,
+        message: impl Into<String>,
+        hint: impl Into<String>,
+    ) {
+        self.items.push(Diagnostic {
+            severity,
+            code,
+            file: at.file,
+            pos: at.pos,
+            path: at.path,
+            message: message.into(),
+            hint: hint.into(),
+        });
+    }
+
+    pub fn error(
+        &mut self,
+        code: &'static str,
+        at: Location,
+        message: impl Into<String>,
+        hint: impl Into<String>,
+    ) {
+        self.push(Severity::Error, code, at, message, hint);
+    }
+
+    pub fn warn(
+        &mut self,
+        code: &'static str,
+        at: Location,
+        message: impl Into<String>,
+        hint: impl Into<String>,
+    ) {
+        self.push(Severity::Warning, code, at, message, hint);
+    }
+
+    pub fn has_errors(&self) -> bool {
+        self.items.iter().any(|d| d.severity == Severity::Error)
+    }
+
+    pub fn errors(&self) -> impl Iterator<Item = &Diagnostic> {
+        self.items.iter().filter(|d| d.severity == Severity::Error)
+    }
+
+    pub fn warnings(&self) -> impl Iterator<Item = &Diagnostic> {
+        self.items
+            .iter()
+            .filter(|d| d.severity == Severity::Warning)
+    }
+
+    /// Orders findings by file and position, errors first on the same spot, without duplicates.
+    pub fn sort(&mut self) {
+        self.items.sort_by(|a, b| {
+            (&a.file, a.pos.line, a.pos.col, a.severity, a.code)
+                .cmp(&(&b.file, b.pos.line, b.pos.col, b.severity, b.code))
+        });
+        self.items.dedup();
+    }
+}
+
+/// Joins a dotted config path; keys with dots or spaces are quoted (`routes."http://{default}/"`).
+pub fn join(parent: &str, key: &str) -> String {
+    let plain = !key.is_empty()
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    let key = if plain {
+        key.to_owned()
+    } else {
+        format!("\"{key}\"")
+    };
+    if parent.is_empty() {
+        key
+    } else {
+        format!("{parent}.{key}")
+    }
+}

@@ -1,0 +1,182 @@
+//! Git plumbing for the hooks: ref updates from stdin, the repository as git hands it to a hook,
+//! and a commit's tree as a [`Source`].
+//!
+//! Inside `pre-receive` the pushed objects sit in a quarantine directory that git announces
+//! through `GIT_OBJECT_DIRECTORY` / `GIT_ALTERNATE_OBJECT_DIRECTORIES`; only
+//! `Repository::open_from_env()` sees them, so hooks must open the repository that way.
+
+use std::path::Path;
+
+use git2::{ObjectType, Oid, Repository, Tree};
+
+use crate::source::{Entry, EntryId, Source, SourceError, MAX_FILE_BYTES};
+
+#[derive(Debug, thiserror::Error)]
+pub enum GitError {
+    #[error("malformed ref update line {line}: {text:?} (expected \"<old> <new> <ref>\")")]
+    BadUpdate { line: usize, text: String },
+    #[error("opening the repository: {0}")]
+    Open(git2::Error),
+    #[error("reading commit {commit} for {refname}: {source}")]
+    Commit {
+        commit: String,
+        refname: String,
+        source: git2::Error,
+    },
+}
+
+/// One line of pre-receive / post-receive input.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefUpdate {
+    pub old: Oid,
+    pub new: Oid,
+    pub name: String,
+}
+
+impl RefUpdate {
+    pub fn is_delete(&self) -> bool {
+        self.new.is_zero()
+    }
+
+    pub fn is_create(&self) -> bool {
+        self.old.is_zero()
+    }
+
+    /// The branch name for `refs/heads/*` refs; other refs (tags, notes) are not deployed.
+    pub fn branch(&self) -> Option<&str> {
+        self.name.strip_prefix("refs/heads/")
+    }
+}
+
+/// Parses the `<old> <new> <ref>` lines git writes to a receive hook's stdin.
+pub fn parse_updates(input: &str) -> Result<Vec<RefUpdate>, GitError> {
+    let mut updates = Vec::new();
+    for (i, line) in input.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let bad = || GitError::BadUpdate {
+            line: i + 1,
+            text: line.to_owned(),
+        };
+        let mut parts = line.splitn(3, ' ');
+        let (Some(old), Some(new), Some(name)) = (parts.next(), parts.next(), parts.next()) else {
+            return Err(bad());
+        };
+        let old = Oid::from_str(old).map_err(|_| bad())?;
+        let new = Oid::from_str(new).map_err(|_| bad())?;
+        updates.push(RefUpdate {
+            old,
+            new,
+            name: name.to_owned(),
+        });
+    }
+    Ok(updates)
+}
+
+/// Opens the repository the way a hook must (quarantined objects included).
+pub fn open_from_env() -> Result<Repository, GitError> {
+    Repository::open_from_env().map_err(GitError::Open)
+}
+
+/// The tree of one commit, read straight from the object store.
+pub struct CommitTree<'r> {
+    repo: &'r Repository,
+    tree: Tree<'r>,
+}
+
+impl<'r> CommitTree<'r> {
+    pub fn new(repo: &'r Repository, commit: Oid, refname: &str) -> Result<Self, GitError> {
+        let wrap = |source| GitError::Commit {
+            commit: commit.to_string(),
+            refname: refname.to_owned(),
+            source,
+        };
+        let commit = repo.find_commit(commit).map_err(wrap)?;
+        let tree = commit.tree().map_err(wrap)?;
+        Ok(CommitTree { repo, tree })
+    }
+
+    fn git_err(path: &str, e: git2::Error) -> SourceError {
+        SourceError::Git {
+            path: path.to_owned(),
+            message: e.message().to_owned(),
+        }
+    }
+
+    fn lookup(&self, path: &str) -> Result<Option<(i32, Oid)>, SourceError> {
+        match self.tree.get_path(Path::new(path)) {
+            Ok(e) => Ok(Some((e.filemode(), e.id()))),
+            Err(e) if e.code() == git2::ErrorCode::NotFound => Ok(None),
+            Err(e) => Err(Self::git_err(path, e)),
+        }
+    }
+}
+
+const MODE_DIR: i32 = 0o040000;
+const MODE_LINK: i32 = 0o120000;
+const MODE_COMMIT: i32 = 0o160000;
+
+impl Source for CommitTree<'_> {
+    fn entry(&self, path: &str) -> Result<Entry, SourceError> {
+        let Some((mode, id)) = self.lookup(path)? else {
+            return Ok(Entry::Missing);
+        };
+        match mode {
+            MODE_DIR => Ok(Entry::Dir),
+            MODE_LINK => Ok(Entry::Symlink),
+            MODE_COMMIT => Ok(Entry::Submodule),
+            _ => {
+                // Check the size from the object header before inflating anything.
+                let odb = self.repo.odb().map_err(|e| Self::git_err(path, e))?;
+                let (size, _) = odb.read_header(id).map_err(|e| Self::git_err(path, e))?;
+                if size as u64 > MAX_FILE_BYTES {
+                    return Ok(Entry::TooLarge(size as u64));
+                }
+                let blob = self
+                    .repo
+                    .find_blob(id)
+                    .map_err(|e| Self::git_err(path, e))?;
+                Ok(Entry::File(blob.content().to_vec()))
+            }
+        }
+    }
+
+    fn entry_id(&self, path: &str) -> Result<Option<EntryId>, SourceError> {
+        let id = match self.lookup(path)? {
+            None => EntryId::Missing,
+            Some((mode, oid)) => {
+                let mut id = [0u8; 20];
+                id.copy_from_slice(&oid.as_bytes()[..20]);
+                EntryId::Object { mode, id }
+            }
+        };
+        Ok(Some(id))
+    }
+
+    fn root_dirs(&self) -> Result<Vec<String>, SourceError> {
+        let mut dirs: Vec<String> = self
+            .tree
+            .iter()
+            .filter(|e| e.kind() == Some(ObjectType::Tree))
+            .filter_map(|e| e.name().map(str::to_owned))
+            .collect();
+        dirs.sort();
+        Ok(dirs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_updates() {
+        let z = "0".repeat(40);
+        let a = "a".repeat(40);
+        let u = parse_updates(&format!("{z} {a} refs/heads/main\n{a} {z} refs/tags/v1\n")).unwrap();
+        assert!(u[0].is_create() && u[0].branch() == Some("main"));
+        assert!(u[1].is_delete() && u[1].branch().is_none());
+        assert!(parse_updates("nonsense\n").is_err());
+    }
+}

@@ -1,0 +1,131 @@
+//! The hook commands: `pre-receive` (the protective block) and `check DIR`.
+//!
+//! `pre-receive` validates the configuration at the new commit of every branch in the push and
+//! refuses the whole push when one branch is invalid (git applies pre-receive's verdict to all
+//! refs). Deletions pass; tags and other refs are not deployed and pass. Within one process,
+//! a branch whose configuration files have the same object ids as one already checked reuses
+//! that result: a 1,000-branch push parses and validates each distinct configuration once.
+
+use std::io::Write;
+use std::path::Path;
+
+use git2::Repository;
+
+use crate::git::{self, CommitTree, GitError, RefUpdate};
+use crate::report;
+use crate::source::{DirSource, Entry, ReadLog, Recording, Source, SourceError};
+use crate::validate::{self, Outcome};
+
+#[derive(Debug, thiserror::Error)]
+pub enum HookError {
+    #[error(transparent)]
+    Git(#[from] GitError),
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error("reading the ref updates from stdin: {0}")]
+    Stdin(std::io::Error),
+}
+
+/// Validation results of this process, keyed by what they read.
+#[derive(Default)]
+pub struct Cache {
+    entries: Vec<(ReadLog, Outcome)>,
+}
+
+impl Cache {
+    /// Validates `source`, or reuses a result whose reads give the same ids in `source`.
+    pub fn validate(&mut self, source: &dyn Source) -> Result<Outcome, SourceError> {
+        for (log, outcome) in &self.entries {
+            if log.matches(source)? {
+                return Ok(outcome.clone());
+            }
+        }
+        let recording = Recording::new(source);
+        let outcome = validate::validate(&recording)?;
+        self.entries.push((recording.into_log(), outcome.clone()));
+        Ok(outcome)
+    }
+}
+
+/// Runs the protective block over `updates`. Returns true when the push may proceed.
+pub fn pre_receive(
+    repo: &Repository,
+    updates: &[RefUpdate],
+    out: &mut dyn Write,
+) -> Result<bool, HookError> {
+    let mut cache = Cache::default();
+    let mut refused = Vec::new();
+    for update in updates {
+        let Some(branch) = update.branch() else {
+            continue;
+        };
+        if update.is_delete() {
+            let _ = writeln!(out, "Deleting branch {branch}: nothing to validate");
+            continue;
+        }
+        let tree = CommitTree::new(repo, update.new, &update.name)?;
+        let outcome = cache.validate(&tree)?;
+        let short = &update.new.to_string()[..10];
+        let _ = writeln!(out, "Validating configuration files of {branch} ({short})");
+        let lines = |file: &str, line: u32| line_of(&tree, file, line);
+        let _ = report::diagnostics(out, &outcome.diags, &lines);
+        if outcome.diags.has_errors() {
+            refused.push(branch.to_owned());
+        } else {
+            let _ = report::summary(out, &outcome.config);
+        }
+    }
+    if refused.is_empty() {
+        return Ok(true);
+    }
+    let _ = writeln!(
+        out,
+        "Push refused: the configuration of {} is invalid (see E: above). No ref was updated; fix the files, commit and push again.",
+        refused.join(", ")
+    );
+    Ok(false)
+}
+
+/// Runs `pre-receive` as git calls it: ref updates on stdin, the repository from the environment.
+pub fn pre_receive_main(
+    stdin: &mut dyn std::io::Read,
+    out: &mut dyn Write,
+) -> Result<bool, HookError> {
+    let mut input = String::new();
+    stdin.read_to_string(&mut input).map_err(HookError::Stdin)?;
+    let updates = git::parse_updates(&input)?;
+    if !updates
+        .iter()
+        .any(|u| u.branch().is_some() && !u.is_delete())
+    {
+        return Ok(true);
+    }
+    let repo = git::open_from_env()?;
+    pre_receive(&repo, &updates, out)
+}
+
+/// `pushgate-hook check DIR`: the same validation on a checkout. Returns true when valid.
+pub fn check_dir(dir: &Path, out: &mut dyn Write) -> Result<bool, HookError> {
+    let source = DirSource::new(dir);
+    let outcome = validate::validate(&source)?;
+    let _ = writeln!(out, "Validating configuration files in {}", dir.display());
+    let lines = |file: &str, line: u32| line_of(&source, file, line);
+    let _ = report::diagnostics(out, &outcome.diags, &lines);
+    if outcome.diags.has_errors() {
+        return Ok(false);
+    }
+    let _ = report::summary(out, &outcome.config);
+    let _ = writeln!(out, "Configuration is valid.");
+    Ok(true)
+}
+
+/// The text of one line of a file, for the excerpt under an error.
+fn line_of(source: &dyn Source, file: &str, line: u32) -> Option<String> {
+    let Ok(Entry::File(bytes)) = source.entry(file) else {
+        return None;
+    };
+    let text = String::from_utf8(bytes).ok()?;
+    text.lines()
+        .nth(line.checked_sub(1)? as usize)
+        .map(str::to_owned)
+}

@@ -1,0 +1,15 @@
+//! pushgate: Magento Commerce Cloud style push-to-deploy for a plain git server.
+//!
+//! The data flow, one module per stage: `git` and `source` read a commit's files, `config`
+//! parses them (YAML with positions, tags, budgets), `validate` checks schema and cross-file
+//! rules into `diag` findings, `report` shows them to the pusher, `hook` runs it all in git's
+//! pre-receive hook.
+
+pub mod config;
+pub mod diag;
+pub mod git;
+pub mod hook;
+pub mod registry;
+pub mod report;
+pub mod source;
+pub mod validate;

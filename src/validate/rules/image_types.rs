@@ -1,0 +1,125 @@
+//! Every app and service names a known image with a version (`mysql:10.6`).
+//!
+//! Why: the platform provisions containers from these names. An unknown image or a missing
+//! version fails the deployment long after the push; deprecated, retired and end-of-life
+//! versions still deploy but should be upgraded, so they are warnings. A pre-release of a known
+//! version (`12.3-rc`) is a warning too: Adobe's own test fixtures use them.
+
+use super::services;
+use crate::config::yaml::Node;
+use crate::config::ConfigSet;
+use crate::diag::{Diagnostics, Location};
+use crate::registry::{split_type, Registry, Status};
+
+pub fn check(config: &ConfigSet, diags: &mut Diagnostics) {
+    for service in services(config) {
+        if let Some(t) = service.node.get("type").filter(|t| t.as_str().is_some()) {
+            check_type(t, service.loc(t, "type"), false, diags);
+        }
+    }
+    for app in &config.apps {
+        if let Some(t) = app.node.get("type").filter(|t| t.as_str().is_some()) {
+            check_type(t, app.loc(t, "type"), true, diags);
+        }
+    }
+}
+
+fn check_type(node: &Node, at: Location, runtime: bool, diags: &mut Diagnostics) {
+    let registry = Registry::get();
+    let written = node.as_str().unwrap_or_default();
+    let (name, version) = split_type(written);
+    let what = if runtime {
+        "application runtime"
+    } else {
+        "service image"
+    };
+    let Some(image) = registry.resolve(name) else {
+        let names = registry.names(runtime);
+        let hint = match crate::validate::closest(name, names.iter().copied()) {
+            Some(s) => format!("did you mean `{s}`? Known {what}s: {}", names.join(", ")),
+            None => format!("known {what}s: {}", names.join(", ")),
+        };
+        diags.error(
+            "unknown-image",
+            at,
+            format!("unknown {what} `{name}` in `{written}`"),
+            hint,
+        );
+        return;
+    };
+    if image.image.runtime != runtime {
+        let (is, place) = if runtime {
+            ("a service image", "services.yaml")
+        } else {
+            ("an application runtime", "an app's `type`")
+        };
+        diags.error(
+            "wrong-kind",
+            at,
+            format!("`{name}` is {is}, not an {what}"),
+            format!("declare `{name}` in {place} instead"),
+        );
+        return;
+    }
+    let supported = image.image.versions_sorted(Some(Status::Supported));
+    let supported = supported.join(", ");
+    let Some(version) = version else {
+        diags.error(
+            "no-version",
+            at,
+            format!("`{written}` has no version"),
+            format!(
+                "pin a version, for example `{name}:{}` (supported: {supported})",
+                supported.split(", ").next().unwrap_or("X")
+            ),
+        );
+        return;
+    };
+    match image.image.versions.get(version) {
+        Some(Status::Supported) => {}
+        Some(Status::Deprecated) => diags.warn(
+            "deprecated-version",
+            at.clone(),
+            format!("`{written}` is deprecated"),
+            format!("upgrade to a supported version: {supported}"),
+        ),
+        Some(Status::Retired) => diags.warn(
+            "retired-version",
+            at.clone(),
+            format!("`{written}` is no longer offered by current images"),
+            format!("upgrade to a supported version: {supported}"),
+        ),
+        None => {
+            let release = version.split_once('-').map(|(base, _)| base);
+            if release.is_some_and(|base| image.image.versions.contains_key(base)) {
+                diags.warn(
+                    "prerelease-version",
+                    at,
+                    format!(
+                        "`{written}` is a pre-release of {name}:{}",
+                        release.unwrap_or_default()
+                    ),
+                    "use a released version for production environments",
+                );
+            } else {
+                diags.error(
+                    "unknown-version",
+                    at,
+                    format!("unknown version `{version}` of `{name}`"),
+                    format!("supported versions: {supported}"),
+                );
+            }
+            return;
+        }
+    }
+    if let Some(eol) = registry.eol(image.base, version) {
+        if eol < crate::report::today().as_str() {
+            diags.warn(
+                "end-of-life",
+                at,
+                format!("`{written}` reached end of life on {eol}"),
+                format!("it no longer gets security fixes: upgrade to one of {supported}"),
+            );
+        }
+    }
+}

@@ -1,0 +1,88 @@
+//! Cross-file and value rules. One rule per file; each file's doc comment says why it exists.
+//!
+//! Rules see the whole [`ConfigSet`] (apps, services, routes) and report into [`Diagnostics`].
+//! They skip values of the wrong shape: the schema stage has reported those.
+
+mod crons;
+mod disk;
+mod image_types;
+mod mounts;
+mod names;
+mod php_extensions;
+mod relationships;
+mod routes;
+mod web;
+
+use crate::config::yaml::{Node, Pos};
+use crate::config::ConfigSet;
+use crate::diag::{join, Diagnostics, Location};
+use crate::registry::{split_type, Registry, Resolved};
+
+pub fn run_all(config: &ConfigSet, diags: &mut Diagnostics) {
+    image_types::check(config, diags);
+    names::check(config, diags);
+    disk::check(config, diags);
+    relationships::check(config, diags);
+    routes::check(config, diags);
+    web::check(config, diags);
+    mounts::check(config, diags);
+    php_extensions::check(config, diags);
+    crons::check(config, diags);
+}
+
+/// One entry of the services file.
+pub(crate) struct Service<'a> {
+    pub name: &'a str,
+    pub key_pos: Pos,
+    pub node: &'a Node,
+    pub file: &'a str,
+}
+
+impl<'a> Service<'a> {
+    pub fn loc(&self, node: &Node, path: &str) -> Location {
+        Location::new(
+            node.file_or(self.file),
+            node.pos,
+            join(&join("", self.name), path)
+                .trim_end_matches('.')
+                .to_owned(),
+        )
+    }
+
+    /// The image this service runs, when its type names a known one.
+    pub fn image(&self) -> Option<Resolved<'static>> {
+        let t = self.node.get("type")?.as_str()?;
+        Registry::get().resolve(split_type(t).0)
+    }
+}
+
+pub(crate) fn services(config: &ConfigSet) -> Vec<Service<'_>> {
+    let Some(doc) = &config.services else {
+        return Vec::new();
+    };
+    doc.root
+        .entries()
+        .iter()
+        .map(|(k, v)| Service {
+            name: &k.name,
+            key_pos: k.pos,
+            node: v,
+            file: &doc.file,
+        })
+        .collect()
+}
+
+/// Normalises a path inside an app (`/var/../x` → `x`); None when it leaves the app.
+pub(crate) fn inside(path: &str) -> Option<String> {
+    let mut parts: Vec<&str> = Vec::new();
+    for part in path.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop()?;
+            }
+            p => parts.push(p),
+        }
+    }
+    Some(parts.join("/"))
+}

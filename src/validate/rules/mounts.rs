@@ -1,0 +1,90 @@
+//! Mounts: writable paths inside the app, backed by the app disk or a storage service.
+//!
+//! Why: the deployed app is read-only except its mounts; a mount path or source path that climbs
+//! out of the app (`../`) would write outside it, and a `service` mount needs a
+//! `network-storage` service to hold the files.
+
+use super::services;
+use crate::config::yaml::Node;
+use crate::config::ConfigSet;
+use crate::diag::{join, Diagnostics, Location};
+
+pub fn check(config: &ConfigSet, diags: &mut Diagnostics) {
+    let services = services(config);
+    for app in &config.apps {
+        let Some(mounts) = app.node.get("mounts") else {
+            continue;
+        };
+        for (key, mount) in mounts.entries() {
+            let path = format!("mounts.{}", join("", &key.name));
+            let key_at = Location::new(mounts.file_or(&app.file), key.pos, join(&app.path, &path));
+            match super::inside(&key.name) {
+                None => diags.error(
+                    "mount-path",
+                    key_at,
+                    format!("mount `{}` leaves the app directory", key.name),
+                    "mount paths are relative to the app root, for example `var` or `pub/media`",
+                ),
+                Some(p) if p.is_empty() => diags.error(
+                    "mount-path",
+                    key_at,
+                    "a mount over the whole app",
+                    "mount a subdirectory (`var`, `pub/media`): the app root holds the built code",
+                ),
+                Some(_) => {}
+            }
+            let source_path = match mount.as_str() {
+                Some(legacy) => legacy.strip_prefix("shared:files/").map(|p| (mount, p)),
+                None => mount
+                    .get("source_path")
+                    .and_then(|n| n.as_str().map(|s| (n, s))),
+            };
+            if let Some((node, sp)) = source_path {
+                if super::inside(sp).is_none() {
+                    diags.error(
+                        "mount-source",
+                        app.loc(node, &path),
+                        format!("source path `{sp}` leaves the mount's volume"),
+                        "give a path inside the volume, for example `files/var`",
+                    );
+                }
+            }
+            check_service_mount(mount, &services, app.loc(mount, &path), diags);
+        }
+    }
+}
+
+fn check_service_mount(
+    mount: &Node,
+    services: &[super::Service<'_>],
+    at: Location,
+    diags: &mut Diagnostics,
+) {
+    if mount.get("source").and_then(Node::as_str) != Some("service") {
+        return;
+    }
+    let Some(name) = mount.get("service").and_then(Node::as_str) else {
+        diags.error(
+            "mount-service",
+            at,
+            "a `source: service` mount without `service`",
+            "name the network-storage service",
+        );
+        return;
+    };
+    match services.iter().find(|s| s.name == name) {
+        None => diags.error(
+            "mount-service",
+            at,
+            format!("mount service `{name}` is not declared in services.yaml"),
+            "declare it with `type: network-storage:2.0`",
+        ),
+        Some(s) if s.image().is_some_and(|i| i.base != "network-storage") => diags.error(
+            "mount-service",
+            at,
+            format!("mount service `{name}` is not a network-storage service"),
+            "mounts can use only `network-storage` services",
+        ),
+        Some(_) => {}
+    }
+}

@@ -1,0 +1,181 @@
+//! Routes: valid URL templates, upstreams that exist, redirects that go somewhere, one primary.
+//!
+//! Why: the router is configured from these; an upstream naming no app sends every request of
+//! that host to an error page after deployment. `:php` upstreams are the pre-2018 spelling of
+//! `:http` and still work, so they warn.
+
+use std::collections::HashMap;
+
+use super::services;
+use crate::config::yaml::{Node, Pos};
+use crate::config::ConfigSet;
+use crate::diag::{join, Diagnostics, Location};
+
+pub fn check(config: &ConfigSet, diags: &mut Diagnostics) {
+    let Some(doc) = &config.routes else { return };
+    let apps: Vec<&str> = config
+        .apps
+        .iter()
+        .filter_map(|a| a.name.as_deref())
+        .collect();
+    let services = services(config);
+    let mut primary: Option<Pos> = None;
+    let mut ids: HashMap<&str, Pos> = HashMap::new();
+    for (key, route) in doc.root.entries() {
+        let path = join("", &key.name);
+        let at = |node: &Node, sub: &str| {
+            Location::new(node.file_or(&doc.file), node.pos, join(&path, sub))
+        };
+        if let Err(why) = check_template(&key.name) {
+            diags.error(
+                "route-url",
+                Location::new(&doc.file, key.pos, path.clone()),
+                format!("`{}` is not a valid route URL template: {why}", key.name),
+                "write routes as `https://{default}/`, `http://www.{default}/` or `https://example.com/path`",
+            );
+        }
+        if let Some(up) = route
+            .get("upstream")
+            .filter(|_| route.get("type").and_then(Node::as_str) == Some("upstream"))
+        {
+            if let Some(text) = up.as_str() {
+                let (target, endpoint) = text
+                    .split_once(':')
+                    .map_or((text, None), |(t, e)| (t, Some(e)));
+                let is_app = apps.contains(&target);
+                let is_service = services.iter().any(|s| s.name == target);
+                if !is_app && !is_service {
+                    let known = apps.iter().copied().chain(services.iter().map(|s| s.name));
+                    let hint = match crate::validate::closest(target, known) {
+                        Some(s) => {
+                            format!("did you mean `{s}:http`? Apps here: {}", apps.join(", "))
+                        }
+                        None => format!(
+                            "point it at an app: {}",
+                            apps.iter()
+                                .map(|a| format!("`{a}:http`"))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                    };
+                    diags.error(
+                        "route-upstream",
+                        at(up, "upstream"),
+                        format!("upstream `{text}` names no app or service"),
+                        hint,
+                    );
+                } else if endpoint == Some("php") {
+                    diags.warn(
+                        "route-upstream-php",
+                        at(up, "upstream"),
+                        format!("upstream `{text}` uses the deprecated `:php` endpoint"),
+                        format!("write `{target}:http`"),
+                    );
+                } else if is_app && endpoint.is_some_and(|e| e != "http") {
+                    diags.error(
+                        "route-upstream",
+                        at(up, "upstream"),
+                        format!(
+                            "app `{target}` has no endpoint `{}`",
+                            endpoint.unwrap_or_default()
+                        ),
+                        format!("write `{target}:http`"),
+                    );
+                }
+            }
+        }
+        if let Some(to) = route.get("to").and_then(|t| t.as_str().map(|s| (t, s))) {
+            if route.get("type").and_then(Node::as_str) == Some("redirect")
+                && !(to.1.starts_with("http://") || to.1.starts_with("https://"))
+            {
+                diags.error(
+                    "route-redirect",
+                    at(to.0, "to"),
+                    format!("redirect target `{}` is not an absolute URL", to.1),
+                    "write the target as `https://{default}/` or a full URL",
+                );
+            }
+        }
+        if let Some(p) = route.get("primary").filter(|p| p.as_bool() == Some(true)) {
+            match primary {
+                Some(first) => diags.error(
+                    "route-primary",
+                    at(p, "primary"),
+                    format!(
+                        "a second primary route (the first is at line {})",
+                        first.line
+                    ),
+                    "mark at most one route `primary: true`",
+                ),
+                None => primary = Some(p.pos),
+            }
+        }
+        if let Some(id) = route.get("id").and_then(|i| i.as_str().map(|s| (i, s))) {
+            if let Some(first) = ids.insert(id.1, id.0.pos) {
+                diags.error(
+                    "route-id",
+                    at(id.0, "id"),
+                    format!("route id `{}` is already used at line {}", id.1, first.line),
+                    "give every route a unique id",
+                );
+            }
+        }
+    }
+}
+
+/// `scheme://host[:port]/path` where host may use `{default}` and `{all}`.
+fn check_template(url: &str) -> Result<(), String> {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .ok_or("it must start with `http://` or `https://`")?;
+    let (host, _path) = rest.split_once('/').unwrap_or((rest, ""));
+    if host.is_empty() {
+        return Err("the host is empty".into());
+    }
+    if url.chars().any(char::is_whitespace) {
+        return Err("it contains white space".into());
+    }
+    let mut rest = host;
+    while let Some(start) = rest.find('{') {
+        let end = rest[start..].find('}').ok_or("a `{` is not closed")? + start;
+        let name = &rest[start + 1..end];
+        if name != "default" && name != "all" {
+            return Err(format!(
+                "unknown placeholder `{{{name}}}` (use `{{default}}` or `{{all}}`)"
+            ));
+        }
+        rest = &rest[end + 1..];
+    }
+    if rest.contains('}') {
+        return Err("a `}` has no opening `{`".into());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_template;
+
+    #[test]
+    fn templates() {
+        for ok in [
+            "http://{default}/",
+            "https://www.{default}/",
+            "https://{all}/",
+            "https://example.com/shop",
+            "http://{default}",
+        ] {
+            assert!(check_template(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "{default}/",
+            "ftp://{default}/",
+            "https://{defualt}/",
+            "https:///x",
+            "https://{default/",
+        ] {
+            assert!(check_template(bad).is_err(), "{bad}");
+        }
+    }
+}
