@@ -37,11 +37,7 @@ pub struct Location {
 
 impl Location {
     pub fn new(file: &str, pos: Pos, path: impl Into<String>) -> Location {
-        Location {
-            file: file.to_owned(),
-            pos,
-            path: path.into(),
-        }
+        Location { file: file.to_owned(), pos, path: path.into() }
     }
 }
 
@@ -71,23 +67,11 @@ impl Diagnostics {
         });
     }
 
-    pub fn error(
-        &mut self,
-        code: &'static str,
-        at: Location,
-        message: impl Into<String>,
-        hint: impl Into<String>,
-    ) {
+    pub fn error(&mut self, code: &'static str, at: Location, message: impl Into<String>, hint: impl Into<String>) {
         self.push(Severity::Error, code, at, message, hint);
     }
 
-    pub fn warn(
-        &mut self,
-        code: &'static str,
-        at: Location,
-        message: impl Into<String>,
-        hint: impl Into<String>,
-    ) {
+    pub fn warn(&mut self, code: &'static str, at: Location, message: impl Into<String>, hint: impl Into<String>) {
         self.push(Severity::Warning, code, at, message, hint);
     }
 
@@ -100,9 +84,7 @@ impl Diagnostics {
     }
 
     pub fn warnings(&self) -> impl Iterator<Item = &Diagnostic> {
-        self.items
-            .iter()
-            .filter(|d| d.severity == Severity::Warning)
+        self.items.iter().filter(|d| d.severity == Severity::Warning)
     }
 
     /// Orders findings by file and position, errors first on the same spot, without duplicates.
@@ -115,17 +97,19 @@ impl Diagnostics {
     }
 }
 
+/// Appends an already dotted sub-path (`runtime.extensions[2]`) to a config path.
+pub fn concat(parent: &str, sub: &str) -> String {
+    match (parent.is_empty(), sub.is_empty()) {
+        (true, _) => sub.to_owned(),
+        (false, true) => parent.to_owned(),
+        (false, false) => format!("{parent}.{sub}"),
+    }
+}
+
 /// Joins a dotted config path; keys with dots or spaces are quoted (`routes."http://{default}/"`).
 pub fn join(parent: &str, key: &str) -> String {
-    let plain = !key.is_empty()
-        && key
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
-    let key = if plain {
-        key.to_owned()
-    } else {
-        format!("\"{key}\"")
-    };
+    let plain = !key.is_empty() && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    let key = if plain { key.to_owned() } else { format!("\"{key}\"") };
     if parent.is_empty() {
         key
     } else {

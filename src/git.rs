@@ -18,11 +18,7 @@ pub enum GitError {
     #[error("opening the repository: {0}")]
     Open(git2::Error),
     #[error("reading commit {commit} for {refname}: {source}")]
-    Commit {
-        commit: String,
-        refname: String,
-        source: git2::Error,
-    },
+    Commit { commit: String, refname: String, source: git2::Error },
 }
 
 /// One line of pre-receive / post-receive input.
@@ -55,21 +51,14 @@ pub fn parse_updates(input: &str) -> Result<Vec<RefUpdate>, GitError> {
         if line.trim().is_empty() {
             continue;
         }
-        let bad = || GitError::BadUpdate {
-            line: i + 1,
-            text: line.to_owned(),
-        };
+        let bad = || GitError::BadUpdate { line: i + 1, text: line.to_owned() };
         let mut parts = line.splitn(3, ' ');
         let (Some(old), Some(new), Some(name)) = (parts.next(), parts.next(), parts.next()) else {
             return Err(bad());
         };
         let old = Oid::from_str(old).map_err(|_| bad())?;
         let new = Oid::from_str(new).map_err(|_| bad())?;
-        updates.push(RefUpdate {
-            old,
-            new,
-            name: name.to_owned(),
-        });
+        updates.push(RefUpdate { old, new, name: name.to_owned() });
     }
     Ok(updates)
 }
@@ -87,21 +76,14 @@ pub struct CommitTree<'r> {
 
 impl<'r> CommitTree<'r> {
     pub fn new(repo: &'r Repository, commit: Oid, refname: &str) -> Result<Self, GitError> {
-        let wrap = |source| GitError::Commit {
-            commit: commit.to_string(),
-            refname: refname.to_owned(),
-            source,
-        };
+        let wrap = |source| GitError::Commit { commit: commit.to_string(), refname: refname.to_owned(), source };
         let commit = repo.find_commit(commit).map_err(wrap)?;
         let tree = commit.tree().map_err(wrap)?;
         Ok(CommitTree { repo, tree })
     }
 
     fn git_err(path: &str, e: git2::Error) -> SourceError {
-        SourceError::Git {
-            path: path.to_owned(),
-            message: e.message().to_owned(),
-        }
+        SourceError::Git { path: path.to_owned(), message: e.message().to_owned() }
     }
 
     fn lookup(&self, path: &str) -> Result<Option<(i32, Oid)>, SourceError> {
@@ -133,10 +115,7 @@ impl Source for CommitTree<'_> {
                 if size as u64 > MAX_FILE_BYTES {
                     return Ok(Entry::TooLarge(size as u64));
                 }
-                let blob = self
-                    .repo
-                    .find_blob(id)
-                    .map_err(|e| Self::git_err(path, e))?;
+                let blob = self.repo.find_blob(id).map_err(|e| Self::git_err(path, e))?;
                 Ok(Entry::File(blob.content().to_vec()))
             }
         }

@@ -24,6 +24,8 @@ pub enum HookError {
     Source(#[from] SourceError),
     #[error("reading the ref updates from stdin: {0}")]
     Stdin(std::io::Error),
+    #[error("running the chained hook {}: {source}", hook.display())]
+    Chained { hook: std::path::PathBuf, source: std::io::Error },
 }
 
 /// Validation results of this process, keyed by what they read.
@@ -48,11 +50,7 @@ impl Cache {
 }
 
 /// Runs the protective block over `updates`. Returns true when the push may proceed.
-pub fn pre_receive(
-    repo: &Repository,
-    updates: &[RefUpdate],
-    out: &mut dyn Write,
-) -> Result<bool, HookError> {
+pub fn pre_receive(repo: &Repository, updates: &[RefUpdate], out: &mut dyn Write) -> Result<bool, HookError> {
     let mut cache = Cache::default();
     let mut refused = Vec::new();
     for update in updates {
@@ -87,21 +85,40 @@ pub fn pre_receive(
 }
 
 /// Runs `pre-receive` as git calls it: ref updates on stdin, the repository from the environment.
+/// When pushgate accepts and `chain` names a hook that was installed before pushgate, that hook
+/// runs next with the same input, and its verdict is the push's.
 pub fn pre_receive_main(
     stdin: &mut dyn std::io::Read,
     out: &mut dyn Write,
+    chain: Option<&Path>,
 ) -> Result<bool, HookError> {
     let mut input = String::new();
     stdin.read_to_string(&mut input).map_err(HookError::Stdin)?;
     let updates = git::parse_updates(&input)?;
-    if !updates
-        .iter()
-        .any(|u| u.branch().is_some() && !u.is_delete())
-    {
-        return Ok(true);
+    if updates.iter().any(|u| u.branch().is_some() && !u.is_delete()) {
+        let repo = git::open_from_env()?;
+        if !pre_receive(&repo, &updates, out)? {
+            return Ok(false);
+        }
     }
-    let repo = git::open_from_env()?;
-    pre_receive(&repo, &updates, out)
+    match chain.filter(|c| c.exists()) {
+        Some(hook) => {
+            let _ = out.flush();
+            run_chained(hook, &input)
+        }
+        None => Ok(true),
+    }
+}
+
+/// Runs a hook that was there before pushgate, feeding it the same ref updates.
+fn run_chained(hook: &Path, input: &str) -> Result<bool, HookError> {
+    let chained = |source| HookError::Chained { hook: hook.to_owned(), source };
+    let mut child = std::process::Command::new(hook).stdin(std::process::Stdio::piped()).spawn().map_err(chained)?;
+    if let Some(mut stdin) = child.stdin.take() {
+        // A hook that exits without reading its input is not an error.
+        let _ = stdin.write_all(input.as_bytes());
+    }
+    Ok(child.wait().map_err(chained)?.success())
 }
 
 /// `pushgate-hook check DIR`: the same validation on a checkout. Returns true when valid.
@@ -125,7 +142,5 @@ fn line_of(source: &dyn Source, file: &str, line: u32) -> Option<String> {
         return None;
     };
     let text = String::from_utf8(bytes).ok()?;
-    text.lines()
-        .nth(line.checked_sub(1)? as usize)
-        .map(str::to_owned)
+    text.lines().nth(line.checked_sub(1)? as usize).map(str::to_owned)
 }

@@ -62,26 +62,17 @@ impl Registry {
     pub fn get() -> &'static Registry {
         static REGISTRY: OnceLock<Registry> = OnceLock::new();
         REGISTRY.get_or_init(|| {
-            serde_json::from_str(include_str!("../data/registry.json"))
-                .expect("embedded registry is valid")
+            serde_json::from_str(include_str!("../data/registry.json")).expect("embedded registry is valid")
         })
     }
 
     pub fn resolve(&self, name: &str) -> Option<Resolved<'_>> {
         if let Some((base, image)) = self.images.get_key_value(name) {
-            return Some(Resolved {
-                base,
-                image,
-                disk: image.disk,
-            });
+            return Some(Resolved { base, image, disk: image.disk });
         }
         let alias = self.aliases.get(name)?;
         let (base, image) = self.images.get_key_value(&alias.base)?;
-        Some(Resolved {
-            base,
-            image,
-            disk: alias.disk,
-        })
+        Some(Resolved { base, image, disk: alias.disk })
     }
 
     /// Every image name (with aliases), for suggestions.
@@ -94,6 +85,7 @@ impl Registry {
             .chain(self.aliases.keys().map(String::as_str).filter(|_| !runtime))
             .collect();
         names.sort_unstable();
+        names.dedup();
         names
     }
 
@@ -119,7 +111,5 @@ impl Image {
 
 /// Numeric ordering of dotted versions (`10.11` after `10.6`).
 pub fn version_key(v: &str) -> Vec<u64> {
-    v.split(['.', '-'])
-        .map(|p| p.parse().unwrap_or(0))
-        .collect()
+    v.split(['.', '-']).map(|p| p.parse().unwrap_or(0)).collect()
 }

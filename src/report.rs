@@ -14,11 +14,7 @@ use crate::diag::{Diagnostic, Diagnostics, Severity};
 pub type LineLookup<'a> = dyn Fn(&str, u32) -> Option<String> + 'a;
 
 /// Writes the findings: errors in one `E:` block, then one `W:` line per warning.
-pub fn diagnostics(
-    out: &mut dyn Write,
-    diags: &Diagnostics,
-    lines: &LineLookup<'_>,
-) -> io::Result<()> {
+pub fn diagnostics(out: &mut dyn Write, diags: &Diagnostics, lines: &LineLookup<'_>) -> io::Result<()> {
     let mut errors = diags.errors().peekable();
     if errors.peek().is_some() {
         writeln!(out, "E: Error parsing configuration files:")?;
@@ -32,37 +28,17 @@ pub fn diagnostics(
     Ok(())
 }
 
-fn write_one(
-    out: &mut dyn Write,
-    lead: &str,
-    d: &Diagnostic,
-    lines: &LineLookup<'_>,
-) -> io::Result<()> {
-    let path = if d.path.is_empty() {
-        String::new()
-    } else {
-        format!("{}: ", d.path)
-    };
-    writeln!(
-        out,
-        "{lead}{}:{}:{}: {path}{} [{}]",
-        d.file, d.pos.line, d.pos.col, d.message, d.code
-    )?;
+fn write_one(out: &mut dyn Write, lead: &str, d: &Diagnostic, lines: &LineLookup<'_>) -> io::Result<()> {
+    let path = if d.path.is_empty() { String::new() } else { format!("{}: ", d.path) };
+    writeln!(out, "{lead}{}:{}:{}: {path}{} [{}]", d.file, d.pos.line, d.pos.col, d.message, d.code)?;
     let pad = " ".repeat(lead.len() + 4);
     if d.severity == Severity::Error {
         if let Some(text) = lines(&d.file, d.pos.line) {
             let text: String = text.chars().take(160).collect();
             let number = d.pos.line.to_string();
             writeln!(out, "{pad}{number} | {}", text.replace('\t', " "))?;
-            let caret_at = (d.pos.col as usize)
-                .saturating_sub(1)
-                .min(text.chars().count());
-            writeln!(
-                out,
-                "{pad}{} | {}^",
-                " ".repeat(number.len()),
-                " ".repeat(caret_at)
-            )?;
+            let caret_at = (d.pos.col as usize).saturating_sub(1).min(text.chars().count());
+            writeln!(out, "{pad}{} | {}^", " ".repeat(number.len()), " ".repeat(caret_at))?;
         }
     }
     if !d.hint.is_empty() {
@@ -76,35 +52,18 @@ pub fn summary(out: &mut dyn Write, config: &ConfigSet) -> io::Result<()> {
     let text = |n: Option<&Node>| n.and_then(Node::scalar_text).unwrap_or_default();
     for app in &config.apps {
         let name = app.name.as_deref().unwrap_or("?");
-        let disk = app
-            .node
-            .get("disk")
-            .and_then(Node::as_i64)
-            .map(|d| format!(", disk {d} MB"))
-            .unwrap_or_default();
+        let disk = app.node.get("disk").and_then(Node::as_i64).map(|d| format!(", disk {d} MB")).unwrap_or_default();
         writeln!(out, "    app {name}: {}{disk}", text(app.node.get("type")))?;
     }
     if let Some(doc) = &config.services {
         for (key, s) in doc.root.entries() {
-            let disk = s
-                .get("disk")
-                .and_then(Node::as_i64)
-                .map(|d| format!(", disk {d} MB"))
-                .unwrap_or_default();
-            writeln!(
-                out,
-                "    service {}: {}{disk}",
-                key.name,
-                text(s.get("type"))
-            )?;
+            let disk = s.get("disk").and_then(Node::as_i64).map(|d| format!(", disk {d} MB")).unwrap_or_default();
+            writeln!(out, "    service {}: {}{disk}", key.name, text(s.get("type")))?;
         }
     }
     let routes = config.routes.as_ref().map_or(0, |r| r.root.entries().len());
     if routes == 0 {
-        writeln!(
-            out,
-            "    routes: none declared (the default route serves the app)"
-        )?;
+        writeln!(out, "    routes: none declared (the default route serves the app)")?;
     } else {
         writeln!(out, "    routes: {routes}")?;
     }
@@ -113,9 +72,7 @@ pub fn summary(out: &mut dyn Write, config: &ConfigSet) -> io::Result<()> {
 
 /// Today's date as `YYYY-MM-DD` (UTC), for end-of-life comparisons.
 pub fn today() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let (y, m, d) = civil_from_days((secs / 86_400) as i64);
     format!("{y:04}-{m:02}-{d:02}")
 }

@@ -46,10 +46,7 @@ pub enum SourceError {
     #[error("reading {path} from the repository: {message}")]
     Git { path: String, message: String },
     #[error("reading {}: {source}", path.display())]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
 }
 
 /// A tree of files at one point in time.
@@ -105,13 +102,7 @@ pub struct Recording<'a> {
 
 impl<'a> Recording<'a> {
     pub fn new(inner: &'a dyn Source) -> Self {
-        Recording {
-            inner,
-            log: std::cell::RefCell::new(ReadLog {
-                reads: Vec::new(),
-                complete: true,
-            }),
-        }
+        Recording { inner, log: std::cell::RefCell::new(ReadLog { reads: Vec::new(), complete: true }) }
     }
 
     pub fn into_log(self) -> ReadLog {
@@ -137,10 +128,7 @@ impl Source for Recording<'_> {
 
     fn root_dirs(&self) -> Result<Vec<String>, SourceError> {
         let dirs = self.inner.root_dirs()?;
-        self.log
-            .borrow_mut()
-            .reads
-            .push(Read::RootDirs(dirs.clone()));
+        self.log.borrow_mut().reads.push(Read::RootDirs(dirs.clone()));
         Ok(dirs)
     }
 }
@@ -156,10 +144,7 @@ impl DirSource {
     }
 
     fn io(path: &Path, source: std::io::Error) -> SourceError {
-        SourceError::Io {
-            path: path.to_owned(),
-            source,
-        }
+        SourceError::Io { path: path.to_owned(), source }
     }
 }
 
@@ -177,18 +162,12 @@ impl Source for DirSource {
             return Ok(Entry::Symlink);
         }
         if meta.is_dir() {
-            return Ok(if full.join(".git").is_file() {
-                Entry::Submodule
-            } else {
-                Entry::Dir
-            });
+            return Ok(if full.join(".git").is_file() { Entry::Submodule } else { Entry::Dir });
         }
         if meta.len() > MAX_FILE_BYTES {
             return Ok(Entry::TooLarge(meta.len()));
         }
-        std::fs::read(&full)
-            .map(Entry::File)
-            .map_err(|e| Self::io(&full, e))
+        std::fs::read(&full).map(Entry::File).map_err(|e| Self::io(&full, e))
     }
 
     fn entry_id(&self, _path: &str) -> Result<Option<EntryId>, SourceError> {

@@ -114,8 +114,7 @@ fn include(
     state: &mut State<'_>,
     diags: &mut Diagnostics,
 ) -> Result<Option<Node>, SourceError> {
-    let hint_form =
-        "write `!include path/to/file.yaml` or `!include {type: string, path: script.sh}`";
+    let hint_form = "write `!include path/to/file.yaml` or `!include {type: string, path: script.sh}`";
     let (kind, target, target_pos) = match &node.value {
         Value::Str(p) => (Kind::Yaml, p.clone(), node.pos),
         Value::Map(_) => {
@@ -134,34 +133,17 @@ fn include(
                 }
             };
             let Some(p) = node.get("path").and_then(Node::as_str) else {
-                diags.error(
-                    "include",
-                    at.clone(),
-                    "`!include` without a `path`",
-                    hint_form,
-                );
+                diags.error("include", at.clone(), "`!include` without a `path`", hint_form);
                 return Ok(None);
             };
-            (
-                kind,
-                p.to_owned(),
-                node.get("path").map_or(node.pos, |n| n.pos),
-            )
+            (kind, p.to_owned(), node.get("path").map_or(node.pos, |n| n.pos))
         }
         _ => {
-            diags.error(
-                "include",
-                at.clone(),
-                "`!include` needs a path or a mapping",
-                hint_form,
-            );
+            diags.error("include", at.clone(), "`!include` needs a path or a mapping", hint_form);
             return Ok(None);
         }
     };
-    let target_at = Location {
-        pos: target_pos,
-        ..at.clone()
-    };
+    let target_at = Location { pos: target_pos, ..at.clone() };
     let Some(resolved) = resolve_path(including_file, &target) else {
         diags.error(
             "include-escape",
@@ -182,11 +164,7 @@ fn include(
         return Ok(None);
     }
     let entry = source.entry(&resolved)?;
-    state.targets.push(Target {
-        path: resolved.clone(),
-        directory: false,
-        found: entry != Entry::Missing,
-    });
+    state.targets.push(Target { path: resolved.clone(), directory: false, found: entry != Entry::Missing });
     let bytes = match entry {
         Entry::File(bytes) => bytes,
         Entry::TooLarge(size) => {
@@ -214,20 +192,14 @@ fn include(
             diags.error(
                 "include",
                 target_at,
-                format!(
-                    "included path `{resolved}` is {}, not a file",
-                    other.describe()
-                ),
+                format!("included path `{resolved}` is {}, not a file", other.describe()),
                 "include a regular file committed in this repository",
             );
             return Ok(None);
         }
     };
     match kind {
-        Kind::Binary => Ok(Some(Node::new(
-            Value::Str(format!("<{} bytes of {resolved}>", bytes.len())),
-            node.pos,
-        ))),
+        Kind::Binary => Ok(Some(Node::new(Value::Str(format!("<{} bytes of {resolved}>", bytes.len())), node.pos))),
         Kind::Text => match String::from_utf8(bytes) {
             Ok(text) => Ok(Some(Node::new(Value::Str(text), node.pos))),
             Err(_) => {
@@ -241,21 +213,12 @@ fn include(
             }
         },
         Kind::Yaml => {
-            let Some(mut included) = super::parse(&resolved, &bytes, Limits::default(), diags)
-            else {
+            let Some(mut included) = super::parse(&resolved, &bytes, Limits::default(), diags) else {
                 return Ok(None);
             };
             let file: Arc<str> = Arc::from(resolved.as_str());
             included.set_file(&file);
-            resolve_in(
-                source,
-                &resolved,
-                &mut included,
-                &at.path,
-                depth + 1,
-                state,
-                diags,
-            )?;
+            resolve_in(source, &resolved, &mut included, &at.path, depth + 1, state, diags)?;
             included.pos = node.pos;
             included.file = node.file.clone();
             Ok(Some(included))
@@ -272,12 +235,7 @@ fn archive(
     diags: &mut Diagnostics,
 ) -> Result<Option<Node>, SourceError> {
     let Some(target) = node.as_str() else {
-        diags.error(
-            "archive",
-            at.clone(),
-            "`!archive` needs a directory path",
-            "write `!archive \"solr-config\"`",
-        );
+        diags.error("archive", at.clone(), "`!archive` needs a directory path", "write `!archive \"solr-config\"`");
         return Ok(None);
     };
     let Some(resolved) = resolve_path(including_file, target) else {
@@ -290,11 +248,7 @@ fn archive(
         return Ok(None);
     };
     let entry = source.entry(&resolved)?;
-    state.targets.push(Target {
-        path: resolved.clone(),
-        directory: true,
-        found: entry != Entry::Missing,
-    });
+    state.targets.push(Target { path: resolved.clone(), directory: true, found: entry != Entry::Missing });
     match entry {
         Entry::Dir => Ok(Some(Node::new(Value::Str(resolved), node.pos))),
         other => {
@@ -338,22 +292,10 @@ mod tests {
 
     #[test]
     fn paths_resolve_relative_to_the_including_file() {
-        assert_eq!(
-            resolve_path(".platform/applications.yaml", "pip.app.yaml").unwrap(),
-            ".platform/pip.app.yaml"
-        );
-        assert_eq!(
-            resolve_path("api/.platform.app.yaml", "scripts/d.sh").unwrap(),
-            "api/scripts/d.sh"
-        );
-        assert_eq!(
-            resolve_path(".platform.app.yaml", "build.sh").unwrap(),
-            "build.sh"
-        );
-        assert_eq!(
-            resolve_path(".platform/services.yaml", "../x/y").unwrap(),
-            "x/y"
-        );
+        assert_eq!(resolve_path(".platform/applications.yaml", "pip.app.yaml").unwrap(), ".platform/pip.app.yaml");
+        assert_eq!(resolve_path("api/.platform.app.yaml", "scripts/d.sh").unwrap(), "api/scripts/d.sh");
+        assert_eq!(resolve_path(".platform.app.yaml", "build.sh").unwrap(), "build.sh");
+        assert_eq!(resolve_path(".platform/services.yaml", "../x/y").unwrap(), "x/y");
         assert_eq!(resolve_path("a/b.yaml", "/c.yaml").unwrap(), "c.yaml");
         assert!(resolve_path(".platform/services.yaml", "../../etc/passwd").is_none());
         assert!(resolve_path("b.yaml", "..").is_none());

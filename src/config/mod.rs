@@ -72,11 +72,7 @@ pub struct App {
 
 impl App {
     pub fn loc(&self, node: &Node, path: &str) -> Location {
-        Location::new(
-            node.file_or(&self.file),
-            node.pos,
-            crate::diag::join(&self.path, path),
-        )
+        Location::new(node.file_or(&self.file), node.pos, crate::diag::concat(&self.path, path))
     }
 }
 
@@ -130,19 +126,10 @@ pub fn parse(file: &str, bytes: &[u8], limits: Limits, diags: &mut Diagnostics) 
 /// 1-based line and column of byte `index` (columns count characters of the valid prefix).
 fn pos_of_byte(bytes: &[u8], index: usize) -> Pos {
     let before = &bytes[..index];
-    let line_start = before
-        .iter()
-        .rposition(|&b| b == b'\n')
-        .map_or(0, |i| i + 1);
+    let line_start = before.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
     let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
-    let col = String::from_utf8_lossy(&before[line_start..])
-        .chars()
-        .count()
-        + 1;
-    Pos {
-        line: line as u32,
-        col: col as u32,
-    }
+    let col = String::from_utf8_lossy(&before[line_start..]).chars().count() + 1;
+    Pos { line: line as u32, col: col as u32 }
 }
 
 /// Reads, parses and resolves the includes of one configuration file.
@@ -179,10 +166,7 @@ fn read_document(
         return Ok(None);
     };
     include::resolve(source, file, &mut root, includes, diags)?;
-    Ok(Some(Document {
-        file: file.to_owned(),
-        root,
-    }))
+    Ok(Some(Document { file: file.to_owned(), root }))
 }
 
 /// Finds and reads the configuration set of `source`.
@@ -191,12 +175,11 @@ pub fn load(source: &dyn Source, diags: &mut Diagnostics) -> Result<ConfigSet, S
     let magento = app_file_candidates(source, Format::Magento, &dirs)?;
     let platform = app_file_candidates(source, Format::Platform, &dirs)?;
     let uses_magento = !magento.is_empty() || dirs.iter().any(|d| d == Format::Magento.dir());
-    let (format, candidates) =
-        if uses_magento || platform.is_empty() && !dirs.iter().any(|d| d == ".platform") {
-            (Format::Magento, magento)
-        } else {
-            (Format::Platform, platform)
-        };
+    let (format, candidates) = if uses_magento || platform.is_empty() && !dirs.iter().any(|d| d == ".platform") {
+        (Format::Magento, magento)
+    } else {
+        (Format::Platform, platform)
+    };
 
     let mut set = ConfigSet {
         format,
@@ -215,9 +198,7 @@ pub fn load(source: &dyn Source, diags: &mut Diagnostics) -> Result<ConfigSet, S
         if file.ends_with("applications.yaml") {
             collect_applications(&doc, &mut set.apps);
         } else {
-            let dir = file
-                .rsplit_once('/')
-                .map_or(String::new(), |(d, _)| d.to_owned());
+            let dir = file.rsplit_once('/').map_or(String::new(), |(d, _)| d.to_owned());
             set.apps.push(single_app(&doc, dir));
         }
         set.app_files.push(file);
@@ -226,10 +207,7 @@ pub fn load(source: &dyn Source, diags: &mut Diagnostics) -> Result<ConfigSet, S
         diags.error(
             "no-app",
             Location::new(format.app_file(), Pos { line: 1, col: 1 }, ""),
-            format!(
-                "no application configuration: `{}` is missing",
-                format.app_file()
-            ),
+            format!("no application configuration: `{}` is missing", format.app_file()),
             format!(
                 "commit `{}` at the repository root (or one per app directory, or `{}`)",
                 format.app_file(),
@@ -243,11 +221,7 @@ pub fn load(source: &dyn Source, diags: &mut Diagnostics) -> Result<ConfigSet, S
 }
 
 /// Paths of app files that exist: the root one, `applications.yaml`, one per root directory.
-fn app_file_candidates(
-    source: &dyn Source,
-    format: Format,
-    dirs: &[String],
-) -> Result<Vec<String>, SourceError> {
+fn app_file_candidates(source: &dyn Source, format: Format, dirs: &[String]) -> Result<Vec<String>, SourceError> {
     let mut found = Vec::new();
     let mut consider = |path: String| -> Result<(), SourceError> {
         if source.entry(&path)? != Entry::Missing {

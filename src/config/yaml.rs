@@ -28,10 +28,7 @@ impl Pos {
     }
 
     fn from_marker(line: usize, col: usize) -> Pos {
-        Pos {
-            line: line.max(1) as u32,
-            col: col as u32 + 1,
-        }
+        Pos { line: line.max(1) as u32, col: col as u32 + 1 }
     }
 }
 
@@ -49,11 +46,7 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         // Real configuration sets have at most a few thousand nodes and nest under 15 levels.
-        Limits {
-            max_depth: 64,
-            max_nodes: 200_000,
-            max_scalar_bytes: 16 << 20,
-        }
+        Limits { max_depth: 64, max_nodes: 200_000, max_scalar_bytes: 16 << 20 }
     }
 }
 
@@ -89,12 +82,7 @@ pub struct Node {
 
 impl Node {
     pub fn new(value: Value, pos: Pos) -> Node {
-        Node {
-            value,
-            pos,
-            tag: None,
-            file: None,
-        }
+        Node { value, pos, tag: None, file: None }
     }
 
     pub fn as_str(&self) -> Option<&str> {
@@ -211,11 +199,7 @@ impl fmt::Display for YamlError {
 impl std::error::Error for YamlError {}
 
 fn err(pos: Pos, message: impl Into<String>, hint: impl Into<String>) -> YamlError {
-    YamlError {
-        pos,
-        message: message.into(),
-        hint: hint.into(),
-    }
+    YamlError { pos, message: message.into(), hint: hint.into() }
 }
 
 /// Loads one YAML document. An empty file loads as `Null`.
@@ -256,9 +240,7 @@ pub fn load(text: &str, limits: Limits) -> Result<Node, YamlError> {
             Event::StreamStart | Event::StreamEnd | Event::DocumentEnd | Event::Nothing => {}
         }
     }
-    Ok(builder
-        .root
-        .unwrap_or_else(|| Node::new(Value::Null, Pos { line: 1, col: 1 })))
+    Ok(builder.root.unwrap_or_else(|| Node::new(Value::Null, Pos { line: 1, col: 1 })))
 }
 
 /// Turns the parser's error into ours, with a position a person can act on and a hint.
@@ -274,16 +256,11 @@ fn scan_error(text: &str, e: &saphyr_parser::ScanError) -> YamlError {
             }
         }
         hint = "YAML indentation must use spaces: replace the tab with spaces";
-    } else if info.contains("quoted scalar")
-        || info.contains("unclosed")
-        || info.contains("end of stream")
-    {
+    } else if info.contains("quoted scalar") || info.contains("unclosed") || info.contains("end of stream") {
         hint = "check that every quote opened on this line is closed, and that continuation lines are indented";
     } else if info.contains("recursion limit") {
         hint = "the document nests too deeply; configuration files need only a few levels";
-    } else if info.contains("mapping values are not allowed")
-        || info.contains("did not find expected key")
-    {
+    } else if info.contains("mapping values are not allowed") || info.contains("did not find expected key") {
         hint = "check the indentation of this line against its parent key, and quote values that contain `: `";
     } else {
         hint = "fix the YAML syntax at this position";
@@ -296,31 +273,20 @@ fn local_tag(tag: Option<(&String, &String)>, pos: Pos) -> Result<Option<String>
     match tag {
         None => Ok(None),
         Some((handle, suffix)) if handle == "!" => Ok(Some(suffix.clone())),
-        Some((handle, suffix)) if handle == "tag:yaml.org,2002:" || handle == "!!" => {
-            match suffix.as_str() {
-                "map" | "seq" | "str" | "int" | "float" | "bool" | "null" => Ok(None),
-                other => Err(unknown_tag(&format!("!!{other}"), pos)),
-            }
-        }
+        Some((handle, suffix)) if handle == "tag:yaml.org,2002:" || handle == "!!" => match suffix.as_str() {
+            "map" | "seq" | "str" | "int" | "float" | "bool" | "null" => Ok(None),
+            other => Err(unknown_tag(&format!("!!{other}"), pos)),
+        },
         Some((handle, suffix)) => Err(unknown_tag(&format!("{handle}{suffix}"), pos)),
     }
 }
 
 fn unknown_tag(tag: &str, pos: Pos) -> YamlError {
-    err(
-        pos,
-        format!("unknown YAML tag `{tag}`"),
-        "the tags understood here are `!include` and `!archive`",
-    )
+    err(pos, format!("unknown YAML tag `{tag}`"), "the tags understood here are `!include` and `!archive`")
 }
 
 /// Resolves a scalar with the YAML 1.2 core schema (quoted scalars are always strings).
-fn scalar(
-    text: &str,
-    style: ScalarStyle,
-    tag: Option<(String, String)>,
-    pos: Pos,
-) -> Result<Node, YamlError> {
+fn scalar(text: &str, style: ScalarStyle, tag: Option<(String, String)>, pos: Pos) -> Result<Node, YamlError> {
     let mut local = None;
     let mut force_str = style != ScalarStyle::Plain;
     if let Some((handle, suffix)) = tag {
@@ -333,17 +299,8 @@ fn scalar(
             local_tag(Some((&handle, &suffix)), pos)?;
         }
     }
-    let value = if force_str {
-        Value::Str(text.to_owned())
-    } else {
-        resolve_plain(text)
-    };
-    Ok(Node {
-        value,
-        pos,
-        tag: local,
-        file: None,
-    })
+    let value = if force_str { Value::Str(text.to_owned()) } else { resolve_plain(text) };
+    Ok(Node { value, pos, tag: local, file: None })
 }
 
 fn resolve_plain(text: &str) -> Value {
@@ -351,9 +308,7 @@ fn resolve_plain(text: &str) -> Value {
         "" | "~" | "null" | "Null" | "NULL" => return Value::Null,
         "true" | "True" | "TRUE" => return Value::Bool(true),
         "false" | "False" | "FALSE" => return Value::Bool(false),
-        ".inf" | ".Inf" | ".INF" | "+.inf" | "+.Inf" | "+.INF" => {
-            return Value::Float(f64::INFINITY)
-        }
+        ".inf" | ".Inf" | ".INF" | "+.inf" | "+.Inf" | "+.INF" => return Value::Float(f64::INFINITY),
         "-.inf" | "-.Inf" | "-.INF" => return Value::Float(f64::NEG_INFINITY),
         ".nan" | ".NaN" | ".NAN" => return Value::Float(f64::NAN),
         _ => {}
@@ -392,10 +347,8 @@ fn looks_like_float(s: &str) -> bool {
     let int = parts.next().unwrap_or("");
     let frac = parts.next();
     let all_digits = |p: &str| p.bytes().all(|b| b.is_ascii_digit());
-    let mantissa_ok = all_digits(int)
-        && frac.map_or(!int.is_empty(), |f| {
-            all_digits(f) && !(int.is_empty() && f.is_empty())
-        });
+    let mantissa_ok =
+        all_digits(int) && frac.map_or(!int.is_empty(), |f| all_digits(f) && !(int.is_empty() && f.is_empty()));
     let exp_ok = exp.map_or(true, |e| {
         let e = e.strip_prefix(['-', '+']).unwrap_or(e);
         !e.is_empty() && all_digits(e)
@@ -413,22 +366,12 @@ struct Frame {
 
 enum FrameKind {
     Seq(Vec<Node>),
-    Map {
-        entries: Vec<(Key, Node)>,
-        key: Option<Key>,
-        seen: HashMap<String, Pos>,
-        merges: Vec<Node>,
-    },
+    Map { entries: Vec<(Key, Node)>, key: Option<Key>, seen: HashMap<String, Pos>, merges: Vec<Node> },
 }
 
 impl Frame {
     fn seq(pos: Pos, tag: Option<String>, anchor: usize) -> Frame {
-        Frame {
-            pos,
-            tag,
-            anchor,
-            kind: FrameKind::Seq(Vec::new()),
-        }
+        Frame { pos, tag, anchor, kind: FrameKind::Seq(Vec::new()) }
     }
 
     fn map(pos: Pos, tag: Option<String>, anchor: usize) -> Frame {
@@ -436,12 +379,7 @@ impl Frame {
             pos,
             tag,
             anchor,
-            kind: FrameKind::Map {
-                entries: Vec::new(),
-                key: None,
-                seen: HashMap::new(),
-                merges: Vec::new(),
-            },
+            kind: FrameKind::Map { entries: Vec::new(), key: None, seen: HashMap::new(), merges: Vec::new() },
         }
     }
 }
@@ -516,22 +454,12 @@ impl Builder {
         };
         let value = match frame.kind {
             FrameKind::Seq(items) => Value::Seq(items),
-            FrameKind::Map {
-                mut entries,
-                seen,
-                merges,
-                ..
-            } => {
+            FrameKind::Map { mut entries, seen, merges, .. } => {
                 merge_into(&mut entries, &seen, merges);
                 Value::Map(entries)
             }
         };
-        let node = Node {
-            value,
-            pos: frame.pos,
-            tag: frame.tag,
-            file: None,
-        };
+        let node = Node { value, pos: frame.pos, tag: frame.tag, file: None };
         if frame.anchor != 0 {
             let (nodes, bytes) = self.anchor_marks.pop().unwrap_or((self.nodes, self.bytes));
             self.remember(frame.anchor, &node, self.nodes - nodes, self.bytes - bytes);
@@ -552,23 +480,12 @@ impl Builder {
     }
 
     fn remember(&mut self, id: usize, node: &Node, nodes: usize, bytes: usize) {
-        self.anchors.insert(
-            id,
-            Anchor {
-                node: node.clone(),
-                nodes,
-                bytes,
-            },
-        );
+        self.anchors.insert(id, Anchor { node: node.clone(), nodes, bytes });
     }
 
     fn alias(&mut self, id: usize, pos: Pos) -> Result<(), YamlError> {
         let Some(anchor) = self.anchors.get(&id) else {
-            return Err(err(
-                pos,
-                "alias to an unknown anchor",
-                "define the anchor (`&name`) before using `*name`",
-            ));
+            return Err(err(pos, "alias to an unknown anchor", "define the anchor (`&name`) before using `*name`"));
         };
         let (nodes, bytes) = (anchor.nodes, anchor.bytes);
         // Charge before copying: the budget is what stops an alias bomb.
@@ -593,40 +510,22 @@ impl Builder {
         };
         match &mut top.kind {
             FrameKind::Seq(items) => items.push(node),
-            FrameKind::Map {
-                entries,
-                key,
-                seen,
-                merges,
-            } => match key.take() {
+            FrameKind::Map { entries, key, seen, merges } => match key.take() {
                 None => {
-                    let name = node
-                        .scalar_text()
-                        .filter(|_| node.tag.is_none())
-                        .ok_or_else(|| {
-                            err(
-                                node.pos,
-                                "a mapping key must be a plain scalar",
-                                "use a string as the key",
-                            )
-                        })?;
+                    let name = node.scalar_text().filter(|_| node.tag.is_none()).ok_or_else(|| {
+                        err(node.pos, "a mapping key must be a plain scalar", "use a string as the key")
+                    })?;
                     if let Some(first) = seen.get(&name) {
                         return Err(err(
                             node.pos,
-                            format!(
-                                "duplicate key `{name}` (first defined at line {})",
-                                first.line
-                            ),
+                            format!("duplicate key `{name}` (first defined at line {})", first.line),
                             "YAML keeps only one of them: remove or merge the duplicate",
                         ));
                     }
                     if name != "<<" {
                         seen.insert(name.clone(), node.pos);
                     }
-                    *key = Some(Key {
-                        name,
-                        pos: node.pos,
-                    });
+                    *key = Some(Key { name, pos: node.pos });
                 }
                 Some(k) if k.name == "<<" => merges.push(node),
                 Some(k) => entries.push((k, node)),
@@ -729,13 +628,7 @@ mod tests {
         let n = load_ok("a: !include x.yaml\nb: !include\n  type: string\n  path: y\n");
         assert_eq!(n.get("a").unwrap().tag.as_deref(), Some("include"));
         assert_eq!(n.get("b").unwrap().tag.as_deref(), Some("include"));
-        assert!(
-            load("a: !python/object x\n", Limits::default()).is_ok_and(|n| n
-                .get("a")
-                .unwrap()
-                .tag
-                .is_some())
-        );
+        assert!(load("a: !python/object x\n", Limits::default()).is_ok_and(|n| n.get("a").unwrap().tag.is_some()));
         assert!(load("a: !!python/object x\n", Limits::default()).is_err());
     }
 
@@ -752,9 +645,7 @@ mod tests {
         let mut s = String::from("a: &a [x,x,x,x,x,x,x,x,x]\n");
         for i in 1..10u8 {
             let (p, c) = ((b'a' + i - 1) as char, (b'a' + i) as char);
-            s.push_str(&format!(
-                "{c}: &{c} [*{p},*{p},*{p},*{p},*{p},*{p},*{p},*{p},*{p}]\n"
-            ));
+            s.push_str(&format!("{c}: &{c} [*{p},*{p},*{p},*{p},*{p},*{p},*{p},*{p},*{p}]\n"));
         }
         let e = load(&s, Limits::default()).unwrap_err();
         assert!(e.message.contains("alias bomb"), "{e}");
@@ -772,16 +663,9 @@ mod tests {
 
     #[test]
     fn deep_nesting_is_refused_without_overflow() {
-        for doc in [
-            "[".repeat(20_000),
-            "- ".repeat(20_000) + "x",
-            "{a: ".repeat(20_000),
-        ] {
+        for doc in ["[".repeat(20_000), "- ".repeat(20_000) + "x", "{a: ".repeat(20_000)] {
             let e = load(&doc, Limits::default()).unwrap_err();
-            assert!(
-                e.message.contains("nesting") || e.message.contains("recursion"),
-                "{e}"
-            );
+            assert!(e.message.contains("nesting") || e.message.contains("recursion"), "{e}");
         }
     }
 

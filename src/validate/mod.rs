@@ -42,15 +42,17 @@ fn check_schemas(config: &ConfigSet, diags: &mut Diagnostics) {
 }
 
 /// The candidate closest to `word` by edit distance, if it is close enough to be a typo.
+/// A name the word contains (`opensearchsearch` → `opensearch`) also counts.
 pub fn closest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
     let limit = (word.chars().count() / 3).max(1);
-    candidates
-        .into_iter()
-        .filter(|c| !c.is_empty())
-        .map(|c| (edit_distance(word, c), c))
+    let candidates: Vec<&str> = candidates.into_iter().filter(|c| !c.is_empty()).collect();
+    let near = candidates
+        .iter()
+        .map(|c| (edit_distance(word, c), *c))
         .filter(|(d, _)| *d <= limit)
         .min_by_key(|(d, _)| *d)
-        .map(|(_, c)| c)
+        .map(|(_, c)| c);
+    near.or_else(|| candidates.iter().filter(|c| c.len() >= 4 && word.contains(**c)).max_by_key(|c| c.len()).copied())
 }
 
 fn edit_distance(a: &str, b: &str) -> usize {
@@ -61,11 +63,7 @@ fn edit_distance(a: &str, b: &str) -> usize {
         row[0] = i + 1;
         for (j, cb) in b.iter().enumerate() {
             let cur = row[j + 1];
-            row[j + 1] = if ca == *cb {
-                prev
-            } else {
-                1 + prev.min(row[j]).min(row[j + 1])
-            };
+            row[j + 1] = if ca == *cb { prev } else { 1 + prev.min(row[j]).min(row[j + 1]) };
             prev = cur;
         }
     }
@@ -77,13 +75,8 @@ mod tests {
     #[test]
     fn suggests_typos_only() {
         assert_eq!(super::closest("mysqll", ["mysql", "redis"]), Some("mysql"));
-        assert_eq!(
-            super::closest("opensearchsearch", ["opensearch", "solr"]),
-            None
-        );
-        assert_eq!(
-            super::closest("relationship", ["relationships", "mounts"]),
-            Some("relationships")
-        );
+        assert_eq!(super::closest("opensearchsearch", ["opensearch", "solr"]), Some("opensearch"));
+        assert_eq!(super::closest("zzz", ["opensearch", "solr"]), None);
+        assert_eq!(super::closest("relationship", ["relationships", "mounts"]), Some("relationships"));
     }
 }

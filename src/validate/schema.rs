@@ -58,12 +58,7 @@ pub fn to_json(node: &Node) -> Json {
         Value::Float(f) => serde_json::Number::from_f64(*f).map_or(Json::Null, Json::Number),
         Value::Str(s) => Json::String(s.clone()),
         Value::Seq(items) => Json::Array(items.iter().map(to_json).collect()),
-        Value::Map(entries) => Json::Object(
-            entries
-                .iter()
-                .map(|(k, v)| (k.name.clone(), to_json(v)))
-                .collect(),
-        ),
+        Value::Map(entries) => Json::Object(entries.iter().map(|(k, v)| (k.name.clone(), to_json(v))).collect()),
     }
 }
 
@@ -76,25 +71,12 @@ pub fn check(schema: Schema, node: &Node, file: &str, path: &str, diags: &mut Di
     }
 }
 
-fn report(
-    raw: &Json,
-    error: &ValidationError<'_>,
-    root: &Node,
-    file: &str,
-    path: &str,
-    diags: &mut Diagnostics,
-) {
+fn report(raw: &Json, error: &ValidationError<'_>, root: &Node, file: &str, path: &str, diags: &mut Diagnostics) {
     let (node, dotted) = follow(root, path, error);
     let at = Location::new(node.file_or(file), node.pos, dotted.clone());
     let chain = schema_chain(raw, error.schema_path().as_str());
-    let hint = chain
-        .iter()
-        .rev()
-        .find_map(|s| s.get("description").and_then(Json::as_str));
-    let shown = node
-        .scalar_text()
-        .map(|t| format!("`{t}`"))
-        .unwrap_or_else(|| format!("a {}", node.kind_name()));
+    let hint = chain.iter().rev().find_map(|s| s.get("description").and_then(Json::as_str));
+    let shown = node.scalar_text().map(|t| format!("`{t}`")).unwrap_or_else(|| format!("a {}", node.kind_name()));
     match error.kind() {
         ValidationErrorKind::AdditionalProperties { unexpected } => {
             let allowed = chain
@@ -130,11 +112,7 @@ fn report(
             );
         }
         ValidationErrorKind::Type { .. } => {
-            let expected = chain
-                .last()
-                .and_then(|s| s.get("type"))
-                .map(type_names)
-                .unwrap_or_default();
+            let expected = chain.last().and_then(|s| s.get("type")).map(type_names).unwrap_or_default();
             diags.error(
                 "type",
                 at,
@@ -143,12 +121,7 @@ fn report(
             );
         }
         ValidationErrorKind::Enum { options } => {
-            let list = options.as_array().map(|a| {
-                a.iter()
-                    .map(|o| o.to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            });
+            let list = options.as_array().map(|a| a.iter().map(|o| o.to_string()).collect::<Vec<_>>().join(", "));
             diags.error(
                 "enum",
                 at,
@@ -166,13 +139,7 @@ fn report(
                 }
                 _ => error.to_string(),
             };
-            diags.error(
-                "schema",
-                at,
-                message,
-                hint.unwrap_or("check the value against the documentation")
-                    .to_owned(),
-            );
+            diags.error("schema", at, message, hint.unwrap_or("check the value against the documentation").to_owned());
         }
     }
 }
@@ -207,11 +174,7 @@ fn schema_chain<'a>(root: &'a Json, pointer: &str) -> Vec<&'a Json> {
     for raw in pointer.split('/').skip(1) {
         let segment = raw.replace("~1", "/").replace("~0", "~");
         let next = if segment == "$ref" {
-            current
-                .get("$ref")
-                .and_then(Json::as_str)
-                .and_then(|r| r.strip_prefix('#'))
-                .and_then(|p| root.pointer(p))
+            current.get("$ref").and_then(Json::as_str).and_then(|r| r.strip_prefix('#')).and_then(|p| root.pointer(p))
         } else {
             match current {
                 Json::Object(map) => map.get(&segment),
@@ -241,12 +204,9 @@ fn type_names(t: &Json) -> String {
         other => format!("a {other}"),
     };
     match t {
-        Json::Array(items) => items
-            .iter()
-            .filter(|i| i.as_str() != Some("null"))
-            .map(name)
-            .collect::<Vec<_>>()
-            .join(" or "),
+        Json::Array(items) => {
+            items.iter().filter(|i| i.as_str() != Some("null")).map(name).collect::<Vec<_>>().join(" or ")
+        }
         other => name(other),
     }
 }

@@ -7,16 +7,9 @@ use crate::config::yaml::Node;
 use crate::config::ConfigSet;
 use crate::diag::{join, Diagnostics};
 
-const FIELDS: [(&str, u32, u32); 5] = [
-    ("minute", 0, 59),
-    ("hour", 0, 23),
-    ("day of month", 1, 31),
-    ("month", 1, 12),
-    ("day of week", 0, 7),
-];
-const MONTHS: [&str; 12] = [
-    "jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec",
-];
+const FIELDS: [(&str, u32, u32); 5] =
+    [("minute", 0, 59), ("hour", 0, 23), ("day of month", 1, 31), ("month", 1, 12), ("day of week", 0, 7)];
+const MONTHS: [&str; 12] = ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"];
 const DAYS: [&str; 7] = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"];
 
 pub fn check(config: &ConfigSet, diags: &mut Diagnostics) {
@@ -38,10 +31,7 @@ pub fn check(config: &ConfigSet, diags: &mut Diagnostics) {
 }
 
 pub fn check_spec(spec: &str) -> Result<(), String> {
-    if matches!(
-        spec.trim(),
-        "@hourly" | "@daily" | "@midnight" | "@weekly" | "@monthly" | "@yearly" | "@annually"
-    ) {
+    if matches!(spec.trim(), "@hourly" | "@daily" | "@midnight" | "@weekly" | "@monthly" | "@yearly" | "@annually") {
         return Ok(());
     }
     let fields: Vec<&str> = spec.split_whitespace().collect();
@@ -73,16 +63,11 @@ fn check_item(item: &str, name: &str, min: u32, max: u32) -> Result<(), String> 
     let value = |v: &str| -> Result<u32, String> {
         let lower = v.to_ascii_lowercase();
         let named = match name {
-            "month" => MONTHS
-                .iter()
-                .position(|m| *m == lower)
-                .map(|i| i as u32 + 1),
+            "month" => MONTHS.iter().position(|m| *m == lower).map(|i| i as u32 + 1),
             "day of week" => DAYS.iter().position(|d| *d == lower).map(|i| i as u32),
             _ => None,
         };
-        let n = named
-            .or_else(|| v.parse().ok())
-            .ok_or_else(|| format!("`{v}` is not a number"))?;
+        let n = named.or_else(|| v.parse().ok()).ok_or_else(|| format!("`{v}` is not a number"))?;
         if n < min || n > max {
             return Err(format!("{n} is outside {min}-{max}"));
         }
@@ -107,24 +92,10 @@ mod tests {
 
     #[test]
     fn specs() {
-        for ok in [
-            "* * * * *",
-            "*/5 * * * *",
-            "50 23 * * *",
-            "0 0 1,15 * mon-fri",
-            "H/5 * * * *",
-            "@daily",
-        ] {
+        for ok in ["* * * * *", "*/5 * * * *", "50 23 * * *", "0 0 1,15 * mon-fri", "H/5 * * * *", "@daily"] {
             assert!(check_spec(ok).is_ok(), "{ok}");
         }
-        for bad in [
-            "* * * *",
-            "60 * * * *",
-            "*/0 * * * *",
-            "* 24 * * *",
-            "a * * * *",
-            "5-1 * * * *",
-        ] {
+        for bad in ["* * * *", "60 * * * *", "*/0 * * * *", "* 24 * * *", "a * * * *", "5-1 * * * *"] {
             assert!(check_spec(bad).is_err(), "{bad}");
         }
     }

@@ -14,29 +14,19 @@ pub fn check(config: &ConfigSet, diags: &mut Diagnostics) {
             continue;
         };
         let Some(size) = disk.as_i64() else { continue };
-        let t = service
-            .node
-            .get("type")
-            .and_then(|t| t.as_str())
-            .unwrap_or_default();
+        let t = service.node.get("type").and_then(|t| t.as_str()).unwrap_or_default();
         if !image.disk {
             diags.error(
                 "disk-on-memory-service",
                 service.loc(disk, "disk"),
                 format!("`{t}` keeps its data in memory and takes no disk"),
-                format!(
-                    "remove `disk`, or use `{}-persistent` if the data must survive restarts",
-                    image.base
-                ),
+                format!("remove `disk`, or use `{}-persistent` if the data must survive restarts", image.base),
             );
         } else if let Some(min) = image.image.min_disk.filter(|m| size < i64::from(*m)) {
             diags.error(
                 "disk-too-small",
                 service.loc(disk, "disk"),
-                format!(
-                    "disk {size} MB is below the {min} MB minimum of `{}`",
-                    image.base
-                ),
+                format!("disk {size} MB is below the {min} MB minimum of `{}`", image.base),
                 format!("set `disk: {min}` or more"),
             );
         }
@@ -46,9 +36,9 @@ pub fn check(config: &ConfigSet, diags: &mut Diagnostics) {
             continue;
         }
         let local_mounts = app.node.get("mounts").is_some_and(|m| {
-            m.entries().iter().any(|(_, v)| {
-                v.as_str().is_some() || v.get("source").and_then(|s| s.as_str()) == Some("local")
-            })
+            m.entries()
+                .iter()
+                .any(|(_, v)| v.as_str().is_some() || v.get("source").and_then(|s| s.as_str()) == Some("local"))
         });
         let at = Location::new(&app.file, app.node.pos, app.path.clone());
         if local_mounts || config.format == Format::Magento {
@@ -59,10 +49,7 @@ pub fn check(config: &ConfigSet, diags: &mut Diagnostics) {
                 "add `disk: 2048` (MB): writable mounts and Magento's var/ and pub/media need it",
             );
         }
-        if config.format == Format::Magento
-            && app.node.get("web").is_none()
-            && app.node.get("workers").is_none()
-        {
+        if config.format == Format::Magento && app.node.get("web").is_none() && app.node.get("workers").is_none() {
             diags.warn(
                 "no-web",
                 at,

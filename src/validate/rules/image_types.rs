@@ -9,7 +9,7 @@ use super::services;
 use crate::config::yaml::Node;
 use crate::config::ConfigSet;
 use crate::diag::{Diagnostics, Location};
-use crate::registry::{split_type, Registry, Status};
+use crate::registry::{split_type, version_key, Registry, Status};
 
 pub fn check(config: &ConfigSet, diags: &mut Diagnostics) {
     for service in services(config) {
@@ -28,31 +28,19 @@ fn check_type(node: &Node, at: Location, runtime: bool, diags: &mut Diagnostics)
     let registry = Registry::get();
     let written = node.as_str().unwrap_or_default();
     let (name, version) = split_type(written);
-    let what = if runtime {
-        "application runtime"
-    } else {
-        "service image"
-    };
+    let what = if runtime { "application runtime" } else { "service image" };
     let Some(image) = registry.resolve(name) else {
         let names = registry.names(runtime);
         let hint = match crate::validate::closest(name, names.iter().copied()) {
             Some(s) => format!("did you mean `{s}`? Known {what}s: {}", names.join(", ")),
             None => format!("known {what}s: {}", names.join(", ")),
         };
-        diags.error(
-            "unknown-image",
-            at,
-            format!("unknown {what} `{name}` in `{written}`"),
-            hint,
-        );
+        diags.error("unknown-image", at, format!("unknown {what} `{name}` in `{written}`"), hint);
         return;
     };
     if image.image.runtime != runtime {
-        let (is, place) = if runtime {
-            ("a service image", "services.yaml")
-        } else {
-            ("an application runtime", "an app's `type`")
-        };
+        let (is, place) =
+            if runtime { ("a service image", "services.yaml") } else { ("an application runtime", "an app's `type`") };
         diags.error(
             "wrong-kind",
             at,
@@ -75,30 +63,15 @@ fn check_type(node: &Node, at: Location, runtime: bool, diags: &mut Diagnostics)
         );
         return;
     };
-    match image.image.versions.get(version) {
-        Some(Status::Supported) => {}
-        Some(Status::Deprecated) => diags.warn(
-            "deprecated-version",
-            at.clone(),
-            format!("`{written}` is deprecated"),
-            format!("upgrade to a supported version: {supported}"),
-        ),
-        Some(Status::Retired) => diags.warn(
-            "retired-version",
-            at.clone(),
-            format!("`{written}` is no longer offered by current images"),
-            format!("upgrade to a supported version: {supported}"),
-        ),
+    let status = match image.image.versions.get(version) {
+        Some(status) => *status,
         None => {
             let release = version.split_once('-').map(|(base, _)| base);
             if release.is_some_and(|base| image.image.versions.contains_key(base)) {
                 diags.warn(
                     "prerelease-version",
                     at,
-                    format!(
-                        "`{written}` is a pre-release of {name}:{}",
-                        release.unwrap_or_default()
-                    ),
+                    format!("`{written}` is a pre-release of {name}:{}", release.unwrap_or_default()),
                     "use a released version for production environments",
                 );
             } else {
@@ -111,15 +84,29 @@ fn check_type(node: &Node, at: Location, runtime: bool, diags: &mut Diagnostics)
             }
             return;
         }
-    }
-    if let Some(eol) = registry.eol(image.base, version) {
-        if eol < crate::report::today().as_str() {
-            diags.warn(
-                "end-of-life",
-                at,
-                format!("`{written}` reached end of life on {eol}"),
-                format!("it no longer gets security fixes: upgrade to one of {supported}"),
-            );
-        }
-    }
+    };
+    // One warning per value: the most specific reason to upgrade, with the versions to go to.
+    let eol = registry.eol(image.base, version).filter(|eol| *eol < crate::report::today().as_str());
+    let (code, why) = match (status, eol) {
+        (_, Some(eol)) => ("end-of-life", format!("reached end of life on {eol}")),
+        (Status::Deprecated, None) => ("deprecated-version", "is deprecated".to_owned()),
+        (Status::Retired, None) => ("retired-version", "is no longer offered by current images".to_owned()),
+        (Status::Supported, None) => return,
+    };
+    let current = version_key(version);
+    let newer: Vec<&str> = image
+        .image
+        .versions_sorted(Some(Status::Supported))
+        .into_iter()
+        .filter(|v| {
+            version_key(v) > current
+                && registry.eol(image.base, v).map_or(true, |e| e >= crate::report::today().as_str())
+        })
+        .collect();
+    let hint = if newer.is_empty() {
+        "plan a move to a maintained image".to_owned()
+    } else {
+        format!("upgrade to a newer supported version: {}", newer.join(", "))
+    };
+    diags.warn(code, at, format!("`{written}` {why}"), hint);
 }

@@ -15,7 +15,7 @@ mod web;
 
 use crate::config::yaml::{Node, Pos};
 use crate::config::ConfigSet;
-use crate::diag::{join, Diagnostics, Location};
+use crate::diag::{concat, join, Diagnostics, Location};
 use crate::registry::{split_type, Registry, Resolved};
 
 pub fn run_all(config: &ConfigSet, diags: &mut Diagnostics) {
@@ -40,13 +40,7 @@ pub(crate) struct Service<'a> {
 
 impl<'a> Service<'a> {
     pub fn loc(&self, node: &Node, path: &str) -> Location {
-        Location::new(
-            node.file_or(self.file),
-            node.pos,
-            join(&join("", self.name), path)
-                .trim_end_matches('.')
-                .to_owned(),
-        )
+        Location::new(node.file_or(self.file), node.pos, concat(&join("", self.name), path))
     }
 
     /// The image this service runs, when its type names a known one.
@@ -63,12 +57,7 @@ pub(crate) fn services(config: &ConfigSet) -> Vec<Service<'_>> {
     doc.root
         .entries()
         .iter()
-        .map(|(k, v)| Service {
-            name: &k.name,
-            key_pos: k.pos,
-            node: v,
-            file: &doc.file,
-        })
+        .map(|(k, v)| Service { name: &k.name, key_pos: k.pos, node: v, file: &doc.file })
         .collect()
 }
 

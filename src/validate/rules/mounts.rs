@@ -35,9 +35,7 @@ pub fn check(config: &ConfigSet, diags: &mut Diagnostics) {
             }
             let source_path = match mount.as_str() {
                 Some(legacy) => legacy.strip_prefix("shared:files/").map(|p| (mount, p)),
-                None => mount
-                    .get("source_path")
-                    .and_then(|n| n.as_str().map(|s| (n, s))),
+                None => mount.get("source_path").and_then(|n| n.as_str().map(|s| (n, s))),
             };
             if let Some((node, sp)) = source_path {
                 if super::inside(sp).is_none() {
@@ -54,12 +52,7 @@ pub fn check(config: &ConfigSet, diags: &mut Diagnostics) {
     }
 }
 
-fn check_service_mount(
-    mount: &Node,
-    services: &[super::Service<'_>],
-    at: Location,
-    diags: &mut Diagnostics,
-) {
+fn check_service_mount(mount: &Node, services: &[super::Service<'_>], at: Location, diags: &mut Diagnostics) {
     if mount.get("source").and_then(Node::as_str) != Some("service") {
         return;
     }

@@ -14,11 +14,7 @@ use crate::diag::{Diagnostics, Location};
 pub fn check(config: &ConfigSet, diags: &mut Diagnostics) {
     let mut seen: HashMap<&str, (&str, Pos)> = HashMap::new();
     for app in &config.apps {
-        let at = Location::new(
-            &app.file,
-            app.name_pos,
-            crate::diag::join(&app.path, "name"),
-        );
+        let at = Location::new(&app.file, app.name_pos, crate::diag::join(&app.path, "name"));
         let Some(name) = app.name.as_deref() else {
             if app.node.is_map() {
                 diags.error(
@@ -35,28 +31,18 @@ pub fn check(config: &ConfigSet, diags: &mut Diagnostics) {
             diags.error(
                 "duplicate-name",
                 at,
-                format!(
-                    "app name `{name}` is already used in {file}:{}:{}",
-                    first.line, first.col
-                ),
+                format!("app name `{name}` is already used in {file}:{}:{}", first.line, first.col),
                 "give every app a unique name",
             );
         }
     }
     for service in services(config) {
-        let at = Location::new(
-            service.file,
-            service.key_pos,
-            crate::diag::join("", service.name),
-        );
+        let at = Location::new(service.file, service.key_pos, crate::diag::join("", service.name));
         if let Some((file, first)) = seen.get(service.name) {
             diags.error(
                 "duplicate-name",
                 at,
-                format!(
-                    "service `{}` has the name of the app at {file}:{}:{}",
-                    service.name, first.line, first.col
-                ),
+                format!("service `{}` has the name of the app at {file}:{}:{}", service.name, first.line, first.col),
                 "rename the service or the app: relationships and routes could not tell them apart",
             );
         }
@@ -64,13 +50,8 @@ pub fn check(config: &ConfigSet, diags: &mut Diagnostics) {
 }
 
 fn check_name(name: &str, at: Location, what: &str, diags: &mut Diagnostics) {
-    let valid = name
-        .chars()
-        .next()
-        .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+    let valid = name.chars().next().is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
     if !valid {
         diags.error(
             "name",
@@ -78,20 +59,14 @@ fn check_name(name: &str, at: Location, what: &str, diags: &mut Diagnostics) {
             format!("{what} name `{name}` may contain only lowercase letters, digits, `-` and `_`"),
             format!(
                 "rename it, for example `{}`",
-                name.to_ascii_lowercase()
-                    .replace(|c: char| !c.is_ascii_alphanumeric(), "")
+                name.to_ascii_lowercase().replace(|c: char| !c.is_ascii_alphanumeric(), "")
             ),
         );
-    } else if !name
-        .chars()
-        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
-    {
+    } else if !name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()) {
         diags.warn(
             "name",
             at,
-            format!(
-                "{what} name `{name}` is not lowercase alphanumeric as Magento Cloud recommends"
-            ),
+            format!("{what} name `{name}` is not lowercase alphanumeric as Magento Cloud recommends"),
             "it works, but renaming later destroys the app's data: choose the final name now",
         );
     }

@@ -19,23 +19,14 @@ pub fn check(config: &ConfigSet, diags: &mut Diagnostics) {
         if version_key(version) < vec![8, 1] {
             continue;
         }
-        let extensions = app
-            .node
-            .get("runtime")
-            .and_then(|r| r.get("extensions"))
-            .map(Node::items)
-            .unwrap_or_default();
+        let extensions = app.node.get("runtime").and_then(|r| r.get("extensions")).map(Node::items).unwrap_or_default();
         for (i, ext) in extensions.iter().enumerate() {
-            let name = ext
-                .as_str()
-                .or_else(|| ext.get("name").and_then(Node::as_str));
+            let name = ext.as_str().or_else(|| ext.get("name").and_then(Node::as_str));
             if name == Some("json") {
                 diags.error(
                     "php-extension",
                     app.loc(ext, &format!("runtime.extensions[{i}]")),
-                    format!(
-                        "the `json` extension is not supported for {t}: it is built into PHP 8"
-                    ),
+                    format!("the `json` extension is not supported for {t}: it is built into PHP 8"),
                     "remove `json` from runtime.extensions",
                 );
             }

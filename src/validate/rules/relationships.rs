@@ -13,48 +13,24 @@ use crate::diag::{Diagnostics, Location};
 
 pub fn check(config: &ConfigSet, diags: &mut Diagnostics) {
     let services = services(config);
-    let apps: Vec<&str> = config
-        .apps
-        .iter()
-        .filter_map(|a| a.name.as_deref())
-        .collect();
+    let apps: Vec<&str> = config.apps.iter().filter_map(|a| a.name.as_deref()).collect();
     let mut used: HashSet<&str> = HashSet::new();
     for app in &config.apps {
-        for (key, value) in app
-            .node
-            .get("relationships")
-            .map(Node::entries)
-            .unwrap_or_default()
-        {
+        for (key, value) in app.node.get("relationships").map(Node::entries).unwrap_or_default() {
             let at = app.loc(value, &format!("relationships.{}", key.name));
             check_one(&key.name, value, at, &services, &apps, &mut used, diags);
         }
-        for (_, m) in app
-            .node
-            .get("mounts")
-            .map(Node::entries)
-            .unwrap_or_default()
-        {
+        for (_, m) in app.node.get("mounts").map(Node::entries).unwrap_or_default() {
             used.extend(m.get("service").and_then(Node::as_str));
         }
     }
     for service in &services {
-        for (key, value) in service
-            .node
-            .get("relationships")
-            .map(Node::entries)
-            .unwrap_or_default()
-        {
+        for (key, value) in service.node.get("relationships").map(Node::entries).unwrap_or_default() {
             let at = service.loc(value, &format!("relationships.{}", key.name));
             check_one(&key.name, value, at, &services, &apps, &mut used, diags);
         }
     }
-    for (_, route) in config
-        .routes
-        .as_ref()
-        .map(|r| r.root.entries())
-        .unwrap_or_default()
-    {
+    for (_, route) in config.routes.as_ref().map(|r| r.root.entries()).unwrap_or_default() {
         if let Some(up) = route.get("upstream").and_then(Node::as_str) {
             used.insert(up.split(':').next().unwrap_or(up));
         }
@@ -98,23 +74,17 @@ fn check_one<'a>(
         let Some(image) = service.image() else { return };
         let mut offered: Vec<&str> = image.image.endpoints.iter().map(String::as_str).collect();
         offered.push(image.base);
-        let custom = service
-            .node
-            .get("configuration")
-            .and_then(|c| c.get("endpoints"));
-        offered.extend(
-            custom
-                .map(Node::entries)
-                .unwrap_or_default()
-                .iter()
-                .map(|(k, _)| k.name.as_str()),
-        );
+        let custom = service.node.get("configuration").and_then(|c| c.get("endpoints"));
+        offered.extend(custom.map(Node::entries).unwrap_or_default().iter().map(|(k, _)| k.name.as_str()));
         if !offered.contains(&endpoint) {
             diags.error(
                 "unknown-endpoint",
                 at,
                 format!("service `{target}` has no endpoint `{endpoint}`"),
-                format!("use `{target}:{}`, or declare `{endpoint}` under the service's configuration.endpoints", offered[0]),
+                format!(
+                    "use `{target}:{}`, or declare `{endpoint}` under the service's configuration.endpoints",
+                    offered[0]
+                ),
             );
         }
     } else if apps.contains(&target) {
@@ -122,10 +92,7 @@ fn check_one<'a>(
             diags.error(
                 "unknown-endpoint",
                 at,
-                format!(
-                    "app `{target}` offers only the `http` endpoint, not `{}`",
-                    endpoint.unwrap_or_default()
-                ),
+                format!("app `{target}` offers only the `http` endpoint, not `{}`", endpoint.unwrap_or_default()),
                 format!("write `{target}:http`"),
             );
         }

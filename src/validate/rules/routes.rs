@@ -13,19 +13,13 @@ use crate::diag::{join, Diagnostics, Location};
 
 pub fn check(config: &ConfigSet, diags: &mut Diagnostics) {
     let Some(doc) = &config.routes else { return };
-    let apps: Vec<&str> = config
-        .apps
-        .iter()
-        .filter_map(|a| a.name.as_deref())
-        .collect();
+    let apps: Vec<&str> = config.apps.iter().filter_map(|a| a.name.as_deref()).collect();
     let services = services(config);
     let mut primary: Option<Pos> = None;
     let mut ids: HashMap<&str, Pos> = HashMap::new();
     for (key, route) in doc.root.entries() {
         let path = join("", &key.name);
-        let at = |node: &Node, sub: &str| {
-            Location::new(node.file_or(&doc.file), node.pos, join(&path, sub))
-        };
+        let at = |node: &Node, sub: &str| Location::new(node.file_or(&doc.file), node.pos, join(&path, sub));
         if let Err(why) = check_template(&key.name) {
             diags.error(
                 "route-url",
@@ -34,14 +28,10 @@ pub fn check(config: &ConfigSet, diags: &mut Diagnostics) {
                 "write routes as `https://{default}/`, `http://www.{default}/` or `https://example.com/path`",
             );
         }
-        if let Some(up) = route
-            .get("upstream")
-            .filter(|_| route.get("type").and_then(Node::as_str) == Some("upstream"))
+        if let Some(up) = route.get("upstream").filter(|_| route.get("type").and_then(Node::as_str) == Some("upstream"))
         {
             if let Some(text) = up.as_str() {
-                let (target, endpoint) = text
-                    .split_once(':')
-                    .map_or((text, None), |(t, e)| (t, Some(e)));
+                let (target, endpoint) = text.split_once(':').map_or((text, None), |(t, e)| (t, Some(e)));
                 let is_app = apps.contains(&target);
                 let is_service = services.iter().any(|s| s.name == target);
                 if !is_app && !is_service {
@@ -52,10 +42,7 @@ pub fn check(config: &ConfigSet, diags: &mut Diagnostics) {
                         }
                         None => format!(
                             "point it at an app: {}",
-                            apps.iter()
-                                .map(|a| format!("`{a}:http`"))
-                                .collect::<Vec<_>>()
-                                .join(", ")
+                            apps.iter().map(|a| format!("`{a}:http`")).collect::<Vec<_>>().join(", ")
                         ),
                     };
                     diags.error(
@@ -75,10 +62,7 @@ pub fn check(config: &ConfigSet, diags: &mut Diagnostics) {
                     diags.error(
                         "route-upstream",
                         at(up, "upstream"),
-                        format!(
-                            "app `{target}` has no endpoint `{}`",
-                            endpoint.unwrap_or_default()
-                        ),
+                        format!("app `{target}` has no endpoint `{}`", endpoint.unwrap_or_default()),
                         format!("write `{target}:http`"),
                     );
                 }
@@ -101,10 +85,7 @@ pub fn check(config: &ConfigSet, diags: &mut Diagnostics) {
                 Some(first) => diags.error(
                     "route-primary",
                     at(p, "primary"),
-                    format!(
-                        "a second primary route (the first is at line {})",
-                        first.line
-                    ),
+                    format!("a second primary route (the first is at line {})", first.line),
                     "mark at most one route `primary: true`",
                 ),
                 None => primary = Some(p.pos),
@@ -141,9 +122,7 @@ fn check_template(url: &str) -> Result<(), String> {
         let end = rest[start..].find('}').ok_or("a `{` is not closed")? + start;
         let name = &rest[start + 1..end];
         if name != "default" && name != "all" {
-            return Err(format!(
-                "unknown placeholder `{{{name}}}` (use `{{default}}` or `{{all}}`)"
-            ));
+            return Err(format!("unknown placeholder `{{{name}}}` (use `{{default}}` or `{{all}}`)"));
         }
         rest = &rest[end + 1..];
     }
@@ -168,13 +147,7 @@ mod tests {
         ] {
             assert!(check_template(ok).is_ok(), "{ok}");
         }
-        for bad in [
-            "{default}/",
-            "ftp://{default}/",
-            "https://{defualt}/",
-            "https:///x",
-            "https://{default/",
-        ] {
+        for bad in ["{default}/", "ftp://{default}/", "https://{defualt}/", "https:///x", "https://{default/"] {
             assert!(check_template(bad).is_err(), "{bad}");
         }
     }

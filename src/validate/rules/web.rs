@@ -52,17 +52,11 @@ pub fn check(config: &ConfigSet, diags: &mut Diagnostics) {
 
 /// The location's own passthru and those of its rules.
 fn passthrus(location: &Node) -> Vec<(String, &Node)> {
-    let mut found: Vec<(String, &Node)> = location
-        .get("passthru")
-        .map(|p| ("passthru".to_owned(), p))
-        .into_iter()
-        .collect();
+    let mut found: Vec<(String, &Node)> =
+        location.get("passthru").map(|p| ("passthru".to_owned(), p)).into_iter().collect();
     for (k, rule) in location.get("rules").map(Node::entries).unwrap_or_default() {
         if let Some(p) = rule.get("passthru") {
-            found.push((
-                format!("rules.{}.passthru", crate::diag::join("", &k.name)),
-                p,
-            ));
+            found.push((format!("rules.{}.passthru", crate::diag::join("", &k.name)), p));
         }
     }
     found

@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# Installs pushgate on a git server: the binaries, and the hooks on each bare repository.
+#
+#   ./install.sh [--prefix DIR] [--data DIR] REPO...
+#
+# --prefix  where the binaries go (PREFIX/bin); default /usr/local as root, else ~/.local
+# --data    the host's data directory (queue, logs, slugs, environments); default
+#           /var/lib/pushgate as root, else ${XDG_DATA_HOME:-~/.local/share}/pushgate
+# REPO      a bare repository; created with `git init --bare` when the path does not exist
+#
+# Running it again changes nothing. A hook already present that is not ours is kept: it is
+# moved to HOOK.chained and still runs after pushgate's checks pass.
+set -euo pipefail
+
+die() { echo "install.sh: $*" >&2; exit 2; }
+say() { echo "install.sh: $*"; }
+
+if [ "$(id -u)" = 0 ]; then
+  prefix=/usr/local
+  data=/var/lib/pushgate
+else
+  prefix="$HOME/.local"
+  data="${XDG_DATA_HOME:-$HOME/.local/share}/pushgate"
+fi
+repos=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --prefix) [ $# -ge 2 ] || die "--prefix needs a directory"; prefix="$2"; shift 2 ;;
+    --prefix=*) prefix="${1#--prefix=}"; shift ;;
+    --data) [ $# -ge 2 ] || die "--data needs a directory"; data="$2"; shift 2 ;;
+    --data=*) data="${1#--data=}"; shift ;;
+    -h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --) shift; repos+=("$@"); break ;;
+    -*) die "unknown option $1 (see --help)" ;;
+    *) repos+=("$1"); shift ;;
+  esac
+done
+
+abspath() { (mkdir -p "$1" && cd "$1" && pwd -P); }
+src="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)"
+prefix="$(abspath "$prefix")"
+data="$(abspath "$data")"
+bins=(pushgate-hook)
+
+# Build the release binaries unless they are built and newer than every source file.
+built="$src/target/release/pushgate-hook"
+if [ ! -x "$built" ] || [ -n "$(find "$src/src" "$src/schemas" "$src/data" "$src/Cargo.toml" -newer "$built" -print -quit 2>/dev/null)" ]; then
+  command -v cargo >/dev/null || die "cargo is needed to build pushgate (install Rust from your distribution or rustup)"
+  say "building release binaries"
+  (cd "$src" && cargo build --release --quiet)
+fi
+
+mkdir -p "$prefix/bin"
+for b in "${bins[@]}"; do
+  if ! cmp -s "$src/target/release/$b" "$prefix/bin/$b"; then
+    install -m 0755 "$src/target/release/$b" "$prefix/bin/$b.new"
+    mv -f "$prefix/bin/$b.new" "$prefix/bin/$b"   # atomic: a running push keeps its binary
+    say "installed $prefix/bin/$b"
+  fi
+done
+mkdir -p "$data"
+
+# Writes FILE with CONTENT (mode 755) unless it already has exactly that content.
+write_if_changed() {
+  local file="$1" content="$2"
+  if [ -f "$file" ] && [ "$(cat "$file")" = "$content" ]; then return 1; fi
+  printf '%s\n' "$content" > "$file.pushgate-tmp"
+  chmod 0755 "$file.pushgate-tmp"
+  mv -f "$file.pushgate-tmp" "$file"
+}
+
+install_hook() {
+  local hooks="$1" name="$2" cmd="$3"
+  local hook="$hooks/$name" chained="$hooks/$name.chained"
+  if [ -e "$hook" ] && ! grep -q 'pushgate-managed' "$hook" 2>/dev/null; then
+    [ -e "$chained" ] && die "$hook is not pushgate's and $chained already exists: move one of them away first"
+    mv "$hook" "$chained"
+    say "kept the existing $name hook: it now runs after pushgate as $chained"
+  fi
+  local chain_arg=""
+  [ -e "$chained" ] && chain_arg=" --chain '$chained'"
+  local content="#!/bin/sh
+# pushgate-managed: written by pushgate's install.sh; re-run it instead of editing this file.
+exec '$prefix/bin/pushgate-hook' $cmd$chain_arg"
+  if write_if_changed "$hook" "$content"; then say "installed $hook"; fi
+}
+
+set_config() {
+  local repo="$1" key="$2" value="$3"
+  if [ "$(git --git-dir="$repo" config --get "$key" 2>/dev/null || true)" != "$value" ]; then
+    git --git-dir="$repo" config "$key" "$value"
+    say "$repo: git config $key $value"
+  fi
+}
+
+for repo in "${repos[@]}"; do
+  if [ ! -e "$repo" ]; then
+    git init --quiet --bare "$repo"
+    say "created bare repository $repo"
+  fi
+  repo="$(cd "$repo" && pwd -P)"
+  [ "$(git --git-dir="$repo" rev-parse --is-bare-repository 2>/dev/null)" = true ] \
+    || die "$repo is not a bare git repository (pushgate deploys from the server's bare repositories)"
+  hooks="$(git --git-dir="$repo" config --get core.hooksPath || echo "$repo/hooks")"
+  mkdir -p "$hooks"
+  install_hook "$hooks" pre-receive "pre-receive"
+  set_config "$repo" pushgate.data "$data"
+  set_config "$repo" receive.advertisePushOptions true
+done
+say "done: ${#repos[@]} repositor$([ ${#repos[@]} = 1 ] && echo y || echo ies), binaries in $prefix/bin, data in $data"
