@@ -6,6 +6,7 @@
 # --prefix  where the binaries go (PREFIX/bin); default /usr/local as root, else ~/.local
 # --data    the host's data directory (queue, logs, slugs, environments); default
 #           /var/lib/pushgate as root, else ${XDG_DATA_HOME:-~/.local/share}/pushgate
+# --bin-dir install already built binaries from DIR instead of building them here
 # REPO      a bare repository; created with `git init --bare` when the path does not exist
 #
 # Running it again changes nothing. A hook already present that is not ours is kept: it is
@@ -23,13 +24,15 @@ else
   data="${XDG_DATA_HOME:-$HOME/.local/share}/pushgate"
 fi
 repos=()
+bin_dir=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --prefix) [ $# -ge 2 ] || die "--prefix needs a directory"; prefix="$2"; shift 2 ;;
     --prefix=*) prefix="${1#--prefix=}"; shift ;;
     --data) [ $# -ge 2 ] || die "--data needs a directory"; data="$2"; shift 2 ;;
     --data=*) data="${1#--data=}"; shift ;;
-    -h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --bin-dir) [ $# -ge 2 ] || die "--bin-dir needs a directory"; bin_dir="$2"; shift 2 ;;
+    -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     --) shift; repos+=("$@"); break ;;
     -*) die "unknown option $1 (see --help)" ;;
     *) repos+=("$1"); shift ;;
@@ -43,17 +46,21 @@ data="$(abspath "$data")"
 bins=(pushgate-hook)
 
 # Build the release binaries unless they are built and newer than every source file.
-built="$src/target/release/pushgate-hook"
-if [ ! -x "$built" ] || [ -n "$(find "$src/src" "$src/schemas" "$src/data" "$src/Cargo.toml" -newer "$built" -print -quit 2>/dev/null)" ]; then
-  command -v cargo >/dev/null || die "cargo is needed to build pushgate (install Rust from your distribution or rustup)"
-  say "building release binaries"
-  (cd "$src" && cargo build --release --quiet)
+if [ -z "$bin_dir" ]; then
+  bin_dir="$src/target/release"
+  built="$bin_dir/pushgate-hook"
+  if [ ! -x "$built" ] || [ -n "$(find "$src/src" "$src/schemas" "$src/data" "$src/Cargo.toml" -newer "$built" -print -quit 2>/dev/null)" ]; then
+    command -v cargo >/dev/null || die "cargo is needed to build pushgate (install Rust from your distribution or rustup)"
+    say "building release binaries"
+    (cd "$src" && cargo build --release --quiet)
+  fi
 fi
 
 mkdir -p "$prefix/bin"
 for b in "${bins[@]}"; do
-  if ! cmp -s "$src/target/release/$b" "$prefix/bin/$b"; then
-    install -m 0755 "$src/target/release/$b" "$prefix/bin/$b.new"
+  [ -x "$bin_dir/$b" ] || die "$bin_dir/$b is missing"
+  if ! cmp -s "$bin_dir/$b" "$prefix/bin/$b"; then
+    install -m 0755 "$bin_dir/$b" "$prefix/bin/$b.new"
     mv -f "$prefix/bin/$b.new" "$prefix/bin/$b"   # atomic: a running push keeps its binary
     say "installed $prefix/bin/$b"
   fi

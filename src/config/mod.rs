@@ -87,6 +87,8 @@ pub struct ConfigSet {
     pub services: Option<Document>,
     /// Every file and directory named by `!include` and `!archive`.
     pub includes: Vec<include::Target>,
+    /// Configuration files that exist but could not be read or parsed (already reported).
+    pub unreadable: Vec<String>,
 }
 
 /// Parses one file's bytes. Syntax problems become diagnostics; None means unusable.
@@ -132,16 +134,24 @@ fn pos_of_byte(bytes: &[u8], index: usize) -> Pos {
     Pos { line: line as u32, col: col as u32 }
 }
 
+/// What reading one configuration file gave.
+enum Loaded {
+    Absent,
+    /// Present, but not usable (wrong kind of entry, too large, not YAML); already reported.
+    Unusable,
+    Document(Document),
+}
+
 /// Reads, parses and resolves the includes of one configuration file.
 fn read_document(
     source: &dyn Source,
     file: &str,
     includes: &mut Vec<include::Target>,
     diags: &mut Diagnostics,
-) -> Result<Option<Document>, SourceError> {
+) -> Result<Loaded, SourceError> {
     let top = Location::new(file, Pos { line: 1, col: 1 }, "");
     let bytes = match source.entry(file)? {
-        Entry::Missing => return Ok(None),
+        Entry::Missing => return Ok(Loaded::Absent),
         Entry::File(bytes) => bytes,
         Entry::TooLarge(size) => {
             diags.error(
@@ -150,7 +160,7 @@ fn read_document(
                 format!("the file is {size} bytes; configuration files may be at most {MAX_FILE_BYTES} bytes"),
                 "configuration files are small: check that generated or binary content was not committed here",
             );
-            return Ok(None);
+            return Ok(Loaded::Unusable);
         }
         other => {
             diags.error(
@@ -159,14 +169,14 @@ fn read_document(
                 format!("`{file}` is {}, not a file", other.describe()),
                 "commit the configuration as a regular file in this repository (not a link, directory or submodule)",
             );
-            return Ok(None);
+            return Ok(Loaded::Unusable);
         }
     };
     let Some(mut root) = parse(file, &bytes, Limits::default(), diags) else {
-        return Ok(None);
+        return Ok(Loaded::Unusable);
     };
     include::resolve(source, file, &mut root, includes, diags)?;
-    Ok(Some(Document { file: file.to_owned(), root }))
+    Ok(Loaded::Document(Document { file: file.to_owned(), root }))
 }
 
 /// Finds and reads the configuration set of `source`.
@@ -188,10 +198,12 @@ pub fn load(source: &dyn Source, diags: &mut Diagnostics) -> Result<ConfigSet, S
         routes: None,
         services: None,
         includes: Vec::new(),
+        unreadable: Vec::new(),
     };
     for file in candidates {
-        let Some(doc) = read_document(source, &file, &mut set.includes, diags)? else {
-            // Present but unreadable: already reported; still counts as an app file.
+        let Loaded::Document(doc) = read_document(source, &file, &mut set.includes, diags)? else {
+            // Present (a candidate) but unusable: already reported.
+            set.unreadable.push(file.clone());
             set.app_files.push(file);
             continue;
         };
@@ -215,8 +227,13 @@ pub fn load(source: &dyn Source, diags: &mut Diagnostics) -> Result<ConfigSet, S
             ),
         );
     }
-    set.routes = read_document(source, &format.routes_file(), &mut set.includes, diags)?;
-    set.services = read_document(source, &format.services_file(), &mut set.includes, diags)?;
+    for (file, slot) in [(format.routes_file(), &mut set.routes), (format.services_file(), &mut set.services)] {
+        match read_document(source, &file, &mut set.includes, diags)? {
+            Loaded::Absent => {}
+            Loaded::Unusable => set.unreadable.push(file),
+            Loaded::Document(doc) => *slot = Some(doc),
+        }
+    }
     Ok(set)
 }
 

@@ -259,7 +259,11 @@ fn scan_error(text: &str, e: &saphyr_parser::ScanError) -> YamlError {
     } else if info.contains("quoted scalar") || info.contains("unclosed") || info.contains("end of stream") {
         hint = "check that every quote opened on this line is closed, and that continuation lines are indented";
     } else if info.contains("recursion limit") {
-        hint = "the document nests too deeply; configuration files need only a few levels";
+        return err(
+            pos,
+            "nesting too deep (the parser's recursion limit)",
+            "configuration files need only a few levels of nesting: flatten this structure",
+        );
     } else if info.contains("mapping values are not allowed") || info.contains("did not find expected key") {
         hint = "check the indentation of this line against its parent key, and quote values that contain `: `";
     } else {
@@ -436,7 +440,7 @@ impl Builder {
         if self.stack.len() >= self.limits.max_depth {
             return Err(err(
                 frame.pos,
-                format!("nesting deeper than {} levels", self.limits.max_depth),
+                format!("nesting too deep: more than {} levels", self.limits.max_depth),
                 "configuration files need only a few levels of nesting: flatten this structure",
             ));
         }
@@ -495,7 +499,7 @@ impl Builder {
         if self.stack.len() + depth_of(&node) > self.limits.max_depth {
             return Err(err(
                 pos,
-                format!("nesting deeper than {} levels", self.limits.max_depth),
+                format!("nesting too deep: more than {} levels", self.limits.max_depth),
                 "configuration files need only a few levels of nesting: flatten this structure",
             ));
         }
@@ -665,7 +669,7 @@ mod tests {
     fn deep_nesting_is_refused_without_overflow() {
         for doc in ["[".repeat(20_000), "- ".repeat(20_000) + "x", "{a: ".repeat(20_000)] {
             let e = load(&doc, Limits::default()).unwrap_err();
-            assert!(e.message.contains("nesting") || e.message.contains("recursion"), "{e}");
+            assert!(e.message.contains("nesting too deep"), "{e}");
         }
     }
 

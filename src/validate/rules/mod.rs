@@ -21,6 +21,11 @@ use crate::registry::{split_type, Registry, Resolved};
 pub fn run_all(config: &ConfigSet, diags: &mut Diagnostics) {
     image_types::check(config, diags);
     names::check(config, diags);
+    if !config.unreadable.is_empty() {
+        // Rules across files would only repeat the unreadable file's error as noise
+        // ("no such service") until it is fixed.
+        return;
+    }
     disk::check(config, diags);
     relationships::check(config, diags);
     routes::check(config, diags);

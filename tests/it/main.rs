@@ -1,0 +1,8 @@
+//! One integration test binary (keeps link time down); each module drives the real binaries.
+
+mod check;
+mod corpus;
+mod hostile;
+mod install;
+mod push;
+mod support;

@@ -1,0 +1,259 @@
+//! Test support: temporary directories, the real `git`, repositories set up by install.sh, and
+//! a `git daemon` to push through a real transport. No mock git anywhere.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// The repository checkout (install.sh, the corpus beside it).
+pub fn project_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `../shared/corpus/real`, present on developers' machines and in CI.
+pub fn corpus_dir() -> PathBuf {
+    project_dir().join("../shared/corpus/real")
+}
+
+pub fn hook_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_pushgate-hook"))
+}
+
+/// A directory removed when dropped.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(label: &str) -> TempDir {
+        static COUNTER: AtomicUsize = AtomicUsize::new(0);
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let dir = std::env::temp_dir().join(format!("pushgate-it-{}-{label}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    pub fn join(&self, p: &str) -> PathBuf {
+        self.0.join(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// `git` with an isolated configuration (no user or system config leaks into tests).
+pub fn git(dir: &Path, args: &[&str]) -> Output {
+    Command::new("git")
+        .args(["-c", "user.name=Test", "-c", "user.email=test@example.com", "-c", "init.defaultBranch=main"])
+        .args(["-c", "protocol.file.allow=always", "-c", "advice.detachedHead=false"])
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("HOME", dir)
+        .env_remove("GIT_DIR")
+        .env_remove("GIT_WORK_TREE")
+        .stdin(Stdio::null())
+        .output()
+        .expect("git runs")
+}
+
+/// `git` that must succeed; returns its stdout.
+pub fn git_ok(dir: &Path, args: &[&str]) -> String {
+    let out = git(dir, args);
+    assert!(out.status.success(), "git {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// The result of a push: its exit status and everything git printed.
+pub struct Push {
+    pub ok: bool,
+    pub output: String,
+}
+
+impl Push {
+    /// The `remote:` lines, without the prefix and git's trailing padding.
+    pub fn remote(&self) -> String {
+        self.output.lines().filter_map(|l| l.strip_prefix("remote: ")).map(str::trim_end).collect::<Vec<_>>().join("\n")
+    }
+
+    pub fn assert_refused_with(&self, needles: &[&str]) {
+        assert!(!self.ok, "push should be refused:\n{}", self.output);
+        let remote = self.remote();
+        for n in needles {
+            assert!(remote.contains(n), "missing {n:?} in remote lines:\n{remote}");
+        }
+    }
+
+    pub fn assert_accepted(&self) {
+        assert!(self.ok, "push should be accepted:\n{}", self.output);
+    }
+}
+
+/// A server: a bare repository set up by install.sh, and a work tree to push from.
+pub struct Server {
+    pub dir: TempDir,
+    pub bare: PathBuf,
+    pub work: PathBuf,
+    pub prefix: PathBuf,
+    pub data: PathBuf,
+}
+
+impl Server {
+    pub fn new(label: &str) -> Server {
+        let dir = TempDir::new(label);
+        let bare = dir.join("repo.git");
+        let (prefix, data) = (dir.join("prefix"), dir.join("data"));
+        let install = run_install(&prefix, &data, &[&bare]);
+        assert!(install.status.success(), "install.sh failed: {}", String::from_utf8_lossy(&install.stderr));
+        let work = dir.join("work");
+        std::fs::create_dir_all(&work).unwrap();
+        git_ok(&work, &["init", "-q"]);
+        Server { dir, bare, work, prefix, data }
+    }
+
+    /// Replaces the work tree's files with `files` (path, content) and commits them.
+    pub fn commit(&self, files: &[(&str, &str)], message: &str) -> String {
+        self.clear();
+        for (path, content) in files {
+            self.write(path, content.as_bytes());
+        }
+        self.commit_all(message)
+    }
+
+    /// Replaces the work tree's files with a copy of a corpus set and commits it.
+    pub fn commit_corpus(&self, set: &str) -> String {
+        self.clear();
+        copy_dir(&corpus_dir().join(set), &self.work);
+        self.commit_all(set)
+    }
+
+    pub fn write(&self, path: &str, content: &[u8]) {
+        let full = self.work.join(path);
+        std::fs::create_dir_all(full.parent().unwrap()).unwrap();
+        std::fs::write(full, content).unwrap();
+    }
+
+    pub fn commit_all(&self, message: &str) -> String {
+        git_ok(&self.work, &["add", "-A"]);
+        git_ok(&self.work, &["commit", "-q", "--allow-empty", "-m", message]);
+        git_ok(&self.work, &["rev-parse", "HEAD"])
+    }
+
+    fn clear(&self) {
+        for entry in std::fs::read_dir(&self.work).unwrap() {
+            let entry = entry.unwrap();
+            if entry.file_name() != ".git" {
+                let p = entry.path();
+                if p.is_dir() && !p.is_symlink() {
+                    std::fs::remove_dir_all(p).unwrap();
+                } else {
+                    std::fs::remove_file(p).unwrap();
+                }
+            }
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("file://{}", self.bare.display())
+    }
+
+    /// `git push URL REFSPEC...` from the work tree.
+    pub fn push_to(&self, url: &str, args: &[&str]) -> Push {
+        let mut all = vec!["push", "--porcelain", url];
+        all.extend_from_slice(args);
+        let out = git(&self.work, &all);
+        let output = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        Push { ok: out.status.success(), output }
+    }
+
+    pub fn push(&self, args: &[&str]) -> Push {
+        self.push_to(&self.url(), args)
+    }
+
+    /// The commit a ref of the bare repository points at, if any.
+    pub fn server_ref(&self, name: &str) -> Option<String> {
+        let out = git(&self.bare, &["rev-parse", "--verify", "-q", name]);
+        out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    }
+}
+
+/// Runs install.sh with the binaries of this test build.
+pub fn run_install(prefix: &Path, data: &Path, repos: &[&Path]) -> Output {
+    let bin_dir = hook_bin().parent().unwrap().to_owned();
+    let mut cmd = Command::new("bash");
+    cmd.arg(project_dir().join("install.sh"))
+        .arg("--prefix")
+        .arg(prefix)
+        .arg("--data")
+        .arg(data)
+        .arg("--bin-dir")
+        .arg(bin_dir)
+        .args(repos)
+        .env("GIT_CONFIG_NOSYSTEM", "1");
+    cmd.output().expect("install.sh runs")
+}
+
+pub fn copy_dir(from: &Path, to: &Path) {
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            std::fs::create_dir_all(&target).unwrap();
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+            let mut perms = std::fs::metadata(&target).unwrap().permissions();
+            #[allow(clippy::permissions_set_readonly_false)]
+            perms.set_readonly(false);
+            std::fs::set_permissions(&target, perms).unwrap();
+        }
+    }
+}
+
+/// A `git daemon` serving a directory with receive-pack enabled, on a free local port.
+pub struct Daemon {
+    child: Child,
+    pub port: u16,
+}
+
+impl Daemon {
+    pub fn start(base: &Path) -> Daemon {
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = Command::new("git")
+            .args(["daemon", "--reuseaddr", "--export-all", "--enable=receive-pack", "--listen=127.0.0.1"])
+            .arg(format!("--port={port}"))
+            .arg(format!("--base-path={}", base.display()))
+            .arg(base)
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("git daemon starts");
+        // Wait until it listens (bounded: 10 s).
+        for _ in 0..200 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Daemon { child, port };
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("git daemon did not start on port {port}");
+    }
+
+    pub fn url(&self, repo: &str) -> String {
+        format!("git://127.0.0.1:{}/{repo}", self.port)
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
