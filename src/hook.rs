@@ -36,40 +36,57 @@ pub struct Cache {
 
 impl Cache {
     /// Validates `source`, or reuses a result whose reads give the same ids in `source`.
-    pub fn validate(&mut self, source: &dyn Source) -> Result<Outcome, SourceError> {
-        for (log, outcome) in &self.entries {
+    /// Returns the result's index in this cache and whether it was computed now.
+    pub fn validate(&mut self, source: &dyn Source) -> Result<(usize, bool), SourceError> {
+        for (i, (log, _)) in self.entries.iter().enumerate() {
             if log.matches(source)? {
-                return Ok(outcome.clone());
+                return Ok((i, false));
             }
         }
         let recording = Recording::new(source);
         let outcome = validate::validate(&recording)?;
-        self.entries.push((recording.into_log(), outcome.clone()));
-        Ok(outcome)
+        self.entries.push((recording.into_log(), outcome));
+        Ok((self.entries.len() - 1, true))
+    }
+
+    pub fn outcome(&self, index: usize) -> &Outcome {
+        &self.entries[index].1
     }
 }
 
 /// Runs the protective block over `updates`. Returns true when the push may proceed.
+///
+/// Each distinct configuration is reported in full once; a branch with the same configuration
+/// files as one reported above gets one line (a push of many branches stays readable).
 pub fn pre_receive(repo: &Repository, updates: &[RefUpdate], out: &mut dyn Write) -> Result<bool, HookError> {
     let mut cache = Cache::default();
+    let mut first_branch: Vec<String> = Vec::new();
     let mut refused = Vec::new();
     for update in updates {
-        let Some(branch) = update.branch() else {
-            continue;
-        };
+        let Some(branch) = update.branch() else { continue };
         if update.is_delete() {
             let _ = writeln!(out, "Deleting branch {branch}: nothing to validate");
             continue;
         }
         let tree = CommitTree::new(repo, update.new, &update.name)?;
-        let outcome = cache.validate(&tree)?;
+        let (index, fresh) = cache.validate(&tree)?;
+        let outcome = cache.outcome(index);
         let short = &update.new.to_string()[..10];
+        let valid = !outcome.diags.has_errors();
+        if !valid {
+            refused.push(branch.to_owned());
+        }
+        if !fresh {
+            let verdict = if valid { "valid" } else { "invalid, see above" };
+            let first = &first_branch[index];
+            let _ = writeln!(out, "Validating configuration files of {branch} ({short}): same as {first}, {verdict}");
+            continue;
+        }
+        first_branch.push(branch.to_owned());
         let _ = writeln!(out, "Validating configuration files of {branch} ({short})");
         let lines = |file: &str, line: u32| line_of(&tree, file, line);
         let _ = report::diagnostics(out, &outcome.diags, &lines);
-        if outcome.diags.has_errors() {
-            refused.push(branch.to_owned());
-        } else {
+        if valid {
             let _ = report::summary(out, &outcome.config);
         }
     }

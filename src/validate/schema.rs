@@ -1,198 +1,367 @@
 //! Our JSON Schemas (`schemas/*.json`, embedded in the binary), applied to the YAML tree.
 //!
-//! Schema errors come back as JSON pointers; we walk the same pointer through the YAML tree to
-//! point at `file:line:col`, and take the hint from the nearest `description` along the schema
-//! path (unknown keys also list the keys that are allowed there). Each schema is compiled once
-//! per process, on first use.
+//! The schemas are standard draft-07 and are checked against the `jsonschema` crate in tests
+//! (tests/it/schema.rs: they are valid, and both validators agree on the whole corpus and on
+//! broken variants of it). At push time we interpret them directly on the positioned YAML tree:
+//! compiling them with `jsonschema` costs about 2 ms per process, the whole budget of a hook
+//! that runs once per push. Interpreting needs no compilation, no conversion to JSON, and every
+//! error already knows its node, so it points at `file:line:col`.
+//!
+//! Supported keywords (a test fails if a schema uses another): `$ref` (local), `type`, `enum`,
+//! `const`, `properties`, `additionalProperties`, `required`, `items`, `minimum`, `minLength`,
+//! `maxLength`, `oneOf`, `if`/`then`/`else`, and the annotations `title`, `description`,
+//! `$schema`, `$id`, `definitions`.
 
 use std::sync::OnceLock;
 
-use jsonschema::paths::LocationSegment;
-use jsonschema::{error::ValidationErrorKind, ValidationError, Validator};
 use serde_json::Value as Json;
 
 use crate::config::yaml::{Node, Value};
 use crate::diag::{join, Diagnostics, Location};
 
 /// The three file shapes.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Schema {
     App,
     Services,
     Routes,
 }
 
-struct Compiled {
-    raw: Json,
-    validator: Validator,
-}
+impl Schema {
+    pub const ALL: [Schema; 3] = [Schema::App, Schema::Services, Schema::Routes];
 
-fn compiled(schema: Schema) -> &'static Compiled {
-    static APP: OnceLock<Compiled> = OnceLock::new();
-    static SERVICES: OnceLock<Compiled> = OnceLock::new();
-    static ROUTES: OnceLock<Compiled> = OnceLock::new();
-    let (cell, text) = match schema {
-        Schema::App => (&APP, include_str!("../../schemas/app.json")),
-        Schema::Services => (&SERVICES, include_str!("../../schemas/services.json")),
-        Schema::Routes => (&ROUTES, include_str!("../../schemas/routes.json")),
-    };
-    cell.get_or_init(|| {
-        // The schemas are part of the binary and tested; failing here is a build defect.
-        let raw: Json = serde_json::from_str(text).expect("embedded schema is JSON");
-        let validator = jsonschema::draft7::new(&raw).expect("embedded schema compiles");
-        Compiled { raw, validator }
-    })
-}
-
-/// The raw JSON of an embedded schema (for tests and tools).
-pub fn raw(schema: Schema) -> &'static Json {
-    &compiled(schema).raw
-}
-
-/// The YAML tree as JSON, for the validator. Depth is bounded by the loader.
-pub fn to_json(node: &Node) -> Json {
-    match &node.value {
-        Value::Null => Json::Null,
-        Value::Bool(b) => Json::Bool(*b),
-        Value::Int(i) => Json::from(*i),
-        Value::Float(f) => serde_json::Number::from_f64(*f).map_or(Json::Null, Json::Number),
-        Value::Str(s) => Json::String(s.clone()),
-        Value::Seq(items) => Json::Array(items.iter().map(to_json).collect()),
-        Value::Map(entries) => Json::Object(entries.iter().map(|(k, v)| (k.name.clone(), to_json(v))).collect()),
+    /// The schema file's text, as committed in `schemas/`.
+    pub fn text(self) -> &'static str {
+        match self {
+            Schema::App => include_str!("../../schemas/app.json"),
+            Schema::Services => include_str!("../../schemas/services.json"),
+            Schema::Routes => include_str!("../../schemas/routes.json"),
+        }
     }
+
+    /// The parsed schema (parsed once per process).
+    pub fn json(self) -> &'static Json {
+        static PARSED: [OnceLock<Json>; 3] = [OnceLock::new(), OnceLock::new(), OnceLock::new()];
+        let i = Schema::ALL.iter().position(|s| *s == self).unwrap_or(0);
+        // The schemas are part of the binary and tested; failing here is a build defect.
+        PARSED[i].get_or_init(|| serde_json::from_str(self.text()).expect("embedded schema is JSON"))
+    }
+}
+
+/// Keywords the interpreter implements or may ignore (annotations).
+pub const KEYWORDS: &[&str] = &[
+    "$ref",
+    "type",
+    "enum",
+    "const",
+    "properties",
+    "additionalProperties",
+    "required",
+    "items",
+    "minimum",
+    "minLength",
+    "maxLength",
+    "oneOf",
+    "if",
+    "then",
+    "else",
+    "title",
+    "description",
+    "$schema",
+    "$id",
+    "definitions",
+];
+
+/// One schema violation, before it becomes a diagnostic.
+#[derive(Debug, Clone)]
+struct Violation<'n> {
+    node: &'n Node,
+    /// Where to point: the node, or a key's position for unknown keys.
+    pos: crate::config::yaml::Pos,
+    path: String,
+    code: &'static str,
+    message: String,
+    hint: String,
 }
 
 /// Validates `node` (standing at dotted `path` in `file`) against `schema`.
 pub fn check(schema: Schema, node: &Node, file: &str, path: &str, diags: &mut Diagnostics) {
-    let compiled = compiled(schema);
-    let instance = to_json(node);
-    for error in compiled.validator.iter_errors(&instance) {
-        report(&compiled.raw, &error, node, file, path, diags);
+    let root = schema.json();
+    let mut found = Vec::new();
+    Walker { root }.validate(root, node, path, None, &mut found);
+    for v in found {
+        diags.error(v.code, Location::new(v.node.file_or(file), v.pos, v.path), v.message, v.hint);
     }
 }
 
-fn report(raw: &Json, error: &ValidationError<'_>, root: &Node, file: &str, path: &str, diags: &mut Diagnostics) {
-    let (node, dotted) = follow(root, path, error);
-    let at = Location::new(node.file_or(file), node.pos, dotted.clone());
-    let chain = schema_chain(raw, error.schema_path().as_str());
-    let hint = chain.iter().rev().find_map(|s| s.get("description").and_then(Json::as_str));
-    let shown = node.scalar_text().map(|t| format!("`{t}`")).unwrap_or_else(|| format!("a {}", node.kind_name()));
-    match error.kind() {
-        ValidationErrorKind::AdditionalProperties { unexpected } => {
-            let allowed = chain
-                .iter()
-                .rev()
-                .nth(1)
-                .and_then(|s| s.get("properties"))
-                .and_then(Json::as_object)
-                .map(|p| p.keys().map(String::as_str).collect::<Vec<_>>().join(", "))
-                .unwrap_or_default();
-            for name in unexpected {
-                let key_pos = node.entry(name).map_or(node.pos, |(k, _)| k.pos);
-                let suggestion = crate::validate::closest(name, allowed.split(", "));
-                let hint = match suggestion {
-                    Some(s) => format!("did you mean `{s}`? Keys allowed here: {allowed}"),
-                    None => format!("remove it; keys allowed here: {allowed}"),
-                };
-                diags.error(
-                    "unknown-key",
-                    Location::new(&at.file, key_pos, join(&dotted, name)),
-                    format!("unknown key `{name}`"),
-                    hint,
-                );
-            }
-        }
-        ValidationErrorKind::Required { property } => {
-            let name = property.as_str().unwrap_or("?");
-            diags.error(
-                "missing-key",
-                at,
-                format!("missing required key `{name}`"),
-                hint.map_or_else(|| format!("add `{name}:` here"), str::to_owned),
-            );
-        }
-        ValidationErrorKind::Type { .. } => {
-            let expected = chain.last().and_then(|s| s.get("type")).map(type_names).unwrap_or_default();
-            diags.error(
-                "type",
-                at,
-                format!("expected {expected}, found {shown}"),
-                hint.map_or_else(|| format!("write {expected} here"), str::to_owned),
-            );
-        }
-        ValidationErrorKind::Enum { options } => {
-            let list = options.as_array().map(|a| a.iter().map(|o| o.to_string()).collect::<Vec<_>>().join(", "));
-            diags.error(
-                "enum",
-                at,
-                format!("{shown} is not one of {}", list.unwrap_or_default()),
-                hint.unwrap_or("use one of the listed values").to_owned(),
-            );
-        }
-        _ => {
-            let message = match error.kind() {
-                ValidationErrorKind::Pattern { .. } | ValidationErrorKind::OneOfNotValid { .. } => {
-                    format!("{shown} is not a valid value here")
-                }
-                ValidationErrorKind::OneOfMultipleValid { .. } => {
-                    format!("{shown} is ambiguous here")
-                }
-                _ => error.to_string(),
-            };
-            diags.error("schema", at, message, hint.unwrap_or("check the value against the documentation").to_owned());
-        }
-    }
+/// True when `node` is valid against `schema` (for tests).
+pub fn is_valid(schema: Schema, node: &Node) -> bool {
+    let root = schema.json();
+    let mut found = Vec::new();
+    Walker { root }.validate(root, node, "", None, &mut found);
+    found.is_empty()
 }
 
-/// The YAML node an error's instance path points at, and its dotted config path.
-fn follow<'a>(root: &'a Node, path: &str, error: &ValidationError<'_>) -> (&'a Node, String) {
-    let mut node = root;
-    let mut dotted = path.to_owned();
-    for segment in error.instance_path().segments() {
-        let next = match segment {
-            LocationSegment::Property(key) => {
-                dotted = join(&dotted, &key);
-                node.get(&key)
+struct Walker<'s> {
+    root: &'s Json,
+}
+
+impl<'s> Walker<'s> {
+    fn resolve(&self, mut schema: &'s Json) -> &'s Json {
+        // `$ref` chains are short and acyclic in our schemas; bound them anyway.
+        for _ in 0..16 {
+            match schema.get("$ref").and_then(Json::as_str).and_then(|r| r.strip_prefix('#')) {
+                Some(pointer) => match self.root.pointer(pointer) {
+                    Some(target) => schema = target,
+                    None => break,
+                },
+                None => break,
             }
-            LocationSegment::Index(i) => {
-                dotted = format!("{dotted}[{i}]");
-                node.items().get(i)
-            }
+        }
+        schema
+    }
+
+    fn validate<'n>(
+        &self,
+        schema: &'s Json,
+        node: &'n Node,
+        path: &str,
+        hint: Option<&'s str>,
+        out: &mut Vec<Violation<'n>>,
+    ) {
+        let schema = self.resolve(schema);
+        let Some(obj) = schema.as_object() else { return };
+        let hint = obj.get("description").and_then(Json::as_str).or(hint);
+        let violation = |code, message: String, default_hint: String| Violation {
+            node,
+            pos: node.pos,
+            path: path.to_owned(),
+            code,
+            message,
+            hint: hint.map_or(default_hint, str::to_owned),
         };
-        match next {
-            Some(n) => node = n,
-            None => break,
+
+        if let Some(t) = obj.get("type") {
+            if !type_matches(t, node) {
+                let expected = type_names(t);
+                out.push(violation(
+                    "type",
+                    format!("expected {expected}, found {}", shown(node)),
+                    format!("write {expected} here"),
+                ));
+                return;
+            }
+        }
+        if let Some(options) = obj.get("enum").and_then(Json::as_array) {
+            if !options.iter().any(|o| equals(o, node)) {
+                let list = options.iter().map(Json::to_string).collect::<Vec<_>>().join(", ");
+                out.push(violation(
+                    "enum",
+                    format!("{} is not one of {list}", shown(node)),
+                    "use one of the listed values".into(),
+                ));
+            }
+        }
+        if let Some(c) = obj.get("const") {
+            if !equals(c, node) {
+                out.push(violation("enum", format!("{} is not {c}", shown(node)), format!("write {c}")));
+            }
+        }
+        self.check_numbers_and_strings(obj, node, &violation, out);
+        if let Value::Map(entries) = &node.value {
+            self.check_object(obj, node, entries, path, hint, out);
+        }
+        if let (Value::Seq(items), Some(item_schema)) = (&node.value, obj.get("items")) {
+            for (i, item) in items.iter().enumerate() {
+                self.validate(item_schema, item, &format!("{path}[{i}]"), hint, out);
+            }
+        }
+        if let Some(branches) = obj.get("oneOf").and_then(Json::as_array) {
+            self.check_one_of(branches, node, path, hint, &violation, out);
+        }
+        if let Some(condition) = obj.get("if") {
+            let mut scratch = Vec::new();
+            self.validate(condition, node, path, hint, &mut scratch);
+            let branch = if scratch.is_empty() { obj.get("then") } else { obj.get("else") };
+            if let Some(branch) = branch {
+                self.validate(branch, node, path, hint, out);
+            }
         }
     }
-    (node, dotted)
-}
 
-/// The schema objects along a keyword location such as `/properties/web/$ref/properties/x`.
-fn schema_chain<'a>(root: &'a Json, pointer: &str) -> Vec<&'a Json> {
-    let mut chain = vec![root];
-    let mut current = root;
-    for raw in pointer.split('/').skip(1) {
-        let segment = raw.replace("~1", "/").replace("~0", "~");
-        let next = if segment == "$ref" {
-            current.get("$ref").and_then(Json::as_str).and_then(|r| r.strip_prefix('#')).and_then(|p| root.pointer(p))
-        } else {
-            match current {
-                Json::Object(map) => map.get(&segment),
-                Json::Array(items) => segment.parse::<usize>().ok().and_then(|i| items.get(i)),
+    fn check_numbers_and_strings<'n>(
+        &self,
+        obj: &serde_json::Map<String, Json>,
+        node: &'n Node,
+        violation: &dyn Fn(&'static str, String, String) -> Violation<'n>,
+        out: &mut Vec<Violation<'n>>,
+    ) {
+        if let Some(min) = obj.get("minimum").and_then(Json::as_f64) {
+            let value = match node.value {
+                Value::Int(i) => Some(i as f64),
+                Value::Float(f) => Some(f),
                 _ => None,
+            };
+            if value.is_some_and(|v| v < min) {
+                out.push(violation(
+                    "minimum",
+                    format!("{} is below the minimum {min}", shown(node)),
+                    format!("use {min} or more"),
+                ));
             }
-        };
-        match next {
-            Some(n) => {
-                current = n;
-                if n.is_object() {
-                    chain.push(n);
-                }
+        }
+        if let Some(s) = node.as_str() {
+            let len = s.chars().count() as u64;
+            if obj.get("minLength").and_then(Json::as_u64).is_some_and(|m| len < m) {
+                out.push(violation("length", "the value is empty or too short".into(), "write a value here".into()));
             }
-            None => break,
+            if let Some(max) = obj.get("maxLength").and_then(Json::as_u64).filter(|m| len > *m) {
+                out.push(violation(
+                    "length",
+                    format!("the value is longer than {max} characters"),
+                    "shorten it".into(),
+                ));
+            }
         }
     }
-    chain
+
+    fn check_object<'n>(
+        &self,
+        obj: &'s serde_json::Map<String, Json>,
+        node: &'n Node,
+        entries: &'n [(crate::config::yaml::Key, Node)],
+        path: &str,
+        hint: Option<&'s str>,
+        out: &mut Vec<Violation<'n>>,
+    ) {
+        let properties = obj.get("properties").and_then(Json::as_object);
+        if let Some(required) = obj.get("required").and_then(Json::as_array) {
+            for name in required.iter().filter_map(Json::as_str) {
+                if node.get(name).is_none() {
+                    out.push(Violation {
+                        node,
+                        pos: node.pos,
+                        path: path.to_owned(),
+                        code: "missing-key",
+                        message: format!("missing required key `{name}`"),
+                        hint: hint.map_or_else(|| format!("add `{name}:` here"), str::to_owned),
+                    });
+                }
+            }
+        }
+        for (key, value) in entries {
+            let sub = join(path, &key.name);
+            if let Some(prop) = properties.and_then(|p| p.get(&key.name)) {
+                self.validate(prop, value, &sub, None, out);
+                continue;
+            }
+            match obj.get("additionalProperties") {
+                Some(Json::Bool(false)) => {
+                    let allowed: Vec<&str> =
+                        properties.map(|p| p.keys().map(String::as_str).collect()).unwrap_or_default();
+                    let hint = match crate::validate::closest(&key.name, allowed.iter().copied()) {
+                        Some(s) => format!("did you mean `{s}`? Keys allowed here: {}", allowed.join(", ")),
+                        None => format!("remove it; keys allowed here: {}", allowed.join(", ")),
+                    };
+                    out.push(Violation {
+                        node,
+                        pos: key.pos,
+                        path: sub,
+                        code: "unknown-key",
+                        message: format!("unknown key `{}`", key.name),
+                        hint,
+                    });
+                }
+                Some(extra) if extra.is_object() => self.validate(extra, value, &sub, None, out),
+                _ => {}
+            }
+        }
+    }
+
+    /// Exactly one branch must match. When none does, report the errors of the branch whose
+    /// `type` fits the value (the one the author most likely meant), else one summary.
+    fn check_one_of<'n>(
+        &self,
+        branches: &'s [Json],
+        node: &'n Node,
+        path: &str,
+        hint: Option<&'s str>,
+        violation: &dyn Fn(&'static str, String, String) -> Violation<'n>,
+        out: &mut Vec<Violation<'n>>,
+    ) {
+        let results: Vec<Vec<Violation<'n>>> = branches
+            .iter()
+            .map(|b| {
+                let mut v = Vec::new();
+                self.validate(b, node, path, hint, &mut v);
+                v
+            })
+            .collect();
+        let valid = results.iter().filter(|r| r.is_empty()).count();
+        if valid == 1 {
+            return;
+        }
+        if valid > 1 {
+            out.push(violation(
+                "schema",
+                format!("{} is ambiguous here", shown(node)),
+                "make the value match one form only".into(),
+            ));
+            return;
+        }
+        let fitting: Vec<usize> = branches
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| self.resolve(b).get("type").map_or(true, |t| type_matches(t, node)))
+            .map(|(i, _)| i)
+            .collect();
+        match fitting.as_slice() {
+            [only] => out.extend(results.into_iter().nth(*only).unwrap_or_default()),
+            _ => out.push(violation(
+                "schema",
+                format!("{} is not a valid value here", shown(node)),
+                "check the value against the documentation".into(),
+            )),
+        }
+    }
+}
+
+fn type_matches(t: &Json, node: &Node) -> bool {
+    let one = |name: &str| match name {
+        "object" => matches!(node.value, Value::Map(_)),
+        "array" => matches!(node.value, Value::Seq(_)),
+        "string" => matches!(node.value, Value::Str(_)),
+        "integer" => matches!(node.value, Value::Int(_)) || matches!(node.value, Value::Float(f) if f.fract() == 0.0),
+        "number" => matches!(node.value, Value::Int(_) | Value::Float(_)),
+        "boolean" => matches!(node.value, Value::Bool(_)),
+        "null" => matches!(node.value, Value::Null),
+        _ => false,
+    };
+    match t {
+        Json::String(s) => one(s),
+        Json::Array(items) => items.iter().filter_map(Json::as_str).any(one),
+        _ => true,
+    }
+}
+
+/// JSON value equality with a YAML scalar (numbers compare by value).
+fn equals(json: &Json, node: &Node) -> bool {
+    match (json, &node.value) {
+        (Json::Null, Value::Null) => true,
+        (Json::Bool(a), Value::Bool(b)) => a == b,
+        (Json::String(a), Value::Str(b)) => a == b,
+        (Json::Number(a), Value::Int(b)) => a.as_f64() == Some(*b as f64),
+        (Json::Number(a), Value::Float(b)) => a.as_f64() == Some(*b),
+        _ => false,
+    }
+}
+
+fn shown(node: &Node) -> String {
+    match &node.value {
+        Value::Seq(_) | Value::Map(_) => format!("a {}", node.kind_name()),
+        Value::Null => "nothing".to_owned(),
+        _ => format!("`{}`", node.scalar_text().unwrap_or_default()),
+    }
 }
 
 fn type_names(t: &Json) -> String {
@@ -214,11 +383,58 @@ fn type_names(t: &Json) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::yaml::{load, Limits};
+
+    /// Every keyword used in the committed schemas is one the interpreter implements.
+    #[test]
+    fn schemas_use_only_supported_keywords() {
+        fn walk(v: &Json, in_properties: bool, path: &str) {
+            if let Json::Object(map) = v {
+                for (k, child) in map {
+                    if !in_properties {
+                        assert!(KEYWORDS.contains(&k.as_str()), "{path}: unsupported keyword `{k}`");
+                    }
+                    let child_is_map_of_schemas = !in_properties && matches!(k.as_str(), "properties" | "definitions");
+                    walk(child, child_is_map_of_schemas, &format!("{path}/{k}"));
+                }
+            } else if let Json::Array(items) = v {
+                for (i, item) in items.iter().enumerate() {
+                    walk(item, false, &format!("{path}/{i}"));
+                }
+            }
+        }
+        for s in Schema::ALL {
+            walk(s.json(), false, &format!("{s:?}"));
+        }
+    }
+
+    fn errors(schema: Schema, yaml: &str) -> Vec<String> {
+        let node = load(yaml, Limits::default()).unwrap();
+        let mut d = Diagnostics::default();
+        check(schema, &node, "f.yaml", "", &mut d);
+        d.items.iter().map(|d| format!("{}:{} {} {}", d.pos.line, d.pos.col, d.path, d.message)).collect()
+    }
 
     #[test]
-    fn embedded_schemas_compile() {
-        for s in [Schema::App, Schema::Services, Schema::Routes] {
-            assert!(raw(s).is_object());
-        }
+    fn reports_at_the_node() {
+        assert_eq!(
+            errors(Schema::Services, "db:\n  type: mysql:10.6\n  disk: big\n"),
+            ["3:9 db.disk expected an integer, found `big`"]
+        );
+        assert_eq!(errors(Schema::Services, "db:\n  disk: 5\n"), ["2:3 db missing required key `type`"]);
+        assert_eq!(errors(Schema::Services, "db:\n  type: x:1\n  dsik: 5\n"), ["3:3 db.dsik unknown key `dsik`"]);
+        assert_eq!(
+            errors(Schema::Routes, "\"https://{default}/\":\n  type: upstream\n"),
+            ["2:3 \"https://{default}/\" missing required key `upstream`"]
+        );
+        assert!(errors(
+            Schema::App,
+            "type: php:8.3\nmounts:\n  var: {source: local, source_path: var}\n  x: shared:files/x\n"
+        )
+        .is_empty());
+        assert_eq!(
+            errors(Schema::App, "type: php:8.3\nmounts:\n  var: {source: nfs}\n"),
+            ["3:17 mounts.var.source `nfs` is not one of \"local\", \"service\", \"tmp\", \"storage\", \"instance\""]
+        );
     }
 }

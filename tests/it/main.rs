@@ -5,4 +5,5 @@ mod corpus;
 mod hostile;
 mod install;
 mod push;
+mod schema;
 mod support;

@@ -247,7 +247,7 @@ fn error_cases() -> Vec<Case> {
             APP_FILE,
             &app_with("\"shared:files/var\"", "\"var\""),
             "\"var\"\n",
-            "is not a valid value here",
+            "the short form must read `shared:files/PATH`",
         ),
         case(
             "json extension on PHP 8.1+",
@@ -454,4 +454,24 @@ fn platform_sh_names_subdirectory_apps_and_includes() {
     push.assert_accepted();
     let remote = push.remote();
     assert!(remote.contains("app app: php:8.3") && remote.contains("app spa: nodejs:18"), "{remote}");
+}
+
+#[test]
+fn branches_with_the_same_configuration_are_reported_once() {
+    let s = Server::new("same");
+    s.commit(&files_with("", ""), "one");
+    git_ok(&s.work, &["branch", "a"]);
+    s.write("app/code/Other.php", b"<?php\n");
+    s.commit_all("code only");
+    git_ok(&s.work, &["branch", "b"]);
+    let push = s.push(&["a:refs/heads/a", "b:refs/heads/b"]);
+    push.assert_accepted();
+    let remote = push.remote();
+    assert_eq!(remote.matches("app mymagento: php:8.4").count(), 1, "{remote}");
+    assert!(
+        remote
+            .lines()
+            .any(|l| l.starts_with("Validating configuration files of b (") && l.ends_with("same as a, valid")),
+        "{remote}"
+    );
 }

@@ -33,6 +33,18 @@ pub fn check(config: &ConfigSet, diags: &mut Diagnostics) {
                 ),
                 Some(_) => {}
             }
+            if let Some(legacy) = mount.as_str().filter(|m| !m.starts_with("shared:files/")) {
+                diags.error(
+                    "mount-source",
+                    app.loc(mount, &path),
+                    format!("mount `{}` is `{legacy}`: the short form must read `shared:files/PATH`", key.name),
+                    format!(
+                        "write `\"{}\": {{source: local, source_path: {}}}`",
+                        key.name,
+                        key.name.trim_start_matches('/')
+                    ),
+                );
+            }
             let source_path = match mount.as_str() {
                 Some(legacy) => legacy.strip_prefix("shared:files/").map(|p| (mount, p)),
                 None => mount.get("source_path").and_then(|n| n.as_str().map(|s| (n, s))),

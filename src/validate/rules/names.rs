@@ -38,6 +38,16 @@ pub fn check(config: &ConfigSet, diags: &mut Diagnostics) {
     }
     for service in services(config) {
         let at = Location::new(service.file, service.key_pos, crate::diag::join("", service.name));
+        let valid = service.name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+            && service.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        if !valid {
+            diags.error(
+                "name",
+                at.clone(),
+                format!("service name `{}` may contain only letters, digits, `-` and `_`", service.name),
+                "rename the service (and the relationships that point at it)",
+            );
+        }
         if let Some((file, first)) = seen.get(service.name) {
             diags.error(
                 "duplicate-name",

@@ -58,6 +58,15 @@ fn check_one<'a>(
 ) {
     let (target, endpoint) = match &value.value {
         Value::Str(s) => match s.split_once(':') {
+            _ if !is_reference(s) => {
+                diags.error(
+                    "relationship-format",
+                    at,
+                    format!("relationship `{name}` is `{s}`, not `service:endpoint`"),
+                    "write it as `service:endpoint`, for example `database: \"mysql:mysql\"`",
+                );
+                return;
+            }
             Some((t, e)) => (t, Some(e)),
             None => (s.as_str(), None),
         },
@@ -110,5 +119,16 @@ fn check_one<'a>(
             format!("relationship `{name}` points at `{target}`, which is no service or app of this project"),
             hint,
         );
+    }
+}
+
+/// `service` or `service:endpoint`, with names of letters, digits, `_`, `-` (endpoints also `+`).
+fn is_reference(s: &str) -> bool {
+    let name = |p: &str, extra: &[char]| {
+        !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || extra.contains(&c))
+    };
+    match s.split_once(':') {
+        Some((t, e)) => name(t, &[]) && name(e, &['+']),
+        None => name(s, &[]),
     }
 }

@@ -36,6 +36,16 @@ pub fn check(config: &ConfigSet, diags: &mut Diagnostics) {
                     );
                 }
             }
+            for (sub, node) in expires(location) {
+                if let Some(e) = node.as_str().filter(|e| !is_duration(e)) {
+                    diags.error(
+                        "web-expires",
+                        app.loc(node, &format!("{path}.{sub}")),
+                        format!("expires `{e}` is not a duration"),
+                        "write seconds (`3600`, `-1` for no caching) or a number with a unit: ms, s, m, h, d, w, M, y (`1y`)",
+                    );
+                }
+            }
             for (sub, node) in passthrus(location) {
                 if let Some(p) = node.as_str().filter(|p| !p.starts_with('/')) {
                     diags.error(
@@ -52,12 +62,27 @@ pub fn check(config: &ConfigSet, diags: &mut Diagnostics) {
 
 /// The location's own passthru and those of its rules.
 fn passthrus(location: &Node) -> Vec<(String, &Node)> {
-    let mut found: Vec<(String, &Node)> =
-        location.get("passthru").map(|p| ("passthru".to_owned(), p)).into_iter().collect();
+    with_rules(location, "passthru")
+}
+
+fn expires(location: &Node) -> Vec<(String, &Node)> {
+    with_rules(location, "expires")
+}
+
+/// `key` of the location and of each of its rules, with their dotted sub-paths.
+fn with_rules<'a>(location: &'a Node, key: &str) -> Vec<(String, &'a Node)> {
+    let mut found: Vec<(String, &Node)> = location.get(key).map(|p| (key.to_owned(), p)).into_iter().collect();
     for (k, rule) in location.get("rules").map(Node::entries).unwrap_or_default() {
-        if let Some(p) = rule.get("passthru") {
-            found.push((format!("rules.{}.passthru", crate::diag::join("", &k.name)), p));
+        if let Some(p) = rule.get(key) {
+            found.push((format!("rules.{}.{key}", crate::diag::join("", &k.name)), p));
         }
     }
     found
+}
+
+/// `-1`, `3600`, `1h`, `500ms`, `1y`.
+fn is_duration(s: &str) -> bool {
+    let digits = s.strip_prefix('-').unwrap_or(s);
+    let end = digits.find(|c: char| !c.is_ascii_digit()).unwrap_or(digits.len());
+    end > 0 && matches!(&digits[end..], "" | "ms" | "s" | "m" | "h" | "d" | "w" | "M" | "y")
 }

@@ -1,0 +1,227 @@
+#!/usr/bin/env python3
+"""Benchmarks of the protective block, each against a baseline measured in the same run.
+
+  python3 scripts/bench.py [--runs N] [--skip-external]
+
+1. `git push` of one commit to a bare repository with pushgate installed, against the same push
+   to a repository whose pre-receive hook does nothing (`exit 0`). Interleaved, median of N.
+2. A push of 1,000 branches (1,000 distinct commits, same configuration) the same way.
+3. The hook on hostile configurations: wall time and peak memory of `pushgate-hook pre-receive`
+   run against the real object store.
+4. `check-jsonschema` + `yamllint` on the same three files (what an admin would otherwise wire
+   into a hook) against `pushgate-hook check`.
+Nothing here asserts a time; it prints figures. Needs git, cargo, python3 (pip for step 4).
+"""
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CORPUS = ROOT.parent / "shared" / "corpus" / "real"
+SAMPLE = CORPUS / "magento__magento-cloud__branch-2.4.8"
+HOOK = ROOT / "target" / "release" / "pushgate-hook"
+ZERO = "0" * 40
+ENV = dict(os.environ, GIT_CONFIG_NOSYSTEM="1", GIT_AUTHOR_NAME="b", GIT_AUTHOR_EMAIL="b@b",
+           GIT_COMMITTER_NAME="b", GIT_COMMITTER_EMAIL="b@b")
+
+
+def run(args, cwd=None, check=True, **kw):
+    return subprocess.run(args, cwd=cwd, env=ENV, check=check, capture_output=True, **kw)
+
+
+def git(cwd, *args, **kw):
+    return run(["git", *args], cwd=cwd, **kw)
+
+
+def bare_with_pushgate(path, data):
+    run(["bash", str(ROOT / "install.sh"), "--prefix", str(data / "prefix"), "--data", str(data / "data"),
+         "--bin-dir", str(HOOK.parent), str(path)])
+
+
+def bare_with_noop(path):
+    git(None, "init", "-q", "--bare", str(path))
+    hook = path / "hooks" / "pre-receive"
+    hook.write_text("#!/bin/sh\nexit 0\n")
+    hook.chmod(0o755)
+
+
+def timed(args, cwd):
+    start = time.perf_counter()
+    out = run(args, cwd=cwd, check=False)
+    elapsed = time.perf_counter() - start
+    if out.returncode != 0:
+        sys.exit(f"{' '.join(args)} failed:\n{out.stdout.decode()}{out.stderr.decode()}")
+    return elapsed
+
+
+def work_tree(tmp):
+    work = tmp / "work"
+    work.mkdir()
+    git(work, "init", "-q", "-b", "main")
+    shutil.copytree(SAMPLE, work, dirs_exist_ok=True)
+    for p in work.rglob("*"):
+        if p.is_file():
+            p.chmod(0o644)
+    for i in range(200):  # some application code beside the configuration
+        f = work / "app" / "code" / f"Module{i % 20}" / f"File{i}.php"
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_text(f"<?php // file {i}\n")
+    git(work, "add", "-A")
+    git(work, "commit", "-q", "-m", "base")
+    return work
+
+
+def single_ref(tmp, work, runs):
+    pg, noop = tmp / "pg.git", tmp / "noop.git"
+    bare_with_pushgate(pg, tmp)
+    bare_with_noop(noop)
+    for repo in (pg, noop):  # the first push carries the objects; not timed
+        git(work, "push", "-q", str(repo), "HEAD:refs/heads/main")
+    times = {"pushgate": [], "noop": []}
+    for i in range(runs):
+        (work / "app" / "code" / "change.php").write_text(f"<?php // change {i}\n")
+        git(work, "commit", "-q", "-am", f"change {i}") if i else (git(work, "add", "-A"), git(work, "commit", "-q", "-m", "c"))
+        order = [("pushgate", pg), ("noop", noop)] if i % 2 == 0 else [("noop", noop), ("pushgate", pg)]
+        for name, repo in order:
+            times[name].append(timed(["git", "push", "-q", str(repo), "HEAD:refs/heads/main"], work))
+    return times
+
+
+def many_branches(tmp, work, branches, runs):
+    """1,000 distinct commits on 1,000 branches, pushed at once to fresh repositories."""
+    head = git(work, "rev-parse", "HEAD").stdout.decode().strip()
+    stream = []
+    for i in range(branches):
+        content = f"<?php // branch {i}\n"
+        stream.append(f"commit refs/heads/b{i:04d}\nmark :{i + 1}\ncommitter b <b@b> 0 +0000\ndata 2\nb\n"
+                      f"from {head}\nM 100644 inline app/code/branch.php\ndata {len(content)}\n{content}\n")
+    run(["git", "fast-import", "--quiet"], cwd=work, input="".join(stream).encode())
+    times = {"pushgate": [], "noop": []}
+    for r in range(runs):
+        pg, noop = tmp / f"many-pg-{r}.git", tmp / f"many-noop-{r}.git"
+        bare_with_pushgate(pg, tmp)
+        bare_with_noop(noop)
+        for repo in (pg, noop):  # objects of the base first, so both pushes carry the same
+            git(work, "push", "-q", str(repo), "main:refs/heads/main")
+        order = [("pushgate", pg), ("noop", noop)] if r % 2 == 0 else [("noop", noop), ("pushgate", pg)]
+        for name, repo in order:
+            times[name].append(timed(["git", "push", "-q", str(repo), "refs/heads/b*:refs/heads/b*"], work))
+    return times
+
+
+def hostile_inputs():
+    laughs = 'a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n'
+    for i in range(1, 10):
+        p, c = chr(ord("a") + i - 1), chr(ord("a") + i)
+        laughs += f"{c}: &{c} [" + ",".join([f"*{p}"] * 9) + "]\n"
+    quadratic = "big: &big [" + ",".join(["x"] * 5000) + "]\nrefs: [" + ",".join(["*big"] * 5000) + "]\n"
+    binary = bytes((i * 2654435761 >> 13) & 0xFF for i in range(4096))
+    return [
+        ("billion laughs", laughs.encode()),
+        ("quadratic alias bomb", quadratic.encode()),
+        ("20,000-deep block nesting", ("- " * 20000 + "x\n").encode()),
+        ("20,000-deep flow nesting", ("[" * 20000 + "]" * 20000 + "\n").encode()),
+        ("50 MB blob", b"a: b\n" * (50 * 1024 * 1024 // 5)),
+        ("binary blob", binary[:10] + b"\0" + binary[11:]),
+    ]
+
+
+def hostile(tmp, work):
+    store = tmp / "store.git"
+    git(None, "init", "-q", "--bare", str(store))
+    rows = []
+    for name, content in hostile_inputs():
+        (work / ".magento" / "services.yaml").write_bytes(content)
+        git(work, "commit", "-q", "-am", name)
+        git(work, "push", "-q", "-f", str(store), "HEAD:refs/heads/hostile")
+        sha = git(work, "rev-parse", "HEAD").stdout.decode().strip()
+        env = dict(ENV, GIT_DIR=str(store))
+        start = time.perf_counter()
+        out = subprocess.run(["/usr/bin/time", "-f", "%M", str(HOOK), "pre-receive"], env=env,
+                             input=f"{ZERO} {sha} refs/heads/main\n".encode(), capture_output=True)
+        elapsed = time.perf_counter() - start
+        text = out.stdout.decode(errors="replace")
+        first_error = next((l.strip() for l in text.splitlines() if l.strip().startswith("- ")), "?")
+        rss_kb = int(out.stderr.decode().strip().splitlines()[-1])
+        rows.append((name, len(content), elapsed, rss_kb, out.returncode, first_error))
+    git(work, "checkout", "-q", "main")
+    git(work, "reset", "-q", "--hard", "HEAD~6")
+    return rows
+
+
+def external(tmp, runs):
+    venv = ROOT / "target" / "bench-venv"
+    if not (venv / "bin" / "check-jsonschema").exists():
+        run([sys.executable, "-m", "venv", str(venv)])
+        run([str(venv / "bin" / "pip"), "install", "-q", "check-jsonschema", "yamllint"])
+    files = [SAMPLE / ".magento.app.yaml", SAMPLE / ".magento" / "services.yaml", SAMPLE / ".magento" / "routes.yaml"]
+    schemas = [ROOT / "schemas" / f for f in ("app.json", "services.json", "routes.json")]
+
+    def tools():
+        start = time.perf_counter()
+        run([str(venv / "bin" / "yamllint"), "-d", "relaxed", *map(str, files)], check=False)
+        for f, s in zip(files, schemas):
+            run([str(venv / "bin" / "check-jsonschema"), "--schemafile", str(s), str(f)], check=False)
+        return time.perf_counter() - start
+
+    ours, theirs = [], []
+    for _ in range(runs):
+        theirs.append(tools())
+        start = time.perf_counter()
+        run([str(HOOK), "check", str(SAMPLE)], check=False)
+        ours.append(time.perf_counter() - start)
+    return {"pushgate-hook check": ours, "yamllint + check-jsonschema": theirs}
+
+
+def ms(xs):
+    return f"{statistics.median(xs) * 1000:8.2f} ms (min {min(xs) * 1000:.2f}, n={len(xs)})"
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=int, default=41)
+    ap.add_argument("--branch-runs", type=int, default=5)
+    ap.add_argument("--skip-external", action="store_true")
+    args = ap.parse_args()
+    run(["cargo", "build", "--release", "--quiet"], cwd=ROOT)
+    print(f"git: {git(None, '--version').stdout.decode().strip()}; cores: {os.cpu_count()}")
+    with tempfile.TemporaryDirectory(prefix="pushgate-bench-") as t:
+        tmp = Path(t)
+        work = work_tree(tmp)
+
+        t1 = single_ref(tmp, work, args.runs)
+        ratio = statistics.median(t1["pushgate"]) / statistics.median(t1["noop"])
+        print("\n1. single-ref push (median)")
+        for k, v in t1.items():
+            print(f"   {k:10} {ms(v)}")
+        print(f"   ratio      {ratio:.3f}x  (target <= 1.25x)")
+
+        t2 = many_branches(tmp, work, 1000, args.branch_runs)
+        ratio = statistics.median(t2["pushgate"]) / statistics.median(t2["noop"])
+        print("\n2. push of 1,000 branches (median)")
+        for k, v in t2.items():
+            print(f"   {k:10} {ms(v)}")
+        print(f"   ratio      {ratio:.3f}x  (target <= 1.2x)")
+
+        print("\n3. hostile configurations, pushgate-hook pre-receive on the object store")
+        print(f"   {'input':28} {'size':>10} {'time':>9} {'peak RSS':>9} exit  first error")
+        for name, size, elapsed, rss, code, first in hostile(tmp, work):
+            print(f"   {name:28} {size:>10} {elapsed * 1000:7.1f}ms {rss / 1024:7.1f}MB {code:>4}  {first[:90]}")
+
+        if not args.skip_external:
+            t4 = external(tmp, 11)
+            a, b = statistics.median(t4["yamllint + check-jsonschema"]), statistics.median(t4["pushgate-hook check"])
+            print("\n4. validating the same three files (median)")
+            for k, v in t4.items():
+                print(f"   {k:28} {ms(v)}")
+            print(f"   yamllint + check-jsonschema take {a / b:.1f}x as long as pushgate-hook check")
+
+
+if __name__ == "__main__":
+    main()
