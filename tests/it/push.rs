@@ -459,9 +459,11 @@ fn platform_sh_names_subdirectory_apps_and_includes() {
 #[test]
 fn branches_with_the_same_configuration_are_reported_once() {
     let s = Server::new("same");
-    s.commit(&files_with("", ""), "one");
+    let mut files = files_with("", "");
+    files.push(("app/code/Other.php", "<?php // one\n"));
+    s.commit(&files, "one");
     git_ok(&s.work, &["branch", "a"]);
-    s.write("app/code/Other.php", b"<?php\n");
+    s.write("app/code/Other.php", b"<?php // two\n");
     s.commit_all("code only");
     git_ok(&s.work, &["branch", "b"]);
     let push = s.push(&["a:refs/heads/a", "b:refs/heads/b"]);
