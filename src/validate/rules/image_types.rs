@@ -32,7 +32,7 @@ fn check_type(node: &Node, at: Location, runtime: bool, diags: &mut Diagnostics)
     let Some(image) = registry.resolve(name) else {
         let names = registry.names(runtime);
         let hint = match crate::validate::closest(name, names.iter().copied()) {
-            Some(s) => format!("did you mean `{s}`? Known {what}s: {}", names.join(", ")),
+            Some(s) => format!("did you mean `{s}`?"),
             None => format!("known {what}s: {}", names.join(", ")),
         };
         diags.error("unknown-image", at, format!("unknown {what} `{name}` in `{written}`"), hint);
