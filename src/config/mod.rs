@@ -7,6 +7,7 @@
 //! and two lookups per root directory, never a walk of the repository.
 
 pub mod include;
+pub mod node;
 pub mod yaml;
 
 use crate::config::yaml::{Limits, Node, Pos, Value};

@@ -11,26 +11,10 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::Arc;
 
 use saphyr_parser::{Event, Parser, ScalarStyle, Span};
 
-/// A 1-based line and column (counted in characters) in a file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Pos {
-    pub line: u32,
-    pub col: u32,
-}
-
-impl Pos {
-    fn from_span(span: &Span) -> Pos {
-        Pos::from_marker(span.start.line(), span.start.col())
-    }
-
-    fn from_marker(line: usize, col: usize) -> Pos {
-        Pos { line: line.max(1) as u32, col: col as u32 + 1 }
-    }
-}
+pub use super::node::{Key, Node, Pos, Value};
 
 /// What a configuration file may cost us, whatever it contains.
 #[derive(Debug, Clone, Copy)]
@@ -51,136 +35,13 @@ impl Default for Limits {
     }
 }
 
-/// A mapping key: its text and where it stands.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Key {
-    pub name: String,
-    pub pos: Pos,
+fn pos_from_span(span: &Span) -> Pos {
+    pos_from_marker(span.start.line(), span.start.col())
 }
 
-#[derive(Debug, Clone, PartialEq)]
-pub enum Value {
-    Null,
-    Bool(bool),
-    Int(i64),
-    Float(f64),
-    Str(String),
-    Seq(Vec<Node>),
-    Map(Vec<(Key, Node)>),
-}
-
-/// One node of a loaded document.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Node {
-    pub value: Value,
-    pub pos: Pos,
-    /// A local tag such as `!include`, without the leading `!`. Core tags (`!!str`) are applied.
-    pub tag: Option<String>,
-    /// The file this node was read from when it came in through `!include`; None for the
-    /// document's own file.
-    pub file: Option<Arc<str>>,
-}
-
-impl Node {
-    pub fn new(value: Value, pos: Pos) -> Node {
-        Node { value, pos, tag: None, file: None }
-    }
-
-    pub fn as_str(&self) -> Option<&str> {
-        match &self.value {
-            Value::Str(s) => Some(s),
-            _ => None,
-        }
-    }
-
-    pub fn as_i64(&self) -> Option<i64> {
-        match self.value {
-            Value::Int(i) => Some(i),
-            _ => None,
-        }
-    }
-
-    pub fn as_bool(&self) -> Option<bool> {
-        match self.value {
-            Value::Bool(b) => Some(b),
-            _ => None,
-        }
-    }
-
-    pub fn entries(&self) -> &[(Key, Node)] {
-        match &self.value {
-            Value::Map(m) => m,
-            _ => &[],
-        }
-    }
-
-    pub fn items(&self) -> &[Node] {
-        match &self.value {
-            Value::Seq(s) => s,
-            _ => &[],
-        }
-    }
-
-    pub fn is_map(&self) -> bool {
-        matches!(self.value, Value::Map(_))
-    }
-
-    pub fn is_null(&self) -> bool {
-        matches!(self.value, Value::Null)
-    }
-
-    /// The value under `key` in a mapping.
-    pub fn get(&self, key: &str) -> Option<&Node> {
-        self.entry(key).map(|(_, v)| v)
-    }
-
-    /// The key and value under `key` in a mapping.
-    pub fn entry(&self, key: &str) -> Option<&(Key, Node)> {
-        self.entries().iter().find(|(k, _)| k.name == key)
-    }
-
-    /// Scalars as text (numbers and booleans as YAML would print them); None for collections.
-    pub fn scalar_text(&self) -> Option<String> {
-        match &self.value {
-            Value::Null => Some(String::new()),
-            Value::Bool(b) => Some(b.to_string()),
-            Value::Int(i) => Some(i.to_string()),
-            Value::Float(f) => Some(f.to_string()),
-            Value::Str(s) => Some(s.clone()),
-            Value::Seq(_) | Value::Map(_) => None,
-        }
-    }
-
-    /// The file this node stands in, given the file of the document it belongs to.
-    pub fn file_or<'a>(&'a self, document: &'a str) -> &'a str {
-        self.file.as_deref().unwrap_or(document)
-    }
-
-    /// Marks this node and everything below it as read from `file`.
-    pub fn set_file(&mut self, file: &Arc<str>) {
-        let mut todo = vec![self];
-        while let Some(n) = todo.pop() {
-            n.file = Some(file.clone());
-            match &mut n.value {
-                Value::Seq(items) => todo.extend(items.iter_mut()),
-                Value::Map(entries) => todo.extend(entries.iter_mut().map(|(_, v)| v)),
-                _ => {}
-            }
-        }
-    }
-
-    /// A short name of the node's kind, for messages.
-    pub fn kind_name(&self) -> &'static str {
-        match self.value {
-            Value::Null => "null",
-            Value::Bool(_) => "boolean",
-            Value::Int(_) => "integer",
-            Value::Float(_) => "number",
-            Value::Str(_) => "string",
-            Value::Seq(_) => "list",
-            Value::Map(_) => "mapping",
-        }
-    }
+/// saphyr counts lines from 1 and columns from 0.
+fn pos_from_marker(line: usize, col: usize) -> Pos {
+    Pos { line: line.max(1) as u32, col: col as u32 + 1 }
 }
 
 /// Why a document could not be loaded.
@@ -209,7 +70,7 @@ pub fn load(text: &str, limits: Limits) -> Result<Node, YamlError> {
     let mut docs = 0usize;
     for event in Parser::new_from_str(text) {
         let (event, span) = event.map_err(|e| scan_error(text, &e))?;
-        let pos = Pos::from_span(&span);
+        let pos = pos_from_span(&span);
         match event {
             Event::DocumentStart(_) => {
                 docs += 1;
@@ -246,7 +107,7 @@ pub fn load(text: &str, limits: Limits) -> Result<Node, YamlError> {
 
 /// Turns the parser's error into ours, with a position a person can act on and a hint.
 fn scan_error(text: &str, e: &saphyr_parser::ScanError) -> YamlError {
-    let mut pos = Pos::from_marker(e.marker().line(), e.marker().col());
+    let mut pos = pos_from_marker(e.marker().line(), e.marker().col());
     let info = e.info();
     let hint;
     if info.contains("tab") {

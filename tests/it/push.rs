@@ -477,3 +477,24 @@ fn branches_with_the_same_configuration_are_reported_once() {
         "{remote}"
     );
 }
+
+/// The whole of what a refused push shows, pinned. Re-record with `PUSHGATE_BLESS=1 cargo test`.
+#[test]
+fn refused_push_output_snapshot() {
+    let s = Server::new("snapshot");
+    let routes = ROUTES
+        .replace("mymagento:http", "magento:http")
+        .replace("type: redirect\n", "type: redirect\n    primary: true\n");
+    let services = SERVICES.replace("mysql:11.4", "mysqll:11.4").replace("redis:8.0", "redis:6.2");
+    s.commit(&[(APP_FILE, APP), (SERVICES_FILE, &services), (ROUTES_FILE, &routes)], "broken");
+    let push = s.push(&["HEAD:refs/heads/main"]);
+    assert!(!push.ok);
+    let commit = git_ok(&s.work, &["rev-parse", "HEAD"]);
+    let actual = push.remote().replace(&commit[..10], "<commit>") + "\n";
+    let path = crate::support::project_dir().join("tests/it/snapshots/refused_push.txt");
+    if std::env::var_os("PUSHGATE_BLESS").is_some() {
+        std::fs::write(&path, &actual).unwrap();
+    }
+    let expected = std::fs::read_to_string(&path).unwrap_or_default();
+    assert_eq!(actual, expected, "the output changed; re-record with PUSHGATE_BLESS=1 if intended");
+}
