@@ -9,8 +9,9 @@
 # --bin-dir install already built binaries from DIR instead of building them here
 # REPO      a bare repository; created with `git init --bare` when the path does not exist
 #
-# Running it again changes nothing. A hook already present that is not ours is kept: it is
-# moved to HOOK.chained and still runs after pushgate's checks pass.
+# It installs the pre-receive (validation, topology, reservation) and post-receive (queueing)
+# hooks. Running it again changes nothing. A hook already present that is not ours is kept: it
+# is moved to HOOK.chained and still runs with the same input (after pushgate accepts).
 set -euo pipefail
 
 die() { echo "install.sh: $*" >&2; exit 2; }
@@ -43,7 +44,7 @@ abspath() { (mkdir -p "$1" && cd "$1" && pwd -P); }
 src="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)"
 prefix="$(abspath "$prefix")"
 data="$(abspath "$data")"
-bins=(pushgate-hook)
+bins=(pushgate-hook pushgate-runner)
 
 # Build the release binaries unless they are built and newer than every source file.
 if [ -z "$bin_dir" ]; then
@@ -111,7 +112,11 @@ for repo in "${repos[@]}"; do
   hooks="$(git --git-dir="$repo" config --get core.hooksPath || echo "$repo/hooks")"
   mkdir -p "$hooks"
   install_hook "$hooks" pre-receive "pre-receive"
+  install_hook "$hooks" post-receive "post-receive"
   set_config "$repo" pushgate.data "$data"
+  # `git push -o pushgate.allow-data-loss` must reach the hook.
   set_config "$repo" receive.advertisePushOptions true
+  # The reflog tells the queue which pushes git really applied (if a post-receive was killed).
+  set_config "$repo" core.logAllRefUpdates true
 done
 say "done: ${#repos[@]} repositor$([ ${#repos[@]} = 1 ] && echo y || echo ies), binaries in $prefix/bin, data in $data"

@@ -145,6 +145,41 @@ impl Source for CommitTree<'_> {
     }
 }
 
+/// Answers the queue's questions about refs from the repositories on this host.
+#[derive(Default)]
+pub struct GitRefLog {
+    repos: std::cell::RefCell<std::collections::HashMap<String, Option<Repository>>>,
+}
+
+impl GitRefLog {
+    fn with_repo<T>(&self, path: &str, f: impl FnOnce(&Repository) -> Option<T>) -> Option<T> {
+        let mut repos = self.repos.borrow_mut();
+        let repo = repos.entry(path.to_owned()).or_insert_with(|| Repository::open_bare(path).ok());
+        repo.as_ref().and_then(f)
+    }
+}
+
+impl crate::queue::RefLog for GitRefLog {
+    fn was_updated(&self, repo: &str, ref_name: &str, old: &str, new: &str) -> Option<bool> {
+        self.with_repo(repo, |r| {
+            let (old, new) = (Oid::from_str(old).ok()?, Oid::from_str(new).ok()?);
+            // install.sh turns on core.logAllRefUpdates: the reflog records every update git made.
+            if let Ok(log) = r.reflog(ref_name) {
+                if !log.is_empty() {
+                    return Some(log.iter().any(|e| e.id_old() == old && e.id_new() == new));
+                }
+            }
+            // Without a reflog: the update happened if the branch contains the commit.
+            let tip = r.refname_to_id(ref_name).ok();
+            Some(tip.is_some_and(|t| t == new || r.graph_descendant_of(t, new).unwrap_or(false)))
+        })
+    }
+
+    fn tip(&self, repo: &str, ref_name: &str) -> Option<String> {
+        self.with_repo(repo, |r| r.refname_to_id(ref_name).ok().map(|o| o.to_string()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

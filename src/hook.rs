@@ -1,19 +1,28 @@
-//! The hook commands: `pre-receive` (the protective block) and `check DIR`.
+//! The hook commands: `pre-receive` (the protective block), `post-receive` (queue the builds)
+//! and `check DIR`.
 //!
-//! `pre-receive` validates the configuration at the new commit of every branch in the push and
-//! refuses the whole push when one branch is invalid (git applies pre-receive's verdict to all
-//! refs). Deletions pass; tags and other refs are not deployed and pass. Within one process,
-//! a branch whose configuration files have the same object ids as one already checked reuses
-//! that result: a 1,000-branch push parses and validates each distinct configuration once.
+//! `pre-receive` validates the configuration at the new commit of every branch in the push,
+//! compares its topology with the environment's current one, refuses changes that destroy data
+//! (unless `-o pushgate.allow-data-loss`), and reserves one build per branch in the queue; if
+//! the queue cannot be written the push is refused. git applies pre-receive's verdict to all
+//! refs. Deletions pass; tags and other refs are not deployed and pass. `post-receive` runs only
+//! for refs git really moved, and turns their reservations into pending jobs.
+//!
+//! Within one process, a branch whose configuration files have the same object ids as one
+//! already checked reuses that result, and is reported in one line.
 
 use std::io::Write;
 use std::path::Path;
 
 use git2::Repository;
 
-use crate::git::{self, CommitTree, GitError, RefUpdate};
+use crate::git::{self, CommitTree, GitError, GitRefLog, RefUpdate};
+use crate::queue::{environment_name, QueueError, Receiver, Reservation, SqliteQueue};
 use crate::report;
+use crate::settings::{self, Env};
 use crate::source::{DirSource, Entry, ReadLog, Recording, Source, SourceError};
+use crate::topology::diff::{destructive, diff};
+use crate::topology::Topology;
 use crate::validate::{self, Outcome};
 
 #[derive(Debug, thiserror::Error)]
@@ -22,6 +31,8 @@ pub enum HookError {
     Git(#[from] GitError),
     #[error(transparent)]
     Source(#[from] SourceError),
+    #[error(transparent)]
+    Queue(#[from] QueueError),
     #[error("reading the ref updates from stdin: {0}")]
     Stdin(std::io::Error),
     #[error("running the chained hook {}: {source}", hook.display())]
@@ -54,51 +65,130 @@ impl Cache {
     }
 }
 
-/// Runs the protective block over `updates`. Returns true when the push may proceed.
-///
-/// Each distinct configuration is reported in full once; a branch with the same configuration
-/// files as one reported above gets one line (a push of many branches stays readable).
-pub fn pre_receive(repo: &Repository, updates: &[RefUpdate], out: &mut dyn Write) -> Result<bool, HookError> {
+/// The absolute path that identifies a repository in the queue.
+pub fn repo_id(repo: &Repository) -> String {
+    let path = std::fs::canonicalize(repo.path()).unwrap_or_else(|_| repo.path().to_owned());
+    path.display().to_string().trim_end_matches('/').to_owned()
+}
+
+/// One branch's verdict, reported in full once per distinct (configuration, baseline).
+struct Printed {
+    outcome: usize,
+    baseline: Topology,
+    branch: String,
+}
+
+/// Runs the protective block over `updates` and reserves their builds. Returns true when the
+/// push may proceed.
+pub fn pre_receive(
+    repo: &Repository,
+    updates: &[RefUpdate],
+    settings: &settings::Hook,
+    out: &mut dyn Write,
+) -> Result<bool, HookError> {
+    let repo_path = repo_id(repo);
+    let mut queue: Option<SqliteQueue> = None;
     let mut cache = Cache::default();
-    let mut first_branch: Vec<String> = Vec::new();
+    let mut printed: Vec<Printed> = Vec::new();
     let mut refused = Vec::new();
+    let mut reservations = Vec::new();
+    let receiver = Receiver::parent();
     for update in updates {
         let Some(branch) = update.branch() else { continue };
         if update.is_delete() {
-            let _ = writeln!(out, "Deleting branch {branch}: nothing to validate");
+            let _ = writeln!(out, "Deleting branch {branch}: nothing to validate or build");
             continue;
         }
+        let short = &update.new.to_string()[..10];
         let tree = CommitTree::new(repo, update.new, &update.name)?;
         let (index, fresh) = cache.validate(&tree)?;
-        let outcome = cache.outcome(index);
-        let short = &update.new.to_string()[..10];
-        let valid = !outcome.diags.has_errors();
-        if !valid {
+        if cache.outcome(index).diags.has_errors() {
             refused.push(branch.to_owned());
-        }
-        if !fresh {
-            let verdict = if valid { "valid" } else { "invalid, see above" };
-            let first = &first_branch[index];
-            let _ = writeln!(out, "Validating configuration files of {branch} ({short}): same as {first}, {verdict}");
+            if fresh {
+                let _ = writeln!(out, "Validating configuration files of {branch} ({short})");
+                let lines = |file: &str, line: u32| line_of(&tree, file, line);
+                let _ = report::diagnostics(out, &cache.outcome(index).diags, &lines);
+            } else {
+                let _ = writeln!(out, "Validating configuration files of {branch} ({short}): same as above, invalid");
+            }
             continue;
         }
-        first_branch.push(branch.to_owned());
-        let _ = writeln!(out, "Validating configuration files of {branch} ({short})");
-        let lines = |file: &str, line: u32| line_of(&tree, file, line);
-        let _ = report::diagnostics(out, &outcome.diags, &lines);
-        if valid {
-            let _ = report::summary(out, &outcome.config);
+        let environment = environment_name(branch);
+        let queue = match &mut queue {
+            Some(q) => q,
+            None => queue.insert(SqliteQueue::open(&settings.data_dir, settings.queue_timeout)?),
+        };
+        let baseline = baseline(repo, queue, &repo_path, &environment, update, &mut cache)?;
+        let outcome = cache.outcome(index);
+        let new_topology = Topology::from_config(&outcome.config);
+        let changes = diff(&baseline, &new_topology);
+        let destroying = destructive(&changes);
+        let blocked = !destroying.is_empty() && !settings.allow_data_loss;
+        if let Some(first) = printed.iter().find(|p| p.outcome == index && p.baseline == baseline) {
+            let verdict = if blocked { "refused, see above" } else { "valid" };
+            let _ = writeln!(
+                out,
+                "Validating configuration files of {branch} ({short}): same as {}, {verdict}",
+                first.branch
+            );
+        } else {
+            let _ = writeln!(out, "Validating configuration files of {branch} ({short})");
+            let lines = |file: &str, line: u32| line_of(&tree, file, line);
+            let _ = report::diagnostics(out, &outcome.diags, &lines);
+            let _ = report::topology(out, &new_topology, &changes);
+            let _ = report::destruction(out, &destroying, settings.allow_data_loss);
+            printed.push(Printed { outcome: index, baseline, branch: branch.to_owned() });
+        }
+        if blocked {
+            refused.push(branch.to_owned());
+            continue;
+        }
+        reservations.push(Reservation {
+            repo: repo_path.clone(),
+            ref_name: update.name.clone(),
+            environment,
+            old_commit: update.old.to_string(),
+            new_commit: update.new.to_string(),
+            topology: serde_json::to_string(&new_topology).unwrap_or_default(),
+            changes: serde_json::to_string(&changes).unwrap_or_default(),
+            receiver: receiver.clone(),
+        });
+    }
+    if !refused.is_empty() {
+        let _ = writeln!(
+            out,
+            "Push refused: {} cannot be deployed (see above). No ref was updated; fix the files, commit and push again.",
+            refused.join(", ")
+        );
+        return Ok(false);
+    }
+    if let Some(queue) = &mut queue {
+        queue.reserve(&reservations)?;
+    }
+    Ok(true)
+}
+
+/// The topology a push is compared with: what is deployed in the environment, else the one at
+/// the push's old commit, else nothing.
+fn baseline(
+    repo: &Repository,
+    queue: &SqliteQueue,
+    repo_path: &str,
+    environment: &str,
+    update: &RefUpdate,
+    cache: &mut Cache,
+) -> Result<Topology, HookError> {
+    if let Some(json) = queue.deployed_topology(repo_path, environment)? {
+        if let Ok(t) = serde_json::from_str(&json) {
+            return Ok(t);
         }
     }
-    if refused.is_empty() {
-        return Ok(true);
+    if update.is_create() {
+        return Ok(Topology::default());
     }
-    let _ = writeln!(
-        out,
-        "Push refused: the configuration of {} is invalid (see E: above). No ref was updated; fix the files, commit and push again.",
-        refused.join(", ")
-    );
-    Ok(false)
+    let Ok(old) = CommitTree::new(repo, update.old, &update.name) else { return Ok(Topology::default()) };
+    let (index, _) = cache.validate(&old)?;
+    Ok(Topology::from_config(&cache.outcome(index).config))
 }
 
 /// Runs `pre-receive` as git calls it: ref updates on stdin, the repository from the environment.
@@ -107,28 +197,64 @@ pub fn pre_receive(repo: &Repository, updates: &[RefUpdate], out: &mut dyn Write
 pub fn pre_receive_main(
     stdin: &mut dyn std::io::Read,
     out: &mut dyn Write,
+    env: &Env,
     chain: Option<&Path>,
 ) -> Result<bool, HookError> {
-    let mut input = String::new();
-    stdin.read_to_string(&mut input).map_err(HookError::Stdin)?;
+    let input = read_input(stdin)?;
     let updates = git::parse_updates(&input)?;
     if updates.iter().any(|u| u.branch().is_some() && !u.is_delete()) {
         let repo = git::open_from_env()?;
-        if !pre_receive(&repo, &updates, out)? {
+        let settings = settings::Hook::resolve(&repo, env);
+        if !pre_receive(&repo, &updates, &settings, out)? {
             return Ok(false);
         }
     }
-    match chain.filter(|c| c.exists()) {
-        Some(hook) => {
-            let _ = out.flush();
-            run_chained(hook, &input)
+    run_chained(chain, &input, out)
+}
+
+/// Runs `post-receive`: the refs in `stdin` have moved; their reservations become jobs.
+pub fn post_receive_main(
+    stdin: &mut dyn std::io::Read,
+    out: &mut dyn Write,
+    env: &Env,
+    chain: Option<&Path>,
+) -> Result<bool, HookError> {
+    let input = read_input(stdin)?;
+    let updates: Vec<(String, String, String)> = git::parse_updates(&input)?
+        .into_iter()
+        .filter(|u| u.branch().is_some() && !u.is_delete())
+        .map(|u| (u.name, u.old.to_string(), u.new.to_string()))
+        .collect();
+    if !updates.is_empty() {
+        let repo = git::open_from_env()?;
+        let settings = settings::Hook::resolve(&repo, env);
+        let refs = GitRefLog::default();
+        let mut queue = SqliteQueue::open(&settings.data_dir, settings.queue_timeout)?;
+        for job in queue.promote(&repo_id(&repo), &updates, &Receiver::parent(), &refs)? {
+            let short = &job.commit[..10.min(job.commit.len())];
+            let _ = match job.state {
+                crate::queue::JobState::Pending => {
+                    writeln!(out, "Build #{} queued for environment {} ({short})", job.id, job.environment)
+                }
+                _ => writeln!(out, "Build #{} of {short} superseded: {} has moved on", job.id, job.ref_name),
+            };
         }
-        None => Ok(true),
+        // Settle what earlier pushes left behind (a post-receive that was killed).
+        let _ = queue.reconcile(&refs);
     }
+    run_chained(chain, &input, out)
+}
+
+fn read_input(stdin: &mut dyn std::io::Read) -> Result<String, HookError> {
+    let mut input = String::new();
+    stdin.read_to_string(&mut input).map_err(HookError::Stdin)?;
+    Ok(input)
 }
 
 /// Runs a hook that was there before pushgate, feeding it the same ref updates.
-fn run_chained(hook: &Path, input: &str) -> Result<bool, HookError> {
+fn run_chained(chain: Option<&Path>, input: &str, out: &mut dyn Write) -> Result<bool, HookError> {
+    let Some(hook) = chain.filter(|c| c.exists()) else { return Ok(true) };
+    let _ = out.flush();
     let chained = |source| HookError::Chained { hook: hook.to_owned(), source };
     let mut child = std::process::Command::new(hook).stdin(std::process::Stdio::piped()).spawn().map_err(chained)?;
     if let Some(mut stdin) = child.stdin.take() {
@@ -148,16 +274,14 @@ pub fn check_dir(dir: &Path, out: &mut dyn Write) -> Result<bool, HookError> {
     if outcome.diags.has_errors() {
         return Ok(false);
     }
-    let _ = report::summary(out, &outcome.config);
+    let _ = report::topology(out, &Topology::from_config(&outcome.config), &[]);
     let _ = writeln!(out, "Configuration is valid.");
     Ok(true)
 }
 
 /// The text of one line of a file, for the excerpt under an error.
 fn line_of(source: &dyn Source, file: &str, line: u32) -> Option<String> {
-    let Ok(Entry::File(bytes)) = source.entry(file) else {
-        return None;
-    };
+    let Ok(Entry::File(bytes)) = source.entry(file) else { return None };
     let text = String::from_utf8(bytes).ok()?;
     text.lines().nth(line.checked_sub(1)? as usize).map(str::to_owned)
 }

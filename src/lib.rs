@@ -5,11 +5,15 @@
 //! rules into `diag` findings, `report` shows them to the pusher, `hook` runs it all in git's
 //! pre-receive hook.
 
+pub mod clock;
 pub mod config;
 pub mod diag;
 pub mod git;
 pub mod hook;
+pub mod queue;
 pub mod registry;
 pub mod report;
+pub mod settings;
 pub mod source;
+pub mod topology;
 pub mod validate;

@@ -6,9 +6,9 @@
 
 use std::io::{self, Write};
 
-use crate::config::yaml::Node;
-use crate::config::ConfigSet;
 use crate::diag::{Diagnostic, Diagnostics, Severity};
+use crate::topology::diff::{Change, Kind, Subject};
+use crate::topology::{Route, Topology};
 
 /// Gives the text of line `line` (1-based) of a repository file, for the excerpt under a finding.
 pub type LineLookup<'a> = dyn Fn(&str, u32) -> Option<String> + 'a;
@@ -47,56 +47,86 @@ fn write_one(out: &mut dyn Write, lead: &str, d: &Diagnostic, lines: &LineLookup
     Ok(())
 }
 
-/// One line per app and service, and the number of routes, for a push that passes.
-pub fn summary(out: &mut dyn Write, config: &ConfigSet) -> io::Result<()> {
-    let text = |n: Option<&Node>| n.and_then(Node::scalar_text).unwrap_or_default();
-    for app in &config.apps {
-        let name = app.name.as_deref().unwrap_or("?");
-        let disk = app.node.get("disk").and_then(Node::as_i64).map(|d| format!(", disk {d} MB")).unwrap_or_default();
-        writeln!(out, "    app {name}: {}{disk}", text(app.node.get("type")))?;
-    }
-    if let Some(doc) = &config.services {
-        for (key, s) in doc.root.entries() {
-            let disk = s.get("disk").and_then(Node::as_i64).map(|d| format!(", disk {d} MB")).unwrap_or_default();
-            writeln!(out, "    service {}: {}{disk}", key.name, text(s.get("type")))?;
+/// The environment as the push will make it, the way Magento Cloud prints it, each line marked
+/// with what changed.
+pub fn topology(out: &mut dyn Write, topology: &Topology, changes: &[Change]) -> io::Result<()> {
+    let marks = |subject: Subject, name: &str| -> String {
+        let found: Vec<String> = changes
+            .iter()
+            .filter(|c| c.subject == subject && c.name == name)
+            .map(|c| match c.kind {
+                Kind::Added => "added".to_owned(),
+                _ => format!("{}: {}", c.kind.word(), c.detail),
+            })
+            .collect();
+        if found.is_empty() {
+            String::new()
+        } else {
+            format!("  [{}]", found.join("; "))
         }
+    };
+    let disk = |d: Option<i64>| d.map(|d| format!(", disk: {d}")).unwrap_or_default();
+    writeln!(out, "Environment configuration")?;
+    for (name, app) in &topology.apps {
+        writeln!(
+            out,
+            "    {name} (type: {}, size: {}{}){}",
+            app.kind,
+            app.size,
+            disk(app.disk),
+            marks(Subject::App, name)
+        )?;
     }
-    let routes = config.routes.as_ref().map_or(0, |r| r.root.entries().len());
-    if routes == 0 {
-        writeln!(out, "    routes: none declared (the default route serves the app)")?;
-    } else {
-        writeln!(out, "    routes: {routes}")?;
+    for (name, s) in &topology.services {
+        writeln!(
+            out,
+            "    {name} (type: {}, size: {}{}){}",
+            s.kind,
+            s.size,
+            disk(s.disk),
+            marks(Subject::Service, name)
+        )?;
+    }
+    for c in changes.iter().filter(|c| c.kind == Kind::Removed && c.subject != Subject::Route) {
+        writeln!(out, "    {} ({})  [removed]", c.name, c.detail)?;
+    }
+    writeln!(out, "Environment routes")?;
+    for (url, route) in &topology.routes {
+        let text = match route {
+            Route::Upstream { upstream } => {
+                let target = upstream.split(':').next().unwrap_or(upstream);
+                let what = if topology.apps.contains_key(target) { "application" } else { "service" };
+                format!("{url} is served by {what} `{target}`")
+            }
+            Route::Redirect { to } => format!("{url} redirects to {to}"),
+        };
+        writeln!(out, "    {text}{}", marks(Subject::Route, url))?;
+    }
+    for c in changes.iter().filter(|c| c.kind == Kind::Removed && c.subject == Subject::Route) {
+        writeln!(out, "    {} ({})  [removed]", c.name, c.detail)?;
     }
     Ok(())
 }
 
-/// Today's date as `YYYY-MM-DD` (UTC), for end-of-life comparisons.
-pub fn today() -> String {
-    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let (y, m, d) = civil_from_days((secs / 86_400) as i64);
-    format!("{y:04}-{m:02}-{d:02}")
-}
-
-/// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn civil_dates() {
-        assert_eq!(super::civil_from_days(0), (1970, 1, 1));
-        assert_eq!(super::civil_from_days(20_595), (2026, 5, 22));
-        assert_eq!(super::civil_from_days(11_016), (2000, 2, 29));
+/// The changes that destroy data: refused (an `E:` block) or, with the push option, listed.
+pub fn destruction(out: &mut dyn Write, destroying: &[&Change], allowed: bool) -> io::Result<()> {
+    if destroying.is_empty() {
+        return Ok(());
     }
+    if allowed {
+        writeln!(out, "W: Data will be destroyed (accepted with -o {}):", crate::settings::ALLOW_DATA_LOSS)?;
+        for c in destroying {
+            writeln!(out, "    - {}", c.destroys.as_deref().unwrap_or_default())?;
+        }
+        return Ok(());
+    }
+    writeln!(out, "E: This push would destroy data:")?;
+    for c in destroying {
+        writeln!(out, "    - {}", c.destroys.as_deref().unwrap_or_default())?;
+        if let Some(advice) = &c.advice {
+            writeln!(out, "          instead: {advice}")?;
+        }
+    }
+    writeln!(out, "    To accept the loss, push again with: git push -o {} ...", crate::settings::ALLOW_DATA_LOSS)?;
+    Ok(())
 }

@@ -1,9 +1,12 @@
-//! `pushgate-hook`: git hook entry points and `check` for developers and CI.
+//! `pushgate-hook`: git hook entry points, and `check` for developers and CI.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use pushgate::hook::HookError;
+use pushgate::settings::Env;
 
 #[derive(Parser)]
 #[command(name = "pushgate-hook", version, about = "Validates Magento Cloud configuration on git push")]
@@ -14,9 +17,16 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run as git's pre-receive hook: ref updates on stdin; refuses a push whose configuration is invalid.
+    /// Run as git's pre-receive hook: refuses a push whose configuration is invalid or would
+    /// destroy data, and reserves its builds.
     PreReceive {
         /// A hook installed before pushgate, run next with the same input when pushgate accepts.
+        #[arg(long, value_name = "HOOK")]
+        chain: Option<PathBuf>,
+    },
+    /// Run as git's post-receive hook: queues a build for every branch git updated.
+    PostReceive {
+        /// A hook installed before pushgate, run next with the same input.
         #[arg(long, value_name = "HOOK")]
         chain: Option<PathBuf>,
     },
@@ -29,26 +39,42 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let env = Env::from_process();
     let mut out = std::io::stdout().lock();
-    let result = match cli.command {
+    let mut stdin = std::io::stdin().lock();
+    let (result, what) = match cli.command {
         Command::PreReceive { chain } => {
-            pushgate::hook::pre_receive_main(&mut std::io::stdin().lock(), &mut out, chain.as_deref())
+            (pushgate::hook::pre_receive_main(&mut stdin, &mut out, &env, chain.as_deref()), Some("refused"))
         }
-        Command::Check { dir } => pushgate::hook::check_dir(&dir.unwrap_or_else(|| PathBuf::from(".")), &mut out),
+        Command::PostReceive { chain } => {
+            (pushgate::hook::post_receive_main(&mut stdin, &mut out, &env, chain.as_deref()), None)
+        }
+        Command::Check { dir } => {
+            (pushgate::hook::check_dir(&dir.unwrap_or_else(|| PathBuf::from(".")), &mut out), None)
+        }
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
         Err(e) => {
-            use std::io::Write;
-            let _ = writeln!(out, "error: {e}");
-            let mut source = std::error::Error::source(&e);
-            while let Some(cause) = source {
-                let _ = writeln!(out, "caused by: {cause}");
-                source = cause.source();
-            }
-            let _ = writeln!(out, "pushgate could not check this push, so it is refused; nothing was changed.");
+            report_error(&mut out, &e, what);
             ExitCode::FAILURE
         }
+    }
+}
+
+/// `error: …` with `caused by:` lines; for pre-receive, says that the push is refused.
+fn report_error(out: &mut dyn Write, e: &HookError, push_verdict: Option<&str>) {
+    let _ = writeln!(out, "error: {e}");
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        let _ = writeln!(out, "caused by: {cause}");
+        source = cause.source();
+    }
+    if let Some(verdict) = push_verdict {
+        let _ =
+            writeln!(out, "pushgate could not check and record this push, so it is {verdict}; nothing was changed.");
+    } else if matches!(e, HookError::Queue(_)) {
+        let _ = writeln!(out, "The refs were updated; the build will be queued when the queue can be written again.");
     }
 }

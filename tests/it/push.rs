@@ -69,9 +69,18 @@ fn good_push_is_accepted_with_a_summary() {
     push.assert_accepted();
     let remote = push.remote();
     assert!(remote.contains(&format!("Validating configuration files of main ({})", &commit[..10])), "{remote}");
-    assert!(remote.contains("app mymagento: php:8.4, disk 5120 MB"), "{remote}");
-    assert!(remote.contains("service mysql: mysql:11.4, disk 5120 MB"), "{remote}");
-    assert!(remote.contains("routes: 2"), "{remote}");
+    for line in [
+        "Environment configuration",
+        "    mymagento (type: php:8.4, size: AUTO, disk: 5120)  [added]",
+        "    mysql (type: mysql:11.4, size: AUTO, disk: 5120)  [added]",
+        "    redis (type: redis:8.0, size: AUTO)  [added]",
+        "Environment routes",
+        "    https://{default}/ is served by application `mymagento`  [added]",
+        "    http://{default}/ redirects to https://{default}/  [added]",
+        "Build #1 queued for environment main",
+    ] {
+        assert!(remote.lines().any(|l| l.starts_with(line)), "missing {line:?} in:\n{remote}");
+    }
     assert!(!remote.contains("E:") && !remote.contains("W:"), "{remote}");
     assert_eq!(s.server_ref("refs/heads/main").as_deref(), Some(commit.as_str()));
 }
@@ -387,7 +396,7 @@ fn one_bad_branch_refuses_the_whole_push() {
         &format!("Validating configuration files of good ({})", &good[..10]),
         "Validating configuration files of bad",
         "`mysql` has no version",
-        "Push refused: the configuration of bad is invalid",
+        "Push refused: bad cannot be deployed",
     ]);
     assert_eq!(s.server_ref("refs/heads/good"), None, "pre-receive refuses all refs of the push");
     assert_eq!(s.server_ref("refs/heads/bad"), None);
@@ -423,7 +432,7 @@ fn pushes_through_git_daemon() {
     let good = s.commit(&files_with("", ""), "good");
     let push = s.push_to(&url, &["HEAD:refs/heads/main"]);
     push.assert_accepted();
-    assert!(push.remote().contains("app mymagento: php:8.4"), "{}", push.output);
+    assert!(push.remote().contains("mymagento (type: php:8.4"), "{}", push.output);
     let bad_services = SERVICES.replace("mysql:11.4", "mysqll:11.4");
     s.commit(&files_with(SERVICES_FILE, &bad_services), "bad");
     let push = s.push_to(&url, &["HEAD:refs/heads/main"]);
@@ -441,19 +450,19 @@ fn platform_sh_names_subdirectory_apps_and_includes() {
     s.commit_corpus("platformsh-templates__django4__head");
     let push = s.push(&["HEAD:refs/heads/main"]);
     push.assert_accepted();
-    assert!(push.remote().contains("app app: python:"), "{}", push.remote());
+    assert!(push.remote().contains("    app (type: python:"), "{}", push.remote());
     // Two apps (root and spa/), a service whose VCL comes from `!include`: refused until the
     // included file is committed.
     s.commit_corpus("the-fast-track__book-6.2-1__tag-step-27");
-    s.push(&["HEAD:refs/heads/main"]).assert_refused_with(&[
+    s.push(&["HEAD:refs/heads/symfony"]).assert_refused_with(&[
         ".platform/services.yaml:14:19: varnish.configuration.vcl: included file `.platform/config.vcl` does not exist",
     ]);
     s.write(".platform/config.vcl", b"sub vcl_recv { }\n");
     s.commit_all("add the VCL");
-    let push = s.push(&["HEAD:refs/heads/main"]);
+    let push = s.push(&["HEAD:refs/heads/symfony"]);
     push.assert_accepted();
     let remote = push.remote();
-    assert!(remote.contains("app app: php:8.3") && remote.contains("app spa: nodejs:18"), "{remote}");
+    assert!(remote.contains("    app (type: php:8.3") && remote.contains("    spa (type: nodejs:18"), "{remote}");
 }
 
 #[test]
@@ -469,7 +478,7 @@ fn branches_with_the_same_configuration_are_reported_once() {
     let push = s.push(&["a:refs/heads/a", "b:refs/heads/b"]);
     push.assert_accepted();
     let remote = push.remote();
-    assert_eq!(remote.matches("app mymagento: php:8.4").count(), 1, "{remote}");
+    assert_eq!(remote.matches("mymagento (type: php:8.4").count(), 1, "{remote}");
     assert!(
         remote
             .lines()

@@ -1,0 +1,189 @@
+//! The durable build queue: one job per accepted branch push.
+//!
+//! Nothing lost, nothing phantom. `pre-receive` cannot know whether git will really move a ref
+//! (a non-fast-forward, a failed atomic push or another hook can still refuse it), and the
+//! pushed objects are still in quarantine. So it writes a *reservation*: the push's intent,
+//! not runnable. If that write fails, the push is refused. `post-receive`, which git runs only
+//! for refs it really updated, turns reservations into `pending` jobs. If `post-receive` never
+//! runs (killed, crashed), [`reconcile`](sqlite::SqliteQueue::reconcile) settles the
+//! reservation once its `git receive-pack` is gone, from the branch's reflog: promoted if the
+//! update happened, dropped if it did not. The runner only ever sees jobs.
+
+pub mod sqlite;
+
+use serde::Serialize;
+
+pub use sqlite::SqliteQueue;
+
+/// Where a job is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobState {
+    Pending,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+    /// A newer push to the same environment replaced it before it ran.
+    Superseded,
+}
+
+impl JobState {
+    pub const ALL: [JobState; 6] = [
+        JobState::Pending,
+        JobState::Running,
+        JobState::Succeeded,
+        JobState::Failed,
+        JobState::Cancelled,
+        JobState::Superseded,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Pending => "pending",
+            JobState::Running => "running",
+            JobState::Succeeded => "succeeded",
+            JobState::Failed => "failed",
+            JobState::Cancelled => "cancelled",
+            JobState::Superseded => "superseded",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<JobState> {
+        JobState::ALL.into_iter().find(|j| j.as_str() == s)
+    }
+}
+
+/// One build of one commit for one environment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Job {
+    pub id: i64,
+    /// The bare repository's absolute path.
+    pub repo: String,
+    #[serde(rename = "ref")]
+    pub ref_name: String,
+    pub environment: String,
+    pub old_commit: String,
+    pub commit: String,
+    pub state: JobState,
+    pub superseded_by: Option<i64>,
+    pub created_at: String,
+    pub updated_at: String,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    /// The topology this commit declares (JSON).
+    #[serde(skip)]
+    pub topology: String,
+    /// The changes against the environment's previous topology (JSON).
+    #[serde(skip)]
+    pub changes: String,
+}
+
+/// What `pre-receive` records for one branch update, before git moves the ref.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reservation {
+    pub repo: String,
+    pub ref_name: String,
+    pub environment: String,
+    pub old_commit: String,
+    pub new_commit: String,
+    pub topology: String,
+    pub changes: String,
+    /// The `git receive-pack` process of the push, to tell a push in progress from a dead one.
+    pub receiver: Receiver,
+}
+
+/// A process, identified beyond its pid (pids are reused): host, pid and start time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Receiver {
+    pub host: String,
+    pub pid: u32,
+    /// The process's start time in clock ticks since boot (`/proc/PID/stat`), if known.
+    pub started: Option<u64>,
+}
+
+impl Receiver {
+    /// The parent of this process: git's `receive-pack` when called as a hook.
+    pub fn parent() -> Receiver {
+        let pid = std::os::unix::process::parent_id();
+        Receiver { host: hostname(), pid, started: process_start(pid) }
+    }
+
+    /// Whether the process still runs. Only answerable on the same host; elsewhere, assume it
+    /// does until the reservation is old (see `reconcile`).
+    pub fn alive(&self) -> Option<bool> {
+        if self.host != hostname() {
+            return None;
+        }
+        Some(match (process_start(self.pid), self.started) {
+            (Some(now), Some(then)) => now == then,
+            (Some(_), None) => true,
+            (None, _) => false,
+        })
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned()).unwrap_or_default()
+}
+
+/// Field 22 of `/proc/PID/stat`: the process's start time.
+fn process_start(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may contain spaces; fields after it follow the last `)`.
+    let after = &stat[stat.rfind(')')? + 2..];
+    after.split(' ').nth(19)?.parse().ok()
+}
+
+/// What the queue needs to know about refs to settle reservations.
+pub trait RefLog {
+    /// Whether git updated `ref_name` of `repo` from `old` to `new` (in its reflog, or, without
+    /// one, whether the branch now contains `new`). None when the repository cannot be read.
+    fn was_updated(&self, repo: &str, ref_name: &str, old: &str, new: &str) -> Option<bool>;
+    /// The commit `ref_name` points at now.
+    fn tip(&self, repo: &str, ref_name: &str) -> Option<String>;
+}
+
+/// The environment a branch deploys to: its name, lowercased, other characters as `-`.
+pub fn environment_name(branch: &str) -> String {
+    let mut env: String =
+        branch.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' }).collect();
+    while env.contains("--") {
+        env = env.replace("--", "-");
+    }
+    env.trim_matches('-').to_owned()
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error("the build queue {path} cannot be opened: {source}")]
+    Open { path: String, source: rusqlite::Error },
+    #[error("the build queue {path} cannot be written: {source}")]
+    Write { path: String, source: rusqlite::Error },
+    #[error("the build queue {path} cannot be read: {source}")]
+    Read { path: String, source: rusqlite::Error },
+    #[error("creating the data directory {path}: {source}")]
+    DataDir { path: String, source: std::io::Error },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn environment_names() {
+        assert_eq!(environment_name("main"), "main");
+        assert_eq!(environment_name("Feature/New_Checkout"), "feature-new-checkout");
+        assert_eq!(environment_name("--x--y--"), "x-y");
+    }
+
+    #[test]
+    fn this_process_is_alive_and_a_dead_one_is_not() {
+        let me = Receiver { host: hostname(), pid: std::process::id(), started: process_start(std::process::id()) };
+        assert_eq!(me.alive(), Some(true));
+        let reused = Receiver { started: me.started.map(|s| s + 1), ..me.clone() };
+        assert_eq!(reused.alive(), Some(false), "same pid, other start time: another process");
+        let elsewhere = Receiver { host: "elsewhere".into(), ..me };
+        assert_eq!(elsewhere.alive(), None);
+    }
+}
