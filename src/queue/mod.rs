@@ -156,14 +156,31 @@ pub fn environment_name(branch: &str) -> String {
 
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
-    #[error("the build queue {path} cannot be opened: {source}")]
+    #[error("the build queue {path} cannot be opened: {source}{}", advice(source))]
     Open { path: String, source: rusqlite::Error },
-    #[error("the build queue {path} cannot be written: {source}")]
+    #[error("the build queue {path} cannot be written: {source}{}", advice(source))]
     Write { path: String, source: rusqlite::Error },
-    #[error("the build queue {path} cannot be read: {source}")]
+    #[error("the build queue {path} cannot be read: {source}{}", advice(source))]
     Read { path: String, source: rusqlite::Error },
     #[error("creating the data directory {path}: {source}")]
     DataDir { path: String, source: std::io::Error },
+}
+
+/// What an admin should look at, for the failures that have a usual cause.
+fn advice(e: &rusqlite::Error) -> &'static str {
+    use rusqlite::ErrorCode;
+    match e.sqlite_error_code() {
+        Some(ErrorCode::DiskFull | ErrorCode::SystemIoFailure | ErrorCode::CannotOpen) => {
+            " (is the disk of the data directory full, or is it not writable?)"
+        }
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => {
+            " (another process holds the queue's lock; try again, or raise git config pushgate.queueTimeoutMs)"
+        }
+        Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt) => {
+            " (the file is damaged: move it aside to start an empty queue, after saving it for inspection)"
+        }
+        _ => "",
+    }
 }
 
 #[cfg(test)]

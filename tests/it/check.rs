@@ -21,7 +21,11 @@ fn check_reports_like_the_hook() {
     let out = Command::new(hook_bin()).arg("check").arg(dir.path()).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}");
-    assert!(stdout.contains("Configuration is valid.") && stdout.contains("mymagento (type: php:8.4, size: AUTO, disk: 5120)"), "{stdout}");
+    assert!(
+        stdout.contains("Configuration is valid.")
+            && stdout.contains("mymagento (type: php:8.4, size: AUTO, disk: 5120)"),
+        "{stdout}"
+    );
 
     let bad = SERVICES.replace("redis:8.0", "redis:8.0\n    disk: 512");
     write_files(&dir, &files_with(SERVICES_FILE, &bad));

@@ -5,5 +5,7 @@ mod corpus;
 mod hostile;
 mod install;
 mod push;
+mod queue;
 mod schema;
 mod support;
+mod topology;

@@ -177,11 +177,52 @@ impl Server {
         self.push_to(&self.url(), args)
     }
 
+    /// `git push -o OPTION... URL REFSPEC...`
+    pub fn push_with_options(&self, options: &[&str], args: &[&str]) -> Push {
+        let mut all = vec!["push", "--porcelain"];
+        for o in options {
+            all.extend_from_slice(&["-o", o]);
+        }
+        let url = self.url();
+        all.push(&url);
+        all.extend_from_slice(args);
+        let out = git(&self.work, &all);
+        let output = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        Push { ok: out.status.success(), output }
+    }
+
+    /// The jobs as `pushgate-runner jobs --json` lists them (it settles reservations first).
+    pub fn jobs(&self) -> Vec<serde_json::Value> {
+        jobs_in(&self.data)
+    }
+
+    /// The repository as the queue names it.
+    pub fn repo_id(&self) -> String {
+        std::fs::canonicalize(&self.bare).unwrap().display().to_string()
+    }
+
+    /// Reservations left in the SQLite queue (read directly).
+    pub fn reservations(&self) -> i64 {
+        let conn = rusqlite::Connection::open(self.data.join("queue.sqlite3")).unwrap();
+        conn.query_row("SELECT count(*) FROM reservations", [], |r| r.get(0)).unwrap()
+    }
+
     /// The commit a ref of the bare repository points at, if any.
     pub fn server_ref(&self, name: &str) -> Option<String> {
         let out = git(&self.bare, &["rev-parse", "--verify", "-q", name]);
         out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
     }
+}
+
+pub fn runner_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_pushgate-runner"))
+}
+
+/// `pushgate-runner jobs --json --data DIR`, parsed.
+pub fn jobs_in(data: &Path) -> Vec<serde_json::Value> {
+    let out = Command::new(runner_bin()).arg("jobs").arg("--json").arg("--data").arg(data).output().unwrap();
+    assert!(out.status.success(), "pushgate-runner jobs: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("jobs --json prints one JSON array")
 }
 
 /// Runs install.sh with the binaries of this test build.
