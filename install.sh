@@ -68,29 +68,23 @@ for b in "${bins[@]}"; do
 done
 mkdir -p "$data"
 
-# Writes FILE with CONTENT (mode 755) unless it already has exactly that content.
-write_if_changed() {
-  local file="$1" content="$2"
-  if [ -f "$file" ] && [ "$(cat "$file")" = "$content" ]; then return 1; fi
-  printf '%s\n' "$content" > "$file.pushgate-tmp"
-  chmod 0755 "$file.pushgate-tmp"
-  mv -f "$file.pushgate-tmp" "$file"
-}
-
 install_hook() {
-  local hooks="$1" name="$2" cmd="$3"
-  local hook="$hooks/$name" chained="$hooks/$name.chained"
-  if [ -e "$hook" ] && ! grep -q 'pushgate-managed' "$hook" 2>/dev/null; then
-    [ -e "$chained" ] && die "$hook is not pushgate's and $chained already exists: move one of them away first"
-    mv "$hook" "$chained"
-    say "kept the existing $name hook: it now runs after pushgate as $chained"
+  local hooks="$1" name="$2"
+  local hook="$hooks/$name" chained="$hooks/$name.chained" target="$prefix/bin/pushgate-hook"
+  # Our hooks are symlinks to the binary, which runs the hook named by the link (no shell).
+  if [ -L "$hook" ] && [ "$(readlink "$hook")" = "$target" ]; then return; fi
+  if [ -e "$hook" ] || [ -L "$hook" ]; then
+    local ours=""
+    [ -L "$hook" ] && [ "$(basename "$(readlink "$hook")")" = pushgate-hook ] && ours=1
+    grep -qs 'pushgate-managed' "$hook" && ours=1   # written by an older install.sh
+    if [ -z "$ours" ]; then
+      [ -e "$chained" ] && die "$hook is not pushgate's and $chained already exists: move one of them away first"
+      mv "$hook" "$chained"
+      say "kept the existing $name hook: it now runs after pushgate as $chained"
+    fi
   fi
-  local chain_arg=""
-  [ -e "$chained" ] && chain_arg=" --chain '$chained'"
-  local content="#!/bin/sh
-# pushgate-managed: written by pushgate's install.sh; re-run it instead of editing this file.
-exec '$prefix/bin/pushgate-hook' $cmd$chain_arg"
-  if write_if_changed "$hook" "$content"; then say "installed $hook"; fi
+  ln -sfn "$target" "$hook"
+  say "installed $hook -> $target"
 }
 
 set_config() {
@@ -111,12 +105,10 @@ for repo in "${repos[@]}"; do
     || die "$repo is not a bare git repository (pushgate deploys from the server's bare repositories)"
   hooks="$(git --git-dir="$repo" config --get core.hooksPath || echo "$repo/hooks")"
   mkdir -p "$hooks"
-  install_hook "$hooks" pre-receive "pre-receive"
-  install_hook "$hooks" post-receive "post-receive"
+  install_hook "$hooks" pre-receive
+  install_hook "$hooks" post-receive
   set_config "$repo" pushgate.data "$data"
   # `git push -o pushgate.allow-data-loss` must reach the hook.
   set_config "$repo" receive.advertisePushOptions true
-  # The reflog tells the queue which pushes git really applied (if a post-receive was killed).
-  set_config "$repo" core.logAllRefUpdates true
 done
 say "done: ${#repos[@]} repositor$([ ${#repos[@]} = 1 ] && echo y || echo ies), binaries in $prefix/bin, data in $data"

@@ -3,8 +3,11 @@
 
   python3 scripts/bench.py [--runs N] [--skip-external]
 
-1. `git push` of one commit to a bare repository with pushgate installed, against the same push
-   to a repository whose pre-receive hook does nothing (`exit 0`). Interleaved, median of N.
+1. `git push` of one commit to a bare repository with pushgate installed (pre-receive: validation,
+   topology, the durable reservation; post-receive: the job), against the same push to a
+   repository whose pre-receive hook does nothing (`exit 0`), and to one with pushgate's
+   pre-receive only. Interleaved, median of N. The hooks' own timings (PUSHGATE_TIMINGS=1) give
+   the queue's share of the push.
 2. A push of 1,000 branches (1,000 distinct commits, same configuration) the same way.
 3. The hook on hostile configurations: wall time and peak memory of `pushgate-hook pre-receive`
    run against the real object store.
@@ -13,6 +16,7 @@
 Nothing here asserts a time; it prints figures. Needs git, cargo, python3 (pip for step 4).
 """
 import argparse
+import re
 import os
 import shutil
 import statistics
@@ -31,8 +35,9 @@ ENV = dict(os.environ, GIT_CONFIG_NOSYSTEM="1", GIT_AUTHOR_NAME="b", GIT_AUTHOR_
            GIT_COMMITTER_NAME="b", GIT_COMMITTER_EMAIL="b@b")
 
 
-def run(args, cwd=None, check=True, **kw):
-    return subprocess.run(args, cwd=cwd, env=ENV, check=check, capture_output=True, **kw)
+def run(args, cwd=None, check=True, env_extra=None, **kw):
+    env = dict(ENV, **(env_extra or {}))
+    return subprocess.run(args, cwd=cwd, env=env, check=check, capture_output=True, **kw)
 
 
 def git(cwd, *args, **kw):
@@ -78,19 +83,33 @@ def work_tree(tmp):
 
 
 def single_ref(tmp, work, runs):
-    pg, noop = tmp / "pg.git", tmp / "noop.git"
+    pg, pre, noop = tmp / "pg.git", tmp / "pre.git", tmp / "noop.git"
     bare_with_pushgate(pg, tmp)
+    bare_with_pushgate(pre, tmp)
+    (pre / "hooks" / "post-receive").unlink()
     bare_with_noop(noop)
-    for repo in (pg, noop):  # the first push carries the objects; not timed
+    repos = {"pushgate": pg, "pre-receive only": pre, "noop": noop}
+    for repo in repos.values():  # the first push carries the objects; not timed
         git(work, "push", "-q", str(repo), "HEAD:refs/heads/main")
-    times = {"pushgate": [], "noop": []}
+    times = {name: [] for name in repos}
     for i in range(runs):
         (work / "app" / "code" / "change.php").write_text(f"<?php // change {i}\n")
         git(work, "commit", "-q", "-am", f"change {i}") if i else (git(work, "add", "-A"), git(work, "commit", "-q", "-m", "c"))
-        order = [("pushgate", pg), ("noop", noop)] if i % 2 == 0 else [("noop", noop), ("pushgate", pg)]
+        order = list(repos.items()) if i % 2 == 0 else list(reversed(repos.items()))
         for name, repo in order:
             times[name].append(timed(["git", "push", "-q", str(repo), "HEAD:refs/heads/main"], work))
-    return times
+    # The hooks' own account of one more push each: total, and the queue's part.
+    shares = []
+    for i in range(min(runs, 21)):
+        (work / "app" / "code" / "change.php").write_text(f"<?php // timed {i}\n")
+        git(work, "commit", "-q", "-am", f"timed {i}")
+        out = run(["git", "push", str(pg), "HEAD:refs/heads/main"], cwd=work, env_extra={"PUSHGATE_TIMINGS": "1"})
+        text = (out.stdout + out.stderr).decode()
+        pre_ms = re.search(r"pre-receive ([0-9.]+) ms, of which queue ([0-9.]+) ms", text)
+        post_ms = re.search(r"post-receive ([0-9.]+) ms", text)
+        if pre_ms and post_ms:
+            shares.append((float(pre_ms.group(1)), float(pre_ms.group(2)), float(post_ms.group(1))))
+    return times, shares
 
 
 def many_branches(tmp, work, branches, runs):
@@ -195,19 +214,28 @@ def main():
         tmp = Path(t)
         work = work_tree(tmp)
 
-        t1 = single_ref(tmp, work, args.runs)
-        ratio = statistics.median(t1["pushgate"]) / statistics.median(t1["noop"])
+        t1, shares = single_ref(tmp, work, args.runs)
+        base = statistics.median(t1["noop"])
         print("\n1. single-ref push (median)")
         for k, v in t1.items():
-            print(f"   {k:10} {ms(v)}")
-        print(f"   ratio      {ratio:.3f}x  (target <= 1.25x)")
+            print(f"   {k:18} {ms(v)}   {statistics.median(v) / base:.3f}x the no-op hook")
+        print("   (target <= 1.25x)")
+        if shares:
+            pre_total = statistics.median([s[0] for s in shares])
+            queue = statistics.median([s[1] for s in shares])
+            post = statistics.median([s[2] for s in shares])
+            push = statistics.median(t1["pushgate"]) * 1000
+            print(f"   inside the hooks (median of {len(shares)}): pre-receive {pre_total:.2f} ms, of which the queue"
+                  f" {queue:.2f} ms; post-receive {post:.2f} ms")
+            print(f"   the queue's share of the push: {(queue + post) / push * 100:.1f}%"
+                  f" (reservation {queue:.2f} ms + post-receive {post:.2f} ms of {push:.1f} ms)")
 
         t2 = many_branches(tmp, work, 1000, args.branch_runs)
         ratio = statistics.median(t2["pushgate"]) / statistics.median(t2["noop"])
         print("\n2. push of 1,000 branches (median)")
         for k, v in t2.items():
-            print(f"   {k:10} {ms(v)}")
-        print(f"   ratio      {ratio:.3f}x  (target <= 1.2x)")
+            print(f"   {k:18} {ms(v)}")
+        print(f"   ratio              {ratio:.3f}x  (target <= 1.2x)")
 
         print("\n3. hostile configurations, pushgate-hook pre-receive on the object store")
         print(f"   {'input':28} {'size':>10} {'time':>9} {'peak RSS':>9} exit  first error")

@@ -152,6 +152,13 @@ pub struct GitRefLog {
 }
 
 impl GitRefLog {
+    /// Starts with a repository already open (the hook's own), keyed by its queue path.
+    pub fn with(path: &str, repo: Repository) -> GitRefLog {
+        let log = GitRefLog::default();
+        log.repos.borrow_mut().insert(path.to_owned(), Some(repo));
+        log
+    }
+
     fn with_repo<T>(&self, path: &str, f: impl FnOnce(&Repository) -> Option<T>) -> Option<T> {
         let mut repos = self.repos.borrow_mut();
         let repo = repos.entry(path.to_owned()).or_insert_with(|| Repository::open_bare(path).ok());
@@ -163,7 +170,7 @@ impl crate::queue::RefLog for GitRefLog {
     fn was_updated(&self, repo: &str, ref_name: &str, old: &str, new: &str) -> Option<bool> {
         self.with_repo(repo, |r| {
             let (old, new) = (Oid::from_str(old).ok()?, Oid::from_str(new).ok()?);
-            // install.sh turns on core.logAllRefUpdates: the reflog records every update git made.
+            // With core.logAllRefUpdates on, the reflog records every update git made.
             if let Ok(log) = r.reflog(ref_name) {
                 if !log.is_empty() {
                     return Some(log.iter().any(|e| e.id_old() == old && e.id_new() == new));

@@ -76,6 +76,12 @@ struct Printed {
     outcome: usize,
     baseline: Topology,
     branch: String,
+    /// Later branches with the same verdict, reported in one line at the end.
+    same: Vec<String>,
+    blocked: bool,
+    /// The new topology and the changes, as the queue stores them (JSON).
+    topology: String,
+    changes: String,
 }
 
 /// Runs the protective block over `updates` and reserves their builds. Returns true when the
@@ -86,6 +92,8 @@ pub fn pre_receive(
     settings: &settings::Hook,
     out: &mut dyn Write,
 ) -> Result<bool, HookError> {
+    let started = std::time::Instant::now();
+    let mut in_queue = std::time::Duration::ZERO;
     let repo_path = repo_id(repo);
     let mut queue: Option<SqliteQueue> = None;
     let mut cache = Cache::default();
@@ -116,30 +124,44 @@ pub fn pre_receive(
         let environment = environment_name(branch);
         let queue = match &mut queue {
             Some(q) => q,
-            None => queue.insert(SqliteQueue::open(&settings.data_dir, settings.queue_timeout)?),
+            None => {
+                let t = std::time::Instant::now();
+                let q = SqliteQueue::open(&settings.data_dir, settings.queue_timeout)?;
+                in_queue += t.elapsed();
+                queue.insert(q)
+            }
         };
         let baseline = baseline(repo, queue, &repo_path, &environment, update, &mut cache)?;
-        let outcome = cache.outcome(index);
-        let new_topology = Topology::from_config(&outcome.config);
-        let changes = diff(&baseline, &new_topology);
-        let destroying = destructive(&changes);
-        let blocked = !destroying.is_empty() && !settings.allow_data_loss;
-        if let Some(first) = printed.iter().find(|p| p.outcome == index && p.baseline == baseline) {
-            let verdict = if blocked { "refused, see above" } else { "valid" };
-            let _ = writeln!(
-                out,
-                "Validating configuration files of {branch} ({short}): same as {}, {verdict}",
-                first.branch
-            );
-        } else {
-            let _ = writeln!(out, "Validating configuration files of {branch} ({short})");
-            let lines = |file: &str, line: u32| line_of(&tree, file, line);
-            let _ = report::diagnostics(out, &outcome.diags, &lines);
-            let _ = report::topology(out, &new_topology, &changes);
-            let _ = report::destruction(out, &destroying, settings.allow_data_loss);
-            printed.push(Printed { outcome: index, baseline, branch: branch.to_owned() });
-        }
-        if blocked {
+        // Branches with the same configuration and baseline share one verdict (and one report).
+        let verdict = match printed.iter().position(|p| p.outcome == index && p.baseline == baseline) {
+            Some(i) => {
+                printed[i].same.push(format!("{branch} ({short})"));
+                i
+            }
+            None => {
+                let outcome = cache.outcome(index);
+                let new_topology = Topology::from_config(&outcome.config);
+                let changes = diff(&baseline, &new_topology);
+                let destroying = destructive(&changes);
+                let _ = writeln!(out, "Validating configuration files of {branch} ({short})");
+                let lines = |file: &str, line: u32| line_of(&tree, file, line);
+                let _ = report::diagnostics(out, &outcome.diags, &lines);
+                let _ = report::topology(out, &new_topology, &changes);
+                let _ = report::destruction(out, &destroying, settings.allow_data_loss);
+                printed.push(Printed {
+                    outcome: index,
+                    baseline,
+                    branch: branch.to_owned(),
+                    same: Vec::new(),
+                    blocked: !destroying.is_empty() && !settings.allow_data_loss,
+                    topology: serde_json::to_string(&new_topology).unwrap_or_default(),
+                    changes: serde_json::to_string(&changes).unwrap_or_default(),
+                });
+                printed.len() - 1
+            }
+        };
+        let verdict = &printed[verdict];
+        if verdict.blocked {
             refused.push(branch.to_owned());
             continue;
         }
@@ -149,10 +171,14 @@ pub fn pre_receive(
             environment,
             old_commit: update.old.to_string(),
             new_commit: update.new.to_string(),
-            topology: serde_json::to_string(&new_topology).unwrap_or_default(),
-            changes: serde_json::to_string(&changes).unwrap_or_default(),
+            topology: verdict.topology.clone(),
+            changes: verdict.changes.clone(),
             receiver: receiver.clone(),
         });
+    }
+    for p in printed.iter().filter(|p| !p.same.is_empty()) {
+        let verdict = if p.blocked { "refused, see above" } else { "valid" };
+        let _ = writeln!(out, "Same configuration and changes as {}, {verdict}: {}", p.branch, list(&p.same, 5));
     }
     if !refused.is_empty() {
         let _ = writeln!(
@@ -163,7 +189,18 @@ pub fn pre_receive(
         return Ok(false);
     }
     if let Some(queue) = &mut queue {
+        let t = std::time::Instant::now();
         queue.reserve(&reservations)?;
+        in_queue += t.elapsed();
+    }
+    if settings.timings {
+        let total = started.elapsed();
+        let _ = writeln!(
+            out,
+            "pushgate timings: pre-receive {:.3} ms, of which queue {:.3} ms",
+            total.as_secs_f64() * 1e3,
+            in_queue.as_secs_f64() * 1e3
+        );
     }
     Ok(true)
 }
@@ -226,23 +263,30 @@ pub fn post_receive_main(
         .map(|u| (u.name, u.old.to_string(), u.new.to_string()))
         .collect();
     if !updates.is_empty() {
+        let started = std::time::Instant::now();
         let repo = git::open_from_env()?;
         let settings = settings::Hook::resolve(&repo, env);
-        let refs = GitRefLog::default();
+        let repo_path = repo_id(&repo);
+        let refs = GitRefLog::with(&repo_path, repo);
         let mut queue = SqliteQueue::open(&settings.data_dir, settings.queue_timeout)?;
-        for job in queue.promote(&repo_id(&repo), &updates, &Receiver::parent(), &refs)? {
-            let short = &job.commit[..10.min(job.commit.len())];
-            let _ = match job.state {
-                crate::queue::JobState::Pending => {
-                    writeln!(out, "Build #{} queued for environment {} ({short})", job.id, job.environment)
-                }
-                _ => writeln!(out, "Build #{} of {short} superseded: {} has moved on", job.id, job.ref_name),
-            };
-        }
+        let jobs = queue.promote(&repo_path, &updates, &Receiver::parent(), &refs)?;
+        let _ = report::queued(out, &jobs);
         // Settle what earlier pushes left behind (a post-receive that was killed).
         let _ = queue.reconcile(&refs);
+        if settings.timings {
+            let _ = writeln!(out, "pushgate timings: post-receive {:.3} ms", started.elapsed().as_secs_f64() * 1e3);
+        }
     }
     run_chained(chain, &input, out)
+}
+
+/// `a, b, c and 12 more`.
+fn list(items: &[String], at_most: usize) -> String {
+    let shown = items.iter().take(at_most).cloned().collect::<Vec<_>>().join(", ");
+    match items.len().saturating_sub(at_most) {
+        0 => shown,
+        more => format!("{shown} and {more} more"),
+    }
 }
 
 fn read_input(stdin: &mut dyn std::io::Read) -> Result<String, HookError> {

@@ -7,6 +7,7 @@
 use std::io::{self, Write};
 
 use crate::diag::{Diagnostic, Diagnostics, Severity};
+use crate::queue::{Job, JobState};
 use crate::topology::diff::{Change, Kind, Subject};
 use crate::topology::{Route, Topology};
 
@@ -129,4 +130,30 @@ pub fn destruction(out: &mut dyn Write, destroying: &[&Change], allowed: bool) -
     }
     writeln!(out, "    To accept the loss, push again with: git push -o {} ...", crate::settings::ALLOW_DATA_LOSS)?;
     Ok(())
+}
+
+/// The builds a push queued: one line each, or a summary for many.
+pub fn queued(out: &mut dyn Write, jobs: &[Job]) -> io::Result<()> {
+    const EACH: usize = 5;
+    let line = |j: &Job| -> String {
+        let short = &j.commit[..10.min(j.commit.len())];
+        match j.state {
+            JobState::Pending => format!("Build #{} queued for environment {} ({short})", j.id, j.environment),
+            _ => format!("Build #{} of {short} superseded: {} has moved on", j.id, j.ref_name),
+        }
+    };
+    if jobs.len() <= EACH {
+        for j in jobs {
+            writeln!(out, "{}", line(j))?;
+        }
+        return Ok(());
+    }
+    let pending = jobs.iter().filter(|j| j.state == JobState::Pending).count();
+    let (first, last) = (jobs[0].id, jobs[jobs.len() - 1].id);
+    writeln!(
+        out,
+        "Builds #{first} to #{last} queued: {pending} for their environments, {} superseded",
+        jobs.len() - pending
+    )?;
+    writeln!(out, "    pushgate-runner jobs lists them")
 }

@@ -21,6 +21,8 @@ pub struct Env {
     pub xdg_data_home: Option<PathBuf>,
     /// `git push -o` values (`GIT_PUSH_OPTION_0..COUNT`).
     pub push_options: Vec<String>,
+    /// `PUSHGATE_TIMINGS=1`: the hooks print how long validation and the queue took.
+    pub timings: bool,
 }
 
 impl Env {
@@ -28,7 +30,13 @@ impl Env {
         let path = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
         let count: usize = std::env::var("GIT_PUSH_OPTION_COUNT").ok().and_then(|c| c.parse().ok()).unwrap_or(0);
         let push_options = (0..count).filter_map(|i| std::env::var(format!("GIT_PUSH_OPTION_{i}")).ok()).collect();
-        Env { data: path("PUSHGATE_DATA"), home: path("HOME"), xdg_data_home: path("XDG_DATA_HOME"), push_options }
+        Env {
+            data: path("PUSHGATE_DATA"),
+            home: path("HOME"),
+            xdg_data_home: path("XDG_DATA_HOME"),
+            push_options,
+            timings: std::env::var_os("PUSHGATE_TIMINGS").is_some_and(|v| v == "1"),
+        }
     }
 
     pub fn has_push_option(&self, option: &str) -> bool {
@@ -62,6 +70,7 @@ pub struct Hook {
     pub data_dir: PathBuf,
     pub queue_timeout: Duration,
     pub allow_data_loss: bool,
+    pub timings: bool,
 }
 
 impl Hook {
@@ -74,6 +83,6 @@ impl Hook {
             .and_then(|v| v.parse().ok())
             .map(Duration::from_millis)
             .unwrap_or(DEFAULT_QUEUE_TIMEOUT);
-        Hook { data_dir, queue_timeout, allow_data_loss: env.has_push_option(ALLOW_DATA_LOSS) }
+        Hook { data_dir, queue_timeout, allow_data_loss: env.has_push_option(ALLOW_DATA_LOSS), timings: env.timings }
     }
 }

@@ -37,8 +37,24 @@ enum Command {
     },
 }
 
+/// Installed hooks are symlinks to this binary (no shell to start on every push): called as
+/// `…/hooks/pre-receive` it runs `pre-receive`, with the hook that was there before pushgate
+/// at `…/hooks/pre-receive.chained`.
+fn command_from_hook_name() -> Option<Command> {
+    let argv0 = PathBuf::from(std::env::args_os().next()?);
+    let chain = Some(PathBuf::from(format!("{}.chained", argv0.display())));
+    match argv0.file_name()?.to_str()? {
+        "pre-receive" => Some(Command::PreReceive { chain }),
+        "post-receive" => Some(Command::PostReceive { chain }),
+        _ => None,
+    }
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match command_from_hook_name() {
+        Some(command) => Cli { command },
+        None => Cli::parse(),
+    };
     let env = Env::from_process();
     let mut out = std::io::stdout().lock();
     let mut stdin = std::io::stdin().lock();

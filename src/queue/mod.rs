@@ -6,8 +6,11 @@
 //! not runnable. If that write fails, the push is refused. `post-receive`, which git runs only
 //! for refs it really updated, turns reservations into `pending` jobs. If `post-receive` never
 //! runs (killed, crashed), [`reconcile`](sqlite::SqliteQueue::reconcile) settles the
-//! reservation once its `git receive-pack` is gone, from the branch's reflog: promoted if the
-//! update happened, dropped if it did not. The runner only ever sees jobs.
+//! reservation once its `git receive-pack` is gone: promoted if the branch contains the pushed
+//! commit (git applied the update), dropped if not (git refused it, or a later force-push
+//! replaced it, and that push has its own job). With `core.logAllRefUpdates` on, the reflog
+//! answers exactly; it is off by default because it costs git a file per ref on every push.
+//! The runner only ever sees jobs.
 
 pub mod sqlite;
 
@@ -71,12 +74,6 @@ pub struct Job {
     pub updated_at: String,
     pub started_at: Option<String>,
     pub finished_at: Option<String>,
-    /// The topology this commit declares (JSON).
-    #[serde(skip)]
-    pub topology: String,
-    /// The changes against the environment's previous topology (JSON).
-    #[serde(skip)]
-    pub changes: String,
 }
 
 /// What `pre-receive` records for one branch update, before git moves the ref.

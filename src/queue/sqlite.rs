@@ -3,6 +3,7 @@
 //! survives a crash or power loss. Writers serialize on SQLite's lock (IMMEDIATE transactions,
 //! a busy timeout); a partial unique index keeps at most one pending job per environment.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -17,6 +18,13 @@ pub const FILE_NAME: &str = "queue.sqlite3";
 const SCHEMA_VERSION: i64 = 1;
 
 const SCHEMA: &str = r#"
+-- Topologies and change lists, stored once however many reservations and jobs share them
+-- (a push of 1,000 branches with one configuration stores two documents).
+CREATE TABLE IF NOT EXISTS documents (
+    id   INTEGER PRIMARY KEY,
+    body TEXT NOT NULL UNIQUE
+);
+
 CREATE TABLE IF NOT EXISTS reservations (
     id          INTEGER PRIMARY KEY,
     repo        TEXT NOT NULL,
@@ -24,8 +32,8 @@ CREATE TABLE IF NOT EXISTS reservations (
     environment TEXT NOT NULL,
     old_commit  TEXT NOT NULL,
     new_commit  TEXT NOT NULL,
-    topology    TEXT NOT NULL,
-    changes     TEXT NOT NULL,
+    topology_id INTEGER NOT NULL REFERENCES documents (id),
+    changes_id  INTEGER NOT NULL REFERENCES documents (id),
     host        TEXT NOT NULL,
     pid         INTEGER NOT NULL,
     pid_started INTEGER,
@@ -43,8 +51,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     state         TEXT NOT NULL CHECK (state IN
                     ('pending', 'running', 'succeeded', 'failed', 'cancelled', 'superseded')),
     superseded_by INTEGER REFERENCES jobs (id),
-    topology      TEXT NOT NULL,
-    changes       TEXT NOT NULL,
+    topology_id   INTEGER NOT NULL REFERENCES documents (id),
+    changes_id    INTEGER NOT NULL REFERENCES documents (id),
     created_at    TEXT NOT NULL,
     updated_at    TEXT NOT NULL,
     started_at    TEXT,
@@ -53,6 +61,7 @@ CREATE TABLE IF NOT EXISTS jobs (
 CREATE UNIQUE INDEX IF NOT EXISTS one_pending_job_per_environment
     ON jobs (repo, environment) WHERE state = 'pending';
 CREATE INDEX IF NOT EXISTS jobs_by_update ON jobs (repo, ref, new_commit);
+CREATE INDEX IF NOT EXISTS jobs_by_environment ON jobs (repo, environment, state);
 
 CREATE TABLE IF NOT EXISTS environments (
     repo        TEXT NOT NULL,
@@ -63,6 +72,10 @@ CREATE TABLE IF NOT EXISTS environments (
     PRIMARY KEY (repo, environment)
 );
 "#;
+
+/// Above this size the WAL is checkpointed into the database and truncated when a queue handle
+/// is dropped. Each process that opens the queue scans the WAL, so it must stay small.
+const WAL_LIMIT: u64 = 512 * 1024;
 
 /// Reservations of pushes on other hosts are settled once they are this old.
 const FOREIGN_RESERVATION_AGE: Duration = Duration::from_secs(3600);
@@ -82,6 +95,11 @@ impl SqliteQueue {
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn = Connection::open_with_flags(&path, flags).map_err(open_err)?;
         conn.busy_timeout(busy_timeout).map_err(open_err)?;
+        // Hooks open the queue once per push. Checkpointing the WAL into the database when the
+        // last connection closes would cost every push an extra fsync; instead the WAL is
+        // checkpointed and truncated when it passes WAL_LIMIT (see Drop), once in a while.
+        // Durability is unchanged: commits are in the WAL, synced.
+        conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true).map_err(open_err)?;
         // journal_mode answers with a row; it is persistent, so only the first open writes.
         let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0)).map_err(open_err)?;
         if !mode.eq_ignore_ascii_case("wal") {
@@ -114,15 +132,18 @@ impl SqliteQueue {
         let err = |source| QueueError::Write { path: path.clone(), source };
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(err)?;
         {
+            let mut documents = Documents::default();
             let mut insert = tx
-                .prepare(
-                    "INSERT INTO reservations (repo, ref, environment, old_commit, new_commit, topology, changes,
+                .prepare_cached(
+                    "INSERT INTO reservations (repo, ref, environment, old_commit, new_commit, topology_id, changes_id,
                                                host, pid, pid_started, created_at)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
                 )
                 .map_err(err)?;
             let now = now_rfc3339();
             for r in reservations {
+                let topology = documents.id(&tx, &r.topology).map_err(err)?;
+                let changes = documents.id(&tx, &r.changes).map_err(err)?;
                 insert
                     .execute(params![
                         r.repo,
@@ -130,8 +151,8 @@ impl SqliteQueue {
                         r.environment,
                         r.old_commit,
                         r.new_commit,
-                        r.topology,
-                        r.changes,
+                        topology,
+                        changes,
                         r.receiver.host,
                         r.receiver.pid,
                         r.receiver.started.map(|s| s as i64),
@@ -144,7 +165,8 @@ impl SqliteQueue {
     }
 
     /// Turns the reservations of refs git has updated into jobs (post-receive). `updates` are
-    /// `(ref, old, new)`. Returns the jobs created, in order.
+    /// `(ref, old, new)`: every ref git updated in this push, so the push's other reservations
+    /// (refs git refused) are dropped. Returns the jobs created, in order.
     pub fn promote(
         &mut self,
         repo: &str,
@@ -154,38 +176,66 @@ impl SqliteQueue {
     ) -> Result<Vec<Job>, QueueError> {
         let path = self.path.display().to_string();
         let err = |source| QueueError::Write { path: path.clone(), source };
+        // No fsync for this commit: the reservations it consumes are durable already (pre-receive
+        // committed them with synchronous = FULL). If power fails before this commit reaches the
+        // disk, it is lost as a whole, the reservations are still there, and `reconcile` makes
+        // the same jobs. Durability stays FULL for every other write.
+        self.conn.execute_batch("PRAGMA synchronous = NORMAL").map_err(err)?;
+        let result = self.promote_in_transaction(repo, updates, receiver, refs);
+        self.conn.execute_batch("PRAGMA synchronous = FULL").map_err(err)?;
+        result
+    }
+
+    fn promote_in_transaction(
+        &mut self,
+        repo: &str,
+        updates: &[(String, String, String)],
+        receiver: &Receiver,
+        refs: &dyn RefLog,
+    ) -> Result<Vec<Job>, QueueError> {
+        let path = self.path.display().to_string();
+        let err = |source| QueueError::Write { path: path.clone(), source };
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(err)?;
+        let mut mine: HashMap<(String, String, String), Stored> = HashMap::new();
+        {
+            let mut stmt = tx
+                .prepare_cached(&format!(
+                    "SELECT {STORED_COLUMNS} FROM reservations WHERE repo = ?1 AND host = ?2 AND pid = ?3 ORDER BY id"
+                ))
+                .map_err(err)?;
+            let rows = stmt.query_map(params![repo, receiver.host, receiver.pid], stored_from_row).map_err(err)?;
+            for r in rows {
+                let r = r.map_err(err)?;
+                mine.insert((r.ref_name.clone(), r.old_commit.clone(), r.new_commit.clone()), r);
+            }
+        }
+        let mut batch = Batch::load(&tx, repo).map_err(err)?;
         let mut created = Vec::new();
         for (ref_name, old, new) in updates {
-            let found: Option<Reservation> = tx
-                .query_row(
-                    "SELECT repo, ref, environment, old_commit, new_commit, topology, changes, host, pid, pid_started
-                     FROM reservations
-                     WHERE repo = ?1 AND ref = ?2 AND old_commit = ?3 AND new_commit = ?4 AND host = ?5 AND pid = ?6
-                     ORDER BY id DESC LIMIT 1",
-                    params![repo, ref_name, old, new, receiver.host, receiver.pid],
-                    reservation_from_row,
-                )
-                .optional()
-                .map_err(err)?;
-            let reservation = match found {
+            let reservation = match mine.remove(&(ref_name.clone(), old.clone(), new.clone())) {
                 Some(r) => r,
                 None if job_exists(&tx, repo, ref_name, old, new).map_err(err)? => continue,
                 // Accepted by git without a reservation (the queue was replaced mid-push):
                 // the push still gets its job; the runner reads the configuration anyway.
-                None => Reservation {
+                None => Stored {
                     repo: repo.to_owned(),
                     ref_name: ref_name.clone(),
                     environment: super::environment_name(ref_name.strip_prefix("refs/heads/").unwrap_or(ref_name)),
                     old_commit: old.clone(),
                     new_commit: new.clone(),
-                    topology: "{}".to_owned(),
-                    changes: "[]".to_owned(),
+                    topology_id: Documents::default().id(&tx, "{}").map_err(err)?,
+                    changes_id: Documents::default().id(&tx, "[]").map_err(err)?,
                     receiver: receiver.clone(),
                 },
             };
-            created.push(insert_job(&tx, &reservation, refs).map_err(err)?);
+            created.push(batch.insert(&tx, reservation, refs).map_err(err)?);
         }
+        exec(
+            &tx,
+            "DELETE FROM reservations WHERE repo = ?1 AND host = ?2 AND pid = ?3",
+            params![repo, receiver.host, receiver.pid],
+        )
+        .map_err(err)?;
         tx.commit().map_err(err)?;
         Ok(created)
     }
@@ -202,16 +252,12 @@ impl SqliteQueue {
             return Ok(0);
         }
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(err)?;
-        let rows: Vec<(i64, Reservation, String)> = {
+        let rows: Vec<(i64, Stored, String)> = {
             let mut stmt = tx
-                .prepare(
-                    "SELECT repo, ref, environment, old_commit, new_commit, topology, changes, host, pid, pid_started,
-                            id, created_at
-                     FROM reservations ORDER BY id",
-                )
+                .prepare(&format!("SELECT {STORED_COLUMNS}, id, created_at FROM reservations ORDER BY id"))
                 .map_err(err)?;
             let rows = stmt
-                .query_map([], |row| Ok((row.get(10)?, reservation_from_row(row)?, row.get(11)?)))
+                .query_map([], |row| Ok((row.get(10)?, stored_from_row(row)?, row.get(11)?)))
                 .map_err(err)?
                 .collect::<Result<_, _>>()
                 .map_err(err)?;
@@ -229,14 +275,16 @@ impl SqliteQueue {
             let r = &reservation;
             match refs.was_updated(&r.repo, &r.ref_name, &r.old_commit, &r.new_commit) {
                 Some(true) => {
-                    if !job_exists(&tx, &r.repo, &r.ref_name, &r.old_commit, &r.new_commit).map_err(err)? {
-                        insert_job(&tx, r, refs).map_err(err)?;
+                    // A commit already queued for this branch (pushed again after a refusal) is
+                    // not queued twice.
+                    if !commit_queued(&tx, &r.repo, &r.ref_name, &r.new_commit).map_err(err)? {
+                        Batch::load(&tx, &r.repo).map_err(err)?.insert(&tx, reservation.clone(), refs).map_err(err)?;
                     }
                 }
                 Some(false) => {}
                 None => continue, // the repository cannot be read now; try again later
             }
-            tx.execute("DELETE FROM reservations WHERE id = ?1", [id]).map_err(err)?;
+            exec(&tx, "DELETE FROM reservations WHERE id = ?1", [id]).map_err(err)?;
             settled += 1;
         }
         tx.commit().map_err(err)?;
@@ -249,7 +297,7 @@ impl SqliteQueue {
             .conn
             .prepare(
                 "SELECT id, repo, ref, environment, old_commit, new_commit, state, superseded_by,
-                        created_at, updated_at, started_at, finished_at, topology, changes
+                        created_at, updated_at, started_at, finished_at
                  FROM jobs ORDER BY id",
             )
             .map_err(self.read_err())?;
@@ -259,6 +307,20 @@ impl SqliteQueue {
             .collect::<Result<Vec<_>, _>>()
             .map_err(self.read_err())?;
         Ok(jobs)
+    }
+
+    /// The topology a job's commit declares and its changes against the environment (JSON).
+    pub fn job_documents(&self, id: i64) -> Result<Option<(String, String)>, QueueError> {
+        self.conn
+            .query_row(
+                "SELECT t.body, c.body FROM jobs
+                 JOIN documents t ON t.id = jobs.topology_id JOIN documents c ON c.id = jobs.changes_id
+                 WHERE jobs.id = ?1",
+                [id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(self.read_err())
     }
 
     /// Reservations not settled yet (pushes in progress, or whose post-receive did not run).
@@ -271,12 +333,8 @@ impl SqliteQueue {
     /// The topology deployed in an environment (JSON), if something is deployed.
     pub fn deployed_topology(&self, repo: &str, environment: &str) -> Result<Option<String>, QueueError> {
         self.conn
-            .query_row(
-                "SELECT topology FROM environments WHERE repo = ?1 AND environment = ?2",
-                params![repo, environment],
-                |r| r.get(0),
-            )
-            .optional()
+            .prepare_cached("SELECT topology FROM environments WHERE repo = ?1 AND environment = ?2")
+            .and_then(|mut stmt| stmt.query_row(params![repo, environment], |r| r.get(0)).optional())
             .map_err(self.read_err())
     }
 
@@ -301,21 +359,66 @@ impl SqliteQueue {
     }
 }
 
-fn reservation_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Reservation> {
-    Ok(Reservation {
+impl Drop for SqliteQueue {
+    fn drop(&mut self) {
+        let mut wal = self.path.clone().into_os_string();
+        wal.push("-wal");
+        if std::fs::metadata(&wal).map(|m| m.len() > WAL_LIMIT).unwrap_or(false) {
+            // Best effort: busy readers or writers just leave it for the next process.
+            let _ = self.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+        }
+    }
+}
+
+/// A reservation as stored: its documents by id.
+#[derive(Debug, Clone)]
+struct Stored {
+    repo: String,
+    ref_name: String,
+    environment: String,
+    old_commit: String,
+    new_commit: String,
+    topology_id: i64,
+    changes_id: i64,
+    receiver: Receiver,
+}
+
+const STORED_COLUMNS: &str =
+    "repo, ref, environment, old_commit, new_commit, topology_id, changes_id, host, pid, pid_started";
+
+fn stored_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Stored> {
+    Ok(Stored {
         repo: row.get(0)?,
         ref_name: row.get(1)?,
         environment: row.get(2)?,
         old_commit: row.get(3)?,
         new_commit: row.get(4)?,
-        topology: row.get(5)?,
-        changes: row.get(6)?,
+        topology_id: row.get(5)?,
+        changes_id: row.get(6)?,
         receiver: Receiver {
             host: row.get(7)?,
             pid: row.get(8)?,
             started: row.get::<_, Option<i64>>(9)?.map(|s| s as u64),
         },
     })
+}
+
+/// Document ids, remembered for one transaction.
+#[derive(Default)]
+struct Documents {
+    known: HashMap<String, i64>,
+}
+
+impl Documents {
+    fn id(&mut self, tx: &Transaction<'_>, body: &str) -> rusqlite::Result<i64> {
+        if let Some(id) = self.known.get(body) {
+            return Ok(*id);
+        }
+        exec(tx, "INSERT OR IGNORE INTO documents (body) VALUES (?1)", [body])?;
+        let id = tx.prepare_cached("SELECT id FROM documents WHERE body = ?1")?.query_row([body], |r| r.get(0))?;
+        self.known.insert(body.to_owned(), id);
+        Ok(id)
+    }
 }
 
 fn job_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Job> {
@@ -335,9 +438,19 @@ fn job_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Job> {
         updated_at: row.get(9)?,
         started_at: row.get(10)?,
         finished_at: row.get(11)?,
-        topology: row.get(12)?,
-        changes: row.get(13)?,
     })
+}
+
+fn commit_queued(tx: &Transaction<'_>, repo: &str, ref_name: &str, commit: &str) -> rusqlite::Result<bool> {
+    tx.prepare_cached("SELECT 1 FROM jobs WHERE repo = ?1 AND ref = ?2 AND new_commit = ?3 LIMIT 1")?
+        .query_row(params![repo, ref_name, commit], |_| Ok(()))
+        .optional()
+        .map(|r| r.is_some())
+}
+
+/// Runs one statement through the connection's statement cache.
+fn exec(tx: &Transaction<'_>, sql: &str, params: impl rusqlite::Params) -> rusqlite::Result<usize> {
+    tx.prepare_cached(sql)?.execute(params)
 }
 
 fn job_exists(tx: &Transaction<'_>, repo: &str, ref_name: &str, old: &str, new: &str) -> rusqlite::Result<bool> {
@@ -350,45 +463,90 @@ fn job_exists(tx: &Transaction<'_>, repo: &str, ref_name: &str, old: &str, new: 
     .map(|r| r.is_some())
 }
 
-/// Makes a reservation a job and deletes it. The job is pending when its commit is what the
-/// branch points at now; otherwise a newer push already moved the branch and it is superseded.
-/// A pending job supersedes the pending job of the same environment.
-fn insert_job(tx: &Transaction<'_>, r: &Reservation, refs: &dyn RefLog) -> rusqlite::Result<Job> {
-    let now = now_rfc3339();
-    let latest = refs.tip(&r.repo, &r.ref_name).as_deref() == Some(r.new_commit.as_str());
-    tx.execute(
-        "INSERT INTO jobs (repo, ref, environment, old_commit, new_commit, state, topology, changes,
-                           created_at, updated_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, 'superseded', ?6, ?7, ?8, ?8)",
-        params![r.repo, r.ref_name, r.environment, r.old_commit, r.new_commit, r.topology, r.changes, now],
-    )?;
-    let id = tx.last_insert_rowid();
-    if latest {
-        tx.execute(
-            "UPDATE jobs SET state = 'superseded', superseded_by = ?1, updated_at = ?2
-             WHERE repo = ?3 AND environment = ?4 AND state = 'pending'",
-            params![id, now, r.repo, r.environment],
+/// Inserts jobs for one repository, knowing each environment's pending job.
+struct Batch {
+    /// environment -> id of its pending job
+    pending: HashMap<String, i64>,
+    /// Environments with superseded jobs that do not name their successor yet.
+    orphans: std::collections::HashSet<String>,
+    now: String,
+}
+
+impl Batch {
+    fn load(tx: &Transaction<'_>, repo: &str) -> rusqlite::Result<Batch> {
+        let mut stmt = tx.prepare_cached("SELECT environment, id FROM jobs WHERE repo = ?1 AND state = 'pending'")?;
+        let pending = stmt.query_map([repo], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
+        let mut stmt = tx.prepare_cached(
+            "SELECT DISTINCT environment FROM jobs WHERE repo = ?1 AND state = 'superseded' AND superseded_by IS NULL",
         )?;
-        tx.execute("UPDATE jobs SET state = 'pending' WHERE id = ?1", [id])?;
-        // Jobs that arrived after the newer push moved the branch point at it too.
-        tx.execute(
-            "UPDATE jobs SET superseded_by = ?1
-             WHERE repo = ?2 AND environment = ?3 AND state = 'superseded' AND superseded_by IS NULL AND id <> ?1",
-            params![id, r.repo, r.environment],
-        )?;
+        let orphans = stmt.query_map([repo], |r| r.get(0))?.collect::<Result<_, _>>()?;
+        Ok(Batch { pending, orphans, now: now_rfc3339() })
     }
-    tx.execute(
-        "DELETE FROM reservations WHERE repo = ?1 AND ref = ?2 AND old_commit = ?3 AND new_commit = ?4
-                                    AND host = ?5 AND pid = ?6",
-        params![r.repo, r.ref_name, r.old_commit, r.new_commit, r.receiver.host, r.receiver.pid],
-    )?;
-    tx.query_row(
-        "SELECT id, repo, ref, environment, old_commit, new_commit, state, superseded_by,
-                created_at, updated_at, started_at, finished_at, topology, changes
-         FROM jobs WHERE id = ?1",
-        [id],
-        job_from_row,
-    )
+
+    /// Makes a reservation a job. It is pending when its commit is what the branch points at
+    /// now, and then supersedes its environment's pending job; otherwise a newer push already
+    /// moved the branch, and it is superseded (by that push's job, once it exists).
+    fn insert(&mut self, tx: &Transaction<'_>, r: Stored, refs: &dyn RefLog) -> rusqlite::Result<Job> {
+        let latest = refs.tip(&r.repo, &r.ref_name).as_deref() == Some(r.new_commit.as_str());
+        let state = if latest { JobState::Pending } else { JobState::Superseded };
+        let previous = if latest { self.pending.remove(&r.environment) } else { None };
+        if let Some(previous) = previous {
+            // Free the environment's pending slot (a partial unique index) before taking it.
+            exec(
+                tx,
+                "UPDATE jobs SET state = 'superseded', updated_at = ?2 WHERE id = ?1",
+                params![previous, self.now],
+            )?;
+            self.orphans.insert(r.environment.clone());
+        }
+        if !latest {
+            self.orphans.insert(r.environment.clone());
+        }
+        exec(
+            tx,
+            "INSERT INTO jobs (repo, ref, environment, old_commit, new_commit, state, topology_id, changes_id,
+                               created_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9)",
+            params![
+                r.repo,
+                r.ref_name,
+                r.environment,
+                r.old_commit,
+                r.new_commit,
+                state.as_str(),
+                r.topology_id,
+                r.changes_id,
+                self.now
+            ],
+        )?;
+        let id = tx.last_insert_rowid();
+        if latest {
+            self.pending.insert(r.environment.clone(), id);
+        }
+        if latest && self.orphans.remove(&r.environment) {
+            // The job it replaced, and jobs that arrived after this push moved the branch.
+            exec(
+                tx,
+                "UPDATE jobs SET superseded_by = ?1
+                 WHERE repo = ?2 AND environment = ?3 AND state = 'superseded' AND superseded_by IS NULL AND id <> ?1",
+                params![id, r.repo, r.environment],
+            )?;
+        }
+        Ok(Job {
+            id,
+            repo: r.repo,
+            ref_name: r.ref_name,
+            environment: r.environment,
+            old_commit: r.old_commit,
+            commit: r.new_commit,
+            state,
+            superseded_by: None,
+            created_at: self.now.clone(),
+            updated_at: self.now.clone(),
+            started_at: None,
+            finished_at: None,
+        })
+    }
 }
 
 /// Whether an RFC 3339 timestamp written by [`now_rfc3339`] is older than `age` (timestamps of
@@ -396,4 +554,41 @@ fn insert_job(tx: &Transaction<'_>, r: &Reservation, refs: &dyn RefLog) -> rusql
 fn older_than(timestamp: &str, age: Duration) -> bool {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     timestamp < crate::clock::rfc3339_at(now.saturating_sub(age)).as_str()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_dir(label: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("pushgate-unit-{}-{label}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir
+    }
+
+    /// Every process that opens the queue scans the WAL: it must not grow without bound.
+    #[test]
+    fn the_wal_stays_bounded_across_processes() {
+        let dir = temp_dir("wal");
+        let receiver = Receiver { host: "h".into(), pid: 1, started: None };
+        for i in 0..200 {
+            let mut q = SqliteQueue::open(&dir, Duration::from_secs(5)).unwrap();
+            let r = Reservation {
+                repo: "/r".into(),
+                ref_name: format!("refs/heads/b{i}"),
+                environment: format!("b{i}"),
+                old_commit: "0".repeat(40),
+                new_commit: format!("{i:040}"),
+                topology: "x".repeat(4000),
+                changes: "[]".into(),
+                receiver: receiver.clone(),
+            };
+            q.reserve(&[r]).unwrap();
+        }
+        let wal = std::fs::metadata(dir.join(format!("{FILE_NAME}-wal"))).map(|m| m.len()).unwrap_or(0);
+        assert!(wal <= WAL_LIMIT + 64 * 1024, "WAL grew to {wal} bytes");
+        let q = SqliteQueue::open(&dir, Duration::from_secs(5)).unwrap();
+        assert_eq!(q.reservations().unwrap(), 200, "nothing lost by checkpointing");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

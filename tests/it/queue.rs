@@ -11,6 +11,8 @@ use crate::support::{git, git_ok, Server, TempDir};
 
 fn set_hook(s: &Server, name: &str, script: &str) {
     let path = s.bare.join("hooks").join(name);
+    // Replace the hook, never write through it: installed hooks are symlinks to the binary.
+    let _ = std::fs::remove_file(&path);
     std::fs::write(&path, script).unwrap();
     std::process::Command::new("chmod").arg("755").arg(&path).status().unwrap();
 }
