@@ -1,0 +1,257 @@
+//! Settling reservations into jobs: `promote` (post-receive, for the refs git updated) and
+//! `reconcile` (for pushes whose post-receive never ran), and the rules a new job follows: it is
+//! pending when its commit is what the branch points at, and then supersedes its environment's
+//! pending job; otherwise a newer push already moved the branch and it is superseded.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use rusqlite::{params, OptionalExtension, Transaction, TransactionBehavior};
+
+use super::{exec, stored_from_row, Documents, SqliteQueue, Stored, STORED_COLUMNS};
+use crate::clock::now_rfc3339;
+use crate::queue::{Job, JobState, QueueError, Receiver, RefLog};
+
+/// Reservations of pushes on other hosts are settled once they are this old.
+const FOREIGN_RESERVATION_AGE: Duration = Duration::from_secs(3600);
+
+impl SqliteQueue {
+    /// Turns the reservations of refs git has updated into jobs (post-receive). `updates` are
+    /// `(ref, old, new)`: every ref git updated in this push, so the push's other reservations
+    /// (refs git refused) are dropped. Returns the jobs created, in order.
+    pub fn promote(
+        &mut self,
+        repo: &str,
+        updates: &[(String, String, String)],
+        receiver: &Receiver,
+        refs: &dyn RefLog,
+    ) -> Result<Vec<Job>, QueueError> {
+        let path = self.path.display().to_string();
+        let err = |source| QueueError::Write { path: path.clone(), source };
+        // No fsync for this commit: the reservations it consumes are durable already (pre-receive
+        // committed them with synchronous = FULL). If power fails before this commit reaches the
+        // disk, it is lost as a whole, the reservations are still there, and `reconcile` makes
+        // the same jobs. Durability stays FULL for every other write.
+        self.conn.execute_batch("PRAGMA synchronous = NORMAL").map_err(err)?;
+        let result = self.promote_in_transaction(repo, updates, receiver, refs);
+        self.conn.execute_batch("PRAGMA synchronous = FULL").map_err(err)?;
+        result
+    }
+
+    fn promote_in_transaction(
+        &mut self,
+        repo: &str,
+        updates: &[(String, String, String)],
+        receiver: &Receiver,
+        refs: &dyn RefLog,
+    ) -> Result<Vec<Job>, QueueError> {
+        let path = self.path.display().to_string();
+        let err = |source| QueueError::Write { path: path.clone(), source };
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(err)?;
+        let mut mine: HashMap<(String, String, String), Stored> = HashMap::new();
+        {
+            let mut stmt = tx
+                .prepare_cached(&format!(
+                    "SELECT {STORED_COLUMNS} FROM reservations WHERE repo = ?1 AND host = ?2 AND pid = ?3 ORDER BY id"
+                ))
+                .map_err(err)?;
+            let rows = stmt.query_map(params![repo, receiver.host, receiver.pid], stored_from_row).map_err(err)?;
+            for r in rows {
+                let r = r.map_err(err)?;
+                mine.insert((r.ref_name.clone(), r.old_commit.clone(), r.new_commit.clone()), r);
+            }
+        }
+        let mut batch = Batch::load(&tx, repo).map_err(err)?;
+        let mut created = Vec::new();
+        for (ref_name, old, new) in updates {
+            let reservation = match mine.remove(&(ref_name.clone(), old.clone(), new.clone())) {
+                Some(r) => r,
+                None if job_exists(&tx, repo, ref_name, old, new).map_err(err)? => continue,
+                // Accepted by git without a reservation (the queue was replaced mid-push):
+                // the push still gets its job; the runner reads the configuration anyway.
+                None => Stored {
+                    repo: repo.to_owned(),
+                    ref_name: ref_name.clone(),
+                    environment: crate::queue::environment_name(
+                        ref_name.strip_prefix("refs/heads/").unwrap_or(ref_name),
+                    ),
+                    old_commit: old.clone(),
+                    new_commit: new.clone(),
+                    topology_id: Documents::default().id(&tx, "{}").map_err(err)?,
+                    changes_id: Documents::default().id(&tx, "[]").map_err(err)?,
+                    receiver: receiver.clone(),
+                },
+            };
+            created.push(batch.insert(&tx, reservation, refs).map_err(err)?);
+        }
+        exec(
+            &tx,
+            "DELETE FROM reservations WHERE repo = ?1 AND host = ?2 AND pid = ?3",
+            params![repo, receiver.host, receiver.pid],
+        )
+        .map_err(err)?;
+        tx.commit().map_err(err)?;
+        Ok(created)
+    }
+
+    /// Settles reservations whose push has ended without a `post-receive` (killed, crashed):
+    /// a job if git moved the ref, nothing if it refused the update. Returns how many were
+    /// settled. Pushes still in progress are left alone.
+    pub fn reconcile(&mut self, refs: &dyn RefLog) -> Result<usize, QueueError> {
+        let path = self.path.display().to_string();
+        let err = |source| QueueError::Write { path: path.clone(), source };
+        let pending: i64 =
+            self.conn.query_row("SELECT count(*) FROM reservations", [], |r| r.get(0)).map_err(self.read_err())?;
+        if pending == 0 {
+            return Ok(0);
+        }
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(err)?;
+        let rows: Vec<(i64, Stored, String)> = {
+            let mut stmt = tx
+                .prepare(&format!("SELECT {STORED_COLUMNS}, id, created_at FROM reservations ORDER BY id"))
+                .map_err(err)?;
+            let rows = stmt
+                .query_map([], |row| Ok((row.get(10)?, stored_from_row(row)?, row.get(11)?)))
+                .map_err(err)?
+                .collect::<Result<_, _>>()
+                .map_err(err)?;
+            rows
+        };
+        let mut settled = 0;
+        for (id, reservation, created_at) in rows {
+            let in_progress = match reservation.receiver.alive() {
+                Some(alive) => alive,
+                None => !older_than(&created_at, FOREIGN_RESERVATION_AGE),
+            };
+            if in_progress {
+                continue;
+            }
+            let r = &reservation;
+            match refs.was_updated(&r.repo, &r.ref_name, &r.old_commit, &r.new_commit) {
+                Some(true) => {
+                    // A commit already queued for this branch (pushed again after a refusal) is
+                    // not queued twice.
+                    if !commit_queued(&tx, &r.repo, &r.ref_name, &r.new_commit).map_err(err)? {
+                        Batch::load(&tx, &r.repo).map_err(err)?.insert(&tx, reservation.clone(), refs).map_err(err)?;
+                    }
+                }
+                Some(false) => {}
+                None => continue, // the repository cannot be read now; try again later
+            }
+            exec(&tx, "DELETE FROM reservations WHERE id = ?1", [id]).map_err(err)?;
+            settled += 1;
+        }
+        tx.commit().map_err(err)?;
+        Ok(settled)
+    }
+}
+
+fn job_exists(tx: &Transaction<'_>, repo: &str, ref_name: &str, old: &str, new: &str) -> rusqlite::Result<bool> {
+    tx.query_row(
+        "SELECT 1 FROM jobs WHERE repo = ?1 AND ref = ?2 AND old_commit = ?3 AND new_commit = ?4 LIMIT 1",
+        params![repo, ref_name, old, new],
+        |_| Ok(()),
+    )
+    .optional()
+    .map(|r| r.is_some())
+}
+
+fn commit_queued(tx: &Transaction<'_>, repo: &str, ref_name: &str, commit: &str) -> rusqlite::Result<bool> {
+    tx.prepare_cached("SELECT 1 FROM jobs WHERE repo = ?1 AND ref = ?2 AND new_commit = ?3 LIMIT 1")?
+        .query_row(params![repo, ref_name, commit], |_| Ok(()))
+        .optional()
+        .map(|r| r.is_some())
+}
+
+/// Inserts jobs for one repository, knowing each environment's pending job.
+struct Batch {
+    /// environment -> id of its pending job
+    pending: HashMap<String, i64>,
+    /// Environments with superseded jobs that do not name their successor yet.
+    orphans: HashSet<String>,
+    now: String,
+}
+
+impl Batch {
+    fn load(tx: &Transaction<'_>, repo: &str) -> rusqlite::Result<Batch> {
+        let mut stmt = tx.prepare_cached("SELECT environment, id FROM jobs WHERE repo = ?1 AND state = 'pending'")?;
+        let pending = stmt.query_map([repo], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
+        let mut stmt = tx.prepare_cached(
+            "SELECT DISTINCT environment FROM jobs WHERE repo = ?1 AND state = 'superseded' AND superseded_by IS NULL",
+        )?;
+        let orphans = stmt.query_map([repo], |r| r.get(0))?.collect::<Result<_, _>>()?;
+        Ok(Batch { pending, orphans, now: now_rfc3339() })
+    }
+
+    /// Makes a reservation a job. It is pending when its commit is what the branch points at
+    /// now, and then supersedes its environment's pending job; otherwise a newer push already
+    /// moved the branch, and it is superseded (by that push's job, once it exists).
+    fn insert(&mut self, tx: &Transaction<'_>, r: Stored, refs: &dyn RefLog) -> rusqlite::Result<Job> {
+        let latest = refs.tip(&r.repo, &r.ref_name).as_deref() == Some(r.new_commit.as_str());
+        let state = if latest { JobState::Pending } else { JobState::Superseded };
+        let previous = if latest { self.pending.remove(&r.environment) } else { None };
+        if let Some(previous) = previous {
+            // Free the environment's pending slot (a partial unique index) before taking it.
+            exec(
+                tx,
+                "UPDATE jobs SET state = 'superseded', updated_at = ?2 WHERE id = ?1",
+                params![previous, self.now],
+            )?;
+            self.orphans.insert(r.environment.clone());
+        }
+        if !latest {
+            self.orphans.insert(r.environment.clone());
+        }
+        exec(
+            tx,
+            "INSERT INTO jobs (repo, ref, environment, old_commit, new_commit, state, topology_id, changes_id,
+                               created_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9)",
+            params![
+                r.repo,
+                r.ref_name,
+                r.environment,
+                r.old_commit,
+                r.new_commit,
+                state.as_str(),
+                r.topology_id,
+                r.changes_id,
+                self.now
+            ],
+        )?;
+        let id = tx.last_insert_rowid();
+        if latest {
+            self.pending.insert(r.environment.clone(), id);
+        }
+        if latest && self.orphans.remove(&r.environment) {
+            // The job it replaced, and jobs that arrived after this push moved the branch.
+            exec(
+                tx,
+                "UPDATE jobs SET superseded_by = ?1
+                 WHERE repo = ?2 AND environment = ?3 AND state = 'superseded' AND superseded_by IS NULL AND id <> ?1",
+                params![id, r.repo, r.environment],
+            )?;
+        }
+        Ok(Job {
+            id,
+            repo: r.repo,
+            ref_name: r.ref_name,
+            environment: r.environment,
+            old_commit: r.old_commit,
+            commit: r.new_commit,
+            state,
+            superseded_by: None,
+            created_at: self.now.clone(),
+            updated_at: self.now.clone(),
+            started_at: None,
+            finished_at: None,
+        })
+    }
+}
+
+/// Whether an RFC 3339 timestamp written by [`now_rfc3339`] is older than `age` (timestamps of
+/// that fixed format order as text).
+fn older_than(timestamp: &str, age: Duration) -> bool {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    timestamp < crate::clock::rfc3339_at(now.saturating_sub(age)).as_str()
+}
