@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# The main job, end to end on this machine: install pushgate (building it) on a new bare
-# repository, push the example Magento Cloud project (accepted), then the same project with a
-# typo in services.yaml (refused, with file:line:col and a hint). Everything lives under
-# target/demo (or $PUSHGATE_DEMO_DIR); nothing is installed system-wide.
+# The main job, end to end on this machine, on the embedded queue: install pushgate (building
+# it) on a new bare repository; push the example Magento Cloud project (accepted, topology
+# printed, build queued); push a database upgrade (accepted, marked upgraded); push a downgrade
+# (refused: it would destroy data) and accept it with -o pushgate.allow-data-loss; push a typo
+# (refused, with file:line:col and a hint); list the queue. Everything lives under target/demo
+# (or $PUSHGATE_DEMO_DIR); nothing is installed system-wide.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
 demo="${PUSHGATE_DEMO_DIR:-$root/target/demo}"
@@ -24,12 +26,32 @@ git commit -q -m "Magento Cloud project"
 step "git push of a valid configuration"
 git push "$demo/shop.git" HEAD:refs/heads/main
 
-step "git push of a configuration with a typo (mysqll) and an upstream to a missing app"
+refused() {
+  if git push "$@"; then
+    echo "demo: that push should have been refused" >&2
+    exit 1
+  fi
+}
+
+step "git push of a database upgrade (MariaDB 11.4 -> 11.8)"
+sed -i 's/mysql:11.4/mysql:11.8/' .magento/services.yaml
+git commit -q -am "Upgrade MariaDB"
+git push "$demo/shop.git" HEAD:refs/heads/main
+
+step "git push of a downgrade back to 11.4: refused, it would destroy data"
+sed -i 's/mysql:11.8/mysql:11.4/' .magento/services.yaml
+git commit -q -am "Back to MariaDB 11.4"
+refused "$demo/shop.git" HEAD:refs/heads/main
+
+step "the same push, accepting the loss"
+git push -o pushgate.allow-data-loss "$demo/shop.git" HEAD:refs/heads/main
+
+step "git push of a typo (mysqll) and an upstream to a missing app: refused"
 sed -i 's/mysql:11.4/mysqll:11.4/' .magento/services.yaml
 sed -i 's/mymagento:http/magento:http/' .magento/routes.yaml
 git commit -q -am "typos"
-if git push "$demo/shop.git" HEAD:refs/heads/main; then
-  echo "demo: the broken push was accepted; that is a bug" >&2
-  exit 1
-fi
-step "the broken push was refused; main still points at $(git --git-dir="$demo/shop.git" rev-parse --short main)"
+refused "$demo/shop.git" HEAD:refs/heads/main
+echo "main still points at $(git --git-dir="$demo/shop.git" rev-parse --short main)"
+
+step "the build queue (SQLite in $demo/data): pushgate-runner jobs"
+"$demo/prefix/bin/pushgate-runner" jobs --data "$demo/data"
