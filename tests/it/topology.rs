@@ -202,3 +202,46 @@ fn a_new_branch_is_compared_with_nothing() {
     );
     assert!(push.remote().contains("Build #2 queued for environment feature-old-db"), "{}", push.remote());
 }
+
+#[test]
+fn the_deployed_topology_is_the_baseline_when_there_is_one() {
+    let s = Server::new("deployed");
+    s.commit(&files_with("", ""), "base");
+    s.push(&["HEAD:refs/heads/main"]).assert_accepted();
+    // What the runner records after deploying: here, an older MariaDB than the branch's head.
+    let deployed = crate::push::SERVICES.replace("mysql:11.4", "mysql:10.6");
+    let dir = crate::support::TempDir::new("deployed-config");
+    for (f, c) in files_with(SERVICES_FILE, &deployed) {
+        let p = dir.join(f);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, c).unwrap();
+    }
+    let outcome = pushgate::validate::validate(&pushgate::source::DirSource::new(dir.path())).unwrap();
+    let topology = serde_json::to_string(&pushgate::topology::Topology::from_config(&outcome.config)).unwrap();
+    let mut queue = pushgate::queue::SqliteQueue::open(&s.data, std::time::Duration::from_secs(5)).unwrap();
+    queue.set_deployed(&s.repo_id(), "main", "0000000000000000000000000000000000000001", &topology).unwrap();
+    drop(queue);
+    // The next push is compared with what runs, not with the previous commit.
+    s.write("app/code/A.php", b"<?php\n");
+    s.commit_all("code change");
+    let push = s.push(&["HEAD:refs/heads/main"]);
+    push.assert_accepted();
+    assert_lines(
+        &push,
+        &["    mysql (type: mysql:11.4, size: AUTO, disk: 5120)  [upgraded: mysql:10.6 -> mysql:11.4]"],
+    );
+}
+
+#[test]
+fn a_retargeted_route_is_marked() {
+    let s = Server::new("retarget");
+    s.commit(&files_with("", ""), "base");
+    s.push(&["HEAD:refs/heads/main"]).assert_accepted();
+    let routes = ROUTES.replace("to: \"https://{default}/\"", "to: \"https://www.{default}/\"");
+    s.commit(&files_with(ROUTES_FILE, &routes), "retarget");
+    let push = s.push(&["HEAD:refs/heads/main"]);
+    push.assert_accepted();
+    assert_lines(&push, &[
+        "    http://{default}/ redirects to https://www.{default}/  [retargeted: redirect to https://{default}/ -> redirect to https://www.{default}/]",
+    ]);
+}
