@@ -79,6 +79,12 @@ CREATE TABLE IF NOT EXISTS environments (
 /// is dropped. Each process that opens the queue scans the WAL, so it must stay small.
 const WAL_LIMIT: u64 = 512 * 1024;
 
+#[derive(Debug, Clone, Copy)]
+enum Durability {
+    Full,
+    Redoable,
+}
+
 pub struct SqliteQueue {
     conn: Connection,
     path: PathBuf,
@@ -117,6 +123,16 @@ impl SqliteQueue {
         &self.path
     }
 
+    /// How hard the next commits sync: `Full` for the writes that make the durable record
+    /// (reservations, deployments), `Redoable` for writes derived from it (see `settle`).
+    fn durability(&self, level: Durability) -> rusqlite::Result<()> {
+        let pragma = match level {
+            Durability::Full => "PRAGMA synchronous = FULL",
+            Durability::Redoable => "PRAGMA synchronous = NORMAL",
+        };
+        self.conn.execute_batch(pragma)
+    }
+
     fn write_err(&self) -> impl Fn(rusqlite::Error) -> QueueError + '_ {
         move |source| QueueError::Write { path: self.path.display().to_string(), source }
     }
@@ -129,6 +145,7 @@ impl SqliteQueue {
     pub fn reserve(&mut self, reservations: &[Reservation]) -> Result<(), QueueError> {
         let path = self.path.display().to_string();
         let err = |source| QueueError::Write { path: path.clone(), source };
+        self.durability(Durability::Full).map_err(err)?;
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(err)?;
         {
             let mut documents = Documents::default();
@@ -218,6 +235,7 @@ impl SqliteQueue {
         commit: &str,
         topology: &str,
     ) -> Result<(), QueueError> {
+        self.durability(Durability::Full).map_err(self.write_err())?;
         self.conn
             .execute(
                 "INSERT INTO environments (repo, environment, commit_id, topology, deployed_at)

@@ -2,13 +2,18 @@
 //! `reconcile` (for pushes whose post-receive never ran), and the rules a new job follows: it is
 //! pending when its commit is what the branch points at, and then supersedes its environment's
 //! pending job; otherwise a newer push already moved the branch and it is superseded.
+//!
+//! Settling commits without fsync (`Durability::Redoable`): the reservations it consumes are
+//! durable already (pre-receive committed them with `synchronous = FULL`). If power fails
+//! before a settling commit reaches the disk, it is lost as a whole, the reservations are still
+//! there, and `reconcile` settles them again the same way.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use rusqlite::{params, OptionalExtension, Transaction, TransactionBehavior};
 
-use super::{exec, stored_from_row, Documents, SqliteQueue, Stored, STORED_COLUMNS};
+use super::{exec, stored_from_row, Documents, Durability, SqliteQueue, Stored, STORED_COLUMNS};
 use crate::clock::now_rfc3339;
 use crate::queue::{Job, JobState, QueueError, Receiver, RefLog};
 
@@ -28,25 +33,7 @@ impl SqliteQueue {
     ) -> Result<Vec<Job>, QueueError> {
         let path = self.path.display().to_string();
         let err = |source| QueueError::Write { path: path.clone(), source };
-        // No fsync for this commit: the reservations it consumes are durable already (pre-receive
-        // committed them with synchronous = FULL). If power fails before this commit reaches the
-        // disk, it is lost as a whole, the reservations are still there, and `reconcile` makes
-        // the same jobs. Durability stays FULL for every other write.
-        self.conn.execute_batch("PRAGMA synchronous = NORMAL").map_err(err)?;
-        let result = self.promote_in_transaction(repo, updates, receiver, refs);
-        self.conn.execute_batch("PRAGMA synchronous = FULL").map_err(err)?;
-        result
-    }
-
-    fn promote_in_transaction(
-        &mut self,
-        repo: &str,
-        updates: &[(String, String, String)],
-        receiver: &Receiver,
-        refs: &dyn RefLog,
-    ) -> Result<Vec<Job>, QueueError> {
-        let path = self.path.display().to_string();
-        let err = |source| QueueError::Write { path: path.clone(), source };
+        self.durability(Durability::Redoable).map_err(err)?;
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(err)?;
         let mut mine: HashMap<(String, String, String), Stored> = HashMap::new();
         {
@@ -105,6 +92,7 @@ impl SqliteQueue {
         if pending == 0 {
             return Ok(0);
         }
+        self.durability(Durability::Redoable).map_err(err)?;
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(err)?;
         let rows: Vec<(i64, Stored, String)> = {
             let mut stmt = tx
