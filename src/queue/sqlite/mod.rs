@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior};
 
+mod claim;
 mod settle;
 
 use super::{Job, JobState, QueueError, Receiver, Reservation};
@@ -16,8 +17,6 @@ use crate::clock::now_rfc3339;
 
 /// The database file in a data directory.
 pub const FILE_NAME: &str = "queue.sqlite3";
-
-const SCHEMA_VERSION: i64 = 1;
 
 const SCHEMA: &str = r#"
 -- Topologies and change lists, stored once however many reservations and jobs share them
@@ -75,6 +74,16 @@ CREATE TABLE IF NOT EXISTS environments (
 );
 "#;
 
+/// Each step brings the schema from version N to N+1 (`PRAGMA user_version`).
+const MIGRATIONS: [&str; 2] = [
+    SCHEMA,
+    // The runner: who holds a job and until when, how often it was started, what it deployed.
+    "ALTER TABLE jobs ADD COLUMN runner TEXT;
+     ALTER TABLE jobs ADD COLUMN lease_until TEXT;
+     ALTER TABLE jobs ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE jobs ADD COLUMN release TEXT;",
+];
+
 /// Above this size the WAL is checkpointed into the database and truncated when a queue handle
 /// is dropped. Each process that opens the queue scans the WAL, so it must stay small.
 const WAL_LIMIT: u64 = 512 * 1024;
@@ -112,8 +121,9 @@ impl SqliteQueue {
         }
         conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;").map_err(open_err)?;
         let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(open_err)?;
-        if version < SCHEMA_VERSION {
-            conn.execute_batch(&format!("BEGIN IMMEDIATE; {SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"))
+        for (i, migration) in MIGRATIONS.iter().enumerate().skip(version.max(0) as usize) {
+            let to = i + 1;
+            conn.execute_batch(&format!("BEGIN IMMEDIATE; {migration} PRAGMA user_version = {to}; COMMIT;"))
                 .map_err(open_err)?;
         }
         Ok(SqliteQueue { conn, path })
@@ -182,14 +192,8 @@ impl SqliteQueue {
 
     /// Every job, oldest first.
     pub fn jobs(&self) -> Result<Vec<Job>, QueueError> {
-        let mut stmt = self
-            .conn
-            .prepare(
-                "SELECT id, repo, ref, environment, old_commit, new_commit, state, superseded_by,
-                        created_at, updated_at, started_at, finished_at
-                 FROM jobs ORDER BY id",
-            )
-            .map_err(self.read_err())?;
+        let mut stmt =
+            self.conn.prepare(&format!("SELECT {JOB_COLUMNS} FROM jobs ORDER BY id")).map_err(self.read_err())?;
         let jobs = stmt
             .query_map([], job_from_row)
             .map_err(self.read_err())?
@@ -310,6 +314,10 @@ impl Documents {
         Ok(id)
     }
 }
+
+/// The columns `job_from_row` reads, in order.
+pub(crate) const JOB_COLUMNS: &str = "id, repo, ref, environment, old_commit, new_commit, state, superseded_by,
+     created_at, updated_at, started_at, finished_at";
 
 fn job_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Job> {
     let state: String = row.get(6)?;

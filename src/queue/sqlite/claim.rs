@@ -1,0 +1,215 @@
+//! The runner's side of the queue: claiming a job under a lease, keeping the lease alive, and
+//! recording how the job ended.
+//!
+//! A claim is a lease: a runner that dies (kill -9, power loss) stops renewing it, and once it
+//! has run out the job is claimable again, by any runner. Two jobs of one environment never run
+//! at once: a pending job is claimable only while nothing of its environment is running.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rusqlite::{params, OptionalExtension, TransactionBehavior};
+
+use super::{exec, job_from_row, Durability, SqliteQueue, JOB_COLUMNS};
+use crate::clock::{now_rfc3339, rfc3339_at};
+use crate::queue::{Job, JobState, QueueError};
+
+fn in_future(d: Duration) -> String {
+    rfc3339_at(SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default() + d)
+}
+
+impl SqliteQueue {
+    /// Takes the oldest claimable job for `runner`, holding it for `lease`. Jobs whose lease ran
+    /// out are claimable again (or superseded, when their environment got a newer push).
+    pub fn claim(&mut self, runner: &str, lease: Duration) -> Result<Option<Job>, QueueError> {
+        let path = self.path.display().to_string();
+        let err = |source| QueueError::Write { path: path.clone(), source };
+        self.durability(Durability::Full).map_err(err)?;
+        let now = now_rfc3339();
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(err)?;
+        // Abandoned: a newer pending job of the environment supersedes it...
+        exec(
+            &tx,
+            "UPDATE jobs SET state = 'superseded', runner = NULL, lease_until = NULL, updated_at = ?1,
+                    superseded_by = (SELECT p.id FROM jobs p WHERE p.repo = jobs.repo
+                                     AND p.environment = jobs.environment AND p.state = 'pending')
+             WHERE state = 'running' AND lease_until < ?1
+               AND EXISTS (SELECT 1 FROM jobs p WHERE p.repo = jobs.repo
+                           AND p.environment = jobs.environment AND p.state = 'pending')",
+            [&now],
+        )
+        .map_err(err)?;
+        // ...otherwise it is pending again.
+        exec(
+            &tx,
+            "UPDATE jobs SET state = 'pending', runner = NULL, lease_until = NULL, updated_at = ?1
+             WHERE state = 'running' AND lease_until < ?1",
+            [&now],
+        )
+        .map_err(err)?;
+        let id: Option<i64> = tx
+            .query_row(
+                "SELECT id FROM jobs j WHERE state = 'pending'
+                   AND NOT EXISTS (SELECT 1 FROM jobs r WHERE r.repo = j.repo
+                                   AND r.environment = j.environment AND r.state = 'running')
+                 ORDER BY id LIMIT 1",
+                [],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(err)?;
+        let Some(id) = id else {
+            tx.commit().map_err(err)?;
+            return Ok(None);
+        };
+        exec(
+            &tx,
+            "UPDATE jobs SET state = 'running', runner = ?2, lease_until = ?3, attempts = attempts + 1,
+                    started_at = COALESCE(started_at, ?4), updated_at = ?4
+             WHERE id = ?1",
+            params![id, runner, in_future(lease), now],
+        )
+        .map_err(err)?;
+        let job =
+            tx.query_row(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"), [id], job_from_row).map_err(err)?;
+        tx.commit().map_err(err)?;
+        Ok(Some(job))
+    }
+
+    /// Extends `runner`'s lease on job `id`. False when the job is no longer the runner's
+    /// (its lease ran out and another runner took it, or it was cancelled).
+    pub fn heartbeat(&mut self, id: i64, runner: &str, lease: Duration) -> Result<bool, QueueError> {
+        self.durability(Durability::Redoable).map_err(self.write_err())?;
+        let n = self
+            .conn
+            .execute(
+                "UPDATE jobs SET lease_until = ?3 WHERE id = ?1 AND runner = ?2 AND state = 'running'",
+                params![id, runner, in_future(lease)],
+            )
+            .map_err(self.write_err())?;
+        Ok(n == 1)
+    }
+
+    /// Records how a job ended. False when it was not the runner's any more.
+    pub fn finish(
+        &mut self,
+        id: i64,
+        runner: &str,
+        state: JobState,
+        release: Option<&str>,
+    ) -> Result<bool, QueueError> {
+        self.durability(Durability::Full).map_err(self.write_err())?;
+        let now = now_rfc3339();
+        let n = self
+            .conn
+            .execute(
+                "UPDATE jobs SET state = ?3, release = COALESCE(?4, release), finished_at = ?5, updated_at = ?5,
+                        runner = NULL, lease_until = NULL
+                 WHERE id = ?1 AND runner = ?2 AND state = 'running'",
+                params![id, runner, state.as_str(), release, now],
+            )
+            .map_err(self.write_err())?;
+        Ok(n == 1)
+    }
+
+    /// Gives a running job back to the queue (a runner stopping before it could finish it).
+    pub fn release_claim(&mut self, id: i64, runner: &str) -> Result<(), QueueError> {
+        self.durability(Durability::Full).map_err(self.write_err())?;
+        self.conn
+            .execute(
+                "UPDATE jobs SET state = 'pending', runner = NULL, lease_until = NULL, updated_at = ?3
+                 WHERE id = ?1 AND runner = ?2 AND state = 'running'
+                   AND NOT EXISTS (SELECT 1 FROM jobs p WHERE p.repo = jobs.repo
+                                   AND p.environment = jobs.environment AND p.state = 'pending')",
+                params![id, runner, now_rfc3339()],
+            )
+            .map(|_| ())
+            .map_err(self.write_err())
+    }
+
+    /// Cancels a pending or running job. Returns the state it had, if it could be cancelled.
+    pub fn cancel(&mut self, id: i64) -> Result<Option<JobState>, QueueError> {
+        self.durability(Durability::Full).map_err(self.write_err())?;
+        let before = self.job(id)?.map(|j| j.state);
+        let now = now_rfc3339();
+        let n = self
+            .conn
+            .execute(
+                "UPDATE jobs SET state = 'cancelled', runner = NULL, lease_until = NULL,
+                        finished_at = ?2, updated_at = ?2
+                 WHERE id = ?1 AND state IN ('pending', 'running')",
+                params![id, now],
+            )
+            .map_err(self.write_err())?;
+        Ok(if n == 1 { before } else { None })
+    }
+
+    pub fn job(&self, id: i64) -> Result<Option<Job>, QueueError> {
+        self.conn
+            .query_row(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"), [id], job_from_row)
+            .optional()
+            .map_err(self.read_err())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::queue::{Receiver, RefLog, Reservation};
+
+    /// Each branch points at the commit given for it.
+    struct Exactly(std::collections::HashMap<String, String>);
+
+    impl RefLog for Exactly {
+        fn was_updated(&self, _: &str, _: &str, _: &str, _: &str) -> Option<bool> {
+            Some(true)
+        }
+        fn tip(&self, _: &str, r: &str) -> Option<String> {
+            self.0.get(r).cloned()
+        }
+    }
+
+    fn queue_with(pushes: &[(&str, &str)]) -> (SqliteQueue, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!("pushgate-claim-{}-{}", std::process::id(), pushes.len()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut q = SqliteQueue::open(&dir, Duration::from_secs(5)).unwrap();
+        let receiver = Receiver { host: "h".into(), pid: 1, started: None };
+        for (branch, commit) in pushes {
+            let r = Reservation {
+                repo: "/r".into(),
+                ref_name: format!("refs/heads/{branch}"),
+                environment: branch.to_string(),
+                old_commit: "0".repeat(40),
+                new_commit: commit.to_string(),
+                topology: "{}".into(),
+                changes: "[]".into(),
+                receiver: receiver.clone(),
+            };
+            q.reserve(&[r.clone()]).unwrap();
+            let tips = Exactly([(r.ref_name.clone(), commit.to_string())].into());
+            q.promote("/r", &[(r.ref_name, r.old_commit, r.new_commit)], &receiver, &tips).unwrap();
+        }
+        (q, dir)
+    }
+
+    #[test]
+    fn one_running_job_per_environment_and_expired_leases_return() {
+        let (mut q, dir) = queue_with(&[("main", "a"), ("feature", "b")]);
+        let first = q.claim("r1", Duration::from_secs(60)).unwrap().unwrap();
+        assert_eq!((first.environment.as_str(), first.state), ("main", JobState::Running));
+        let second = q.claim("r2", Duration::from_secs(60)).unwrap().unwrap();
+        assert_eq!(second.environment, "feature");
+        assert!(q.claim("r3", Duration::from_secs(60)).unwrap().is_none(), "nothing else is claimable");
+        // r1 dies: its lease runs out; another runner takes the job over.
+        assert!(q.heartbeat(first.id, "r1", Duration::ZERO).unwrap());
+        std::thread::sleep(Duration::from_millis(5));
+        let again = q.claim("r3", Duration::from_secs(60)).unwrap().unwrap();
+        assert_eq!(again.id, first.id);
+        assert!(!q.heartbeat(first.id, "r1", Duration::from_secs(60)).unwrap(), "r1 lost it");
+        assert!(!q.finish(first.id, "r1", JobState::Succeeded, None).unwrap());
+        assert!(q.finish(first.id, "r3", JobState::Succeeded, Some("1")).unwrap());
+        assert_eq!(q.job(first.id).unwrap().unwrap().state, JobState::Succeeded);
+        assert_eq!(q.cancel(second.id).unwrap(), Some(JobState::Running));
+        assert!(!q.heartbeat(second.id, "r2", Duration::from_secs(60)).unwrap(), "a cancelled job stops");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
