@@ -13,6 +13,7 @@ pub mod hook;
 pub mod queue;
 pub mod registry;
 pub mod report;
+pub mod runner;
 pub mod settings;
 pub mod source;
 pub mod topology;

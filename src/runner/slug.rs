@@ -1,0 +1,249 @@
+//! Slugs: the built app as a deterministic, compressed archive in a content-addressed store.
+//!
+//! Packing sorts entries and zeroes times and owners, so the same tree gives the same bytes.
+//! It stores regular files, directories and symlinks, and refuses a symlink that points out of
+//! the app (absolute, or climbing above the app root): the slug must not carry a way out of its
+//! release. Unpacking refuses any entry that would write outside the release directory.
+
+use std::fs::File;
+use std::io::{self, BufReader, BufWriter};
+use std::path::{Component, Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SlugError {
+    #[error("{action} {}: {source}", path.display())]
+    Io { action: &'static str, path: PathBuf, source: io::Error },
+    #[error("`{}` is a symbolic link to `{target}`, outside the app: a slug may not point out of its release", path.display())]
+    EscapingLink { path: PathBuf, target: String },
+    #[error("the slug entry `{entry}` would be written outside the release directory")]
+    EscapingEntry { entry: String },
+    #[error("the slug entry `{entry}` is of an unsupported kind")]
+    Unsupported { entry: String },
+}
+
+fn io_err<'p>(action: &'static str, path: &'p Path) -> impl FnOnce(io::Error) -> SlugError + 'p {
+    move |source| SlugError::Io { action, path: path.to_owned(), source }
+}
+
+/// Packs `dir` into `out` (tar, zstd level 3). Returns the archive's size in bytes.
+pub fn pack(dir: &Path, out: &Path) -> Result<u64, SlugError> {
+    let tmp = out.with_extension("partial");
+    let file = File::create(&tmp).map_err(io_err("creating", &tmp))?;
+    let encoder = zstd::stream::Encoder::new(BufWriter::new(file), 3).map_err(io_err("compressing", &tmp))?;
+    let mut tar = tar::Builder::new(encoder);
+    tar.mode(tar::HeaderMode::Deterministic);
+    tar.follow_symlinks(false);
+    for rel in sorted_entries(dir)? {
+        let full = dir.join(&rel);
+        let meta = std::fs::symlink_metadata(&full).map_err(io_err("reading", &full))?;
+        let mut header = tar::Header::new_gnu();
+        header.set_mtime(0);
+        header.set_uid(0);
+        header.set_gid(0);
+        if meta.file_type().is_symlink() {
+            let target = std::fs::read_link(&full).map_err(io_err("reading the link", &full))?;
+            if !stays_inside(&rel, &target) {
+                return Err(SlugError::EscapingLink { path: rel, target: target.display().to_string() });
+            }
+            header.set_entry_type(tar::EntryType::Symlink);
+            header.set_mode(0o777);
+            header.set_size(0);
+            tar.append_link(&mut header, &rel, &target).map_err(io_err("packing", &full))?;
+        } else if meta.is_dir() {
+            header.set_entry_type(tar::EntryType::Directory);
+            header.set_mode(0o755);
+            header.set_size(0);
+            tar.append_data(&mut header, &rel, io::empty()).map_err(io_err("packing", &full))?;
+        } else if meta.is_file() {
+            use std::os::unix::fs::PermissionsExt;
+            header.set_entry_type(tar::EntryType::Regular);
+            header.set_mode(if meta.permissions().mode() & 0o111 != 0 { 0o755 } else { 0o644 });
+            header.set_size(meta.len());
+            let f = File::open(&full).map_err(io_err("reading", &full))?;
+            tar.append_data(&mut header, &rel, BufReader::new(f)).map_err(io_err("packing", &full))?;
+        }
+    }
+    let encoder = tar.into_inner().map_err(io_err("packing", &tmp))?;
+    let writer = encoder.finish().map_err(io_err("compressing", &tmp))?;
+    writer
+        .into_inner()
+        .map_err(|e| SlugError::Io { action: "writing", path: tmp.clone(), source: e.into_error() })?
+        .sync_all()
+        .map_err(io_err("syncing", &tmp))?;
+    std::fs::rename(&tmp, out).map_err(io_err("storing", out))?;
+    Ok(std::fs::metadata(out).map_err(io_err("reading", out))?.len())
+}
+
+/// Every path under `dir`, relative, sorted, without following symlinks.
+fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>, SlugError> {
+    let mut out = Vec::new();
+    let mut todo = vec![PathBuf::new()];
+    while let Some(rel) = todo.pop() {
+        let full = dir.join(&rel);
+        let mut names: Vec<_> = std::fs::read_dir(&full)
+            .map_err(io_err("listing", &full))?
+            .map(|e| e.map(|e| e.file_name()))
+            .collect::<Result<_, _>>()
+            .map_err(io_err("listing", &full))?;
+        names.sort();
+        for name in names {
+            let child = rel.join(&name);
+            let meta = std::fs::symlink_metadata(dir.join(&child)).map_err(io_err("reading", &dir.join(&child)))?;
+            if meta.is_dir() {
+                todo.push(child.clone());
+            }
+            out.push(child);
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Whether a symlink at `link` (relative to the app root) pointing at `target` stays inside.
+fn stays_inside(link: &Path, target: &Path) -> bool {
+    if target.is_absolute() {
+        return false;
+    }
+    let mut depth: i64 = link.parent().map_or(0, |p| p.components().count() as i64);
+    for c in target.components() {
+        match c {
+            Component::ParentDir => depth -= 1,
+            Component::Normal(_) => depth += 1,
+            Component::CurDir => {}
+            _ => return false,
+        }
+        if depth < 0 {
+            return false;
+        }
+    }
+    true
+}
+
+/// Unpacks `slug` into `dest` (which must not exist yet), refusing anything that leaves it.
+pub fn unpack(slug: &Path, dest: &Path) -> Result<(), SlugError> {
+    std::fs::create_dir_all(dest).map_err(io_err("creating", dest))?;
+    let file = File::open(slug).map_err(io_err("opening", slug))?;
+    let decoder = zstd::stream::Decoder::new(BufReader::new(file)).map_err(io_err("decompressing", slug))?;
+    let mut archive = tar::Archive::new(decoder);
+    for entry in archive.entries().map_err(io_err("reading", slug))? {
+        let mut entry = entry.map_err(io_err("reading", slug))?;
+        let rel = entry.path().map_err(io_err("reading", slug))?.into_owned();
+        let name = rel.display().to_string();
+        if rel.components().any(|c| !matches!(c, Component::Normal(_) | Component::CurDir)) {
+            return Err(SlugError::EscapingEntry { entry: name });
+        }
+        let target = dest.join(&rel);
+        match entry.header().entry_type() {
+            tar::EntryType::Directory => std::fs::create_dir_all(&target).map_err(io_err("creating", &target))?,
+            tar::EntryType::Regular => {
+                if let Some(parent) = target.parent() {
+                    std::fs::create_dir_all(parent).map_err(io_err("creating", parent))?;
+                }
+                // An earlier symlink must not redirect this write out of the release.
+                refuse_links_on_the_way(dest, &rel)?;
+                let mode = entry.header().mode().unwrap_or(0o644);
+                let mut out = File::create(&target).map_err(io_err("writing", &target))?;
+                io::copy(&mut entry, &mut out).map_err(io_err("writing", &target))?;
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&target, std::fs::Permissions::from_mode(mode & 0o755))
+                    .map_err(io_err("setting the mode of", &target))?;
+            }
+            tar::EntryType::Symlink => {
+                let link = entry.link_name().map_err(io_err("reading", slug))?.unwrap_or_default().into_owned();
+                if !stays_inside(&rel, &link) {
+                    return Err(SlugError::EscapingLink { path: rel, target: link.display().to_string() });
+                }
+                refuse_links_on_the_way(dest, &rel)?;
+                std::os::unix::fs::symlink(&link, &target).map_err(io_err("linking", &target))?;
+            }
+            _ => return Err(SlugError::Unsupported { entry: name }),
+        }
+    }
+    Ok(())
+}
+
+/// Refuses a path whose parent directories include a symlink (it could lead elsewhere).
+fn refuse_links_on_the_way(dest: &Path, rel: &Path) -> Result<(), SlugError> {
+    let mut at = dest.to_owned();
+    if let Some(parent) = rel.parent() {
+        for c in parent.components() {
+            at.push(c);
+            if std::fs::symlink_metadata(&at).map(|m| m.file_type().is_symlink()).unwrap_or(false) {
+                return Err(SlugError::EscapingEntry { entry: rel.display().to_string() });
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp(label: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("pushgate-slug-{}-{label}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn packing_is_deterministic_and_round_trips() {
+        let dir = temp("src");
+        std::fs::create_dir_all(dir.join("pub/static")).unwrap();
+        std::fs::write(dir.join("pub/index.php"), "<?php\n").unwrap();
+        std::fs::write(dir.join("bin"), "#!/bin/sh\n").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.join("bin"), std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::os::unix::fs::symlink("pub/index.php", dir.join("index.php")).unwrap();
+        let out = temp("out");
+        pack(&dir, &out.join("a.tar.zst")).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::write(dir.join("pub/index.php"), "<?php\n").unwrap(); // new mtime, same content
+        pack(&dir, &out.join("b.tar.zst")).unwrap();
+        assert_eq!(std::fs::read(out.join("a.tar.zst")).unwrap(), std::fs::read(out.join("b.tar.zst")).unwrap());
+        let dest = out.join("release");
+        unpack(&out.join("a.tar.zst"), &dest).unwrap();
+        assert_eq!(std::fs::read_to_string(dest.join("pub/index.php")).unwrap(), "<?php\n");
+        assert_eq!(std::fs::read_link(dest.join("index.php")).unwrap(), PathBuf::from("pub/index.php"));
+        assert!(std::fs::metadata(dest.join("bin")).unwrap().permissions().mode() & 0o111 != 0);
+        let _ = std::fs::remove_dir_all(dir);
+        let _ = std::fs::remove_dir_all(out);
+    }
+
+    #[test]
+    fn links_out_of_the_app_are_refused() {
+        assert!(stays_inside(Path::new("a/b"), Path::new("../c")));
+        assert!(!stays_inside(Path::new("a/b"), Path::new("../../c")));
+        assert!(!stays_inside(Path::new("a"), Path::new("/etc/passwd")));
+        let dir = temp("escape");
+        std::os::unix::fs::symlink("/etc/passwd", dir.join("passwd")).unwrap();
+        let out = temp("escape-out");
+        assert!(matches!(pack(&dir, &out.join("s.tar.zst")), Err(SlugError::EscapingLink { .. })));
+        let _ = std::fs::remove_dir_all(dir);
+        let _ = std::fs::remove_dir_all(out);
+    }
+
+    #[test]
+    fn entries_out_of_the_release_are_refused() {
+        let out = temp("evil");
+        let slug = out.join("evil.tar.zst");
+        let file = File::create(&slug).unwrap();
+        let encoder = zstd::stream::Encoder::new(file, 3).unwrap().auto_finish();
+        let mut tar = tar::Builder::new(encoder);
+        let mut header = tar::Header::new_gnu();
+        header.set_size(4);
+        header.set_mode(0o644);
+        header.set_entry_type(tar::EntryType::Regular);
+        // tar::Builder refuses `..` itself; write the name into the header directly.
+        let name = b"../escaped";
+        header.as_old_mut().name[..name.len()].copy_from_slice(name);
+        header.set_cksum();
+        tar.append(&header, &b"evil"[..]).unwrap();
+        drop(tar.into_inner().unwrap());
+        let dest = out.join("release");
+        assert!(matches!(unpack(&slug, &dest), Err(SlugError::EscapingEntry { .. })));
+        assert!(!out.join("escaped").exists());
+        let _ = std::fs::remove_dir_all(out);
+    }
+}
