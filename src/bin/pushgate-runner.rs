@@ -1,13 +1,16 @@
-//! `pushgate-runner`: the build queue's consumer. For now: `jobs`, to see the queue.
+//! `pushgate-runner`: builds and deploys the jobs pushgate queued, and shows them.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use pushgate::git::GitRefLog;
 use pushgate::queue::{Job, SqliteQueue};
+use pushgate::runner::{self, deploy};
 use pushgate::settings::Env;
 
 #[derive(Parser)]
@@ -22,26 +25,79 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Claim and run jobs until SIGTERM or SIGINT (running jobs finish; nothing new is claimed).
+    Serve {
+        /// Jobs run at once (never two of one environment).
+        #[arg(long, default_value_t = 1)]
+        concurrency: usize,
+        /// Process what is queued, then exit.
+        #[arg(long)]
+        until_idle: bool,
+        /// Time limit of each hook, in seconds.
+        #[arg(long, default_value_t = 3600)]
+        hook_timeout: u64,
+        /// Releases kept per environment, for rollback.
+        #[arg(long, default_value_t = 5)]
+        keep: usize,
+        /// Seconds a claim holds without a heartbeat; a runner that dies loses its job after it.
+        #[arg(long, default_value_t = 30)]
+        lease: u64,
+    },
     /// List the jobs: id, repository, ref, commit, environment, state, times.
     Jobs {
         /// One JSON array of job objects, for scripts.
         #[arg(long)]
         json: bool,
     },
+    /// Show a job's log (each phase, with timestamps, and the hooks' output).
+    Logs { job: i64 },
+    /// List the environments: current release, commit, path, state.
+    Envs {
+        /// One JSON array of environment objects, for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Switch an environment back to an earlier release at once, without a rebuild.
+    Rollback {
+        environment: String,
+        /// The release to go back to (default: the one before the current one).
+        #[arg(long, value_name = "RELEASE")]
+        to: Option<String>,
+        /// The repository, when several have an environment of that name.
+        #[arg(long, value_name = "PATH")]
+        repo: Option<String>,
+    },
+    /// Cancel a pending or running job.
+    Cancel { job: i64 },
 }
+
+type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let data = cli.data.unwrap_or_else(|| Env::from_process().default_data_dir());
     let mut out = std::io::stdout().lock();
     let result = match cli.command {
+        Command::Serve { concurrency, until_idle, hook_timeout, keep, lease } => {
+            let mut config = runner::Config::new(data.clone());
+            config.hook_timeout = Duration::from_secs(hook_timeout);
+            config.keep_releases = keep.max(1);
+            config.lease = Duration::from_secs(lease.max(1));
+            serve(&config, concurrency, until_idle, &mut out)
+        }
         Command::Jobs { json } => jobs(&data, json, &mut out),
+        Command::Logs { job } => logs(&data, job, &mut out),
+        Command::Envs { json } => envs(&data, json, &mut out),
+        Command::Rollback { environment, to, repo } => {
+            rollback(&data, &environment, to.as_deref(), repo.as_deref(), &mut out)
+        }
+        Command::Cancel { job } => cancel(&data, job, &mut out),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
-            let mut source = std::error::Error::source(&*e);
+            let mut source = e.source();
             while let Some(cause) = source {
                 eprintln!("caused by: {cause}");
                 source = cause.source();
@@ -51,7 +107,17 @@ fn main() -> ExitCode {
     }
 }
 
-fn jobs(data: &std::path::Path, json: bool, out: &mut dyn Write) -> Result<(), Box<dyn std::error::Error>> {
+fn serve(config: &runner::Config, concurrency: usize, until_idle: bool, out: &mut dyn Write) -> Result<()> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(signal, stop.clone())?;
+    }
+    let done = runner::serve(config, concurrency, &stop, until_idle)?;
+    writeln!(out, "Processed {done} job(s).")?;
+    Ok(())
+}
+
+fn jobs(data: &Path, json: bool, out: &mut dyn Write) -> Result<()> {
     let mut queue = SqliteQueue::open(data, Duration::from_secs(10))?;
     // Settle pushes whose post-receive did not run, so the list is the truth.
     if let Err(e) = queue.reconcile(&GitRefLog::default()) {
@@ -89,6 +155,80 @@ fn write_table(out: &mut dyn Write, jobs: &[Job]) -> std::io::Result<()> {
             j.updated_at,
             j.repo
         )?;
+    }
+    Ok(())
+}
+
+fn logs(data: &Path, job: i64, out: &mut dyn Write) -> Result<()> {
+    let path = runner::Config::new(data.to_owned()).log_path(job);
+    let text = std::fs::read(&path).map_err(|e| format!("no log for job {job} at {}: {e}", path.display()))?;
+    out.write_all(&text)?;
+    Ok(())
+}
+
+fn envs(data: &Path, json: bool, out: &mut dyn Write) -> Result<()> {
+    let mut rows = Vec::new();
+    for env in deploy::all(data) {
+        let Some(release) = env.current_release() else { continue };
+        let info = env.info(&release);
+        rows.push(serde_json::json!({
+            "environment": env.root.file_name().and_then(|n| n.to_str()).unwrap_or_default(),
+            "release": release,
+            "commit": info.as_ref().map(|i| i.commit.clone()),
+            "repo": info.as_ref().map(|i| i.repo.clone()),
+            "path": env.release(&release).display().to_string(),
+            "state": if env.in_maintenance() { "maintenance" } else { "active" },
+            "deployed_at": info.as_ref().map(|i| i.created_at.clone()),
+            "releases": env.list(),
+        }));
+    }
+    if json {
+        serde_json::to_writer_pretty(&mut *out, &rows)?;
+        writeln!(out)?;
+        return Ok(());
+    }
+    if rows.is_empty() {
+        writeln!(out, "No environment deployed yet.")?;
+    }
+    for r in &rows {
+        writeln!(
+            out,
+            "{}  release {}  {}  {}  {}",
+            r["environment"].as_str().unwrap_or_default(),
+            r["release"].as_str().unwrap_or_default(),
+            r["commit"].as_str().map(|c| &c[..10.min(c.len())]).unwrap_or("?"),
+            r["state"].as_str().unwrap_or_default(),
+            r["path"].as_str().unwrap_or_default()
+        )?;
+    }
+    Ok(())
+}
+
+fn rollback(data: &Path, environment: &str, to: Option<&str>, repo: Option<&str>, out: &mut dyn Write) -> Result<()> {
+    let matches: Vec<_> = deploy::all(data)
+        .into_iter()
+        .filter(|e| e.root.file_name().and_then(|n| n.to_str()) == Some(environment))
+        .filter(|e| repo.is_none() || e.current_release().and_then(|r| e.info(&r)).map(|i| i.repo).as_deref() == repo)
+        .collect();
+    let env = match matches.as_slice() {
+        [one] => one,
+        [] => return Err(format!("no deployed environment `{environment}`").into()),
+        _ => {
+            return Err(format!("several repositories have an environment `{environment}`: name one with --repo").into())
+        }
+    };
+    let from = env.current_release().unwrap_or_default();
+    let config = runner::Config::new(data.to_owned());
+    let to = runner::rollback(&config, env, to)?;
+    writeln!(out, "Environment {environment}: `current` switched from release {from} to release {to}.")?;
+    Ok(())
+}
+
+fn cancel(data: &Path, job: i64, out: &mut dyn Write) -> Result<()> {
+    let mut queue = SqliteQueue::open(data, Duration::from_secs(10))?;
+    match queue.cancel(job)? {
+        Some(state) => writeln!(out, "Job #{job} cancelled (it was {}).", state.as_str())?,
+        None => return Err(format!("job #{job} is not pending or running").into()),
     }
     Ok(())
 }

@@ -1,1 +1,472 @@
+//! The runner: turns queued jobs into running releases, the way Magento Cloud's phases do.
+//!
+//! For each claimed job: build (the commit's tree exported into a fresh directory, `hooks.build`
+//! with the build environment and no services), slug (a deterministic archive per app,
+//! content-addressed by the app's tree and configuration, reused when they did not change),
+//! deploy (the slugs unpacked into a new read-only release with its writable mounts; the
+//! environment in maintenance while `hooks.deploy` runs; `current` switched in one step;
+//! `hooks.post_deploy`). A failed build or deploy hook leaves the running release as it was.
+//! The claim is a lease kept alive by a heartbeat thread: a runner that dies loses its jobs to
+//! the next runner once the lease runs out.
+
+pub mod deploy;
+pub mod env;
+pub mod export;
+pub mod hooks;
 pub mod slug;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use git2::{Oid, Repository};
+
+use crate::git::CommitTree;
+use crate::queue::{Job, JobState, QueueError, SqliteQueue};
+use crate::source::{EntryId, Source};
+use crate::topology::Topology;
+use deploy::{EnvDir, ReleaseInfo};
+use hooks::{Hook, JobLog};
+
+/// Bump when the slug format changes: old slugs are then rebuilt, not reused.
+const SLUG_FORMAT: &str = "pushgate-slug-1";
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunnerError {
+    #[error("{action} {}: {source}", path.display())]
+    Io { action: &'static str, path: PathBuf, source: std::io::Error },
+    #[error("reading the repository: {0}")]
+    Git(String),
+    #[error("hook `{name}` failed: it {why}")]
+    Hook { name: String, why: String },
+    #[error("the configuration at this commit is invalid: {0}")]
+    Config(String),
+    #[error("the job was cancelled or taken over by another runner")]
+    Lost,
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+    #[error(transparent)]
+    Slug(#[from] slug::SlugError),
+}
+
+/// How a runner works.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    /// Identifies this runner in the queue (host and pid).
+    pub runner_id: String,
+    /// How long a claim holds without a heartbeat.
+    pub lease: Duration,
+    /// Time limit of each hook.
+    pub hook_timeout: Duration,
+    /// Releases kept per environment (for rollback).
+    pub keep_releases: usize,
+}
+
+impl Config {
+    pub fn new(data_dir: PathBuf) -> Config {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        Config {
+            // Mount links and paths shown to people must not depend on the working directory.
+            data_dir: std::path::absolute(&data_dir).unwrap_or(data_dir),
+            runner_id: format!("{}:{}", host.trim(), std::process::id()),
+            lease: Duration::from_secs(30),
+            hook_timeout: Duration::from_secs(3600),
+            keep_releases: 5,
+        }
+    }
+
+    pub fn log_path(&self, job: i64) -> PathBuf {
+        self.data_dir.join("logs").join(format!("{job}.log"))
+    }
+
+    fn slug_path(&self, key: &str) -> PathBuf {
+        self.data_dir.join("slugs").join(format!("{key}.tar.zst"))
+    }
+}
+
+/// Processes jobs until none is claimable. Returns how many were processed.
+pub fn run_until_idle(config: &Config) -> Result<usize, RunnerError> {
+    serve(config, 1, &AtomicBool::new(false), true)
+}
+
+/// Runs `concurrency` workers that claim and process jobs until `stop` is set (or, with
+/// `until_idle`, until nothing is claimable). A stop lets running jobs finish; nothing new is
+/// claimed. Returns how many jobs were processed.
+pub fn serve(config: &Config, concurrency: usize, stop: &AtomicBool, until_idle: bool) -> Result<usize, RunnerError> {
+    let done = std::sync::atomic::AtomicUsize::new(0);
+    let worker = |n: usize| -> Result<(), RunnerError> {
+        let config = Config { runner_id: format!("{}/{n}", config.runner_id), ..config.clone() };
+        let mut queue = SqliteQueue::open(&config.data_dir, Duration::from_secs(10))?;
+        while !stop.load(Ordering::SeqCst) {
+            let _ = queue.reconcile(&crate::git::GitRefLog::default());
+            match queue.claim(&config.runner_id, config.lease)? {
+                Some(job) => {
+                    process(&config, &mut queue, &job)?;
+                    done.fetch_add(1, Ordering::SeqCst);
+                }
+                None if until_idle => return Ok(()),
+                None => std::thread::sleep(Duration::from_millis(200)),
+            }
+        }
+        Ok(())
+    };
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..concurrency.max(1)).map(|n| scope.spawn(move || worker(n))).collect();
+        handles.into_iter().map(|h| h.join().unwrap_or(Ok(()))).collect::<Result<Vec<()>, _>>()
+    })?;
+    Ok(done.load(Ordering::SeqCst))
+}
+
+/// Runs one claimed job to its end and records it. Errors of the job itself (a failing hook, an
+/// invalid configuration) fail the job; only queue errors are returned.
+pub fn process(config: &Config, queue: &mut SqliteQueue, job: &Job) -> Result<JobState, RunnerError> {
+    let mut log = JobLog::open(config.log_path(job.id))?;
+    log.phase(
+        "job",
+        &format!(
+            "Job #{} claimed by {}: {} of {} for environment {}",
+            job.id, config.runner_id, job.commit, job.ref_name, job.environment
+        ),
+    );
+    let lost = Arc::new(AtomicBool::new(false));
+    let heartbeat = start_heartbeat(config, job.id, lost.clone());
+    let result = build_and_deploy(config, queue, job, &mut log, &lost);
+    heartbeat.stop();
+    let (state, release) = match result {
+        Ok(release) => {
+            log.phase("job", &format!("Deployed release {release} of environment {}", job.environment));
+            (JobState::Succeeded, Some(release))
+        }
+        Err(RunnerError::Lost) => {
+            log.phase("job", "Stopped: the job was cancelled or taken over by another runner");
+            return Ok(JobState::Cancelled);
+        }
+        Err(e @ RunnerError::Queue(_)) => return Err(e),
+        Err(e) => {
+            log.phase("job", &format!("Failed: {e}"));
+            (JobState::Failed, None)
+        }
+    };
+    queue.finish(job.id, &config.runner_id, state, release.as_deref())?;
+    Ok(state)
+}
+
+struct Heartbeat {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Heartbeat {
+    fn stop(mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Renews the lease every third of it on its own connection; flags `lost` if the job is gone.
+fn start_heartbeat(config: &Config, job: i64, lost: Arc<AtomicBool>) -> Heartbeat {
+    let stop = Arc::new(AtomicBool::new(false));
+    let (config, flag) = (config.clone(), stop.clone());
+    let thread = std::thread::spawn(move || {
+        let Ok(mut queue) = SqliteQueue::open(&config.data_dir, Duration::from_secs(10)) else { return };
+        let every = config.lease / 3;
+        let mut waited = Duration::ZERO;
+        while !flag.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(50));
+            waited += Duration::from_millis(50);
+            if waited >= every {
+                waited = Duration::ZERO;
+                if let Ok(false) = queue.heartbeat(job, &config.runner_id, config.lease) {
+                    lost.store(true, Ordering::SeqCst);
+                    return;
+                }
+            }
+        }
+    });
+    Heartbeat { stop, thread: Some(thread) }
+}
+
+fn check(lost: &AtomicBool) -> Result<(), RunnerError> {
+    if lost.load(Ordering::SeqCst) {
+        Err(RunnerError::Lost)
+    } else {
+        Ok(())
+    }
+}
+
+/// One app of the commit, ready to build and deploy.
+struct AppPlan {
+    name: String,
+    dir: String,
+    config: serde_json::Value,
+    tree_id: String,
+    slug: PathBuf,
+}
+
+fn build_and_deploy(
+    config: &Config,
+    queue: &mut SqliteQueue,
+    job: &Job,
+    log: &mut JobLog,
+    lost: &AtomicBool,
+) -> Result<String, RunnerError> {
+    let git = |e: git2::Error| RunnerError::Git(e.message().to_owned());
+    let repo = Repository::open_bare(&job.repo).map_err(git)?;
+    let commit = Oid::from_str(&job.commit).map_err(git)?;
+    let tree = CommitTree::new(&repo, commit, &job.ref_name).map_err(|e| RunnerError::Git(e.to_string()))?;
+    let outcome = crate::validate::validate(&tree).map_err(|e| RunnerError::Git(e.to_string()))?;
+    if outcome.diags.has_errors() {
+        let first =
+            outcome.diags.errors().next().map(|d| format!("{}:{}:{}: {}", d.file, d.pos.line, d.pos.col, d.message));
+        return Err(RunnerError::Config(first.unwrap_or_default()));
+    }
+    let topology = Topology::from_config(&outcome.config);
+    let root_tree = repo.find_commit(commit).map_err(git)?.tree_id();
+    let mut plans = Vec::new();
+    for app in &outcome.config.apps {
+        let name = app.name.clone().unwrap_or_default();
+        let tree_id = if app.dir.is_empty() {
+            root_tree.to_string()
+        } else {
+            match tree.entry_id(&app.dir).map_err(|e| RunnerError::Git(e.to_string()))? {
+                Some(EntryId::Object { id, .. }) => Oid::from_bytes(&id).map_err(git)?.to_string(),
+                _ => return Err(RunnerError::Config(format!("the app directory `{}` is missing", app.dir))),
+            }
+        };
+        let app_config = app.node.to_json();
+        let key =
+            Oid::hash_object(git2::ObjectType::Blob, format!("{SLUG_FORMAT}\n{tree_id}\n{app_config}").as_bytes())
+                .map_err(git)?
+                .to_string();
+        plans.push(AppPlan { name, dir: app.dir.clone(), config: app_config, tree_id, slug: config.slug_path(&key) });
+    }
+
+    // Build and slug.
+    let build_dir = config.data_dir.join("builds").join(job.id.to_string());
+    let mut exported = false;
+    let project =
+        Path::new(&job.repo).file_name().and_then(|n| n.to_str()).unwrap_or("").trim_end_matches(".git").to_owned();
+    for plan in &plans {
+        check(lost)?;
+        if plan.slug.exists() {
+            log.phase(
+                "build",
+                &format!("Reusing existing build for this tree ID ({}, app {})", plan.tree_id, plan.name),
+            );
+            continue;
+        }
+        if !exported {
+            deploy::remove_release(&build_dir)?;
+            log.phase("build", &format!("Exporting commit {} into {}", job.commit, build_dir.display()));
+            export::export_tree(&repo, root_tree, &build_dir)?;
+            exported = true;
+        }
+        let app_dir = build_dir.join(&plan.dir);
+        log.phase("build", &format!("Building application `{}` (tree {})", plan.name, plan.tree_id));
+        if let Some(script) = plan.config.get("hooks").and_then(|h| h.get("build")).and_then(|b| b.as_str()) {
+            let ctx = env::AppContext {
+                format: outcome.config.format,
+                app_name: &plan.name,
+                app_dir: &app_dir,
+                tree_id: &plan.tree_id,
+                project: &project,
+                config: &plan.config,
+            };
+            let env = env::build(&ctx);
+            hooks::run(&Hook { name: "build", script, cwd: &app_dir, env: &env, timeout: config.hook_timeout }, log)?;
+        }
+        check(lost)?;
+        log.phase("slug", &format!("Preparing slug for application `{}`", plan.name));
+        if let Some(dir) = plan.slug.parent() {
+            std::fs::create_dir_all(dir).map_err(|source| RunnerError::Io {
+                action: "creating",
+                path: dir.to_owned(),
+                source,
+            })?;
+        }
+        let size = slug::pack(&app_dir, &plan.slug)?;
+        log.phase("slug", &format!("Slug {} ({} bytes)", plan.slug.display(), size));
+    }
+    if exported {
+        deploy::remove_release(&build_dir)?;
+    }
+    check(lost)?;
+    deploy_release(config, queue, job, log, lost, &plans, &topology, outcome.config.format, &project)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn deploy_release(
+    config: &Config,
+    queue: &mut SqliteQueue,
+    job: &Job,
+    log: &mut JobLog,
+    lost: &AtomicBool,
+    plans: &[AppPlan],
+    topology: &Topology,
+    format: crate::config::Format,
+    project: &str,
+) -> Result<String, RunnerError> {
+    let env_dir = EnvDir::new(&config.data_dir, &job.repo, &job.environment);
+    let id = job.id.to_string();
+    let release = env_dir.release(&id);
+    deploy::remove_release(&release)?; // a retry after a crash starts clean
+    log.phase("deploy", &format!("Unpacking release {id} into {}", release.display()));
+    for plan in plans {
+        let app_root = release.join(&plan.name);
+        slug::unpack(&plan.slug, &app_root)?;
+        let mounts = topology.apps.get(&plan.name).map(|a| a.mounts.clone()).unwrap_or_default();
+        for (path, mount) in &mounts {
+            let keep = env_dir.mounts().join(&plan.name).join(&mount.source_path);
+            std::fs::create_dir_all(&keep).map_err(|source| RunnerError::Io {
+                action: "creating",
+                path: keep.clone(),
+                source,
+            })?;
+            let at = app_root.join(path);
+            if let Ok(meta) = std::fs::symlink_metadata(&at) {
+                let removed = if meta.is_dir() { std::fs::remove_dir_all(&at) } else { std::fs::remove_file(&at) };
+                removed.map_err(|source| RunnerError::Io { action: "replacing", path: at.clone(), source })?;
+            }
+            if let Some(parent) = at.parent() {
+                std::fs::create_dir_all(parent).map_err(|source| RunnerError::Io {
+                    action: "creating",
+                    path: parent.to_owned(),
+                    source,
+                })?;
+            }
+            std::os::unix::fs::symlink(&keep, &at).map_err(|source| RunnerError::Io {
+                action: "mounting",
+                path: at.clone(),
+                source,
+            })?;
+            log.phase("deploy", &format!("Mount {path} of `{}` -> {}", plan.name, keep.display()));
+        }
+    }
+    deploy::make_read_only(&release)?;
+    env_dir.write_info(&ReleaseInfo {
+        release: id.clone(),
+        job: job.id,
+        repo: job.repo.clone(),
+        environment: job.environment.clone(),
+        commit: job.commit.clone(),
+        slugs: plans.iter().map(|p| p.slug.display().to_string()).collect(),
+        topology: serde_json::to_value(topology).unwrap_or_default(),
+        created_at: crate::clock::now_rfc3339(),
+    })?;
+    check(lost)?;
+
+    let services: serde_json::Value = std::fs::read_to_string(config.data_dir.join("services.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_default();
+    let branch = job.ref_name.strip_prefix("refs/heads/").unwrap_or(&job.ref_name);
+    let runtime_env = |plan: &AppPlan, app_dir: &Path| {
+        let ctx = env::AppContext {
+            format,
+            app_name: &plan.name,
+            app_dir,
+            tree_id: &plan.tree_id,
+            project,
+            config: &plan.config,
+        };
+        env::runtime(&ctx, &job.environment, branch, topology, &services)
+    };
+    let hook_of = |plan: &AppPlan, name: &str| -> Option<String> {
+        plan.config.get("hooks").and_then(|h| h.get(name)).and_then(|s| s.as_str()).map(str::to_owned)
+    };
+
+    env_dir.set_maintenance(true, &format!("deploying job {}", job.id))?;
+    log.phase("deploy", &format!("Environment {} in maintenance", job.environment));
+    for plan in plans {
+        let Some(script) = hook_of(plan, "deploy") else { continue };
+        let app_dir = release.join(&plan.name);
+        let env = runtime_env(plan, &app_dir);
+        let ran = hooks::run(
+            &Hook { name: "deploy", script: &script, cwd: &app_dir, env: &env, timeout: config.hook_timeout },
+            log,
+        );
+        if let Err(e) = ran {
+            env_dir.set_maintenance(false, "")?;
+            log.phase(
+                "deploy",
+                &format!(
+                    "Maintenance ended; `current` still points at release {}",
+                    env_dir.current_release().unwrap_or_else(|| "none".into())
+                ),
+            );
+            return Err(e);
+        }
+    }
+    env_dir.switch(&id)?;
+    env_dir.set_maintenance(false, "")?;
+    log.phase("deploy", &format!("`current` switched to release {id}; maintenance ended"));
+    queue.set_deployed(
+        &job.repo,
+        &job.environment,
+        &job.commit,
+        &serde_json::to_string(topology).unwrap_or_default(),
+    )?;
+    for plan in plans {
+        let Some(script) = hook_of(plan, "post_deploy") else { continue };
+        let app_dir = release.join(&plan.name);
+        let env = runtime_env(plan, &app_dir);
+        if let Err(e) = hooks::run(
+            &Hook { name: "post_deploy", script: &script, cwd: &app_dir, env: &env, timeout: config.hook_timeout },
+            log,
+        ) {
+            log.phase("post_deploy", &format!("Warning: {e}; the release is deployed"));
+        }
+    }
+    let removed = env_dir.prune(config.keep_releases)?;
+    if !removed.is_empty() {
+        log.phase("deploy", &format!("Removed old releases {}", removed.join(", ")));
+    }
+    collect_slugs(config, log);
+    Ok(id)
+}
+
+/// Deletes slugs no kept release needs (older than an hour, so a build in progress keeps its own).
+fn collect_slugs(config: &Config, log: &mut JobLog) {
+    let needed: std::collections::HashSet<String> = deploy::all(&config.data_dir)
+        .iter()
+        .flat_map(|env| env.list().into_iter().filter_map(|r| env.info(&r)).collect::<Vec<_>>())
+        .flat_map(|info| info.slugs)
+        .collect();
+    let hour_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
+    for entry in std::fs::read_dir(config.data_dir.join("slugs")).into_iter().flatten().flatten() {
+        let path = entry.path().display().to_string();
+        let old = entry.metadata().and_then(|m| m.modified()).map(|t| t < hour_ago).unwrap_or(false);
+        if old && !needed.contains(&path) && std::fs::remove_file(entry.path()).is_ok() {
+            log.phase("slug", &format!("Collected unused slug {path}"));
+        }
+    }
+}
+
+/// Switches an environment back to an earlier release at once, without a rebuild.
+pub fn rollback(config: &Config, env_dir: &EnvDir, to: Option<&str>) -> Result<String, RunnerError> {
+    let current = env_dir.current_release();
+    let releases = env_dir.list();
+    let target = match to {
+        Some(t) => releases.iter().find(|r| r.as_str() == t).cloned(),
+        None => {
+            let here = current.as_ref().and_then(|c| releases.iter().position(|r| r == c)).unwrap_or(releases.len());
+            here.checked_sub(1).and_then(|i| releases.get(i)).cloned()
+        }
+    };
+    let Some(target) = target else {
+        return Err(RunnerError::Config(match to {
+            Some(t) => format!("release {t} is not kept (kept: {})", releases.join(", ")),
+            None => "there is no earlier release to roll back to".to_owned(),
+        }));
+    };
+    env_dir.switch(&target)?;
+    if let Some(info) = env_dir.info(&target) {
+        let mut queue = SqliteQueue::open(&config.data_dir, Duration::from_secs(10))?;
+        queue.set_deployed(&info.repo, &info.environment, &info.commit, &info.topology.to_string())?;
+    }
+    Ok(target)
+}

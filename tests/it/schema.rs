@@ -9,18 +9,6 @@ use serde_json::Value as Json;
 
 use crate::support::{copy_dir, corpus_dir, TempDir};
 
-fn to_json(node: &Node) -> Json {
-    match &node.value {
-        Value::Null => Json::Null,
-        Value::Bool(b) => Json::Bool(*b),
-        Value::Int(i) => Json::from(*i),
-        Value::Float(f) => serde_json::Number::from_f64(*f).map_or(Json::Null, Json::Number),
-        Value::Str(s) => Json::String(s.clone()),
-        Value::Seq(items) => Json::Array(items.iter().map(to_json).collect()),
-        Value::Map(entries) => Json::Object(entries.iter().map(|(k, v)| (k.name.clone(), to_json(v))).collect()),
-    }
-}
-
 fn reference(schema: Schema) -> jsonschema::Validator {
     jsonschema::draft7::new(schema.json()).expect("the committed schema is valid draft-07")
 }
@@ -80,7 +68,7 @@ fn schemas_agree_with_the_reference_validator() {
     let check =
         |schema: Schema, node: &Node, what: &str, disagreements: &mut Vec<String>, counts: &mut (usize, usize)| {
             let v = &validators.iter().find(|(s, _)| *s == schema).unwrap().1;
-            let theirs = v.is_valid(&to_json(node));
+            let theirs = v.is_valid(&node.to_json());
             let ours = is_valid(schema, node);
             counts.0 += 1;
             counts.1 += usize::from(!theirs);
