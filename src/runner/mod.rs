@@ -391,10 +391,13 @@ fn deploy_release(
         );
         if let Err(e) = ran {
             env_dir.set_maintenance(false, "")?;
+            // It never served: rollback must not offer it.
+            deploy::remove_release(&release)?;
+            let _ = std::fs::remove_file(env_dir.releases().join(format!("{id}.json")));
             log.phase(
                 "deploy",
                 &format!(
-                    "Maintenance ended; `current` still points at release {}",
+                    "Maintenance ended; release {id} discarded; `current` still points at release {}",
                     env_dir.current_release().unwrap_or_else(|| "none".into())
                 ),
             );

@@ -6,6 +6,7 @@ mod hostile;
 mod install;
 mod push;
 mod queue;
+mod runner;
 mod schema;
 mod support;
 mod topology;

@@ -1,0 +1,289 @@
+//! The runner after real pushes: releases on disk, `current`, mounts, the environment each hook
+//! sees, logs and states; failures that leave the previous release serving; rollback; slug
+//! reuse; a runner killed mid-build; SIGTERM.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+use crate::push::{files_with, APP, APP_FILE};
+use crate::support::{runner_bin, Server};
+
+/// The example app with hooks that record what they see.
+fn app_with_hooks(build: &str, deploy: &str) -> String {
+    let hooks = format!(
+        "hooks:\n    build: |\n{}\n    deploy: |\n{}\n    post_deploy: |\n        echo post > var/post_deploy.txt\n",
+        indent(build),
+        indent(deploy)
+    );
+    let start = APP.find("hooks:").unwrap();
+    let end = APP.find("crons:").unwrap();
+    format!("{}{hooks}{}", &APP[..start], &APP[end..])
+}
+
+fn indent(script: &str) -> String {
+    script.lines().map(|l| format!("        {l}")).collect::<Vec<_>>().join("\n")
+}
+
+const RECORDING_BUILD: &str = "set -e\nenv | sort > build-env.txt\nmkdir -p pub && echo built > pub/built.txt";
+const RECORDING_DEPLOY: &str =
+    "env | sort > var/deploy-env.txt\n[ -e ../../../maintenance ] && echo in-maintenance > var/maintenance.txt || true";
+
+fn runner(s: &Server, args: &[&str]) -> Output {
+    Command::new(runner_bin()).args(args).arg("--data").arg(&s.data).output().unwrap()
+}
+
+fn serve(s: &Server) -> String {
+    let out = runner(s, &["serve", "--until-idle"]);
+    assert!(out.status.success(), "serve: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn envs(s: &Server) -> Vec<Value> {
+    let out = runner(s, &["envs", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn log_of(s: &Server, job: i64) -> String {
+    String::from_utf8_lossy(&runner(s, &["logs", &job.to_string()]).stdout).into_owned()
+}
+
+fn job_state(s: &Server, commit: &str) -> (i64, String) {
+    let job = s.jobs().into_iter().find(|j| j["commit"] == commit).expect("a job for the commit");
+    (job["id"].as_i64().unwrap(), job["state"].as_str().unwrap().to_owned())
+}
+
+/// `NAME=value` lines of a recorded environment.
+fn env_file(path: &Path) -> std::collections::HashMap<String, String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .lines()
+        .filter_map(|l| l.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())))
+        .collect()
+}
+
+fn decode(b64: &str) -> Value {
+    let out = Command::new("base64")
+        .arg("-d")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    out.stdin.as_ref().unwrap().write_all(b64.as_bytes()).unwrap();
+    let out = out.wait_with_output().unwrap();
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{b64}: {e}"))
+}
+
+fn current_path(s: &Server) -> PathBuf {
+    let env = envs(s).into_iter().find(|e| e["environment"] == "main").expect("main is deployed");
+    PathBuf::from(env["path"].as_str().unwrap())
+}
+
+#[test]
+fn a_push_becomes_a_running_release() {
+    let s = Server::new("deploy");
+    std::fs::create_dir_all(&s.data).unwrap();
+    std::fs::write(
+        s.data.join("services.json"),
+        r#"{"mysql": {"host": "127.0.0.1", "port": 3306, "scheme": "mysql", "username": "root", "password": "", "path": "main"}}"#,
+    )
+    .unwrap();
+    let app = app_with_hooks(RECORDING_BUILD, RECORDING_DEPLOY);
+    let commit = s.commit(&files_with(APP_FILE, &app), "hooks");
+    s.push(&["HEAD:refs/heads/main"]).assert_accepted();
+    assert!(serve(&s).contains("Processed 1 job(s)."));
+    let (id, state) = job_state(&s, &commit);
+    assert_eq!(state, "succeeded");
+
+    let env = envs(&s).into_iter().find(|e| e["environment"] == "main").unwrap();
+    assert_eq!(env["commit"], commit.as_str());
+    assert_eq!(env["release"], id.to_string());
+    assert_eq!(env["state"], "active");
+    for field in ["environment", "release", "commit", "path", "state", "deployed_at"] {
+        assert!(!env[field].is_null(), "envs --json lacks {field}: {env}");
+    }
+    let release = PathBuf::from(env["path"].as_str().unwrap());
+    let app_dir = release.join("mymagento");
+    // The build's output is in the release, and the release is read-only.
+    assert_eq!(std::fs::read_to_string(app_dir.join("pub/built.txt")).unwrap().trim(), "built");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(app_dir.join("pub/built.txt")).unwrap().permissions().mode() & 0o222, 0);
+    assert_eq!(std::fs::metadata(&app_dir).unwrap().permissions().mode() & 0o222, 0);
+    // `current` points at it.
+    let env_root = release.parent().unwrap().parent().unwrap();
+    assert_eq!(std::fs::read_link(env_root.join("current")).unwrap(), PathBuf::from(format!("releases/{id}")));
+    // Mounts are writable directories outside the release, kept across releases.
+    let var = std::fs::read_link(app_dir.join("var")).unwrap();
+    assert!(var.starts_with(env_root.join("mounts")), "{}", var.display());
+    assert_eq!(std::fs::read_to_string(app_dir.join("var/post_deploy.txt")).unwrap().trim(), "post");
+    assert_eq!(std::fs::read_to_string(app_dir.join("var/maintenance.txt")).unwrap().trim(), "in-maintenance");
+    assert!(!env_root.join("maintenance").exists(), "maintenance ends");
+
+    // The build saw the build environment, and no services.
+    let build = env_file(&app_dir.join("build-env.txt"));
+    assert_eq!(build["MAGENTO_CLOUD_APPLICATION_NAME"], "mymagento");
+    assert_eq!(build["MAGENTO_CLOUD_TREE_ID"].len(), 40);
+    assert!(build["MAGENTO_CLOUD_APP_DIR"].ends_with("mymagento") || build["MAGENTO_CLOUD_APP_DIR"].contains("builds"));
+    assert_eq!(decode(&build["MAGENTO_CLOUD_APPLICATION"])["name"], "mymagento");
+    assert!(decode(&build["MAGENTO_CLOUD_VARIABLES"]).is_object());
+    assert!(!build.contains_key("MAGENTO_CLOUD_RELATIONSHIPS"));
+    // The deploy hook saw the runtime environment, with relationships from services.json.
+    let deploy = env_file(&app_dir.join("var/deploy-env.txt"));
+    assert_eq!(deploy["MAGENTO_CLOUD_ENVIRONMENT"], "main");
+    assert_eq!(deploy["MAGENTO_CLOUD_BRANCH"], "main");
+    let rel = decode(&deploy["MAGENTO_CLOUD_RELATIONSHIPS"]);
+    assert_eq!(rel["database"][0]["host"], "127.0.0.1");
+    assert_eq!(rel["database"][0]["port"], 3306);
+    let routes = decode(&deploy["MAGENTO_CLOUD_ROUTES"]);
+    assert!(routes.as_object().unwrap().values().any(|r| r["upstream"] == "mymagento"), "{routes}");
+
+    let log = log_of(&s, id);
+    for phase in [
+        "[build] Running hook `build`",
+        "[slug] Preparing slug",
+        "[deploy] Environment main in maintenance",
+        "`current` switched to release",
+        "[job] Deployed release",
+    ] {
+        assert!(log.contains(phase), "log lacks {phase:?}:\n{log}");
+    }
+}
+
+#[test]
+fn failures_leave_the_running_release_alone_and_rollback_goes_back() {
+    let s = Server::new("fail");
+    let first = s.commit(&files_with(APP_FILE, &app_with_hooks("echo one > pub.txt", "true")), "one");
+    s.push(&["HEAD:refs/heads/main"]).assert_accepted();
+    serve(&s);
+    let (first_id, _) = job_state(&s, &first);
+    let serving = current_path(&s);
+
+    // A failing build.
+    let broken_build =
+        s.commit(&files_with(APP_FILE, &app_with_hooks("echo compiling\nfalse\necho never", "true")), "bad build");
+    s.push(&["HEAD:refs/heads/main"]).assert_accepted();
+    serve(&s);
+    let (id, state) = job_state(&s, &broken_build);
+    assert_eq!(state, "failed");
+    assert_eq!(current_path(&s), serving, "the failed build left current alone");
+    let log = log_of(&s, id);
+    assert!(
+        log.contains("$ false")
+            && log.contains("compiling")
+            && log.contains("Hook `build` failed: the script exited with status 1"),
+        "{log}"
+    );
+    assert!(!log.lines().any(|l| l == "never"), "sh -e stops at the failing command: {log}");
+
+    // A failing deploy hook: no site left in maintenance, current unchanged.
+    let broken_deploy =
+        s.commit(&files_with(APP_FILE, &app_with_hooks("true", "echo migrating; exit 7")), "bad deploy");
+    s.push(&["HEAD:refs/heads/main"]).assert_accepted();
+    serve(&s);
+    let (id, state) = job_state(&s, &broken_deploy);
+    assert_eq!(state, "failed");
+    assert_eq!(current_path(&s), serving);
+    let env_root = serving.parent().unwrap().parent().unwrap().to_owned();
+    assert!(!env_root.join("maintenance").exists());
+    assert!(log_of(&s, id).contains("Hook `deploy` failed: the script exited with status 7"));
+
+    // A good release, then a rollback to the first one, at once.
+    let second = s.commit(&files_with(APP_FILE, &app_with_hooks("echo two > pub.txt", "true")), "two");
+    s.push(&["HEAD:refs/heads/main"]).assert_accepted();
+    serve(&s);
+    let (second_id, _) = job_state(&s, &second);
+    assert!(current_path(&s).ends_with(second_id.to_string()));
+    let out = runner(&s, &["rollback", "main"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("from release {second_id} to release {first_id}")));
+    assert_eq!(current_path(&s), serving);
+    assert_eq!(std::fs::read_to_string(serving.join("mymagento/pub.txt")).unwrap().trim(), "one");
+    // And forward again by name.
+    assert!(runner(&s, &["rollback", "main", "--to", &second_id.to_string()]).status.success());
+    assert!(current_path(&s).ends_with(second_id.to_string()));
+}
+
+#[test]
+fn an_unchanged_tree_reuses_its_slug() {
+    let s = Server::new("reuse");
+    let commit =
+        s.commit(&files_with(APP_FILE, &app_with_hooks("echo built >> ../builds-counter || true", "true")), "one");
+    s.push(&["HEAD:refs/heads/main"]).assert_accepted();
+    serve(&s);
+    // The same tree on another branch: a new job, no new build.
+    s.push(&["HEAD:refs/heads/staging"]).assert_accepted();
+    serve(&s);
+    let jobs = s.jobs();
+    let staging = jobs.iter().find(|j| j["environment"] == "staging").unwrap();
+    assert_eq!(staging["state"], "succeeded");
+    let log = log_of(&s, staging["id"].as_i64().unwrap());
+    assert!(log.contains("Reusing existing build for this tree ID"), "{log}");
+    assert!(!log.contains("Running hook `build`"), "{log}");
+    let _ = commit;
+}
+
+#[test]
+fn a_runner_killed_mid_build_loses_its_job_to_the_next_runner() {
+    let s = Server::new("killed-runner");
+    let marker = s.dir.join("first-attempt");
+    let build =
+        format!("if [ ! -e {m} ]; then touch {m}; sleep 60; fi\necho finished > done.txt", m = marker.display());
+    let commit = s.commit(&files_with(APP_FILE, &app_with_hooks(&build, "true")), "slow build");
+    s.push(&["HEAD:refs/heads/main"]).assert_accepted();
+    let mut first = Command::new(runner_bin())
+        .args(["serve", "--until-idle", "--lease", "1", "--data"])
+        .arg(&s.data)
+        .spawn()
+        .unwrap();
+    for _ in 0..200 {
+        if marker.exists() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(marker.exists(), "the first runner started the build");
+    first.kill().unwrap(); // SIGKILL
+    first.wait().unwrap();
+    assert_eq!(job_state(&s, &commit).1, "running", "the dead runner still holds it, until its lease runs out");
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    let out = runner(&s, &["serve", "--until-idle", "--lease", "1"]);
+    assert!(out.status.success());
+    let (id, state) = job_state(&s, &commit);
+    assert_eq!(state, "succeeded", "{}", log_of(&s, id));
+    assert!(current_path(&s).join("mymagento/done.txt").exists());
+    assert_eq!(log_of(&s, id).matches("claimed by").count(), 2);
+}
+
+#[test]
+fn sigterm_stops_the_runner() {
+    let s = Server::new("sigterm");
+    std::fs::create_dir_all(&s.data).unwrap();
+    let mut child = Command::new(runner_bin())
+        .args(["serve", "--data"])
+        .arg(&s.data)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap();
+    let mut status = None;
+    for _ in 0..100 {
+        if let Some(s) = child.try_wait().unwrap() {
+            status = Some(s);
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let status = status.unwrap_or_else(|| {
+        let _ = child.kill();
+        panic!("serve did not stop on SIGTERM within 5 s")
+    });
+    assert!(status.success());
+    let mut out = String::new();
+    use std::io::Read;
+    child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    assert!(out.contains("Processed 0 job(s)."), "{out}");
+}
