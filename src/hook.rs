@@ -273,11 +273,36 @@ pub fn post_receive_main(
         let _ = report::queued(out, &jobs);
         // Settle what earlier pushes left behind (a post-receive that was killed).
         let _ = queue.reconcile(&refs);
+        crate::runner::wake::wake(&settings.data_dir);
         if settings.timings {
             let _ = writeln!(out, "pushgate timings: post-receive {:.3} ms", started.elapsed().as_secs_f64() * 1e3);
         }
+        if settings.follow {
+            follow_jobs(&queue, &settings, &jobs, out)?;
+        }
     }
     run_chained(chain, &input, out)
+}
+
+/// Streams the deployment of the push's builds into its output (a few at most).
+fn follow_jobs(
+    queue: &SqliteQueue,
+    settings: &settings::Hook,
+    jobs: &[crate::queue::Job],
+    out: &mut dyn Write,
+) -> Result<(), HookError> {
+    let pending: Vec<_> = jobs.iter().filter(|j| j.state == crate::queue::JobState::Pending).collect();
+    if pending.len() > crate::follow::MAX_FOLLOWED {
+        let _ = writeln!(out, "Follow the builds with: pushgate-runner jobs, and pushgate-runner logs ID --follow");
+        return Ok(());
+    }
+    for job in pending {
+        let log = crate::runner::log_path(&settings.data_dir, job.id);
+        if crate::follow::follow(queue, &log, job, settings.pickup_wait, out)?.is_none() {
+            break;
+        }
+    }
+    Ok(())
 }
 
 /// `a, b, c and 12 more`.

@@ -8,6 +8,7 @@
 pub mod clock;
 pub mod config;
 pub mod diag;
+pub mod follow;
 pub mod git;
 pub mod hook;
 pub mod queue;

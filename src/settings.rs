@@ -10,6 +10,12 @@ use std::time::Duration;
 /// The push option that accepts a change destroying data.
 pub const ALLOW_DATA_LOSS: &str = "pushgate.allow-data-loss";
 
+/// The push option that returns at once instead of following the deployment.
+pub const NOWAIT: &str = "pushgate.nowait";
+
+/// How long a push waits for a runner to pick its build up before saying so.
+pub const DEFAULT_PICKUP_WAIT: Duration = Duration::from_secs(5);
+
 /// How long a hook waits for the queue's lock before refusing the push.
 pub const DEFAULT_QUEUE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -71,6 +77,9 @@ pub struct Hook {
     pub queue_timeout: Duration,
     pub allow_data_loss: bool,
     pub timings: bool,
+    /// Follow the deployment in the push's output (unless `-o pushgate.nowait`).
+    pub follow: bool,
+    pub pickup_wait: Duration,
 }
 
 impl Hook {
@@ -83,6 +92,17 @@ impl Hook {
             .and_then(|v| v.parse().ok())
             .map(Duration::from_millis)
             .unwrap_or(DEFAULT_QUEUE_TIMEOUT);
-        Hook { data_dir, queue_timeout, allow_data_loss: env.has_push_option(ALLOW_DATA_LOSS), timings: env.timings }
+        let pickup_wait = get("pushgate.pickupWaitMs")
+            .and_then(|v| v.parse().ok())
+            .map(Duration::from_millis)
+            .unwrap_or(DEFAULT_PICKUP_WAIT);
+        Hook {
+            data_dir,
+            queue_timeout,
+            allow_data_loss: env.has_push_option(ALLOW_DATA_LOSS),
+            timings: env.timings,
+            follow: !env.has_push_option(NOWAIT),
+            pickup_wait,
+        }
     }
 }

@@ -50,7 +50,12 @@ enum Command {
         json: bool,
     },
     /// Show a job's log (each phase, with timestamps, and the hooks' output).
-    Logs { job: i64 },
+    Logs {
+        job: i64,
+        /// Keep printing until the job ends.
+        #[arg(long, short)]
+        follow: bool,
+    },
     /// List the environments: current release, commit, path, state.
     Envs {
         /// One JSON array of environment objects, for scripts.
@@ -86,7 +91,7 @@ fn main() -> ExitCode {
             serve(&config, concurrency, until_idle, &mut out)
         }
         Command::Jobs { json } => jobs(&data, json, &mut out),
-        Command::Logs { job } => logs(&data, job, &mut out),
+        Command::Logs { job, follow } => logs(&data, job, follow, &mut out),
         Command::Envs { json } => envs(&data, json, &mut out),
         Command::Rollback { environment, to, repo } => {
             rollback(&data, &environment, to.as_deref(), repo.as_deref(), &mut out)
@@ -159,8 +164,14 @@ fn write_table(out: &mut dyn Write, jobs: &[Job]) -> std::io::Result<()> {
     Ok(())
 }
 
-fn logs(data: &Path, job: i64, out: &mut dyn Write) -> Result<()> {
+fn logs(data: &Path, job: i64, follow: bool, out: &mut dyn Write) -> Result<()> {
     let path = runner::Config::new(data.to_owned()).log_path(job);
+    if follow {
+        let queue = SqliteQueue::open(data, Duration::from_secs(10))?;
+        let found = queue.job(job)?.ok_or_else(|| format!("there is no job #{job}"))?;
+        pushgate::follow::follow(&queue, &path, &found, Duration::MAX, out)?;
+        return Ok(());
+    }
     let text = std::fs::read(&path).map_err(|e| format!("no log for job {job} at {}: {e}", path.display()))?;
     out.write_all(&text)?;
     Ok(())

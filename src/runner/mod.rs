@@ -14,6 +14,7 @@ pub mod env;
 pub mod export;
 pub mod hooks;
 pub mod slug;
+pub mod wake;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -78,12 +79,17 @@ impl Config {
     }
 
     pub fn log_path(&self, job: i64) -> PathBuf {
-        self.data_dir.join("logs").join(format!("{job}.log"))
+        log_path(&self.data_dir, job)
     }
 
     fn slug_path(&self, key: &str) -> PathBuf {
         self.data_dir.join("slugs").join(format!("{key}.tar.zst"))
     }
+}
+
+/// Where a job's log is.
+pub fn log_path(data_dir: &Path, job: i64) -> PathBuf {
+    data_dir.join("logs").join(format!("{job}.log"))
 }
 
 /// Processes jobs until none is claimable. Returns how many were processed.
@@ -96,6 +102,8 @@ pub fn run_until_idle(config: &Config) -> Result<usize, RunnerError> {
 /// claimed. Returns how many jobs were processed.
 pub fn serve(config: &Config, concurrency: usize, stop: &AtomicBool, until_idle: bool) -> Result<usize, RunnerError> {
     let done = std::sync::atomic::AtomicUsize::new(0);
+    // Pushes wake idle workers through a FIFO; without it they check every few seconds.
+    let waker = if until_idle { None } else { wake::Waker::listen(&config.data_dir).ok() };
     let worker = |n: usize| -> Result<(), RunnerError> {
         let config = Config { runner_id: format!("{}/{n}", config.runner_id), ..config.clone() };
         let mut queue = SqliteQueue::open(&config.data_dir, Duration::from_secs(10))?;
@@ -107,7 +115,10 @@ pub fn serve(config: &Config, concurrency: usize, stop: &AtomicBool, until_idle:
                     done.fetch_add(1, Ordering::SeqCst);
                 }
                 None if until_idle => return Ok(()),
-                None => std::thread::sleep(Duration::from_millis(200)),
+                None => match &waker {
+                    Some(w) => w.wait(Duration::from_secs(2)),
+                    None => std::thread::sleep(Duration::from_millis(500)),
+                },
             }
         }
         Ok(())

@@ -287,3 +287,87 @@ fn sigterm_stops_the_runner() {
     child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
     assert!(out.contains("Processed 0 job(s)."), "{out}");
 }
+
+/// A runner serving in the background, stopped with SIGTERM when dropped.
+struct Serving(std::process::Child);
+
+impl Serving {
+    fn start(s: &Server) -> Serving {
+        let child = Command::new(runner_bin())
+            .args(["serve", "--data"])
+            .arg(&s.data)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        // It listens once its wake-up pipe exists.
+        for _ in 0..100 {
+            if s.data.join("wakeup").exists() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        Serving(child)
+    }
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").arg("-TERM").arg(self.0.id().to_string()).status();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn the_push_shows_the_deployment() {
+    let s = Server::new("stream");
+    crate::support::git_ok(&s.bare, &["config", "pushgate.pickupWaitMs", "20000"]);
+    std::fs::create_dir_all(&s.data).unwrap();
+    let _runner = Serving::start(&s);
+    s.commit(&files_with(APP_FILE, &app_with_hooks("echo compiling assets", "echo migrating")), "one");
+    let push = s.push(&["HEAD:refs/heads/main"]);
+    push.assert_accepted();
+    let remote = push.remote();
+    for line in [
+        "Build #1 queued for environment main",
+        "[build] Running hook `build`",
+        "compiling assets",
+        "[slug] Preparing slug",
+        "[deploy] Environment main in maintenance",
+        "migrating",
+        "`current` switched to release 1",
+        "Deployment of environment main succeeded (build #1).",
+    ] {
+        assert!(remote.contains(line), "missing {line:?} in:\n{remote}");
+    }
+    // -o pushgate.nowait returns at once; the runner still deploys.
+    s.write("app/code/A.php", b"<?php\n");
+    s.commit_all("two");
+    let push = s.push_with_options(&["pushgate.nowait"], &["HEAD:refs/heads/main"]);
+    push.assert_accepted();
+    assert!(!push.remote().contains("Deployment of environment"), "{}", push.remote());
+    // A failing build is shown as such, and the environment keeps its release.
+    s.commit(&files_with(APP_FILE, &app_with_hooks("echo about to fail\nexit 4", "true")), "three");
+    let push = s.push(&["HEAD:refs/heads/main"]);
+    push.assert_accepted();
+    let remote = push.remote();
+    assert!(
+        remote.contains("about to fail")
+            && remote.contains("for environment main failed; the environment keeps its previous release"),
+        "{remote}"
+    );
+}
+
+#[test]
+fn without_a_runner_the_push_says_how_to_follow() {
+    let s = Server::new("no-runner");
+    s.commit(&files_with("", ""), "one");
+    let push = s.push(&["HEAD:refs/heads/main"]);
+    push.assert_accepted();
+    assert!(
+        push.remote().contains(
+            "No runner picked build #1 up within 0 s; it stays queued. Follow it with: pushgate-runner logs 1 --follow"
+        ),
+        "{}",
+        push.remote()
+    );
+}

@@ -112,6 +112,8 @@ impl Server {
         let (prefix, data) = (dir.join("prefix"), dir.join("data"));
         let install = run_install(&prefix, &data, &[&bare]);
         assert!(install.status.success(), "install.sh failed: {}", String::from_utf8_lossy(&install.stderr));
+        // No runner runs in most tests: pushes say so at once instead of waiting for one.
+        git_ok(&bare, &["config", "pushgate.pickupWaitMs", "0"]);
         let work = dir.join("work");
         std::fs::create_dir_all(&work).unwrap();
         git_ok(&work, &["init", "-q"]);
