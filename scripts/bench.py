@@ -16,6 +16,7 @@
 Nothing here asserts a time; it prints figures. Needs git, cargo, python3 (pip for step 4).
 """
 import argparse
+import json
 import re
 import os
 import shutil
@@ -56,6 +57,15 @@ def bare_with_noop(path):
     hook.chmod(0o755)
 
 
+def push_cmd(repo, refspec, quiet=True):
+    """`git push`; to pushgate's repositories with -o pushgate.nowait: the protective block
+    alone, not the deployment the push would otherwise follow."""
+    cmd = ["git", "push"] + (["-q"] if quiet else [])
+    if (repo / "hooks" / "post-receive").exists() or (repo / "hooks" / "pre-receive").is_symlink():
+        cmd += ["-o", "pushgate.nowait"]
+    return cmd + [str(repo), refspec]
+
+
 def timed(args, cwd):
     start = time.perf_counter()
     out = run(args, cwd=cwd, check=False)
@@ -90,20 +100,20 @@ def single_ref(tmp, work, runs):
     bare_with_noop(noop)
     repos = {"pushgate": pg, "pre-receive only": pre, "noop": noop}
     for repo in repos.values():  # the first push carries the objects; not timed
-        git(work, "push", "-q", str(repo), "HEAD:refs/heads/main")
+        run(push_cmd(repo, "HEAD:refs/heads/main"), cwd=work)
     times = {name: [] for name in repos}
     for i in range(runs):
         (work / "app" / "code" / "change.php").write_text(f"<?php // change {i}\n")
         git(work, "commit", "-q", "-am", f"change {i}") if i else (git(work, "add", "-A"), git(work, "commit", "-q", "-m", "c"))
         order = list(repos.items()) if i % 2 == 0 else list(reversed(repos.items()))
         for name, repo in order:
-            times[name].append(timed(["git", "push", "-q", str(repo), "HEAD:refs/heads/main"], work))
+            times[name].append(timed(push_cmd(repo, "HEAD:refs/heads/main"), work))
     # The hooks' own account of one more push each: total, and the queue's part.
     shares = []
     for i in range(min(runs, 21)):
         (work / "app" / "code" / "change.php").write_text(f"<?php // timed {i}\n")
         git(work, "commit", "-q", "-am", f"timed {i}")
-        out = run(["git", "push", str(pg), "HEAD:refs/heads/main"], cwd=work, env_extra={"PUSHGATE_TIMINGS": "1"})
+        out = run(push_cmd(pg, "HEAD:refs/heads/main", quiet=False), cwd=work, env_extra={"PUSHGATE_TIMINGS": "1"})
         text = (out.stdout + out.stderr).decode()
         pre_ms = re.search(r"pre-receive ([0-9.]+) ms, of which queue ([0-9.]+) ms", text)
         post_ms = re.search(r"post-receive ([0-9.]+) ms", text)
@@ -127,11 +137,66 @@ def many_branches(tmp, work, branches, runs):
         bare_with_pushgate(pg, tmp)
         bare_with_noop(noop)
         for repo in (pg, noop):  # objects of the base first, so both pushes carry the same
-            git(work, "push", "-q", str(repo), "main:refs/heads/main")
+            run(push_cmd(repo, "main:refs/heads/main"), cwd=work)
         order = [("pushgate", pg), ("noop", noop)] if r % 2 == 0 else [("noop", noop), ("pushgate", pg)]
         for name, repo in order:
-            times[name].append(timed(["git", "push", "-q", str(repo), "refs/heads/b*:refs/heads/b*"], work))
+            times[name].append(timed(push_cmd(repo, "refs/heads/b*:refs/heads/b*"), work))
     return times
+
+
+def runner_benchmarks(tmp, runs):
+    """Redeploy of an unchanged tree (slug reuse), push to `current` switched; claim latency;
+    slug packing against tar | zstd -3."""
+    runner = ROOT / "target" / "release" / "pushgate-runner"
+    repo, data = tmp / "deploy.git", tmp / "deploy-data"
+    run(["bash", str(ROOT / "install.sh"), "--prefix", str(tmp / "prefix"), "--data", str(data),
+         "--bin-dir", str(HOOK.parent), str(repo)])
+    run(["git", "--git-dir", str(repo), "config", "pushgate.pickupWaitMs", "30000"])
+    work = tmp / "deploy-work"
+    shutil.copytree(ROOT / "examples" / "magento", work)
+    git(work, "init", "-q", "-b", "main")
+    git(work, "add", "-A")
+    git(work, "commit", "-q", "-m", "base")
+    serving = subprocess.Popen([str(runner), "serve", "--data", str(data)], env=ENV, stdout=subprocess.DEVNULL)
+    try:
+        for _ in range(100):
+            if (data / "wakeup").exists():
+                break
+            time.sleep(0.05)
+        run(["git", "push", str(repo), "HEAD:refs/heads/main"], cwd=work)  # first deployment: builds
+        redeploys = []
+        for i in range(runs):
+            git(work, "commit", "-q", "--allow-empty", "-m", f"redeploy {i}")  # same tree
+            redeploys.append(timed(["git", "push", "-q", str(repo), "HEAD:refs/heads/main"], work))
+        jobs = json.loads(run([str(runner), "jobs", "--json", "--data", str(data)]).stdout)
+    finally:
+        serving.terminate()
+        serving.wait()
+    def at(ts):
+        from datetime import datetime
+        return datetime.strptime(ts, "%Y-%m-%dT%H:%M:%S.%fZ").timestamp()
+    latencies = [at(j["started_at"]) - at(j["created_at"]) for j in jobs if j.get("started_at")]
+    reused = sum(1 for j in jobs if "Reusing existing build" in run([str(runner), "logs", str(j["id"]), "--data", str(data)]).stdout.decode())
+
+    # Packing: a tree of ~40 MB of mixed files, like a built Magento app.
+    tree = tmp / "pack-tree"
+    for i in range(4000):
+        f = tree / f"vendor/module{i % 40}/src/File{i}.php"
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_text((f"<?php\n// file {i}\nclass C{i} {{ public function f() {{ return {i}; }} }}\n") * 120)
+    for i in range(40):
+        (tree / f"pub/static/img{i}.bin").parent.mkdir(parents=True, exist_ok=True)
+        (tree / f"pub/static/img{i}.bin").write_bytes(os.urandom(200_000))
+    size = sum(p.stat().st_size for p in tree.rglob("*") if p.is_file())
+    ours, theirs = [], []
+    for i in range(5):
+        start = time.perf_counter()
+        run([str(runner), "pack", str(tree), str(tmp / f"slug{i}.tar.zst")])
+        ours.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        run(["bash", "-c", f"tar -C {tree} -cf - . | zstd -3 -q -o {tmp / f'tar{i}.tar.zst'}"])
+        theirs.append(time.perf_counter() - start)
+    return redeploys, latencies, reused, size, ours, theirs
 
 
 def hostile_inputs():
@@ -242,10 +307,20 @@ def main():
         for name, size, elapsed, rss, code, first in hostile(tmp, work):
             print(f"   {name:28} {size:>10} {elapsed * 1000:7.1f}ms {rss / 1024:7.1f}MB {code:>4}  {first[:90]}")
 
+        redeploys, latencies, reused, size, ours, theirs = runner_benchmarks(tmp, min(args.runs, 21))
+        print("\n4. the runner")
+        print(f"   redeploy of an unchanged tree (slug reused: {reused} jobs), push to `current` switched: {ms(redeploys)}")
+        print(f"   push accepted -> job claimed: median {statistics.median(latencies) * 1000:.1f} ms, "
+              f"max {max(latencies) * 1000:.1f} ms (n={len(latencies)}; target median < 250 ms)")
+        mb = size / 1e6
+        a, b = statistics.median(ours), statistics.median(theirs)
+        print(f"   slug packing of {mb:.1f} MB: pushgate {mb / a:.1f} MB/s, tar | zstd -3 {mb / b:.1f} MB/s"
+              f" ({(mb / a) / (mb / b):.2f} of its throughput; aim >= 0.8)")
+
         if not args.skip_external:
             t4 = external(tmp, 11)
             a, b = statistics.median(t4["yamllint + check-jsonschema"]), statistics.median(t4["pushgate-hook check"])
-            print("\n4. validating the same three files (median)")
+            print("\n5. validating the same three files (median)")
             for k, v in t4.items():
                 print(f"   {k:28} {ms(v)}")
             print(f"   yamllint + check-jsonschema take {a / b:.1f}x as long as pushgate-hook check")

@@ -74,6 +74,8 @@ enum Command {
     },
     /// Cancel a pending or running job.
     Cancel { job: i64 },
+    /// Pack a directory into a slug, as the build does (to inspect or time packing).
+    Pack { dir: PathBuf, out: PathBuf },
 }
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
@@ -97,6 +99,9 @@ fn main() -> ExitCode {
             rollback(&data, &environment, to.as_deref(), repo.as_deref(), &mut out)
         }
         Command::Cancel { job } => cancel(&data, job, &mut out),
+        Command::Pack { dir, out: slug } => runner::slug::pack(&dir, &slug)
+            .map_err(Into::into)
+            .and_then(|size| writeln!(out, "{} bytes", size).map_err(Into::into)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
