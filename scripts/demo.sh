@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# The main job, end to end on this machine, on the embedded queue: install pushgate (building
-# it) on a new bare repository; push the example Magento Cloud project (accepted, topology
-# printed, build queued); push a database upgrade (accepted, marked upgraded); push a downgrade
-# (refused: it would destroy data) and accept it with -o pushgate.allow-data-loss; push a typo
-# (refused, with file:line:col and a hint); list the queue. Everything lives under target/demo
-# (or $PUSHGATE_DEMO_DIR); nothing is installed system-wide.
+# The main job, end to end on this machine, on the embedded SQLite queue: install pushgate
+# (building it) on a new bare repository and start a runner; push the example Magento Cloud
+# project (validated, topology printed, built, deployed, all streamed into the push); push a
+# database upgrade; push a downgrade (refused: it would destroy data) and accept it with
+# -o pushgate.allow-data-loss; push a typo (refused, with file:line:col and a hint); list the
+# jobs and environments; roll back. Everything lives under target/demo (or $PUSHGATE_DEMO_DIR);
+# nothing is installed system-wide.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
 demo="${PUSHGATE_DEMO_DIR:-$root/target/demo}"
@@ -14,6 +15,12 @@ step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
 step "install pushgate on $demo/shop.git"
 "$root/install.sh" --prefix "$demo/prefix" --data "$demo/data" "$demo/shop.git"
+
+step "start a runner: $demo/prefix/bin/pushgate-runner serve --data $demo/data"
+"$demo/prefix/bin/pushgate-runner" serve --data "$demo/data" > "$demo/runner.out" 2>&1 &
+runner_pid=$!
+trap 'kill -TERM $runner_pid 2>/dev/null; wait $runner_pid 2>/dev/null' EXIT
+for _ in $(seq 1 100); do [ -p "$demo/data/wakeup" ] && break; sleep 0.05; done
 
 git init -q -b main "$demo/work"
 cd "$demo/work"
@@ -55,3 +62,10 @@ echo "main still points at $(git --git-dir="$demo/shop.git" rev-parse --short ma
 
 step "the build queue (SQLite in $demo/data): pushgate-runner jobs"
 "$demo/prefix/bin/pushgate-runner" jobs --data "$demo/data"
+
+step "the environments: pushgate-runner envs"
+"$demo/prefix/bin/pushgate-runner" envs --data "$demo/data"
+echo "current release serves: $(cat "$demo"/data/environments/*/main/current/mymagento/pub/index.php)"
+
+step "roll back to the previous release, at once: pushgate-runner rollback main"
+"$demo/prefix/bin/pushgate-runner" rollback main --data "$demo/data"
