@@ -25,7 +25,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Claim and run jobs until SIGTERM or SIGINT (running jobs finish; nothing new is claimed).
+    /// Claim and run jobs until SIGTERM or SIGINT (then nothing new is claimed; running jobs get a
+    /// grace period, after which they are stopped and returned to the queue).
     Serve {
         /// Jobs run at once (never two of one environment).
         #[arg(long, default_value_t = 1)]
@@ -42,6 +43,10 @@ enum Command {
         /// Seconds a claim holds without a heartbeat; a runner that dies loses its job after it.
         #[arg(long, default_value_t = 30)]
         lease: u64,
+        /// Seconds running jobs may go on after SIGTERM before they are stopped and returned to
+        /// the queue.
+        #[arg(long, default_value_t = 60)]
+        grace: u64,
     },
     /// List the jobs: id, repository, ref, commit, environment, state, times.
     Jobs {
@@ -85,11 +90,12 @@ fn main() -> ExitCode {
     let data = cli.data.unwrap_or_else(|| Env::from_process().default_data_dir());
     let mut out = std::io::stdout().lock();
     let result = match cli.command {
-        Command::Serve { concurrency, until_idle, hook_timeout, keep, lease } => {
+        Command::Serve { concurrency, until_idle, hook_timeout, keep, lease, grace } => {
             let mut config = runner::Config::new(data.clone());
             config.hook_timeout = Duration::from_secs(hook_timeout);
             config.keep_releases = keep.max(1);
             config.lease = Duration::from_secs(lease.max(1));
+            config.grace = Duration::from_secs(grace);
             serve(&config, concurrency, until_idle, &mut out)
         }
         Command::Jobs { json } => jobs(&data, json, &mut out),

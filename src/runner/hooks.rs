@@ -66,7 +66,7 @@ pub struct Hook<'a> {
 }
 
 /// Runs a hook; its output goes to the log. Err says what failed and how.
-pub fn run(hook: &Hook<'_>, log: &mut JobLog) -> Result<(), RunnerError> {
+pub fn run(hook: &Hook<'_>, log: &mut JobLog, control: &super::Control<'_>) -> Result<(), RunnerError> {
     log.phase(hook.name, &format!("Running hook `{}` in {}:", hook.name, hook.cwd.display()));
     for line in hook.script.lines().filter(|l| !l.trim().is_empty()) {
         log.phase(hook.name, &format!("  $ {line}"));
@@ -101,6 +101,12 @@ pub fn run(hook: &Hook<'_>, log: &mut JobLog) -> Result<(), RunnerError> {
             source,
         })? {
             break status;
+        }
+        if let Err(interrupted) = control.check() {
+            let _ = Command::new("kill").arg("-KILL").arg("--").arg(format!("-{}", child.id())).status();
+            let _ = child.wait();
+            log.phase(hook.name, &format!("Hook `{}` killed: {interrupted}", hook.name));
+            return Err(interrupted);
         }
         if started.elapsed() > hook.timeout {
             // The whole group: the script's children too.

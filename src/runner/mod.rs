@@ -45,6 +45,8 @@ pub enum RunnerError {
     Config(String),
     #[error("the job was cancelled or taken over by another runner")]
     Lost,
+    #[error("the runner is stopping")]
+    Stopped,
     #[error(transparent)]
     Queue(#[from] QueueError),
     #[error(transparent)]
@@ -63,6 +65,8 @@ pub struct Config {
     pub hook_timeout: Duration,
     /// Releases kept per environment (for rollback).
     pub keep_releases: usize,
+    /// After SIGTERM, how long running jobs may go on before they are stopped and returned.
+    pub grace: Duration,
 }
 
 impl Config {
@@ -75,6 +79,7 @@ impl Config {
             lease: Duration::from_secs(30),
             hook_timeout: Duration::from_secs(3600),
             keep_releases: 5,
+            grace: Duration::from_secs(60),
         }
     }
 
@@ -102,6 +107,7 @@ pub fn run_until_idle(config: &Config) -> Result<usize, RunnerError> {
 /// claimed. Returns how many jobs were processed.
 pub fn serve(config: &Config, concurrency: usize, stop: &AtomicBool, until_idle: bool) -> Result<usize, RunnerError> {
     let done = std::sync::atomic::AtomicUsize::new(0);
+    let abort = AtomicBool::new(false);
     // Pushes wake idle workers through a FIFO; without it they check every few seconds.
     let waker = if until_idle { None } else { wake::Waker::listen(&config.data_dir).ok() };
     let worker = |n: usize| -> Result<(), RunnerError> {
@@ -111,7 +117,7 @@ pub fn serve(config: &Config, concurrency: usize, stop: &AtomicBool, until_idle:
             let _ = queue.reconcile(&crate::git::GitRefLog::default());
             match queue.claim(&config.runner_id, config.lease)? {
                 Some(job) => {
-                    process(&config, &mut queue, &job)?;
+                    process(&config, &mut queue, &job, &abort)?;
                     done.fetch_add(1, Ordering::SeqCst);
                 }
                 None if until_idle => return Ok(()),
@@ -123,8 +129,33 @@ pub fn serve(config: &Config, concurrency: usize, stop: &AtomicBool, until_idle:
         }
         Ok(())
     };
+    let workers = concurrency.max(1);
+    let finished = std::sync::atomic::AtomicUsize::new(0);
     std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..concurrency.max(1)).map(|n| scope.spawn(move || worker(n))).collect();
+        let handles: Vec<_> = (0..workers)
+            .map(|n| {
+                let (worker, finished) = (&worker, &finished);
+                scope.spawn(move || {
+                    let result = worker(n);
+                    finished.fetch_add(1, Ordering::SeqCst);
+                    result
+                })
+            })
+            .collect();
+        // After a stop, running jobs get the grace period; then they are stopped and returned.
+        scope.spawn(|| {
+            while finished.load(Ordering::SeqCst) < workers {
+                if stop.load(Ordering::SeqCst) {
+                    let since = std::time::Instant::now();
+                    while finished.load(Ordering::SeqCst) < workers && since.elapsed() < config.grace {
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                    abort.store(true, Ordering::SeqCst);
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        });
         handles.into_iter().map(|h| h.join().unwrap_or(Ok(()))).collect::<Result<Vec<()>, _>>()
     })?;
     Ok(done.load(Ordering::SeqCst))
@@ -132,7 +163,12 @@ pub fn serve(config: &Config, concurrency: usize, stop: &AtomicBool, until_idle:
 
 /// Runs one claimed job to its end and records it. Errors of the job itself (a failing hook, an
 /// invalid configuration) fail the job; only queue errors are returned.
-pub fn process(config: &Config, queue: &mut SqliteQueue, job: &Job) -> Result<JobState, RunnerError> {
+pub fn process(
+    config: &Config,
+    queue: &mut SqliteQueue,
+    job: &Job,
+    abort: &AtomicBool,
+) -> Result<JobState, RunnerError> {
     let mut log = JobLog::open(config.log_path(job.id))?;
     log.phase(
         "job",
@@ -143,7 +179,8 @@ pub fn process(config: &Config, queue: &mut SqliteQueue, job: &Job) -> Result<Jo
     );
     let lost = Arc::new(AtomicBool::new(false));
     let heartbeat = start_heartbeat(config, job.id, lost.clone());
-    let result = build_and_deploy(config, queue, job, &mut log, &lost);
+    let control = Control { lost, abort };
+    let result = build_and_deploy(config, queue, job, &mut log, &control);
     heartbeat.stop();
     let (state, release) = match result {
         Ok(release) => {
@@ -153,6 +190,11 @@ pub fn process(config: &Config, queue: &mut SqliteQueue, job: &Job) -> Result<Jo
         Err(RunnerError::Lost) => {
             log.phase("job", "Stopped: the job was cancelled or taken over by another runner");
             return Ok(JobState::Cancelled);
+        }
+        Err(RunnerError::Stopped) => {
+            log.phase("job", "Stopped: the runner is shutting down; the job goes back to the queue");
+            queue.release_claim(job.id, &config.runner_id)?;
+            return Ok(JobState::Pending);
         }
         Err(e @ RunnerError::Queue(_)) => return Err(e),
         Err(e) => {
@@ -201,11 +243,22 @@ fn start_heartbeat(config: &Config, job: i64, lost: Arc<AtomicBool>) -> Heartbea
     Heartbeat { stop, thread: Some(thread) }
 }
 
-fn check(lost: &AtomicBool) -> Result<(), RunnerError> {
-    if lost.load(Ordering::SeqCst) {
-        Err(RunnerError::Lost)
-    } else {
-        Ok(())
+/// What may interrupt a job: losing it (cancelled, or its lease taken over) or the runner
+/// stopping after its grace period. Checked between phases and while a hook runs.
+pub struct Control<'a> {
+    lost: Arc<AtomicBool>,
+    abort: &'a AtomicBool,
+}
+
+impl Control<'_> {
+    pub fn check(&self) -> Result<(), RunnerError> {
+        if self.lost.load(Ordering::SeqCst) {
+            Err(RunnerError::Lost)
+        } else if self.abort.load(Ordering::SeqCst) {
+            Err(RunnerError::Stopped)
+        } else {
+            Ok(())
+        }
     }
 }
 
@@ -223,7 +276,7 @@ fn build_and_deploy(
     queue: &mut SqliteQueue,
     job: &Job,
     log: &mut JobLog,
-    lost: &AtomicBool,
+    control: &Control<'_>,
 ) -> Result<String, RunnerError> {
     let git = |e: git2::Error| RunnerError::Git(e.message().to_owned());
     let repo = Repository::open_bare(&job.repo).map_err(git)?;
@@ -262,7 +315,7 @@ fn build_and_deploy(
     let project =
         Path::new(&job.repo).file_name().and_then(|n| n.to_str()).unwrap_or("").trim_end_matches(".git").to_owned();
     for plan in &plans {
-        check(lost)?;
+        control.check()?;
         if plan.slug.exists() {
             log.phase(
                 "build",
@@ -288,9 +341,13 @@ fn build_and_deploy(
                 config: &plan.config,
             };
             let env = env::build(&ctx);
-            hooks::run(&Hook { name: "build", script, cwd: &app_dir, env: &env, timeout: config.hook_timeout }, log)?;
+            hooks::run(
+                &Hook { name: "build", script, cwd: &app_dir, env: &env, timeout: config.hook_timeout },
+                log,
+                control,
+            )?;
         }
-        check(lost)?;
+        control.check()?;
         log.phase("slug", &format!("Preparing slug for application `{}`", plan.name));
         if let Some(dir) = plan.slug.parent() {
             std::fs::create_dir_all(dir).map_err(|source| RunnerError::Io {
@@ -305,8 +362,8 @@ fn build_and_deploy(
     if exported {
         deploy::remove_release(&build_dir)?;
     }
-    check(lost)?;
-    deploy_release(config, queue, job, log, lost, &plans, &topology, outcome.config.format, &project)
+    control.check()?;
+    deploy_release(config, queue, job, log, control, &plans, &topology, outcome.config.format, &project)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -315,7 +372,7 @@ fn deploy_release(
     queue: &mut SqliteQueue,
     job: &Job,
     log: &mut JobLog,
-    lost: &AtomicBool,
+    control: &Control<'_>,
     plans: &[AppPlan],
     topology: &Topology,
     format: crate::config::Format,
@@ -368,7 +425,7 @@ fn deploy_release(
         topology: serde_json::to_value(topology).unwrap_or_default(),
         created_at: crate::clock::now_rfc3339(),
     })?;
-    check(lost)?;
+    control.check()?;
 
     let services: serde_json::Value = std::fs::read_to_string(config.data_dir.join("services.json"))
         .ok()
@@ -399,6 +456,7 @@ fn deploy_release(
         let ran = hooks::run(
             &Hook { name: "deploy", script: &script, cwd: &app_dir, env: &env, timeout: config.hook_timeout },
             log,
+            control,
         );
         if let Err(e) = ran {
             env_dir.set_maintenance(false, "")?;
@@ -431,6 +489,7 @@ fn deploy_release(
         if let Err(e) = hooks::run(
             &Hook { name: "post_deploy", script: &script, cwd: &app_dir, env: &env, timeout: config.hook_timeout },
             log,
+            control,
         ) {
             log.phase("post_deploy", &format!("Warning: {e}; the release is deployed"));
         }

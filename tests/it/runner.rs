@@ -371,3 +371,78 @@ fn without_a_runner_the_push_says_how_to_follow() {
         push.remote()
     );
 }
+
+/// Waits (at most 10 s) until `path` exists.
+fn wait_for(path: &Path) {
+    for _ in 0..200 {
+        if path.exists() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("{} did not appear", path.display());
+}
+
+#[test]
+fn a_hook_over_its_time_limit_is_killed() {
+    let s = Server::new("timeout");
+    let commit = s.commit(&files_with(APP_FILE, &app_with_hooks("echo starting\nsleep 30", "true")), "slow");
+    s.push(&["HEAD:refs/heads/main"]).assert_accepted();
+    let started = std::time::Instant::now();
+    let out = runner(&s, &["serve", "--until-idle", "--hook-timeout", "1"]);
+    assert!(out.status.success());
+    assert!(started.elapsed() < std::time::Duration::from_secs(20), "the hook was not killed");
+    let (id, state) = job_state(&s, &commit);
+    assert_eq!(state, "failed");
+    assert!(log_of(&s, id).contains("Hook `build` killed after its time limit of 1 s"), "{}", log_of(&s, id));
+}
+
+#[test]
+fn a_running_job_can_be_cancelled() {
+    let s = Server::new("cancel");
+    let marker = s.dir.join("building");
+    let build = format!("touch {}\nsleep 30", marker.display());
+    let commit = s.commit(&files_with(APP_FILE, &app_with_hooks(&build, "true")), "slow");
+    s.push(&["HEAD:refs/heads/main"]).assert_accepted();
+    let mut serving = Command::new(runner_bin())
+        .args(["serve", "--until-idle", "--lease", "3", "--data"])
+        .arg(&s.data)
+        .spawn()
+        .unwrap();
+    wait_for(&marker);
+    let (id, _) = job_state(&s, &commit);
+    let out = runner(&s, &["cancel", &id.to_string()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("Job #{id} cancelled (it was running).")));
+    // The runner notices at its next heartbeat (a third of the lease), kills the hook, and is idle.
+    let status = serving.wait().unwrap();
+    assert!(status.success());
+    assert_eq!(job_state(&s, &commit).1, "cancelled");
+    assert!(log_of(&s, id).contains("Hook `build` killed: the job was cancelled"), "{}", log_of(&s, id));
+    assert!(envs(&s).is_empty(), "nothing was deployed");
+}
+
+#[test]
+fn sigterm_returns_a_running_job_to_the_queue_after_the_grace_period() {
+    let s = Server::new("grace");
+    let marker = s.dir.join("building");
+    let build = format!("if [ ! -e {m} ]; then touch {m}; sleep 30; fi", m = marker.display());
+    let commit = s.commit(&files_with(APP_FILE, &app_with_hooks(&build, "true")), "slow");
+    s.push(&["HEAD:refs/heads/main"]).assert_accepted();
+    let mut serving = Command::new(runner_bin())
+        .args(["serve", "--grace", "1", "--data"])
+        .arg(&s.data)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for(&marker);
+    Command::new("kill").arg("-TERM").arg(serving.id().to_string()).status().unwrap();
+    let status = serving.wait().unwrap();
+    assert!(status.success());
+    let (id, state) = job_state(&s, &commit);
+    assert_eq!(state, "pending", "{}", log_of(&s, id));
+    assert!(log_of(&s, id).contains("the job goes back to the queue"));
+    // The next runner finishes it.
+    serve(&s);
+    assert_eq!(job_state(&s, &commit).1, "succeeded");
+}

@@ -111,9 +111,21 @@ impl SqliteQueue {
         Ok(n == 1)
     }
 
-    /// Gives a running job back to the queue (a runner stopping before it could finish it).
+    /// Gives a running job back to the queue (a runner stopping before it could finish it), or
+    /// marks it superseded when its environment has a newer pending job.
     pub fn release_claim(&mut self, id: i64, runner: &str) -> Result<(), QueueError> {
         self.durability(Durability::Full).map_err(self.write_err())?;
+        self.conn
+            .execute(
+                "UPDATE jobs SET state = 'superseded', runner = NULL, lease_until = NULL, updated_at = ?3,
+                        superseded_by = (SELECT p.id FROM jobs p WHERE p.repo = jobs.repo
+                                         AND p.environment = jobs.environment AND p.state = 'pending')
+                 WHERE id = ?1 AND runner = ?2 AND state = 'running'
+                   AND EXISTS (SELECT 1 FROM jobs p WHERE p.repo = jobs.repo
+                               AND p.environment = jobs.environment AND p.state = 'pending')",
+                params![id, runner, now_rfc3339()],
+            )
+            .map_err(self.write_err())?;
         self.conn
             .execute(
                 "UPDATE jobs SET state = 'pending', runner = NULL, lease_until = NULL, updated_at = ?3
