@@ -236,6 +236,7 @@ fn a_runner_killed_mid_build_loses_its_job_to_the_next_runner() {
     let mut first = Command::new(runner_bin())
         .args(["serve", "--until-idle", "--lease", "1", "--data"])
         .arg(&s.data)
+        .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap();
     for _ in 0..200 {
@@ -407,6 +408,7 @@ fn a_running_job_can_be_cancelled() {
     let mut serving = Command::new(runner_bin())
         .args(["serve", "--until-idle", "--lease", "3", "--data"])
         .arg(&s.data)
+        .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap();
     wait_for(&marker);
@@ -445,4 +447,85 @@ fn sigterm_returns_a_running_job_to_the_queue_after_the_grace_period() {
     // The next runner finishes it.
     serve(&s);
     assert_eq!(job_state(&s, &commit).1, "succeeded");
+}
+
+#[test]
+fn the_build_goes_on_when_the_pusher_hangs_up() {
+    let s = Server::new("hangup");
+    crate::support::git_ok(&s.bare, &["config", "pushgate.pickupWaitMs", "20000"]);
+    std::fs::create_dir_all(&s.data).unwrap();
+    let _runner = Serving::start(&s);
+    let marker = s.dir.join("building");
+    let build = format!("touch {}\nsleep 2\necho done", marker.display());
+    let commit = s.commit(&files_with(APP_FILE, &app_with_hooks(&build, "true")), "slow");
+    let mut push = Command::new("git")
+        .args(["push", "-q", &s.url(), "HEAD:refs/heads/main"])
+        .current_dir(&s.work)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("HOME", &s.work)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for(&marker);
+    push.kill().unwrap(); // the developer's terminal goes away mid-build
+    let _ = push.wait();
+    for _ in 0..200 {
+        if job_state(&s, &commit).1 == "succeeded" {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(job_state(&s, &commit).1, "succeeded");
+    assert!(current_path(&s).join("mymagento").exists());
+}
+
+#[test]
+fn slugs_no_release_needs_are_collected() {
+    let s = Server::new("gc");
+    let slug_of = |s: &Server, job: i64| -> PathBuf {
+        let log = log_of(s, job);
+        let line = log.lines().find(|l| l.contains("[slug] Slug ")).expect("a slug line");
+        PathBuf::from(line.split("[slug] Slug ").nth(1).unwrap().split(' ').next().unwrap())
+    };
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let commit = s.commit(&files_with(APP_FILE, &app_with_hooks(&format!("echo {i} > n.txt"), "true")), "v");
+        s.push(&["HEAD:refs/heads/main"]).assert_accepted();
+        if i == 1 {
+            // The first release's slug is old by now, and --keep 1 dropped its release.
+            let first = slug_of(&s, ids[0]);
+            assert!(first.exists());
+            Command::new("touch").args(["-d", "2 hours ago"]).arg(&first).status().unwrap();
+        }
+        assert!(runner(&s, &["serve", "--until-idle", "--keep", "1"]).status.success());
+        ids.push(job_state(&s, &commit).0);
+    }
+    assert!(!slug_of(&s, ids[0]).exists(), "the unused old slug was collected");
+    assert!(slug_of(&s, ids[1]).exists(), "a recent slug is kept (a build in progress may still need it)");
+    assert!(slug_of(&s, ids[2]).exists(), "the current release's slug is kept");
+    let env = envs(&s).into_iter().next().unwrap();
+    assert_eq!(env["releases"].as_array().unwrap().len(), 1, "--keep 1");
+}
+
+#[test]
+fn logs_follow_prints_until_the_job_ends() {
+    let s = Server::new("follow");
+    let commit = s.commit(&files_with(APP_FILE, &app_with_hooks("sleep 1\necho built it", "true")), "one");
+    s.push(&["HEAD:refs/heads/main"]).assert_accepted();
+    let (id, _) = job_state(&s, &commit);
+    let follower = Command::new(runner_bin())
+        .args(["logs", &id.to_string(), "--follow", "--data"])
+        .arg(&s.data)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    serve(&s);
+    let out = follower.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert!(
+        text.contains("built it") && text.contains(&format!("Deployment of environment main succeeded (build #{id}).")),
+        "{text}"
+    );
 }

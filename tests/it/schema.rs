@@ -5,7 +5,6 @@
 use pushgate::config::yaml::{Node, Value};
 use pushgate::source::DirSource;
 use pushgate::validate::schema::{is_valid, Schema};
-use serde_json::Value as Json;
 
 use crate::support::{copy_dir, corpus_dir, TempDir};
 
