@@ -27,13 +27,15 @@ fn io_err<'p>(action: &'static str, path: &'p Path) -> impl FnOnce(io::Error) ->
 
 /// Packs `dir` into `out` (tar, zstd level 3). Returns the archive's size in bytes.
 pub fn pack(dir: &Path, out: &Path) -> Result<u64, SlugError> {
+    let entries = sorted_entries(dir)?;
+    links_resolve_inside(dir, &entries)?;
     let tmp = out.with_extension("partial");
     let file = File::create(&tmp).map_err(io_err("creating", &tmp))?;
     let encoder = zstd::stream::Encoder::new(BufWriter::new(file), 3).map_err(io_err("compressing", &tmp))?;
     let mut tar = tar::Builder::new(encoder);
     tar.mode(tar::HeaderMode::Deterministic);
     tar.follow_symlinks(false);
-    for rel in sorted_entries(dir)? {
+    for rel in entries {
         let full = dir.join(&rel);
         let meta = std::fs::symlink_metadata(&full).map_err(io_err("reading", &full))?;
         let mut header = tar::Header::new_gnu();
@@ -119,12 +121,52 @@ fn stays_inside(link: &Path, target: &Path) -> bool {
     true
 }
 
+/// Whether every symlink among `entries` (relative to `root`) resolves inside `root` once the
+/// links it goes through are followed: the lexical check alone lets `s -> .` and `t -> s/..`
+/// pass, and `t` then names the directory above the app.
+fn links_resolve_inside(root: &Path, entries: &[PathBuf]) -> Result<(), SlugError> {
+    let root_real = std::fs::canonicalize(root).map_err(io_err("resolving", root))?;
+    for rel in entries {
+        let full = root.join(rel);
+        let meta = std::fs::symlink_metadata(&full).map_err(io_err("reading", &full))?;
+        if !meta.file_type().is_symlink() {
+            continue;
+        }
+        let target = std::fs::read_link(&full).map_err(io_err("reading the link", &full))?;
+        let escaping = || SlugError::EscapingLink { path: rel.clone(), target: target.display().to_string() };
+        if !stays_inside(rel, &target) {
+            return Err(escaping());
+        }
+        // Resolve as far as the filesystem goes; what does not exist yet must only descend.
+        let mut existing = full.parent().unwrap_or(root).join(&target);
+        let mut rest = Vec::new();
+        let resolved = loop {
+            match std::fs::canonicalize(&existing) {
+                Ok(real) => break real,
+                Err(_) => {
+                    let Some(name) = existing.file_name().map(|n| n.to_owned()) else { return Err(escaping()) };
+                    rest.push(name);
+                    if !existing.pop() {
+                        return Err(escaping());
+                    }
+                }
+            }
+        };
+        let descends = rest.iter().all(|n| n != ".." && n != ".");
+        if !resolved.starts_with(&root_real) || !descends {
+            return Err(escaping());
+        }
+    }
+    Ok(())
+}
+
 /// Unpacks `slug` into `dest` (which must not exist yet), refusing anything that leaves it.
 pub fn unpack(slug: &Path, dest: &Path) -> Result<(), SlugError> {
     std::fs::create_dir_all(dest).map_err(io_err("creating", dest))?;
     let file = File::open(slug).map_err(io_err("opening", slug))?;
     let decoder = zstd::stream::Decoder::new(BufReader::new(file)).map_err(io_err("decompressing", slug))?;
     let mut archive = tar::Archive::new(decoder);
+    let mut links = Vec::new();
     for entry in archive.entries().map_err(io_err("reading", slug))? {
         let mut entry = entry.map_err(io_err("reading", slug))?;
         let rel = entry.path().map_err(io_err("reading", slug))?.into_owned();
@@ -142,7 +184,12 @@ pub fn unpack(slug: &Path, dest: &Path) -> Result<(), SlugError> {
                 // An earlier symlink must not redirect this write out of the release.
                 refuse_links_on_the_way(dest, &rel)?;
                 let mode = entry.header().mode().unwrap_or(0o644);
-                let mut out = File::create(&target).map_err(io_err("writing", &target))?;
+                // create_new: never write through a link an earlier entry of the same name left.
+                let mut out = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(&target)
+                    .map_err(io_err("writing", &target))?;
                 io::copy(&mut entry, &mut out).map_err(io_err("writing", &target))?;
                 use std::os::unix::fs::PermissionsExt;
                 std::fs::set_permissions(&target, std::fs::Permissions::from_mode(mode & 0o755))
@@ -155,11 +202,12 @@ pub fn unpack(slug: &Path, dest: &Path) -> Result<(), SlugError> {
                 }
                 refuse_links_on_the_way(dest, &rel)?;
                 std::os::unix::fs::symlink(&link, &target).map_err(io_err("linking", &target))?;
+                links.push(rel);
             }
             _ => return Err(SlugError::Unsupported { entry: name }),
         }
     }
-    Ok(())
+    links_resolve_inside(dest, &links)
 }
 
 /// Refuses a path whose parent directories include a symlink (it could lead elsewhere).
@@ -221,6 +269,68 @@ mod tests {
         let out = temp("escape-out");
         assert!(matches!(pack(&dir, &out.join("s.tar.zst")), Err(SlugError::EscapingLink { .. })));
         let _ = std::fs::remove_dir_all(dir);
+        let _ = std::fs::remove_dir_all(out);
+    }
+
+    #[test]
+    fn links_through_links_out_of_the_app_are_refused() {
+        // Each link looks inside on its own; followed, `up` is the app's parent.
+        let dir = temp("chain");
+        std::os::unix::fs::symlink(".", dir.join("here")).unwrap();
+        std::os::unix::fs::symlink("here/..", dir.join("up")).unwrap();
+        assert!(stays_inside(Path::new("up"), Path::new("here/..")));
+        let out = temp("chain-out");
+        assert!(matches!(pack(&dir, &out.join("s.tar.zst")), Err(SlugError::EscapingLink { .. })));
+        // A dangling link that only descends is fine (it may point at something made later).
+        std::fs::remove_file(dir.join("up")).unwrap();
+        std::os::unix::fs::symlink("here/not-yet/file", dir.join("later")).unwrap();
+        pack(&dir, &out.join("s.tar.zst")).unwrap();
+        let _ = std::fs::remove_dir_all(dir);
+        let _ = std::fs::remove_dir_all(out);
+    }
+
+    #[test]
+    fn a_slug_with_a_chained_escape_is_refused() {
+        let out = temp("chain-evil");
+        let slug = out.join("evil.tar.zst");
+        let file = File::create(&slug).unwrap();
+        let encoder = zstd::stream::Encoder::new(file, 3).unwrap().auto_finish();
+        let mut tar = tar::Builder::new(encoder);
+        for (name, target) in [("here", "."), ("up", "here/..")] {
+            let mut header = tar::Header::new_gnu();
+            header.set_entry_type(tar::EntryType::Symlink);
+            header.set_size(0);
+            tar.append_link(&mut header, name, target).unwrap();
+        }
+        drop(tar.into_inner().unwrap());
+        assert!(matches!(unpack(&slug, &out.join("release")), Err(SlugError::EscapingLink { .. })));
+        let _ = std::fs::remove_dir_all(out);
+    }
+
+    #[test]
+    fn a_file_entry_never_writes_through_a_link_of_the_same_name() {
+        let out = temp("dup");
+        std::fs::write(out.join("victim"), "safe").unwrap();
+        let slug = out.join("dup.tar.zst");
+        let file = File::create(&slug).unwrap();
+        let encoder = zstd::stream::Encoder::new(file, 3).unwrap().auto_finish();
+        let mut tar = tar::Builder::new(encoder);
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(tar::EntryType::Symlink);
+        header.set_size(0);
+        tar.append_link(&mut header, "here", ".").unwrap();
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(tar::EntryType::Symlink);
+        header.set_size(0);
+        tar.append_link(&mut header, "f", "here/../victim").unwrap();
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(tar::EntryType::Regular);
+        header.set_size(4);
+        header.set_mode(0o644);
+        tar.append_data(&mut header, "f", &b"evil"[..]).unwrap();
+        drop(tar.into_inner().unwrap());
+        assert!(unpack(&slug, &out.join("release")).is_err());
+        assert_eq!(std::fs::read_to_string(out.join("victim")).unwrap(), "safe");
         let _ = std::fs::remove_dir_all(out);
     }
 

@@ -178,6 +178,18 @@ fn failures_leave_the_running_release_alone_and_rollback_goes_back() {
     );
     assert!(!log.lines().any(|l| l == "never"), "sh -e stops at the failing command: {log}");
 
+    // A build that leaves a way out of its release: a link to the host, and one through a link.
+    for (label, links) in [("absolute", "ln -s /etc/passwd passwd"), ("chained", "ln -s . here\nln -s here/.. up")] {
+        let escaping = s.commit(&files_with(APP_FILE, &app_with_hooks(links, "true")), label);
+        s.push(&["HEAD:refs/heads/main"]).assert_accepted();
+        serve(&s);
+        let (id, state) = job_state(&s, &escaping);
+        assert_eq!(state, "failed", "{label}");
+        assert_eq!(current_path(&s), serving, "{label}");
+        let log = log_of(&s, id);
+        assert!(log.contains("outside the app: a slug may not point out of its release"), "{label}: {log}");
+    }
+
     // A failing deploy hook: no site left in maintenance, current unchanged.
     let broken_deploy =
         s.commit(&files_with(APP_FILE, &app_with_hooks("true", "echo migrating; exit 7")), "bad deploy");
