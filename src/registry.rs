@@ -104,7 +104,7 @@ impl Image {
             .filter(|(_, s)| status.map_or(true, |want| **s == want))
             .map(|(k, _)| k.as_str())
             .collect();
-        v.sort_by(|a, b| version_key(b).cmp(&version_key(a)));
+        v.sort_by_key(|v| std::cmp::Reverse(version_key(v)));
         v
     }
 }

@@ -280,9 +280,10 @@ impl Daemon {
             .spawn()
             .expect("git daemon starts");
         // Wait until it listens (bounded: 10 s).
+        let daemon = Daemon { child, port }; // dropped (killed and reaped) if it never listens
         for _ in 0..200 {
             if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return Daemon { child, port };
+                return daemon;
             }
             std::thread::sleep(std::time::Duration::from_millis(50));
         }

@@ -126,7 +126,8 @@ fn removing_solr_needs_the_override() {
 /// The other refusals, on the example project: each refused, then accepted with the option.
 #[test]
 fn each_destructive_change_is_refused_and_can_be_overridden() {
-    let cases: Vec<(&str, Vec<(&str, String)>, &str)> = vec![
+    type Case<'a> = (&'a str, Vec<(&'a str, String)>, &'a str);
+    let cases: Vec<Case> = vec![
         (
             "service type change",
             vec![

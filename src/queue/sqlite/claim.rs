@@ -196,7 +196,7 @@ mod tests {
                 changes: "[]".into(),
                 receiver: receiver.clone(),
             };
-            q.reserve(&[r.clone()]).unwrap();
+            q.reserve(std::slice::from_ref(&r)).unwrap();
             let tips = Exactly([(r.ref_name.clone(), commit.to_string())].into());
             q.promote("/r", &[(r.ref_name, r.old_commit, r.new_commit)], &receiver, &tips).unwrap();
         }
