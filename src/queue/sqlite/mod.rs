@@ -94,6 +94,37 @@ enum Durability {
     Redoable,
 }
 
+/// WAL mode, sync level, foreign keys, schema: what every connection sets up first.
+fn prepare(conn: &mut Connection) -> rusqlite::Result<()> {
+    // journal_mode answers with a row; it is persistent, so only the first open writes.
+    let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(rusqlite::Error::InvalidQuery);
+    }
+    conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")?;
+    migrate(conn)
+}
+
+fn is_busy(e: &rusqlite::Error) -> bool {
+    matches!(e.sqlite_error_code(), Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked))
+}
+
+/// Brings the schema up to date. The version is read again under the write lock: a runner and a
+/// hook opening a new queue at the same moment must not both apply the same step.
+fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
+    let version = |c: &Connection| c.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0));
+    if version(conn)? >= MIGRATIONS.len() as i64 {
+        return Ok(()); // the usual case: no write lock taken
+    }
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let from = version(&tx)?.max(0) as usize;
+    for (i, migration) in MIGRATIONS.iter().enumerate().skip(from) {
+        tx.execute_batch(migration)?;
+        tx.execute_batch(&format!("PRAGMA user_version = {}", i + 1))?;
+    }
+    tx.commit()
+}
+
 pub struct SqliteQueue {
     conn: Connection,
     path: PathBuf,
@@ -114,17 +145,19 @@ impl SqliteQueue {
         // checkpointed and truncated when it passes WAL_LIMIT (see Drop), once in a while.
         // Durability is unchanged: commits are in the WAL, synced.
         conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true).map_err(open_err)?;
-        // journal_mode answers with a row; it is persistent, so only the first open writes.
-        let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0)).map_err(open_err)?;
-        if !mode.eq_ignore_ascii_case("wal") {
-            return Err(open_err(rusqlite::Error::InvalidQuery));
-        }
-        conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;").map_err(open_err)?;
-        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(open_err)?;
-        for (i, migration) in MIGRATIONS.iter().enumerate().skip(version.max(0) as usize) {
-            let to = i + 1;
-            conn.execute_batch(&format!("BEGIN IMMEDIATE; {migration} PRAGMA user_version = {to}; COMMIT;"))
-                .map_err(open_err)?;
+        let mut conn = conn;
+        // A new queue opened by several processes at once: switching it to WAL can answer
+        // "busy" without waiting on the busy handler. Such answers are retried until the
+        // busy timeout; anything else is an error at once.
+        let deadline = std::time::Instant::now() + busy_timeout;
+        loop {
+            match prepare(&mut conn) {
+                Ok(()) => break,
+                Err(e) if is_busy(&e) && std::time::Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(e) => return Err(open_err(e)),
+            }
         }
         Ok(SqliteQueue { conn, path })
     }
@@ -378,5 +411,30 @@ mod tests {
         let q = SqliteQueue::open(&dir, Duration::from_secs(5)).unwrap();
         assert_eq!(q.reservations().unwrap(), 200, "nothing lost by checkpointing");
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A runner and the first push open a new queue together: each must find it usable.
+    #[test]
+    fn a_new_queue_opened_by_many_at_once_is_created_once() {
+        for round in 0..20 {
+            let dir = temp_dir(&format!("race-{round}"));
+            let start = std::sync::Arc::new(std::sync::Barrier::new(6));
+            let openers: Vec<_> = (0..6)
+                .map(|_| {
+                    let (dir, start) = (dir.clone(), start.clone());
+                    std::thread::spawn(move || {
+                        start.wait();
+                        SqliteQueue::open(&dir, Duration::from_secs(5)).map(|_| ())
+                    })
+                })
+                .collect();
+            for opener in openers {
+                opener.join().unwrap().unwrap_or_else(|e| panic!("round {round}: {e}"));
+            }
+            let q = SqliteQueue::open(&dir, Duration::from_secs(5)).unwrap();
+            let version: i64 = q.conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+            assert_eq!(version, MIGRATIONS.len() as i64);
+            let _ = std::fs::remove_dir_all(&dir);
+        }
     }
 }
