@@ -541,3 +541,48 @@ fn logs_follow_prints_until_the_job_ends() {
         "{text}"
     );
 }
+
+#[test]
+fn workers_build_environments_side_by_side_but_one_job_per_environment() {
+    let s = Server::new("concurrency");
+    std::fs::create_dir_all(&s.data).unwrap();
+    let dir = s.dir.path().to_owned();
+    // A build marks its environment busy, says it started, and waits (up to 30 s) for `other`.
+    let build = |me: &str, other: &str, n: u32| {
+        let d = dir.display();
+        format!(
+            "# build {n}\n[ -e {d}/busy-{me} ] && echo overlap >> {d}/overlap\ntouch {d}/busy-{me} {d}/started-{me}-{n}\n\
+             for i in $(seq 300); do [ -e {d}/started-{other}-1 ] && break; sleep 0.1; done\n\
+             [ -e {d}/started-{other}-1 ]\nrm {d}/busy-{me}"
+        )
+    };
+    let serving = Command::new(runner_bin())
+        .args(["serve", "--concurrency", "3", "--data"])
+        .arg(&s.data)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let _serving = Serving(serving);
+    let main1 = s.commit(&files_with(APP_FILE, &app_with_hooks(&build("main", "staging", 1), "true")), "main 1");
+    s.push(&["HEAD:refs/heads/main"]).assert_accepted();
+    wait_for(&dir.join("started-main-1"));
+    // Main is building and two workers are free: the next push to main still waits its turn.
+    let main2 = s.commit(&files_with(APP_FILE, &app_with_hooks(&build("main", "staging", 2), "true")), "main 2");
+    s.push(&["HEAD:refs/heads/main"]).assert_accepted();
+    // Staging is another environment: it builds beside main's first job, which then finishes.
+    let staging = s.commit(&files_with(APP_FILE, &app_with_hooks(&build("staging", "main", 1), "true")), "staging");
+    s.push(&["HEAD:refs/heads/staging"]).assert_accepted();
+    let commits = [&main1, &main2, &staging];
+    for _ in 0..600 {
+        if commits.iter().all(|c| job_state(&s, c).1 == "succeeded") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let states: Vec<_> = commits.iter().map(|c| job_state(&s, c).1).collect();
+    assert_eq!(states, ["succeeded"; 3]);
+    assert!(!dir.join("overlap").exists(), "two jobs of main ran at once");
+    assert!(dir.join("started-main-2").exists());
+    let current: Vec<_> = envs(&s).iter().map(|e| e["commit"].as_str().unwrap().to_owned()).collect();
+    assert!(current.contains(&main2) && current.contains(&staging), "{current:?}");
+}
