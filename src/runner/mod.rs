@@ -16,10 +16,11 @@ pub mod hooks;
 pub mod slug;
 pub mod wake;
 
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use git2::{Oid, Repository};
 
@@ -316,7 +317,8 @@ fn build_and_deploy(
         Path::new(&job.repo).file_name().and_then(|n| n.to_str()).unwrap_or("").trim_end_matches(".git").to_owned();
     for plan in &plans {
         control.check()?;
-        if plan.slug.exists() {
+        // Reusing a slug renews it: collection spares slugs used in the last hour.
+        if File::options().append(true).open(&plan.slug).and_then(|f| f.set_modified(SystemTime::now())).is_ok() {
             log.phase(
                 "build",
                 &format!("Reusing existing build for this tree ID ({}, app {})", plan.tree_id, plan.name),

@@ -29,51 +29,62 @@ fn io_err<'p>(action: &'static str, path: &'p Path) -> impl FnOnce(io::Error) ->
 pub fn pack(dir: &Path, out: &Path) -> Result<u64, SlugError> {
     let entries = sorted_entries(dir)?;
     links_resolve_inside(dir, &entries)?;
-    let tmp = out.with_extension("partial");
-    let file = File::create(&tmp).map_err(io_err("creating", &tmp))?;
-    let encoder = zstd::stream::Encoder::new(BufWriter::new(file), 3).map_err(io_err("compressing", &tmp))?;
+    // Two runners may pack the same tree at once (two branches, one tree): each writes its own
+    // file, and the last rename wins with the same bytes.
+    static PACKING: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = PACKING.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = out.with_extension(format!("partial.{}.{n}", std::process::id()));
+    let written = write_archive(dir, &entries, &tmp).and_then(|()| {
+        std::fs::rename(&tmp, out).map_err(io_err("storing", out))?;
+        Ok(std::fs::metadata(out).map_err(io_err("reading", out))?.len())
+    });
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp); // a full disk must not keep the half-written slug
+    }
+    written
+}
+
+fn write_archive(dir: &Path, entries: &[PathBuf], tmp: &Path) -> Result<(), SlugError> {
+    let file = File::create(tmp).map_err(io_err("creating", tmp))?;
+    let encoder = zstd::stream::Encoder::new(BufWriter::new(file), 3).map_err(io_err("compressing", tmp))?;
     let mut tar = tar::Builder::new(encoder);
     tar.mode(tar::HeaderMode::Deterministic);
     tar.follow_symlinks(false);
     for rel in entries {
-        let full = dir.join(&rel);
+        let full = dir.join(rel);
         let meta = std::fs::symlink_metadata(&full).map_err(io_err("reading", &full))?;
         let mut header = tar::Header::new_gnu();
         header.set_mtime(0);
         header.set_uid(0);
         header.set_gid(0);
         if meta.file_type().is_symlink() {
+            // links_resolve_inside checked it stays in the app.
             let target = std::fs::read_link(&full).map_err(io_err("reading the link", &full))?;
-            if !stays_inside(&rel, &target) {
-                return Err(SlugError::EscapingLink { path: rel, target: target.display().to_string() });
-            }
             header.set_entry_type(tar::EntryType::Symlink);
             header.set_mode(0o777);
             header.set_size(0);
-            tar.append_link(&mut header, &rel, &target).map_err(io_err("packing", &full))?;
+            tar.append_link(&mut header, rel, &target).map_err(io_err("packing", &full))?;
         } else if meta.is_dir() {
             header.set_entry_type(tar::EntryType::Directory);
             header.set_mode(0o755);
             header.set_size(0);
-            tar.append_data(&mut header, &rel, io::empty()).map_err(io_err("packing", &full))?;
+            tar.append_data(&mut header, rel, io::empty()).map_err(io_err("packing", &full))?;
         } else if meta.is_file() {
             use std::os::unix::fs::PermissionsExt;
             header.set_entry_type(tar::EntryType::Regular);
             header.set_mode(if meta.permissions().mode() & 0o111 != 0 { 0o755 } else { 0o644 });
             header.set_size(meta.len());
             let f = File::open(&full).map_err(io_err("reading", &full))?;
-            tar.append_data(&mut header, &rel, BufReader::new(f)).map_err(io_err("packing", &full))?;
+            tar.append_data(&mut header, rel, BufReader::new(f)).map_err(io_err("packing", &full))?;
         }
     }
-    let encoder = tar.into_inner().map_err(io_err("packing", &tmp))?;
-    let writer = encoder.finish().map_err(io_err("compressing", &tmp))?;
+    let encoder = tar.into_inner().map_err(io_err("packing", tmp))?;
+    let writer = encoder.finish().map_err(io_err("compressing", tmp))?;
     writer
         .into_inner()
-        .map_err(|e| SlugError::Io { action: "writing", path: tmp.clone(), source: e.into_error() })?
+        .map_err(|e| SlugError::Io { action: "writing", path: tmp.to_owned(), source: e.into_error() })?
         .sync_all()
-        .map_err(io_err("syncing", &tmp))?;
-    std::fs::rename(&tmp, out).map_err(io_err("storing", out))?;
-    Ok(std::fs::metadata(out).map_err(io_err("reading", out))?.len())
+        .map_err(io_err("syncing", tmp))
 }
 
 /// Every path under `dir`, relative, sorted, without following symlinks.
@@ -255,6 +266,32 @@ mod tests {
         assert_eq!(std::fs::read_to_string(dest.join("pub/index.php")).unwrap(), "<?php\n");
         assert_eq!(std::fs::read_link(dest.join("index.php")).unwrap(), PathBuf::from("pub/index.php"));
         assert!(std::fs::metadata(dest.join("bin")).unwrap().permissions().mode() & 0o111 != 0);
+        let _ = std::fs::remove_dir_all(dir);
+        let _ = std::fs::remove_dir_all(out);
+    }
+
+    #[test]
+    fn runners_packing_the_same_tree_at_once_store_one_good_slug() {
+        let dir = temp("same-tree");
+        for i in 0..200 {
+            std::fs::write(dir.join(format!("f{i}.php")), format!("<?php // {i}\n").repeat(50)).unwrap();
+        }
+        let out = temp("same-tree-out");
+        let slug = out.join("s.tar.zst");
+        let packers: Vec<_> = (0..4)
+            .map(|_| {
+                let (dir, slug) = (dir.clone(), slug.clone());
+                std::thread::spawn(move || pack(&dir, &slug).map(|_| ()))
+            })
+            .collect();
+        for p in packers {
+            p.join().unwrap().unwrap();
+        }
+        let alone = out.join("alone.tar.zst");
+        pack(&dir, &alone).unwrap();
+        assert_eq!(std::fs::read(&slug).unwrap(), std::fs::read(&alone).unwrap());
+        let names: Vec<_> = std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names.len(), 2, "no partial file left: {names:?}");
         let _ = std::fs::remove_dir_all(dir);
         let _ = std::fs::remove_dir_all(out);
     }

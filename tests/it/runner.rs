@@ -50,6 +50,13 @@ fn log_of(s: &Server, job: i64) -> String {
     String::from_utf8_lossy(&runner(s, &["logs", &job.to_string()]).stdout).into_owned()
 }
 
+/// The slug a job packed, from its log.
+fn slug_of(s: &Server, job: i64) -> PathBuf {
+    let log = log_of(s, job);
+    let line = log.lines().find(|l| l.contains("[slug] Slug ")).expect("a slug line");
+    PathBuf::from(line.split("[slug] Slug ").nth(1).unwrap().split(' ').next().unwrap())
+}
+
 fn job_state(s: &Server, commit: &str) -> (i64, String) {
     let job = s.jobs().into_iter().find(|j| j["commit"] == commit).expect("a job for the commit");
     (job["id"].as_i64().unwrap(), job["state"].as_str().unwrap().to_owned())
@@ -225,6 +232,12 @@ fn an_unchanged_tree_reuses_its_slug() {
         s.commit(&files_with(APP_FILE, &app_with_hooks("echo built >> ../builds-counter || true", "true")), "one");
     s.push(&["HEAD:refs/heads/main"]).assert_accepted();
     serve(&s);
+    // The slug is old: reusing it renews it, so collection (which spares slugs used in the last
+    // hour) cannot take it from under a deployment that is about to unpack it.
+    let slug = slug_of(&s, job_state(&s, &commit).0);
+    Command::new("touch").args(["-d", "2 hours ago"]).arg(&slug).status().unwrap();
+    let age = |p: &Path| std::fs::metadata(p).unwrap().modified().unwrap().elapsed().unwrap_or_default();
+    assert!(age(&slug) > std::time::Duration::from_secs(3600));
     // The same tree on another branch: a new job, no new build.
     s.push(&["HEAD:refs/heads/staging"]).assert_accepted();
     serve(&s);
@@ -234,7 +247,7 @@ fn an_unchanged_tree_reuses_its_slug() {
     let log = log_of(&s, staging["id"].as_i64().unwrap());
     assert!(log.contains("Reusing existing build for this tree ID"), "{log}");
     assert!(!log.contains("Running hook `build`"), "{log}");
-    let _ = commit;
+    assert!(age(&slug) < std::time::Duration::from_secs(3600), "reuse renewed the slug");
 }
 
 #[test]
@@ -495,11 +508,6 @@ fn the_build_goes_on_when_the_pusher_hangs_up() {
 #[test]
 fn slugs_no_release_needs_are_collected() {
     let s = Server::new("gc");
-    let slug_of = |s: &Server, job: i64| -> PathBuf {
-        let log = log_of(s, job);
-        let line = log.lines().find(|l| l.contains("[slug] Slug ")).expect("a slug line");
-        PathBuf::from(line.split("[slug] Slug ").nth(1).unwrap().split(' ').next().unwrap())
-    };
     let mut ids = Vec::new();
     for i in 0..3 {
         let commit = s.commit(&files_with(APP_FILE, &app_with_hooks(&format!("echo {i} > n.txt"), "true")), "v");
