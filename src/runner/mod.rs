@@ -44,6 +44,8 @@ pub enum RunnerError {
     Hook { name: String, why: String },
     #[error("the configuration at this commit is invalid: {0}")]
     Config(String),
+    #[error("{}: {why}; fix it (or move it aside) and push again, or retry the job", path.display())]
+    Services { path: PathBuf, why: String },
     #[error("the job was cancelled or taken over by another runner")]
     Lost,
     #[error("the runner is stopping")]
@@ -380,6 +382,8 @@ fn deploy_release(
     format: crate::config::Format,
     project: &str,
 ) -> Result<String, RunnerError> {
+    let services = load_services(&config.data_dir)?;
+    warn_unresolved(&services, plans, topology, log);
     let env_dir = EnvDir::new(&config.data_dir, &job.repo, &job.environment);
     let id = job.id.to_string();
     let release = env_dir.release(&id);
@@ -429,10 +433,6 @@ fn deploy_release(
     })?;
     control.check()?;
 
-    let services: serde_json::Value = std::fs::read_to_string(config.data_dir.join("services.json"))
-        .ok()
-        .and_then(|t| serde_json::from_str(&t).ok())
-        .unwrap_or_default();
     let branch = job.ref_name.strip_prefix("refs/heads/").unwrap_or(&job.ref_name);
     let runtime_env = |plan: &AppPlan, app_dir: &Path| {
         let ctx = env::AppContext {
@@ -502,6 +502,50 @@ fn deploy_release(
     }
     collect_slugs(config, log);
     Ok(id)
+}
+
+/// The service endpoints the admin declared in `DATA/services.json` (none when it does not
+/// exist). A file that cannot be read as a JSON object fails the job before anything changes:
+/// deploy hooks told of no database would run against nothing.
+fn load_services(data_dir: &Path) -> Result<serde_json::Value, RunnerError> {
+    let path = data_dir.join("services.json");
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(serde_json::json!({})),
+        Err(e) => return Err(RunnerError::Services { path, why: format!("cannot be read: {e}") }),
+    };
+    match serde_json::from_str::<serde_json::Value>(&text) {
+        Ok(v @ serde_json::Value::Object(_)) => Ok(v),
+        Ok(_) => Err(RunnerError::Services {
+            path,
+            why: "must be a JSON object of service name to endpoint ({\"mysql\": {\"host\": ..., \"port\": ...}})"
+                .into(),
+        }),
+        Err(e) => Err(RunnerError::Services {
+            path,
+            why: format!("is not valid JSON at line {}, column {}: {e}", e.line(), e.column()),
+        }),
+    }
+}
+
+/// Says which relationships the deploy hooks will see empty, and how to fill them.
+fn warn_unresolved(services: &serde_json::Value, plans: &[AppPlan], topology: &Topology, log: &mut JobLog) {
+    for plan in plans {
+        let Some(app) = topology.apps.get(&plan.name) else { continue };
+        for (name, target) in &app.relationships {
+            let service = target.split_once(':').map_or(target.as_str(), |(s, _)| s);
+            if services.get(service).and_then(serde_json::Value::as_object).is_none() {
+                log.phase(
+                    "deploy",
+                    &format!(
+                        "W: relationship `{name}` of `{}` ({target}): no endpoint for service `{service}` in \
+                         services.json of the data directory; its entry in the relationships is empty",
+                        plan.name
+                    ),
+                );
+            }
+        }
+    }
 }
 
 /// Deletes slugs no kept release needs (older than an hour, so a build in progress keeps its own).

@@ -157,6 +157,40 @@ fn a_push_becomes_a_running_release() {
     ] {
         assert!(log.contains(phase), "log lacks {phase:?}:\n{log}");
     }
+    // redis has no declared endpoint: its relationship is empty, and the log says so.
+    assert_eq!(rel["redis"], serde_json::json!([]));
+    assert!(
+        log.contains("W: relationship `redis` of `mymagento` (redis:redis): no endpoint for service `redis`"),
+        "{log}"
+    );
+}
+
+#[test]
+fn a_broken_services_file_fails_the_deploy_before_anything_changes() {
+    let s = Server::new("services-json");
+    let first = s.commit(&files_with(APP_FILE, &app_with_hooks("true", "true")), "one");
+    s.push(&["HEAD:refs/heads/main"]).assert_accepted();
+    serve(&s);
+    assert_eq!(job_state(&s, &first).1, "succeeded");
+    let serving = current_path(&s);
+    // The admin breaks the file (a trailing comma).
+    std::fs::write(s.data.join("services.json"), "{\"mysql\": {\"host\": \"db\", \"port\": 3306,}}\n").unwrap();
+    let second = s.commit(&files_with(APP_FILE, &app_with_hooks("true", "echo ran > var/deployed.txt")), "two");
+    s.push(&["HEAD:refs/heads/main"]).assert_accepted();
+    serve(&s);
+    let (id, state) = job_state(&s, &second);
+    assert_eq!(state, "failed");
+    assert_eq!(current_path(&s), serving);
+    assert!(!serving.join("mymagento/var/deployed.txt").exists(), "the deploy hook never ran");
+    let log = log_of(&s, id);
+    assert!(log.contains("services.json: is not valid JSON at line 1, column"), "{log}");
+    assert!(!log.contains("in maintenance"), "{log}");
+    // Fixed, the next push deploys.
+    std::fs::write(s.data.join("services.json"), "{\"mysql\": {\"host\": \"db\", \"port\": 3306}}\n").unwrap();
+    let third = s.commit(&files_with(APP_FILE, &app_with_hooks("true", "true")), "three");
+    s.push(&["HEAD:refs/heads/main"]).assert_accepted();
+    serve(&s);
+    assert_eq!(job_state(&s, &third).1, "succeeded");
 }
 
 #[test]
