@@ -326,20 +326,34 @@ mod tests {
         let _ = std::fs::remove_dir_all(out);
     }
 
+    /// A hand-made slug: `(name, Some(target))` is a symlink, `(name, None)` a 4-byte file.
+    fn crafted(slug: &Path, entries: &[(&str, Option<&str>)]) {
+        let encoder = zstd::stream::Encoder::new(File::create(slug).unwrap(), 3).unwrap().auto_finish();
+        let mut tar = tar::Builder::new(encoder);
+        for (name, target) in entries {
+            let mut header = tar::Header::new_gnu();
+            match target {
+                Some(target) => {
+                    header.set_entry_type(tar::EntryType::Symlink);
+                    header.set_size(0);
+                    tar.append_link(&mut header, name, target).unwrap();
+                }
+                None => {
+                    header.set_entry_type(tar::EntryType::Regular);
+                    header.set_size(4);
+                    header.set_mode(0o644);
+                    tar.append_data(&mut header, name, &b"evil"[..]).unwrap();
+                }
+            }
+        }
+        drop(tar.into_inner().unwrap());
+    }
+
     #[test]
     fn a_slug_with_a_chained_escape_is_refused() {
         let out = temp("chain-evil");
         let slug = out.join("evil.tar.zst");
-        let file = File::create(&slug).unwrap();
-        let encoder = zstd::stream::Encoder::new(file, 3).unwrap().auto_finish();
-        let mut tar = tar::Builder::new(encoder);
-        for (name, target) in [("here", "."), ("up", "here/..")] {
-            let mut header = tar::Header::new_gnu();
-            header.set_entry_type(tar::EntryType::Symlink);
-            header.set_size(0);
-            tar.append_link(&mut header, name, target).unwrap();
-        }
-        drop(tar.into_inner().unwrap());
+        crafted(&slug, &[("here", Some(".")), ("up", Some("here/.."))]);
         assert!(matches!(unpack(&slug, &out.join("release")), Err(SlugError::EscapingLink { .. })));
         let _ = std::fs::remove_dir_all(out);
     }
@@ -349,23 +363,7 @@ mod tests {
         let out = temp("dup");
         std::fs::write(out.join("victim"), "safe").unwrap();
         let slug = out.join("dup.tar.zst");
-        let file = File::create(&slug).unwrap();
-        let encoder = zstd::stream::Encoder::new(file, 3).unwrap().auto_finish();
-        let mut tar = tar::Builder::new(encoder);
-        let mut header = tar::Header::new_gnu();
-        header.set_entry_type(tar::EntryType::Symlink);
-        header.set_size(0);
-        tar.append_link(&mut header, "here", ".").unwrap();
-        let mut header = tar::Header::new_gnu();
-        header.set_entry_type(tar::EntryType::Symlink);
-        header.set_size(0);
-        tar.append_link(&mut header, "f", "here/../victim").unwrap();
-        let mut header = tar::Header::new_gnu();
-        header.set_entry_type(tar::EntryType::Regular);
-        header.set_size(4);
-        header.set_mode(0o644);
-        tar.append_data(&mut header, "f", &b"evil"[..]).unwrap();
-        drop(tar.into_inner().unwrap());
+        crafted(&slug, &[("here", Some(".")), ("f", Some("here/../victim")), ("f", None)]);
         assert!(unpack(&slug, &out.join("release")).is_err());
         assert_eq!(std::fs::read_to_string(out.join("victim")).unwrap(), "safe");
         let _ = std::fs::remove_dir_all(out);
