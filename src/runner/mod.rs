@@ -90,6 +90,11 @@ impl Config {
         log_path(&self.data_dir, job)
     }
 
+    /// Where a job exports and builds its commit; removed whatever the job's outcome.
+    fn build_dir(&self, job: i64) -> PathBuf {
+        self.data_dir.join("builds").join(job.to_string())
+    }
+
     fn slug_path(&self, key: &str) -> PathBuf {
         self.data_dir.join("slugs").join(format!("{key}.tar.zst"))
     }
@@ -185,6 +190,11 @@ pub fn process(
     let control = Control { lost, abort };
     let result = build_and_deploy(config, queue, job, &mut log, &control);
     heartbeat.stop();
+    // A failed or stopped build must not keep its copy of the tree: on a full disk, that copy
+    // is what the next job needs.
+    if let Err(e) = deploy::remove_release(&config.build_dir(job.id)) {
+        log.phase("job", &format!("W: {e}"));
+    }
     let (state, release) = match result {
         Ok(release) => {
             log.phase("job", &format!("Deployed release {release} of environment {}", job.environment));
@@ -313,7 +323,7 @@ fn build_and_deploy(
     }
 
     // Build and slug.
-    let build_dir = config.data_dir.join("builds").join(job.id.to_string());
+    let build_dir = config.build_dir(job.id);
     let mut exported = false;
     let project =
         Path::new(&job.repo).file_name().and_then(|n| n.to_str()).unwrap_or("").trim_end_matches(".git").to_owned();
@@ -364,7 +374,7 @@ fn build_and_deploy(
         log.phase("slug", &format!("Slug {} ({} bytes)", plan.slug.display(), size));
     }
     if exported {
-        deploy::remove_release(&build_dir)?;
+        deploy::remove_release(&build_dir)?; // before the release takes its space
     }
     control.check()?;
     deploy_release(config, queue, job, log, control, &plans, &topology, outcome.config.format, &project)

@@ -7,7 +7,7 @@ use std::collections::{HashMap, HashSet};
 use serde_json::Value;
 
 use crate::push::files_with;
-use crate::support::{git, git_ok, Server, TempDir};
+use crate::support::{git, git_ok, Server, SmallDisk, TempDir};
 
 fn set_hook(s: &Server, name: &str, script: &str) {
     let path = s.bare.join("hooks").join(name);
@@ -147,26 +147,12 @@ fn a_locked_queue_refuses_the_push() {
 fn a_full_disk_refuses_the_push() {
     let s = Server::new("full");
     let mount = TempDir::new("tmpfs");
-    let status = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=256k", "tmpfs"])
-        .arg(mount.path())
-        .status()
-        .expect("mount runs");
-    assert!(status.success(), "mounting a small tmpfs (the tests run as root on these machines)");
-    struct Unmount<'a>(&'a std::path::Path);
-    impl Drop for Unmount<'_> {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("umount").arg(self.0).status();
-        }
-    }
-    let _unmount = Unmount(mount.path());
+    let disk = SmallDisk::mount(mount.path(), "256k");
     let data = mount.join("data");
     git_ok(&s.bare, &["config", "pushgate.data", data.to_str().unwrap()]);
     s.commit(&files_with("", ""), "good");
     s.push(&["HEAD:refs/heads/main"]).assert_accepted();
-    // Fill the disk.
-    let filler = mount.join("filler");
-    let _ = std::fs::write(&filler, vec![0u8; 512 * 1024]);
+    disk.fill();
     s.write("app/code/A.php", b"<?php\n");
     let before = s.server_ref("refs/heads/main");
     s.commit_all("while the disk is full");

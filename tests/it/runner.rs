@@ -628,3 +628,36 @@ fn workers_build_environments_side_by_side_but_one_job_per_environment() {
     let current: Vec<_> = envs(&s).iter().map(|e| e["commit"].as_str().unwrap().to_owned()).collect();
     assert!(current.contains(&main2) && current.contains(&staging), "{current:?}");
 }
+
+#[test]
+fn a_full_disk_fails_the_job_and_leaves_nothing_behind() {
+    let s = Server::new("runner-full");
+    let _disk = crate::support::SmallDisk::mount(&s.data, "16m");
+    let first = s.commit(&files_with(APP_FILE, &app_with_hooks("true", "true")), "small");
+    s.push(&["HEAD:refs/heads/main"]).assert_accepted();
+    serve(&s);
+    assert_eq!(job_state(&s, &first).1, "succeeded");
+    let serving = current_path(&s);
+    // 12 MB that do not compress: the build fits, its slug does not.
+    let big =
+        s.commit(&files_with(APP_FILE, &app_with_hooks("head -c 12000000 /dev/urandom > big.bin", "true")), "big");
+    s.push(&["HEAD:refs/heads/main"]).assert_accepted();
+    serve(&s);
+    let (id, state) = job_state(&s, &big);
+    assert_eq!(state, "failed");
+    let log = log_of(&s, id);
+    assert!(log.contains("No space left on device"), "{log}");
+    assert_eq!(current_path(&s), serving);
+    let left: Vec<_> = ["slugs", "builds"]
+        .iter()
+        .flat_map(|d| std::fs::read_dir(s.data.join(d)).into_iter().flatten().flatten())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("partial") || n == &id.to_string())
+        .collect();
+    assert!(left.is_empty(), "a failed job leaves no half slug or build directory: {left:?}");
+    // The space came back: the next push deploys.
+    let third = s.commit(&files_with(APP_FILE, &app_with_hooks("echo small again", "true")), "small again");
+    s.push(&["HEAD:refs/heads/main"]).assert_accepted();
+    serve(&s);
+    assert_eq!(job_state(&s, &third).1, "succeeded");
+}

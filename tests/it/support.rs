@@ -97,6 +97,39 @@ impl Push {
 }
 
 /// A server: a bare repository set up by install.sh, and a work tree to push from.
+/// A small tmpfs mounted on `at`, to fill up; unmounted when dropped. The tests run as root on
+/// these machines (and in CI).
+pub struct SmallDisk(PathBuf);
+
+impl SmallDisk {
+    pub fn mount(at: &Path, size: &str) -> SmallDisk {
+        std::fs::create_dir_all(at).unwrap();
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .status()
+            .expect("mount runs");
+        assert!(status.success(), "mounting a {size} tmpfs on {}", at.display());
+        SmallDisk(at.to_owned())
+    }
+
+    /// Fills what is left with a file (the write stops at the first error: the disk is full).
+    pub fn fill(&self) -> PathBuf {
+        use std::io::Write;
+        let filler = self.0.join("filler");
+        let mut f = std::fs::File::create(&filler).unwrap();
+        let chunk = vec![0u8; 64 * 1024];
+        while f.write_all(&chunk).is_ok() {}
+        filler
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
 pub struct Server {
     pub dir: TempDir,
     pub bare: PathBuf,
