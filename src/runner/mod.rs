@@ -110,6 +110,26 @@ pub fn run_until_idle(config: &Config) -> Result<usize, RunnerError> {
     serve(config, 1, &AtomicBool::new(false), true)
 }
 
+/// How long a serving worker waits after a queue error before it tries again.
+const RETRY_AFTER: Duration = Duration::from_secs(5);
+
+/// Claims one job and processes it (opening the queue first if needed). False when there was
+/// nothing to claim.
+fn claim_and_process(
+    config: &Config,
+    queue: &mut Option<SqliteQueue>,
+    abort: &AtomicBool,
+) -> Result<bool, RunnerError> {
+    let queue = match queue {
+        Some(q) => q,
+        None => queue.insert(SqliteQueue::open(&config.data_dir, Duration::from_secs(10))?),
+    };
+    let _ = queue.reconcile(&crate::git::GitRefLog::default());
+    let Some(job) = queue.claim(&config.runner_id, config.lease)? else { return Ok(false) };
+    process(config, queue, &job, abort)?;
+    Ok(true)
+}
+
 /// Runs `concurrency` workers that claim and process jobs until `stop` is set (or, with
 /// `until_idle`, until nothing is claimable). A stop lets running jobs finish; nothing new is
 /// claimed. Returns how many jobs were processed.
@@ -120,19 +140,28 @@ pub fn serve(config: &Config, concurrency: usize, stop: &AtomicBool, until_idle:
     let waker = if until_idle { None } else { wake::Waker::listen(&config.data_dir).ok() };
     let worker = |n: usize| -> Result<(), RunnerError> {
         let config = Config { runner_id: format!("{}/{n}", config.runner_id), ..config.clone() };
-        let mut queue = SqliteQueue::open(&config.data_dir, Duration::from_secs(10))?;
+        let mut queue = None;
         while !stop.load(Ordering::SeqCst) {
-            let _ = queue.reconcile(&crate::git::GitRefLog::default());
-            match queue.claim(&config.runner_id, config.lease)? {
-                Some(job) => {
-                    process(&config, &mut queue, &job, &abort)?;
+            match claim_and_process(&config, &mut queue, &abort) {
+                Ok(true) => {
                     done.fetch_add(1, Ordering::SeqCst);
                 }
-                None if until_idle => return Ok(()),
-                None => match &waker {
+                Ok(false) if until_idle => return Ok(()),
+                Ok(false) => match &waker {
                     Some(w) => w.wait(Duration::from_secs(2)),
                     None => std::thread::sleep(Duration::from_millis(500)),
                 },
+                Err(e) if until_idle => return Err(e),
+                // A daemon outlives a locked or full queue: it says so and tries again. A job
+                // it held comes back when its lease runs out.
+                Err(e) => {
+                    eprintln!("pushgate-runner: {e}; trying again in {} s", RETRY_AFTER.as_secs());
+                    queue = None;
+                    let since = std::time::Instant::now();
+                    while since.elapsed() < RETRY_AFTER && !stop.load(Ordering::SeqCst) {
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                }
             }
         }
         Ok(())

@@ -661,3 +661,48 @@ fn a_full_disk_fails_the_job_and_leaves_nothing_behind() {
     serve(&s);
     assert_eq!(job_state(&s, &third).1, "succeeded");
 }
+
+#[test]
+fn a_serving_runner_outlives_a_broken_queue() {
+    let s = Server::new("queue-outage");
+    let commit = s.commit(&files_with(APP_FILE, &app_with_hooks("true", "true")), "one");
+    s.push(&["HEAD:refs/heads/main"]).assert_accepted();
+    // The queue is replaced by garbage (a bad restore, a disk error) while the runner starts.
+    let aside = s.dir.join("aside");
+    std::fs::create_dir_all(&aside).unwrap();
+    let files = ["queue.sqlite3", "queue.sqlite3-wal", "queue.sqlite3-shm"];
+    for f in files {
+        let _ = std::fs::rename(s.data.join(f), aside.join(f));
+    }
+    std::fs::write(s.data.join("queue.sqlite3"), "not a database\n".repeat(100)).unwrap();
+    let stderr = s.dir.join("runner.err");
+    let serving = Command::new(runner_bin())
+        .args(["serve", "--data"])
+        .arg(&s.data)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&stderr).unwrap())
+        .spawn()
+        .unwrap();
+    let mut serving = Serving(serving);
+    let said = || std::fs::read_to_string(&stderr).unwrap_or_default();
+    for _ in 0..200 {
+        if said().contains("trying again") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(said().contains("cannot be opened") && said().contains("trying again in 5 s"), "{}", said());
+    // The queue comes back: the runner carries on by itself.
+    for f in files {
+        let _ = std::fs::remove_file(s.data.join(f));
+        let _ = std::fs::rename(aside.join(f), s.data.join(f));
+    }
+    for _ in 0..300 {
+        if job_state(&s, &commit).1 == "succeeded" {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(job_state(&s, &commit).1, "succeeded");
+    assert!(serving.0.try_wait().unwrap().is_none(), "the runner is still serving");
+}
