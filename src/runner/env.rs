@@ -23,6 +23,8 @@ pub struct AppContext<'a> {
     pub project: &'a str,
     /// The app's configuration.
     pub config: &'a Value,
+    /// The admin's variables for this phase (`group:name` keys), over the app's `variables`.
+    pub variables: &'a Map<String, Value>,
 }
 
 fn prefix(format: Format) -> &'static str {
@@ -36,19 +38,22 @@ fn prefix(format: Format) -> &'static str {
 pub fn build(ctx: &AppContext<'_>) -> Vec<(String, String)> {
     let p = prefix(ctx.format);
     let mut flat = Map::new();
-    let mut exported = Vec::new();
     if let Some(groups) = ctx.config.get("variables").and_then(Value::as_object) {
         for (group, vars) in groups {
             for (name, value) in vars.as_object().into_iter().flatten() {
                 flat.insert(format!("{group}:{name}"), value.clone());
-                if group == "env" {
-                    let text = value.as_str().map(str::to_owned).unwrap_or_else(|| value.to_string());
-                    exported.push((name.clone(), text));
-                }
             }
         }
     }
-    let mut env = exported;
+    flat.extend(ctx.variables.iter().map(|(k, v)| (k.clone(), v.clone())));
+    // `env:NAME` variables are also plain environment variables.
+    let mut env: Vec<(String, String)> = flat
+        .iter()
+        .filter_map(|(key, value)| {
+            let name = key.strip_prefix("env:")?;
+            Some((name.to_owned(), value.as_str().map(str::to_owned).unwrap_or_else(|| value.to_string())))
+        })
+        .collect();
     env.extend([
         (format!("{p}TREE_ID"), ctx.tree_id.to_owned()),
         (format!("{p}APPLICATION_NAME"), ctx.app_name.to_owned()),

@@ -9,6 +9,7 @@
 //! The claim is a lease kept alive by a heartbeat thread: a runner that dies loses its jobs to
 //! the next runner once the lease runs out.
 
+mod declared;
 pub mod deploy;
 pub mod env;
 pub mod export;
@@ -28,6 +29,7 @@ use crate::git::CommitTree;
 use crate::queue::{Job, JobState, QueueError, SqliteQueue};
 use crate::source::{EntryId, Source};
 use crate::topology::Topology;
+use declared::Declared;
 use deploy::{EnvDir, ReleaseInfo};
 use hooks::{Hook, JobLog};
 
@@ -44,8 +46,8 @@ pub enum RunnerError {
     Hook { name: String, why: String },
     #[error("the configuration at this commit is invalid: {0}")]
     Config(String),
-    #[error("{}: {why}; fix it (or move it aside) and push again, or retry the job", path.display())]
-    Services { path: PathBuf, why: String },
+    #[error("{}: {why}; fix it (or move it aside) and push again", path.display())]
+    DataFile { path: PathBuf, why: String },
     #[error("the job was cancelled or taken over by another runner")]
     Lost,
     #[error("the runner is stopping")]
@@ -331,6 +333,13 @@ fn build_and_deploy(
         return Err(RunnerError::Config(first.unwrap_or_default()));
     }
     let topology = Topology::from_config(&outcome.config);
+    let declared = Declared::load(&config.data_dir)?;
+    // Project variables reach the build: a build with other ones is another slug.
+    let build_variables = if declared.project_variables.is_empty() {
+        String::new() // the same slug names as before variables.json existed
+    } else {
+        format!("\n{}", serde_json::Value::Object(declared.project_variables.clone()))
+    };
     let root_tree = repo.find_commit(commit).map_err(git)?.tree_id();
     let mut plans = Vec::new();
     for app in &outcome.config.apps {
@@ -344,10 +353,12 @@ fn build_and_deploy(
             }
         };
         let app_config = app.node.to_json();
-        let key =
-            Oid::hash_object(git2::ObjectType::Blob, format!("{SLUG_FORMAT}\n{tree_id}\n{app_config}").as_bytes())
-                .map_err(git)?
-                .to_string();
+        let key = Oid::hash_object(
+            git2::ObjectType::Blob,
+            format!("{SLUG_FORMAT}\n{tree_id}\n{app_config}{build_variables}").as_bytes(),
+        )
+        .map_err(git)?
+        .to_string();
         plans.push(AppPlan { name, dir: app.dir.clone(), config: app_config, tree_id, slug: config.slug_path(&key) });
     }
 
@@ -382,6 +393,7 @@ fn build_and_deploy(
                 tree_id: &plan.tree_id,
                 project: &project,
                 config: &plan.config,
+                variables: &declared.project_variables,
             };
             let env = env::build(&ctx);
             hooks::run(
@@ -406,23 +418,31 @@ fn build_and_deploy(
         deploy::remove_release(&build_dir)?; // before the release takes its space
     }
     control.check()?;
-    deploy_release(config, queue, job, log, control, &plans, &topology, outcome.config.format, &project)
+    let deployment =
+        Deployment { plans: &plans, topology: &topology, format: outcome.config.format, project: &project };
+    deploy_release(config, queue, job, log, control, &deployment, &declared)
 }
 
-#[allow(clippy::too_many_arguments)]
+/// What a job deploys: its apps (built), the topology, and how the project names its variables.
+struct Deployment<'a> {
+    plans: &'a [AppPlan],
+    topology: &'a Topology,
+    format: crate::config::Format,
+    project: &'a str,
+}
+
 fn deploy_release(
     config: &Config,
     queue: &mut SqliteQueue,
     job: &Job,
     log: &mut JobLog,
     control: &Control<'_>,
-    plans: &[AppPlan],
-    topology: &Topology,
-    format: crate::config::Format,
-    project: &str,
+    deployment: &Deployment<'_>,
+    declared: &Declared,
 ) -> Result<String, RunnerError> {
-    let services = load_services(&config.data_dir)?;
-    warn_unresolved(&services, plans, topology, log);
+    let Deployment { plans, topology, format, project } = *deployment;
+    declared.warn_unresolved(plans, topology, log);
+    let variables = declared.runtime_variables(&job.environment);
     let env_dir = EnvDir::new(&config.data_dir, &job.repo, &job.environment);
     let id = job.id.to_string();
     let release = env_dir.release(&id);
@@ -481,8 +501,9 @@ fn deploy_release(
             tree_id: &plan.tree_id,
             project,
             config: &plan.config,
+            variables: &variables,
         };
-        env::runtime(&ctx, &job.environment, branch, topology, &services)
+        env::runtime(&ctx, &job.environment, branch, topology, &declared.services)
     };
     let hook_of = |plan: &AppPlan, name: &str| -> Option<String> {
         plan.config.get("hooks").and_then(|h| h.get(name)).and_then(|s| s.as_str()).map(str::to_owned)
@@ -541,50 +562,6 @@ fn deploy_release(
     }
     collect_slugs(config, log);
     Ok(id)
-}
-
-/// The service endpoints the admin declared in `DATA/services.json` (none when it does not
-/// exist). A file that cannot be read as a JSON object fails the job before anything changes:
-/// deploy hooks told of no database would run against nothing.
-fn load_services(data_dir: &Path) -> Result<serde_json::Value, RunnerError> {
-    let path = data_dir.join("services.json");
-    let text = match std::fs::read_to_string(&path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(serde_json::json!({})),
-        Err(e) => return Err(RunnerError::Services { path, why: format!("cannot be read: {e}") }),
-    };
-    match serde_json::from_str::<serde_json::Value>(&text) {
-        Ok(v @ serde_json::Value::Object(_)) => Ok(v),
-        Ok(_) => Err(RunnerError::Services {
-            path,
-            why: "must be a JSON object of service name to endpoint ({\"mysql\": {\"host\": ..., \"port\": ...}})"
-                .into(),
-        }),
-        Err(e) => Err(RunnerError::Services {
-            path,
-            why: format!("is not valid JSON at line {}, column {}: {e}", e.line(), e.column()),
-        }),
-    }
-}
-
-/// Says which relationships the deploy hooks will see empty, and how to fill them.
-fn warn_unresolved(services: &serde_json::Value, plans: &[AppPlan], topology: &Topology, log: &mut JobLog) {
-    for plan in plans {
-        let Some(app) = topology.apps.get(&plan.name) else { continue };
-        for (name, target) in &app.relationships {
-            let service = target.split_once(':').map_or(target.as_str(), |(s, _)| s);
-            if services.get(service).and_then(serde_json::Value::as_object).is_none() {
-                log.phase(
-                    "deploy",
-                    &format!(
-                        "W: relationship `{name}` of `{}` ({target}): no endpoint for service `{service}` in \
-                         services.json of the data directory; its entry in the relationships is empty",
-                        plan.name
-                    ),
-                );
-            }
-        }
-    }
 }
 
 /// Deletes slugs no kept release needs (older than an hour, so a build in progress keeps its own).

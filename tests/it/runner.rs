@@ -706,3 +706,62 @@ fn a_serving_runner_outlives_a_broken_queue() {
     assert_eq!(job_state(&s, &commit).1, "succeeded");
     assert!(serving.0.try_wait().unwrap().is_none(), "the runner is still serving");
 }
+
+#[test]
+fn the_admins_variables_reach_the_hooks_that_may_see_them() {
+    let s = Server::new("variables");
+    std::fs::create_dir_all(&s.data).unwrap();
+    let declare = |project_auth: &str, admin: &str| {
+        let vars = serde_json::json!({
+            "project": {"env:COMPOSER_AUTH": project_auth, "php:memory_limit": "2G"},
+            "environments": {"main": {"env:ADMIN_EMAIL": admin}, "staging": {"env:ADMIN_EMAIL": "ops@staging"}}
+        });
+        std::fs::write(s.data.join("variables.json"), vars.to_string()).unwrap();
+    };
+    declare("{\"http-basic\": {}}", "admin@main");
+    let build = "env | sort > build-env.txt\necho built";
+    let deploy = "env | sort > var/deploy-env.txt";
+    let commit = s.commit(&files_with(APP_FILE, &app_with_hooks(build, deploy)), "vars");
+    s.push(&["HEAD:refs/heads/main"]).assert_accepted();
+    serve(&s);
+    assert_eq!(job_state(&s, &commit).1, "succeeded");
+    let app = current_path(&s).join("mymagento");
+    // The build sees project variables (composer's credentials), never an environment's.
+    let built = env_file(&app.join("build-env.txt"));
+    assert_eq!(built["COMPOSER_AUTH"], "{\"http-basic\": {}}");
+    assert!(!built.contains_key("ADMIN_EMAIL"));
+    let in_build = decode(&built["MAGENTO_CLOUD_VARIABLES"]);
+    assert_eq!(in_build["php:memory_limit"], "2G");
+    assert!(in_build.get("env:ADMIN_EMAIL").is_none());
+    // The deploy hook sees both, its own environment's over the project's.
+    let deployed = env_file(&app.join("var/deploy-env.txt"));
+    assert_eq!(deployed["ADMIN_EMAIL"], "admin@main");
+    assert_eq!(deployed["COMPOSER_AUTH"], "{\"http-basic\": {}}");
+    assert_eq!(decode(&deployed["MAGENTO_CLOUD_VARIABLES"])["env:ADMIN_EMAIL"], "admin@main");
+
+    // An environment's variable changes: same build, new deploy.
+    declare("{\"http-basic\": {}}", "new-admin@main");
+    s.push(&["HEAD:refs/heads/staging"]).assert_accepted();
+    serve(&s);
+    let staging = s.jobs().into_iter().find(|j| j["environment"] == "staging").unwrap();
+    assert!(log_of(&s, staging["id"].as_i64().unwrap()).contains("Reusing existing build for this tree ID"));
+    // A project variable changes: the build runs again with it.
+    declare("{\"http-basic\": {\"repo.magento.com\": {}}}", "new-admin@main");
+    let again = s.commit(&files_with(APP_FILE, &app_with_hooks(build, deploy)), "same tree, new credentials");
+    s.push(&["HEAD:refs/heads/main", "--force"]).assert_accepted();
+    serve(&s);
+    let (id, state) = job_state(&s, &again);
+    assert_eq!(state, "succeeded");
+    assert!(log_of(&s, id).contains("Running hook `build`"), "{}", log_of(&s, id));
+    let app = current_path(&s).join("mymagento");
+    assert_eq!(env_file(&app.join("var/deploy-env.txt"))["ADMIN_EMAIL"], "new-admin@main");
+
+    // A variable name without its group is refused before anything runs.
+    std::fs::write(s.data.join("variables.json"), r#"{"project": {"COMPOSER_AUTH": "x"}}"#).unwrap();
+    let broken = s.commit(&files_with(APP_FILE, &app_with_hooks("echo other", deploy)), "broken vars");
+    s.push(&["HEAD:refs/heads/main"]).assert_accepted();
+    serve(&s);
+    let (id, state) = job_state(&s, &broken);
+    assert_eq!(state, "failed");
+    assert!(log_of(&s, id).contains("`project.COMPOSER_AUTH` is not a variable name of the form group:name"));
+}

@@ -1,0 +1,111 @@
+//! What the admin declares in the data directory, read once per job before anything is built:
+//!
+//! - `services.json`: each service's endpoint, for `*_RELATIONSHIPS`
+//!   (`{"mysql": {"host": "127.0.0.1", "port": 3306, "scheme": "mysql", ...}}`);
+//! - `variables.json`: the project's and each environment's variables, as Magento Cloud's
+//!   `magento-cloud variable:set` keeps them (`{"project": {"env:COMPOSER_AUTH": "..."},
+//!   "environments": {"main": {"env:ADMIN_EMAIL": "..."}}}`). Project variables reach the build
+//!   and every deploy; environment variables only that environment's deploy hooks (the build
+//!   is shared by every environment with the same tree, so it must not depend on them).
+//!
+//! A file that is missing declares nothing. A file that cannot be read as the JSON object above
+//! fails the job before anything changes: hooks told of no database or no credentials would
+//! run against nothing.
+
+use std::path::Path;
+
+use serde_json::{Map, Value};
+
+use super::hooks::JobLog;
+use super::{AppPlan, RunnerError};
+use crate::topology::Topology;
+
+pub struct Declared {
+    pub services: Value,
+    pub project_variables: Map<String, Value>,
+    environment_variables: Map<String, Value>,
+}
+
+impl Declared {
+    pub fn load(data_dir: &Path) -> Result<Declared, RunnerError> {
+        let services = read_object(&data_dir.join("services.json"), "service name to endpoint")?;
+        let path = data_dir.join("variables.json");
+        let variables = read_object(&path, "`project` and `environments` variables")?;
+        let group = |key: &str| -> Result<Map<String, Value>, RunnerError> {
+            match variables.get(key) {
+                None => Ok(Map::new()),
+                Some(Value::Object(m)) => Ok(m.clone()),
+                Some(_) => Err(RunnerError::DataFile { path: path.clone(), why: format!("`{key}` must be an object") }),
+            }
+        };
+        let project_variables = group("project")?;
+        check_names(&path, "project", &project_variables)?;
+        let environment_variables = group("environments")?;
+        for (env, vars) in &environment_variables {
+            let Some(vars) = vars.as_object() else {
+                return Err(RunnerError::DataFile {
+                    path,
+                    why: format!("`environments.{env}` must be an object of variables"),
+                });
+            };
+            check_names(&path, &format!("environments.{env}"), vars)?;
+        }
+        Ok(Declared { services: Value::Object(services), project_variables, environment_variables })
+    }
+
+    /// The variables an environment's deploy hooks see: the project's, then its own over them.
+    pub fn runtime_variables(&self, environment: &str) -> Map<String, Value> {
+        let mut all = self.project_variables.clone();
+        if let Some(own) = self.environment_variables.get(environment).and_then(Value::as_object) {
+            all.extend(own.iter().map(|(k, v)| (k.clone(), v.clone())));
+        }
+        all
+    }
+
+    /// Says which relationships the deploy hooks will see empty, and how to fill them.
+    pub fn warn_unresolved(&self, plans: &[AppPlan], topology: &Topology, log: &mut JobLog) {
+        for plan in plans {
+            let Some(app) = topology.apps.get(&plan.name) else { continue };
+            for (name, target) in &app.relationships {
+                let service = target.split_once(':').map_or(target.as_str(), |(s, _)| s);
+                if self.services.get(service).and_then(Value::as_object).is_none() {
+                    log.phase(
+                        "deploy",
+                        &format!(
+                            "W: relationship `{name}` of `{}` ({target}): no endpoint for service `{service}` in \
+                             services.json of the data directory; its entry in the relationships is empty",
+                            plan.name
+                        ),
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// A JSON object from `path`; an empty one when the file does not exist.
+fn read_object(path: &Path, of_what: &str) -> Result<Map<String, Value>, RunnerError> {
+    let err = |why: String| RunnerError::DataFile { path: path.to_owned(), why };
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Map::new()),
+        Err(e) => return Err(err(format!("cannot be read: {e}"))),
+    };
+    match serde_json::from_str::<Value>(&text) {
+        Ok(Value::Object(m)) => Ok(m),
+        Ok(_) => Err(err(format!("must be a JSON object of {of_what}"))),
+        Err(e) => Err(err(format!("is not valid JSON at line {}, column {}: {e}", e.line(), e.column()))),
+    }
+}
+
+/// Variable names are `group:name` (`env:COMPOSER_AUTH`, `php:memory_limit`), as in the app's
+/// `variables`.
+fn check_names(path: &Path, within: &str, vars: &Map<String, Value>) -> Result<(), RunnerError> {
+    match vars.keys().find(|k| !matches!(k.split_once(':'), Some((g, n)) if !g.is_empty() && !n.is_empty())) {
+        Some(bad) => Err(RunnerError::DataFile {
+            path: path.to_owned(),
+            why: format!("`{within}.{bad}` is not a variable name of the form group:name (env:NAME, php:NAME)"),
+        }),
+        None => Ok(()),
+    }
+}
