@@ -413,6 +413,34 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// A queue written by the first release (schema 1, before the runner) keeps its jobs, and
+    /// they can be claimed once the schema is brought up to date.
+    #[test]
+    fn a_queue_of_the_first_schema_is_upgraded_with_its_jobs() {
+        let dir = temp_dir("upgrade");
+        std::fs::create_dir_all(&dir).unwrap();
+        {
+            let conn = Connection::open(dir.join(FILE_NAME)).unwrap();
+            conn.execute_batch(MIGRATIONS[0]).unwrap();
+            conn.execute_batch(
+                "INSERT INTO documents (id, body) VALUES (1, '{}'), (2, '[]');
+                 INSERT INTO jobs (repo, ref, environment, old_commit, new_commit, state, topology_id, changes_id,
+                                   created_at, updated_at)
+                 VALUES ('/srv/shop.git', 'refs/heads/main', 'main', 'a', 'b', 'pending', 1, 2, 't', 't');
+                 PRAGMA user_version = 1;",
+            )
+            .unwrap();
+        }
+        let mut q = SqliteQueue::open(&dir, Duration::from_secs(5)).unwrap();
+        let version: i64 = q.conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+        assert_eq!(version, MIGRATIONS.len() as i64);
+        let jobs = q.jobs().unwrap();
+        assert_eq!((jobs.len(), jobs[0].environment.as_str()), (1, "main"));
+        let claimed = q.claim("runner-1", Duration::from_secs(30)).unwrap().expect("the old job is claimable");
+        assert_eq!(claimed.id, jobs[0].id);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     /// A runner and the first push open a new queue together: each must find it usable.
     #[test]
     fn a_new_queue_opened_by_many_at_once_is_created_once() {
