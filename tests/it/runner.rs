@@ -765,3 +765,73 @@ fn the_admins_variables_reach_the_hooks_that_may_see_them() {
     assert_eq!(state, "failed");
     assert!(log_of(&s, id).contains("`project.COMPOSER_AUTH` is not a variable name of the form group:name"));
 }
+
+/// A Platform.sh-format project with two apps in their own directories.
+fn platform_project(admin_build: &str) -> Vec<(&'static str, String)> {
+    let app = |name: &str, kind: &str, extra: &str, build: &str| {
+        format!(
+            "name: {name}\ntype: {kind}\ndisk: 256\n{extra}web:\n    locations:\n        \"/\":\n            \
+             root: \"public\"\n            passthru: \"/index.php\"\nmounts:\n    \"var\":\n        source: local\n        \
+             source_path: var\nhooks:\n    build: |\n        env | sort > build-env.txt\n        {build}\n    \
+             deploy: |\n        env | sort > var/deploy-env.txt\n"
+        )
+    };
+    vec![
+        (".platform/services.yaml", "database:\n    type: postgresql:16\n    disk: 1024\n".to_owned()),
+        (
+            ".platform/routes.yaml",
+            "\"https://{default}/\":\n    type: upstream\n    upstream: \"admin:http\"\n\
+             \"https://{default}/api\":\n    type: upstream\n    upstream: \"api:http\"\n"
+                .to_owned(),
+        ),
+        (
+            "api/.platform.app.yaml",
+            app("api", "php:8.4", "relationships:\n    database: \"database:postgresql\"\n", "echo api built"),
+        ),
+        ("admin/.platform.app.yaml", app("admin", "nodejs:20", "", admin_build)),
+    ]
+}
+
+#[test]
+fn a_platform_project_deploys_each_app_with_platform_variables() {
+    let s = Server::new("platform");
+    std::fs::create_dir_all(&s.data).unwrap();
+    std::fs::write(
+        s.data.join("services.json"),
+        r#"{"database": {"host": "127.0.0.1", "port": 5432, "scheme": "pgsql"}}"#,
+    )
+    .unwrap();
+    let files = platform_project("echo admin one");
+    let borrowed: Vec<(&str, &str)> = files.iter().map(|(p, c)| (*p, c.as_str())).collect();
+    let commit = s.commit(&borrowed, "two apps");
+    s.push(&["HEAD:refs/heads/main"]).assert_accepted();
+    serve(&s);
+    let (first, state) = job_state(&s, &commit);
+    assert_eq!(state, "succeeded", "{}", log_of(&s, first));
+    let release = current_path(&s);
+    for (app, relationship) in [("api", true), ("admin", false)] {
+        let built = env_file(&release.join(app).join("build-env.txt"));
+        assert_eq!(built["PLATFORM_APPLICATION_NAME"], app);
+        assert!(built.keys().all(|k| !k.starts_with("MAGENTO_CLOUD_")), "{app}: {built:?}");
+        let deployed = env_file(&release.join(app).join("var/deploy-env.txt"));
+        assert_eq!(deployed["PLATFORM_ENVIRONMENT"], "main");
+        let rel = decode(&deployed["PLATFORM_RELATIONSHIPS"]);
+        assert_eq!(rel.get("database").is_some(), relationship, "{app}: {rel}");
+        if relationship {
+            assert_eq!(rel["database"][0]["port"], 5432);
+        }
+        let routes = decode(&deployed["PLATFORM_ROUTES"]);
+        assert!(routes.as_object().unwrap().values().any(|r| r["upstream"] == "api"), "{routes}");
+    }
+    // Only the admin app changes: its slug is built again, the api's is reused.
+    let files = platform_project("echo admin two");
+    let borrowed: Vec<(&str, &str)> = files.iter().map(|(p, c)| (*p, c.as_str())).collect();
+    let second = s.commit(&borrowed, "admin only");
+    s.push(&["HEAD:refs/heads/main"]).assert_accepted();
+    serve(&s);
+    let (id, state) = job_state(&s, &second);
+    assert_eq!(state, "succeeded");
+    let log = log_of(&s, id);
+    assert!(log.contains("Reusing existing build for this tree ID") && log.contains("app api)"), "{log}");
+    assert!(log.contains("Building application `admin`") && !log.contains("Building application `api`"), "{log}");
+}
