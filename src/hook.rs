@@ -11,6 +11,7 @@
 //! Within one process, a branch whose configuration files have the same object ids as one
 //! already checked reuses that result, and is reported in one line.
 
+use std::collections::HashMap;
 use std::io::Write;
 use std::path::Path;
 
@@ -95,7 +96,7 @@ pub fn pre_receive(
     let started = std::time::Instant::now();
     let mut in_queue = std::time::Duration::ZERO;
     let repo_path = repo_id(repo);
-    let mut queue: Option<SqliteQueue> = None;
+    let mut queue: Option<(SqliteQueue, HashMap<String, String>)> = None;
     let mut cache = Cache::default();
     let mut printed: Vec<Printed> = Vec::new();
     let mut refused = Vec::new();
@@ -122,16 +123,17 @@ pub fn pre_receive(
             continue;
         }
         let environment = environment_name(branch);
-        let queue = match &mut queue {
+        let (_, deployed) = match &mut queue {
             Some(q) => q,
             None => {
                 let t = std::time::Instant::now();
                 let q = SqliteQueue::open(&settings.data_dir, settings.queue_timeout)?;
+                let deployed = q.deployed_topologies(&repo_path)?;
                 in_queue += t.elapsed();
-                queue.insert(q)
+                queue.insert((q, deployed))
             }
         };
-        let baseline = baseline(repo, queue, &repo_path, &environment, update, &mut cache)?;
+        let baseline = baseline(repo, deployed.get(&environment), update, &mut cache)?;
         // Branches with the same configuration and baseline share one verdict (and one report).
         let verdict = match printed.iter().position(|p| p.outcome == index && p.baseline == baseline) {
             Some(i) => {
@@ -188,7 +190,7 @@ pub fn pre_receive(
         );
         return Ok(false);
     }
-    if let Some(queue) = &mut queue {
+    if let Some((queue, _)) = &mut queue {
         let t = std::time::Instant::now();
         queue.reserve(&reservations)?;
         in_queue += t.elapsed();
@@ -209,16 +211,12 @@ pub fn pre_receive(
 /// the push's old commit, else nothing.
 fn baseline(
     repo: &Repository,
-    queue: &SqliteQueue,
-    repo_path: &str,
-    environment: &str,
+    deployed: Option<&String>,
     update: &RefUpdate,
     cache: &mut Cache,
 ) -> Result<Topology, HookError> {
-    if let Some(json) = queue.deployed_topology(repo_path, environment)? {
-        if let Ok(t) = serde_json::from_str(&json) {
-            return Ok(t);
-        }
+    if let Some(t) = deployed.and_then(|json| serde_json::from_str(json).ok()) {
+        return Ok(t);
     }
     if update.is_create() {
         return Ok(Topology::default());

@@ -256,11 +256,12 @@ impl SqliteQueue {
         Ok(n as usize)
     }
 
-    /// The topology deployed in an environment (JSON), if something is deployed.
-    pub fn deployed_topology(&self, repo: &str, environment: &str) -> Result<Option<String>, QueueError> {
+    /// The topology (JSON) deployed in each environment of `repo` that has one: read once per
+    /// push, however many branches it carries.
+    pub fn deployed_topologies(&self, repo: &str) -> Result<HashMap<String, String>, QueueError> {
         self.conn
-            .prepare_cached("SELECT topology FROM environments WHERE repo = ?1 AND environment = ?2")
-            .and_then(|mut stmt| stmt.query_row(params![repo, environment], |r| r.get(0)).optional())
+            .prepare_cached("SELECT environment, topology FROM environments WHERE repo = ?1")
+            .and_then(|mut stmt| stmt.query_map([repo], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
             .map_err(self.read_err())
     }
 
