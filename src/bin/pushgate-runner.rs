@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use pushgate::git::GitRefLog;
-use pushgate::queue::{Job, SqliteQueue};
+use pushgate::queue::{Job, JobState, SqliteQueue};
 use pushgate::runner::{self, deploy};
 use pushgate::settings::Env;
 
@@ -177,14 +177,23 @@ fn write_table(out: &mut dyn Write, jobs: &[Job]) -> std::io::Result<()> {
 
 fn logs(data: &Path, job: i64, follow: bool, out: &mut dyn Write) -> Result<()> {
     let path = runner::Config::new(data.to_owned()).log_path(job);
+    let queue = SqliteQueue::open(data, Duration::from_secs(10))?;
+    let found = queue.job(job)?.ok_or_else(|| format!("there is no job #{job} (pushgate-runner jobs lists them)"))?;
     if follow {
-        let queue = SqliteQueue::open(data, Duration::from_secs(10))?;
-        let found = queue.job(job)?.ok_or_else(|| format!("there is no job #{job}"))?;
         pushgate::follow::follow(&queue, &path, &found, Duration::MAX, out)?;
         return Ok(());
     }
-    let text = std::fs::read(&path).map_err(|e| format!("no log for job {job} at {}: {e}", path.display()))?;
-    out.write_all(&text)?;
+    match std::fs::read(&path) {
+        Ok(text) => out.write_all(&text)?,
+        // Never started: nothing to show yet, and that is not an error.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => writeln!(
+            out,
+            "Job #{job} is {} and has no log yet{}",
+            found.state.as_str(),
+            if found.state == JobState::Pending { "; --follow waits for a runner to start it" } else { "" }
+        )?,
+        Err(e) => return Err(format!("reading the log of job #{job} at {}: {e}", path.display()).into()),
+    }
     Ok(())
 }
 
@@ -250,7 +259,13 @@ fn cancel(data: &Path, job: i64, out: &mut dyn Write) -> Result<()> {
     let mut queue = SqliteQueue::open(data, Duration::from_secs(10))?;
     match queue.cancel(job)? {
         Some(state) => writeln!(out, "Job #{job} cancelled (it was {}).", state.as_str())?,
-        None => return Err(format!("job #{job} is not pending or running").into()),
+        None => {
+            return Err(match queue.job(job)? {
+                Some(j) => format!("job #{job} has already ended: {}", j.state.as_str()),
+                None => format!("there is no job #{job} (pushgate-runner jobs lists them)"),
+            }
+            .into())
+        }
     }
     Ok(())
 }

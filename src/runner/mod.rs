@@ -48,6 +48,8 @@ pub enum RunnerError {
     Config(String),
     #[error("{}: {why}; fix it (or move it aside) and push again", path.display())]
     DataFile { path: PathBuf, why: String },
+    #[error("{0}")]
+    Rollback(String),
     #[error("the job was cancelled or taken over by another runner")]
     Lost,
     #[error("the runner is stopping")]
@@ -593,7 +595,7 @@ pub fn rollback(config: &Config, env_dir: &EnvDir, to: Option<&str>) -> Result<S
         }
     };
     let Some(target) = target else {
-        return Err(RunnerError::Config(match to {
+        return Err(RunnerError::Rollback(match to {
             Some(t) => format!("release {t} is not kept (kept: {})", releases.join(", ")),
             None => "there is no earlier release to roll back to".to_owned(),
         }));

@@ -254,8 +254,11 @@ fn failures_leave_the_running_release_alone_and_rollback_goes_back() {
     assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("from release {second_id} to release {first_id}")));
     assert_eq!(current_path(&s), serving);
     assert_eq!(std::fs::read_to_string(serving.join("mymagento/pub.txt")).unwrap().trim(), "one");
-    // And forward again by name.
+    // And forward again by name; a release that is not kept is named as such.
     assert!(runner(&s, &["rollback", "main", "--to", &second_id.to_string()]).status.success());
+    let out = runner(&s, &["rollback", "main", "--to", "999"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).starts_with("error: release 999 is not kept (kept: "));
     assert!(current_path(&s).ends_with(second_id.to_string()));
 }
 
@@ -430,6 +433,16 @@ fn without_a_runner_the_push_says_how_to_follow() {
         "{}",
         push.remote()
     );
+    // Asked before a runner started it, `logs` says where the job stands.
+    let out = runner(&s, &["logs", "1"]);
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "Job #1 is pending and has no log yet; --follow waits for a runner to start it\n"
+    );
+    let out = runner(&s, &["logs", "7"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("there is no job #7"));
 }
 
 /// Waits (at most 10 s) until `path` exists.
@@ -481,6 +494,10 @@ fn a_running_job_can_be_cancelled() {
     assert_eq!(job_state(&s, &commit).1, "cancelled");
     assert!(log_of(&s, id).contains("Hook `build` killed: the job was cancelled"), "{}", log_of(&s, id));
     assert!(envs(&s).is_empty(), "nothing was deployed");
+    // Cancelling it again says it has ended, and how.
+    let out = runner(&s, &["cancel", &id.to_string()]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("job #{id} has already ended: cancelled")));
 }
 
 #[test]
