@@ -255,11 +255,22 @@ pub fn post_receive_main(
     chain: Option<&Path>,
 ) -> Result<bool, HookError> {
     let input = read_input(stdin)?;
-    let updates: Vec<(String, String, String)> = git::parse_updates(&input)?
-        .into_iter()
-        .filter(|u| u.branch().is_some() && !u.is_delete())
-        .map(|u| (u.name, u.old.to_string(), u.new.to_string()))
-        .collect();
+    let (deleted, updates): (Vec<_>, Vec<_>) =
+        git::parse_updates(&input)?.into_iter().filter(|u| u.branch().is_some()).partition(|u| u.is_delete());
+    let updates: Vec<(String, String, String)> =
+        updates.into_iter().map(|u| (u.name, u.old.to_string(), u.new.to_string())).collect();
+    if !deleted.is_empty() {
+        let repo = git::open_from_env()?;
+        let settings = settings::Hook::resolve(&repo, env);
+        let mut queue = SqliteQueue::open(&settings.data_dir, settings.queue_timeout)?;
+        for update in &deleted {
+            let cancelled = queue.cancel_pending_of(&repo_id(&repo), &update.name)?;
+            let branch = update.branch().unwrap_or_default();
+            for id in cancelled {
+                let _ = writeln!(out, "Branch {branch} deleted: its pending build #{id} is cancelled");
+            }
+        }
+    }
     if !updates.is_empty() {
         let started = std::time::Instant::now();
         let repo = git::open_from_env()?;

@@ -852,3 +852,25 @@ fn a_platform_project_deploys_each_app_with_platform_variables() {
     assert!(log.contains("Reusing existing build for this tree ID") && log.contains("app api)"), "{log}");
     assert!(log.contains("Building application `admin`") && !log.contains("Building application `api`"), "{log}");
 }
+
+#[test]
+fn deleting_a_branch_cancels_its_pending_build() {
+    let s = Server::new("delete-branch");
+    s.commit(&files_with(APP_FILE, &app_with_hooks("true", "true")), "one");
+    s.push(&["HEAD:refs/heads/main", "HEAD:refs/heads/feature"]).assert_accepted();
+    let feature = s.jobs().into_iter().find(|j| j["environment"] == "feature").unwrap();
+    assert_eq!(feature["state"], "pending");
+    let push = s.push(&[":refs/heads/feature"]);
+    push.assert_accepted();
+    assert!(
+        push.remote().contains(&format!("Branch feature deleted: its pending build #{} is cancelled", feature["id"])),
+        "{}",
+        push.remote()
+    );
+    assert!(serve(&s).contains("Processed 1 job(s)."));
+    let mut states: Vec<_> = s.jobs().iter().map(|j| (j["environment"].clone(), j["state"].clone())).collect();
+    states.sort_by_key(|(env, _)| env.to_string());
+    assert_eq!(states, [("feature".into(), "cancelled".into()), ("main".into(), "succeeded".into())]);
+    let deployed: Vec<_> = envs(&s).iter().map(|e| e["environment"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(deployed, ["main"]);
+}

@@ -155,6 +155,20 @@ impl SqliteQueue {
         Ok(if n == 1 { before } else { None })
     }
 
+    /// Cancels the pending jobs of a branch that was deleted (a runner must not deploy a branch
+    /// that no longer exists). Returns their ids. A running job goes on: it cannot be unrun.
+    pub fn cancel_pending_of(&mut self, repo: &str, ref_name: &str) -> Result<Vec<i64>, QueueError> {
+        self.durability(Durability::Full).map_err(self.write_err())?;
+        let now = now_rfc3339();
+        self.conn
+            .prepare(
+                "UPDATE jobs SET state = 'cancelled', finished_at = ?3, updated_at = ?3
+                 WHERE repo = ?1 AND ref = ?2 AND state = 'pending' RETURNING id",
+            )
+            .and_then(|mut stmt| stmt.query_map(params![repo, ref_name, now], |r| r.get(0))?.collect())
+            .map_err(self.write_err())
+    }
+
     pub fn job(&self, id: i64) -> Result<Option<Job>, QueueError> {
         self.conn
             .query_row(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"), [id], job_from_row)
