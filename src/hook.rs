@@ -260,15 +260,10 @@ pub fn post_receive_main(
     let updates: Vec<(String, String, String)> =
         updates.into_iter().map(|u| (u.name, u.old.to_string(), u.new.to_string())).collect();
     if !deleted.is_empty() {
-        let repo = git::open_from_env()?;
-        let settings = settings::Hook::resolve(&repo, env);
-        let mut queue = SqliteQueue::open(&settings.data_dir, settings.queue_timeout)?;
-        for update in &deleted {
-            let cancelled = queue.cancel_pending_of(&repo_id(&repo), &update.name)?;
-            let branch = update.branch().unwrap_or_default();
-            for id in cancelled {
-                let _ = writeln!(out, "Branch {branch} deleted: its pending build #{id} is cancelled");
-            }
+        // The refs are gone whatever happens here; a queue that cannot be written only warns
+        // (the runner would then build the deleted branch's pending job).
+        if let Err(e) = cancel_deleted(&deleted, env, out) {
+            let _ = writeln!(out, "warning: the pending builds of deleted branches stay queued: {e}");
         }
     }
     if !updates.is_empty() {
@@ -291,6 +286,20 @@ pub fn post_receive_main(
         }
     }
     run_chained(chain, &input, out)
+}
+
+/// Cancels the pending jobs of deleted branches, saying which.
+fn cancel_deleted(deleted: &[RefUpdate], env: &Env, out: &mut dyn Write) -> Result<(), HookError> {
+    let repo = git::open_from_env()?;
+    let settings = settings::Hook::resolve(&repo, env);
+    let mut queue = SqliteQueue::open(&settings.data_dir, settings.queue_timeout)?;
+    for update in deleted {
+        let branch = update.branch().unwrap_or_default();
+        for id in queue.cancel_pending_of(&repo_id(&repo), &update.name)? {
+            let _ = writeln!(out, "Branch {branch} deleted: its pending build #{id} is cancelled");
+        }
+    }
+    Ok(())
 }
 
 /// Streams the deployment of the push's builds into its output (a few at most).
