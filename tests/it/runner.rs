@@ -301,13 +301,7 @@ fn a_runner_killed_mid_build_loses_its_job_to_the_next_runner() {
         .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    for _ in 0..200 {
-        if marker.exists() {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    assert!(marker.exists(), "the first runner started the build");
+    assert!(eventually(10, || marker.exists()), "the first runner started the build");
     first.kill().unwrap(); // SIGKILL
     first.wait().unwrap();
     assert_eq!(job_state(&s, &commit).1, "running", "the dead runner still holds it, until its lease runs out");
@@ -330,16 +324,13 @@ fn sigterm_stops_the_runner() {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(500));
+    eventually(5, || s.data.join("wakeup").exists()); // serving
     Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap();
     let mut status = None;
-    for _ in 0..100 {
-        if let Some(s) = child.try_wait().unwrap() {
-            status = Some(s);
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    eventually(5, || {
+        status = child.try_wait().unwrap();
+        status.is_some()
+    });
     let status = status.unwrap_or_else(|| {
         let _ = child.kill();
         panic!("serve did not stop on SIGTERM within 5 s")
@@ -363,12 +354,7 @@ impl Serving {
             .spawn()
             .unwrap();
         // It listens once its wake-up pipe exists.
-        for _ in 0..100 {
-            if s.data.join("wakeup").exists() {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
+        eventually(5, || s.data.join("wakeup").exists());
         Serving(child)
     }
 }
@@ -445,15 +431,22 @@ fn without_a_runner_the_push_says_how_to_follow() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("there is no job #7"));
 }
 
-/// Waits (at most 10 s) until `path` exists.
-fn wait_for(path: &Path) {
-    for _ in 0..200 {
-        if path.exists() {
-            return;
+/// Polls `done` every 50 ms for at most `seconds`; whether it came true. A bound, not a timing:
+/// the assertion after it says what should have happened.
+fn eventually(seconds: u64, mut done: impl FnMut() -> bool) -> bool {
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(seconds);
+    while std::time::Instant::now() < until {
+        if done() {
+            return true;
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    panic!("{} did not appear", path.display());
+    done()
+}
+
+/// Waits (at most 10 s) until `path` exists.
+fn wait_for(path: &Path) {
+    assert!(eventually(10, || path.exists()), "{} did not appear", path.display());
 }
 
 #[test]
@@ -546,12 +539,7 @@ fn the_build_goes_on_when_the_pusher_hangs_up() {
     wait_for(&marker);
     push.kill().unwrap(); // the developer's terminal goes away mid-build
     let _ = push.wait();
-    for _ in 0..200 {
-        if job_state(&s, &commit).1 == "succeeded" {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    eventually(10, || job_state(&s, &commit).1 == "succeeded");
     assert_eq!(job_state(&s, &commit).1, "succeeded");
     assert!(current_path(&s).join("mymagento").exists());
 }
@@ -632,12 +620,7 @@ fn workers_build_environments_side_by_side_but_one_job_per_environment() {
     let staging = s.commit(&files_with(APP_FILE, &app_with_hooks(&build("staging", "main", 1), "true")), "staging");
     s.push(&["HEAD:refs/heads/staging"]).assert_accepted();
     let commits = [&main1, &main2, &staging];
-    for _ in 0..600 {
-        if commits.iter().all(|c| job_state(&s, c).1 == "succeeded") {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    eventually(60, || commits.iter().all(|c| job_state(&s, c).1 == "succeeded"));
     let states: Vec<_> = commits.iter().map(|c| job_state(&s, c).1).collect();
     assert_eq!(states, ["succeeded"; 3]);
     assert!(!dir.join("overlap").exists(), "two jobs of main ran at once");
@@ -702,24 +685,14 @@ fn a_serving_runner_outlives_a_broken_queue() {
         .unwrap();
     let mut serving = Serving(serving);
     let said = || std::fs::read_to_string(&stderr).unwrap_or_default();
-    for _ in 0..200 {
-        if said().contains("trying again") {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    eventually(10, || said().contains("trying again"));
     assert!(said().contains("cannot be opened") && said().contains("trying again in 5 s"), "{}", said());
     // The queue comes back: the runner carries on by itself.
     for f in files {
         let _ = std::fs::remove_file(s.data.join(f));
         let _ = std::fs::rename(aside.join(f), s.data.join(f));
     }
-    for _ in 0..300 {
-        if job_state(&s, &commit).1 == "succeeded" {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    eventually(15, || job_state(&s, &commit).1 == "succeeded");
     assert_eq!(job_state(&s, &commit).1, "succeeded");
     assert!(serving.0.try_wait().unwrap().is_none(), "the runner is still serving");
 }
