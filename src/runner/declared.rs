@@ -1,7 +1,11 @@
-//! What the admin declares in the data directory, read once per job before anything is built:
+//! What the admin declares for the hooks, read once per job before anything is built. Each file
+//! exists server-wide in the data directory and per project in the bare repository's
+//! `pushgate/` directory (out of developers' reach: it is not in any commit); the project's
+//! entries win.
 //!
 //! - `services.json`: each service's endpoint, for `*_RELATIONSHIPS`
-//!   (`{"mysql": {"host": "127.0.0.1", "port": 3306, "scheme": "mysql", ...}}`);
+//!   (`{"mysql": {"host": "127.0.0.1", "port": 3306, "scheme": "mysql", ...}}`). Two shops on
+//!   one server need their own databases: declare them in each repository.
 //! - `variables.json`: the project's and each environment's variables, as Magento Cloud's
 //!   `magento-cloud variable:set` keeps them (`{"project": {"env:COMPOSER_AUTH": "..."},
 //!   "environments": {"main": {"env:ADMIN_EMAIL": "..."}}}`). Project variables reach the build
@@ -21,15 +25,33 @@ use super::{AppPlan, RunnerError};
 use crate::topology::Topology;
 
 pub struct Declared {
-    pub services: Value,
+    pub services: Map<String, Value>,
     pub project_variables: Map<String, Value>,
     environment_variables: Map<String, Value>,
 }
 
 impl Declared {
-    pub fn load(data_dir: &Path) -> Result<Declared, RunnerError> {
-        let services = read_object(&data_dir.join("services.json"), "service name to endpoint")?;
-        let path = data_dir.join("variables.json");
+    /// The server-wide declarations of `data_dir`, under those of the repository at `repo`.
+    pub fn load(data_dir: &Path, repo: &Path) -> Result<Declared, RunnerError> {
+        let mut declared = Declared::read(data_dir)?;
+        let project = Declared::read(&repo.join("pushgate"))?;
+        declared.services.extend(project.services);
+        declared.project_variables.extend(project.project_variables);
+        for (env, vars) in project.environment_variables {
+            match declared.environment_variables.get_mut(&env).and_then(Value::as_object_mut) {
+                Some(mine) => mine.extend(object_entries(&vars)),
+                None => {
+                    declared.environment_variables.insert(env, vars);
+                }
+            }
+        }
+        Ok(declared)
+    }
+
+    /// `services.json` and `variables.json` of one directory.
+    fn read(dir: &Path) -> Result<Declared, RunnerError> {
+        let services = read_object(&dir.join("services.json"), "service name to endpoint")?;
+        let path = dir.join("variables.json");
         let variables = read_object(&path, "`project` and `environments` variables")?;
         let group = |key: &str| -> Result<Map<String, Value>, RunnerError> {
             match variables.get(key) {
@@ -50,14 +72,14 @@ impl Declared {
             };
             check_names(&path, &format!("environments.{env}"), vars)?;
         }
-        Ok(Declared { services: Value::Object(services), project_variables, environment_variables })
+        Ok(Declared { services, project_variables, environment_variables })
     }
 
     /// The variables an environment's deploy hooks see: the project's, then its own over them.
     pub fn runtime_variables(&self, environment: &str) -> Map<String, Value> {
         let mut all = self.project_variables.clone();
-        if let Some(own) = self.environment_variables.get(environment).and_then(Value::as_object) {
-            all.extend(own.iter().map(|(k, v)| (k.clone(), v.clone())));
+        if let Some(own) = self.environment_variables.get(environment) {
+            all.extend(object_entries(own));
         }
         all
     }
@@ -73,7 +95,8 @@ impl Declared {
                         "deploy",
                         &format!(
                             "W: relationship `{name}` of `{}` ({target}): no endpoint for service `{service}` in \
-                             services.json of the data directory; its entry in the relationships is empty",
+                             services.json (the repository's pushgate/ or the data directory's); its entry in \
+                             the relationships is empty",
                             plan.name
                         ),
                     );
@@ -81,6 +104,11 @@ impl Declared {
             }
         }
     }
+}
+
+/// The entries of a JSON object (none for anything else), owned.
+fn object_entries(v: &Value) -> impl Iterator<Item = (String, Value)> + '_ {
+    v.as_object().into_iter().flatten().map(|(k, v)| (k.clone(), v.clone()))
 }
 
 /// A JSON object from `path`; an empty one when the file does not exist.

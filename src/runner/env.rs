@@ -1,10 +1,10 @@
 //! The environment hooks see, as Magento Cloud (and Platform.sh) documents it.
 //!
 //! Build hooks get `*_TREE_ID`, `*_APPLICATION_NAME`, `*_APPLICATION` (the app's configuration,
-//! base64 JSON), `*_VARIABLES` (base64 JSON of `variables`, keys `env:NAME`, `php:NAME`),
-//! `*_APP_DIR` and `*_PROJECT`; `variables.env.*` are also exported as they are. No services
-//! exist during the build. Deploy hooks also get `*_ENVIRONMENT`, `*_BRANCH`,
-//! `*_RELATIONSHIPS` (resolved from `services.json` in the data directory) and `*_ROUTES`. The
+//! base64 JSON), `*_VARIABLES` (base64 JSON of the app's `variables` and the admin's project
+//! variables over them, keys `env:NAME`, `php:NAME`), `*_APP_DIR` and `*_PROJECT`; every
+//! `env:NAME` variable is also exported as `NAME`. No services exist during the build. Deploy hooks also get `*_ENVIRONMENT`, `*_BRANCH`,
+//! `*_RELATIONSHIPS` (resolved from the admin's `services.json`, see `declared`) and `*_ROUTES`. The
 //! prefix is `MAGENTO_CLOUD_` for `.magento` projects and `PLATFORM_` for `.platform` ones.
 
 use std::path::Path;
@@ -71,7 +71,7 @@ pub fn runtime(
     environment: &str,
     branch: &str,
     topology: &Topology,
-    services: &Value,
+    services: &Map<String, Value>,
 ) -> Vec<(String, String)> {
     let p = prefix(ctx.format);
     let mut env = build(ctx);
@@ -100,7 +100,7 @@ pub fn runtime(
 /// `{"database": [{"service": "mysql", "rel": "mysql", "host": ..., "port": ...}]}` from the
 /// app's relationships and the endpoints the admin declared in `services.json`
 /// (`{"mysql": {"host": "127.0.0.1", "port": 3306, "scheme": "mysql", ...}}`).
-fn relationships(ctx: &AppContext<'_>, topology: &Topology, services: &Value) -> Value {
+fn relationships(ctx: &AppContext<'_>, topology: &Topology, services: &Map<String, Value>) -> Value {
     let mut out = Map::new();
     let Some(app) = topology.apps.get(ctx.app_name) else { return Value::Object(out) };
     for (name, target) in &app.relationships {

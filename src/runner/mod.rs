@@ -335,7 +335,7 @@ fn build_and_deploy(
         return Err(RunnerError::Config(first.unwrap_or_default()));
     }
     let topology = Topology::from_config(&outcome.config);
-    let declared = Declared::load(&config.data_dir)?;
+    let declared = Declared::load(&config.data_dir, Path::new(&job.repo))?;
     // Project variables reach the build: a build with other ones is another slug.
     let build_variables = if declared.project_variables.is_empty() {
         String::new() // the same slug names as before variables.json existed

@@ -746,6 +746,34 @@ fn the_admins_variables_reach_the_hooks_that_may_see_them() {
     let app = current_path(&s).join("mymagento");
     assert_eq!(env_file(&app.join("var/deploy-env.txt"))["ADMIN_EMAIL"], "new-admin@main");
 
+    // The repository's own declarations win over the server-wide ones: two shops on one server
+    // get their own database and their own admin.
+    std::fs::write(
+        s.data.join("services.json"),
+        r#"{"mysql": {"host": "shared-db", "port": 3306}, "redis": {"host": "cache", "port": 6379}}"#,
+    )
+    .unwrap();
+    std::fs::create_dir_all(s.bare.join("pushgate")).unwrap();
+    std::fs::write(s.bare.join("pushgate/services.json"), r#"{"mysql": {"host": "shop-db", "port": 3307}}"#).unwrap();
+    std::fs::write(
+        s.bare.join("pushgate/variables.json"),
+        r#"{"environments": {"main": {"env:ADMIN_EMAIL": "shop-admin@main"}}}"#,
+    )
+    .unwrap();
+    let own = s.commit(&files_with(APP_FILE, &app_with_hooks(build, deploy)), "per repository");
+    s.push(&["HEAD:refs/heads/main"]).assert_accepted();
+    serve(&s);
+    assert_eq!(job_state(&s, &own).1, "succeeded");
+    let deployed = env_file(&current_path(&s).join("mymagento/var/deploy-env.txt"));
+    assert_eq!(deployed["ADMIN_EMAIL"], "shop-admin@main");
+    assert_eq!(deployed["COMPOSER_AUTH"], "{\"http-basic\": {\"repo.magento.com\": {}}}", "server-wide, kept");
+    let rel = decode(&deployed["MAGENTO_CLOUD_RELATIONSHIPS"]);
+    assert_eq!(
+        (rel["database"][0]["host"].as_str(), rel["database"][0]["port"].as_i64()),
+        (Some("shop-db"), Some(3307))
+    );
+    assert_eq!(rel["redis"][0]["host"], "cache");
+
     // A variable name without its group is refused before anything runs.
     std::fs::write(s.data.join("variables.json"), r#"{"project": {"COMPOSER_AUTH": "x"}}"#).unwrap();
     let broken = s.commit(&files_with(APP_FILE, &app_with_hooks("echo other", deploy)), "broken vars");
