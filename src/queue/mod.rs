@@ -102,7 +102,11 @@ pub struct Receiver {
 impl Receiver {
     /// The parent of this process: git's `receive-pack` when called as a hook.
     pub fn parent() -> Receiver {
-        let pid = std::os::unix::process::parent_id();
+        Receiver::of(std::os::unix::process::parent_id())
+    }
+
+    /// A process of this host.
+    pub fn of(pid: u32) -> Receiver {
         Receiver { host: hostname(), pid, started: process_start(pid) }
     }
 

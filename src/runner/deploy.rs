@@ -69,6 +69,12 @@ impl EnvDir {
         self.root.join("maintenance")
     }
 
+    /// The process group of the hook running for this environment (host, pid, start time), so
+    /// a runner taking the environment over after another one died can stop what it left.
+    pub fn hook_record(&self) -> PathBuf {
+        self.root.join("hook.pid")
+    }
+
     /// The release `current` points at.
     pub fn current_release(&self) -> Option<String> {
         std::fs::read_link(self.current()).ok()?.file_name()?.to_str().map(str::to_owned)

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use super::RunnerError;
 use crate::clock::now_rfc3339;
+use crate::queue::Receiver;
 
 /// The log of one job: phases with timestamps, and every command's output.
 pub struct JobLog {
@@ -63,6 +64,68 @@ pub struct Hook<'a> {
     pub cwd: &'a Path,
     pub env: &'a [(String, String)],
     pub timeout: Duration,
+    /// Where the hook's process group is recorded while it runs.
+    pub record: &'a Path,
+}
+
+/// Kills a process group (a hook and everything it started).
+fn kill_group(pgid: u32) {
+    // SAFETY: kill(2) with a negative pid signals the group; no memory is involved.
+    unsafe { libc::kill(-(pgid as libc::pid_t), libc::SIGKILL) };
+}
+
+/// Whether any process of the group is left.
+fn group_exists(pgid: u32) -> bool {
+    // SAFETY: as above; signal 0 only checks.
+    unsafe { libc::kill(-(pgid as libc::pid_t), 0) == 0 }
+}
+
+/// The record of a running hook's process group, removed when the hook ends.
+struct Recorded<'a>(&'a Path);
+
+impl<'a> Recorded<'a> {
+    fn write(path: &'a Path, pgid: u32) -> Recorded<'a> {
+        let me = Receiver::of(pgid);
+        if let Some(dir) = path.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        let _ = std::fs::write(path, format!("{} {} {}\n", me.host, me.pid, me.started.unwrap_or(0)));
+        Recorded(path)
+    }
+}
+
+impl Drop for Recorded<'_> {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(self.0);
+    }
+}
+
+/// Stops the hook a dead runner left running in an environment (its record says which), so it
+/// cannot run beside the next one. Returns what was done, for the log.
+pub fn stop_leftover(record: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(record).ok()?;
+    let _ = std::fs::remove_file(record);
+    let mut fields = text.split_whitespace();
+    let (host, pid, started) = (fields.next()?, fields.next()?.parse::<u32>().ok()?, fields.next()?.parse().ok()?);
+    let left = Receiver { host: host.to_owned(), pid, started: Some(started).filter(|s| *s != 0) };
+    let here = Receiver::of(pid);
+    if left.host != here.host {
+        return Some(format!("a hook left by a runner on {host} (process group {pid}) may still run there: stop it"));
+    }
+    // A pid is not reused while its group has members: if another process has the pid now,
+    // nothing of the old group is left.
+    if here.started.is_some() && left.alive() == Some(false) {
+        return None;
+    }
+    if !group_exists(pid) {
+        return None;
+    }
+    kill_group(pid);
+    let since = Instant::now();
+    while group_exists(pid) && since.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Some(format!("stopped the hooks an earlier attempt left running (process group {pid})"))
 }
 
 /// Runs a hook; its output goes to the log. Err says what failed and how.
@@ -93,6 +156,7 @@ pub fn run(hook: &Hook<'_>, log: &mut JobLog, control: &super::Control<'_>) -> R
         path: hook.cwd.to_owned(),
         source,
     })?;
+    let _recorded = Recorded::write(hook.record, child.id());
     let started = Instant::now();
     let status = loop {
         if let Some(status) = child.try_wait().map_err(|source| RunnerError::Io {
@@ -103,14 +167,14 @@ pub fn run(hook: &Hook<'_>, log: &mut JobLog, control: &super::Control<'_>) -> R
             break status;
         }
         if let Err(interrupted) = control.check() {
-            let _ = Command::new("kill").arg("-KILL").arg("--").arg(format!("-{}", child.id())).status();
+            kill_group(child.id());
             let _ = child.wait();
             log.phase(hook.name, &format!("Hook `{}` killed: {interrupted}", hook.name));
             return Err(interrupted);
         }
         if started.elapsed() > hook.timeout {
             // The whole group: the script's children too.
-            let _ = Command::new("kill").arg("-KILL").arg("--").arg(format!("-{}", child.id())).status();
+            kill_group(child.id());
             let _ = child.wait();
             log.phase(
                 hook.name,

@@ -218,6 +218,7 @@ pub fn process(
             job.id, config.runner_id, job.commit, job.ref_name, job.environment
         ),
     );
+    take_over(&EnvDir::new(&config.data_dir, &job.repo, &job.environment), &mut log);
     let lost = Arc::new(AtomicBool::new(false));
     let heartbeat = start_heartbeat(config, job.id, lost.clone());
     let control = Control { lost, abort };
@@ -250,6 +251,18 @@ pub fn process(
     };
     queue.finish(job.id, &config.runner_id, state, release.as_deref())?;
     Ok(state)
+}
+
+/// One job of an environment runs at a time, so whatever an earlier job left in its directory
+/// belongs to a runner that died: its hooks must not run beside ours, and its maintenance must
+/// not outlast it (the switch had not happened, or it had and only the end was missing).
+fn take_over(env_dir: &EnvDir, log: &mut JobLog) {
+    if let Some(done) = hooks::stop_leftover(&env_dir.hook_record()) {
+        log.phase("job", &format!("W: {done}"));
+    }
+    if env_dir.in_maintenance() && env_dir.set_maintenance(false, "").is_ok() {
+        log.phase("job", "W: ended the maintenance an earlier deploy left (its runner stopped mid-deploy)");
+    }
 }
 
 struct Heartbeat {
@@ -399,7 +412,14 @@ fn build_and_deploy(
             };
             let env = env::build(&ctx);
             hooks::run(
-                &Hook { name: "build", script, cwd: &app_dir, env: &env, timeout: config.hook_timeout },
+                &Hook {
+                    name: "build",
+                    script,
+                    cwd: &app_dir,
+                    env: &env,
+                    timeout: config.hook_timeout,
+                    record: &EnvDir::new(&config.data_dir, &job.repo, &job.environment).hook_record(),
+                },
                 log,
                 control,
             )?;
@@ -518,7 +538,14 @@ fn deploy_release(
         let app_dir = release.join(&plan.name);
         let env = runtime_env(plan, &app_dir);
         let ran = hooks::run(
-            &Hook { name: "deploy", script: &script, cwd: &app_dir, env: &env, timeout: config.hook_timeout },
+            &Hook {
+                name: "deploy",
+                script: &script,
+                cwd: &app_dir,
+                env: &env,
+                timeout: config.hook_timeout,
+                record: &env_dir.hook_record(),
+            },
             log,
             control,
         );
@@ -551,7 +578,14 @@ fn deploy_release(
         let app_dir = release.join(&plan.name);
         let env = runtime_env(plan, &app_dir);
         if let Err(e) = hooks::run(
-            &Hook { name: "post_deploy", script: &script, cwd: &app_dir, env: &env, timeout: config.hook_timeout },
+            &Hook {
+                name: "post_deploy",
+                script: &script,
+                cwd: &app_dir,
+                env: &env,
+                timeout: config.hook_timeout,
+                record: &env_dir.hook_record(),
+            },
             log,
             control,
         ) {

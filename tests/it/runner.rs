@@ -312,6 +312,52 @@ fn a_runner_killed_mid_build_loses_its_job_to_the_next_runner() {
     assert_eq!(state, "succeeded", "{}", log_of(&s, id));
     assert!(current_path(&s).join("mymagento/done.txt").exists());
     assert_eq!(log_of(&s, id).matches("claimed by").count(), 2);
+    // The dead runner's build did not go on beside the second one's.
+    assert!(log_of(&s, id).contains("W: stopped the hooks an earlier attempt left running"), "{}", log_of(&s, id));
+    assert!(!still_running(&marker), "the first attempt's hook is gone");
+}
+
+/// Whether a process whose command line mentions `path` still runs (a hook's `sh -c`).
+fn still_running(path: &Path) -> bool {
+    let out = Command::new("pgrep").arg("-f").arg(path).output().unwrap();
+    out.status.success()
+}
+
+#[test]
+fn a_runner_killed_mid_deploy_leaves_no_maintenance_and_no_hook_behind() {
+    let s = Server::new("killed-deploy");
+    let first = s.commit(&files_with(APP_FILE, &app_with_hooks("true", "true")), "one");
+    s.push(&["HEAD:refs/heads/main"]).assert_accepted();
+    serve(&s);
+    assert_eq!(job_state(&s, &first).1, "succeeded");
+    let serving = current_path(&s);
+    let marker = s.dir.join("deploying");
+    let deploy = format!("if [ ! -e {m} ]; then touch {m}; sleep 60; fi\necho migrated", m = marker.display());
+    let second = s.commit(&files_with(APP_FILE, &app_with_hooks("true", &deploy)), "slow deploy");
+    s.push(&["HEAD:refs/heads/main"]).assert_accepted();
+    let mut dying = Command::new(runner_bin())
+        .args(["serve", "--until-idle", "--lease", "1", "--data"])
+        .arg(&s.data)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(eventually(10, || marker.exists()), "the deploy hook started");
+    dying.kill().unwrap(); // SIGKILL, mid-deploy: the site is in maintenance
+    dying.wait().unwrap();
+    assert_eq!(envs(&s)[0]["state"], "maintenance");
+    assert_eq!(current_path(&s), serving, "the switch had not happened");
+    std::thread::sleep(std::time::Duration::from_millis(2500)); // the lease runs out
+    let out = runner(&s, &["serve", "--until-idle", "--lease", "1"]);
+    assert!(out.status.success());
+    let (id, state) = job_state(&s, &second);
+    let log = log_of(&s, id);
+    assert_eq!(state, "succeeded", "{log}");
+    assert!(log.contains("W: stopped the hooks an earlier attempt left running"), "{log}");
+    assert!(log.contains("W: ended the maintenance an earlier deploy left"), "{log}");
+    assert!(!still_running(&marker), "the first attempt's deploy hook is gone");
+    let env = &envs(&s)[0];
+    assert_eq!(env["state"], "active");
+    assert_eq!(env["release"], id.to_string());
 }
 
 #[test]
