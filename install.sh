@@ -110,5 +110,11 @@ for repo in "${repos[@]}"; do
   set_config "$repo" pushgate.data "$data"
   # `git push -o pushgate.allow-data-loss` must reach the hook.
   set_config "$repo" receive.advertisePushOptions true
+  # git checks every pushed object before any hook runs: a tree entry named `..`, `x/../y` or
+  # `.git` never enters the repository (pushgate refuses such trees too). An admin who set it
+  # either way keeps their choice.
+  if [ -z "$(git --git-dir="$repo" config --get receive.fsckObjects 2>/dev/null || true)" ]; then
+    set_config "$repo" receive.fsckObjects true
+  fi
 done
 say "done: ${#repos[@]} repositor$([ ${#repos[@]} = 1 ] && echo y || echo ies), binaries in $prefix/bin, data in $data"

@@ -116,3 +116,24 @@ pub fn join(parent: &str, key: &str) -> String {
         format!("{parent}.{key}")
     }
 }
+
+/// A list of pushed names for a hint, bounded whatever was pushed: at most five, each cut at
+/// 64 characters (`a, b, c, d, e and 12 more`). A hint repeated for every finding must not
+/// grow with the size of the configuration.
+pub fn few<T>(items: impl ExactSizeIterator<Item = T>, show: impl Fn(T) -> String) -> String {
+    let total = items.len();
+    let shown: Vec<String> = items
+        .take(5)
+        .map(|i| {
+            let text = show(i);
+            match text.char_indices().nth(64) {
+                Some((cut, _)) => format!("{}…", &text[..cut]),
+                None => text,
+            }
+        })
+        .collect();
+    match total.saturating_sub(shown.len()) {
+        0 => shown.join(", "),
+        more => format!("{} and {more} more", shown.join(", ")),
+    }
+}

@@ -68,6 +68,62 @@ pub fn open_from_env() -> Result<Repository, GitError> {
     Repository::open_from_env().map_err(GitError::Open)
 }
 
+/// Finds tree entries that can never be written to disk (`..`, `x/../../pwned`, `.git`) in the
+/// trees a push brings. Only new trees are walked: those in the push's quarantine and not in the
+/// repository's own object store (a tree already there was checked when it came, or predates
+/// pushgate, and the runner's export refuses it anyway). So the cost follows the size of the
+/// push, not of the repository's tree.
+pub struct NewTrees {
+    /// The repository opened without the quarantine (its own objects only); None outside a
+    /// quarantine.
+    existing: Option<Repository>,
+    seen: std::collections::HashSet<Oid>,
+}
+
+/// An entry of a pushed tree that cannot be written to disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnsafeEntry {
+    /// The directory holding it, repository-relative (empty for the root).
+    pub dir: String,
+    pub name: String,
+    pub why: &'static str,
+}
+
+impl NewTrees {
+    /// Set up for the repository a hook runs in (`GIT_QUARANTINE_PATH` says a push is in
+    /// quarantine, git 2.11 and later).
+    pub fn for_hook(repo: &Repository) -> NewTrees {
+        let existing = std::env::var_os("GIT_QUARANTINE_PATH").and_then(|_| Repository::open_bare(repo.path()).ok());
+        NewTrees { existing, seen: Default::default() }
+    }
+
+    /// The first unsafe entry among the new trees of `commit`.
+    pub fn check(&mut self, repo: &Repository, commit: Oid) -> Result<Option<UnsafeEntry>, git2::Error> {
+        let Some(existing) = &self.existing else { return Ok(None) };
+        let existing = existing.odb()?;
+        let root = repo.find_commit(commit)?.tree_id();
+        let mut todo = vec![(root, String::new())];
+        while let Some((id, dir)) = todo.pop() {
+            if !self.seen.insert(id) || existing.exists(id) {
+                continue;
+            }
+            let tree = repo.find_tree(id)?;
+            for entry in tree.iter() {
+                let name = entry.name_bytes();
+                if let Some(why) = crate::paths::unsafe_entry_name(name) {
+                    let name = String::from_utf8_lossy(name).into_owned();
+                    return Ok(Some(UnsafeEntry { dir, name, why }));
+                }
+                if entry.kind() == Some(ObjectType::Tree) {
+                    let name = String::from_utf8_lossy(name);
+                    todo.push((entry.id(), if dir.is_empty() { name.into_owned() } else { format!("{dir}/{name}") }));
+                }
+            }
+        }
+        Ok(None)
+    }
+}
+
 /// The tree of one commit, read straight from the object store.
 pub struct CommitTree<'r> {
     repo: &'r Repository,
@@ -142,6 +198,21 @@ impl Source for CommitTree<'_> {
             .collect();
         dirs.sort();
         Ok(dirs)
+    }
+
+    fn node(&self, path: &str) -> Result<crate::paths::Node, SourceError> {
+        use crate::paths::Node;
+        Ok(match self.lookup(path)? {
+            None => Node::Missing,
+            Some((MODE_DIR, _)) => Node::Dir,
+            Some((MODE_LINK, id)) => {
+                let blob = self.repo.find_blob(id).map_err(|e| Self::git_err(path, e))?;
+                // A link target longer than PATH_MAX cannot be followed by anyone.
+                let target = &blob.content()[..blob.content().len().min(4096)];
+                Node::Link(String::from_utf8_lossy(target).into_owned())
+            }
+            Some(_) => Node::Other,
+        })
     }
 }
 

@@ -18,7 +18,7 @@ use std::path::Path;
 use git2::Repository;
 
 use crate::git::{self, CommitTree, GitError, GitRefLog, RefUpdate};
-use crate::queue::{environment_name, QueueError, Receiver, Reservation, SqliteQueue};
+use crate::queue::{environment_name, valid_environment, QueueError, Receiver, Reservation, SqliteQueue};
 use crate::report;
 use crate::settings::{self, Env};
 use crate::source::{DirSource, Entry, ReadLog, Recording, Source, SourceError};
@@ -40,10 +40,19 @@ pub enum HookError {
     Chained { hook: std::path::PathBuf, source: std::io::Error },
 }
 
+/// What one push may validate in all, across its branches: each commit has its own budget
+/// ([`crate::config::yaml::Budget::per_commit`]), and a push of many branches with different
+/// configurations stops here, so that no push keeps the hook busy for long or holds much
+/// memory (branches with the same configuration are validated once and cost nothing more).
+pub const PUSH_MAX_NODES: usize = 200_000;
+pub const PUSH_MAX_BYTES: usize = 16 << 20;
+
 /// Validation results of this process, keyed by what they read.
 #[derive(Default)]
 pub struct Cache {
     entries: Vec<(ReadLog, Outcome)>,
+    /// What the validations of this process have cost so far.
+    spent: crate::config::yaml::Cost,
 }
 
 impl Cache {
@@ -57,8 +66,15 @@ impl Cache {
         }
         let recording = Recording::new(source);
         let outcome = validate::validate(&recording)?;
+        self.spent.nodes += outcome.cost.nodes;
+        self.spent.bytes += outcome.cost.bytes;
         self.entries.push((recording.into_log(), outcome));
         Ok((self.entries.len() - 1, true))
+    }
+
+    /// True once this process has validated as much as one push may.
+    pub fn exhausted(&self) -> bool {
+        self.spent.nodes > PUSH_MAX_NODES || self.spent.bytes > PUSH_MAX_BYTES
     }
 
     pub fn outcome(&self, index: usize) -> &Outcome {
@@ -102,6 +118,8 @@ pub fn pre_receive(
     let mut refused = Vec::new();
     let mut reservations = Vec::new();
     let receiver = Receiver::parent();
+    let owners = environment_owners(repo, updates);
+    let mut new_trees = git::NewTrees::for_hook(repo);
     for update in updates {
         let Some(branch) = update.branch() else { continue };
         if update.is_delete() {
@@ -109,7 +127,41 @@ pub fn pre_receive(
             continue;
         }
         let short = &update.new.to_string()[..10];
+        if let Some((problem, hint)) = naming_problem(branch, &owners) {
+            let _ = writeln!(out, "E: Branch {branch} ({short}) cannot be deployed: {problem}\n    hint: {hint}");
+            refused.push(branch.to_owned());
+            continue;
+        }
+        let bad_entry = new_trees.check(repo, update.new).map_err(|source| GitError::Commit {
+            commit: update.new.to_string(),
+            refname: update.name.clone(),
+            source,
+        })?;
+        if let Some(bad) = bad_entry {
+            let dir =
+                if bad.dir.is_empty() { "the root directory".to_owned() } else { format!("directory `{}`", bad.dir) };
+            let _ = writeln!(
+                out,
+                "E: Branch {branch} ({short}) cannot be deployed: {dir} has an entry named {:?}, {}\n    \
+                 hint: such a tree can only be made by hand (git hash-object --literally); no checkout can hold it. \
+                 Rewrite the commit with a tree git itself writes",
+                bad.name, bad.why
+            );
+            refused.push(branch.to_owned());
+            continue;
+        }
         let tree = CommitTree::new(repo, update.new, &update.name)?;
+        if cache.exhausted() {
+            let _ = writeln!(
+                out,
+                "E: Branch {branch} ({short}) was not validated: this push brings more configuration than pushgate \
+                 checks in one push ({PUSH_MAX_NODES} nodes, {} MiB of text, branches with the same files counted \
+                 once)\n    hint: push the branches in smaller groups",
+                PUSH_MAX_BYTES >> 20
+            );
+            refused.push(branch.to_owned());
+            continue;
+        }
         let (index, fresh) = cache.validate(&tree)?;
         if cache.outcome(index).diags.has_errors() {
             refused.push(branch.to_owned());
@@ -205,6 +257,51 @@ pub fn pre_receive(
         );
     }
     Ok(true)
+}
+
+/// The branches each environment of the repository will have once this push is applied: the
+/// branches that exist and are not deleted by it, and those it creates.
+fn environment_owners(repo: &Repository, updates: &[RefUpdate]) -> HashMap<String, Vec<String>> {
+    let deleted: Vec<&str> = updates.iter().filter(|u| u.is_delete()).filter_map(RefUpdate::branch).collect();
+    let mut branches: Vec<String> = repo
+        .references_glob("refs/heads/*")
+        .into_iter()
+        .flat_map(|refs| refs.flatten())
+        .filter_map(|r| r.name().and_then(|n| n.strip_prefix("refs/heads/")).map(str::to_owned))
+        .filter(|b| !deleted.contains(&b.as_str()))
+        .collect();
+    branches.extend(updates.iter().filter(|u| !u.is_delete()).filter_map(|u| u.branch().map(str::to_owned)));
+    branches.sort();
+    branches.dedup();
+    let mut owners: HashMap<String, Vec<String>> = HashMap::new();
+    for branch in branches {
+        owners.entry(environment_name(&branch)).or_default().push(branch);
+    }
+    owners
+}
+
+/// Why `branch` cannot have an environment of its own, and what to do; None when it can.
+fn naming_problem(branch: &str, owners: &HashMap<String, Vec<String>>) -> Option<(String, String)> {
+    let env = environment_name(branch);
+    let rule = "environments are named after their branch: lowercase letters, digits and `-` (other characters \
+                become `-`)";
+    if !valid_environment(&env) {
+        let problem = if env.is_empty() {
+            "its name gives no environment name".to_owned()
+        } else {
+            format!("its environment name `{env}` is longer than {} characters", crate::queue::MAX_ENVIRONMENT_NAME)
+        };
+        return Some((problem, format!("{rule}; push it under a name such as `feature-1` instead")));
+    }
+    let others: Vec<&str> = owners.get(&env)?.iter().map(String::as_str).filter(|b| *b != branch).collect();
+    if others.is_empty() {
+        return None;
+    }
+    let names = others.iter().map(|b| format!("`{b}`")).collect::<Vec<_>>().join(", ");
+    Some((
+        format!("its environment `{env}` is also the environment of branch {names}; one environment has one branch"),
+        format!("{rule}; push it under a name that gives another environment, such as `{env}-2`"),
+    ))
 }
 
 /// The topology a push is compared with: what is deployed in the environment, else the one at

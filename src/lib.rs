@@ -11,6 +11,7 @@ pub mod diag;
 pub mod follow;
 pub mod git;
 pub mod hook;
+pub mod paths;
 pub mod queue;
 pub mod registry;
 pub mod report;

@@ -57,6 +57,28 @@ pub trait Source {
     fn entry_id(&self, path: &str) -> Result<Option<EntryId>, SourceError>;
     /// Names of the directories directly under the root, sorted.
     fn root_dirs(&self) -> Result<Vec<String>, SourceError>;
+    /// What stands at `path` for resolving paths through it: a directory, a link (with its
+    /// target), something else, or nothing. Never follows a link.
+    fn node(&self, path: &str) -> Result<crate::paths::Node, SourceError>;
+}
+
+/// A source seen from one of its directories, for [`crate::paths::resolve_beneath`].
+pub struct Beneath<'a> {
+    pub source: &'a dyn Source,
+    /// Repository-relative directory (empty for the root).
+    pub base: &'a str,
+    /// The first error the source gave; the lookup then answers "missing".
+    pub error: Option<SourceError>,
+}
+
+impl crate::paths::Lookup for Beneath<'_> {
+    fn node(&mut self, path: &str) -> std::io::Result<crate::paths::Node> {
+        let full = if self.base.is_empty() { path.to_owned() } else { format!("{}/{path}", self.base) };
+        self.source.node(&full).or_else(|e| {
+            self.error.get_or_insert(e);
+            Ok(crate::paths::Node::Missing)
+        })
+    }
 }
 
 /// One read made during validation, to be replayed against another source.
@@ -131,6 +153,15 @@ impl Source for Recording<'_> {
         self.log.borrow_mut().reads.push(Read::RootDirs(dirs.clone()));
         Ok(dirs)
     }
+
+    fn node(&self, path: &str) -> Result<crate::paths::Node, SourceError> {
+        // A link's target is its content: the entry's id covers it.
+        match self.inner.entry_id(path)? {
+            Some(id) => self.log.borrow_mut().reads.push(Read::Entry(path.to_owned(), id)),
+            None => self.log.borrow_mut().complete = false,
+        }
+        self.inner.node(path)
+    }
 }
 
 /// A directory on disk (a checkout), for `pushgate-hook check`.
@@ -146,18 +177,37 @@ impl DirSource {
     fn io(path: &Path, source: std::io::Error) -> SourceError {
         SourceError::Io { path: path.to_owned(), source }
     }
+
+    /// Metadata of `path` without following a link anywhere on it. A path that passes through
+    /// a link (or a file) is not there, as in a git tree: `check` must not read where a push
+    /// would not (a `.magento` that links to `/etc`).
+    fn metadata(&self, path: &str) -> Result<Option<std::fs::Metadata>, SourceError> {
+        let mut full = self.root.clone();
+        let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
+        for (i, part) in parts.iter().enumerate() {
+            full.push(part);
+            let meta = match std::fs::symlink_metadata(&full) {
+                Ok(m) => m,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                // `a/b` where `a` is a file: nothing stands at that path.
+                Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => return Ok(None),
+                Err(e) => return Err(Self::io(&full, e)),
+            };
+            if i + 1 == parts.len() {
+                return Ok(Some(meta));
+            }
+            if !meta.is_dir() || meta.file_type().is_symlink() {
+                return Ok(None);
+            }
+        }
+        Ok(None)
+    }
 }
 
 impl Source for DirSource {
     fn entry(&self, path: &str) -> Result<Entry, SourceError> {
         let full = self.root.join(path);
-        let meta = match std::fs::symlink_metadata(&full) {
-            Ok(m) => m,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Entry::Missing),
-            // `a/b` where `a` is a file: nothing stands at that path.
-            Err(e) if e.raw_os_error() == Some(20) => return Ok(Entry::Missing),
-            Err(e) => return Err(Self::io(&full, e)),
-        };
+        let Some(meta) = self.metadata(path)? else { return Ok(Entry::Missing) };
         if meta.file_type().is_symlink() {
             return Ok(Entry::Symlink);
         }
@@ -186,5 +236,18 @@ impl Source for DirSource {
         }
         dirs.sort();
         Ok(dirs)
+    }
+
+    fn node(&self, path: &str) -> Result<crate::paths::Node, SourceError> {
+        use crate::paths::Node;
+        let Some(meta) = self.metadata(path)? else { return Ok(Node::Missing) };
+        let full = self.root.join(path);
+        Ok(if meta.file_type().is_symlink() {
+            Node::Link(std::fs::read_link(&full).map_err(|e| Self::io(&full, e))?.to_string_lossy().into_owned())
+        } else if meta.is_dir() {
+            Node::Dir
+        } else {
+            Node::Other
+        })
     }
 }

@@ -12,7 +12,7 @@
 
 use std::sync::Arc;
 
-use crate::config::yaml::{Limits, Node, Value};
+use crate::config::yaml::{Budget, Node, Value};
 use crate::diag::{join, Diagnostics, Location};
 use crate::source::{Entry, Source, SourceError};
 
@@ -28,9 +28,10 @@ pub fn resolve(
     file: &str,
     root: &mut Node,
     targets: &mut Vec<Target>,
+    budget: &Budget,
     diags: &mut Diagnostics,
 ) -> Result<(), SourceError> {
-    let mut state = State { count: 0, targets };
+    let mut state = State { count: 0, targets, budget };
     resolve_in(source, file, root, "", 0, &mut state, diags)
 }
 
@@ -47,6 +48,8 @@ pub struct Target {
 struct State<'t> {
     count: usize,
     targets: &'t mut Vec<Target>,
+    /// Shared by every file of the commit: includes cannot multiply what one file may cost.
+    budget: &'t Budget,
 }
 
 fn resolve_in(
@@ -198,6 +201,16 @@ fn include(
             return Ok(None);
         }
     };
+    // Every include is charged, YAML (in `parse`) or not: the text kept, the bytes read.
+    if !matches!(kind, Kind::Yaml) && !state.budget.charge(1, bytes.len()) {
+        diags.error(
+            "include",
+            target_at,
+            state.budget.describe(),
+            "include fewer or smaller files: configuration files are small",
+        );
+        return Ok(None);
+    }
     match kind {
         Kind::Binary => Ok(Some(Node::new(Value::Str(format!("<{} bytes of {resolved}>", bytes.len())), node.pos))),
         Kind::Text => match String::from_utf8(bytes) {
@@ -213,7 +226,7 @@ fn include(
             }
         },
         Kind::Yaml => {
-            let Some(mut included) = super::parse(&resolved, &bytes, Limits::default(), diags) else {
+            let Some(mut included) = super::parse(&resolved, &bytes, state.budget, diags) else {
                 return Ok(None);
             };
             let file: Arc<str> = Arc::from(resolved.as_str());

@@ -10,7 +10,7 @@ pub mod include;
 pub mod node;
 pub mod yaml;
 
-use crate::config::yaml::{Limits, Node, Pos, Value};
+use crate::config::yaml::{Budget, Limits, Node, Pos, Value};
 use crate::diag::{Diagnostics, Location};
 use crate::source::{Entry, Source, SourceError, MAX_FILE_BYTES};
 
@@ -92,9 +92,19 @@ pub struct ConfigSet {
     pub unreadable: Vec<String>,
 }
 
-/// Parses one file's bytes. Syntax problems become diagnostics; None means unusable.
-pub fn parse(file: &str, bytes: &[u8], limits: Limits, diags: &mut Diagnostics) -> Option<Node> {
+/// Parses one file's bytes, charging them and what they expand to to `budget`. Syntax
+/// problems become diagnostics; None means unusable.
+pub fn parse(file: &str, bytes: &[u8], budget: &Budget, diags: &mut Diagnostics) -> Option<Node> {
     let at = |pos| Location::new(file, pos, "");
+    if !budget.charge(0, bytes.len()) {
+        diags.error(
+            "too-large",
+            at(Pos { line: 1, col: 1 }),
+            budget.describe(),
+            "configuration files are small: include fewer or smaller files, or remove generated content",
+        );
+        return None;
+    }
     if let Some(i) = bytes.iter().position(|&b| b == 0) {
         diags.error(
             "binary",
@@ -117,7 +127,7 @@ pub fn parse(file: &str, bytes: &[u8], limits: Limits, diags: &mut Diagnostics) 
         }
     };
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    match yaml::load(text, limits) {
+    match yaml::load(text, Limits::default(), budget) {
         Ok(node) => Some(node),
         Err(e) => {
             diags.error("yaml-syntax", at(e.pos), e.message, e.hint);
@@ -148,6 +158,7 @@ fn read_document(
     source: &dyn Source,
     file: &str,
     includes: &mut Vec<include::Target>,
+    budget: &Budget,
     diags: &mut Diagnostics,
 ) -> Result<Loaded, SourceError> {
     let top = Location::new(file, Pos { line: 1, col: 1 }, "");
@@ -173,15 +184,15 @@ fn read_document(
             return Ok(Loaded::Unusable);
         }
     };
-    let Some(mut root) = parse(file, &bytes, Limits::default(), diags) else {
+    let Some(mut root) = parse(file, &bytes, budget, diags) else {
         return Ok(Loaded::Unusable);
     };
-    include::resolve(source, file, &mut root, includes, diags)?;
+    include::resolve(source, file, &mut root, includes, budget, diags)?;
     Ok(Loaded::Document(Document { file: file.to_owned(), root }))
 }
 
-/// Finds and reads the configuration set of `source`.
-pub fn load(source: &dyn Source, diags: &mut Diagnostics) -> Result<ConfigSet, SourceError> {
+/// Finds and reads the configuration set of `source`, within `budget` for all its files.
+pub fn load(source: &dyn Source, budget: &Budget, diags: &mut Diagnostics) -> Result<ConfigSet, SourceError> {
     let dirs = source.root_dirs()?;
     let magento = app_file_candidates(source, Format::Magento, &dirs)?;
     let platform = app_file_candidates(source, Format::Platform, &dirs)?;
@@ -202,7 +213,7 @@ pub fn load(source: &dyn Source, diags: &mut Diagnostics) -> Result<ConfigSet, S
         unreadable: Vec::new(),
     };
     for file in candidates {
-        let Loaded::Document(doc) = read_document(source, &file, &mut set.includes, diags)? else {
+        let Loaded::Document(doc) = read_document(source, &file, &mut set.includes, budget, diags)? else {
             // Present (a candidate) but unusable: already reported.
             set.unreadable.push(file.clone());
             set.app_files.push(file);
@@ -228,8 +239,24 @@ pub fn load(source: &dyn Source, diags: &mut Diagnostics) -> Result<ConfigSet, S
             ),
         );
     }
+    // `.magento` must be a directory of the commit. A link or a submodule there would be
+    // followed by `check` on a checkout and read as "no routes, no services" by a push.
+    let dir_entry = source.entry(format.dir())?;
+    if !matches!(dir_entry, Entry::Missing | Entry::Dir) {
+        diags.error(
+            "not-a-dir",
+            Location::new(format.dir(), Pos { line: 1, col: 1 }, ""),
+            format!("`{}` is {}, not a directory", format.dir(), dir_entry.describe()),
+            format!(
+                "commit `{}` as a directory of this repository holding routes.yaml and services.yaml",
+                format.dir()
+            ),
+        );
+        set.unreadable.extend([format.routes_file(), format.services_file()]);
+        return Ok(set);
+    }
     for (file, slot) in [(format.routes_file(), &mut set.routes), (format.services_file(), &mut set.services)] {
-        match read_document(source, &file, &mut set.includes, diags)? {
+        match read_document(source, &file, &mut set.includes, budget, diags)? {
             Loaded::Absent => {}
             Loaded::Unusable => set.unreadable.push(file),
             Loaded::Document(doc) => *slot = Some(doc),

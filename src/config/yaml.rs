@@ -35,6 +35,60 @@ impl Default for Limits {
     }
 }
 
+/// What all the files of one commit may cost together, includes included: the budgets of one
+/// document hold across every file and include an app brings, so neither 64 includes of one
+/// 1 MiB file nor 24 apps multiply them. Shared by every load of one validation.
+#[derive(Debug)]
+pub struct Budget {
+    nodes: std::cell::Cell<usize>,
+    bytes: std::cell::Cell<usize>,
+    max_nodes: usize,
+    max_bytes: usize,
+}
+
+/// The cost of one commit's configuration: nodes, and bytes of text (files read plus scalar
+/// text after alias expansion).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Cost {
+    pub nodes: usize,
+    pub bytes: usize,
+}
+
+impl Budget {
+    pub fn new(max_nodes: usize, max_bytes: usize) -> Budget {
+        Budget { nodes: Default::default(), bytes: Default::default(), max_nodes, max_bytes }
+    }
+
+    /// One commit: the node budget of one document, and 8 MiB of text in all (the 4 MiB of
+    /// scalars one document may expand to, plus the files read).
+    pub fn per_commit() -> Budget {
+        let one = Limits::default();
+        Budget::new(one.max_nodes, 2 * one.max_scalar_bytes)
+    }
+
+    /// Charges `nodes` and `bytes`; false (and nothing charged past the limit) once over.
+    pub fn charge(&self, nodes: usize, bytes: usize) -> bool {
+        let (n, b) = (self.nodes.get() + nodes, self.bytes.get() + bytes);
+        self.nodes.set(n.min(self.max_nodes + 1));
+        self.bytes.set(b.min(self.max_bytes + 1));
+        n <= self.max_nodes && b <= self.max_bytes
+    }
+
+    pub fn used(&self) -> Cost {
+        Cost { nodes: self.nodes.get(), bytes: self.bytes.get() }
+    }
+
+    /// What a refusal says about it.
+    pub fn describe(&self) -> String {
+        format!(
+            "the configuration of this commit, all files and includes together, is larger than pushgate checks \
+             ({} nodes, {} MiB of text)",
+            self.max_nodes,
+            self.max_bytes >> 20
+        )
+    }
+}
+
 fn pos_from_span(span: &Span) -> Pos {
     pos_from_marker(span.start.line(), span.start.col())
 }
@@ -64,9 +118,10 @@ fn err(pos: Pos, message: impl Into<String>, hint: impl Into<String>) -> YamlErr
     YamlError { pos, message: message.into(), hint: hint.into() }
 }
 
-/// Loads one YAML document. An empty file loads as `Null`.
-pub fn load(text: &str, limits: Limits) -> Result<Node, YamlError> {
-    let mut builder = Builder::new(limits);
+/// Loads one YAML document. An empty file loads as `Null`. Its cost is charged to `budget`
+/// as well as checked against `limits`.
+pub fn load(text: &str, limits: Limits, budget: &Budget) -> Result<Node, YamlError> {
+    let mut builder = Builder::new(limits, budget);
     let mut docs = 0usize;
     for event in Parser::new_from_str(text) {
         let (event, span) = event.map_err(|e| scan_error(text, &e))?;
@@ -257,8 +312,9 @@ struct Anchor {
     bytes: usize,
 }
 
-struct Builder {
+struct Builder<'b> {
     limits: Limits,
+    budget: &'b Budget,
     stack: Vec<Frame>,
     root: Option<Node>,
     anchors: HashMap<usize, Anchor>,
@@ -268,10 +324,11 @@ struct Builder {
     anchor_marks: Vec<(usize, usize)>,
 }
 
-impl Builder {
-    fn new(limits: Limits) -> Builder {
+impl<'b> Builder<'b> {
+    fn new(limits: Limits, budget: &'b Budget) -> Builder<'b> {
         Builder {
             limits,
+            budget,
             stack: Vec::new(),
             root: None,
             anchors: HashMap::new(),
@@ -293,6 +350,13 @@ impl Builder {
                     self.limits.max_scalar_bytes >> 20
                 ),
                 "configuration files are small: remove the repeated aliases (`*name`) or the generated content",
+            ));
+        }
+        if !self.budget.charge(nodes, bytes) {
+            return Err(err(
+                pos,
+                self.budget.describe(),
+                "configuration files are small: include fewer or smaller files, or remove generated content",
             ));
         }
         Ok(())
@@ -448,7 +512,7 @@ mod tests {
     use super::*;
 
     fn load_ok(s: &str) -> Node {
-        load(s, Limits::default()).expect("loads")
+        load(s, Limits::default(), &Budget::per_commit()).expect("loads")
     }
 
     #[test]
@@ -477,14 +541,14 @@ mod tests {
 
     #[test]
     fn duplicate_key_is_an_error_at_the_duplicate() {
-        let e = load("a: 1\nb: 2\na: 3\n", Limits::default()).unwrap_err();
+        let e = load("a: 1\nb: 2\na: 3\n", Limits::default(), &Budget::per_commit()).unwrap_err();
         assert_eq!(e.pos, Pos { line: 3, col: 1 });
         assert!(e.message.contains("duplicate key `a`"), "{e}");
     }
 
     #[test]
     fn tab_indentation_points_at_the_tab() {
-        let e = load("a:\n\tb: 1\n", Limits::default()).unwrap_err();
+        let e = load("a:\n\tb: 1\n", Limits::default(), &Budget::per_commit()).unwrap_err();
         assert_eq!(e.pos, Pos { line: 2, col: 1 });
         assert!(e.hint.contains("spaces"));
     }
@@ -494,8 +558,12 @@ mod tests {
         let n = load_ok("a: !include x.yaml\nb: !include\n  type: string\n  path: y\n");
         assert_eq!(n.get("a").unwrap().tag.as_deref(), Some("include"));
         assert_eq!(n.get("b").unwrap().tag.as_deref(), Some("include"));
-        assert!(load("a: !python/object x\n", Limits::default()).is_ok_and(|n| n.get("a").unwrap().tag.is_some()));
-        assert!(load("a: !!python/object x\n", Limits::default()).is_err());
+        assert!(load("a: !python/object x\n", Limits::default(), &Budget::per_commit()).is_ok_and(|n| n
+            .get("a")
+            .unwrap()
+            .tag
+            .is_some()));
+        assert!(load("a: !!python/object x\n", Limits::default(), &Budget::per_commit()).is_err());
     }
 
     #[test]
@@ -513,7 +581,7 @@ mod tests {
             let (p, c) = ((b'a' + i - 1) as char, (b'a' + i) as char);
             s.push_str(&format!("{c}: &{c} [*{p},*{p},*{p},*{p},*{p},*{p},*{p},*{p},*{p}]\n"));
         }
-        let e = load(&s, Limits::default()).unwrap_err();
+        let e = load(&s, Limits::default(), &Budget::per_commit()).unwrap_err();
         assert!(e.message.contains("alias bomb"), "{e}");
     }
 
@@ -523,20 +591,20 @@ mod tests {
         for _ in 0..1000 {
             s.push_str("  - *big\n");
         }
-        let e = load(&s, Limits::default()).unwrap_err();
+        let e = load(&s, Limits::default(), &Budget::per_commit()).unwrap_err();
         assert!(e.message.contains("alias bomb"), "{e}");
     }
 
     #[test]
     fn deep_nesting_is_refused_without_overflow() {
         for doc in ["[".repeat(20_000), "- ".repeat(20_000) + "x", "{a: ".repeat(20_000)] {
-            let e = load(&doc, Limits::default()).unwrap_err();
+            let e = load(&doc, Limits::default(), &Budget::per_commit()).unwrap_err();
             assert!(e.message.contains("nesting too deep"), "{e}");
         }
     }
 
     #[test]
     fn second_document_is_refused() {
-        assert!(load("a: 1\n---\nb: 2\n", Limits::default()).is_err());
+        assert!(load("a: 1\n---\nb: 2\n", Limits::default(), &Budget::per_commit()).is_err());
     }
 }

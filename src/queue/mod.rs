@@ -146,6 +146,10 @@ pub trait RefLog {
 }
 
 /// The environment a branch deploys to: its name, lowercased, other characters as `-`.
+///
+/// The mapping is not injective (`Main`, `MAIN` and `-main-` all give `main`) and may give
+/// nothing (`_`, `é`): the hook refuses a branch whose name gives no [valid](valid_environment)
+/// environment, or the environment of another branch, so each environment has one branch.
 pub fn environment_name(branch: &str) -> String {
     let mut env: String =
         branch.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' }).collect();
@@ -153,6 +157,20 @@ pub fn environment_name(branch: &str) -> String {
         env = env.replace("--", "-");
     }
     env.trim_matches('-').to_owned()
+}
+
+/// Longest environment name: it names directories, and people type it.
+pub const MAX_ENVIRONMENT_NAME: usize = 100;
+
+/// Whether `name` can name an environment's directory and variables: `a-z`, `0-9` and inner
+/// `-`, at most [`MAX_ENVIRONMENT_NAME`] characters. The runner checks it again before it
+/// builds a path from a job's environment.
+pub fn valid_environment(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_ENVIRONMENT_NAME
+        && !name.starts_with('-')
+        && !name.ends_with('-')
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -165,6 +183,11 @@ pub enum QueueError {
     Read { path: String, source: rusqlite::Error },
     #[error("creating the data directory {path}: {source}")]
     DataDir { path: String, source: std::io::Error },
+    #[error(
+        "the build queue {path} is damaged ({detail}): no push can be recorded in it; move it aside to start an \
+         empty queue, after saving it for inspection"
+    )]
+    Damaged { path: String, detail: String },
 }
 
 /// What an admin should look at, for the failures that have a usual cause.
@@ -193,6 +216,11 @@ mod tests {
         assert_eq!(environment_name("main"), "main");
         assert_eq!(environment_name("Feature/New_Checkout"), "feature-new-checkout");
         assert_eq!(environment_name("--x--y--"), "x-y");
+        for (branch, valid) in [("main", true), ("_", false), ("é", false), ("-main-", true), ("QA_4", true)] {
+            assert_eq!(valid_environment(&environment_name(branch)), valid, "{branch}");
+        }
+        assert!(!valid_environment(&environment_name(&"x".repeat(MAX_ENVIRONMENT_NAME + 1))));
+        assert!(!valid_environment("../x") && !valid_environment("a/b") && !valid_environment(""));
     }
 
     #[test]

@@ -5,6 +5,8 @@
 //! DATA/environments/REPO-KEY/ENV/
 //!     releases/ID/APP/...      one read-only release per deployed job, one directory per app
 //!     releases/ID.json         what the release is: job, commit, slugs, topology, time
+//!     releases/.partial-ID/    a release being unpacked; renamed to ID once complete, so a
+//!                              runner killed halfway leaves nothing rollback could offer
 //!     mounts/APP/SOURCE_PATH   writable directories kept across releases
 //!     current -> releases/ID   switched with one rename
 //!     maintenance              present while a deploy hook runs
@@ -57,8 +59,41 @@ impl EnvDir {
         self.releases().join(id)
     }
 
+    /// Where release `id` is unpacked before it exists.
+    pub fn partial_release(&self, id: &str) -> PathBuf {
+        self.releases().join(format!(".partial-{id}"))
+    }
+
+    /// Removes what a runner killed mid-deploy left: releases still being unpacked, and
+    /// release directories without their description (left by versions that unpacked in
+    /// place). Returns what was removed.
+    pub fn remove_partial(&self) -> Result<Vec<String>, RunnerError> {
+        let current = self.current_release();
+        let mut removed = Vec::new();
+        for entry in std::fs::read_dir(self.releases()).into_iter().flatten().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let partial = name.starts_with(".partial-")
+                || (name.parse::<u64>().is_ok()
+                    && Some(&name) != current.as_ref()
+                    && !self.releases().join(format!("{name}.json")).exists());
+            if partial && entry.path().is_dir() {
+                remove_release(&entry.path())?;
+                removed.push(name);
+            }
+        }
+        Ok(removed)
+    }
+
     pub fn mounts(&self) -> PathBuf {
         self.root.join("mounts")
+    }
+
+    /// The mounts directory, created if needed (mount paths below it are created with
+    /// [`crate::paths::mkdirs_beneath`]: hooks write in there).
+    pub fn mounts_created(&self) -> Result<PathBuf, RunnerError> {
+        let dir = self.mounts();
+        std::fs::create_dir_all(&dir).map_err(io("creating", &dir))?;
+        Ok(dir)
     }
 
     pub fn current(&self) -> PathBuf {
@@ -86,12 +121,16 @@ impl EnvDir {
     }
 
     pub fn write_info(&self, info: &ReleaseInfo) -> Result<(), RunnerError> {
+        // Written whole or not at all: its presence is what makes a release complete.
         let path = self.releases().join(format!("{}.json", info.release));
+        let tmp = self.releases().join(format!(".{}.json.new", info.release));
         let text = serde_json::to_string_pretty(info).unwrap_or_default();
-        std::fs::write(&path, text).map_err(io("writing", &path))
+        std::fs::write(&tmp, text).map_err(io("writing", &tmp))?;
+        std::fs::rename(&tmp, &path).map_err(io("writing", &path))
     }
 
-    /// Release ids, oldest first (ids are job ids: they grow).
+    /// Complete release ids (a directory and its description), oldest first (ids are job ids:
+    /// they grow).
     pub fn list(&self) -> Vec<String> {
         let mut ids: Vec<u64> = std::fs::read_dir(self.releases())
             .into_iter()
@@ -99,6 +138,7 @@ impl EnvDir {
             .filter_map(|e| e.ok())
             .filter(|e| e.path().is_dir())
             .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse().ok()))
+            .filter(|id| self.releases().join(format!("{id}.json")).is_file())
             .collect();
         ids.sort_unstable();
         ids.into_iter().map(|i| i.to_string()).collect()
@@ -158,6 +198,31 @@ pub fn all(data: &Path) -> Vec<EnvDir> {
     }
     out.sort_by(|a, b| a.root.cmp(&b.root));
     out
+}
+
+/// Links mount `path` of the app unpacked at `app_root` to the writable directory `keep`.
+///
+/// The path is resolved through the release as unpacked, links included, and must stay inside
+/// the app ([`crate::paths::resolve_beneath`]); directories are created without following a
+/// link; only what stands at the resolved place inside the app is replaced. Nothing outside
+/// the release is ever removed or replaced, whatever links the commit or its build made.
+pub fn link_mount(app_root: &Path, path: &str, keep: &Path) -> Result<PathBuf, RunnerError> {
+    let refuse = |why: String| RunnerError::Config(format!("mount `{path}` cannot be made: {why}"));
+    let rel = crate::paths::resolve_beneath(path, &mut crate::paths::Disk(app_root))
+        .map_err(|e| refuse(format!("it leads outside the app: {e}")))?;
+    let (parent, name) = rel.rsplit_once('/').unwrap_or(("", &rel));
+    if name.is_empty() {
+        return Err(refuse("it names the app root itself".into()));
+    }
+    let dir = crate::paths::mkdirs_beneath(app_root, parent).map_err(io("creating", &app_root.join(parent)))?;
+    let at = dir.join(name);
+    if let Ok(meta) = std::fs::symlink_metadata(&at) {
+        // remove_dir_all does not follow links: only the app's own files go.
+        let removed = if meta.is_dir() { std::fs::remove_dir_all(&at) } else { std::fs::remove_file(&at) };
+        removed.map_err(io("replacing", &at))?;
+    }
+    std::os::unix::fs::symlink(keep, &at).map_err(io("mounting", &at))?;
+    Ok(at)
 }
 
 /// Makes a release read-only (files and directories), without following symlinks.

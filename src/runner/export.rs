@@ -1,5 +1,9 @@
 //! A commit's tree written into a fresh directory, straight from the object store: no checkout
 //! of the bare repository, no index, no hooks of the repository run.
+//!
+//! Tree entry names come from the pusher: with `receive.fsckObjects` off (git's default) a tree
+//! may hold `..`, `x/../../pwned` or `.git`. Such a name is refused before anything is written
+//! under it ([`crate::paths::unsafe_entry_name`]); the hook refuses such trees at push time too.
 
 use std::path::{Path, PathBuf};
 
@@ -20,8 +24,14 @@ pub fn export_tree(repo: &Repository, tree: Oid, dest: &Path) -> Result<(), Runn
     while let Some((id, dir)) = todo.pop() {
         let tree = repo.find_tree(id).map_err(git)?;
         for entry in tree.iter() {
-            let Some(name) = entry.name() else { continue };
-            let path = dir.join(name);
+            let name = entry.name_bytes();
+            if let Some(why) = crate::paths::unsafe_entry_name(name) {
+                return Err(RunnerError::Git(format!(
+                    "tree {id} has an entry {:?}: {why}; it cannot be written to disk",
+                    String::from_utf8_lossy(name)
+                )));
+            }
+            let path = dir.join(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(name));
             match (entry.kind(), entry.filemode()) {
                 (Some(ObjectType::Tree), _) => {
                     std::fs::create_dir_all(&path).map_err(io(&path))?;

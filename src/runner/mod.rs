@@ -129,6 +129,9 @@ fn claim_and_process(
         None => queue.insert(SqliteQueue::open(&config.data_dir, Duration::from_secs(10))?),
     };
     let _ = queue.reconcile(&crate::git::GitRefLog::default());
+    if let Err(e) = sweep_builds(config, queue) {
+        eprintln!("pushgate-runner: removing the build directories of ended jobs: {e}");
+    }
     let Some(job) = queue.claim(&config.runner_id, config.lease)? else { return Ok(false) };
     process(config, queue, &job, abort)?;
     Ok(true)
@@ -263,6 +266,29 @@ fn take_over(env_dir: &EnvDir, log: &mut JobLog) {
     if env_dir.in_maintenance() && env_dir.set_maintenance(false, "").is_ok() {
         log.phase("job", "W: ended the maintenance an earlier deploy left (its runner stopped mid-deploy)");
     }
+    match env_dir.remove_partial() {
+        Ok(removed) if !removed.is_empty() => {
+            log.phase("job", &format!("W: removed releases an earlier deploy left unfinished: {}", removed.join(", ")))
+        }
+        Ok(_) => {}
+        Err(e) => log.phase("job", &format!("W: {e}")),
+    }
+}
+
+/// Removes the build directories of jobs that are not running: a runner killed mid-build
+/// leaves its copy of the tree behind, and if the job is then superseded or cancelled, no
+/// retry would ever remove it. Returns the job ids whose directory was removed.
+pub fn sweep_builds(config: &Config, queue: &SqliteQueue) -> Result<Vec<i64>, RunnerError> {
+    let mut removed = Vec::new();
+    for entry in std::fs::read_dir(config.data_dir.join("builds")).into_iter().flatten().flatten() {
+        let Some(id) = entry.file_name().to_str().and_then(|n| n.parse::<i64>().ok()) else { continue };
+        let running = queue.job(id)?.is_some_and(|j| j.state == JobState::Running);
+        if !running {
+            deploy::remove_release(&entry.path())?;
+            removed.push(id);
+        }
+    }
+    Ok(removed)
 }
 
 struct Heartbeat {
@@ -338,6 +364,10 @@ fn build_and_deploy(
     control: &Control<'_>,
 ) -> Result<String, RunnerError> {
     let git = |e: git2::Error| RunnerError::Git(e.message().to_owned());
+    if !crate::queue::valid_environment(&job.environment) {
+        // The hook refuses such names; a queue from an older version may still hold one.
+        return Err(RunnerError::Config(format!("`{}` cannot name an environment", job.environment)));
+    }
     let repo = Repository::open_bare(&job.repo).map_err(git)?;
     let commit = Oid::from_str(&job.commit).map_err(git)?;
     let tree = CommitTree::new(&repo, commit, &job.ref_name).map_err(|e| RunnerError::Git(e.to_string()))?;
@@ -363,8 +393,13 @@ fn build_and_deploy(
             root_tree.to_string()
         } else {
             match tree.entry_id(&app.dir).map_err(|e| RunnerError::Git(e.to_string()))? {
-                Some(EntryId::Object { id, .. }) => Oid::from_bytes(&id).map_err(git)?.to_string(),
-                _ => return Err(RunnerError::Config(format!("the app directory `{}` is missing", app.dir))),
+                Some(EntryId::Object { id, mode: 0o040000 }) => Oid::from_bytes(&id).map_err(git)?.to_string(),
+                _ => {
+                    return Err(RunnerError::Config(format!(
+                        "the app directory `{}` is missing or not a directory of the commit",
+                        app.dir
+                    )))
+                }
             }
         };
         let app_config = app.node.to_json();
@@ -468,40 +503,33 @@ fn deploy_release(
     let env_dir = EnvDir::new(&config.data_dir, &job.repo, &job.environment);
     let id = job.id.to_string();
     let release = env_dir.release(&id);
+    // A release exists only once complete: it is unpacked under another name, then renamed.
+    let partial = env_dir.partial_release(&id);
     deploy::remove_release(&release)?; // a retry after a crash starts clean
+    deploy::remove_release(&partial)?;
     log.phase("deploy", &format!("Unpacking release {id} into {}", release.display()));
     for plan in plans {
-        let app_root = release.join(&plan.name);
+        let app_root = partial.join(&plan.name);
         slug::unpack(&plan.slug, &app_root)?;
         let mounts = topology.apps.get(&plan.name).map(|a| a.mounts.clone()).unwrap_or_default();
         for (path, mount) in &mounts {
-            let keep = env_dir.mounts().join(&plan.name).join(&mount.source_path);
-            std::fs::create_dir_all(&keep).map_err(|source| RunnerError::Io {
-                action: "creating",
-                path: keep.clone(),
-                source,
+            let source = crate::paths::normalize(&mount.source_path).filter(|p| !p.is_empty()).ok_or_else(|| {
+                RunnerError::Config(format!("mount `{path}`: bad source path `{}`", mount.source_path))
             })?;
-            let at = app_root.join(path);
-            if let Ok(meta) = std::fs::symlink_metadata(&at) {
-                let removed = if meta.is_dir() { std::fs::remove_dir_all(&at) } else { std::fs::remove_file(&at) };
-                removed.map_err(|source| RunnerError::Io { action: "replacing", path: at.clone(), source })?;
-            }
-            if let Some(parent) = at.parent() {
-                std::fs::create_dir_all(parent).map_err(|source| RunnerError::Io {
-                    action: "creating",
-                    path: parent.to_owned(),
-                    source,
-                })?;
-            }
-            std::os::unix::fs::symlink(&keep, &at).map_err(|source| RunnerError::Io {
-                action: "mounting",
-                path: at.clone(),
-                source,
+            let keep_rel = format!("{}/{source}", plan.name);
+            let keep = crate::paths::mkdirs_beneath(&env_dir.mounts_created()?, &keep_rel).map_err(|source| {
+                RunnerError::Io { action: "creating", path: env_dir.mounts().join(&keep_rel), source }
             })?;
+            deploy::link_mount(&app_root, path, &keep)?;
             log.phase("deploy", &format!("Mount {path} of `{}` -> {}", plan.name, keep.display()));
         }
     }
-    deploy::make_read_only(&release)?;
+    deploy::make_read_only(&partial)?;
+    std::fs::rename(&partial, &release).map_err(|source| RunnerError::Io {
+        action: "completing",
+        path: release.clone(),
+        source,
+    })?;
     env_dir.write_info(&ReleaseInfo {
         release: id.clone(),
         job: job.id,

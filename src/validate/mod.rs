@@ -7,6 +7,7 @@
 pub mod rules;
 pub mod schema;
 
+use crate::config::yaml::{Budget, Cost};
 use crate::config::{self, ConfigSet};
 use crate::diag::Diagnostics;
 use crate::source::{Source, SourceError};
@@ -17,16 +18,21 @@ use schema::Schema;
 pub struct Outcome {
     pub config: ConfigSet,
     pub diags: Diagnostics,
+    /// What loading it cost (nodes, text), for budgets across many commits.
+    pub cost: Cost,
 }
 
-/// Loads and validates the configuration set of `source`.
+/// Loads and validates the configuration set of `source`, within one commit's budget
+/// ([`Budget::per_commit`]) for all its files and includes.
 pub fn validate(source: &dyn Source) -> Result<Outcome, SourceError> {
     let mut diags = Diagnostics::default();
-    let config = config::load(source, &mut diags)?;
+    let budget = Budget::per_commit();
+    let config = config::load(source, &budget, &mut diags)?;
     check_schemas(&config, &mut diags);
     rules::run_all(&config, &mut diags);
+    rules::run_on_tree(source, &config, &mut diags)?;
     diags.sort();
-    Ok(Outcome { config, diags })
+    Ok(Outcome { config, diags, cost: budget.used() })
 }
 
 fn check_schemas(config: &ConfigSet, diags: &mut Diagnostics) {
@@ -41,13 +47,29 @@ fn check_schemas(config: &ConfigSet, diags: &mut Diagnostics) {
     }
 }
 
+/// Words and names longer than this get no suggestion: a typo of a real name is short, and
+/// comparing is quadratic in the lengths (a pushed 1 MB name against 900 long ones must not
+/// keep the hook busy).
+const MAX_SUGGESTED_LEN: usize = 64;
+
 /// The candidate closest to `word` by edit distance, if it is close enough to be a typo.
-/// A name the word contains (`opensearchsearch` → `opensearch`) also counts.
+/// A name the word contains (`opensearchsearch` → `opensearch`) also counts. The work is
+/// bounded whatever the input: at most [`MAX_SUGGESTED_LEN`] characters on either side, and
+/// candidates whose lengths alone put them out of reach are not compared.
 pub fn closest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
-    let limit = (word.chars().count() / 3).max(1);
-    let candidates: Vec<&str> = candidates.into_iter().filter(|c| !c.is_empty()).collect();
+    if word.len() > 4 * MAX_SUGGESTED_LEN {
+        return None;
+    }
+    let length = word.chars().count();
+    if length > MAX_SUGGESTED_LEN {
+        return None;
+    }
+    let limit = (length / 3).max(1);
+    let candidates: Vec<&str> =
+        candidates.into_iter().filter(|c| !c.is_empty() && c.len() <= 4 * MAX_SUGGESTED_LEN).collect();
     let near = candidates
         .iter()
+        .filter(|c| c.chars().count().abs_diff(length) <= limit)
         .map(|c| (edit_distance(word, c), *c))
         .filter(|(d, _)| *d <= limit)
         .min_by_key(|(d, _)| *d)
@@ -78,5 +100,13 @@ mod tests {
         assert_eq!(super::closest("opensearchsearch", ["opensearch", "solr"]), Some("opensearch"));
         assert_eq!(super::closest("zzz", ["opensearch", "solr"]), None);
         assert_eq!(super::closest("relationship", ["relationships", "mounts"]), Some("relationships"));
+    }
+
+    #[test]
+    fn long_words_get_no_suggestion_and_cost_nothing() {
+        let long = "x".repeat(100_000);
+        let names: Vec<String> = (0..900).map(|i| format!("{i}{}", "y".repeat(1000))).collect();
+        assert_eq!(super::closest(&long, names.iter().map(String::as_str)), None);
+        assert_eq!(super::closest("mysql", names.iter().map(String::as_str).chain(["mysqll"])), Some("mysqll"));
     }
 }

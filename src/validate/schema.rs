@@ -409,7 +409,7 @@ mod tests {
     }
 
     fn errors(schema: Schema, yaml: &str) -> Vec<String> {
-        let node = load(yaml, Limits::default()).unwrap();
+        let node = load(yaml, Limits::default(), &crate::config::yaml::Budget::per_commit()).unwrap();
         let mut d = Diagnostics::default();
         check(schema, &node, "f.yaml", "", &mut d);
         d.items.iter().map(|d| format!("{}:{} {} {}", d.pos.line, d.pos.col, d.path, d.message)).collect()

@@ -1,5 +1,6 @@
 //! One integration test binary (keeps link time down); each module drives the real binaries.
 
+mod attack;
 mod check;
 mod corpus;
 mod hostile;

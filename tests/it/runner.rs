@@ -11,7 +11,7 @@ use crate::push::{files_with, APP, APP_FILE};
 use crate::support::{runner_bin, Server};
 
 /// The example app with hooks that record what they see.
-fn app_with_hooks(build: &str, deploy: &str) -> String {
+pub fn app_with_hooks(build: &str, deploy: &str) -> String {
     let hooks = format!(
         "hooks:\n    build: |\n{}\n    deploy: |\n{}\n    post_deploy: |\n        echo post > var/post_deploy.txt\n",
         indent(build),
@@ -30,23 +30,23 @@ const RECORDING_BUILD: &str = "set -e\nenv | sort > build-env.txt\nmkdir -p pub 
 const RECORDING_DEPLOY: &str =
     "env | sort > var/deploy-env.txt\n[ -e ../../../maintenance ] && echo in-maintenance > var/maintenance.txt || true";
 
-fn runner(s: &Server, args: &[&str]) -> Output {
+pub fn runner(s: &Server, args: &[&str]) -> Output {
     Command::new(runner_bin()).args(args).arg("--data").arg(&s.data).output().unwrap()
 }
 
-fn serve(s: &Server) -> String {
+pub fn serve(s: &Server) -> String {
     let out = runner(s, &["serve", "--until-idle"]);
     assert!(out.status.success(), "serve: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-fn envs(s: &Server) -> Vec<Value> {
+pub fn envs(s: &Server) -> Vec<Value> {
     let out = runner(s, &["envs", "--json"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
-fn log_of(s: &Server, job: i64) -> String {
+pub fn log_of(s: &Server, job: i64) -> String {
     String::from_utf8_lossy(&runner(s, &["logs", &job.to_string()]).stdout).into_owned()
 }
 
@@ -57,7 +57,7 @@ fn slug_of(s: &Server, job: i64) -> PathBuf {
     PathBuf::from(line.split("[slug] Slug ").nth(1).unwrap().split(' ').next().unwrap())
 }
 
-fn job_state(s: &Server, commit: &str) -> (i64, String) {
+pub fn job_state(s: &Server, commit: &str) -> (i64, String) {
     let job = s.jobs().into_iter().find(|j| j["commit"] == commit).expect("a job for the commit");
     (job["id"].as_i64().unwrap(), job["state"].as_str().unwrap().to_owned())
 }
@@ -84,7 +84,7 @@ fn decode(b64: &str) -> Value {
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{b64}: {e}"))
 }
 
-fn current_path(s: &Server) -> PathBuf {
+pub fn current_path(s: &Server) -> PathBuf {
     let env = envs(s).into_iter().find(|e| e["environment"] == "main").expect("main is deployed");
     PathBuf::from(env["path"].as_str().unwrap())
 }
@@ -318,7 +318,7 @@ fn a_runner_killed_mid_build_loses_its_job_to_the_next_runner() {
 }
 
 /// Whether a process whose command line mentions `path` still runs (a hook's `sh -c`).
-fn still_running(path: &Path) -> bool {
+pub fn still_running(path: &Path) -> bool {
     let out = Command::new("pgrep").arg("-f").arg(path).output().unwrap();
     out.status.success()
 }
@@ -479,7 +479,7 @@ fn without_a_runner_the_push_says_how_to_follow() {
 
 /// Polls `done` every 50 ms for at most `seconds`; whether it came true. A bound, not a timing:
 /// the assertion after it says what should have happened.
-fn eventually(seconds: u64, mut done: impl FnMut() -> bool) -> bool {
+pub fn eventually(seconds: u64, mut done: impl FnMut() -> bool) -> bool {
     let until = std::time::Instant::now() + std::time::Duration::from_secs(seconds);
     while std::time::Instant::now() < until {
         if done() {

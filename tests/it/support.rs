@@ -195,6 +195,15 @@ impl Server {
         }
     }
 
+    /// Another project on the same server: its own bare repository, the same data directory.
+    pub fn other_project(&self, name: &str) -> PathBuf {
+        let bare = self.dir.join(&format!("{name}.git"));
+        let install = run_install(&self.prefix, &self.data, &[&bare]);
+        assert!(install.status.success(), "install.sh failed: {}", String::from_utf8_lossy(&install.stderr));
+        git_ok(&bare, &["config", "pushgate.pickupWaitMs", "0"]);
+        bare
+    }
+
     pub fn url(&self) -> String {
         format!("file://{}", self.bare.display())
     }

@@ -159,7 +159,54 @@ impl SqliteQueue {
                 Err(e) => return Err(open_err(e)),
             }
         }
-        Ok(SqliteQueue { conn, path })
+        let queue = SqliteQueue { conn, path };
+        queue.check_integrity()?;
+        Ok(queue)
+    }
+
+    /// Where the state of the database file at its last passed check is kept.
+    fn stamp_path(&self) -> PathBuf {
+        let mut p = self.path.clone().into_os_string();
+        p.push(".checked");
+        PathBuf::from(p)
+    }
+
+    /// The database file's size and modification time: in WAL mode it changes only when a
+    /// checkpoint copies the WAL into it (or when something else writes it).
+    fn file_state(&self) -> Option<String> {
+        let meta = std::fs::metadata(&self.path).ok()?;
+        let mtime = meta.modified().ok()?.duration_since(std::time::UNIX_EPOCH).ok()?;
+        Some(format!("{} {}", meta.len(), mtime.as_nanos()))
+    }
+
+    /// Refuses a damaged queue before anything is recorded in it. A damaged page in the job
+    /// table or its indexes let a reservation through and then lost the job (the ref had moved,
+    /// no build was queued), so `PRAGMA quick_check` runs whenever the database file is not as
+    /// it was at the last check that passed: after each checkpoint, once, and after anything
+    /// else wrote to it. Otherwise the check costs one `stat`.
+    fn check_integrity(&self) -> Result<(), QueueError> {
+        let state = self.file_state();
+        let stamp = self.stamp_path();
+        if state.is_some() && std::fs::read_to_string(&stamp).ok() == state {
+            return Ok(());
+        }
+        let damaged = |detail: String| QueueError::Damaged { path: self.path.display().to_string(), detail };
+        let found: Vec<String> = self
+            .conn
+            .prepare("PRAGMA quick_check(5)")
+            .and_then(|mut stmt| stmt.query_map([], |r| r.get::<_, String>(0))?.collect())
+            .map_err(|e| damaged(e.to_string()))?;
+        if found != ["ok"] {
+            return Err(damaged(found.join("; ").replace('\n', " ")));
+        }
+        // Best effort: without the stamp the next opener checks again.
+        if let Some(state) = state {
+            let tmp = self.path.with_extension("checked.new");
+            if std::fs::write(&tmp, state).is_ok() {
+                let _ = std::fs::rename(&tmp, &stamp);
+            }
+        }
+        Ok(())
     }
 
     pub fn path(&self) -> &Path {

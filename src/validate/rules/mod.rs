@@ -35,6 +35,15 @@ pub fn run_all(config: &ConfigSet, diags: &mut Diagnostics) {
     crons::check(config, diags);
 }
 
+/// Rules that also read the pushed tree itself (not only the configuration files).
+pub fn run_on_tree(
+    source: &dyn crate::source::Source,
+    config: &ConfigSet,
+    diags: &mut Diagnostics,
+) -> Result<(), crate::source::SourceError> {
+    mounts::check_in_tree(source, config, diags)
+}
+
 /// One entry of the services file.
 pub(crate) struct Service<'a> {
     pub name: &'a str,
@@ -68,15 +77,5 @@ pub(crate) fn services(config: &ConfigSet) -> Vec<Service<'_>> {
 
 /// Normalises a path inside an app (`/var/../x` → `x`); None when it leaves the app.
 pub(crate) fn inside(path: &str) -> Option<String> {
-    let mut parts: Vec<&str> = Vec::new();
-    for part in path.split('/') {
-        match part {
-            "" | "." => {}
-            ".." => {
-                parts.pop()?;
-            }
-            p => parts.push(p),
-        }
-    }
-    Some(parts.join("/"))
+    crate::paths::normalize(path)
 }

@@ -2,12 +2,44 @@
 //!
 //! Why: the deployed app is read-only except its mounts; a mount path or source path that climbs
 //! out of the app (`../`) would write outside it, and a `service` mount needs a
-//! `network-storage` service to hold the files.
+//! `network-storage` service to hold the files. A path that looks inside the app can still lead
+//! out through a symbolic link of the commit (`d/l1 -> ..`, then `d/l1/d/l1/../../../x`): mount
+//! paths are also resolved through the pushed tree ([`check_in_tree`]), as the deploy will
+//! resolve them through the release.
 
 use super::services;
 use crate::config::yaml::Node;
 use crate::config::ConfigSet;
 use crate::diag::{join, Diagnostics, Location};
+use crate::paths::resolve_beneath;
+use crate::source::{Beneath, Source, SourceError};
+
+/// Resolves every mount path through the links of the pushed tree: it must stay in its app.
+pub fn check_in_tree(source: &dyn Source, config: &ConfigSet, diags: &mut Diagnostics) -> Result<(), SourceError> {
+    for app in &config.apps {
+        let Some(mounts) = app.node.get("mounts") else { continue };
+        for (key, _) in mounts.entries() {
+            if super::inside(&key.name).map_or(true, |p| p.is_empty()) {
+                continue; // reported by `check`
+            }
+            let mut tree = Beneath { source, base: &app.dir, error: None };
+            let resolved = resolve_beneath(&key.name, &mut tree);
+            if let Some(e) = tree.error {
+                return Err(e);
+            }
+            if let Err(escape) = resolved {
+                let path = format!("mounts.{}", join("", &key.name));
+                diags.error(
+                    "mount-path",
+                    Location::new(mounts.file_or(&app.file), key.pos, join(&app.path, &path)),
+                    format!("mount `{}` leads outside the app through this commit's links: {escape}", key.name),
+                    "write the mount as a plain path inside the app (`var`, `pub/media`), not through a symbolic link",
+                );
+            }
+        }
+    }
+    Ok(())
+}
 
 pub fn check(config: &ConfigSet, diags: &mut Diagnostics) {
     let services = services(config);

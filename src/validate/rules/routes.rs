@@ -38,12 +38,14 @@ pub fn check(config: &ConfigSet, diags: &mut Diagnostics) {
                     let known = apps.iter().copied().chain(services.iter().map(|s| s.name));
                     let hint = match crate::validate::closest(target, known) {
                         Some(s) => {
-                            format!("did you mean `{s}:http`? Apps here: {}", apps.join(", "))
+                            format!(
+                                "did you mean `{s}:http`? Apps here: {}",
+                                crate::diag::few(apps.iter(), |a| a.to_string())
+                            )
                         }
-                        None => format!(
-                            "point it at an app: {}",
-                            apps.iter().map(|a| format!("`{a}:http`")).collect::<Vec<_>>().join(", ")
-                        ),
+                        None => {
+                            format!("point it at an app: {}", crate::diag::few(apps.iter(), |a| format!("`{a}:http`")))
+                        }
                     };
                     diags.error(
                         "route-upstream",
