@@ -200,43 +200,104 @@ def runner_benchmarks(tmp, runs):
 
 
 def hostile_inputs():
+    """Each hostile push as the files it writes over the sample project."""
     laughs = 'a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n'
     for i in range(1, 10):
         p, c = chr(ord("a") + i - 1), chr(ord("a") + i)
         laughs += f"{c}: &{c} [" + ",".join([f"*{p}"] * 9) + "]\n"
     quadratic = "big: &big [" + ",".join(["x"] * 5000) + "]\nrefs: [" + ",".join(["*big"] * 5000) + "]\n"
     binary = bytes((i * 2654435761 >> 13) & 0xFF for i in range(4096))
-    return [
-        ("billion laughs", laughs.encode()),
-        ("quadratic alias bomb", quadratic.encode()),
-        ("20,000-deep block nesting", ("- " * 20000 + "x\n").encode()),
-        ("20,000-deep flow nesting", ("[" * 20000 + "]" * 20000 + "\n").encode()),
-        ("50 MB blob", b"a: b\n" * (50 * 1024 * 1024 // 5)),
-        ("binary blob", binary[:10] + b"\0" + binary[11:]),
+    services = ".magento/services.yaml"
+    cases = [
+        ("billion laughs", {services: laughs.encode()}),
+        ("quadratic alias bomb", {services: quadratic.encode()}),
+        ("20,000-deep block nesting", {services: ("- " * 20000 + "x\n").encode()}),
+        ("20,000-deep flow nesting", {services: ("[" * 20000 + "]" * 20000 + "\n").encode()}),
+        ("50 MB blob", {services: b"a: b\n" * (50 * 1024 * 1024 // 5)}),
+        ("binary blob", {services: binary[:10] + b"\0" + binary[11:]}),
     ]
+    # "Did you mean" on long names: a 100,000-character target against 100 names of 1,000
+    # characters, and a 1 MB target against 900 of them.
+    for target, names in ((100_000, 100), (1 << 20, 900)):
+        svc = "".join(f"s{i:03}{'a' * 996}:\n    type: mysql:11.4\n    disk: 512\n" for i in range(names))
+        app = (SAMPLE / ".magento.app.yaml").read_text()
+        app = re.sub(r"(?m)^relationships:\n", f"relationships:\n    long: \"{'x' * target}:mysql\"\n", app, count=1)
+        cases.append((f"{target // 1000} KB name vs {names} names", {services: svc.encode(),
+                                                                    ".magento.app.yaml": app.encode()}))
+    # `!include` fan-out: 64 string includes of one 1 MiB file in each of 24 apps.
+    big = b"x" * ((1 << 20) - 1) + b"\n"
+    includes = "".join(f"        V{i}: !include {{type: string, path: ../big.txt}}\n" for i in range(64))
+    fan = {"big.txt": big}
+    for a in range(24):
+        fan[f"app{a}/.magento.app.yaml"] = (f"name: app{a}\ntype: php:8.4\ndisk: 1024\n"
+                                            f"variables:\n    env:\n{includes}").encode()
+    cases.append(("!include fan-out, 24 apps", fan))
+    return cases
 
 
 def hostile(tmp, work):
+    """Each hostile push: `pushgate-hook pre-receive` on the real object store, and `check` on
+    the checkout; wall time and peak RSS of each."""
     store = tmp / "store.git"
     git(None, "init", "-q", "--bare", str(store))
+    base = git(work, "rev-parse", "HEAD").stdout.decode().strip()
     rows = []
-    for name, content in hostile_inputs():
-        (work / ".magento" / "services.yaml").write_bytes(content)
-        git(work, "commit", "-q", "-am", name)
-        git(work, "push", "-q", "-f", str(store), "HEAD:refs/heads/hostile")
-        sha = git(work, "rev-parse", "HEAD").stdout.decode().strip()
-        env = dict(ENV, GIT_DIR=str(store))
+
+    def measured(args, **kw):
         start = time.perf_counter()
-        out = subprocess.run(["/usr/bin/time", "-f", "%M", str(HOOK), "pre-receive"], env=env,
-                             input=f"{ZERO} {sha} refs/heads/main\n".encode(), capture_output=True)
+        out = subprocess.run(["/usr/bin/time", "-f", "%M", *args], capture_output=True, **kw)
         elapsed = time.perf_counter() - start
         text = out.stdout.decode(errors="replace")
-        first_error = next((l.strip() for l in text.splitlines() if l.strip().startswith("- ")), "?")
-        rss_kb = int(out.stderr.decode().strip().splitlines()[-1])
-        rows.append((name, len(content), elapsed, rss_kb, out.returncode, first_error))
-    git(work, "checkout", "-q", "main")
-    git(work, "reset", "-q", "--hard", "HEAD~6")
+        first = next((l.strip() for l in text.splitlines() if l.strip().startswith(("- ", "E: B"))), "?")
+        return elapsed, int(out.stderr.decode().strip().splitlines()[-1]), out.returncode, first
+
+    for name, files in hostile_inputs():
+        git(work, "checkout", "-q", "-B", "hostile", base)
+        for path, content in files.items():
+            (work / path).parent.mkdir(parents=True, exist_ok=True)
+            (work / path).write_bytes(content)
+        git(work, "add", "-A")
+        git(work, "commit", "-q", "-m", name)
+        git(work, "push", "-q", "-f", str(store), "HEAD:refs/heads/hostile")
+        sha = git(work, "rev-parse", "HEAD").stdout.decode().strip()
+        size = sum(len(c) for c in files.values())
+        pre = measured([str(HOOK), "pre-receive"], env=dict(ENV, GIT_DIR=str(store)),
+                       input=f"{ZERO} {sha} refs/heads/main\n".encode())
+        check = measured([str(HOOK), "check", str(work)], env=ENV)
+        rows.append((name, size, pre, check))
+    git(work, "checkout", "-q", "-f", "main")
+    git(work, "clean", "-q", "-fdx")
+    git(work, "branch", "-q", "-D", "hostile")
     return rows
+
+
+def fsck_cost(tmp, runs):
+    """What `receive.fsckObjects` (turned on by install.sh) costs a push: the first push of a
+    project of 10,000 files, and then a push of one changed file, with it on and off."""
+    work = tmp / "fsck-work"
+    work.mkdir()
+    git(work, "init", "-q", "-b", "main")
+    shutil.copytree(SAMPLE, work, dirs_exist_ok=True)
+    for i in range(10_000):
+        f = work / "vendor" / f"pkg{i % 100}" / f"src{i % 7}" / f"File{i}.php"
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_text(f"<?php\n// file {i}\nclass C{i} {{ public function f() {{ return {i}; }} }}\n")
+    git(work, "add", "-A")
+    git(work, "commit", "-q", "-m", "base")
+    first = {"fsck on": [], "fsck off": []}
+    one = {"fsck on": [], "fsck off": []}
+    for r in range(runs):
+        for mode in (["fsck on", "fsck off"] if r % 2 == 0 else ["fsck off", "fsck on"]):
+            repo = tmp / f"fsck-{r}-{mode.replace(' ', '-')}.git"
+            bare_with_pushgate(repo, tmp)
+            git(repo, "config", "receive.fsckObjects", "true" if mode == "fsck on" else "false")
+            first[mode].append(timed(push_cmd(repo, "HEAD:refs/heads/main"), work))
+            (work / "change.php").write_text(f"<?php // {r} {mode}\n")
+            git(work, "add", "-A")
+            git(work, "commit", "-q", "-m", f"change {r} {mode}")
+            one[mode].append(timed(push_cmd(repo, "HEAD:refs/heads/main"), work))
+            shutil.rmtree(repo)
+    return first, one
 
 
 def external(tmp, runs):
@@ -263,6 +324,24 @@ def external(tmp, runs):
     return {"pushgate-hook check": ours, "yamllint + check-jsonschema": theirs}
 
 
+def single_ref_report(tmp, work, runs):
+    t1, shares = single_ref(tmp, work, runs)
+    base = statistics.median(t1["noop"])
+    print("\n1. single-ref push (median)")
+    for k, v in t1.items():
+        print(f"   {k:18} {ms(v)}   {statistics.median(v) / base:.3f}x the no-op hook")
+    print("   (target <= 1.25x)")
+    if shares:
+        pre_total = statistics.median([s[0] for s in shares])
+        queue = statistics.median([s[1] for s in shares])
+        post = statistics.median([s[2] for s in shares])
+        push = statistics.median(t1["pushgate"]) * 1000
+        print(f"   inside the hooks (median of {len(shares)}): pre-receive {pre_total:.2f} ms, of which the queue"
+              f" {queue:.2f} ms; post-receive {post:.2f} ms")
+        print(f"   the queue's share of the push: {(queue + post) / push * 100:.1f}%"
+              f" (reservation {queue:.2f} ms + post-receive {post:.2f} ms of {push:.1f} ms)")
+
+
 def ms(xs):
     return f"{statistics.median(xs) * 1000:8.2f} ms (min {min(xs) * 1000:.2f}, n={len(xs)})"
 
@@ -272,52 +351,52 @@ def main():
     ap.add_argument("--runs", type=int, default=41)
     ap.add_argument("--branch-runs", type=int, default=5)
     ap.add_argument("--skip-external", action="store_true")
+    ap.add_argument("--only", default="push,branches,hostile,runner,external,fsck",
+                    help="comma-separated sections: push, branches, hostile, runner, external, fsck")
     args = ap.parse_args()
+    sections = set(args.only.split(","))
     run(["cargo", "build", "--release", "--quiet"], cwd=ROOT)
     print(f"git: {git(None, '--version').stdout.decode().strip()}; cores: {os.cpu_count()}")
     with tempfile.TemporaryDirectory(prefix="pushgate-bench-") as t:
         tmp = Path(t)
         work = work_tree(tmp)
 
-        t1, shares = single_ref(tmp, work, args.runs)
-        base = statistics.median(t1["noop"])
-        print("\n1. single-ref push (median)")
-        for k, v in t1.items():
-            print(f"   {k:18} {ms(v)}   {statistics.median(v) / base:.3f}x the no-op hook")
-        print("   (target <= 1.25x)")
-        if shares:
-            pre_total = statistics.median([s[0] for s in shares])
-            queue = statistics.median([s[1] for s in shares])
-            post = statistics.median([s[2] for s in shares])
-            push = statistics.median(t1["pushgate"]) * 1000
-            print(f"   inside the hooks (median of {len(shares)}): pre-receive {pre_total:.2f} ms, of which the queue"
-                  f" {queue:.2f} ms; post-receive {post:.2f} ms")
-            print(f"   the queue's share of the push: {(queue + post) / push * 100:.1f}%"
-                  f" (reservation {queue:.2f} ms + post-receive {post:.2f} ms of {push:.1f} ms)")
+        if "push" in sections:
+            single_ref_report(tmp, work, args.runs)
+        if "branches" in sections:
+            t2 = many_branches(tmp, work, 1000, args.branch_runs)
+            ratio = statistics.median(t2["pushgate"]) / statistics.median(t2["noop"])
+            print("\n2. push of 1,000 branches (median)")
+            for k, v in t2.items():
+                print(f"   {k:18} {ms(v)}")
+            print(f"   ratio              {ratio:.3f}x  (target <= 1.2x)")
 
-        t2 = many_branches(tmp, work, 1000, args.branch_runs)
-        ratio = statistics.median(t2["pushgate"]) / statistics.median(t2["noop"])
-        print("\n2. push of 1,000 branches (median)")
-        for k, v in t2.items():
-            print(f"   {k:18} {ms(v)}")
-        print(f"   ratio              {ratio:.3f}x  (target <= 1.2x)")
+        if "hostile" in sections:
+            print("\n3. hostile pushes: pushgate-hook pre-receive on the object store, and check on the checkout")
+            print(f"   {'input':28} {'size':>10} {'pre-receive':>21} {'check':>21}  exit  first error")
+            for name, size, pre, check in hostile(tmp, work):
+                cols = "  ".join(f"{e * 1000:7.1f}ms {rss / 1024:6.1f}MB" for e, rss, _, _ in (pre, check))
+                print(f"   {name:28} {size:>10}  {cols}  {pre[2]:>4}  {pre[3][:80]}")
 
-        print("\n3. hostile configurations, pushgate-hook pre-receive on the object store")
-        print(f"   {'input':28} {'size':>10} {'time':>9} {'peak RSS':>9} exit  first error")
-        for name, size, elapsed, rss, code, first in hostile(tmp, work):
-            print(f"   {name:28} {size:>10} {elapsed * 1000:7.1f}ms {rss / 1024:7.1f}MB {code:>4}  {first[:90]}")
+        if "fsck" in sections:
+            first, one = fsck_cost(tmp, 5)
+            print("\n6. receive.fsckObjects (install.sh turns it on), pushes to pushgate's repositories (median)")
+            for label, t in (("first push, 10,000 files", first), ("then one changed file", one)):
+                a, b = statistics.median(t["fsck on"]), statistics.median(t["fsck off"])
+                print(f"   {label:26} on {a * 1000:8.1f} ms, off {b * 1000:8.1f} ms: {a / b:.2f}x")
 
-        redeploys, latencies, reused, size, ours, theirs = runner_benchmarks(tmp, min(args.runs, 21))
-        print("\n4. the runner")
-        print(f"   redeploy of an unchanged tree (slug reused: {reused} jobs), push to `current` switched: {ms(redeploys)}")
-        print(f"   push accepted -> job claimed: median {statistics.median(latencies) * 1000:.1f} ms, "
-              f"max {max(latencies) * 1000:.1f} ms (n={len(latencies)}; target median < 250 ms)")
-        mb = size / 1e6
-        a, b = statistics.median(ours), statistics.median(theirs)
-        print(f"   slug packing of {mb:.1f} MB: pushgate {mb / a:.1f} MB/s, tar | zstd -3 {mb / b:.1f} MB/s"
-              f" ({(mb / a) / (mb / b):.2f} of its throughput; aim >= 0.8)")
+        if "runner" in sections:
+            redeploys, latencies, reused, size, ours, theirs = runner_benchmarks(tmp, min(args.runs, 21))
+            print("\n4. the runner")
+            print(f"   redeploy of an unchanged tree (slug reused: {reused} jobs), push to `current` switched: {ms(redeploys)}")
+            print(f"   push accepted -> job claimed: median {statistics.median(latencies) * 1000:.1f} ms, "
+                  f"max {max(latencies) * 1000:.1f} ms (n={len(latencies)}; target median < 250 ms)")
+            mb = size / 1e6
+            a, b = statistics.median(ours), statistics.median(theirs)
+            print(f"   slug packing of {mb:.1f} MB: pushgate {mb / a:.1f} MB/s, tar | zstd -3 {mb / b:.1f} MB/s"
+                  f" ({(mb / a) / (mb / b):.2f} of its throughput; aim >= 0.8)")
 
-        if not args.skip_external:
+        if "external" in sections and not args.skip_external:
             t4 = external(tmp, 11)
             a, b = statistics.median(t4["yamllint + check-jsonschema"]), statistics.median(t4["pushgate-hook check"])
             print("\n5. validating the same three files (median)")
