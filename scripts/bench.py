@@ -218,7 +218,7 @@ def hostile_inputs():
     ]
     # "Did you mean" on long names: a 100,000-character target against 100 names of 1,000
     # characters, and a 1 MB target against 900 of them.
-    for target, names in ((100_000, 100), (1 << 20, 900)):
+    for target, names in ((100_000, 100), (1_000_000, 900)):
         svc = "".join(f"s{i:03}{'a' * 996}:\n    type: mysql:11.4\n    disk: 512\n" for i in range(names))
         app = (SAMPLE / ".magento.app.yaml").read_text()
         app = re.sub(r"(?m)^relationships:\n", f"relationships:\n    long: \"{'x' * target}:mysql\"\n", app, count=1)
@@ -265,9 +265,24 @@ def hostile(tmp, work):
                        input=f"{ZERO} {sha} refs/heads/main\n".encode())
         check = measured([str(HOOK), "check", str(work)], env=ENV)
         rows.append((name, size, pre, check))
+    # The push-wide budget: 200 branches, each a distinct configuration that expands to almost
+    # what one commit may (an anchor of 200 KB used 19 times: 4 MB of text from 200 KB).
+    git(work, "checkout", "-q", "-B", "hostile", base)
+    updates = []
+    for b in range(200):
+        (work / ".magento" / "services.yaml").write_text(
+            f"# branch {b}\nmysql:\n    type: mysql:11.4\n    disk: 2048\n"
+            f"x-heavy: &h \"{'y' * 200_000}\"\nx-many: [{', '.join(['*h'] * 19)}]\n")
+        git(work, "commit", "-q", "-am", f"heavy {b}")
+        sha = git(work, "rev-parse", "HEAD").stdout.decode().strip()
+        git(work, "update-ref", f"refs/heads/heavy{b}", sha)
+        updates.append(f"{ZERO} {sha} refs/heads/heavy{b}\n")
+    git(work, "push", "-q", "-f", str(store), "refs/heads/heavy*:refs/heads/heavy*")
+    pre = measured([str(HOOK), "pre-receive"], env=dict(ENV, GIT_DIR=str(store)), input="".join(updates).encode())
+    rows.append(("200 heavy distinct branches", 200 * 200_000, pre, (0.0, 0, 0, "")))
     git(work, "checkout", "-q", "-f", "main")
     git(work, "clean", "-q", "-fdx")
-    git(work, "branch", "-q", "-D", "hostile")
+    git(work, "branch", "-q", "-D", "hostile", *[f"heavy{b}" for b in range(200)])
     return rows
 
 

@@ -74,9 +74,8 @@ pub fn open_from_env() -> Result<Repository, GitError> {
 /// pushgate, and the runner's export refuses it anyway). So the cost follows the size of the
 /// push, not of the repository's tree.
 pub struct NewTrees {
-    /// The repository opened without the quarantine (its own objects only); None outside a
-    /// quarantine.
-    existing: Option<Repository>,
+    /// The repository's own object store, without the quarantine; None outside a quarantine.
+    existing: Option<git2::Odb<'static>>,
     seen: std::collections::HashSet<Oid>,
 }
 
@@ -93,14 +92,17 @@ impl NewTrees {
     /// Set up for the repository a hook runs in (`GIT_QUARANTINE_PATH` says a push is in
     /// quarantine, git 2.11 and later).
     pub fn for_hook(repo: &Repository) -> NewTrees {
-        let existing = std::env::var_os("GIT_QUARANTINE_PATH").and_then(|_| Repository::open_bare(repo.path()).ok());
+        let existing = std::env::var_os("GIT_QUARANTINE_PATH").and_then(|_| {
+            let odb = git2::Odb::new().ok()?;
+            odb.add_disk_alternate(repo.path().join("objects").to_str()?).ok()?;
+            Some(odb)
+        });
         NewTrees { existing, seen: Default::default() }
     }
 
     /// The first unsafe entry among the new trees of `commit`.
     pub fn check(&mut self, repo: &Repository, commit: Oid) -> Result<Option<UnsafeEntry>, git2::Error> {
         let Some(existing) = &self.existing else { return Ok(None) };
-        let existing = existing.odb()?;
         let root = repo.find_commit(commit)?.tree_id();
         let mut todo = vec![(root, String::new())];
         while let Some((id, dir)) = todo.pop() {

@@ -118,8 +118,10 @@ pub fn pre_receive(
     let mut refused = Vec::new();
     let mut reservations = Vec::new();
     let receiver = Receiver::parent();
+    let t = std::time::Instant::now();
     let owners = environment_owners(repo, updates);
     let mut new_trees = git::NewTrees::for_hook(repo);
+    let mut in_names = t.elapsed();
     for update in updates {
         let Some(branch) = update.branch() else { continue };
         if update.is_delete() {
@@ -132,11 +134,13 @@ pub fn pre_receive(
             refused.push(branch.to_owned());
             continue;
         }
+        let t = std::time::Instant::now();
         let bad_entry = new_trees.check(repo, update.new).map_err(|source| GitError::Commit {
             commit: update.new.to_string(),
             refname: update.name.clone(),
             source,
         })?;
+        in_names += t.elapsed();
         if let Some(bad) = bad_entry {
             let dir =
                 if bad.dir.is_empty() { "the root directory".to_owned() } else { format!("directory `{}`", bad.dir) };
@@ -251,9 +255,10 @@ pub fn pre_receive(
         let total = started.elapsed();
         let _ = writeln!(
             out,
-            "pushgate timings: pre-receive {:.3} ms, of which queue {:.3} ms",
+            "pushgate timings: pre-receive {:.3} ms, of which queue {:.3} ms, names and trees {:.3} ms",
             total.as_secs_f64() * 1e3,
-            in_queue.as_secs_f64() * 1e3
+            in_queue.as_secs_f64() * 1e3,
+            in_names.as_secs_f64() * 1e3
         );
     }
     Ok(true)

@@ -166,6 +166,9 @@ fn include(
         );
         return Ok(None);
     }
+    if state.budget.exhausted() {
+        return Ok(None); // reported where it ran out; not read
+    }
     let entry = source.entry(&resolved)?;
     state.targets.push(Target { path: resolved.clone(), directory: false, found: entry != Entry::Missing });
     let bytes = match entry {
@@ -203,12 +206,14 @@ fn include(
     };
     // Every include is charged, YAML (in `parse`) or not: the text kept, the bytes read.
     if !matches!(kind, Kind::Yaml) && !state.budget.charge(1, bytes.len()) {
-        diags.error(
-            "include",
-            target_at,
-            state.budget.describe(),
-            "include fewer or smaller files: configuration files are small",
-        );
+        if state.budget.first_report() {
+            diags.error(
+                "include",
+                target_at,
+                state.budget.describe(),
+                "include fewer or smaller files: configuration files are small",
+            );
+        }
         return Ok(None);
     }
     match kind {

@@ -97,12 +97,14 @@ pub struct ConfigSet {
 pub fn parse(file: &str, bytes: &[u8], budget: &Budget, diags: &mut Diagnostics) -> Option<Node> {
     let at = |pos| Location::new(file, pos, "");
     if !budget.charge(0, bytes.len()) {
-        diags.error(
-            "too-large",
-            at(Pos { line: 1, col: 1 }),
-            budget.describe(),
-            "configuration files are small: include fewer or smaller files, or remove generated content",
-        );
+        if budget.first_report() {
+            diags.error(
+                "too-large",
+                at(Pos { line: 1, col: 1 }),
+                budget.describe(),
+                "configuration files are small: include fewer or smaller files, or remove generated content",
+            );
+        }
         return None;
     }
     if let Some(i) = bytes.iter().position(|&b| b == 0) {
@@ -129,6 +131,8 @@ pub fn parse(file: &str, bytes: &[u8], budget: &Budget, diags: &mut Diagnostics)
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     match yaml::load(text, Limits::default(), budget) {
         Ok(node) => Some(node),
+        // An empty message: the commit's budget ran out, which was reported once already.
+        Err(e) if e.message.is_empty() => None,
         Err(e) => {
             diags.error("yaml-syntax", at(e.pos), e.message, e.hint);
             None
@@ -162,6 +166,11 @@ fn read_document(
     diags: &mut Diagnostics,
 ) -> Result<Loaded, SourceError> {
     let top = Location::new(file, Pos { line: 1, col: 1 }, "");
+    if budget.exhausted() {
+        // Reported where it ran out; reading more would cost what the budget is there to stop.
+        let present = source.node(file)? != crate::paths::Node::Missing;
+        return Ok(if present { Loaded::Unusable } else { Loaded::Absent });
+    }
     let bytes = match source.entry(file)? {
         Entry::Missing => return Ok(Loaded::Absent),
         Entry::File(bytes) => bytes,
@@ -269,7 +278,8 @@ pub fn load(source: &dyn Source, budget: &Budget, diags: &mut Diagnostics) -> Re
 fn app_file_candidates(source: &dyn Source, format: Format, dirs: &[String]) -> Result<Vec<String>, SourceError> {
     let mut found = Vec::new();
     let mut consider = |path: String| -> Result<(), SourceError> {
-        if source.entry(&path)? != Entry::Missing {
+        // Whether something stands there, without reading it (it is read once, as a document).
+        if source.node(&path)? != crate::paths::Node::Missing {
             found.push(path);
         }
         Ok(())

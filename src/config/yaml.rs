@@ -44,6 +44,8 @@ pub struct Budget {
     bytes: std::cell::Cell<usize>,
     max_nodes: usize,
     max_bytes: usize,
+    /// Whether running out was reported already: once per commit is enough.
+    reported: std::cell::Cell<bool>,
 }
 
 /// The cost of one commit's configuration: nodes, and bytes of text (files read plus scalar
@@ -56,7 +58,13 @@ pub struct Cost {
 
 impl Budget {
     pub fn new(max_nodes: usize, max_bytes: usize) -> Budget {
-        Budget { nodes: Default::default(), bytes: Default::default(), max_nodes, max_bytes }
+        Budget {
+            nodes: Default::default(),
+            bytes: Default::default(),
+            max_nodes,
+            max_bytes,
+            reported: Default::default(),
+        }
     }
 
     /// One commit: the node budget of one document, and 8 MiB of text in all (the 4 MiB of
@@ -72,6 +80,17 @@ impl Budget {
         self.nodes.set(n.min(self.max_nodes + 1));
         self.bytes.set(b.min(self.max_bytes + 1));
         n <= self.max_nodes && b <= self.max_bytes
+    }
+
+    /// True once a charge went over: nothing more is read (an include of a large file would
+    /// still cost its reading).
+    pub fn exhausted(&self) -> bool {
+        self.nodes.get() > self.max_nodes || self.bytes.get() > self.max_bytes
+    }
+
+    /// True the first time it is asked after running out: the one refusal to report.
+    pub fn first_report(&self) -> bool {
+        self.exhausted() && !self.reported.replace(true)
     }
 
     pub fn used(&self) -> Cost {
@@ -353,9 +372,11 @@ impl<'b> Builder<'b> {
             ));
         }
         if !self.budget.charge(nodes, bytes) {
+            // Reported once per commit; the other documents it stops are not usable either.
+            let message = if self.budget.first_report() { self.budget.describe() } else { String::new() };
             return Err(err(
                 pos,
-                self.budget.describe(),
+                message,
                 "configuration files are small: include fewer or smaller files, or remove generated content",
             ));
         }
