@@ -8,6 +8,7 @@
 
 pub mod include;
 pub mod node;
+pub mod syntax;
 pub mod yaml;
 
 use crate::config::yaml::{Budget, Limits, Node, Pos, Value};

@@ -181,31 +181,11 @@ pub fn load(text: &str, limits: Limits, budget: &Budget) -> Result<Node, YamlErr
 
 /// Turns the parser's error into ours, with a position a person can act on and a hint.
 fn scan_error(text: &str, e: &saphyr_parser::ScanError) -> YamlError {
-    let mut pos = pos_from_marker(e.marker().line(), e.marker().col());
-    let info = e.info();
-    let hint;
-    if info.contains("tab") {
-        // The parser reports the position after the tab; point at the tab itself.
-        if let Some(line) = text.lines().nth(pos.line as usize - 1) {
-            if let Some(i) = line.chars().position(|c| c == '\t') {
-                pos.col = i as u32 + 1;
-            }
-        }
-        hint = "YAML indentation must use spaces: replace the tab with spaces";
-    } else if info.contains("quoted scalar") || info.contains("unclosed") || info.contains("end of stream") {
-        hint = "check that every quote opened on this line is closed, and that continuation lines are indented";
-    } else if info.contains("recursion limit") {
-        return err(
-            pos,
-            "nesting too deep (the parser's recursion limit)",
-            "configuration files need only a few levels of nesting: flatten this structure",
-        );
-    } else if info.contains("mapping values are not allowed") || info.contains("did not find expected key") {
-        hint = "check the indentation of this line against its parent key, and quote values that contain `: `";
-    } else {
-        hint = "fix the YAML syntax at this position";
-    }
-    err(pos, format!("YAML syntax error: {info}"), hint)
+    // Where the parser gave up; the cause and its position come from the input itself.
+    let reported = pos_from_marker(e.marker().line(), e.marker().col());
+    let (cause, pos) = super::syntax::locate(text, reported);
+    let (message, hint) = cause.explain(e.info());
+    err(pos, message, hint)
 }
 
 /// Keeps local tags (`!include`) on the node; rejects unknown global ones.

@@ -106,15 +106,63 @@ fn app_with(from: &str, to: &str) -> String {
 
 fn error_cases() -> Vec<Case> {
     vec![
-        case("tab indentation", SERVICES_FILE, "mysql:\n\ttype: mysql:11.4\n", "\t", "YAML syntax error"),
+        // YAML syntax: each error at the character that causes it, whatever the parser says.
+        case(
+            "tab indentation",
+            SERVICES_FILE,
+            "mysql:\n\ttype: mysql:11.4\n",
+            "\t",
+            "a tab where YAML allows only spaces",
+        ),
+        case(
+            "tab starting the line after a key: value line",
+            SERVICES_FILE,
+            "mysql:\n    type: mysql:11.4\n\tdisk: 5120\n",
+            "\t",
+            "a tab where YAML allows only spaces",
+        ),
+        case(
+            "tab after a key",
+            SERVICES_FILE,
+            "mysql:\n    type:\tmysql:11.4\n",
+            "\t",
+            "a tab where YAML allows only spaces",
+        ),
         case(
             "bad indentation",
             SERVICES_FILE,
             "mysql:\n    type: mysql:11.4\n   disk: 5120\n",
             "disk",
-            "YAML syntax error",
+            "the indentation of this line matches no key above it",
         ),
-        case("unclosed quote", ROUTES_FILE, "\"https://{default}/:\n    type: upstream\n", "\"", "YAML syntax error"),
+        case(
+            "unclosed quote",
+            ROUTES_FILE,
+            "\"https://{default}/:\n    type: upstream\n",
+            "\"",
+            "opens a quoted string that is never closed",
+        ),
+        case(
+            "unclosed bracket",
+            SERVICES_FILE,
+            "mysql:\n    type: mysql:11.4\n    configuration:\n        schemas: [main, other\n    disk: 5120\n",
+            "[main",
+            "this `[` is never closed",
+        ),
+        case(
+            "unclosed brace",
+            SERVICES_FILE,
+            "mysql: {type: mysql:11.4, disk: 5120\n",
+            "{type",
+            "this `{` is never closed",
+        ),
+        case(
+            "duplicate key",
+            SERVICES_FILE,
+            "mysql:\n    type: mysql:11.4\n    disk: 5120\n    type: mysql:10.6\n",
+            "type: mysql:10.6",
+            "duplicate key `type` (first defined at line 2)",
+        ),
         case(
             "duplicate key",
             SERVICES_FILE,
@@ -271,6 +319,20 @@ fn error_cases() -> Vec<Case> {
             &app_with("\"*/5 * * * *\"", "\"*/5 * * *\""),
             "\"*/5 * * *\"",
             "invalid cron spec `*/5 * * *`: 4 fields",
+        ),
+        case(
+            "cron without a command",
+            APP_FILE,
+            &app_with("        cmd: \"php bin/magento cron:run\"\n", ""),
+            "spec:",
+            "missing required key: one of `cmd`, `commands`",
+        ),
+        case(
+            "app disk below 128 MB",
+            APP_FILE,
+            &app_with("disk: 5120", "disk: 64"),
+            "64",
+            "disk 64 MB is below the 128 MB",
         ),
         case(
             "app name",
@@ -501,4 +563,19 @@ fn refused_push_output_snapshot() {
     }
     let expected = std::fs::read_to_string(&path).unwrap_or_default();
     assert_eq!(actual, expected, "the output changed; re-record with PUSHGATE_BLESS=1 if intended");
+}
+
+#[test]
+fn a_syntax_error_in_one_file_does_not_hide_the_others() {
+    let s = Server::new("every-file");
+    let app = APP.replace("disk: 5120", "disk: 5120\nfoo: 1");
+    let services = "mysql:\n\ttype: mysql:11.4\n";
+    let routes = ROUTES.replace("type: redirect", "type: redirect\n    bogus: 1");
+    s.commit(&[(APP_FILE, app.as_str()), (SERVICES_FILE, services), (ROUTES_FILE, routes.as_str())], "three");
+    s.push(&["HEAD:refs/heads/main"]).assert_refused_with(&[
+        &format!("{}foo: unknown key `foo`", at(APP_FILE, &app, "foo")),
+        &format!("{}a tab where YAML allows only spaces", at(SERVICES_FILE, services, "\t")),
+        &format!("{}\"http://{{default}}/\".bogus: unknown key `bogus`", at(ROUTES_FILE, &routes, "bogus")),
+        "relationships and routes were not checked against `.magento/services.yaml`: it could not be read",
+    ]);
 }
