@@ -96,11 +96,14 @@ impl Registry {
 }
 
 impl Image {
-    /// Known versions, newest first, for hints.
+    /// Known versions, newest first, for hints. Versions the registry holds only as internal
+    /// aliases (`2.99`, `1.99`: "the newest 2.x") are accepted but never offered: a developer
+    /// should pin a real release.
     pub fn versions_sorted(&self, status: Option<Status>) -> Vec<&str> {
         let mut v: Vec<&str> = self
             .versions
             .iter()
+            .filter(|(k, _)| !k.split('.').skip(1).any(|part| part == "99"))
             .filter(|(_, s)| status.map_or(true, |want| **s == want))
             .map(|(k, _)| k.as_str())
             .collect();

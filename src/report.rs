@@ -37,7 +37,8 @@ fn write_one(out: &mut dyn Write, lead: &str, d: &Diagnostic, lines: &LineLookup
         if let Some(text) = lines(&d.file, d.pos.line) {
             let text: String = text.chars().take(160).collect();
             let number = d.pos.line.to_string();
-            writeln!(out, "{pad}{number} | {}", text.replace('\t', " "))?;
+            // A tab shows as one visible character, so the caret (a column count) lines up.
+            writeln!(out, "{pad}{number} | {}", text.replace('\t', "→"))?;
             let caret_at = (d.pos.col as usize).saturating_sub(1).min(text.chars().count());
             writeln!(out, "{pad}{} | {}^", " ".repeat(number.len()), " ".repeat(caret_at))?;
         }

@@ -309,6 +309,28 @@ impl<'s> Walker<'s> {
             ));
             return;
         }
+        // Every form only misses a key: say which keys would do (a cron without `cmd`).
+        if results.iter().all(|r| !r.is_empty() && r.iter().all(|v| v.code == "missing-key")) {
+            let keys: Vec<String> = results
+                .iter()
+                .flatten()
+                .filter_map(|v| v.message.strip_prefix("missing required key "))
+                .map(str::to_owned)
+                .collect();
+            let keys = keys.iter().fold(Vec::<&str>::new(), |mut all, k| {
+                if !all.contains(&k.as_str()) {
+                    all.push(k);
+                }
+                all
+            });
+            out.push(Violation {
+                code: "missing-key",
+                message: format!("missing required key: one of {}", keys.join(", ")),
+                hint: hint.map_or_else(|| format!("add {} here", keys.join(" or ")), str::to_owned),
+                ..violation("missing-key", String::new(), String::new())
+            });
+            return;
+        }
         let fitting: Vec<usize> = branches
             .iter()
             .enumerate()

@@ -3,7 +3,7 @@
 use std::io::Read;
 use std::process::{Command, Stdio};
 
-use crate::push::{at, files_with, SERVICES, SERVICES_FILE};
+use crate::push::{at, files_with, APP, APP_FILE, SERVICES, SERVICES_FILE};
 use crate::support::{hook_bin, TempDir};
 
 fn write_files(dir: &TempDir, files: &[(&str, &str)]) {
@@ -59,4 +59,39 @@ fn a_closed_output_pipe_does_not_panic() {
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(1), "exit 1 (refused), not a panic: {stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+fn check(dir: &TempDir) -> String {
+    let out = Command::new(hook_bin()).arg("check").arg(dir.path()).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn hints_offer_real_releases_only() {
+    // The registry holds `2.99` and `1.99` as internal aliases of OpenSearch; a developer must
+    // be offered releases.
+    let dir = TempDir::new("versions");
+    let services = format!("{SERVICES}search:\n    type: opensearch:2.4\n    disk: 512\n");
+    write_files(&dir, &files_with(SERVICES_FILE, &services));
+    let out = check(&dir);
+    let hint = out.lines().find(|l| l.contains("hint: supported versions:")).unwrap_or_else(|| panic!("{out}"));
+    assert!(hint.contains("2.19") && !hint.contains(".99"), "{hint}");
+}
+
+#[test]
+fn a_misspelt_relationships_key_is_one_error_not_a_warning_per_service() {
+    let dir = TempDir::new("relationship");
+    write_files(&dir, &files_with(APP_FILE, &APP.replace("relationships:", "relationship:")));
+    let out = check(&dir);
+    assert!(out.contains("unknown key `relationship`") && out.contains("did you mean `relationships`?"), "{out}");
+    assert!(!out.contains("is not used by any relationship"), "{out}");
+}
+
+#[test]
+fn a_tab_is_shown_so_that_the_caret_lines_up() {
+    let dir = TempDir::new("tab");
+    write_files(&dir, &files_with(SERVICES_FILE, "mysql:\n    type: mysql:11.4\n\tdisk: 5120\n"));
+    let out = check(&dir);
+    assert!(out.contains(".magento/services.yaml:3:1: a tab where YAML allows only spaces"), "{out}");
+    assert!(out.contains("3 | →disk: 5120\n") && out.contains("  | ^\n"), "{out}");
 }

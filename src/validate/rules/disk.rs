@@ -3,8 +3,12 @@
 //! Why: a `disk` on a memory-only service (redis, valkey, memcached, varnish) is refused by
 //! the platform, and a disk below an image's minimum cannot be provisioned. An app without a
 //! disk cannot keep its writable mounts; Magento's documentation requires one, so it warns.
+//! An app's disk has a minimum of its own (128 MB, Platform.sh's documentation).
 
 use super::services;
+
+/// Platform.sh documents 128 MB as the smallest disk an app may have.
+const APP_MIN_DISK: i64 = 128;
 use crate::config::{ConfigSet, Format};
 use crate::diag::{Diagnostics, Location};
 
@@ -32,7 +36,18 @@ pub fn check(config: &ConfigSet, diags: &mut Diagnostics) {
         }
     }
     for app in &config.apps {
-        if !app.node.is_map() || app.node.get("disk").is_some() {
+        if let Some(disk) = app.node.get("disk") {
+            if let Some(size) = disk.as_i64().filter(|s| *s < APP_MIN_DISK) {
+                diags.error(
+                    "disk-too-small",
+                    app.loc(disk, "disk"),
+                    format!("disk {size} MB is below the {APP_MIN_DISK} MB an app's disk needs at least"),
+                    format!("set `disk: {APP_MIN_DISK}` or more (MB)"),
+                );
+            }
+            continue;
+        }
+        if !app.node.is_map() {
             continue;
         }
         let local_mounts = app.node.get("mounts").is_some_and(|m| {

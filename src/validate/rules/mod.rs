@@ -19,20 +19,29 @@ use crate::diag::{concat, join, Diagnostics, Location};
 use crate::registry::{split_type, Registry, Resolved};
 
 pub fn run_all(config: &ConfigSet, diags: &mut Diagnostics) {
+    // Rules within one file run on every file that parsed: a syntax error in one file does
+    // not hide the problems of the others.
     image_types::check(config, diags);
     names::check(config, diags);
-    if !config.unreadable.is_empty() {
-        // Rules across files would only repeat the unreadable file's error as noise
-        // ("no such service") until it is fixed.
-        return;
-    }
     disk::check(config, diags);
-    relationships::check(config, diags);
-    routes::check(config, diags);
     web::check(config, diags);
     mounts::check(config, diags);
     php_extensions::check(config, diags);
     crons::check(config, diags);
+    // Rules across files need them all: with one missing they would only repeat its error as
+    // noise ("no such service"). They say which file they could not check.
+    if config.unreadable.is_empty() {
+        relationships::check(config, diags);
+        routes::check(config, diags);
+    } else {
+        let files = config.unreadable.iter().map(|f| format!("`{f}`")).collect::<Vec<_>>().join(", ");
+        diags.warn(
+            "not-checked",
+            Location::new(&config.unreadable[0], Pos { line: 1, col: 1 }, ""),
+            format!("relationships and routes were not checked against {files}: it could not be read"),
+            "fix the errors above; the next push checks them",
+        );
+    }
 }
 
 /// Rules that also read the pushed tree itself (not only the configuration files).

@@ -91,7 +91,9 @@ pub fn check(config: &ConfigSet, diags: &mut Diagnostics) {
                     );
                 }
             }
-            check_service_mount(mount, &services, app.loc(mount, &path), diags);
+            if !config.unreadable.iter().any(|f| f.ends_with("services.yaml")) {
+                check_service_mount(mount, &services, app.loc(mount, &path), diags);
+            }
         }
     }
 }

@@ -35,7 +35,15 @@ pub fn check(config: &ConfigSet, diags: &mut Diagnostics) {
             used.insert(up.split(':').next().unwrap_or(up));
         }
     }
-    for service in &services {
+    // An app whose `relationships` key is misspelt (`relationship:`, which the schema reports)
+    // uses services this rule cannot see: calling them unused would only be noise.
+    let misspelt = config.apps.iter().any(|a| {
+        a.node
+            .entries()
+            .iter()
+            .any(|(k, _)| k.name != "relationships" && crate::validate::closest(&k.name, ["relationships"]).is_some())
+    });
+    for service in services.iter().filter(|_| !misspelt) {
         if !used.contains(service.name) {
             diags.warn(
                 "unused-service",
