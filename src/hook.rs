@@ -453,8 +453,23 @@ fn run_chained(chain: Option<&Path>, input: &str, out: &mut dyn Write) -> Result
     Ok(child.wait().map_err(chained)?.success())
 }
 
-/// `pushgate-hook check DIR`: the same validation on a checkout. Returns true when valid.
+/// The project a directory belongs to, as git finds its work tree: the nearest directory at or
+/// above `dir` that holds `.git`; outside a checkout, the nearest that holds a configuration
+/// file or directory; else `dir` itself.
+pub fn project_root(dir: &Path) -> std::path::PathBuf {
+    let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.to_owned());
+    let has = |d: &Path, names: &[&str]| names.iter().any(|n| std::fs::symlink_metadata(d.join(n)).is_ok());
+    if let Some(root) = dir.ancestors().find(|d| has(d, &[".git"])) {
+        return root.to_owned();
+    }
+    let markers = [".magento.app.yaml", ".magento", ".platform.app.yaml", ".platform"];
+    dir.ancestors().find(|d| has(d, &markers)).unwrap_or(&dir).to_owned()
+}
+
+/// `pushgate-hook check DIR`: the same validation on a checkout (the project DIR is in, found
+/// like git finds its work tree). Returns true when valid.
 pub fn check_dir(dir: &Path, out: &mut dyn Write) -> Result<bool, HookError> {
+    let dir = &project_root(dir);
     let source = DirSource::new(dir);
     let outcome = validate::validate(&source)?;
     let _ = writeln!(out, "Validating configuration files in {}", dir.display());

@@ -31,7 +31,12 @@ pub fn diagnostics(out: &mut dyn Write, diags: &Diagnostics, lines: &LineLookup<
 
 fn write_one(out: &mut dyn Write, lead: &str, d: &Diagnostic, lines: &LineLookup<'_>) -> io::Result<()> {
     let path = if d.path.is_empty() { String::new() } else { format!("{}: ", d.path) };
-    writeln!(out, "{lead}{}:{}:{}: {path}{} [{}]", d.file, d.pos.line, d.pos.col, d.message, d.code)?;
+    if d.pos.line == 0 {
+        // About the set of files, not a place in one (no app file at all).
+        writeln!(out, "{lead}{path}{} [{}]", d.message, d.code)?;
+    } else {
+        writeln!(out, "{lead}{}:{}:{}: {path}{} [{}]", d.file, d.pos.line, d.pos.col, d.message, d.code)?;
+    }
     let pad = " ".repeat(lead.len() + 4);
     if d.severity == Severity::Error {
         if let Some(text) = lines(&d.file, d.pos.line) {
@@ -47,6 +52,25 @@ fn write_one(out: &mut dyn Write, lead: &str, d: &Diagnostic, lines: &LineLookup
         writeln!(out, "{pad}hint: {}", d.hint)?;
     }
     Ok(())
+}
+
+/// An error and its causes as lines (`error: …`, then `caused by: …`), without a cause that
+/// only repeats what a line above already says (`cannot be written: disk full`, then `disk
+/// full`).
+pub fn error_lines(e: &dyn std::error::Error) -> Vec<String> {
+    let mut lines = vec![format!("error: {e}")];
+    let mut said = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        let core = text.rsplit(": ").next().unwrap_or(&text);
+        if !said.contains(core) {
+            lines.push(format!("caused by: {text}"));
+            said.push_str(&text);
+        }
+        source = cause.source();
+    }
+    lines
 }
 
 /// The environment as the push will make it, the way Magento Cloud prints it, each line marked

@@ -81,11 +81,8 @@ fn main() -> ExitCode {
 
 /// `error: …` with `caused by:` lines; for pre-receive, says that the push is refused.
 fn report_error(out: &mut dyn Write, e: &HookError, push_verdict: Option<&str>) {
-    let _ = writeln!(out, "error: {e}");
-    let mut source = std::error::Error::source(e);
-    while let Some(cause) = source {
-        let _ = writeln!(out, "caused by: {cause}");
-        source = cause.source();
+    for line in pushgate::report::error_lines(e) {
+        let _ = writeln!(out, "{line}");
     }
     if let Some(verdict) = push_verdict {
         let _ =

@@ -89,6 +89,20 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let data = cli.data.unwrap_or_else(|| Env::from_process().default_data_dir());
     let mut out = std::io::stdout().lock();
+    // Only `serve` (and the hooks) may create a queue: any other command on a data directory
+    // without one would show an empty queue that is not the one the hooks write to.
+    let needs_queue = !matches!(cli.command, Command::Serve { .. } | Command::Pack { .. });
+    let queue_file = data.join(pushgate::queue::sqlite::FILE_NAME);
+    if needs_queue && !queue_file.exists() {
+        eprintln!(
+            "error: there is no pushgate queue in {} ({} is missing): nothing was pushed with this data \
+             directory. Check --data or PUSHGATE_DATA; a repository's hooks use the directory in its \
+             `git config pushgate.data`.",
+            data.display(),
+            pushgate::queue::sqlite::FILE_NAME
+        );
+        return ExitCode::FAILURE;
+    }
     let result = match cli.command {
         Command::Serve { concurrency, until_idle, hook_timeout, keep, lease, grace } => {
             let mut config = runner::Config::new(data.clone());
@@ -112,11 +126,8 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
-            let mut source = e.source();
-            while let Some(cause) = source {
-                eprintln!("caused by: {cause}");
-                source = cause.source();
+            for line in pushgate::report::error_lines(e.as_ref()) {
+                eprintln!("{line}");
             }
             ExitCode::FAILURE
         }

@@ -240,7 +240,8 @@ pub fn load(source: &dyn Source, budget: &Budget, diags: &mut Diagnostics) -> Re
     if set.app_files.is_empty() {
         diags.error(
             "no-app",
-            Location::new(format.app_file(), Pos { line: 1, col: 1 }, ""),
+            // Not a place in a file: the file is not there.
+            Location::new("", Pos { line: 0, col: 0 }, ""),
             format!("no application configuration: `{}` is missing", format.app_file()),
             format!(
                 "commit `{}` at the repository root (or one per app directory, or `{}`)",

@@ -95,3 +95,52 @@ fn a_tab_is_shown_so_that_the_caret_lines_up() {
     assert!(out.contains(".magento/services.yaml:3:1: a tab where YAML allows only spaces"), "{out}");
     assert!(out.contains("3 | →disk: 5120\n") && out.contains("  | ^\n"), "{out}");
 }
+
+#[test]
+fn check_finds_the_project_from_a_subdirectory_and_says_when_there_is_none() {
+    let dir = TempDir::new("subdir");
+    write_files(&dir, &files_with("", ""));
+    std::fs::create_dir_all(dir.join(".git")).unwrap();
+    std::fs::create_dir_all(dir.join("app/code/Vendor")).unwrap();
+    let out = Command::new(hook_bin()).arg("check").current_dir(dir.join("app/code/Vendor")).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains(&format!("Validating configuration files in {}\n", dir.path().display())), "{stdout}");
+
+    let empty = TempDir::new("no-app");
+    let out = check(&empty);
+    assert!(out.contains("    - no application configuration: `.magento.app.yaml` is missing [no-app]"), "{out}");
+    assert!(!out.contains(":1:1"), "no position in a file that does not exist: {out}");
+}
+
+#[test]
+fn an_error_does_not_repeat_itself_in_its_causes() {
+    // A runner command on a queue that is not a database: one line says it all.
+    let dir = TempDir::new("not-a-queue");
+    std::fs::write(dir.join("queue.sqlite3"), vec![b'x'; 8192]).unwrap();
+    let out = Command::new(crate::support::runner_bin()).args(["jobs", "--data"]).arg(dir.path()).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.starts_with("error: the build queue"), "{stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    for (i, line) in lines.iter().enumerate().skip(1) {
+        let cause = line.trim_start_matches("caused by: ");
+        let core = cause.rsplit(": ").next().unwrap();
+        assert!(!lines[..i].iter().any(|l| l.contains(core)), "line {i} repeats: {stderr}");
+    }
+}
+
+#[test]
+fn runner_commands_on_a_data_directory_without_a_queue_say_so() {
+    let dir = TempDir::new("no-queue");
+    for args in [&["jobs"][..], &["envs"], &["logs", "1"], &["cancel", "1"], &["rollback", "main"]] {
+        let out = Command::new(crate::support::runner_bin()).args(args).arg("--data").arg(dir.path()).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stdout));
+        assert!(
+            stderr.contains("there is no pushgate queue in") && stderr.contains("Check --data"),
+            "{args:?}: {stderr}"
+        );
+    }
+    assert!(!dir.join("queue.sqlite3").exists(), "no empty queue was created");
+}

@@ -429,7 +429,7 @@ fn files_of_the_wrong_kind_are_refused() {
     // No app file at all.
     s.commit(&[(SERVICES_FILE, SERVICES)], "no app");
     s.push(&["HEAD:refs/heads/main"])
-        .assert_refused_with(&[".magento.app.yaml:1:1: no application configuration: `.magento.app.yaml` is missing"]);
+        .assert_refused_with(&["    - no application configuration: `.magento.app.yaml` is missing [no-app]"]);
     assert_eq!(s.server_ref("refs/heads/main"), None);
 }
 
@@ -503,6 +503,13 @@ fn pushes_through_git_daemon() {
         "did you mean `mysql`?",
     ]);
     assert_eq!(s.server_ref("refs/heads/main").as_deref(), Some(good.as_str()));
+    // Nothing of the daemon outlives it (the test used to kill `git daemon`, a wrapper, and
+    // leave the `git-daemon` it had started running after every test run).
+    let group = daemon.group();
+    assert!(!crate::support::processes_in_group(group).is_empty(), "git-daemon runs in its group");
+    drop(daemon);
+    let left = crate::support::processes_in_group(group);
+    assert!(left.is_empty(), "processes left in the daemon's group: {left:?}");
 }
 
 #[test]

@@ -310,9 +310,15 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn start(base: &Path) -> Daemon {
+        use std::os::unix::process::CommandExt;
         let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let child = Command::new("git")
-            .args(["daemon", "--reuseaddr", "--export-all", "--enable=receive-pack", "--listen=127.0.0.1"])
+        // `git daemon` would run `git-daemon` as a child of its own, which outlived the wrapper
+        // the test killed: run `git-daemon` itself, our child to reap, in a process group of its
+        // own with the processes it forks per connection, so that dropping it stops them all.
+        let exec_path = String::from_utf8(Command::new("git").arg("--exec-path").output().unwrap().stdout).unwrap();
+        let child = Command::new(Path::new(exec_path.trim()).join("git-daemon"))
+            .process_group(0)
+            .args(["--reuseaddr", "--export-all", "--enable=receive-pack", "--listen=127.0.0.1"])
             .arg(format!("--port={port}"))
             .arg(format!("--base-path={}", base.display()))
             .arg(base)
@@ -337,9 +343,23 @@ impl Daemon {
     }
 }
 
+impl Daemon {
+    /// The process group of the daemon and whatever it started.
+    pub fn group(&self) -> i32 {
+        self.child.id() as i32
+    }
+}
+
 impl Drop for Daemon {
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        // SAFETY: kill(2) with a negative pid signals the daemon's own process group.
+        unsafe { libc::kill(-self.group(), libc::SIGKILL) };
         let _ = self.child.wait();
     }
+}
+
+/// The processes of a process group still alive (not yet reaped zombies included).
+pub fn processes_in_group(group: i32) -> Vec<String> {
+    let out = Command::new("pgrep").arg("-g").arg(group.to_string()).arg("-a").output().unwrap();
+    String::from_utf8_lossy(&out.stdout).lines().map(str::to_owned).collect()
 }
