@@ -47,6 +47,10 @@ enum Command {
         /// the queue.
         #[arg(long, default_value_t = 60)]
         grace: u64,
+        /// Serve even though this user does not own the data directory (what it creates would
+        /// then belong to another user than the one the hooks run as).
+        #[arg(long)]
+        allow_user_mismatch: bool,
     },
     /// List the jobs: id, repository, ref, commit, environment, state, times.
     Jobs {
@@ -85,6 +89,26 @@ enum Command {
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
+/// Whether this process's user owns `data` (true when it does not exist yet: serve creates it).
+fn owns(data: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    // SAFETY: geteuid cannot fail.
+    std::fs::metadata(data).map_or(true, |m| m.uid() == unsafe { libc::geteuid() })
+}
+
+/// A user's name from /etc/passwd, else its number.
+fn user_name(uid: u32) -> String {
+    std::fs::read_to_string("/etc/passwd")
+        .ok()
+        .and_then(|p| {
+            p.lines().find_map(|l| {
+                let f: Vec<&str> = l.split(':').collect();
+                (f.get(2) == Some(&uid.to_string().as_str())).then(|| f[0].to_owned())
+            })
+        })
+        .unwrap_or_else(|| uid.to_string())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let data = cli.data.unwrap_or_else(|| Env::from_process().default_data_dir());
@@ -104,7 +128,23 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     let result = match cli.command {
-        Command::Serve { concurrency, until_idle, hook_timeout, keep, lease, grace } => {
+        Command::Serve { allow_user_mismatch, .. } if !allow_user_mismatch && !owns(&data) => {
+            use std::os::unix::fs::MetadataExt;
+            let owner = std::fs::metadata(&data).map(|m| m.uid()).unwrap_or_default();
+            eprintln!(
+                "error: {} belongs to user {} ({}), and this runner runs as {} ({}): what it writes there (builds, \
+                 logs, releases) would belong to the wrong user and block the hooks and later runners. Run it as \
+                 {} (User= in its systemd unit), or pass --allow-user-mismatch if you know why not.",
+                data.display(),
+                user_name(owner),
+                owner,
+                user_name(unsafe { libc::geteuid() }),
+                unsafe { libc::geteuid() },
+                user_name(owner)
+            );
+            return ExitCode::FAILURE;
+        }
+        Command::Serve { concurrency, until_idle, hook_timeout, keep, lease, grace, .. } => {
             let mut config = runner::Config::new(data.clone());
             config.hook_timeout = Duration::from_secs(hook_timeout);
             config.keep_releases = keep.max(1);

@@ -213,7 +213,16 @@ pub fn process(
     job: &Job,
     abort: &AtomicBool,
 ) -> Result<JobState, RunnerError> {
-    let mut log = JobLog::open(config.log_path(job.id))?;
+    let mut log = match JobLog::open(config.log_path(job.id)) {
+        Ok(log) => log,
+        Err(e) => {
+            // Without a log nobody could see why it failed: fail it at once, saying why on the
+            // runner's own output, rather than leave it `running` until its lease runs out.
+            eprintln!("pushgate-runner: job #{} failed: its log cannot be written: {e}", job.id);
+            queue.finish(job.id, &config.runner_id, JobState::Failed, None)?;
+            return Ok(JobState::Failed);
+        }
+    };
     log.phase(
         "job",
         &format!(

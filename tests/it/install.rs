@@ -67,3 +67,147 @@ fn install_refuses_a_non_bare_repository() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("is not a bare git repository"));
 }
+
+/// Paths under `dir` (itself included) not owned by `user`.
+fn not_owned_by(dir: &std::path::Path, user: &str) -> Vec<String> {
+    let out = std::process::Command::new("find").arg(dir).args(["!", "-user", user]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).lines().map(str::to_owned).collect()
+}
+
+fn install(args: &[&str], repos: &[&std::path::Path]) -> std::process::Output {
+    let mut cmd = std::process::Command::new("bash");
+    cmd.arg(crate::support::project_dir().join("install.sh")).args(args).args(repos).env("GIT_CONFIG_NOSYSTEM", "1");
+    cmd.output().unwrap()
+}
+
+#[test]
+fn as_root_for_another_user_everything_is_theirs() {
+    // The tests run as root, as an admin installing on a server would; `nobody` stands for `git`.
+    let s = Server::new("user");
+    let bin_dir = crate::support::hook_bin().parent().unwrap().to_owned();
+    let (repo, data) = (s.dir.join("shop.git"), s.dir.join("shared-data"));
+    let out = install(
+        &[
+            "--user",
+            "nobody",
+            "--prefix",
+            s.prefix.to_str().unwrap(),
+            "--data",
+            data.to_str().unwrap(),
+            "--bin-dir",
+            bin_dir.to_str().unwrap(),
+        ],
+        &[&repo],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("owned by nobody (run pushgate-runner as nobody)"), "{stdout}");
+    assert_eq!(not_owned_by(&repo, "nobody"), Vec::<String>::new(), "root-owned files in the repository");
+    assert_eq!(not_owned_by(&data, "nobody"), Vec::<String>::new(), "root-owned files in the data directory");
+    // Run again without --user: the repository's owner is the default, and nothing changes.
+    let again = install(
+        &[
+            "--prefix",
+            s.prefix.to_str().unwrap(),
+            "--data",
+            data.to_str().unwrap(),
+            "--bin-dir",
+            bin_dir.to_str().unwrap(),
+        ],
+        &[&repo],
+    );
+    assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));
+    assert!(
+        !String::from_utf8_lossy(&again.stdout).contains("installed"),
+        "{}",
+        String::from_utf8_lossy(&again.stdout)
+    );
+    assert_eq!(not_owned_by(&repo, "nobody"), Vec::<String>::new());
+    // A repository of one user and a data directory of another cannot work: refused, clearly.
+    let out = install(
+        &[
+            "--user",
+            "root",
+            "--prefix",
+            s.prefix.to_str().unwrap(),
+            "--data",
+            data.to_str().unwrap(),
+            "--bin-dir",
+            bin_dir.to_str().unwrap(),
+        ],
+        &[&repo],
+    );
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("is owned by nobody, not root"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn uninstall_removes_the_hooks_and_puts_chained_ones_back() {
+    let s = Server::new("uninstall");
+    let hooks = s.bare.join("hooks");
+    // An admin's hook that was there before pushgate.
+    let out = run_install(&s.prefix, &s.data, &[&s.bare]);
+    assert!(out.status.success());
+    std::fs::remove_file(hooks.join("post-receive")).unwrap();
+    std::fs::write(hooks.join("post-receive"), "#!/bin/sh\necho mail the team\n").unwrap();
+    let out = run_install(&s.prefix, &s.data, &[&s.bare]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("kept the existing post-receive hook"));
+    let out = install(&["--uninstall"], &[&s.bare]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!hooks.join("pre-receive").exists() && !hooks.join("pre-receive").is_symlink());
+    assert_eq!(std::fs::read_to_string(hooks.join("post-receive")).unwrap(), "#!/bin/sh\necho mail the team\n");
+    assert!(!hooks.join("post-receive.chained").exists());
+    assert!(
+        stdout.contains(&format!("data directory {} (queue, logs, releases) is left in place", s.data.display())),
+        "{stdout}"
+    );
+    assert!(s.data.is_dir(), "the data directory stays");
+    assert!(crate::support::git(&s.bare, &["config", "pushgate.data"]).stdout.is_empty());
+    // A push goes through without pushgate.
+    s.commit(&[("README", "no configuration at all\n")], "plain");
+    s.push(&["HEAD:refs/heads/main"]).assert_accepted();
+}
+
+#[test]
+fn a_hook_that_reaches_pushgate_through_links_is_ours() {
+    // gitolite's way: the repository's hook links to a common hook, which links to the binary.
+    let s = Server::new("link-chain");
+    let common = s.dir.join("common-hooks");
+    std::fs::create_dir_all(&common).unwrap();
+    std::os::unix::fs::symlink(s.prefix.join("bin/pushgate-hook"), common.join("pre-receive")).unwrap();
+    let hook = s.bare.join("hooks/pre-receive");
+    std::fs::remove_file(&hook).unwrap();
+    std::os::unix::fs::symlink(common.join("pre-receive"), &hook).unwrap();
+    let out = run_install(&s.prefix, &s.data, &[&s.bare]);
+    assert!(out.status.success());
+    assert!(!s.bare.join("hooks/pre-receive.chained").exists(), "pushgate chained to itself");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("kept the existing"));
+}
+
+#[test]
+fn install_builds_into_cargo_target_dir() {
+    // Binaries already built in CARGO_TARGET_DIR and newer than the sources are used, not rebuilt.
+    let s = Server::new("target-dir");
+    let target = s.dir.join("target");
+    std::fs::create_dir_all(target.join("release")).unwrap();
+    for b in ["pushgate-hook", "pushgate-runner"] {
+        std::fs::copy(crate::support::hook_bin().parent().unwrap().join(b), target.join("release").join(b)).unwrap();
+    }
+    let prefix = s.dir.join("elsewhere");
+    let mut cmd = std::process::Command::new("bash");
+    cmd.arg(crate::support::project_dir().join("install.sh"))
+        .args(["--prefix", prefix.to_str().unwrap(), "--data", s.data.to_str().unwrap()])
+        .arg(&s.bare)
+        .env("CARGO_TARGET_DIR", &target)
+        .env("GIT_CONFIG_NOSYSTEM", "1");
+    let out = cmd.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!stdout.contains("building"), "{stdout}");
+    assert!(stdout.contains(&format!("installed {}/bin/pushgate-hook", prefix.display())), "{stdout}");
+}

@@ -921,3 +921,34 @@ fn deleting_a_branch_cancels_its_pending_build() {
     let deployed: Vec<_> = envs(&s).iter().map(|e| e["environment"].as_str().unwrap().to_owned()).collect();
     assert_eq!(deployed, ["main"]);
 }
+
+#[test]
+fn serve_runs_only_as_the_owner_of_the_data_directory() {
+    let s = Server::new("owner");
+    s.commit(&files_with("", ""), "shop");
+    s.push(&["HEAD:refs/heads/main"]).assert_accepted();
+    // The data directory belongs to the git user (here `nobody`); this runner runs as root.
+    std::os::unix::fs::chown(&s.data, Some(65534), None).unwrap();
+    let out = runner(&s, &["serve", "--until-idle"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("belongs to user nobody") && stderr.contains("--allow-user-mismatch"), "{stderr}");
+    assert_eq!(s.jobs()[0]["state"], "pending", "nothing was claimed");
+    let out = runner(&s, &["serve", "--until-idle", "--allow-user-mismatch"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(s.jobs()[0]["state"], "succeeded");
+}
+
+#[test]
+fn a_job_whose_log_cannot_be_written_fails_at_once() {
+    let s = Server::new("no-log");
+    s.commit(&files_with("", ""), "shop");
+    s.push(&["HEAD:refs/heads/main"]).assert_accepted();
+    let _ = std::fs::remove_dir_all(s.data.join("logs"));
+    std::fs::write(s.data.join("logs"), "not a directory").unwrap();
+    let out = runner(&s, &["serve", "--until-idle"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("job #1 failed: its log cannot be written"), "{stderr}");
+    assert_eq!(s.jobs()[0]["state"], "failed", "never left running");
+}
