@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs pushgate on a git server: the binaries, and the hooks on each bare repository.
 #
-#   ./install.sh [--prefix DIR] [--data DIR] [--user USER] [--bin-dir DIR] REPO...
-#   ./install.sh --uninstall REPO...
+#   ./install.sh [--prefix DIR] [--data DIR] [--user USER] [--bin-dir DIR] [--layout L] REPO...
+#   ./install.sh --uninstall [--layout L] REPO...
 #
 # --prefix    where the binaries go (PREFIX/bin); default /usr/local as root, else ~/.local
 # --data      the host's data directory (queue, logs, slugs, environments); default
@@ -13,8 +13,18 @@
 #             made as that user: no root-owned file is left there.
 # --bin-dir   install already built binaries from DIR instead of building them here
 #             (without it, they are built in ${CARGO_TARGET_DIR:-./target}/release)
-# --uninstall remove pushgate's hooks from each REPO, put chained hooks back; the data
-#             directory is left alone
+# --layout    how the git server runs hooks:
+#               git       (default) REPO/hooks/pre-receive and post-receive, links to the binary;
+#                         a hook already there is kept and chained
+#               d         REPO/HOOKS-DIR/pre-receive.d/pushgate and post-receive.d/pushgate, for
+#                         servers that run every program there: Gitea, Forgejo, GitLab
+#                         (--hooks-dir custom_hooks); the server runs its other hooks itself
+#               gitolite  gitolite's common hooks (~USER/.gitolite/hooks/common), which gitolite
+#                         links into every repository it has or creates; the data directory is
+#                         the git user's global `git config pushgate.data`. REPO is not needed
+# --hooks-dir with --layout d: the directory under REPO that holds the .d directories (hooks)
+# --uninstall remove pushgate's hooks from each REPO (or gitolite's common hooks), put chained
+#             hooks back; the data directory is left alone
 # REPO        a bare repository; created with `git init --bare` when the path does not exist
 #
 # It installs the pre-receive (validation, topology, reservation) and post-receive (queueing)
@@ -36,6 +46,8 @@ repos=()
 bin_dir=""
 user=""
 uninstall=""
+layout=git
+hooks_subdir=hooks
 while [ $# -gt 0 ]; do
   case "$1" in
     --prefix) [ $# -ge 2 ] || die "--prefix needs a directory"; prefix="$2"; shift 2 ;;
@@ -46,14 +58,18 @@ while [ $# -gt 0 ]; do
     --user) [ $# -ge 2 ] || die "--user needs a user name"; user="$2"; shift 2 ;;
     --user=*) user="${1#--user=}"; shift ;;
     --uninstall) uninstall=1; shift ;;
-    -h|--help) sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --layout) [ $# -ge 2 ] || die "--layout needs git, d or gitolite"; layout="$2"; shift 2 ;;
+    --layout=*) layout="${1#--layout=}"; shift ;;
+    --hooks-dir) [ $# -ge 2 ] || die "--hooks-dir needs a directory"; hooks_subdir="$2"; shift 2 ;;
+    -h|--help) sed -n '2,35p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     --) shift; repos+=("$@"); break ;;
     -*) die "unknown option $1 (see --help)" ;;
     *) repos+=("$1"); shift ;;
   esac
 done
 
-[ ${#repos[@]} -gt 0 ] || die "name at least one bare repository (see --help)"
+case "$layout" in git|d|gitolite) ;; *) die "unknown --layout $layout (git, d or gitolite)" ;; esac
+[ ${#repos[@]} -gt 0 ] || [ "$layout" = gitolite ] || die "name at least one bare repository (see --help)"
 src="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)"
 me="$(id -un)"
 
@@ -75,6 +91,12 @@ as_user() {
   if [ "$user" = "$me" ]; then "$@"; else runuser -u "$user" -- "$@"; fi
 }
 git_as_user() { as_user git "$@"; }
+home_of() { getent passwd "$1" | cut -d: -f6; }
+gitolite_common() { echo "$(home_of "$user")/.gitolite/hooks/common"; }
+gitolite_setup() {
+  command -v gitolite >/dev/null || die "gitolite is not installed (Debian: apt-get install gitolite3)"
+  as_user env HOME="$(home_of "$user")" gitolite setup --hooks-only >/dev/null
+}
 
 # The hook links to the binary, through any chain of links (gitolite's common hooks are such
 # links): then it is ours.
@@ -85,12 +107,39 @@ is_ours() {
   [ "$(basename "$resolved")" = pushgate-hook ]
 }
 
+if [ -n "$uninstall" ] && [ "$layout" = gitolite ]; then
+  common="$(gitolite_common)"
+  for name in pre-receive post-receive; do
+    if [ -L "$common/$name" ] && is_ours "$common/$name"; then
+      as_user rm -f "$common/$name"
+      say "removed $common/$name"
+    fi
+    [ -e "$common/$name.chained" ] && as_user mv "$common/$name.chained" "$common/$name"
+    # gitolite linked the common hook into each repository: those links now lead nowhere.
+    for link in "$(home_of "$user")"/repositories/*.git/hooks/"$name"; do
+      if [ -L "$link" ] && [ ! -e "$link" ]; then as_user rm -f "$link"; fi
+    done
+  done
+  gitolite_setup
+  left="$(as_user env HOME="$(home_of "$user")" git config --global --get pushgate.data || true)"
+  as_user env HOME="$(home_of "$user")" git config --global --remove-section pushgate 2>/dev/null || true
+  say "gitolite: pushgate removed; its data directory ${left:-?} is left in place: remove it once nothing uses it"
+  exit 0
+fi
 if [ -n "$uninstall" ]; then
   for repo in "${repos[@]}"; do
     [ -d "$repo" ] || die "$repo does not exist"
     repo="$(cd "$repo" && pwd -P)"
     hooks="$(git_as_user --git-dir="$repo" config --get core.hooksPath || echo "$repo/hooks")"
+    [ "$layout" = d ] && hooks="$repo/$hooks_subdir"
     for name in pre-receive post-receive; do
+      if [ "$layout" = d ]; then
+        if [ -L "$hooks/$name.d/pushgate" ]; then
+          as_user rm -f "$hooks/$name.d/pushgate"
+          say "removed $hooks/$name.d/pushgate"
+        fi
+        continue
+      fi
       if [ -e "$hooks/$name" ] || [ -L "$hooks/$name" ]; then
         if is_ours "$hooks/$name"; then
           as_user rm -f "$hooks/$name"
@@ -173,6 +222,30 @@ set_config() {
   fi
 }
 
+if [ "$layout" = gitolite ]; then
+  # gitolite makes the repositories and links its common hooks into each, now and when it
+  # creates one later; their configuration is the git user's global one.
+  common="$(gitolite_common)"
+  [ -d "$(dirname "$common")" ] || die "$(dirname "$common") does not exist: run \`gitolite setup\` as $user first"
+  [ -d "$common" ] || as_user mkdir -p "$common"
+  install_hook "$common" pre-receive
+  install_hook "$common" post-receive
+  global() {
+    local key="$1" value="$2"
+    if [ "$(as_user env HOME="$(home_of "$user")" git config --global --get "$key" || true)" != "$value" ]; then
+      as_user env HOME="$(home_of "$user")" git config --global "$key" "$value"
+      say "$user: git config --global $key $value"
+    fi
+  }
+  global pushgate.data "$data"
+  global receive.advertisePushOptions true
+  [ -n "$(as_user env HOME="$(home_of "$user")" git config --global --get receive.fsckObjects || true)" ] \
+    || global receive.fsckObjects true
+  gitolite_setup
+  say "done: gitolite's repositories run pushgate; binaries in $prefix/bin, data in $data, owned by $user (run pushgate-runner as $user)"
+  exit 0
+fi
+
 for repo in "${repos[@]}"; do
   if [ ! -e "$repo" ]; then
     mkdir -p "$repo"
@@ -186,10 +259,21 @@ for repo in "${repos[@]}"; do
     || die "$repo is owned by $owner, not $user: pushes run its hooks as $owner, who must own the data directory too (run install.sh --user $owner, or chown the repository)"
   [ "$(git_as_user --git-dir="$repo" rev-parse --is-bare-repository 2>/dev/null)" = true ] \
     || die "$repo is not a bare git repository (pushgate deploys from the server's bare repositories)"
-  hooks="$(git_as_user --git-dir="$repo" config --get core.hooksPath || echo "$repo/hooks")"
-  [ -d "$hooks" ] || as_user mkdir -p "$hooks"
-  install_hook "$hooks" pre-receive
-  install_hook "$hooks" post-receive
+  if [ "$layout" = d ]; then
+    for name in pre-receive post-receive; do
+      dir="$repo/$hooks_subdir/$name.d"
+      [ -d "$dir" ] || as_user mkdir -p "$dir"
+      if [ "$(readlink "$dir/pushgate" 2>/dev/null || true)" != "$prefix/bin/pushgate-hook" ]; then
+        as_user ln -sfn "$prefix/bin/pushgate-hook" "$dir/pushgate"
+        say "installed $dir/pushgate -> $prefix/bin/pushgate-hook"
+      fi
+    done
+  else
+    hooks="$(git_as_user --git-dir="$repo" config --get core.hooksPath || echo "$repo/hooks")"
+    [ -d "$hooks" ] || as_user mkdir -p "$hooks"
+    install_hook "$hooks" pre-receive
+    install_hook "$hooks" post-receive
+  fi
   set_config "$repo" pushgate.data "$data"
   # `git push -o pushgate.allow-data-loss` must reach the hook.
   set_config "$repo" receive.advertisePushOptions true

@@ -342,7 +342,7 @@ pub fn pre_receive_main(
     if updates.iter().any(|u| u.branch().is_some() && !u.is_delete()) {
         let repo = git::open_from_env()?;
         let settings = settings::Hook::resolve(&repo, env);
-        if !pre_receive(&repo, &updates, &settings, out)? {
+        if settings.enabled && !pre_receive(&repo, &updates, &settings, out)? {
             return Ok(false);
         }
     }
@@ -356,23 +356,29 @@ pub fn post_receive_main(
     env: &Env,
     chain: Option<&Path>,
 ) -> Result<bool, HookError> {
+    let started = std::time::Instant::now();
     let input = read_input(stdin)?;
-    let (deleted, updates): (Vec<_>, Vec<_>) =
-        git::parse_updates(&input)?.into_iter().filter(|u| u.branch().is_some()).partition(|u| u.is_delete());
-    let updates: Vec<(String, String, String)> =
-        updates.into_iter().map(|u| (u.name, u.old.to_string(), u.new.to_string())).collect();
+    let branches: Vec<RefUpdate> = git::parse_updates(&input)?.into_iter().filter(|u| u.branch().is_some()).collect();
+    if branches.is_empty() {
+        return run_chained(chain, &input, out);
+    }
+    let repo = git::open_from_env()?;
+    let settings = settings::Hook::resolve(&repo, env);
+    if !settings.enabled {
+        return run_chained(chain, &input, out);
+    }
+    let repo_path = repo_id(&repo);
+    let (deleted, updates): (Vec<_>, Vec<_>) = branches.into_iter().partition(|u| u.is_delete());
     if !deleted.is_empty() {
         // The refs are gone whatever happens here; a queue that cannot be written only warns
         // (the runner would then build the deleted branch's pending job).
-        if let Err(e) = cancel_deleted(&deleted, env, out) {
+        if let Err(e) = cancel_deleted(&deleted, &repo_path, &settings, out) {
             let _ = writeln!(out, "warning: the pending builds of deleted branches stay queued: {e}");
         }
     }
     if !updates.is_empty() {
-        let started = std::time::Instant::now();
-        let repo = git::open_from_env()?;
-        let settings = settings::Hook::resolve(&repo, env);
-        let repo_path = repo_id(&repo);
+        let updates: Vec<(String, String, String)> =
+            updates.into_iter().map(|u| (u.name, u.old.to_string(), u.new.to_string())).collect();
         let refs = GitRefLog::with(&repo_path, repo);
         let mut queue = SqliteQueue::open(&settings.data_dir, settings.queue_timeout)?;
         let jobs = queue.promote(&repo_path, &updates, &Receiver::parent(), &refs)?;
@@ -391,13 +397,16 @@ pub fn post_receive_main(
 }
 
 /// Cancels the pending jobs of deleted branches, saying which.
-fn cancel_deleted(deleted: &[RefUpdate], env: &Env, out: &mut dyn Write) -> Result<(), HookError> {
-    let repo = git::open_from_env()?;
-    let settings = settings::Hook::resolve(&repo, env);
+fn cancel_deleted(
+    deleted: &[RefUpdate],
+    repo_path: &str,
+    settings: &settings::Hook,
+    out: &mut dyn Write,
+) -> Result<(), HookError> {
     let mut queue = SqliteQueue::open(&settings.data_dir, settings.queue_timeout)?;
     for update in deleted {
         let branch = update.branch().unwrap_or_default();
-        for id in queue.cancel_pending_of(&repo_id(&repo), &update.name)? {
+        for id in queue.cancel_pending_of(repo_path, &update.name)? {
             let _ = writeln!(out, "Branch {branch} deleted: its pending build #{id} is cancelled");
         }
     }

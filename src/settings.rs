@@ -80,6 +80,9 @@ pub struct Hook {
     /// Follow the deployment in the push's output (unless `-o pushgate.nowait`).
     pub follow: bool,
     pub pickup_wait: Duration,
+    /// False for a repository that is not a project: `git config pushgate.enabled false`, or
+    /// gitolite's own admin repository (gitolite's common hooks run on every repository).
+    pub enabled: bool,
 }
 
 impl Hook {
@@ -96,7 +99,11 @@ impl Hook {
             .and_then(|v| v.parse().ok())
             .map(Duration::from_millis)
             .unwrap_or(DEFAULT_PICKUP_WAIT);
+        let gitolite_admin = repo.path().file_name().is_some_and(|n| n == "gitolite-admin.git")
+            && repo.path().parent().is_some_and(|p| p.ends_with("repositories"));
+        let enabled = config.as_ref().and_then(|c| c.get_bool("pushgate.enabled").ok()).unwrap_or(!gitolite_admin);
         Hook {
+            enabled,
             data_dir,
             queue_timeout,
             allow_data_loss: env.has_push_option(ALLOW_DATA_LOSS),

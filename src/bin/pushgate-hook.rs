@@ -39,13 +39,18 @@ enum Command {
 
 /// Installed hooks are symlinks to this binary (no shell to start on every push): called as
 /// `…/hooks/pre-receive` it runs `pre-receive`, with the hook that was there before pushgate
-/// at `…/hooks/pre-receive.chained`.
+/// at `…/hooks/pre-receive.chained`. Called as `…/pre-receive.d/NAME` (the layout of Gitea,
+/// Forgejo and GitLab, which run every program there), it runs `pre-receive` with nothing to
+/// chain: the server runs the others itself.
 fn command_from_hook_name() -> Option<Command> {
     let argv0 = PathBuf::from(std::env::args_os().next()?);
     let chain = Some(PathBuf::from(format!("{}.chained", argv0.display())));
-    match argv0.file_name()?.to_str()? {
-        "pre-receive" => Some(Command::PreReceive { chain }),
-        "post-receive" => Some(Command::PostReceive { chain }),
+    let dir = argv0.parent().and_then(|d| d.file_name()).and_then(|d| d.to_str());
+    match (argv0.file_name()?.to_str()?, dir) {
+        ("pre-receive", _) => Some(Command::PreReceive { chain }),
+        ("post-receive", _) => Some(Command::PostReceive { chain }),
+        (_, Some("pre-receive.d")) => Some(Command::PreReceive { chain: None }),
+        (_, Some("post-receive.d")) => Some(Command::PostReceive { chain: None }),
         _ => None,
     }
 }

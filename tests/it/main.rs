@@ -9,5 +9,6 @@ mod push;
 mod queue;
 mod runner;
 mod schema;
+mod servers;
 mod support;
 mod topology;
