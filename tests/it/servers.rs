@@ -213,3 +213,36 @@ fn gitolite_repositories_run_pushgate_with_its_data_directory() {
     assert!(!shop.join("hooks/pre-receive").exists());
     let _ = git_ok;
 }
+
+#[test]
+fn the_entry_point_scripts_run_the_hooks_from_any_place() {
+    // hooks/pre-receive and hooks/post-receive copied as files (no link to the binary), the
+    // binary found on the hook's PATH.
+    let s = Server::new("scripts");
+    let repo = s.dir.join("copied.git");
+    git_ok(s.dir.path(), &["init", "-q", "--bare", "copied.git"]);
+    for name in ["pre-receive", "post-receive"] {
+        std::fs::copy(project_dir().join("hooks").join(name), repo.join("hooks").join(name)).unwrap();
+    }
+    git_ok(&repo, &["config", "pushgate.data", s.data.to_str().unwrap()]);
+    git_ok(&repo, &["config", "pushgate.pickupWaitMs", "0"]);
+    let path = format!("{}:{}", s.prefix.join("bin").display(), std::env::var("PATH").unwrap());
+    let push = |args: &[&str]| {
+        let mut all = vec!["push".to_owned(), "--porcelain".to_owned(), format!("file://{}", repo.display())];
+        all.extend(args.iter().map(|a| a.to_string()));
+        Command::new("git")
+            .args(&all)
+            .current_dir(&s.work)
+            .env("PATH", &path)
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .output()
+            .unwrap()
+    };
+    s.commit(&files_with("", ""), "good");
+    let out = push(&["HEAD:refs/heads/main"]);
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && text.contains("Build #1 queued for environment main"), "{text}");
+    s.commit(&files_with(".magento/services.yaml", "mysql:\n    type: mysql\n"), "bad");
+    let out = push(&["HEAD:refs/heads/main"]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("`mysql` has no version"));
+}
