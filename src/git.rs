@@ -90,8 +90,13 @@ pub struct UnsafeEntry {
 
 impl NewTrees {
     /// Set up for the repository a hook runs in (`GIT_QUARANTINE_PATH` says a push is in
-    /// quarantine, git 2.11 and later).
+    /// quarantine, git 2.11 and later). Nothing is walked when git itself checked the pushed
+    /// objects: `receive.fsckObjects` (install.sh turns it on) makes receive-pack check them
+    /// strictly, refusing every name walked for here, unless one of those checks was relaxed.
     pub fn for_hook(repo: &Repository) -> NewTrees {
+        if git_checked_names(repo) {
+            return NewTrees { existing: None, seen: Default::default() };
+        }
         let existing = std::env::var_os("GIT_QUARANTINE_PATH").and_then(|_| {
             let odb = git2::Odb::new().ok()?;
             odb.add_disk_alternate(repo.path().join("objects").to_str()?).ok()?;
@@ -106,7 +111,8 @@ impl NewTrees {
         let root = repo.find_commit(commit)?.tree_id();
         let mut todo = vec![(root, String::new())];
         while let Some((id, dir)) = todo.pop() {
-            if !self.seen.insert(id) || existing.exists(id) {
+            // No refresh: a new tree is never there, and a miss would rescan the pack directory.
+            if !self.seen.insert(id) || existing.exists_ext(id, git2::OdbLookupFlags::NO_REFRESH) {
                 continue;
             }
             let tree = repo.find_tree(id)?;
@@ -124,6 +130,20 @@ impl NewTrees {
         }
         Ok(None)
     }
+}
+
+/// Whether receive-pack checked the pushed trees' entry names before the hooks ran:
+/// `receive.fsckObjects` (or `transfer.fsckObjects`) on, and none of the checks of the names
+/// [`crate::paths::unsafe_entry_name`] refuses set to `warn` or `ignore`.
+fn git_checked_names(repo: &Repository) -> bool {
+    let Ok(config) = repo.config() else { return false };
+    let on = config.get_bool("receive.fsckObjects").or_else(|_| config.get_bool("transfer.fsckObjects"));
+    if !on.unwrap_or(false) {
+        return false;
+    }
+    ["hasDot", "hasDotdot", "hasDotgit", "fullPathname", "emptyName", "badTree"].iter().all(|id| {
+        config.get_string(&format!("receive.fsck.{id}")).map_or(true, |level| level.eq_ignore_ascii_case("error"))
+    })
 }
 
 /// The tree of one commit, read straight from the object store.

@@ -86,6 +86,10 @@ impl crate::paths::Lookup for Beneath<'_> {
 enum Read {
     Entry(String, EntryId),
     RootDirs(Vec<String>),
+    /// Only what kind of entry stands there (a directory, a link and its target...): resolving
+    /// `app/etc` needs `app` to be a directory, whatever files it holds, so another branch that
+    /// changed a file under `app/` still reuses the result.
+    Node(String, crate::paths::Node),
 }
 
 /// Everything a validation read, by identity. Replaying it on another source tells whether
@@ -107,6 +111,7 @@ impl ReadLog {
             let same = match read {
                 Read::Entry(path, id) => other.entry_id(path)?.as_ref() == Some(id),
                 Read::RootDirs(dirs) => &other.root_dirs()? == dirs,
+                Read::Node(path, node) => &other.node(path)? == node,
             };
             if !same {
                 return Ok(false);
@@ -155,12 +160,12 @@ impl Source for Recording<'_> {
     }
 
     fn node(&self, path: &str) -> Result<crate::paths::Node, SourceError> {
-        // A link's target is its content: the entry's id covers it.
+        let node = self.inner.node(path)?;
         match self.inner.entry_id(path)? {
-            Some(id) => self.log.borrow_mut().reads.push(Read::Entry(path.to_owned(), id)),
+            Some(_) => self.log.borrow_mut().reads.push(Read::Node(path.to_owned(), node.clone())),
             None => self.log.borrow_mut().complete = false,
         }
-        self.inner.node(path)
+        Ok(node)
     }
 }
 
