@@ -357,6 +357,37 @@ def single_ref_report(tmp, work, runs):
               f" (reservation {queue:.2f} ms + post-receive {post:.2f} ms of {push:.1f} ms)")
 
 
+def tree_size(tmp, runs):
+    """The hooks' own time (PUSHGATE_TIMINGS) on a push of one changed file, in a repository
+    whose tree has 100 files and in one with 100,000: it must not grow with the tree."""
+    rows = {}
+    for files in (100, 100_000):
+        work = tmp / f"size-{files}"
+        work.mkdir()
+        git(work, "init", "-q", "-b", "main")
+        shutil.copytree(SAMPLE, work, dirs_exist_ok=True)
+        for i in range(files):
+            f = work / "vendor" / f"p{i % 250}" / f"d{i % 13}" / f"F{i}.php"
+            f.parent.mkdir(parents=True, exist_ok=True)
+            f.write_text(f"<?php // {i}\n")
+        git(work, "add", "-A")
+        git(work, "commit", "-q", "-m", "base")
+        repo = tmp / f"size-{files}.git"
+        bare_with_pushgate(repo, tmp)
+        run(push_cmd(repo, "HEAD:refs/heads/main"), cwd=work)
+        pre, post = [], []
+        for r in range(runs):
+            (work / "vendor" / "p0" / "d0" / "F0.php").write_text(f"<?php // run {r}\n")
+            git(work, "commit", "-q", "-am", f"run {r}")
+            out = run(push_cmd(repo, "HEAD:refs/heads/main", quiet=False), cwd=work,
+                      env_extra={"PUSHGATE_TIMINGS": "1"})
+            text = (out.stdout + out.stderr).decode()
+            pre.append(float(re.search(r"pre-receive ([0-9.]+) ms", text).group(1)))
+            post.append(float(re.search(r"post-receive ([0-9.]+) ms", text).group(1)))
+        rows[files] = (statistics.median(pre), statistics.median(post))
+    return rows
+
+
 def ms(xs):
     return f"{statistics.median(xs) * 1000:8.2f} ms (min {min(xs) * 1000:.2f}, n={len(xs)})"
 
@@ -366,8 +397,8 @@ def main():
     ap.add_argument("--runs", type=int, default=41)
     ap.add_argument("--branch-runs", type=int, default=5)
     ap.add_argument("--skip-external", action="store_true")
-    ap.add_argument("--only", default="push,branches,hostile,runner,external,fsck",
-                    help="comma-separated sections: push, branches, hostile, runner, external, fsck")
+    ap.add_argument("--only", default="push,branches,hostile,runner,external,fsck,size",
+                    help="comma-separated sections: push, branches, hostile, runner, external, fsck, size")
     args = ap.parse_args()
     sections = set(args.only.split(","))
     run(["cargo", "build", "--release", "--quiet"], cwd=ROOT)
@@ -392,6 +423,12 @@ def main():
             for name, size, pre, check in hostile(tmp, work):
                 cols = "  ".join(f"{e * 1000:7.1f}ms {rss / 1024:6.1f}MB" for e, rss, _, _ in (pre, check))
                 print(f"   {name:28} {size:>10}  {cols}  {pre[2]:>4}  {pre[3][:80]}")
+
+        if "size" in sections:
+            rows = tree_size(tmp, 21)
+            print("\n7. the hooks' own time on a push of one changed file, by size of the repository's tree (median of 21)")
+            for files, (pre, post) in rows.items():
+                print(f"   {files:>7} files: pre-receive {pre:.2f} ms, post-receive {post:.2f} ms")
 
         if "fsck" in sections:
             first, one = fsck_cost(tmp, 5)

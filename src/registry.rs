@@ -90,6 +90,16 @@ impl Registry {
     }
 
     /// The end-of-life date ece-tools gives for `image:version`, as `YYYY-MM-DD`.
+    /// The extensions `php:VERSION` can load (names with `_` for `-`), when the registry knows
+    /// that version. `data/php_extensions.json` is parsed the first time it is asked for.
+    pub fn php_extensions(&self, version: &str) -> Option<&'static [String]> {
+        static EXTENSIONS: OnceLock<HashMap<String, Vec<String>>> = OnceLock::new();
+        let all = EXTENSIONS.get_or_init(|| {
+            serde_json::from_str(include_str!("../data/php_extensions.json")).expect("embedded list is valid")
+        });
+        all.get(version).map(Vec::as_slice)
+    }
+
     pub fn eol(&self, base: &str, version: &str) -> Option<&str> {
         self.eol.get(base)?.get(version).map(String::as_str)
     }

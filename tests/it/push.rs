@@ -328,6 +328,13 @@ fn error_cases() -> Vec<Case> {
             "missing required key: one of `cmd`, `commands`",
         ),
         case(
+            "PHP extension the image does not have",
+            APP_FILE,
+            &app_with("build:\n", "runtime:\n    extensions:\n        - xsl\n        - sodiumm\n    disabled_extensions:\n        - sockets\nbuild:\n"),
+            "sodiumm",
+            "no PHP extension `sodiumm` for php:8.4",
+        ),
+        case(
             "app disk below 128 MB",
             APP_FILE,
             &app_with("disk: 5120", "disk: 64"),
