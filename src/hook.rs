@@ -189,7 +189,29 @@ pub fn pre_receive(
                 queue.insert((q, deployed))
             }
         };
-        let baseline = baseline(repo, deployed.get(&environment), update, &mut cache)?;
+        let baseline = match baseline(repo, deployed.get(&environment), update, &mut cache)? {
+            Ok(known) => known,
+            // The guard against data loss does not fail open: what it cannot compare with, it
+            // refuses, unless the pusher accepts the loss.
+            Err(why) if settings.allow_data_loss => {
+                let _ = writeln!(
+                    out,
+                    "W: Branch {branch} ({short}): {why}; deploying without the data-loss check \
+                     (-o pushgate.allow-data-loss)"
+                );
+                Topology::default()
+            }
+            Err(why) => {
+                let _ = writeln!(
+                    out,
+                    "E: Branch {branch} ({short}) cannot be checked for data loss: {why}\n    hint: pushgate \
+                     cannot tell what this push would destroy. An admin can look at the queue; to deploy \
+                     anyway, push again with -o pushgate.allow-data-loss"
+                );
+                refused.push(branch.to_owned());
+                continue;
+            }
+        };
         // Branches with the same configuration and baseline share one verdict (and one report).
         let verdict = match printed.iter().position(|p| p.outcome == index && p.baseline == baseline) {
             Some(i) => {
@@ -310,22 +332,28 @@ fn naming_problem(branch: &str, owners: &HashMap<String, Vec<String>>) -> Option
 }
 
 /// The topology a push is compared with: what is deployed in the environment, else the one at
-/// the push's old commit, else nothing.
+/// the push's old commit, else nothing (a new branch). The inner error says why neither could
+/// be read: the data-loss guard must then refuse, not compare with nothing.
 fn baseline(
     repo: &Repository,
     deployed: Option<&String>,
     update: &RefUpdate,
     cache: &mut Cache,
-) -> Result<Topology, HookError> {
-    if let Some(t) = deployed.and_then(|json| serde_json::from_str(json).ok()) {
-        return Ok(t);
+) -> Result<Result<Topology, String>, HookError> {
+    if let Some(json) = deployed {
+        return Ok(
+            serde_json::from_str(json).map_err(|e| format!("the topology recorded as deployed cannot be read ({e})"))
+        );
     }
     if update.is_create() {
-        return Ok(Topology::default());
+        return Ok(Ok(Topology::default()));
     }
-    let Ok(old) = CommitTree::new(repo, update.old, &update.name) else { return Ok(Topology::default()) };
+    let old = match CommitTree::new(repo, update.old, &update.name) {
+        Ok(old) => old,
+        Err(e) => return Ok(Err(format!("the branch's current commit cannot be read ({e})"))),
+    };
     let (index, _) = cache.validate(&old)?;
-    Ok(Topology::from_config(&cache.outcome(index).config))
+    Ok(Ok(Topology::from_config(&cache.outcome(index).config)))
 }
 
 /// Runs `pre-receive` as git calls it: ref updates on stdin, the repository from the environment.

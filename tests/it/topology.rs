@@ -246,3 +246,26 @@ fn a_retargeted_route_is_marked() {
         "    http://{default}/ redirects to https://www.{default}/  [retargeted: redirect to https://{default}/ -> redirect to https://www.{default}/]",
     ]);
 }
+
+#[test]
+fn an_unreadable_deployed_topology_refuses_instead_of_comparing_with_less() {
+    // The data-loss guard used to fall back to the push's old commit when the deployed topology
+    // could not be read: it now refuses, and the pusher may accept the risk explicitly.
+    let s = Server::new("unreadable-deployed");
+    s.commit(&files_with("", ""), "base");
+    s.push(&["HEAD:refs/heads/main"]).assert_accepted();
+    let mut queue = pushgate::queue::SqliteQueue::open(&s.data, std::time::Duration::from_secs(5)).unwrap();
+    queue.set_deployed(&s.repo_id(), "main", "0000000000000000000000000000000000000001", "{not json").unwrap();
+    drop(queue);
+    s.write("app/code/A.php", b"<?php\n");
+    let head = s.commit_all("code change");
+    s.push(&["HEAD:refs/heads/main"]).assert_refused_with(&[
+        "E: Branch main (",
+        "cannot be checked for data loss: the topology recorded as deployed cannot be read",
+        "-o pushgate.allow-data-loss",
+    ]);
+    let push = s.push_with_options(&["pushgate.allow-data-loss"], &["HEAD:refs/heads/main"]);
+    push.assert_accepted();
+    assert!(push.remote().contains("deploying without the data-loss check"), "{}", push.output);
+    assert_eq!(s.server_ref("refs/heads/main").as_deref(), Some(head.as_str()));
+}
