@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::push::{files_with, APP, APP_FILE, ROUTES, ROUTES_FILE, SERVICES, SERVICES_FILE};
-use crate::runner::{app_with_hooks, envs, eventually, job_state, log_of, runner, serve};
-use crate::support::{git, git_ok, hook_bin, runner_bin, Server};
+use crate::runner::{app_with_hooks, envs, eventually, job_state, log_of, runner, serve, spawn_dying_runner};
+use crate::support::{git, git_ok, hook_bin, Server};
 
 /// Everything under `dir`, without following links: path → what stands there.
 fn snapshot(dir: &Path) -> BTreeMap<PathBuf, String> {
@@ -285,12 +285,7 @@ fn a_release_killed_while_unpacking_is_never_offered_and_is_removed() {
     let (second_id, _) = job_state(&s, &second);
     let releases = PathBuf::from(envs(&s)[0]["path"].as_str().unwrap()).parent().unwrap().to_owned();
     let partial = releases.join(format!(".partial-{second_id}"));
-    let mut dying = Command::new(runner_bin())
-        .args(["serve", "--until-idle", "--lease", "1", "--data"])
-        .arg(&s.data)
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut dying = spawn_dying_runner(&s);
     assert!(eventually(60, || partial.join("mymagento/many").exists()), "unpacking started");
     dying.kill().unwrap(); // SIGKILL while unpacking
     dying.wait().unwrap();
@@ -324,12 +319,7 @@ fn a_build_left_by_a_killed_runner_is_removed_once_its_job_is_superseded() {
     let slow = s.commit(&files_with(APP_FILE, &app_with_hooks(&build, "true")), "slow build");
     s.push(&["HEAD:refs/heads/main"]).assert_accepted();
     let (slow_id, _) = job_state(&s, &slow);
-    let mut dying = Command::new(runner_bin())
-        .args(["serve", "--until-idle", "--lease", "1", "--data"])
-        .arg(&s.data)
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut dying = spawn_dying_runner(&s);
     assert!(eventually(10, || marker.exists()), "the build started");
     dying.kill().unwrap();
     dying.wait().unwrap();

@@ -74,6 +74,14 @@ fn not_owned_by(dir: &std::path::Path, user: &str) -> Vec<String> {
     String::from_utf8_lossy(&out.stdout).lines().map(str::to_owned).collect()
 }
 
+/// install.sh with this test's binaries, the server's prefix and the data directory `data`,
+/// plus `args`.
+fn install_with(s: &Server, data: &std::path::Path, args: &[&str], repos: &[&std::path::Path]) -> std::process::Output {
+    let bin_dir = crate::support::hook_bin().parent().unwrap().display().to_string();
+    let common = ["--prefix", s.prefix.to_str().unwrap(), "--data", data.to_str().unwrap(), "--bin-dir", &bin_dir];
+    install(&[args, &common[..]].concat(), repos)
+}
+
 fn install(args: &[&str], repos: &[&std::path::Path]) -> std::process::Output {
     let mut cmd = std::process::Command::new("bash");
     cmd.arg(crate::support::project_dir().join("install.sh")).args(args).args(repos).env("GIT_CONFIG_NOSYSTEM", "1");
@@ -84,38 +92,15 @@ fn install(args: &[&str], repos: &[&std::path::Path]) -> std::process::Output {
 fn as_root_for_another_user_everything_is_theirs() {
     // The tests run as root, as an admin installing on a server would; `nobody` stands for `git`.
     let s = Server::new("user");
-    let bin_dir = crate::support::hook_bin().parent().unwrap().to_owned();
     let (repo, data) = (s.dir.join("shop.git"), s.dir.join("shared-data"));
-    let out = install(
-        &[
-            "--user",
-            "nobody",
-            "--prefix",
-            s.prefix.to_str().unwrap(),
-            "--data",
-            data.to_str().unwrap(),
-            "--bin-dir",
-            bin_dir.to_str().unwrap(),
-        ],
-        &[&repo],
-    );
+    let out = install_with(&s, &data, &["--user", "nobody"], &[&repo]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("owned by nobody (run pushgate-runner as nobody)"), "{stdout}");
     assert_eq!(not_owned_by(&repo, "nobody"), Vec::<String>::new(), "root-owned files in the repository");
     assert_eq!(not_owned_by(&data, "nobody"), Vec::<String>::new(), "root-owned files in the data directory");
     // Run again without --user: the repository's owner is the default, and nothing changes.
-    let again = install(
-        &[
-            "--prefix",
-            s.prefix.to_str().unwrap(),
-            "--data",
-            data.to_str().unwrap(),
-            "--bin-dir",
-            bin_dir.to_str().unwrap(),
-        ],
-        &[&repo],
-    );
+    let again = install_with(&s, &data, &[], &[&repo]);
     assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));
     assert!(
         !String::from_utf8_lossy(&again.stdout).contains("installed"),
@@ -124,19 +109,7 @@ fn as_root_for_another_user_everything_is_theirs() {
     );
     assert_eq!(not_owned_by(&repo, "nobody"), Vec::<String>::new());
     // A repository of one user and a data directory of another cannot work: refused, clearly.
-    let out = install(
-        &[
-            "--user",
-            "root",
-            "--prefix",
-            s.prefix.to_str().unwrap(),
-            "--data",
-            data.to_str().unwrap(),
-            "--bin-dir",
-            bin_dir.to_str().unwrap(),
-        ],
-        &[&repo],
-    );
+    let out = install_with(&s, &data, &["--user", "root"], &[&repo]);
     assert!(!out.status.success());
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("is owned by nobody, not root"),

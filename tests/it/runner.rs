@@ -34,6 +34,17 @@ pub fn runner(s: &Server, args: &[&str]) -> Output {
     Command::new(runner_bin()).args(args).arg("--data").arg(&s.data).output().unwrap()
 }
 
+/// A runner serving until idle with a one-second lease, in the background: for tests that kill
+/// it mid-job and let another runner take over once the lease runs out.
+pub fn spawn_dying_runner(s: &Server) -> std::process::Child {
+    Command::new(runner_bin())
+        .args(["serve", "--until-idle", "--lease", "1", "--data"])
+        .arg(&s.data)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
 pub fn serve(s: &Server) -> String {
     let out = runner(s, &["serve", "--until-idle"]);
     assert!(out.status.success(), "serve: {}", String::from_utf8_lossy(&out.stderr));
@@ -295,12 +306,7 @@ fn a_runner_killed_mid_build_loses_its_job_to_the_next_runner() {
         format!("if [ ! -e {m} ]; then touch {m}; sleep 60; fi\necho finished > done.txt", m = marker.display());
     let commit = s.commit(&files_with(APP_FILE, &app_with_hooks(&build, "true")), "slow build");
     s.push(&["HEAD:refs/heads/main"]).assert_accepted();
-    let mut first = Command::new(runner_bin())
-        .args(["serve", "--until-idle", "--lease", "1", "--data"])
-        .arg(&s.data)
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut first = spawn_dying_runner(&s);
     assert!(eventually(10, || marker.exists()), "the first runner started the build");
     first.kill().unwrap(); // SIGKILL
     first.wait().unwrap();
@@ -335,12 +341,7 @@ fn a_runner_killed_mid_deploy_leaves_no_maintenance_and_no_hook_behind() {
     let deploy = format!("if [ ! -e {m} ]; then touch {m}; sleep 60; fi\necho migrated", m = marker.display());
     let second = s.commit(&files_with(APP_FILE, &app_with_hooks("true", &deploy)), "slow deploy");
     s.push(&["HEAD:refs/heads/main"]).assert_accepted();
-    let mut dying = Command::new(runner_bin())
-        .args(["serve", "--until-idle", "--lease", "1", "--data"])
-        .arg(&s.data)
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut dying = spawn_dying_runner(&s);
     assert!(eventually(10, || marker.exists()), "the deploy hook started");
     dying.kill().unwrap(); // SIGKILL, mid-deploy: the site is in maintenance
     dying.wait().unwrap();
