@@ -413,7 +413,7 @@ pub fn post_receive_main(
         let _ = report::queued(out, &jobs);
         // Settle what earlier pushes left behind (a post-receive that was killed).
         let _ = queue.reconcile(&refs);
-        crate::runner::wake::wake(&settings.data_dir);
+        crate::store::wake::wake(&settings.data_dir);
         if settings.timings {
             let _ = writeln!(out, "pushgate timings: post-receive {:.3} ms", started.elapsed().as_secs_f64() * 1e3);
         }
@@ -454,7 +454,7 @@ fn follow_jobs(
         return Ok(());
     }
     for job in pending {
-        let log = crate::runner::log_path(&settings.data_dir, job.id);
+        let log = crate::store::DataDir::new(&settings.data_dir).log(job.id);
         if crate::follow::follow(queue, &log, job, settings.pickup_wait, out)?.is_none() {
             break;
         }

@@ -18,5 +18,6 @@ pub mod report;
 pub mod runner;
 pub mod settings;
 pub mod source;
+pub mod store;
 pub mod topology;
 pub mod validate;

@@ -17,7 +17,7 @@ pub const NOWAIT: &str = "pushgate.nowait";
 pub const DEFAULT_PICKUP_WAIT: Duration = Duration::from_secs(5);
 
 /// How long a hook waits for the queue's lock before refusing the push.
-pub const DEFAULT_QUEUE_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_QUEUE_TIMEOUT: Duration = crate::store::QUEUE_TIMEOUT;
 
 /// What the process environment says, read once by the binary.
 #[derive(Debug, Clone, Default)]

@@ -116,14 +116,14 @@ fn main() -> ExitCode {
     // Only `serve` (and the hooks) may create a queue: any other command on a data directory
     // without one would show an empty queue that is not the one the hooks write to.
     let needs_queue = !matches!(cli.command, Command::Serve { .. } | Command::Pack { .. });
-    let queue_file = data.join(pushgate::queue::sqlite::FILE_NAME);
+    let queue_file = pushgate::store::DataDir::new(&data).queue_file();
     if needs_queue && !queue_file.exists() {
         eprintln!(
             "error: there is no pushgate queue in {} ({} is missing): nothing was pushed with this data \
              directory. Check --data or PUSHGATE_DATA; a repository's hooks use the directory in its \
              `git config pushgate.data`.",
             data.display(),
-            pushgate::queue::sqlite::FILE_NAME
+            pushgate::store::DataDir::QUEUE_FILE
         );
         return ExitCode::FAILURE;
     }
@@ -185,7 +185,7 @@ fn serve(config: &runner::Config, concurrency: usize, until_idle: bool, out: &mu
 }
 
 fn jobs(data: &Path, json: bool, out: &mut dyn Write) -> Result<()> {
-    let mut queue = SqliteQueue::open(data, Duration::from_secs(10))?;
+    let mut queue = SqliteQueue::open(data, pushgate::store::QUEUE_TIMEOUT)?;
     // Settle pushes whose post-receive did not run, so the list is the truth.
     if let Err(e) = queue.reconcile(&GitRefLog::default()) {
         eprintln!("warning: {e}");
@@ -228,7 +228,7 @@ fn write_table(out: &mut dyn Write, jobs: &[Job]) -> std::io::Result<()> {
 
 fn logs(data: &Path, job: i64, follow: bool, out: &mut dyn Write) -> Result<()> {
     let path = runner::Config::new(data.to_owned()).log_path(job);
-    let queue = SqliteQueue::open(data, Duration::from_secs(10))?;
+    let queue = SqliteQueue::open(data, pushgate::store::QUEUE_TIMEOUT)?;
     let found = queue.job(job)?.ok_or_else(|| format!("there is no job #{job} (pushgate-runner jobs lists them)"))?;
     if follow {
         pushgate::follow::follow(&queue, &path, &found, Duration::MAX, out)?;
@@ -307,7 +307,7 @@ fn rollback(data: &Path, environment: &str, to: Option<&str>, repo: Option<&str>
 }
 
 fn cancel(data: &Path, job: i64, out: &mut dyn Write) -> Result<()> {
-    let mut queue = SqliteQueue::open(data, Duration::from_secs(10))?;
+    let mut queue = SqliteQueue::open(data, pushgate::store::QUEUE_TIMEOUT)?;
     match queue.cancel(job)? {
         Some(state) => writeln!(out, "Job #{job} cancelled (it was {}).", state.as_str())?,
         None => {

@@ -50,8 +50,8 @@ impl Declared {
 
     /// `services.json` and `variables.json` of one directory.
     fn read(dir: &Path) -> Result<Declared, RunnerError> {
-        let services = read_object(&dir.join("services.json"), "service name to endpoint")?;
-        let path = dir.join("variables.json");
+        let services = read_object(&crate::store::services_file(dir), "service name to endpoint")?;
+        let path = crate::store::variables_file(dir);
         let variables = read_object(&path, "`project` and `environments` variables")?;
         let group = |key: &str| -> Result<Map<String, Value>, RunnerError> {
             match variables.get(key) {

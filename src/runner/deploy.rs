@@ -48,7 +48,9 @@ impl EnvDir {
         let hash = git2::Oid::hash_object(git2::ObjectType::Blob, repo.as_bytes())
             .map(|o| o.to_string()[..8].to_owned())
             .unwrap_or_default();
-        EnvDir { root: data.join("environments").join(format!("{name}-{hash}")).join(environment) }
+        EnvDir {
+            root: crate::store::DataDir::new(data).environments().join(format!("{name}-{hash}")).join(environment),
+        }
     }
 
     pub fn releases(&self) -> PathBuf {
@@ -189,7 +191,7 @@ impl EnvDir {
 /// Every environment under a data directory.
 pub fn all(data: &Path) -> Vec<EnvDir> {
     let mut out = Vec::new();
-    for repo in std::fs::read_dir(data.join("environments")).into_iter().flatten().flatten() {
+    for repo in std::fs::read_dir(crate::store::DataDir::new(data).environments()).into_iter().flatten().flatten() {
         for env in std::fs::read_dir(repo.path()).into_iter().flatten().flatten() {
             if env.path().is_dir() {
                 out.push(EnvDir { root: env.path() });

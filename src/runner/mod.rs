@@ -15,7 +15,6 @@ pub mod env;
 pub mod export;
 pub mod hooks;
 pub mod slug;
-pub mod wake;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -28,6 +27,7 @@ use git2::{Oid, Repository};
 use crate::git::CommitTree;
 use crate::queue::{Job, JobState, QueueError, SqliteQueue};
 use crate::source::{EntryId, Source};
+use crate::store::{DataDir, QUEUE_TIMEOUT};
 use crate::topology::Topology;
 use declared::Declared;
 use deploy::{EnvDir, ReleaseInfo};
@@ -80,8 +80,7 @@ impl Config {
     pub fn new(data_dir: PathBuf) -> Config {
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
         Config {
-            // Mount links and paths shown to people must not depend on the working directory.
-            data_dir: std::path::absolute(&data_dir).unwrap_or(data_dir),
+            data_dir: DataDir::new(data_dir).root().to_owned(),
             runner_id: format!("{}:{}", host.trim(), std::process::id()),
             lease: Duration::from_secs(30),
             hook_timeout: Duration::from_secs(3600),
@@ -90,23 +89,22 @@ impl Config {
         }
     }
 
-    pub fn log_path(&self, job: i64) -> PathBuf {
-        log_path(&self.data_dir, job)
+    /// The data directory and its paths.
+    pub fn data(&self) -> DataDir {
+        DataDir::new(&self.data_dir)
     }
 
-    /// Where a job exports and builds its commit; removed whatever the job's outcome.
+    pub fn log_path(&self, job: i64) -> PathBuf {
+        self.data().log(job)
+    }
+
     fn build_dir(&self, job: i64) -> PathBuf {
-        self.data_dir.join("builds").join(job.to_string())
+        self.data().build(job)
     }
 
     fn slug_path(&self, key: &str) -> PathBuf {
-        self.data_dir.join("slugs").join(format!("{key}.tar.zst"))
+        self.data().slug(key)
     }
-}
-
-/// Where a job's log is.
-pub fn log_path(data_dir: &Path, job: i64) -> PathBuf {
-    data_dir.join("logs").join(format!("{job}.log"))
 }
 
 /// Processes jobs until none is claimable. Returns how many were processed.
@@ -126,7 +124,7 @@ fn claim_and_process(
 ) -> Result<bool, RunnerError> {
     let queue = match queue {
         Some(q) => q,
-        None => queue.insert(SqliteQueue::open(&config.data_dir, Duration::from_secs(10))?),
+        None => queue.insert(SqliteQueue::open(&config.data_dir, QUEUE_TIMEOUT)?),
     };
     let _ = queue.reconcile(&crate::git::GitRefLog::default());
     if let Err(e) = sweep_builds(config, queue) {
@@ -144,7 +142,7 @@ pub fn serve(config: &Config, concurrency: usize, stop: &AtomicBool, until_idle:
     let done = std::sync::atomic::AtomicUsize::new(0);
     let abort = AtomicBool::new(false);
     // Pushes wake idle workers through a FIFO; without it they check every few seconds.
-    let waker = if until_idle { None } else { wake::Waker::listen(&config.data_dir).ok() };
+    let waker = if until_idle { None } else { crate::store::wake::Waker::listen(&config.data_dir).ok() };
     let worker = |n: usize| -> Result<(), RunnerError> {
         let config = Config { runner_id: format!("{}/{n}", config.runner_id), ..config.clone() };
         let mut queue = None;
@@ -289,7 +287,7 @@ fn take_over(env_dir: &EnvDir, log: &mut JobLog) {
 /// retry would ever remove it. Returns the job ids whose directory was removed.
 pub fn sweep_builds(config: &Config, queue: &SqliteQueue) -> Result<Vec<i64>, RunnerError> {
     let mut removed = Vec::new();
-    for entry in std::fs::read_dir(config.data_dir.join("builds")).into_iter().flatten().flatten() {
+    for entry in std::fs::read_dir(config.data().builds()).into_iter().flatten().flatten() {
         let Some(id) = entry.file_name().to_str().and_then(|n| n.parse::<i64>().ok()) else { continue };
         let running = queue.job(id)?.is_some_and(|j| j.state == JobState::Running);
         if !running {
@@ -319,7 +317,7 @@ fn start_heartbeat(config: &Config, job: i64, lost: Arc<AtomicBool>) -> Heartbea
     let stop = Arc::new(AtomicBool::new(false));
     let (config, flag) = (config.clone(), stop.clone());
     let thread = std::thread::spawn(move || {
-        let Ok(mut queue) = SqliteQueue::open(&config.data_dir, Duration::from_secs(10)) else { return };
+        let Ok(mut queue) = SqliteQueue::open(&config.data_dir, QUEUE_TIMEOUT) else { return };
         let every = config.lease / 3;
         let mut waited = Duration::ZERO;
         while !flag.load(Ordering::SeqCst) {
@@ -645,7 +643,7 @@ fn collect_slugs(config: &Config, log: &mut JobLog) {
         .flat_map(|info| info.slugs)
         .collect();
     let hour_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
-    for entry in std::fs::read_dir(config.data_dir.join("slugs")).into_iter().flatten().flatten() {
+    for entry in std::fs::read_dir(config.data().slugs()).into_iter().flatten().flatten() {
         let path = entry.path().display().to_string();
         let old = entry.metadata().and_then(|m| m.modified()).map(|t| t < hour_ago).unwrap_or(false);
         if old && !needed.contains(&path) && std::fs::remove_file(entry.path()).is_ok() {
@@ -673,7 +671,7 @@ pub fn rollback(config: &Config, env_dir: &EnvDir, to: Option<&str>) -> Result<S
     };
     env_dir.switch(&target)?;
     if let Some(info) = env_dir.info(&target) {
-        let mut queue = SqliteQueue::open(&config.data_dir, Duration::from_secs(10))?;
+        let mut queue = SqliteQueue::open(&config.data_dir, QUEUE_TIMEOUT)?;
         queue.set_deployed(&info.repo, &info.environment, &info.commit, &info.topology.to_string())?;
     }
     Ok(target)

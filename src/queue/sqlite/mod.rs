@@ -16,7 +16,7 @@ use super::{Job, JobState, QueueError, Receiver, Reservation};
 use crate::clock::now_rfc3339;
 
 /// The database file in a data directory.
-pub const FILE_NAME: &str = "queue.sqlite3";
+pub const FILE_NAME: &str = crate::store::DataDir::QUEUE_FILE;
 
 const SCHEMA: &str = r#"
 -- Topologies and change lists, stored once however many reservations and jobs share them
@@ -135,7 +135,7 @@ impl SqliteQueue {
     pub fn open(data_dir: &Path, busy_timeout: Duration) -> Result<SqliteQueue, QueueError> {
         std::fs::create_dir_all(data_dir)
             .map_err(|source| QueueError::DataDir { path: data_dir.display().to_string(), source })?;
-        let path = data_dir.join(FILE_NAME);
+        let path = crate::store::DataDir::new(data_dir).queue_file();
         let open_err = |source| QueueError::Open { path: path.display().to_string(), source };
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn = Connection::open_with_flags(&path, flags).map_err(open_err)?;

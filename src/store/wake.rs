@@ -11,7 +11,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 pub fn fifo_path(data_dir: &Path) -> PathBuf {
-    data_dir.join("wakeup")
+    super::DataDir::new(data_dir).wakeup()
 }
 
 /// Tells waiting runners that a job was queued. Never blocks, never fails the caller.

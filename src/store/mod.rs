@@ -1,0 +1,93 @@
+//! The store: what pushgate keeps on the host, and where. This module owns the data directory:
+//! every path in it is named here ([`DataDir`]) and nowhere else; the wake-up channel between
+//! the hooks and the runners ([`wake`]) lives here because both sides use it.
+//!
+//! ```text
+//! DATA/queue.sqlite3          the job queue (src/queue), with its integrity stamp beside it
+//! DATA/logs/JOB.log           one log per job, what developers see
+//! DATA/builds/JOB/            a job's copy of its commit while it builds
+//! DATA/slugs/KEY.tar.zst      built apps, reused for an unchanged tree
+//! DATA/environments/REPO-KEY/ENV/   releases, mounts, `current` (src/runner/deploy.rs)
+//! DATA/wakeup                 the FIFO idle runners wait on
+//! DATA/services.json, DATA/variables.json   the admin's declarations (also REPO/pushgate/)
+//! ```
+
+pub mod wake;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// How long a hook or a command waits for the queue's lock before giving up (hooks can be
+/// told otherwise with `git config pushgate.queueTimeoutMs`).
+pub const QUEUE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A data directory and the paths in it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataDir {
+    root: PathBuf,
+}
+
+impl DataDir {
+    /// The data directory at `root`, made absolute: paths in it are shown to people and
+    /// written into links, so they must not depend on the working directory.
+    pub fn new(root: impl Into<PathBuf>) -> DataDir {
+        let root = root.into();
+        DataDir { root: std::path::absolute(&root).unwrap_or(root) }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The SQLite queue's file name, and its path.
+    pub const QUEUE_FILE: &'static str = "queue.sqlite3";
+
+    pub fn queue_file(&self) -> PathBuf {
+        self.root.join(Self::QUEUE_FILE)
+    }
+
+    pub fn logs(&self) -> PathBuf {
+        self.root.join("logs")
+    }
+
+    /// Where a job's log is.
+    pub fn log(&self, job: i64) -> PathBuf {
+        self.logs().join(format!("{job}.log"))
+    }
+
+    pub fn builds(&self) -> PathBuf {
+        self.root.join("builds")
+    }
+
+    /// Where a job exports and builds its commit; removed whatever the job's outcome.
+    pub fn build(&self, job: i64) -> PathBuf {
+        self.builds().join(job.to_string())
+    }
+
+    pub fn slugs(&self) -> PathBuf {
+        self.root.join("slugs")
+    }
+
+    pub fn slug(&self, key: &str) -> PathBuf {
+        self.slugs().join(format!("{key}.tar.zst"))
+    }
+
+    pub fn environments(&self) -> PathBuf {
+        self.root.join("environments")
+    }
+
+    /// The FIFO idle runners wait on.
+    pub fn wakeup(&self) -> PathBuf {
+        self.root.join("wakeup")
+    }
+}
+
+/// The admin's declarations in a directory (the data directory for every repository, or a
+/// bare repository's `pushgate/` for that project).
+pub fn services_file(dir: &Path) -> PathBuf {
+    dir.join("services.json")
+}
+
+pub fn variables_file(dir: &Path) -> PathBuf {
+    dir.join("variables.json")
+}
