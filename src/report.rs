@@ -182,3 +182,42 @@ pub fn queued(out: &mut dyn Write, jobs: &[Job]) -> io::Result<()> {
     )?;
     writeln!(out, "    pushgate-runner jobs lists them")
 }
+
+/// The jobs as `pushgate-runner jobs` lists them: one line each, newest last.
+pub fn jobs_table(out: &mut dyn Write, jobs: &[Job]) -> io::Result<()> {
+    if jobs.is_empty() {
+        return writeln!(out, "No jobs.");
+    }
+    writeln!(
+        out,
+        "{:>5}  {:<10}  {:<20}  {:<10}  {:<24}  {:<24}  {:<24}  REPOSITORY",
+        "ID", "STATE", "ENVIRONMENT", "COMMIT", "REF", "CREATED", "UPDATED"
+    )?;
+    for j in jobs {
+        writeln!(
+            out,
+            "{:>5}  {:<10}  {:<20}  {:<10}  {:<24}  {:<24}  {:<24}  {}",
+            j.id,
+            j.state.as_str(),
+            j.environment,
+            &j.commit[..10.min(j.commit.len())],
+            j.ref_name,
+            j.created_at,
+            j.updated_at,
+            j.repo
+        )?;
+    }
+    Ok(())
+}
+
+/// The environments as `pushgate-runner envs` lists them.
+pub fn environments(out: &mut dyn Write, rows: &[crate::runner::deploy::Environment]) -> io::Result<()> {
+    if rows.is_empty() {
+        return writeln!(out, "No environment deployed yet.");
+    }
+    for r in rows {
+        let commit = r.commit.as_deref().map(|c| &c[..10.min(c.len())]).unwrap_or("?");
+        writeln!(out, "{}  release {}  {commit}  {}  {}", r.environment, r.release, r.state, r.path)?;
+    }
+    Ok(())
+}

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use pushgate::git::GitRefLog;
-use pushgate::queue::{Job, JobState, SqliteQueue};
+use pushgate::queue::{JobState, SqliteQueue};
 use pushgate::runner::{self, deploy};
 use pushgate::settings::Env;
 
@@ -196,33 +196,7 @@ fn jobs(data: &Path, json: bool, out: &mut dyn Write) -> Result<()> {
         writeln!(out)?;
         return Ok(());
     }
-    write_table(out, &jobs)?;
-    Ok(())
-}
-
-fn write_table(out: &mut dyn Write, jobs: &[Job]) -> std::io::Result<()> {
-    if jobs.is_empty() {
-        return writeln!(out, "No jobs.");
-    }
-    writeln!(
-        out,
-        "{:>5}  {:<10}  {:<20}  {:<10}  {:<24}  {:<24}  {:<24}  REPOSITORY",
-        "ID", "STATE", "ENVIRONMENT", "COMMIT", "REF", "CREATED", "UPDATED"
-    )?;
-    for j in jobs {
-        writeln!(
-            out,
-            "{:>5}  {:<10}  {:<20}  {:<10}  {:<24}  {:<24}  {:<24}  {}",
-            j.id,
-            j.state.as_str(),
-            j.environment,
-            &j.commit[..10.min(j.commit.len())],
-            j.ref_name,
-            j.created_at,
-            j.updated_at,
-            j.repo
-        )?;
-    }
+    pushgate::report::jobs_table(out, &jobs)?;
     Ok(())
 }
 
@@ -249,59 +223,21 @@ fn logs(data: &Path, job: i64, follow: bool, out: &mut dyn Write) -> Result<()> 
 }
 
 fn envs(data: &Path, json: bool, out: &mut dyn Write) -> Result<()> {
-    let mut rows = Vec::new();
-    for env in deploy::all(data) {
-        let Some(release) = env.current_release() else { continue };
-        let info = env.info(&release);
-        rows.push(serde_json::json!({
-            "environment": env.root.file_name().and_then(|n| n.to_str()).unwrap_or_default(),
-            "release": release,
-            "commit": info.as_ref().map(|i| i.commit.clone()),
-            "repo": info.as_ref().map(|i| i.repo.clone()),
-            "path": env.release(&release).display().to_string(),
-            "state": if env.in_maintenance() { "maintenance" } else { "active" },
-            "deployed_at": info.as_ref().map(|i| i.created_at.clone()),
-            "releases": env.list(),
-        }));
-    }
+    let rows = deploy::environments(data);
     if json {
         serde_json::to_writer_pretty(&mut *out, &rows)?;
         writeln!(out)?;
         return Ok(());
     }
-    if rows.is_empty() {
-        writeln!(out, "No environment deployed yet.")?;
-    }
-    for r in &rows {
-        writeln!(
-            out,
-            "{}  release {}  {}  {}  {}",
-            r["environment"].as_str().unwrap_or_default(),
-            r["release"].as_str().unwrap_or_default(),
-            r["commit"].as_str().map(|c| &c[..10.min(c.len())]).unwrap_or("?"),
-            r["state"].as_str().unwrap_or_default(),
-            r["path"].as_str().unwrap_or_default()
-        )?;
-    }
+    pushgate::report::environments(out, &rows)?;
     Ok(())
 }
 
 fn rollback(data: &Path, environment: &str, to: Option<&str>, repo: Option<&str>, out: &mut dyn Write) -> Result<()> {
-    let matches: Vec<_> = deploy::all(data)
-        .into_iter()
-        .filter(|e| e.root.file_name().and_then(|n| n.to_str()) == Some(environment))
-        .filter(|e| repo.is_none() || e.current_release().and_then(|r| e.info(&r)).map(|i| i.repo).as_deref() == repo)
-        .collect();
-    let env = match matches.as_slice() {
-        [one] => one,
-        [] => return Err(format!("no deployed environment `{environment}`").into()),
-        _ => {
-            return Err(format!("several repositories have an environment `{environment}`: name one with --repo").into())
-        }
-    };
+    let env = deploy::find(data, environment, repo)?;
     let from = env.current_release().unwrap_or_default();
     let config = runner::Config::new(data.to_owned());
-    let to = runner::rollback(&config, env, to)?;
+    let to = runner::rollback(&config, &env, to)?;
     writeln!(out, "Environment {environment}: `current` switched from release {from} to release {to}.")?;
     Ok(())
 }

@@ -188,6 +188,59 @@ impl EnvDir {
     }
 }
 
+/// An environment as `pushgate-runner envs` shows it (and `--json` prints it).
+#[derive(Debug, Clone, Serialize)]
+pub struct Environment {
+    pub environment: String,
+    pub release: String,
+    pub commit: Option<String>,
+    pub repo: Option<String>,
+    /// The release `current` points at.
+    pub path: String,
+    /// `active`, or `maintenance` while a deploy hook runs.
+    pub state: &'static str,
+    pub deployed_at: Option<String>,
+    /// The complete releases kept, oldest first.
+    pub releases: Vec<String>,
+}
+
+/// Every deployed environment of a data directory.
+pub fn environments(data: &Path) -> Vec<Environment> {
+    all(data)
+        .into_iter()
+        .filter_map(|env| {
+            let release = env.current_release()?;
+            let info = env.info(&release);
+            Some(Environment {
+                environment: env.root.file_name()?.to_str()?.to_owned(),
+                commit: info.as_ref().map(|i| i.commit.clone()),
+                repo: info.as_ref().map(|i| i.repo.clone()),
+                path: env.release(&release).display().to_string(),
+                state: if env.in_maintenance() { "maintenance" } else { "active" },
+                deployed_at: info.map(|i| i.created_at),
+                releases: env.list(),
+                release,
+            })
+        })
+        .collect()
+}
+
+/// The deployed environment called `name` (of repository `repo`, when several have one).
+pub fn find(data: &Path, name: &str, repo: Option<&str>) -> Result<EnvDir, RunnerError> {
+    let mut matches: Vec<EnvDir> = all(data)
+        .into_iter()
+        .filter(|e| e.root.file_name().and_then(|n| n.to_str()) == Some(name))
+        .filter(|e| repo.is_none() || e.current_release().and_then(|r| e.info(&r)).map(|i| i.repo).as_deref() == repo)
+        .collect();
+    match matches.len() {
+        1 => Ok(matches.remove(0)),
+        0 => Err(RunnerError::Rollback(format!("no deployed environment `{name}`"))),
+        _ => Err(RunnerError::Rollback(format!(
+            "several repositories have an environment `{name}`: name one with --repo"
+        ))),
+    }
+}
+
 /// Every environment under a data directory.
 pub fn all(data: &Path) -> Vec<EnvDir> {
     let mut out = Vec::new();
