@@ -51,6 +51,11 @@ enum Command {
         /// then belong to another user than the one the hooks run as).
         #[arg(long)]
         allow_user_mismatch: bool,
+        /// The runner's own log on standard error (claims, phases, outcomes, errors, with the
+        /// job, environment and runner as fields): `human` lines, or `json`, one object a line,
+        /// for log collectors. Developers' job logs are separate (`pushgate-runner logs`).
+        #[arg(long, value_enum, default_value_t = LogFormat::Human)]
+        log_format: LogFormat,
     },
     /// List the jobs: id, repository, ref, commit, environment, state, times.
     Jobs {
@@ -88,6 +93,27 @@ enum Command {
 }
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Human,
+    Json,
+}
+
+/// The runner's own log, on standard error (systemd's journal takes it from there).
+fn init_log(format: LogFormat) {
+    // A log that cannot be written (the journal restarted, a closed pipe) is skipped: reporting
+    // that on the same standard error would panic the worker that logged.
+    let builder = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .with_target(false)
+        .log_internal_errors(false);
+    match format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().with_current_span(true).with_span_list(false).init(),
+    }
+}
 
 /// Whether this process's user owns `data` (true when it does not exist yet: serve creates it).
 fn owns(data: &Path) -> bool {
@@ -144,7 +170,8 @@ fn main() -> ExitCode {
             );
             return ExitCode::FAILURE;
         }
-        Command::Serve { concurrency, until_idle, hook_timeout, keep, lease, grace, .. } => {
+        Command::Serve { concurrency, until_idle, hook_timeout, keep, lease, grace, log_format, .. } => {
+            init_log(log_format);
             let mut config = runner::Config::new(data.clone());
             config.hook_timeout = Duration::from_secs(hook_timeout);
             config.keep_releases = keep.max(1);

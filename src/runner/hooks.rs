@@ -18,6 +18,8 @@ use crate::queue::Receiver;
 pub struct JobLog {
     path: PathBuf,
     file: File,
+    /// The phase of the last line: the runner's own log notes each phase once, as it begins.
+    phase: String,
 }
 
 impl JobLog {
@@ -34,7 +36,7 @@ impl JobLog {
             path: path.clone(),
             source,
         })?;
-        Ok(JobLog { path, file })
+        Ok(JobLog { path, file, phase: String::new() })
     }
 
     pub fn path(&self) -> &Path {
@@ -45,6 +47,11 @@ impl JobLog {
     pub fn phase(&mut self, phase: &str, text: &str) {
         let _ = writeln!(self.file, "{} [{phase}] {text}", now_rfc3339());
         let _ = self.file.flush();
+        if self.phase != phase {
+            // In the job's span: the operator's log carries its id, environment and runner.
+            tracing::info!(phase, "{text}");
+            phase.clone_into(&mut self.phase);
+        }
     }
 
     fn sink(&self) -> Result<File, RunnerError> {

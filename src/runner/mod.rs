@@ -128,7 +128,7 @@ fn claim_and_process(
     };
     let _ = queue.reconcile(&crate::git::GitRefLog::default());
     if let Err(e) = sweep_builds(config, queue) {
-        eprintln!("pushgate-runner: removing the build directories of ended jobs: {e}");
+        tracing::warn!(error = %e, "removing the build directories of ended jobs");
     }
     let Some(job) = queue.claim(&config.runner_id, config.lease)? else { return Ok(false) };
     process(config, queue, &job, abort)?;
@@ -143,6 +143,13 @@ pub fn serve(config: &Config, concurrency: usize, stop: &AtomicBool, until_idle:
     let abort = AtomicBool::new(false);
     // Pushes wake idle workers through a FIFO; without it they check every few seconds.
     let waker = if until_idle { None } else { crate::store::wake::Waker::listen(&config.data_dir).ok() };
+    tracing::info!(
+        runner = %config.runner_id,
+        data = %config.data_dir.display(),
+        concurrency,
+        woken_by_pushes = waker.is_some(),
+        "serving"
+    );
     let worker = |n: usize| -> Result<(), RunnerError> {
         let config = Config { runner_id: format!("{}/{n}", config.runner_id), ..config.clone() };
         let mut queue = None;
@@ -160,7 +167,7 @@ pub fn serve(config: &Config, concurrency: usize, stop: &AtomicBool, until_idle:
                 // A daemon outlives a locked or full queue: it says so and tries again. A job
                 // it held comes back when its lease runs out.
                 Err(e) => {
-                    eprintln!("pushgate-runner: {e}; trying again in {} s", RETRY_AFTER.as_secs());
+                    tracing::error!(error = %e, runner = %config.runner_id, "the queue cannot be used; trying again in {} s", RETRY_AFTER.as_secs());
                     queue = None;
                     let since = std::time::Instant::now();
                     while since.elapsed() < RETRY_AFTER && !stop.load(Ordering::SeqCst) {
@@ -178,9 +185,16 @@ pub fn serve(config: &Config, concurrency: usize, stop: &AtomicBool, until_idle:
             .map(|n| {
                 let (worker, finished) = (&worker, &finished);
                 scope.spawn(move || {
-                    let result = worker(n);
-                    finished.fetch_add(1, Ordering::SeqCst);
-                    result
+                    // Counted when the worker ends however it ends: a worker that panicked
+                    // must not keep the runner waiting for it.
+                    struct Finished<'a>(&'a std::sync::atomic::AtomicUsize);
+                    impl Drop for Finished<'_> {
+                        fn drop(&mut self) {
+                            self.0.fetch_add(1, Ordering::SeqCst);
+                        }
+                    }
+                    let _finished = Finished(finished);
+                    worker(n)
                 })
             })
             .collect();
@@ -188,6 +202,10 @@ pub fn serve(config: &Config, concurrency: usize, stop: &AtomicBool, until_idle:
         scope.spawn(|| {
             while finished.load(Ordering::SeqCst) < workers {
                 if stop.load(Ordering::SeqCst) {
+                    tracing::info!(
+                        grace_s = config.grace.as_secs(),
+                        "stopping: nothing new is claimed, running jobs get the grace period"
+                    );
                     let since = std::time::Instant::now();
                     while finished.load(Ordering::SeqCst) < workers && since.elapsed() < config.grace {
                         std::thread::sleep(Duration::from_millis(50));
@@ -211,12 +229,15 @@ pub fn process(
     job: &Job,
     abort: &AtomicBool,
 ) -> Result<JobState, RunnerError> {
+    let span = tracing::info_span!("job", job = job.id, environment = %job.environment, runner = %config.runner_id);
+    let _in_job = span.enter();
+    tracing::info!(commit = %job.commit, r#ref = %job.ref_name, repo = %job.repo, "claimed");
     let mut log = match JobLog::open(config.log_path(job.id)) {
         Ok(log) => log,
         Err(e) => {
             // Without a log nobody could see why it failed: fail it at once, saying why on the
             // runner's own output, rather than leave it `running` until its lease runs out.
-            eprintln!("pushgate-runner: job #{} failed: its log cannot be written: {e}", job.id);
+            tracing::error!(error = %e, "job #{} failed: its log cannot be written", job.id);
             queue.finish(job.id, &config.runner_id, JobState::Failed, None)?;
             return Ok(JobState::Failed);
         }
@@ -242,20 +263,27 @@ pub fn process(
     let (state, release) = match result {
         Ok(release) => {
             log.phase("job", &format!("Deployed release {release} of environment {}", job.environment));
+            tracing::info!(%release, "succeeded");
             (JobState::Succeeded, Some(release))
         }
         Err(RunnerError::Lost) => {
             log.phase("job", "Stopped: the job was cancelled or taken over by another runner");
+            tracing::warn!("stopped: cancelled or taken over by another runner");
             return Ok(JobState::Cancelled);
         }
         Err(RunnerError::Stopped) => {
             log.phase("job", "Stopped: the runner is shutting down; the job goes back to the queue");
+            tracing::info!("stopped by the shutdown; returned to the queue");
             queue.release_claim(job.id, &config.runner_id)?;
             return Ok(JobState::Pending);
         }
-        Err(e @ RunnerError::Queue(_)) => return Err(e),
+        Err(e @ RunnerError::Queue(_)) => {
+            tracing::error!(error = %e, "the queue failed under the job");
+            return Err(e);
+        }
         Err(e) => {
             log.phase("job", &format!("Failed: {e}"));
+            tracing::warn!(error = %e, "failed");
             (JobState::Failed, None)
         }
     };
@@ -304,7 +332,14 @@ struct Heartbeat {
 }
 
 impl Heartbeat {
-    fn stop(mut self) {
+    fn stop(self) {
+        drop(self);
+    }
+}
+
+impl Drop for Heartbeat {
+    /// Also when the job's code panicked: the heartbeat must not keep a dead job's lease.
+    fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
         if let Some(t) = self.thread.take() {
             let _ = t.join();

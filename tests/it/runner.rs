@@ -953,3 +953,53 @@ fn a_job_whose_log_cannot_be_written_fails_at_once() {
     assert!(stderr.contains("job #1 failed: its log cannot be written"), "{stderr}");
     assert_eq!(s.jobs()[0]["state"], "failed", "never left running");
 }
+
+#[test]
+fn serve_logs_each_claim_phase_and_outcome_for_the_admin() {
+    let s = Server::new("operator-log");
+    s.commit(&files_with("", ""), "shop");
+    s.push(&["HEAD:refs/heads/main"]).assert_accepted();
+    let out = runner(&s, &["serve", "--until-idle", "--log-format", "json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let events: Vec<Value> = String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not one JSON object a line: {l}: {e}")))
+        .collect();
+    let message = |e: &Value| e["fields"]["message"].as_str().unwrap_or_default().to_owned();
+    assert!(events.iter().any(|e| message(e) == "serving"), "{events:?}");
+    let of_job: Vec<&Value> = events.iter().filter(|e| e["span"]["job"] == 1).collect();
+    for e in &of_job {
+        assert_eq!(e["span"]["environment"], "main");
+        assert!(e["span"]["runner"].as_str().is_some_and(|r| r.contains(':')), "{e}");
+    }
+    let phases: Vec<&str> = of_job.iter().filter_map(|e| e["fields"]["phase"].as_str()).collect();
+    assert_eq!(phases, ["job", "build", "slug", "deploy", "job"], "{of_job:?}");
+    assert_eq!(message(of_job[0]), "claimed");
+    assert_eq!(message(of_job.last().unwrap()), "succeeded");
+    // The default is a line a person reads, with the same fields.
+    s.write("app/code/A.php", b"<?php\n");
+    s.commit_all("change");
+    s.push(&["HEAD:refs/heads/main"]).assert_accepted();
+    let out = runner(&s, &["serve", "--until-idle"]);
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(text.lines().any(|l| l.contains("job{job=2 environment=main runner=") && l.contains("claimed")), "{text}");
+}
+
+#[test]
+fn a_runner_whose_log_goes_nowhere_still_deploys_and_exits() {
+    // Its standard error closed (a journal that went away): writing the log fails, and used to
+    // panic the worker and leave the runner waiting for it forever.
+    let s = Server::new("closed-log");
+    s.commit(&files_with("", ""), "shop");
+    s.push(&["HEAD:refs/heads/main"]).assert_accepted();
+    let mut child = Command::new(runner_bin())
+        .args(["serve", "--until-idle", "--data"])
+        .arg(&s.data)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stderr.take()); // the reader is gone before anything is logged
+    assert!(eventually(60, || child.try_wait().unwrap().is_some()), "the runner hung");
+    assert_eq!(s.jobs()[0]["state"], "succeeded");
+}
