@@ -157,7 +157,9 @@ def runner_benchmarks(tmp, runs):
     git(work, "init", "-q", "-b", "main")
     git(work, "add", "-A")
     git(work, "commit", "-q", "-m", "base")
-    serving = subprocess.Popen([str(runner), "serve", "--data", str(data)], env=ENV, stdout=subprocess.DEVNULL)
+    # The runner's own log goes to a file beside its data, not into the figures.
+    serving = subprocess.Popen([str(runner), "serve", "--data", str(data)], env=ENV, stdout=subprocess.DEVNULL,
+                               stderr=open(tmp / "runner.log", "wb"))
     try:
         for _ in range(100):
             if (data / "wakeup").exists():
