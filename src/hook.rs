@@ -96,9 +96,10 @@ struct Printed {
     /// Later branches with the same verdict, reported in one line at the end.
     same: Vec<String>,
     blocked: bool,
-    /// The new topology and the changes, as the queue stores them (JSON).
+    /// The new topology, the changes and the plan, as the queue stores them (JSON).
     topology: String,
     changes: String,
+    plan: String,
 }
 
 /// Runs the protective block over `updates` and reserves their builds. Returns true when the
@@ -236,6 +237,7 @@ pub fn pre_receive(
                     blocked: !destroying.is_empty() && !settings.allow_data_loss,
                     topology: serde_json::to_string(&new_topology).unwrap_or_default(),
                     changes: serde_json::to_string(&changes).unwrap_or_default(),
+                    plan: serde_json::to_string(&crate::core::plan::Plan::of(&outcome.config)).unwrap_or_default(),
                 });
                 printed.len() - 1
             }
@@ -253,6 +255,7 @@ pub fn pre_receive(
             new_commit: update.new.to_string(),
             topology: verdict.topology.clone(),
             changes: verdict.changes.clone(),
+            plan: verdict.plan.clone(),
             receiver: receiver.clone(),
         });
     }

@@ -7,6 +7,7 @@
 
 pub mod clock;
 pub mod config;
+pub mod core;
 pub mod diag;
 pub mod follow;
 pub mod git;

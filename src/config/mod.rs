@@ -16,7 +16,8 @@ use crate::diag::{Diagnostics, Location};
 use crate::source::{Entry, Source, SourceError, MAX_FILE_BYTES};
 
 /// Which set of file names the repository uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Format {
     Magento,
     Platform,

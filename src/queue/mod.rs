@@ -86,6 +86,8 @@ pub struct Reservation {
     pub new_commit: String,
     pub topology: String,
     pub changes: String,
+    /// What the runner builds and deploys ([`crate::core::plan::Plan`], JSON).
+    pub plan: String,
     /// The `git receive-pack` process of the push, to tell a push in progress from a dead one.
     pub receiver: Receiver,
 }

@@ -398,6 +398,30 @@ struct AppPlan {
     slug: PathBuf,
 }
 
+/// What the job builds and deploys: the plan and topology the hook stored with it when it
+/// validated the push. A job queued before plans were stored is validated here, as it was then.
+fn job_plan(
+    queue: &SqliteQueue,
+    job: &Job,
+    tree: &CommitTree<'_>,
+    log: &mut JobLog,
+) -> Result<(crate::core::plan::Plan, Topology), RunnerError> {
+    if let (Some(plan), Some((topology, _))) = (queue.job_plan(job.id)?, queue.job_documents(job.id)?) {
+        let topology = serde_json::from_str(&topology)
+            .map_err(|e| RunnerError::Config(format!("the topology stored with the job cannot be read: {e}")))?;
+        log.phase("build", "Building the configuration validated when it was pushed");
+        return Ok((plan, topology));
+    }
+    log.phase("build", "Validating the configuration (the job was queued without its plan)");
+    let outcome = crate::validate::validate(tree).map_err(|e| RunnerError::Git(e.to_string()))?;
+    if outcome.diags.has_errors() {
+        let first =
+            outcome.diags.errors().next().map(|d| format!("{}:{}:{}: {}", d.file, d.pos.line, d.pos.col, d.message));
+        return Err(RunnerError::Config(first.unwrap_or_default()));
+    }
+    Ok((crate::core::plan::Plan::of(&outcome.config), Topology::from_config(&outcome.config)))
+}
+
 fn build_and_deploy(
     config: &Config,
     queue: &mut SqliteQueue,
@@ -413,13 +437,7 @@ fn build_and_deploy(
     let repo = Repository::open_bare(&job.repo).map_err(git)?;
     let commit = Oid::from_str(&job.commit).map_err(git)?;
     let tree = CommitTree::new(&repo, commit, &job.ref_name).map_err(|e| RunnerError::Git(e.to_string()))?;
-    let outcome = crate::validate::validate(&tree).map_err(|e| RunnerError::Git(e.to_string()))?;
-    if outcome.diags.has_errors() {
-        let first =
-            outcome.diags.errors().next().map(|d| format!("{}:{}:{}: {}", d.file, d.pos.line, d.pos.col, d.message));
-        return Err(RunnerError::Config(first.unwrap_or_default()));
-    }
-    let topology = Topology::from_config(&outcome.config);
+    let (verdict, topology) = job_plan(queue, job, &tree, log)?;
     let declared = Declared::load(&config.data_dir, Path::new(&job.repo))?;
     // Project variables reach the build: a build with other ones is another slug.
     let build_variables = if declared.project_variables.is_empty() {
@@ -429,8 +447,8 @@ fn build_and_deploy(
     };
     let root_tree = repo.find_commit(commit).map_err(git)?.tree_id();
     let mut plans = Vec::new();
-    for app in &outcome.config.apps {
-        let name = app.name.clone().unwrap_or_default();
+    for app in &verdict.apps {
+        let name = app.name.clone();
         let tree_id = if app.dir.is_empty() {
             root_tree.to_string()
         } else {
@@ -444,7 +462,7 @@ fn build_and_deploy(
                 }
             }
         };
-        let app_config = app.node.to_json();
+        let app_config = app.config.clone();
         let key = Oid::hash_object(
             git2::ObjectType::Blob,
             format!("{SLUG_FORMAT}\n{tree_id}\n{app_config}{build_variables}").as_bytes(),
@@ -479,7 +497,7 @@ fn build_and_deploy(
         log.phase("build", &format!("Building application `{}` (tree {})", plan.name, plan.tree_id));
         if let Some(script) = plan.config.get("hooks").and_then(|h| h.get("build")).and_then(|b| b.as_str()) {
             let ctx = env::AppContext {
-                format: outcome.config.format,
+                format: verdict.format,
                 app_name: &plan.name,
                 app_dir: &app_dir,
                 tree_id: &plan.tree_id,
@@ -517,8 +535,7 @@ fn build_and_deploy(
         deploy::remove_release(&build_dir)?; // before the release takes its space
     }
     control.check()?;
-    let deployment =
-        Deployment { plans: &plans, topology: &topology, format: outcome.config.format, project: &project };
+    let deployment = Deployment { plans: &plans, topology: &topology, format: verdict.format, project: &project };
     deploy_release(config, queue, job, log, control, &deployment, &declared)
 }
 

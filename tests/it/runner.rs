@@ -1003,3 +1003,40 @@ fn a_runner_whose_log_goes_nowhere_still_deploys_and_exits() {
     assert!(eventually(60, || child.try_wait().unwrap().is_some()), "the runner hung");
     assert_eq!(s.jobs()[0]["state"], "succeeded");
 }
+
+#[test]
+fn the_runner_builds_the_plan_the_push_was_judged_on() {
+    let s = Server::new("plan");
+    let app = app_with_hooks("mkdir -p pub && echo as-pushed > pub/built.txt", "true");
+    let first = s.commit(&files_with(APP_FILE, &app), "plan");
+    s.push(&["HEAD:refs/heads/main"]).assert_accepted();
+    // What the runner runs is the configuration stored with the job (here altered in the
+    // queue, to tell it apart from the commit's own): it does not validate the commit again.
+    let conn = rusqlite::Connection::open(s.data.join("queue.sqlite3")).unwrap();
+    let changed = conn
+        .execute(
+            "UPDATE documents SET body = replace(body, 'as-pushed', 'as-stored') WHERE body LIKE '%as-pushed%'",
+            [],
+        )
+        .unwrap();
+    assert_eq!(changed, 1, "the plan is stored once");
+    serve(&s);
+    let (id, state) = job_state(&s, &first);
+    let log = log_of(&s, id);
+    assert_eq!(state, "succeeded", "{log}");
+    assert!(log.contains("Building the configuration validated when it was pushed"), "{log}");
+    let built = current_path(&s).join("mymagento/pub/built.txt");
+    assert_eq!(std::fs::read_to_string(built).unwrap().trim(), "as-stored");
+
+    // A job queued without a plan (by an earlier version) is validated by the runner, as before.
+    s.write("app/code/A.php", b"<?php\n");
+    let second = s.commit_all("no plan");
+    s.push(&["HEAD:refs/heads/main"]).assert_accepted();
+    conn.execute("UPDATE jobs SET plan_id = NULL WHERE new_commit = ?1", [&second]).unwrap();
+    serve(&s);
+    let (id, state) = job_state(&s, &second);
+    let log = log_of(&s, id);
+    assert_eq!(state, "succeeded", "{log}");
+    assert!(log.contains("Validating the configuration (the job was queued without its plan)"), "{log}");
+    assert_eq!(std::fs::read_to_string(current_path(&s).join("mymagento/pub/built.txt")).unwrap().trim(), "as-pushed");
+}

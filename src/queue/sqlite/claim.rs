@@ -208,6 +208,7 @@ mod tests {
                 new_commit: commit.to_string(),
                 topology: "{}".into(),
                 changes: "[]".into(),
+                plan: "{}".into(),
                 receiver: receiver.clone(),
             };
             q.reserve(std::slice::from_ref(&r)).unwrap();

@@ -75,13 +75,17 @@ CREATE TABLE IF NOT EXISTS environments (
 "#;
 
 /// Each step brings the schema from version N to N+1 (`PRAGMA user_version`).
-const MIGRATIONS: [&str; 2] = [
+const MIGRATIONS: [&str; 3] = [
     SCHEMA,
     // The runner: who holds a job and until when, how often it was started, what it deployed.
     "ALTER TABLE jobs ADD COLUMN runner TEXT;
      ALTER TABLE jobs ADD COLUMN lease_until TEXT;
      ALTER TABLE jobs ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0;
      ALTER TABLE jobs ADD COLUMN release TEXT;",
+    // The job's plan, stored by the hook: the runner acts on it instead of validating again
+    // (jobs queued before have none, and are validated by the runner as before).
+    "ALTER TABLE reservations ADD COLUMN plan_id INTEGER REFERENCES documents (id);
+     ALTER TABLE jobs ADD COLUMN plan_id INTEGER REFERENCES documents (id);",
 ];
 
 /// Above this size the WAL is checkpointed into the database and truncated when a queue handle
@@ -242,14 +246,15 @@ impl SqliteQueue {
             let mut insert = tx
                 .prepare_cached(
                     "INSERT INTO reservations (repo, ref, environment, old_commit, new_commit, topology_id, changes_id,
-                                               host, pid, pid_started, created_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                                               host, pid, pid_started, created_at, plan_id)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
                 )
                 .map_err(err)?;
             let now = now_rfc3339();
             for r in reservations {
                 let topology = documents.id(&tx, &r.topology).map_err(err)?;
                 let changes = documents.id(&tx, &r.changes).map_err(err)?;
+                let plan = documents.id(&tx, &r.plan).map_err(err)?;
                 insert
                     .execute(params![
                         r.repo,
@@ -262,7 +267,8 @@ impl SqliteQueue {
                         r.receiver.host,
                         r.receiver.pid,
                         r.receiver.started.map(|s| s as i64),
-                        now
+                        now,
+                        plan
                     ])
                     .map_err(err)?;
             }
@@ -294,6 +300,26 @@ impl SqliteQueue {
             )
             .optional()
             .map_err(self.read_err())
+    }
+
+    /// The plan the hook stored with a job (None for jobs queued before plans were stored).
+    pub fn job_plan(&self, id: i64) -> Result<Option<crate::core::plan::Plan>, QueueError> {
+        let body: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT d.body FROM jobs JOIN documents d ON d.id = jobs.plan_id WHERE jobs.id = ?1",
+                [id],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(self.read_err())?;
+        body.map(|b| {
+            serde_json::from_str(&b).map_err(|e| QueueError::Read {
+                path: self.path.display().to_string(),
+                source: rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)),
+            })
+        })
+        .transpose()
     }
 
     /// Reservations not settled yet (pushes in progress, or whose post-receive did not run).
@@ -356,10 +382,12 @@ struct Stored {
     topology_id: i64,
     changes_id: i64,
     receiver: Receiver,
+    plan_id: Option<i64>,
 }
 
+/// The columns `stored_from_row` reads, in order (a query may select more after them).
 const STORED_COLUMNS: &str =
-    "repo, ref, environment, old_commit, new_commit, topology_id, changes_id, host, pid, pid_started";
+    "repo, ref, environment, old_commit, new_commit, topology_id, changes_id, host, pid, pid_started, plan_id";
 
 fn stored_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Stored> {
     Ok(Stored {
@@ -375,6 +403,7 @@ fn stored_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Stored> {
             pid: row.get(8)?,
             started: row.get::<_, Option<i64>>(9)?.map(|s| s as u64),
         },
+        plan_id: row.get(10)?,
     })
 }
 
@@ -450,6 +479,7 @@ mod tests {
                 new_commit: format!("{i:040}"),
                 topology: "x".repeat(4000),
                 changes: "[]".into(),
+                plan: "{}".into(),
                 receiver: receiver.clone(),
             };
             q.reserve(&[r]).unwrap();

@@ -67,6 +67,7 @@ impl SqliteQueue {
                     topology_id: Documents::default().id(&tx, "{}").map_err(err)?,
                     changes_id: Documents::default().id(&tx, "[]").map_err(err)?,
                     receiver: receiver.clone(),
+                    plan_id: None,
                 },
             };
             created.push(batch.insert(&tx, reservation, refs).map_err(err)?);
@@ -99,7 +100,7 @@ impl SqliteQueue {
                 .prepare(&format!("SELECT {STORED_COLUMNS}, id, created_at FROM reservations ORDER BY id"))
                 .map_err(err)?;
             let rows = stmt
-                .query_map([], |row| Ok((row.get(10)?, stored_from_row(row)?, row.get(11)?)))
+                .query_map([], |row| Ok((row.get(11)?, stored_from_row(row)?, row.get(12)?)))
                 .map_err(err)?
                 .collect::<Result<_, _>>()
                 .map_err(err)?;
@@ -193,8 +194,8 @@ impl Batch {
         exec(
             tx,
             "INSERT INTO jobs (repo, ref, environment, old_commit, new_commit, state, topology_id, changes_id,
-                               created_at, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9)",
+                               created_at, updated_at, plan_id)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, ?10)",
             params![
                 r.repo,
                 r.ref_name,
@@ -204,7 +205,8 @@ impl Batch {
                 state.as_str(),
                 r.topology_id,
                 r.changes_id,
-                self.now
+                self.now,
+                r.plan_id
             ],
         )?;
         let id = tx.last_insert_rowid();

@@ -1,0 +1,39 @@
+//! A job's plan: the configuration the hook validated, as the runner needs it to build and
+//! deploy. The hook stores it with the job (`plan_id` in the queue), so the runner never
+//! validates the commit again and never acts on a configuration the pusher did not see judged.
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{ConfigSet, Format};
+
+/// What to build and deploy for one commit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Plan {
+    /// Which names the project uses (`MAGENTO_CLOUD_*` or `PLATFORM_*` variables).
+    pub format: Format,
+    pub apps: Vec<App>,
+}
+
+/// One application of the commit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct App {
+    pub name: String,
+    /// Its directory, relative to the repository root (empty for the root).
+    pub dir: String,
+    /// Its configuration as validated (includes resolved), as JSON.
+    pub config: serde_json::Value,
+}
+
+impl Plan {
+    /// The plan of a configuration set that passed validation.
+    pub fn of(config: &ConfigSet) -> Plan {
+        Plan {
+            format: config.format,
+            apps: config
+                .apps
+                .iter()
+                .map(|a| App { name: a.name.clone().unwrap_or_default(), dir: a.dir.clone(), config: a.node.to_json() })
+                .collect(),
+        }
+    }
+}
