@@ -20,8 +20,9 @@ use std::path::Path;
 
 use serde_json::{Map, Value};
 
+use super::build::AppPlan;
 use super::hooks::JobLog;
-use super::{AppPlan, RunnerError};
+use super::RunnerError;
 use crate::topology::Topology;
 
 pub struct Declared {

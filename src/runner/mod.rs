@@ -8,33 +8,29 @@
 //! `hooks.post_deploy`). A failed build or deploy hook leaves the running release as it was.
 //! The claim is a lease kept alive by a heartbeat thread: a runner that dies loses its jobs to
 //! the next runner once the lease runs out.
+//!
+//! This module claims, supervises and records jobs (workers, heartbeat, take-over of what a
+//! dead runner left, rollback); the phases are their own modules: `build` (plan, export, build
+//! hook, slug) and `release` (unpack, mounts, deploy hook, switch, post_deploy, collection).
 
+mod build;
 mod declared;
 pub mod deploy;
 pub mod env;
 pub mod export;
 pub mod hooks;
+mod release;
 pub mod slug;
 
-use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use git2::{Oid, Repository};
-
-use crate::git::CommitTree;
 use crate::queue::{Job, JobState, QueueError, SqliteQueue};
-use crate::source::{EntryId, Source};
 use crate::store::{DataDir, QUEUE_TIMEOUT};
-use crate::topology::Topology;
-use declared::Declared;
-use deploy::{EnvDir, ReleaseInfo};
-use hooks::{Hook, JobLog};
-
-/// Bump when the slug format changes: old slugs are then rebuilt, not reused.
-const SLUG_FORMAT: &str = "pushgate-slug-1";
+use deploy::EnvDir;
+use hooks::JobLog;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunnerError {
@@ -389,39 +385,7 @@ impl Control<'_> {
     }
 }
 
-/// One app of the commit, ready to build and deploy.
-struct AppPlan {
-    name: String,
-    dir: String,
-    config: serde_json::Value,
-    tree_id: String,
-    slug: PathBuf,
-}
-
-/// What the job builds and deploys: the plan and topology the hook stored with it when it
-/// validated the push. A job queued before plans were stored is validated here, as it was then.
-fn job_plan(
-    queue: &SqliteQueue,
-    job: &Job,
-    tree: &CommitTree<'_>,
-    log: &mut JobLog,
-) -> Result<(crate::core::plan::Plan, Topology), RunnerError> {
-    if let (Some(plan), Some((topology, _))) = (queue.job_plan(job.id)?, queue.job_documents(job.id)?) {
-        let topology = serde_json::from_str(&topology)
-            .map_err(|e| RunnerError::Config(format!("the topology stored with the job cannot be read: {e}")))?;
-        log.phase("build", "Building the configuration validated when it was pushed");
-        return Ok((plan, topology));
-    }
-    log.phase("build", "Validating the configuration (the job was queued without its plan)");
-    let outcome = crate::validate::validate(tree).map_err(|e| RunnerError::Git(e.to_string()))?;
-    if outcome.diags.has_errors() {
-        let first =
-            outcome.diags.errors().next().map(|d| format!("{}:{}:{}: {}", d.file, d.pos.line, d.pos.col, d.message));
-        return Err(RunnerError::Config(first.unwrap_or_default()));
-    }
-    Ok((crate::core::plan::Plan::of(&outcome.config), Topology::from_config(&outcome.config)))
-}
-
+/// The job's phases, each a function of its own: build (and slug), then release.
 fn build_and_deploy(
     config: &Config,
     queue: &mut SqliteQueue,
@@ -429,279 +393,9 @@ fn build_and_deploy(
     log: &mut JobLog,
     control: &Control<'_>,
 ) -> Result<String, RunnerError> {
-    let git = |e: git2::Error| RunnerError::Git(e.message().to_owned());
-    if !crate::queue::valid_environment(&job.environment) {
-        // The hook refuses such names; a queue from an older version may still hold one.
-        return Err(RunnerError::Config(format!("`{}` cannot name an environment", job.environment)));
-    }
-    let repo = Repository::open_bare(&job.repo).map_err(git)?;
-    let commit = Oid::from_str(&job.commit).map_err(git)?;
-    let tree = CommitTree::new(&repo, commit, &job.ref_name).map_err(|e| RunnerError::Git(e.to_string()))?;
-    let (verdict, topology) = job_plan(queue, job, &tree, log)?;
-    let declared = Declared::load(&config.data_dir, Path::new(&job.repo))?;
-    // Project variables reach the build: a build with other ones is another slug.
-    let build_variables = if declared.project_variables.is_empty() {
-        String::new() // the same slug names as before variables.json existed
-    } else {
-        format!("\n{}", serde_json::Value::Object(declared.project_variables.clone()))
-    };
-    let root_tree = repo.find_commit(commit).map_err(git)?.tree_id();
-    let mut plans = Vec::new();
-    for app in &verdict.apps {
-        let name = app.name.clone();
-        let tree_id = if app.dir.is_empty() {
-            root_tree.to_string()
-        } else {
-            match tree.entry_id(&app.dir).map_err(|e| RunnerError::Git(e.to_string()))? {
-                Some(EntryId::Object { id, mode: 0o040000 }) => Oid::from_bytes(&id).map_err(git)?.to_string(),
-                _ => {
-                    return Err(RunnerError::Config(format!(
-                        "the app directory `{}` is missing or not a directory of the commit",
-                        app.dir
-                    )))
-                }
-            }
-        };
-        let app_config = app.config.clone();
-        let key = Oid::hash_object(
-            git2::ObjectType::Blob,
-            format!("{SLUG_FORMAT}\n{tree_id}\n{app_config}{build_variables}").as_bytes(),
-        )
-        .map_err(git)?
-        .to_string();
-        plans.push(AppPlan { name, dir: app.dir.clone(), config: app_config, tree_id, slug: config.slug_path(&key) });
-    }
-
-    // Build and slug.
-    let build_dir = config.build_dir(job.id);
-    let mut exported = false;
-    let project =
-        Path::new(&job.repo).file_name().and_then(|n| n.to_str()).unwrap_or("").trim_end_matches(".git").to_owned();
-    for plan in &plans {
-        control.check()?;
-        // Reusing a slug renews it: collection spares slugs used in the last hour.
-        if File::options().append(true).open(&plan.slug).and_then(|f| f.set_modified(SystemTime::now())).is_ok() {
-            log.phase(
-                "build",
-                &format!("Reusing existing build for this tree ID ({}, app {})", plan.tree_id, plan.name),
-            );
-            continue;
-        }
-        if !exported {
-            deploy::remove_release(&build_dir)?;
-            log.phase("build", &format!("Exporting commit {} into {}", job.commit, build_dir.display()));
-            export::export_tree(&repo, root_tree, &build_dir)?;
-            exported = true;
-        }
-        let app_dir = build_dir.join(&plan.dir);
-        log.phase("build", &format!("Building application `{}` (tree {})", plan.name, plan.tree_id));
-        if let Some(script) = plan.config.get("hooks").and_then(|h| h.get("build")).and_then(|b| b.as_str()) {
-            let ctx = env::AppContext {
-                format: verdict.format,
-                app_name: &plan.name,
-                app_dir: &app_dir,
-                tree_id: &plan.tree_id,
-                project: &project,
-                config: &plan.config,
-                variables: &declared.project_variables,
-            };
-            let env = env::build(&ctx);
-            hooks::run(
-                &Hook {
-                    name: "build",
-                    script,
-                    cwd: &app_dir,
-                    env: &env,
-                    timeout: config.hook_timeout,
-                    record: &EnvDir::new(&config.data_dir, &job.repo, &job.environment).hook_record(),
-                },
-                log,
-                control,
-            )?;
-        }
-        control.check()?;
-        log.phase("slug", &format!("Preparing slug for application `{}`", plan.name));
-        if let Some(dir) = plan.slug.parent() {
-            std::fs::create_dir_all(dir).map_err(|source| RunnerError::Io {
-                action: "creating",
-                path: dir.to_owned(),
-                source,
-            })?;
-        }
-        let size = slug::pack(&app_dir, &plan.slug)?;
-        log.phase("slug", &format!("Slug {} ({} bytes)", plan.slug.display(), size));
-    }
-    if exported {
-        deploy::remove_release(&build_dir)?; // before the release takes its space
-    }
+    let built = build::build(config, queue, job, log, control)?;
     control.check()?;
-    let deployment = Deployment { plans: &plans, topology: &topology, format: verdict.format, project: &project };
-    deploy_release(config, queue, job, log, control, &deployment, &declared)
-}
-
-/// What a job deploys: its apps (built), the topology, and how the project names its variables.
-struct Deployment<'a> {
-    plans: &'a [AppPlan],
-    topology: &'a Topology,
-    format: crate::config::Format,
-    project: &'a str,
-}
-
-fn deploy_release(
-    config: &Config,
-    queue: &mut SqliteQueue,
-    job: &Job,
-    log: &mut JobLog,
-    control: &Control<'_>,
-    deployment: &Deployment<'_>,
-    declared: &Declared,
-) -> Result<String, RunnerError> {
-    let Deployment { plans, topology, format, project } = *deployment;
-    declared.warn_unresolved(plans, topology, log);
-    let variables = declared.runtime_variables(&job.environment);
-    let env_dir = EnvDir::new(&config.data_dir, &job.repo, &job.environment);
-    let id = job.id.to_string();
-    let release = env_dir.release(&id);
-    // A release exists only once complete: it is unpacked under another name, then renamed.
-    let partial = env_dir.partial_release(&id);
-    deploy::remove_release(&release)?; // a retry after a crash starts clean
-    deploy::remove_release(&partial)?;
-    log.phase("deploy", &format!("Unpacking release {id} into {}", release.display()));
-    for plan in plans {
-        let app_root = partial.join(&plan.name);
-        slug::unpack(&plan.slug, &app_root)?;
-        let mounts = topology.apps.get(&plan.name).map(|a| a.mounts.clone()).unwrap_or_default();
-        for (path, mount) in &mounts {
-            let source = crate::paths::normalize(&mount.source_path).filter(|p| !p.is_empty()).ok_or_else(|| {
-                RunnerError::Config(format!("mount `{path}`: bad source path `{}`", mount.source_path))
-            })?;
-            let keep_rel = format!("{}/{source}", plan.name);
-            let keep = crate::paths::mkdirs_beneath(&env_dir.mounts_created()?, &keep_rel).map_err(|source| {
-                RunnerError::Io { action: "creating", path: env_dir.mounts().join(&keep_rel), source }
-            })?;
-            deploy::link_mount(&app_root, path, &keep)?;
-            log.phase("deploy", &format!("Mount {path} of `{}` -> {}", plan.name, keep.display()));
-        }
-    }
-    deploy::make_read_only(&partial)?;
-    std::fs::rename(&partial, &release).map_err(|source| RunnerError::Io {
-        action: "completing",
-        path: release.clone(),
-        source,
-    })?;
-    env_dir.write_info(&ReleaseInfo {
-        release: id.clone(),
-        job: job.id,
-        repo: job.repo.clone(),
-        environment: job.environment.clone(),
-        commit: job.commit.clone(),
-        slugs: plans.iter().map(|p| p.slug.display().to_string()).collect(),
-        topology: serde_json::to_value(topology).unwrap_or_default(),
-        created_at: crate::clock::now_rfc3339(),
-    })?;
-    control.check()?;
-
-    let branch = job.ref_name.strip_prefix("refs/heads/").unwrap_or(&job.ref_name);
-    let runtime_env = |plan: &AppPlan, app_dir: &Path| {
-        let ctx = env::AppContext {
-            format,
-            app_name: &plan.name,
-            app_dir,
-            tree_id: &plan.tree_id,
-            project,
-            config: &plan.config,
-            variables: &variables,
-        };
-        env::runtime(&ctx, &job.environment, branch, topology, &declared.services)
-    };
-    let hook_of = |plan: &AppPlan, name: &str| -> Option<String> {
-        plan.config.get("hooks").and_then(|h| h.get(name)).and_then(|s| s.as_str()).map(str::to_owned)
-    };
-
-    env_dir.set_maintenance(true, &format!("deploying job {}", job.id))?;
-    log.phase("deploy", &format!("Environment {} in maintenance", job.environment));
-    for plan in plans {
-        let Some(script) = hook_of(plan, "deploy") else { continue };
-        let app_dir = release.join(&plan.name);
-        let env = runtime_env(plan, &app_dir);
-        let ran = hooks::run(
-            &Hook {
-                name: "deploy",
-                script: &script,
-                cwd: &app_dir,
-                env: &env,
-                timeout: config.hook_timeout,
-                record: &env_dir.hook_record(),
-            },
-            log,
-            control,
-        );
-        if let Err(e) = ran {
-            env_dir.set_maintenance(false, "")?;
-            // It never served: rollback must not offer it.
-            deploy::remove_release(&release)?;
-            let _ = std::fs::remove_file(env_dir.releases().join(format!("{id}.json")));
-            log.phase(
-                "deploy",
-                &format!(
-                    "Maintenance ended; release {id} discarded; `current` still points at release {}",
-                    env_dir.current_release().unwrap_or_else(|| "none".into())
-                ),
-            );
-            return Err(e);
-        }
-    }
-    env_dir.switch(&id)?;
-    env_dir.set_maintenance(false, "")?;
-    log.phase("deploy", &format!("`current` switched to release {id}; maintenance ended"));
-    queue.set_deployed(
-        &job.repo,
-        &job.environment,
-        &job.commit,
-        &serde_json::to_string(topology).unwrap_or_default(),
-    )?;
-    for plan in plans {
-        let Some(script) = hook_of(plan, "post_deploy") else { continue };
-        let app_dir = release.join(&plan.name);
-        let env = runtime_env(plan, &app_dir);
-        if let Err(e) = hooks::run(
-            &Hook {
-                name: "post_deploy",
-                script: &script,
-                cwd: &app_dir,
-                env: &env,
-                timeout: config.hook_timeout,
-                record: &env_dir.hook_record(),
-            },
-            log,
-            control,
-        ) {
-            log.phase("post_deploy", &format!("Warning: {e}; the release is deployed"));
-        }
-    }
-    let removed = env_dir.prune(config.keep_releases)?;
-    if !removed.is_empty() {
-        log.phase("deploy", &format!("Removed old releases {}", removed.join(", ")));
-    }
-    collect_slugs(config, log);
-    Ok(id)
-}
-
-/// Deletes slugs no kept release needs (older than an hour, so a build in progress keeps its own).
-fn collect_slugs(config: &Config, log: &mut JobLog) {
-    let needed: std::collections::HashSet<String> = deploy::all(&config.data_dir)
-        .iter()
-        .flat_map(|env| env.list().into_iter().filter_map(|r| env.info(&r)).collect::<Vec<_>>())
-        .flat_map(|info| info.slugs)
-        .collect();
-    let hour_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
-    for entry in std::fs::read_dir(config.data().slugs()).into_iter().flatten().flatten() {
-        let path = entry.path().display().to_string();
-        let old = entry.metadata().and_then(|m| m.modified()).map(|t| t < hour_ago).unwrap_or(false);
-        if old && !needed.contains(&path) && std::fs::remove_file(entry.path()).is_ok() {
-            log.phase("slug", &format!("Collected unused slug {path}"));
-        }
-    }
+    release::deploy(config, queue, job, log, control, &built)
 }
 
 /// Switches an environment back to an earlier release at once, without a rebuild.

@@ -1,0 +1,180 @@
+//! The build phase: the job's plan (stored by the hook), each app's slug key (its tree, its
+//! configuration, the admin's project variables), and for an app whose slug is not there yet,
+//! the commit exported from the object store, `hooks.build` run in it, and the slug packed.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use git2::{Oid, Repository};
+
+use super::declared::Declared;
+use super::deploy::{self, EnvDir};
+use super::hooks::{self, Hook, JobLog};
+use super::{env, export, slug, Config, Control, RunnerError};
+use crate::git::CommitTree;
+use crate::queue::{Job, SqliteQueue};
+use crate::source::{EntryId, Source};
+use crate::topology::Topology;
+
+/// Bump when the slug format changes: old slugs are then rebuilt, not reused.
+const SLUG_FORMAT: &str = "pushgate-slug-1";
+
+/// One app of the commit, ready to build and deploy.
+pub(super) struct AppPlan {
+    pub name: String,
+    pub dir: String,
+    pub config: serde_json::Value,
+    pub tree_id: String,
+    pub slug: PathBuf,
+}
+
+/// What the build phase hands to the release phase.
+pub(super) struct Built {
+    pub plans: Vec<AppPlan>,
+    pub topology: Topology,
+    /// How the project names its variables.
+    pub format: crate::config::Format,
+    pub project: String,
+    pub declared: Declared,
+}
+
+/// What the job builds and deploys: the plan and topology the hook stored with it when it
+/// validated the push. A job queued before plans were stored is validated here, as it was then.
+fn job_plan(
+    queue: &SqliteQueue,
+    job: &Job,
+    tree: &CommitTree<'_>,
+    log: &mut JobLog,
+) -> Result<(crate::core::plan::Plan, Topology), RunnerError> {
+    if let (Some(plan), Some((topology, _))) = (queue.job_plan(job.id)?, queue.job_documents(job.id)?) {
+        let topology = serde_json::from_str(&topology)
+            .map_err(|e| RunnerError::Config(format!("the topology stored with the job cannot be read: {e}")))?;
+        log.phase("build", "Building the configuration validated when it was pushed");
+        return Ok((plan, topology));
+    }
+    log.phase("build", "Validating the configuration (the job was queued without its plan)");
+    let outcome = crate::validate::validate(tree).map_err(|e| RunnerError::Git(e.to_string()))?;
+    if outcome.diags.has_errors() {
+        let first =
+            outcome.diags.errors().next().map(|d| format!("{}:{}:{}: {}", d.file, d.pos.line, d.pos.col, d.message));
+        return Err(RunnerError::Config(first.unwrap_or_default()));
+    }
+    Ok((crate::core::plan::Plan::of(&outcome.config), Topology::from_config(&outcome.config)))
+}
+
+/// Builds a job's apps into slugs (or finds them built): what the release phase deploys.
+pub(super) fn build(
+    config: &Config,
+    queue: &mut SqliteQueue,
+    job: &Job,
+    log: &mut JobLog,
+    control: &Control<'_>,
+) -> Result<Built, RunnerError> {
+    let git = |e: git2::Error| RunnerError::Git(e.message().to_owned());
+    if !crate::queue::valid_environment(&job.environment) {
+        // The hook refuses such names; a queue from an older version may still hold one.
+        return Err(RunnerError::Config(format!("`{}` cannot name an environment", job.environment)));
+    }
+    let repo = Repository::open_bare(&job.repo).map_err(git)?;
+    let commit = Oid::from_str(&job.commit).map_err(git)?;
+    let tree = CommitTree::new(&repo, commit, &job.ref_name).map_err(|e| RunnerError::Git(e.to_string()))?;
+    let (verdict, topology) = job_plan(queue, job, &tree, log)?;
+    let declared = Declared::load(&config.data_dir, Path::new(&job.repo))?;
+    // Project variables reach the build: a build with other ones is another slug.
+    let build_variables = if declared.project_variables.is_empty() {
+        String::new() // the same slug names as before variables.json existed
+    } else {
+        format!("\n{}", serde_json::Value::Object(declared.project_variables.clone()))
+    };
+    let root_tree = repo.find_commit(commit).map_err(git)?.tree_id();
+    let mut plans = Vec::new();
+    for app in &verdict.apps {
+        let name = app.name.clone();
+        let tree_id = if app.dir.is_empty() {
+            root_tree.to_string()
+        } else {
+            match tree.entry_id(&app.dir).map_err(|e| RunnerError::Git(e.to_string()))? {
+                Some(EntryId::Object { id, mode: 0o040000 }) => Oid::from_bytes(&id).map_err(git)?.to_string(),
+                _ => {
+                    return Err(RunnerError::Config(format!(
+                        "the app directory `{}` is missing or not a directory of the commit",
+                        app.dir
+                    )))
+                }
+            }
+        };
+        let app_config = app.config.clone();
+        let key = Oid::hash_object(
+            git2::ObjectType::Blob,
+            format!("{SLUG_FORMAT}\n{tree_id}\n{app_config}{build_variables}").as_bytes(),
+        )
+        .map_err(git)?
+        .to_string();
+        plans.push(AppPlan { name, dir: app.dir.clone(), config: app_config, tree_id, slug: config.slug_path(&key) });
+    }
+
+    // Build and slug.
+    let build_dir = config.build_dir(job.id);
+    let mut exported = false;
+    let project =
+        Path::new(&job.repo).file_name().and_then(|n| n.to_str()).unwrap_or("").trim_end_matches(".git").to_owned();
+    for plan in &plans {
+        control.check()?;
+        // Reusing a slug renews it: collection spares slugs used in the last hour.
+        if File::options().append(true).open(&plan.slug).and_then(|f| f.set_modified(SystemTime::now())).is_ok() {
+            log.phase(
+                "build",
+                &format!("Reusing existing build for this tree ID ({}, app {})", plan.tree_id, plan.name),
+            );
+            continue;
+        }
+        if !exported {
+            deploy::remove_release(&build_dir)?;
+            log.phase("build", &format!("Exporting commit {} into {}", job.commit, build_dir.display()));
+            export::export_tree(&repo, root_tree, &build_dir)?;
+            exported = true;
+        }
+        let app_dir = build_dir.join(&plan.dir);
+        log.phase("build", &format!("Building application `{}` (tree {})", plan.name, plan.tree_id));
+        if let Some(script) = plan.config.get("hooks").and_then(|h| h.get("build")).and_then(|b| b.as_str()) {
+            let ctx = env::AppContext {
+                format: verdict.format,
+                app_name: &plan.name,
+                app_dir: &app_dir,
+                tree_id: &plan.tree_id,
+                project: &project,
+                config: &plan.config,
+                variables: &declared.project_variables,
+            };
+            let env = env::build(&ctx);
+            hooks::run(
+                &Hook {
+                    name: "build",
+                    script,
+                    cwd: &app_dir,
+                    env: &env,
+                    timeout: config.hook_timeout,
+                    record: &EnvDir::new(&config.data_dir, &job.repo, &job.environment).hook_record(),
+                },
+                log,
+                control,
+            )?;
+        }
+        control.check()?;
+        log.phase("slug", &format!("Preparing slug for application `{}`", plan.name));
+        if let Some(dir) = plan.slug.parent() {
+            std::fs::create_dir_all(dir).map_err(|source| RunnerError::Io {
+                action: "creating",
+                path: dir.to_owned(),
+                source,
+            })?;
+        }
+        let size = slug::pack(&app_dir, &plan.slug)?;
+        log.phase("slug", &format!("Slug {} ({} bytes)", plan.slug.display(), size));
+    }
+    if exported {
+        deploy::remove_release(&build_dir)?; // before the release takes its space
+    }
+    Ok(Built { plans, topology, format: verdict.format, project, declared })
+}

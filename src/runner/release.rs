@@ -1,0 +1,171 @@
+//! The release phase: the slugs unpacked into a new release (complete before it exists), its
+//! mounts linked, made read-only; `hooks.deploy` under maintenance; `current` switched in one
+//! step; `hooks.post_deploy`; old releases and unused slugs collected.
+
+use std::path::Path;
+use std::time::Duration;
+
+use super::build::{AppPlan, Built};
+use super::deploy::{self, EnvDir, ReleaseInfo};
+use super::hooks::{self, Hook, JobLog};
+use super::{env, slug, Config, Control, RunnerError};
+use crate::queue::{Job, SqliteQueue};
+
+/// Deploys what the build phase built as a new release of the job's environment; returns the
+/// release's id.
+pub(super) fn deploy(
+    config: &Config,
+    queue: &mut SqliteQueue,
+    job: &Job,
+    log: &mut JobLog,
+    control: &Control<'_>,
+    built: &Built,
+) -> Result<String, RunnerError> {
+    let Built { plans, topology, format, project, declared } = built;
+    let (format, project) = (*format, project.as_str());
+    declared.warn_unresolved(plans, topology, log);
+    let variables = declared.runtime_variables(&job.environment);
+    let env_dir = EnvDir::new(&config.data_dir, &job.repo, &job.environment);
+    let id = job.id.to_string();
+    let release = env_dir.release(&id);
+    // A release exists only once complete: it is unpacked under another name, then renamed.
+    let partial = env_dir.partial_release(&id);
+    deploy::remove_release(&release)?; // a retry after a crash starts clean
+    deploy::remove_release(&partial)?;
+    log.phase("deploy", &format!("Unpacking release {id} into {}", release.display()));
+    for plan in plans {
+        let app_root = partial.join(&plan.name);
+        slug::unpack(&plan.slug, &app_root)?;
+        let mounts = topology.apps.get(&plan.name).map(|a| a.mounts.clone()).unwrap_or_default();
+        for (path, mount) in &mounts {
+            let source = crate::paths::normalize(&mount.source_path).filter(|p| !p.is_empty()).ok_or_else(|| {
+                RunnerError::Config(format!("mount `{path}`: bad source path `{}`", mount.source_path))
+            })?;
+            let keep_rel = format!("{}/{source}", plan.name);
+            let keep = crate::paths::mkdirs_beneath(&env_dir.mounts_created()?, &keep_rel).map_err(|source| {
+                RunnerError::Io { action: "creating", path: env_dir.mounts().join(&keep_rel), source }
+            })?;
+            deploy::link_mount(&app_root, path, &keep)?;
+            log.phase("deploy", &format!("Mount {path} of `{}` -> {}", plan.name, keep.display()));
+        }
+    }
+    deploy::make_read_only(&partial)?;
+    std::fs::rename(&partial, &release).map_err(|source| RunnerError::Io {
+        action: "completing",
+        path: release.clone(),
+        source,
+    })?;
+    env_dir.write_info(&ReleaseInfo {
+        release: id.clone(),
+        job: job.id,
+        repo: job.repo.clone(),
+        environment: job.environment.clone(),
+        commit: job.commit.clone(),
+        slugs: plans.iter().map(|p| p.slug.display().to_string()).collect(),
+        topology: serde_json::to_value(topology).unwrap_or_default(),
+        created_at: crate::clock::now_rfc3339(),
+    })?;
+    control.check()?;
+
+    let branch = job.ref_name.strip_prefix("refs/heads/").unwrap_or(&job.ref_name);
+    let runtime_env = |plan: &AppPlan, app_dir: &Path| {
+        let ctx = env::AppContext {
+            format,
+            app_name: &plan.name,
+            app_dir,
+            tree_id: &plan.tree_id,
+            project,
+            config: &plan.config,
+            variables: &variables,
+        };
+        env::runtime(&ctx, &job.environment, branch, topology, &declared.services)
+    };
+    let hook_of = |plan: &AppPlan, name: &str| -> Option<String> {
+        plan.config.get("hooks").and_then(|h| h.get(name)).and_then(|s| s.as_str()).map(str::to_owned)
+    };
+
+    env_dir.set_maintenance(true, &format!("deploying job {}", job.id))?;
+    log.phase("deploy", &format!("Environment {} in maintenance", job.environment));
+    for plan in plans {
+        let Some(script) = hook_of(plan, "deploy") else { continue };
+        let app_dir = release.join(&plan.name);
+        let env = runtime_env(plan, &app_dir);
+        let ran = hooks::run(
+            &Hook {
+                name: "deploy",
+                script: &script,
+                cwd: &app_dir,
+                env: &env,
+                timeout: config.hook_timeout,
+                record: &env_dir.hook_record(),
+            },
+            log,
+            control,
+        );
+        if let Err(e) = ran {
+            env_dir.set_maintenance(false, "")?;
+            // It never served: rollback must not offer it.
+            deploy::remove_release(&release)?;
+            let _ = std::fs::remove_file(env_dir.releases().join(format!("{id}.json")));
+            log.phase(
+                "deploy",
+                &format!(
+                    "Maintenance ended; release {id} discarded; `current` still points at release {}",
+                    env_dir.current_release().unwrap_or_else(|| "none".into())
+                ),
+            );
+            return Err(e);
+        }
+    }
+    env_dir.switch(&id)?;
+    env_dir.set_maintenance(false, "")?;
+    log.phase("deploy", &format!("`current` switched to release {id}; maintenance ended"));
+    queue.set_deployed(
+        &job.repo,
+        &job.environment,
+        &job.commit,
+        &serde_json::to_string(topology).unwrap_or_default(),
+    )?;
+    for plan in plans {
+        let Some(script) = hook_of(plan, "post_deploy") else { continue };
+        let app_dir = release.join(&plan.name);
+        let env = runtime_env(plan, &app_dir);
+        if let Err(e) = hooks::run(
+            &Hook {
+                name: "post_deploy",
+                script: &script,
+                cwd: &app_dir,
+                env: &env,
+                timeout: config.hook_timeout,
+                record: &env_dir.hook_record(),
+            },
+            log,
+            control,
+        ) {
+            log.phase("post_deploy", &format!("Warning: {e}; the release is deployed"));
+        }
+    }
+    let removed = env_dir.prune(config.keep_releases)?;
+    if !removed.is_empty() {
+        log.phase("deploy", &format!("Removed old releases {}", removed.join(", ")));
+    }
+    collect_slugs(config, log);
+    Ok(id)
+}
+
+/// Deletes slugs no kept release needs (older than an hour, so a build in progress keeps its own).
+fn collect_slugs(config: &Config, log: &mut JobLog) {
+    let needed: std::collections::HashSet<String> = deploy::all(&config.data_dir)
+        .iter()
+        .flat_map(|env| env.list().into_iter().filter_map(|r| env.info(&r)).collect::<Vec<_>>())
+        .flat_map(|info| info.slugs)
+        .collect();
+    let hour_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
+    for entry in std::fs::read_dir(config.data().slugs()).into_iter().flatten().flatten() {
+        let path = entry.path().display().to_string();
+        let old = entry.metadata().and_then(|m| m.modified()).map(|t| t < hour_ago).unwrap_or(false);
+        if old && !needed.contains(&path) && std::fs::remove_file(entry.path()).is_ok() {
+            log.phase("slug", &format!("Collected unused slug {path}"));
+        }
+    }
+}
