@@ -3,7 +3,6 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -202,12 +201,20 @@ fn main() -> ExitCode {
 }
 
 fn serve(config: &runner::Config, concurrency: usize, until_idle: bool, out: &mut dyn Write) -> Result<()> {
-    let stop = Arc::new(AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-        signal_hook::flag::register(signal, stop.clone())?;
-    }
-    let done = runner::serve(config, concurrency, &stop, until_idle)?;
-    writeln!(out, "Processed {done} job(s).")?;
+    let shutdown = Arc::new(runner::shutdown::Shutdown::default());
+    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT])?;
+    let signals_handle = signals.handle();
+    let (stopping, data) = (shutdown.clone(), config.data_dir.clone());
+    std::thread::spawn(move || {
+        for _ in signals.forever() {
+            stopping.stop();
+            // Idle workers wait on the wake-up FIFO: a byte there lets them see the stop now.
+            pushgate::store::wake::wake(&data);
+        }
+    });
+    let done = runner::serve(config, concurrency, &shutdown, until_idle);
+    signals_handle.close();
+    writeln!(out, "Processed {} job(s).", done?)?;
     Ok(())
 }
 

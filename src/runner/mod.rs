@@ -20,6 +20,7 @@ pub mod env;
 pub mod export;
 pub mod hooks;
 mod release;
+pub mod shutdown;
 pub mod slug;
 
 use std::path::PathBuf;
@@ -31,6 +32,7 @@ use crate::queue::{Job, JobState, QueueError, SqliteQueue};
 use crate::store::{DataDir, QUEUE_TIMEOUT};
 use deploy::EnvDir;
 use hooks::JobLog;
+use shutdown::Shutdown;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunnerError {
@@ -105,7 +107,7 @@ impl Config {
 
 /// Processes jobs until none is claimable. Returns how many were processed.
 pub fn run_until_idle(config: &Config) -> Result<usize, RunnerError> {
-    serve(config, 1, &AtomicBool::new(false), true)
+    serve(config, 1, &Shutdown::default(), true)
 }
 
 /// How long a serving worker waits after a queue error before it tries again.
@@ -116,7 +118,7 @@ const RETRY_AFTER: Duration = Duration::from_secs(5);
 fn claim_and_process(
     config: &Config,
     queue: &mut Option<SqliteQueue>,
-    abort: &AtomicBool,
+    shutdown: &Shutdown,
 ) -> Result<bool, RunnerError> {
     let queue = match queue {
         Some(q) => q,
@@ -127,16 +129,16 @@ fn claim_and_process(
         tracing::warn!(error = %e, "removing the build directories of ended jobs");
     }
     let Some(job) = queue.claim(&config.runner_id, config.lease)? else { return Ok(false) };
-    process(config, queue, &job, abort)?;
+    process(config, queue, &job, shutdown)?;
     Ok(true)
 }
 
-/// Runs `concurrency` workers that claim and process jobs until `stop` is set (or, with
-/// `until_idle`, until nothing is claimable). A stop lets running jobs finish; nothing new is
-/// claimed. Returns how many jobs were processed.
-pub fn serve(config: &Config, concurrency: usize, stop: &AtomicBool, until_idle: bool) -> Result<usize, RunnerError> {
+/// Runs `concurrency` workers that claim and process jobs until `shutdown` stops (or, with
+/// `until_idle`, until nothing is claimable). A stop lets running jobs go on for the grace
+/// period; nothing new is claimed; then they are stopped and returned to the queue. Returns how
+/// many jobs were processed.
+pub fn serve(config: &Config, concurrency: usize, shutdown: &Shutdown, until_idle: bool) -> Result<usize, RunnerError> {
     let done = std::sync::atomic::AtomicUsize::new(0);
-    let abort = AtomicBool::new(false);
     // Pushes wake idle workers through a FIFO; without it they check every few seconds.
     let waker = if until_idle { None } else { crate::store::wake::Waker::listen(&config.data_dir).ok() };
     tracing::info!(
@@ -149,15 +151,17 @@ pub fn serve(config: &Config, concurrency: usize, stop: &AtomicBool, until_idle:
     let worker = |n: usize| -> Result<(), RunnerError> {
         let config = Config { runner_id: format!("{}/{n}", config.runner_id), ..config.clone() };
         let mut queue = None;
-        while !stop.load(Ordering::SeqCst) {
-            match claim_and_process(&config, &mut queue, &abort) {
+        while !shutdown.is_stopping() {
+            match claim_and_process(&config, &mut queue, shutdown) {
                 Ok(true) => {
                     done.fetch_add(1, Ordering::SeqCst);
                 }
                 Ok(false) if until_idle => return Ok(()),
                 Ok(false) => match &waker {
                     Some(w) => w.wait(Duration::from_secs(2)),
-                    None => std::thread::sleep(Duration::from_millis(500)),
+                    None => {
+                        shutdown.sleep(Duration::from_millis(500));
+                    }
                 },
                 Err(e) if until_idle => return Err(e),
                 // A daemon outlives a locked or full queue: it says so and tries again. A job
@@ -165,51 +169,41 @@ pub fn serve(config: &Config, concurrency: usize, stop: &AtomicBool, until_idle:
                 Err(e) => {
                     tracing::error!(error = %e, runner = %config.runner_id, "the queue cannot be used; trying again in {} s", RETRY_AFTER.as_secs());
                     queue = None;
-                    let since = std::time::Instant::now();
-                    while since.elapsed() < RETRY_AFTER && !stop.load(Ordering::SeqCst) {
-                        std::thread::sleep(Duration::from_millis(100));
-                    }
+                    shutdown.sleep(RETRY_AFTER);
                 }
             }
         }
         Ok(())
     };
     let workers = concurrency.max(1);
-    let finished = std::sync::atomic::AtomicUsize::new(0);
     std::thread::scope(|scope| {
         let handles: Vec<_> = (0..workers)
             .map(|n| {
-                let (worker, finished) = (&worker, &finished);
+                let worker = &worker;
                 scope.spawn(move || {
                     // Counted when the worker ends however it ends: a worker that panicked
                     // must not keep the runner waiting for it.
-                    struct Finished<'a>(&'a std::sync::atomic::AtomicUsize);
+                    struct Finished<'a>(&'a Shutdown);
                     impl Drop for Finished<'_> {
                         fn drop(&mut self) {
-                            self.0.fetch_add(1, Ordering::SeqCst);
+                            self.0.worker_finished();
                         }
                     }
-                    let _finished = Finished(finished);
+                    let _finished = Finished(shutdown);
                     worker(n)
                 })
             })
             .collect();
         // After a stop, running jobs get the grace period; then they are stopped and returned.
         scope.spawn(|| {
-            while finished.load(Ordering::SeqCst) < workers {
-                if stop.load(Ordering::SeqCst) {
-                    tracing::info!(
-                        grace_s = config.grace.as_secs(),
-                        "stopping: nothing new is claimed, running jobs get the grace period"
-                    );
-                    let since = std::time::Instant::now();
-                    while finished.load(Ordering::SeqCst) < workers && since.elapsed() < config.grace {
-                        std::thread::sleep(Duration::from_millis(50));
-                    }
-                    abort.store(true, Ordering::SeqCst);
-                    return;
+            if shutdown.wait_stop_or_end(workers) {
+                tracing::info!(
+                    grace_s = config.grace.as_secs(),
+                    "stopping: nothing new is claimed, running jobs get the grace period"
+                );
+                if !shutdown.wait_end(workers, config.grace) {
+                    shutdown.abort();
                 }
-                std::thread::sleep(Duration::from_millis(50));
             }
         });
         handles.into_iter().map(|h| h.join().unwrap_or(Ok(()))).collect::<Result<Vec<()>, _>>()
@@ -223,7 +217,7 @@ pub fn process(
     config: &Config,
     queue: &mut SqliteQueue,
     job: &Job,
-    abort: &AtomicBool,
+    shutdown: &Shutdown,
 ) -> Result<JobState, RunnerError> {
     let span = tracing::info_span!("job", job = job.id, environment = %job.environment, runner = %config.runner_id);
     let _in_job = span.enter();
@@ -248,7 +242,7 @@ pub fn process(
     take_over(&EnvDir::new(&config.data_dir, &job.repo, &job.environment), &mut log);
     let lost = Arc::new(AtomicBool::new(false));
     let heartbeat = start_heartbeat(config, job.id, lost.clone());
-    let control = Control { lost, abort };
+    let control = Control { lost, shutdown };
     let result = build_and_deploy(config, queue, job, &mut log, &control);
     heartbeat.stop();
     // A failed or stopped build must not keep its copy of the tree: on a full disk, that copy
@@ -323,7 +317,7 @@ pub fn sweep_builds(config: &Config, queue: &SqliteQueue) -> Result<Vec<i64>, Ru
 }
 
 struct Heartbeat {
-    stop: Arc<AtomicBool>,
+    stop: Arc<Shutdown>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -336,7 +330,7 @@ impl Heartbeat {
 impl Drop for Heartbeat {
     /// Also when the job's code panicked: the heartbeat must not keep a dead job's lease.
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
+        self.stop.stop();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -345,21 +339,14 @@ impl Drop for Heartbeat {
 
 /// Renews the lease every third of it on its own connection; flags `lost` if the job is gone.
 fn start_heartbeat(config: &Config, job: i64, lost: Arc<AtomicBool>) -> Heartbeat {
-    let stop = Arc::new(AtomicBool::new(false));
-    let (config, flag) = (config.clone(), stop.clone());
+    let stop = Arc::new(Shutdown::default());
+    let (config, stopped) = (config.clone(), stop.clone());
     let thread = std::thread::spawn(move || {
         let Ok(mut queue) = SqliteQueue::open(&config.data_dir, QUEUE_TIMEOUT) else { return };
-        let every = config.lease / 3;
-        let mut waited = Duration::ZERO;
-        while !flag.load(Ordering::SeqCst) {
-            std::thread::sleep(Duration::from_millis(50));
-            waited += Duration::from_millis(50);
-            if waited >= every {
-                waited = Duration::ZERO;
-                if let Ok(false) = queue.heartbeat(job, &config.runner_id, config.lease) {
-                    lost.store(true, Ordering::SeqCst);
-                    return;
-                }
+        while !stopped.sleep(config.lease / 3) {
+            if let Ok(false) = queue.heartbeat(job, &config.runner_id, config.lease) {
+                lost.store(true, Ordering::SeqCst);
+                return;
             }
         }
     });
@@ -370,14 +357,14 @@ fn start_heartbeat(config: &Config, job: i64, lost: Arc<AtomicBool>) -> Heartbea
 /// stopping after its grace period. Checked between phases and while a hook runs.
 pub struct Control<'a> {
     lost: Arc<AtomicBool>,
-    abort: &'a AtomicBool,
+    shutdown: &'a Shutdown,
 }
 
 impl Control<'_> {
     pub fn check(&self) -> Result<(), RunnerError> {
         if self.lost.load(Ordering::SeqCst) {
             Err(RunnerError::Lost)
-        } else if self.abort.load(Ordering::SeqCst) {
+        } else if self.shutdown.is_aborted() {
             Err(RunnerError::Stopped)
         } else {
             Ok(())
