@@ -113,7 +113,8 @@ pub fn pre_receive(
     let started = std::time::Instant::now();
     let mut in_queue = std::time::Duration::ZERO;
     let repo_path = repo_id(repo);
-    let mut queue: Option<(SqliteQueue, HashMap<String, String>)> = None;
+    let mut queue: Option<SqliteQueue> = None;
+    let data = crate::store::DataDir::new(&settings.data_dir);
     let mut cache = Cache::default();
     let mut printed: Vec<Printed> = Vec::new();
     let mut refused = Vec::new();
@@ -180,17 +181,14 @@ pub fn pre_receive(
             continue;
         }
         let environment = environment_name(branch);
-        let (_, deployed) = match &mut queue {
-            Some(q) => q,
-            None => {
-                let t = std::time::Instant::now();
-                let q = SqliteQueue::open(&settings.data_dir, settings.queue_timeout)?;
-                let deployed = q.deployed_topologies(&repo_path)?;
-                in_queue += t.elapsed();
-                queue.insert((q, deployed))
-            }
-        };
-        let baseline = match baseline(repo, deployed.get(&environment), update, &mut cache)? {
+        if queue.is_none() {
+            // Opened (and checked) before anything is decided: a push it cannot record is refused.
+            let t = std::time::Instant::now();
+            queue = Some(SqliteQueue::open(&settings.data_dir, settings.queue_timeout)?);
+            in_queue += t.elapsed();
+        }
+        let deployed = data.deployed(&repo_path, &environment);
+        let baseline = match baseline(repo, deployed, update, &mut cache)? {
             Ok(known) => known,
             // The guard against data loss does not fail open: what it cannot compare with, it
             // refuses, unless the pusher accepts the loss.
@@ -271,7 +269,7 @@ pub fn pre_receive(
         );
         return Ok(false);
     }
-    if let Some((queue, _)) = &mut queue {
+    if let Some(queue) = &mut queue {
         let t = std::time::Instant::now();
         queue.reserve(&reservations)?;
         in_queue += t.elapsed();
@@ -334,19 +332,23 @@ fn naming_problem(branch: &str, owners: &HashMap<String, Vec<String>>) -> Option
     ))
 }
 
-/// The topology a push is compared with: what is deployed in the environment, else the one at
-/// the push's old commit, else nothing (a new branch). The inner error says why neither could
-/// be read: the data-loss guard must then refuse, not compare with nothing.
+/// The topology a push is compared with: what is deployed in the environment (the release
+/// `current` points at), else the one at the push's old commit, else nothing (a new branch).
+/// The inner error says why neither could be read: the data-loss guard must then refuse, not
+/// compare with nothing.
 fn baseline(
     repo: &Repository,
-    deployed: Option<&String>,
+    deployed: Result<Option<crate::store::ReleaseInfo>, String>,
     update: &RefUpdate,
     cache: &mut Cache,
 ) -> Result<Result<Topology, String>, HookError> {
-    if let Some(json) = deployed {
-        return Ok(
-            serde_json::from_str(json).map_err(|e| format!("the topology recorded as deployed cannot be read ({e})"))
-        );
+    match deployed {
+        Err(why) => return Ok(Err(format!("what is deployed cannot be read ({why})"))),
+        Ok(Some(info)) => {
+            return Ok(serde_json::from_value(info.topology)
+                .map_err(|e| format!("the topology of the deployed release {} cannot be read ({e})", info.release)))
+        }
+        Ok(None) => {}
     }
     if update.is_create() {
         return Ok(Ok(Topology::default()));

@@ -270,8 +270,7 @@ fn envs(data: &Path, json: bool, out: &mut dyn Write) -> Result<()> {
 fn rollback(data: &Path, environment: &str, to: Option<&str>, repo: Option<&str>, out: &mut dyn Write) -> Result<()> {
     let env = deploy::find(data, environment, repo)?;
     let from = env.current_release().unwrap_or_default();
-    let config = runner::Config::new(data.to_owned());
-    let to = runner::rollback(&config, &env, to)?;
+    let to = runner::rollback(&env, to)?;
     writeln!(out, "Environment {environment}: `current` switched from release {from} to release {to}.")?;
     Ok(())
 }

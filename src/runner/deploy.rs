@@ -14,22 +14,11 @@
 
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use super::RunnerError;
 
-/// What a release is, next to it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ReleaseInfo {
-    pub release: String,
-    pub job: i64,
-    pub repo: String,
-    pub environment: String,
-    pub commit: String,
-    pub slugs: Vec<String>,
-    pub topology: serde_json::Value,
-    pub created_at: String,
-}
+pub use crate::store::ReleaseInfo;
 
 /// One environment's directory.
 pub struct EnvDir {
@@ -44,13 +33,7 @@ fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Runne
 impl EnvDir {
     /// `DATA/environments/NAME-HASH/ENV`, where NAME-HASH tells repositories apart.
     pub fn new(data: &Path, repo: &str, environment: &str) -> EnvDir {
-        let name = Path::new(repo).file_name().and_then(|n| n.to_str()).unwrap_or("repo").trim_end_matches(".git");
-        let hash = git2::Oid::hash_object(git2::ObjectType::Blob, repo.as_bytes())
-            .map(|o| o.to_string()[..8].to_owned())
-            .unwrap_or_default();
-        EnvDir {
-            root: crate::store::DataDir::new(data).environments().join(format!("{name}-{hash}")).join(environment),
-        }
+        EnvDir { root: crate::store::DataDir::new(data).environment(repo, environment) }
     }
 
     pub fn releases(&self) -> PathBuf {

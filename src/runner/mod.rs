@@ -382,11 +382,11 @@ fn build_and_deploy(
 ) -> Result<String, RunnerError> {
     let built = build::build(config, queue, job, log, control)?;
     control.check()?;
-    release::deploy(config, queue, job, log, control, &built)
+    release::deploy(config, job, log, control, &built)
 }
 
 /// Switches an environment back to an earlier release at once, without a rebuild.
-pub fn rollback(config: &Config, env_dir: &EnvDir, to: Option<&str>) -> Result<String, RunnerError> {
+pub fn rollback(env_dir: &EnvDir, to: Option<&str>) -> Result<String, RunnerError> {
     let current = env_dir.current_release();
     let releases = env_dir.list();
     let target = match to {
@@ -402,10 +402,7 @@ pub fn rollback(config: &Config, env_dir: &EnvDir, to: Option<&str>) -> Result<S
             None => "there is no earlier release to roll back to".to_owned(),
         }));
     };
+    // `current` is the record of what is deployed: the switch is all there is to record.
     env_dir.switch(&target)?;
-    if let Some(info) = env_dir.info(&target) {
-        let mut queue = SqliteQueue::open(&config.data_dir, QUEUE_TIMEOUT)?;
-        queue.set_deployed(&info.repo, &info.environment, &info.commit, &info.topology.to_string())?;
-    }
     Ok(target)
 }

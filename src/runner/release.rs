@@ -9,13 +9,12 @@ use super::build::{AppPlan, Built};
 use super::deploy::{self, EnvDir, ReleaseInfo};
 use super::hooks::{self, Hook, JobLog};
 use super::{env, slug, Config, Control, RunnerError};
-use crate::queue::{Job, SqliteQueue};
+use crate::queue::Job;
 
 /// Deploys what the build phase built as a new release of the job's environment; returns the
 /// release's id.
 pub(super) fn deploy(
     config: &Config,
-    queue: &mut SqliteQueue,
     job: &Job,
     log: &mut JobLog,
     control: &Control<'_>,
@@ -117,15 +116,10 @@ pub(super) fn deploy(
             return Err(e);
         }
     }
+    // What is deployed is `current` and the release's description: one rename records both.
     env_dir.switch(&id)?;
     env_dir.set_maintenance(false, "")?;
     log.phase("deploy", &format!("`current` switched to release {id}; maintenance ended"));
-    queue.set_deployed(
-        &job.repo,
-        &job.environment,
-        &job.commit,
-        &serde_json::to_string(topology).unwrap_or_default(),
-    )?;
     for plan in plans {
         let Some(script) = hook_of(plan, "post_deploy") else { continue };
         let app_dir = release.join(&plan.name);

@@ -7,7 +7,8 @@
 //! DATA/logs/JOB.log           one log per job, what developers see
 //! DATA/builds/JOB/            a job's copy of its commit while it builds
 //! DATA/slugs/KEY.tar.zst      built apps, reused for an unchanged tree
-//! DATA/environments/REPO-KEY/ENV/   releases, mounts, `current` (src/runner/deploy.rs)
+//! DATA/environments/REPO-KEY/ENV/   releases (with what each is: ReleaseInfo), mounts,
+//!                             `current`: what is deployed (src/runner/deploy.rs makes them)
 //! DATA/wakeup                 the FIFO idle runners wait on
 //! DATA/services.json, DATA/variables.json   the admin's declarations (also REPO/pushgate/)
 //! ```
@@ -80,6 +81,46 @@ impl DataDir {
     pub fn wakeup(&self) -> PathBuf {
         self.root.join("wakeup")
     }
+
+    /// An environment's directory: `environments/NAME-HASH/ENV`, where NAME-HASH tells
+    /// repositories apart (`shop-aaf68fee` for `/srv/git/shop.git`).
+    pub fn environment(&self, repo: &str, environment: &str) -> PathBuf {
+        let name = Path::new(repo).file_name().and_then(|n| n.to_str()).unwrap_or("repo").trim_end_matches(".git");
+        let hash = git2::Oid::hash_object(git2::ObjectType::Blob, repo.as_bytes())
+            .map(|o| o.to_string()[..8].to_owned())
+            .unwrap_or_default();
+        self.environments().join(format!("{name}-{hash}")).join(environment)
+    }
+
+    /// What an environment runs: the description of the release `current` points at (None when
+    /// nothing was deployed). This is the one record of what is deployed: the switch of
+    /// `current` is one rename, and a release exists only with its description. Err says why it
+    /// cannot be read; the data-loss guard then refuses rather than compare with less.
+    pub fn deployed(&self, repo: &str, environment: &str) -> Result<Option<ReleaseInfo>, String> {
+        let env = self.environment(repo, environment);
+        let release = match std::fs::read_link(env.join("current")) {
+            Ok(target) => target,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(format!("{}: {e}", env.join("current").display())),
+        };
+        let id = release.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        let path = env.join("releases").join(format!("{id}.json"));
+        let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        serde_json::from_str(&text).map(Some).map_err(|e| format!("{}: {e}", path.display()))
+    }
+}
+
+/// What a release is, beside it (`releases/ID.json`).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct ReleaseInfo {
+    pub release: String,
+    pub job: i64,
+    pub repo: String,
+    pub environment: String,
+    pub commit: String,
+    pub slugs: Vec<String>,
+    pub topology: serde_json::Value,
+    pub created_at: String,
 }
 
 /// The admin's declarations in a directory (the data directory for every repository, or a

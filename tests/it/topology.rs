@@ -204,25 +204,29 @@ fn a_new_branch_is_compared_with_nothing() {
     assert!(push.remote().contains("Build #2 queued for environment feature-old-db"), "{}", push.remote());
 }
 
+/// Runs the runner until the queue is empty (deploys what was pushed).
+fn deploy(s: &Server) {
+    let out = std::process::Command::new(crate::support::runner_bin())
+        .args(["serve", "--until-idle", "--data"])
+        .arg(&s.data)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
 #[test]
 fn the_deployed_topology_is_the_baseline_when_there_is_one() {
     let s = Server::new("deployed");
-    s.commit(&files_with("", ""), "base");
+    // What runs: an older MariaDB than the branch's head will have.
+    let older = SERVICES.replace("mysql:11.4", "mysql:10.6");
+    s.commit(&files_with(SERVICES_FILE, &older), "base");
     s.push(&["HEAD:refs/heads/main"]).assert_accepted();
-    // What the runner records after deploying: here, an older MariaDB than the branch's head.
-    let deployed = crate::push::SERVICES.replace("mysql:11.4", "mysql:10.6");
-    let dir = crate::support::TempDir::new("deployed-config");
-    for (f, c) in files_with(SERVICES_FILE, &deployed) {
-        let p = dir.join(f);
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(p, c).unwrap();
-    }
-    let outcome = pushgate::validate::validate(&pushgate::source::DirSource::new(dir.path())).unwrap();
-    let topology = serde_json::to_string(&pushgate::topology::Topology::from_config(&outcome.config)).unwrap();
-    let mut queue = pushgate::queue::SqliteQueue::open(&s.data, std::time::Duration::from_secs(5)).unwrap();
-    queue.set_deployed(&s.repo_id(), "main", "0000000000000000000000000000000000000001", &topology).unwrap();
-    drop(queue);
-    // The next push is compared with what runs, not with the previous commit.
+    deploy(&s);
+    // An upgrade is pushed, and not deployed yet.
+    s.commit(&files_with("", ""), "upgrade");
+    s.push(&["HEAD:refs/heads/main"]).assert_accepted();
+    // The next push is compared with what runs (the release `current` points at), not with the
+    // previous commit: the upgrade is still to come.
     s.write("app/code/A.php", b"<?php\n");
     s.commit_all("code change");
     let push = s.push(&["HEAD:refs/heads/main"]);
@@ -254,18 +258,49 @@ fn an_unreadable_deployed_topology_refuses_instead_of_comparing_with_less() {
     let s = Server::new("unreadable-deployed");
     s.commit(&files_with("", ""), "base");
     s.push(&["HEAD:refs/heads/main"]).assert_accepted();
-    let mut queue = pushgate::queue::SqliteQueue::open(&s.data, std::time::Duration::from_secs(5)).unwrap();
-    queue.set_deployed(&s.repo_id(), "main", "0000000000000000000000000000000000000001", "{not json").unwrap();
-    drop(queue);
+    deploy(&s);
+    // The description of the release `current` points at is damaged.
+    let env = s.data.join("environments");
+    let project = std::fs::read_dir(&env).unwrap().next().unwrap().unwrap().path();
+    let current = std::fs::read_link(project.join("main/current")).unwrap();
+    let info = project.join("main").join(format!("{}.json", current.display()));
+    std::fs::write(&info, "{not json").unwrap();
     s.write("app/code/A.php", b"<?php\n");
     let head = s.commit_all("code change");
     s.push(&["HEAD:refs/heads/main"]).assert_refused_with(&[
         "E: Branch main (",
-        "cannot be checked for data loss: the topology recorded as deployed cannot be read",
+        "cannot be checked for data loss: what is deployed cannot be read",
         "-o pushgate.allow-data-loss",
     ]);
     let push = s.push_with_options(&["pushgate.allow-data-loss"], &["HEAD:refs/heads/main"]);
     push.assert_accepted();
     assert!(push.remote().contains("deploying without the data-loss check"), "{}", push.output);
     assert_eq!(s.server_ref("refs/heads/main").as_deref(), Some(head.as_str()));
+}
+
+#[test]
+fn after_a_rollback_pushes_are_compared_with_what_runs_again() {
+    // One record of what is deployed: switching `current` back is all a rollback does, and the
+    // next push sees the release it points at.
+    let s = Server::new("rolled-back");
+    s.commit(&files_with(SERVICES_FILE, &SERVICES.replace("mysql:11.4", "mysql:10.6")), "10.6");
+    s.push(&["HEAD:refs/heads/main"]).assert_accepted();
+    deploy(&s);
+    s.commit(&files_with("", ""), "11.4");
+    s.push(&["HEAD:refs/heads/main"]).assert_accepted();
+    deploy(&s);
+    let out = std::process::Command::new(crate::support::runner_bin())
+        .args(["rollback", "main", "--data"])
+        .arg(&s.data)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    s.write("app/code/A.php", b"<?php\n");
+    s.commit_all("code change");
+    let push = s.push(&["HEAD:refs/heads/main"]);
+    push.assert_accepted();
+    assert_lines(
+        &push,
+        &["    mysql (type: mysql:11.4, size: AUTO, disk: 5120)  [upgraded: mysql:10.6 -> mysql:11.4]"],
+    );
 }

@@ -75,7 +75,7 @@ CREATE TABLE IF NOT EXISTS environments (
 "#;
 
 /// Each step brings the schema from version N to N+1 (`PRAGMA user_version`).
-const MIGRATIONS: [&str; 3] = [
+const MIGRATIONS: [&str; 4] = [
     SCHEMA,
     // The runner: who holds a job and until when, how often it was started, what it deployed.
     "ALTER TABLE jobs ADD COLUMN runner TEXT;
@@ -86,6 +86,9 @@ const MIGRATIONS: [&str; 3] = [
     // (jobs queued before have none, and are validated by the runner as before).
     "ALTER TABLE reservations ADD COLUMN plan_id INTEGER REFERENCES documents (id);
      ALTER TABLE jobs ADD COLUMN plan_id INTEGER REFERENCES documents (id);",
+    // What is deployed is recorded once, by the environment's `current` and its release's
+    // description (src/store); this copy could lag behind it after a crash.
+    "DROP TABLE IF EXISTS environments;",
 ];
 
 /// Above this size the WAL is checkpointed into the database and truncated when a queue handle
@@ -327,36 +330,6 @@ impl SqliteQueue {
         let n: i64 =
             self.conn.query_row("SELECT count(*) FROM reservations", [], |r| r.get(0)).map_err(self.read_err())?;
         Ok(n as usize)
-    }
-
-    /// The topology (JSON) deployed in each environment of `repo` that has one: read once per
-    /// push, however many branches it carries.
-    pub fn deployed_topologies(&self, repo: &str) -> Result<HashMap<String, String>, QueueError> {
-        self.conn
-            .prepare_cached("SELECT environment, topology FROM environments WHERE repo = ?1")
-            .and_then(|mut stmt| stmt.query_map([repo], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
-            .map_err(self.read_err())
-    }
-
-    /// Records what an environment runs now (the runner calls this after a deployment).
-    pub fn set_deployed(
-        &mut self,
-        repo: &str,
-        environment: &str,
-        commit: &str,
-        topology: &str,
-    ) -> Result<(), QueueError> {
-        self.durability(Durability::Full).map_err(self.write_err())?;
-        self.conn
-            .execute(
-                "INSERT INTO environments (repo, environment, commit_id, topology, deployed_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5)
-                 ON CONFLICT (repo, environment) DO UPDATE SET
-                     commit_id = excluded.commit_id, topology = excluded.topology, deployed_at = excluded.deployed_at",
-                params![repo, environment, commit, topology, now_rfc3339()],
-            )
-            .map(|_| ())
-            .map_err(self.write_err())
     }
 }
 
