@@ -5,6 +5,131 @@
 
 use crate::config::yaml::Pos;
 
+/// Every finding's stable code, shown in brackets after its message (`[mount-path]`): what a
+/// tool or a person can match on, whatever the message says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Code {
+    Archive,
+    Binary,
+    CronSpec,
+    DeprecatedVersion,
+    DiskOnMemoryService,
+    DiskTooSmall,
+    DuplicateName,
+    Encoding,
+    EndOfLife,
+    Enum,
+    Include,
+    IncludeEscape,
+    IncludeMissing,
+    Length,
+    Minimum,
+    MissingKey,
+    MountPath,
+    MountService,
+    MountSource,
+    Name,
+    NoApp,
+    NoDisk,
+    NoVersion,
+    NoWeb,
+    NotADir,
+    NotAFile,
+    NotChecked,
+    PhpExtension,
+    PrereleaseVersion,
+    RelationshipFormat,
+    RetiredVersion,
+    RouteId,
+    RoutePrimary,
+    RouteRedirect,
+    RouteUpstream,
+    RouteUpstreamPhp,
+    RouteUrl,
+    Schema,
+    TooLarge,
+    Type,
+    UnknownEndpoint,
+    UnknownImage,
+    UnknownKey,
+    UnknownService,
+    UnknownTag,
+    UnknownVersion,
+    UnusedService,
+    WebExpires,
+    WebLocation,
+    WebPassthru,
+    WebRoot,
+    WrongKind,
+    YamlSyntax,
+}
+
+impl Code {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Code::Archive => "archive",
+            Code::Binary => "binary",
+            Code::CronSpec => "cron-spec",
+            Code::DeprecatedVersion => "deprecated-version",
+            Code::DiskOnMemoryService => "disk-on-memory-service",
+            Code::DiskTooSmall => "disk-too-small",
+            Code::DuplicateName => "duplicate-name",
+            Code::Encoding => "encoding",
+            Code::EndOfLife => "end-of-life",
+            Code::Enum => "enum",
+            Code::Include => "include",
+            Code::IncludeEscape => "include-escape",
+            Code::IncludeMissing => "include-missing",
+            Code::Length => "length",
+            Code::Minimum => "minimum",
+            Code::MissingKey => "missing-key",
+            Code::MountPath => "mount-path",
+            Code::MountService => "mount-service",
+            Code::MountSource => "mount-source",
+            Code::Name => "name",
+            Code::NoApp => "no-app",
+            Code::NoDisk => "no-disk",
+            Code::NoVersion => "no-version",
+            Code::NoWeb => "no-web",
+            Code::NotADir => "not-a-dir",
+            Code::NotAFile => "not-a-file",
+            Code::NotChecked => "not-checked",
+            Code::PhpExtension => "php-extension",
+            Code::PrereleaseVersion => "prerelease-version",
+            Code::RelationshipFormat => "relationship-format",
+            Code::RetiredVersion => "retired-version",
+            Code::RouteId => "route-id",
+            Code::RoutePrimary => "route-primary",
+            Code::RouteRedirect => "route-redirect",
+            Code::RouteUpstream => "route-upstream",
+            Code::RouteUpstreamPhp => "route-upstream-php",
+            Code::RouteUrl => "route-url",
+            Code::Schema => "schema",
+            Code::TooLarge => "too-large",
+            Code::Type => "type",
+            Code::UnknownEndpoint => "unknown-endpoint",
+            Code::UnknownImage => "unknown-image",
+            Code::UnknownKey => "unknown-key",
+            Code::UnknownService => "unknown-service",
+            Code::UnknownTag => "unknown-tag",
+            Code::UnknownVersion => "unknown-version",
+            Code::UnusedService => "unused-service",
+            Code::WebExpires => "web-expires",
+            Code::WebLocation => "web-location",
+            Code::WebPassthru => "web-passthru",
+            Code::WebRoot => "web-root",
+            Code::WrongKind => "wrong-kind",
+            Code::YamlSyntax => "yaml-syntax",
+        }
+    }
+}
+
+impl std::fmt::Display for Code {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Severity {
     Error,
@@ -16,7 +141,7 @@ pub enum Severity {
 pub struct Diagnostic {
     pub severity: Severity,
     /// A short stable identifier of the rule (`unknown-image`, `yaml-syntax`, ...).
-    pub code: &'static str,
+    pub code: Code,
     /// Repository-relative path of the file.
     pub file: String,
     pub pos: Pos,
@@ -51,7 +176,7 @@ impl Diagnostics {
     pub fn push(
         &mut self,
         severity: Severity,
-        code: &'static str,
+        code: Code,
         at: Location,
         message: impl Into<String>,
         hint: impl Into<String>,
@@ -67,11 +192,11 @@ impl Diagnostics {
         });
     }
 
-    pub fn error(&mut self, code: &'static str, at: Location, message: impl Into<String>, hint: impl Into<String>) {
+    pub fn error(&mut self, code: Code, at: Location, message: impl Into<String>, hint: impl Into<String>) {
         self.push(Severity::Error, code, at, message, hint);
     }
 
-    pub fn warn(&mut self, code: &'static str, at: Location, message: impl Into<String>, hint: impl Into<String>) {
+    pub fn warn(&mut self, code: Code, at: Location, message: impl Into<String>, hint: impl Into<String>) {
         self.push(Severity::Warning, code, at, message, hint);
     }
 

@@ -13,7 +13,7 @@
 use std::sync::Arc;
 
 use crate::config::yaml::{Budget, Node, Value};
-use crate::diag::{join, Diagnostics, Location};
+use crate::diag::{join, Code, Diagnostics, Location};
 use crate::source::{Entry, Source, SourceError};
 
 /// Includes may nest, but not without end.
@@ -72,7 +72,7 @@ fn resolve_in(
                 "archive" => archive(source, &including_file, node, &at, state, diags)?,
                 other => {
                     diags.error(
-                        "unknown-tag",
+                        Code::UnknownTag,
                         at,
                         format!("unknown tag `!{other}`"),
                         "the tags understood here are `!include` and `!archive`",
@@ -127,7 +127,7 @@ fn include(
                 "binary" => Kind::Binary,
                 other => {
                     diags.error(
-                        "include",
+                        Code::Include,
                         at.clone(),
                         format!("`!include` type `{other}` is not one of yaml, string, binary"),
                         hint_form,
@@ -136,20 +136,20 @@ fn include(
                 }
             };
             let Some(p) = node.get("path").and_then(Node::as_str) else {
-                diags.error("include", at.clone(), "`!include` without a `path`", hint_form);
+                diags.error(Code::Include, at.clone(), "`!include` without a `path`", hint_form);
                 return Ok(None);
             };
             (kind, p.to_owned(), node.get("path").map_or(node.pos, |n| n.pos))
         }
         _ => {
-            diags.error("include", at.clone(), "`!include` needs a path or a mapping", hint_form);
+            diags.error(Code::Include, at.clone(), "`!include` needs a path or a mapping", hint_form);
             return Ok(None);
         }
     };
     let target_at = Location { pos: target_pos, ..at.clone() };
     let Some(resolved) = resolve_path(including_file, &target) else {
         diags.error(
-            "include-escape",
+            Code::IncludeEscape,
             target_at,
             format!("`!include {target}` points outside the repository"),
             "include only files of this repository, with a path relative to the including file",
@@ -159,7 +159,7 @@ fn include(
     state.count += 1;
     if depth >= MAX_INCLUDE_DEPTH || state.count > MAX_INCLUDES {
         diags.error(
-            "include",
+            Code::Include,
             target_at,
             format!("too many or too deeply nested includes (at most {MAX_INCLUDES}, {MAX_INCLUDE_DEPTH} deep)"),
             "check for an include cycle",
@@ -175,7 +175,7 @@ fn include(
         Entry::File(bytes) => bytes,
         Entry::TooLarge(size) => {
             diags.error(
-                "include",
+                Code::Include,
                 target_at,
                 format!(
                     "included file `{resolved}` is {size} bytes, over the {} byte limit",
@@ -187,7 +187,7 @@ fn include(
         }
         Entry::Missing => {
             diags.error(
-                "include-missing",
+                Code::IncludeMissing,
                 target_at,
                 format!("included file `{resolved}` does not exist in this commit"),
                 "commit the file, or fix the path (it is relative to the including file's directory)",
@@ -196,7 +196,7 @@ fn include(
         }
         other => {
             diags.error(
-                "include",
+                Code::Include,
                 target_at,
                 format!("included path `{resolved}` is {}, not a file", other.describe()),
                 "include a regular file committed in this repository",
@@ -208,7 +208,7 @@ fn include(
     if !matches!(kind, Kind::Yaml) && !state.budget.charge(1, bytes.len()) {
         if state.budget.first_report() {
             diags.error(
-                "include",
+                Code::Include,
                 target_at,
                 state.budget.describe(),
                 "include fewer or smaller files: configuration files are small",
@@ -222,7 +222,7 @@ fn include(
             Ok(text) => Ok(Some(Node::new(Value::Str(text), node.pos))),
             Err(_) => {
                 diags.error(
-                    "include",
+                    Code::Include,
                     target_at,
                     format!("included file `{resolved}` is not UTF-8 text"),
                     "use `type: binary` for binary files",
@@ -253,12 +253,12 @@ fn archive(
     diags: &mut Diagnostics,
 ) -> Result<Option<Node>, SourceError> {
     let Some(target) = node.as_str() else {
-        diags.error("archive", at.clone(), "`!archive` needs a directory path", "write `!archive \"solr-config\"`");
+        diags.error(Code::Archive, at.clone(), "`!archive` needs a directory path", "write `!archive \"solr-config\"`");
         return Ok(None);
     };
     let Some(resolved) = resolve_path(including_file, target) else {
         diags.error(
-            "include-escape",
+            Code::IncludeEscape,
             at.clone(),
             format!("`!archive {target}` points outside the repository"),
             "name a directory of this repository, relative to the including file",
@@ -271,7 +271,7 @@ fn archive(
         Entry::Dir => Ok(Some(Node::new(Value::Str(resolved), node.pos))),
         other => {
             diags.error(
-                "include-missing",
+                Code::IncludeMissing,
                 at.clone(),
                 format!("`!archive` directory `{resolved}` is {} in this commit", other.describe()),
                 "commit the directory, or fix the path (it is relative to the including file's directory)",

@@ -12,7 +12,7 @@ pub mod syntax;
 pub mod yaml;
 
 use crate::config::yaml::{Budget, Limits, Node, Pos, Value};
-use crate::diag::{Diagnostics, Location};
+use crate::diag::{Code, Diagnostics, Location};
 use crate::source::{Entry, Source, SourceError, MAX_FILE_BYTES};
 
 /// Which set of file names the repository uses.
@@ -101,7 +101,7 @@ pub fn parse(file: &str, bytes: &[u8], budget: &Budget, diags: &mut Diagnostics)
     if !budget.charge(0, bytes.len()) {
         if budget.first_report() {
             diags.error(
-                "too-large",
+                Code::TooLarge,
                 at(Pos { line: 1, col: 1 }),
                 budget.describe(),
                 "configuration files are small: include fewer or smaller files, or remove generated content",
@@ -111,7 +111,7 @@ pub fn parse(file: &str, bytes: &[u8], budget: &Budget, diags: &mut Diagnostics)
     }
     if let Some(i) = bytes.iter().position(|&b| b == 0) {
         diags.error(
-            "binary",
+            Code::Binary,
             at(pos_of_byte(bytes, i)),
             "binary content (a NUL byte), not YAML text",
             "commit the YAML text of this file; check that it was not replaced by a binary or a compressed file",
@@ -122,7 +122,7 @@ pub fn parse(file: &str, bytes: &[u8], budget: &Budget, diags: &mut Diagnostics)
         Ok(t) => t,
         Err(e) => {
             diags.error(
-                "encoding",
+                Code::Encoding,
                 at(pos_of_byte(bytes, e.valid_up_to())),
                 "the file is not valid UTF-8",
                 "save the file as UTF-8 (it may be Latin-1 or UTF-16)",
@@ -136,7 +136,7 @@ pub fn parse(file: &str, bytes: &[u8], budget: &Budget, diags: &mut Diagnostics)
         // An empty message: the commit's budget ran out, which was reported once already.
         Err(e) if e.message.is_empty() => None,
         Err(e) => {
-            diags.error("yaml-syntax", at(e.pos), e.message, e.hint);
+            diags.error(Code::YamlSyntax, at(e.pos), e.message, e.hint);
             None
         }
     }
@@ -178,7 +178,7 @@ fn read_document(
         Entry::File(bytes) => bytes,
         Entry::TooLarge(size) => {
             diags.error(
-                "too-large",
+                Code::TooLarge,
                 top,
                 format!("the file is {size} bytes; configuration files may be at most {MAX_FILE_BYTES} bytes"),
                 "configuration files are small: check that generated or binary content was not committed here",
@@ -187,7 +187,7 @@ fn read_document(
         }
         other => {
             diags.error(
-                "not-a-file",
+                Code::NotAFile,
                 top,
                 format!("`{file}` is {}, not a file", other.describe()),
                 "commit the configuration as a regular file in this repository (not a link, directory or submodule)",
@@ -240,7 +240,7 @@ pub fn load(source: &dyn Source, budget: &Budget, diags: &mut Diagnostics) -> Re
     }
     if set.app_files.is_empty() {
         diags.error(
-            "no-app",
+            Code::NoApp,
             // Not a place in a file: the file is not there.
             Location::new("", Pos { line: 0, col: 0 }, ""),
             format!("no application configuration: `{}` is missing", format.app_file()),
@@ -256,7 +256,7 @@ pub fn load(source: &dyn Source, budget: &Budget, diags: &mut Diagnostics) -> Re
     let dir_entry = source.entry(format.dir())?;
     if !matches!(dir_entry, Entry::Missing | Entry::Dir) {
         diags.error(
-            "not-a-dir",
+            Code::NotADir,
             Location::new(format.dir(), Pos { line: 1, col: 1 }, ""),
             format!("`{}` is {}, not a directory", format.dir(), dir_entry.describe()),
             format!(

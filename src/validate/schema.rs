@@ -17,7 +17,7 @@ use std::sync::OnceLock;
 use serde_json::Value as Json;
 
 use crate::config::yaml::{Node, Value};
-use crate::diag::{join, Diagnostics, Location};
+use crate::diag::{join, Code, Diagnostics, Location};
 
 /// The three file shapes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,7 +79,7 @@ struct Violation<'n> {
     /// Where to point: the node, or a key's position for unknown keys.
     pos: crate::config::yaml::Pos,
     path: String,
-    code: &'static str,
+    code: Code,
     message: String,
     hint: String,
 }
@@ -145,7 +145,7 @@ impl<'s> Walker<'s> {
             if !type_matches(t, node) {
                 let expected = type_names(t);
                 out.push(violation(
-                    "type",
+                    Code::Type,
                     format!("expected {expected}, found {}", shown(node)),
                     format!("write {expected} here"),
                 ));
@@ -156,7 +156,7 @@ impl<'s> Walker<'s> {
             if !options.iter().any(|o| equals(o, node)) {
                 let list = options.iter().map(Json::to_string).collect::<Vec<_>>().join(", ");
                 out.push(violation(
-                    "enum",
+                    Code::Enum,
                     format!("{} is not one of {list}", shown(node)),
                     "use one of the listed values".into(),
                 ));
@@ -164,7 +164,7 @@ impl<'s> Walker<'s> {
         }
         if let Some(c) = obj.get("const") {
             if !equals(c, node) {
-                out.push(violation("enum", format!("{} is not {c}", shown(node)), format!("write {c}")));
+                out.push(violation(Code::Enum, format!("{} is not {c}", shown(node)), format!("write {c}")));
             }
         }
         self.check_numbers_and_strings(obj, node, &violation, out);
@@ -193,7 +193,7 @@ impl<'s> Walker<'s> {
         &self,
         obj: &serde_json::Map<String, Json>,
         node: &'n Node,
-        violation: &dyn Fn(&'static str, String, String) -> Violation<'n>,
+        violation: &dyn Fn(Code, String, String) -> Violation<'n>,
         out: &mut Vec<Violation<'n>>,
     ) {
         if let Some(min) = obj.get("minimum").and_then(Json::as_f64) {
@@ -204,7 +204,7 @@ impl<'s> Walker<'s> {
             };
             if value.is_some_and(|v| v < min) {
                 out.push(violation(
-                    "minimum",
+                    Code::Minimum,
                     format!("{} is below the minimum {min}", shown(node)),
                     format!("use {min} or more"),
                 ));
@@ -213,11 +213,15 @@ impl<'s> Walker<'s> {
         if let Some(s) = node.as_str() {
             let len = s.chars().count() as u64;
             if obj.get("minLength").and_then(Json::as_u64).is_some_and(|m| len < m) {
-                out.push(violation("length", "the value is empty or too short".into(), "write a value here".into()));
+                out.push(violation(
+                    Code::Length,
+                    "the value is empty or too short".into(),
+                    "write a value here".into(),
+                ));
             }
             if let Some(max) = obj.get("maxLength").and_then(Json::as_u64).filter(|m| len > *m) {
                 out.push(violation(
-                    "length",
+                    Code::Length,
                     format!("the value is longer than {max} characters"),
                     "shorten it".into(),
                 ));
@@ -242,7 +246,7 @@ impl<'s> Walker<'s> {
                         node,
                         pos: node.pos,
                         path: path.to_owned(),
-                        code: "missing-key",
+                        code: Code::MissingKey,
                         message: format!("missing required key `{name}`"),
                         hint: hint.map_or_else(|| format!("add `{name}:` here"), str::to_owned),
                     });
@@ -267,7 +271,7 @@ impl<'s> Walker<'s> {
                         node,
                         pos: key.pos,
                         path: sub,
-                        code: "unknown-key",
+                        code: Code::UnknownKey,
                         message: format!("unknown key `{}`", key.name),
                         hint,
                     });
@@ -286,7 +290,7 @@ impl<'s> Walker<'s> {
         node: &'n Node,
         path: &str,
         hint: Option<&'s str>,
-        violation: &dyn Fn(&'static str, String, String) -> Violation<'n>,
+        violation: &dyn Fn(Code, String, String) -> Violation<'n>,
         out: &mut Vec<Violation<'n>>,
     ) {
         let results: Vec<Vec<Violation<'n>>> = branches
@@ -303,14 +307,14 @@ impl<'s> Walker<'s> {
         }
         if valid > 1 {
             out.push(violation(
-                "schema",
+                Code::Schema,
                 format!("{} is ambiguous here", shown(node)),
                 "make the value match one form only".into(),
             ));
             return;
         }
         // Every form only misses a key: say which keys would do (a cron without `cmd`).
-        if results.iter().all(|r| !r.is_empty() && r.iter().all(|v| v.code == "missing-key")) {
+        if results.iter().all(|r| !r.is_empty() && r.iter().all(|v| v.code == Code::MissingKey)) {
             let keys: Vec<String> = results
                 .iter()
                 .flatten()
@@ -324,10 +328,10 @@ impl<'s> Walker<'s> {
                 all
             });
             out.push(Violation {
-                code: "missing-key",
+                code: Code::MissingKey,
                 message: format!("missing required key: one of {}", keys.join(", ")),
                 hint: hint.map_or_else(|| format!("add {} here", keys.join(" or ")), str::to_owned),
-                ..violation("missing-key", String::new(), String::new())
+                ..violation(Code::MissingKey, String::new(), String::new())
             });
             return;
         }
@@ -340,7 +344,7 @@ impl<'s> Walker<'s> {
         match fitting.as_slice() {
             [only] => out.extend(results.into_iter().nth(*only).unwrap_or_default()),
             _ => out.push(violation(
-                "schema",
+                Code::Schema,
                 format!("{} is not a valid value here", shown(node)),
                 "check the value against the documentation".into(),
             )),

@@ -5,7 +5,7 @@
 
 use crate::config::yaml::Node;
 use crate::config::ConfigSet;
-use crate::diag::{join, Diagnostics};
+use crate::diag::{join, Code, Diagnostics};
 
 const FIELDS: [(&str, u32, u32); 5] =
     [("minute", 0, 59), ("hour", 0, 23), ("day of month", 1, 31), ("month", 1, 12), ("day of week", 0, 7)];
@@ -20,7 +20,7 @@ pub fn check(config: &ConfigSet, diags: &mut Diagnostics) {
             };
             if let Err(why) = check_spec(spec.as_str().unwrap_or_default()) {
                 diags.error(
-                    "cron-spec",
+                    Code::CronSpec,
                     app.loc(spec, &join(&format!("crons.{}", join("", &key.name)), "spec")),
                     format!("invalid cron spec `{}`: {why}", spec.as_str().unwrap_or_default()),
                     "write five fields: minute hour day-of-month month day-of-week, for example `*/5 * * * *`",

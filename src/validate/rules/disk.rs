@@ -10,7 +10,7 @@ use super::services;
 /// Platform.sh documents 128 MB as the smallest disk an app may have.
 const APP_MIN_DISK: i64 = 128;
 use crate::config::{ConfigSet, Format};
-use crate::diag::{Diagnostics, Location};
+use crate::diag::{Code, Diagnostics, Location};
 
 pub fn check(config: &ConfigSet, diags: &mut Diagnostics) {
     for service in services(config) {
@@ -21,14 +21,14 @@ pub fn check(config: &ConfigSet, diags: &mut Diagnostics) {
         let t = service.node.get("type").and_then(|t| t.as_str()).unwrap_or_default();
         if !image.disk {
             diags.error(
-                "disk-on-memory-service",
+                Code::DiskOnMemoryService,
                 service.loc(disk, "disk"),
                 format!("`{t}` keeps its data in memory and takes no disk"),
                 format!("remove `disk`, or use `{}-persistent` if the data must survive restarts", image.base),
             );
         } else if let Some(min) = image.image.min_disk.filter(|m| size < i64::from(*m)) {
             diags.error(
-                "disk-too-small",
+                Code::DiskTooSmall,
                 service.loc(disk, "disk"),
                 format!("disk {size} MB is below the {min} MB minimum of `{}`", image.base),
                 format!("set `disk: {min}` or more"),
@@ -39,7 +39,7 @@ pub fn check(config: &ConfigSet, diags: &mut Diagnostics) {
         if let Some(disk) = app.node.get("disk") {
             if let Some(size) = disk.as_i64().filter(|s| *s < APP_MIN_DISK) {
                 diags.error(
-                    "disk-too-small",
+                    Code::DiskTooSmall,
                     app.loc(disk, "disk"),
                     format!("disk {size} MB is below the {APP_MIN_DISK} MB an app's disk needs at least"),
                     format!("set `disk: {APP_MIN_DISK}` or more (MB)"),
@@ -58,7 +58,7 @@ pub fn check(config: &ConfigSet, diags: &mut Diagnostics) {
         let at = Location::new(&app.file, app.node.pos, app.path.clone());
         if local_mounts || config.format == Format::Magento {
             diags.warn(
-                "no-disk",
+                Code::NoDisk,
                 at.clone(),
                 "the app has no `disk`",
                 "add `disk: 2048` (MB): writable mounts and Magento's var/ and pub/media need it",
@@ -66,7 +66,7 @@ pub fn check(config: &ConfigSet, diags: &mut Diagnostics) {
         }
         if config.format == Format::Magento && app.node.get("web").is_none() && app.node.get("workers").is_none() {
             diags.warn(
-                "no-web",
+                Code::NoWeb,
                 at,
                 "the app has neither `web` nor `workers`",
                 "add a `web.locations` block so that the app serves requests",

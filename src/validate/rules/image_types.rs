@@ -8,7 +8,7 @@
 use super::services;
 use crate::config::yaml::Node;
 use crate::config::ConfigSet;
-use crate::diag::{Diagnostics, Location};
+use crate::diag::{Code, Diagnostics, Location};
 use crate::registry::{split_type, version_key, Registry, Status};
 
 pub fn check(config: &ConfigSet, diags: &mut Diagnostics) {
@@ -35,14 +35,14 @@ fn check_type(node: &Node, at: Location, runtime: bool, diags: &mut Diagnostics)
             Some(s) => format!("did you mean `{s}`?"),
             None => format!("known {what}s: {}", names.join(", ")),
         };
-        diags.error("unknown-image", at, format!("unknown {what} `{name}` in `{written}`"), hint);
+        diags.error(Code::UnknownImage, at, format!("unknown {what} `{name}` in `{written}`"), hint);
         return;
     };
     if image.image.runtime != runtime {
         let (is, place) =
             if runtime { ("a service image", "services.yaml") } else { ("an application runtime", "an app's `type`") };
         diags.error(
-            "wrong-kind",
+            Code::WrongKind,
             at,
             format!("`{name}` is {is}, not an {what}"),
             format!("declare `{name}` in {place} instead"),
@@ -53,7 +53,7 @@ fn check_type(node: &Node, at: Location, runtime: bool, diags: &mut Diagnostics)
     let supported = supported.join(", ");
     let Some(version) = version else {
         diags.error(
-            "no-version",
+            Code::NoVersion,
             at,
             format!("`{written}` has no version"),
             format!(
@@ -69,14 +69,14 @@ fn check_type(node: &Node, at: Location, runtime: bool, diags: &mut Diagnostics)
             let release = version.split_once('-').map(|(base, _)| base);
             if release.is_some_and(|base| image.image.versions.contains_key(base)) {
                 diags.warn(
-                    "prerelease-version",
+                    Code::PrereleaseVersion,
                     at,
                     format!("`{written}` is a pre-release of {name}:{}", release.unwrap_or_default()),
                     "use a released version for production environments",
                 );
             } else {
                 diags.error(
-                    "unknown-version",
+                    Code::UnknownVersion,
                     at,
                     format!("unknown version `{version}` of `{name}`"),
                     format!("supported versions: {supported}"),
@@ -88,9 +88,9 @@ fn check_type(node: &Node, at: Location, runtime: bool, diags: &mut Diagnostics)
     // One warning per value: the most specific reason to upgrade, with the versions to go to.
     let eol = registry.eol(image.base, version).filter(|eol| *eol < crate::clock::today().as_str());
     let (code, why) = match (status, eol) {
-        (_, Some(eol)) => ("end-of-life", format!("reached end of life on {eol}")),
-        (Status::Deprecated, None) => ("deprecated-version", "is deprecated".to_owned()),
-        (Status::Retired, None) => ("retired-version", "is no longer offered by current images".to_owned()),
+        (_, Some(eol)) => (Code::EndOfLife, format!("reached end of life on {eol}")),
+        (Status::Deprecated, None) => (Code::DeprecatedVersion, "is deprecated".to_owned()),
+        (Status::Retired, None) => (Code::RetiredVersion, "is no longer offered by current images".to_owned()),
         (Status::Supported, None) => return,
     };
     let current = version_key(version);

@@ -15,7 +15,7 @@ mod web;
 
 use crate::config::yaml::{Node, Pos};
 use crate::config::ConfigSet;
-use crate::diag::{concat, join, Diagnostics, Location};
+use crate::diag::{concat, join, Code, Diagnostics, Location};
 use crate::registry::{split_type, Registry, Resolved};
 
 pub fn run_all(config: &ConfigSet, diags: &mut Diagnostics) {
@@ -36,7 +36,7 @@ pub fn run_all(config: &ConfigSet, diags: &mut Diagnostics) {
     } else {
         let files = config.unreadable.iter().map(|f| format!("`{f}`")).collect::<Vec<_>>().join(", ");
         diags.warn(
-            "not-checked",
+            Code::NotChecked,
             Location::new(&config.unreadable[0], Pos { line: 1, col: 1 }, ""),
             format!("relationships and routes were not checked against {files}: it could not be read"),
             "fix the errors above; the next push checks them",

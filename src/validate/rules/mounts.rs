@@ -10,7 +10,7 @@
 use super::services;
 use crate::config::yaml::Node;
 use crate::config::ConfigSet;
-use crate::diag::{join, Diagnostics, Location};
+use crate::diag::{join, Code, Diagnostics, Location};
 use crate::paths::resolve_beneath;
 use crate::source::{Beneath, Source, SourceError};
 
@@ -30,7 +30,7 @@ pub fn check_in_tree(source: &dyn Source, config: &ConfigSet, diags: &mut Diagno
             if let Err(escape) = resolved {
                 let path = format!("mounts.{}", join("", &key.name));
                 diags.error(
-                    "mount-path",
+                    Code::MountPath,
                     Location::new(mounts.file_or(&app.file), key.pos, join(&app.path, &path)),
                     format!("mount `{}` leads outside the app through this commit's links: {escape}", key.name),
                     "write the mount as a plain path inside the app (`var`, `pub/media`), not through a symbolic link",
@@ -52,13 +52,13 @@ pub fn check(config: &ConfigSet, diags: &mut Diagnostics) {
             let key_at = Location::new(mounts.file_or(&app.file), key.pos, join(&app.path, &path));
             match super::inside(&key.name) {
                 None => diags.error(
-                    "mount-path",
+                    Code::MountPath,
                     key_at,
                     format!("mount `{}` leaves the app directory", key.name),
                     "mount paths are relative to the app root, for example `var` or `pub/media`",
                 ),
                 Some(p) if p.is_empty() => diags.error(
-                    "mount-path",
+                    Code::MountPath,
                     key_at,
                     "a mount over the whole app",
                     "mount a subdirectory (`var`, `pub/media`): the app root holds the built code",
@@ -67,7 +67,7 @@ pub fn check(config: &ConfigSet, diags: &mut Diagnostics) {
             }
             if let Some(legacy) = mount.as_str().filter(|m| !m.starts_with("shared:files/")) {
                 diags.error(
-                    "mount-source",
+                    Code::MountSource,
                     app.loc(mount, &path),
                     format!("mount `{}` is `{legacy}`: the short form must read `shared:files/PATH`", key.name),
                     format!(
@@ -84,7 +84,7 @@ pub fn check(config: &ConfigSet, diags: &mut Diagnostics) {
             if let Some((node, sp)) = source_path {
                 if super::inside(sp).is_none() {
                     diags.error(
-                        "mount-source",
+                        Code::MountSource,
                         app.loc(node, &path),
                         format!("source path `{sp}` leaves the mount's volume"),
                         "give a path inside the volume, for example `files/var`",
@@ -104,7 +104,7 @@ fn check_service_mount(mount: &Node, services: &[super::Service<'_>], at: Locati
     }
     let Some(name) = mount.get("service").and_then(Node::as_str) else {
         diags.error(
-            "mount-service",
+            Code::MountService,
             at,
             "a `source: service` mount without `service`",
             "name the network-storage service",
@@ -113,13 +113,13 @@ fn check_service_mount(mount: &Node, services: &[super::Service<'_>], at: Locati
     };
     match services.iter().find(|s| s.name == name) {
         None => diags.error(
-            "mount-service",
+            Code::MountService,
             at,
             format!("mount service `{name}` is not declared in services.yaml"),
             "declare it with `type: network-storage:2.0`",
         ),
         Some(s) if s.image().is_some_and(|i| i.base != "network-storage") => diags.error(
-            "mount-service",
+            Code::MountService,
             at,
             format!("mount service `{name}` is not a network-storage service"),
             "mounts can use only `network-storage` services",

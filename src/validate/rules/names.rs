@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use super::services;
 use crate::config::yaml::Pos;
 use crate::config::ConfigSet;
-use crate::diag::{Diagnostics, Location};
+use crate::diag::{Code, Diagnostics, Location};
 
 pub fn check(config: &ConfigSet, diags: &mut Diagnostics) {
     let mut seen: HashMap<&str, (&str, Pos)> = HashMap::new();
@@ -18,7 +18,7 @@ pub fn check(config: &ConfigSet, diags: &mut Diagnostics) {
         let Some(name) = app.name.as_deref() else {
             if app.node.is_map() {
                 diags.error(
-                    "missing-key",
+                    Code::MissingKey,
                     Location::new(&app.file, app.node.pos, app.path.clone()),
                     "missing required key `name`",
                     "add `name: myapp` (lowercase letters and digits); routes and relationships refer to it",
@@ -29,7 +29,7 @@ pub fn check(config: &ConfigSet, diags: &mut Diagnostics) {
         check_name(name, at.clone(), "app", diags);
         if let Some((file, first)) = seen.insert(name, (&app.file, app.name_pos)) {
             diags.error(
-                "duplicate-name",
+                Code::DuplicateName,
                 at,
                 format!("app name `{name}` is already used in {file}:{}:{}", first.line, first.col),
                 "give every app a unique name",
@@ -42,7 +42,7 @@ pub fn check(config: &ConfigSet, diags: &mut Diagnostics) {
             && service.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
         if !valid {
             diags.error(
-                "name",
+                Code::Name,
                 at.clone(),
                 format!("service name `{}` may contain only letters, digits, `-` and `_`", service.name),
                 "rename the service (and the relationships that point at it)",
@@ -50,7 +50,7 @@ pub fn check(config: &ConfigSet, diags: &mut Diagnostics) {
         }
         if let Some((file, first)) = seen.get(service.name) {
             diags.error(
-                "duplicate-name",
+                Code::DuplicateName,
                 at,
                 format!("service `{}` has the name of the app at {file}:{}:{}", service.name, first.line, first.col),
                 "rename the service or the app: relationships and routes could not tell them apart",
@@ -64,7 +64,7 @@ fn check_name(name: &str, at: Location, what: &str, diags: &mut Diagnostics) {
         && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
     if !valid {
         diags.error(
-            "name",
+            Code::Name,
             at,
             format!("{what} name `{name}` may contain only lowercase letters, digits, `-` and `_`"),
             format!(
@@ -74,7 +74,7 @@ fn check_name(name: &str, at: Location, what: &str, diags: &mut Diagnostics) {
         );
     } else if !name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()) {
         diags.warn(
-            "name",
+            Code::Name,
             at,
             format!("{what} name `{name}` is not lowercase alphanumeric as Magento Cloud recommends"),
             "it works, but renaming later destroys the app's data: choose the final name now",

@@ -9,7 +9,7 @@
 
 use crate::config::yaml::Node;
 use crate::config::ConfigSet;
-use crate::diag::Diagnostics;
+use crate::diag::{Code, Diagnostics};
 use crate::registry::{split_type, version_key, Registry};
 
 pub fn check(config: &ConfigSet, diags: &mut Diagnostics) {
@@ -35,7 +35,7 @@ pub fn check(config: &ConfigSet, diags: &mut Diagnostics) {
                     None => format!("the extensions of {t} are listed in Platform.sh's and Adobe's PHP documentation"),
                 };
                 diags.error(
-                    "php-extension",
+                    Code::PhpExtension,
                     app.loc(ext, &format!("runtime.{key}[{i}]")),
                     format!("no PHP extension `{name}` for {t}"),
                     hint,
@@ -50,7 +50,7 @@ pub fn check(config: &ConfigSet, diags: &mut Diagnostics) {
             let name = ext.as_str().or_else(|| ext.get("name").and_then(Node::as_str));
             if name == Some("json") {
                 diags.error(
-                    "php-extension",
+                    Code::PhpExtension,
                     app.loc(ext, &format!("runtime.extensions[{i}]")),
                     format!("the `json` extension is not supported for {t}: it is built into PHP 8"),
                     "remove `json` from runtime.extensions",

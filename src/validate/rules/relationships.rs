@@ -9,7 +9,7 @@ use std::collections::HashSet;
 use super::{services, Service};
 use crate::config::yaml::{Node, Value};
 use crate::config::ConfigSet;
-use crate::diag::{Diagnostics, Location};
+use crate::diag::{Code, Diagnostics, Location};
 
 pub fn check(config: &ConfigSet, diags: &mut Diagnostics) {
     let services = services(config);
@@ -46,7 +46,7 @@ pub fn check(config: &ConfigSet, diags: &mut Diagnostics) {
     for service in services.iter().filter(|_| !misspelt) {
         if !used.contains(service.name) {
             diags.warn(
-                "unused-service",
+                Code::UnusedService,
                 Location::new(service.file, service.key_pos, crate::diag::join("", service.name)),
                 format!("service `{}` is not used by any relationship, route or mount", service.name),
                 "add a relationship to it in the app, or remove it (removing a service deletes its data)",
@@ -68,7 +68,7 @@ fn check_one<'a>(
         Value::Str(s) => match s.split_once(':') {
             _ if !is_reference(s) => {
                 diags.error(
-                    "relationship-format",
+                    Code::RelationshipFormat,
                     at,
                     format!("relationship `{name}` is `{s}`, not `service:endpoint`"),
                     "write it as `service:endpoint`, for example `database: \"mysql:mysql\"`",
@@ -95,7 +95,7 @@ fn check_one<'a>(
         offered.extend(custom.map(Node::entries).unwrap_or_default().iter().map(|(k, _)| k.name.as_str()));
         if !offered.contains(&endpoint) {
             diags.error(
-                "unknown-endpoint",
+                Code::UnknownEndpoint,
                 at,
                 format!("service `{target}` has no endpoint `{endpoint}`"),
                 format!(
@@ -107,7 +107,7 @@ fn check_one<'a>(
     } else if apps.contains(&target) {
         if endpoint.is_some_and(|e| e != "http") {
             diags.error(
-                "unknown-endpoint",
+                Code::UnknownEndpoint,
                 at,
                 format!("app `{target}` offers only the `http` endpoint, not `{}`", endpoint.unwrap_or_default()),
                 format!("write `{target}:http`"),
@@ -122,7 +122,7 @@ fn check_one<'a>(
             None => "declare the service in services.yaml, or fix the name".to_owned(),
         };
         diags.error(
-            "unknown-service",
+            Code::UnknownService,
             at,
             format!("relationship `{name}` points at `{target}`, which is no service or app of this project"),
             hint,

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use super::services;
 use crate::config::yaml::{Node, Pos};
 use crate::config::ConfigSet;
-use crate::diag::{join, Diagnostics, Location};
+use crate::diag::{join, Code, Diagnostics, Location};
 
 pub fn check(config: &ConfigSet, diags: &mut Diagnostics) {
     let Some(doc) = &config.routes else { return };
@@ -22,7 +22,7 @@ pub fn check(config: &ConfigSet, diags: &mut Diagnostics) {
         let at = |node: &Node, sub: &str| Location::new(node.file_or(&doc.file), node.pos, join(&path, sub));
         if let Err(why) = check_template(&key.name) {
             diags.error(
-                "route-url",
+                Code::RouteUrl,
                 Location::new(&doc.file, key.pos, path.clone()),
                 format!("`{}` is not a valid route URL template: {why}", key.name),
                 "write routes as `https://{default}/`, `http://www.{default}/` or `https://example.com/path`",
@@ -48,21 +48,21 @@ pub fn check(config: &ConfigSet, diags: &mut Diagnostics) {
                         }
                     };
                     diags.error(
-                        "route-upstream",
+                        Code::RouteUpstream,
                         at(up, "upstream"),
                         format!("upstream `{text}` names no app or service"),
                         hint,
                     );
                 } else if endpoint == Some("php") {
                     diags.warn(
-                        "route-upstream-php",
+                        Code::RouteUpstreamPhp,
                         at(up, "upstream"),
                         format!("upstream `{text}` uses the deprecated `:php` endpoint"),
                         format!("write `{target}:http`"),
                     );
                 } else if is_app && endpoint.is_some_and(|e| e != "http") {
                     diags.error(
-                        "route-upstream",
+                        Code::RouteUpstream,
                         at(up, "upstream"),
                         format!("app `{target}` has no endpoint `{}`", endpoint.unwrap_or_default()),
                         format!("write `{target}:http`"),
@@ -75,7 +75,7 @@ pub fn check(config: &ConfigSet, diags: &mut Diagnostics) {
                 && !(to.1.starts_with("http://") || to.1.starts_with("https://"))
             {
                 diags.error(
-                    "route-redirect",
+                    Code::RouteRedirect,
                     at(to.0, "to"),
                     format!("redirect target `{}` is not an absolute URL", to.1),
                     "write the target as `https://{default}/` or a full URL",
@@ -85,7 +85,7 @@ pub fn check(config: &ConfigSet, diags: &mut Diagnostics) {
         if let Some(p) = route.get("primary").filter(|p| p.as_bool() == Some(true)) {
             match primary {
                 Some(first) => diags.error(
-                    "route-primary",
+                    Code::RoutePrimary,
                     at(p, "primary"),
                     format!("a second primary route (the first is at line {})", first.line),
                     "mark at most one route `primary: true`",
@@ -96,7 +96,7 @@ pub fn check(config: &ConfigSet, diags: &mut Diagnostics) {
         if let Some(id) = route.get("id").and_then(|i| i.as_str().map(|s| (i, s))) {
             if let Some(first) = ids.insert(id.1, id.0.pos) {
                 diags.error(
-                    "route-id",
+                    Code::RouteId,
                     at(id.0, "id"),
                     format!("route id `{}` is already used at line {}", id.1, first.line),
                     "give every route a unique id",

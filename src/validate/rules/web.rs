@@ -5,7 +5,7 @@
 
 use crate::config::yaml::Node;
 use crate::config::ConfigSet;
-use crate::diag::Diagnostics;
+use crate::diag::{Code, Diagnostics};
 
 pub fn check(config: &ConfigSet, diags: &mut Diagnostics) {
     for app in &config.apps {
@@ -16,7 +16,7 @@ pub fn check(config: &ConfigSet, diags: &mut Diagnostics) {
             let path = format!("web.locations.{}", crate::diag::join("", &key.name));
             if !key.name.starts_with('/') {
                 diags.error(
-                    "web-location",
+                    Code::WebLocation,
                     crate::diag::Location::new(
                         locations.file_or(&app.file),
                         key.pos,
@@ -29,7 +29,7 @@ pub fn check(config: &ConfigSet, diags: &mut Diagnostics) {
             if let Some(root) = location.get("root").filter(|r| r.as_str().is_some()) {
                 if super::inside(root.as_str().unwrap_or_default()).is_none() {
                     diags.error(
-                        "web-root",
+                        Code::WebRoot,
                         app.loc(root, &format!("{path}.root")),
                         format!("root `{}` leaves the app directory", root.as_str().unwrap_or_default()),
                         "give a directory inside the app, relative to its root (for Magento: `pub`)",
@@ -39,7 +39,7 @@ pub fn check(config: &ConfigSet, diags: &mut Diagnostics) {
             for (sub, node) in expires(location) {
                 if let Some(e) = node.as_str().filter(|e| !is_duration(e)) {
                     diags.error(
-                        "web-expires",
+                        Code::WebExpires,
                         app.loc(node, &format!("{path}.{sub}")),
                         format!("expires `{e}` is not a duration"),
                         "write seconds (`3600`, `-1` for no caching) or a number with a unit: ms, s, m, h, d, w, M, y (`1y`)",
@@ -49,7 +49,7 @@ pub fn check(config: &ConfigSet, diags: &mut Diagnostics) {
             for (sub, node) in passthrus(location) {
                 if let Some(p) = node.as_str().filter(|p| !p.starts_with('/')) {
                     diags.error(
-                        "web-passthru",
+                        Code::WebPassthru,
                         app.loc(node, &format!("{path}.{sub}")),
                         format!("passthru `{p}` is not a URL path"),
                         format!("write `/{p}`"),
