@@ -3,7 +3,7 @@
 //! Every stage (syntax, schema, cross-file rules) reports into a [`Diagnostics`] list; the
 //! report module decides how the pusher sees them.
 
-use crate::config::yaml::Pos;
+use crate::core::Pos;
 
 /// Every finding's stable code, shown in brackets after its message (`[mount-path]`): what a
 /// tool or a person can match on, whatever the message says.

@@ -5,12 +5,7 @@
 
 use std::sync::Arc;
 
-/// A 1-based line and column (counted in characters) in a file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Pos {
-    pub line: u32,
-    pub col: u32,
-}
+pub use crate::core::Pos;
 
 /// A mapping key: its text and where it stands.
 #[derive(Debug, Clone, PartialEq)]

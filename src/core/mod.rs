@@ -2,3 +2,12 @@
 //! a commit is stored with its job in these types, and the runner acts on them.
 
 pub mod plan;
+
+/// A 1-based line and column (counted in characters) in a file: where the YAML loader found a
+/// node, and where a diagnostic points. Here so that `config` and `diag` need not import each
+/// other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Pos {
+    pub line: u32,
+    pub col: u32,
+}
