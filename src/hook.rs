@@ -102,6 +102,88 @@ struct Printed {
     plan: String,
 }
 
+/// Why a branch of a push is refused before its configuration is judged, and what to do.
+struct Refusal {
+    /// What follows `Branch NAME (COMMIT)`: `cannot be deployed: …`.
+    what: String,
+    hint: String,
+}
+
+impl Refusal {
+    fn write(&self, out: &mut dyn Write, branch: &str, short: &str) {
+        let _ = writeln!(out, "E: Branch {branch} ({short}) {}\n    hint: {}", self.what, self.hint);
+    }
+}
+
+/// The checks of a branch that come before its configuration: its environment's name, the
+/// names in the trees it brings, and what is left of the push's validation budget.
+fn refusal_before_validation(
+    repo: &Repository,
+    update: &RefUpdate,
+    owners: &HashMap<String, Vec<String>>,
+    new_trees: &mut git::NewTrees,
+    cache: &Cache,
+) -> Result<Option<Refusal>, HookError> {
+    let branch = update.branch().unwrap_or_default();
+    if let Some((problem, hint)) = naming_problem(branch, owners) {
+        return Ok(Some(Refusal { what: format!("cannot be deployed: {problem}"), hint }));
+    }
+    let bad_entry = new_trees.check(repo, update.new).map_err(|source| GitError::Commit {
+        commit: update.new.to_string(),
+        refname: update.name.clone(),
+        source,
+    })?;
+    if let Some(bad) = bad_entry {
+        let dir = if bad.dir.is_empty() { "the root directory".to_owned() } else { format!("directory `{}`", bad.dir) };
+        return Ok(Some(Refusal {
+            what: format!("cannot be deployed: {dir} has an entry named {:?}, {}", bad.name, bad.why),
+            hint: "such a tree can only be made by hand (git hash-object --literally); no checkout can hold it. \
+                   Rewrite the commit with a tree git itself writes"
+                .into(),
+        }));
+    }
+    if cache.exhausted() {
+        return Ok(Some(Refusal {
+            what: format!(
+                "was not validated: this push brings more configuration than pushgate checks in one push \
+                 ({PUSH_MAX_NODES} nodes, {} MiB of text, branches with the same files counted once)",
+                PUSH_MAX_BYTES >> 20
+            ),
+            hint: "push the branches in smaller groups".into(),
+        }));
+    }
+    Ok(None)
+}
+
+/// Judges a valid configuration against its baseline: the new topology, the changes, what
+/// they destroy. Reports it, and returns the verdict as the queue stores it.
+fn judge(
+    outcome: &Outcome,
+    index: usize,
+    baseline: Topology,
+    branch: &str,
+    lines: &report::LineLookup<'_>,
+    settings: &settings::Hook,
+    out: &mut dyn Write,
+) -> Printed {
+    let new_topology = Topology::from_config(&outcome.config);
+    let changes = diff(&baseline, &new_topology);
+    let destroying = destructive(&changes);
+    let _ = report::diagnostics(out, &outcome.diags, lines);
+    let _ = report::topology(out, &new_topology, &changes);
+    let _ = report::destruction(out, &destroying, settings.allow_data_loss);
+    Printed {
+        outcome: index,
+        baseline,
+        branch: branch.to_owned(),
+        same: Vec::new(),
+        blocked: !destroying.is_empty() && !settings.allow_data_loss,
+        topology: serde_json::to_string(&new_topology).unwrap_or_default(),
+        changes: serde_json::to_string(&changes).unwrap_or_default(),
+        plan: serde_json::to_string(&crate::core::plan::Plan::of(&outcome.config)).unwrap_or_default(),
+    }
+}
+
 /// Runs the protective block over `updates` and reserves their builds. Returns true when the
 /// push may proceed.
 pub fn pre_receive(
@@ -131,49 +213,21 @@ pub fn pre_receive(
             continue;
         }
         let short = &update.new.to_string()[..10];
-        if let Some((problem, hint)) = naming_problem(branch, &owners) {
-            let _ = writeln!(out, "E: Branch {branch} ({short}) cannot be deployed: {problem}\n    hint: {hint}");
-            refused.push(branch.to_owned());
-            continue;
-        }
         let t = std::time::Instant::now();
-        let bad_entry = new_trees.check(repo, update.new).map_err(|source| GitError::Commit {
-            commit: update.new.to_string(),
-            refname: update.name.clone(),
-            source,
-        })?;
+        let early = refusal_before_validation(repo, update, &owners, &mut new_trees, &cache)?;
         in_names += t.elapsed();
-        if let Some(bad) = bad_entry {
-            let dir =
-                if bad.dir.is_empty() { "the root directory".to_owned() } else { format!("directory `{}`", bad.dir) };
-            let _ = writeln!(
-                out,
-                "E: Branch {branch} ({short}) cannot be deployed: {dir} has an entry named {:?}, {}\n    \
-                 hint: such a tree can only be made by hand (git hash-object --literally); no checkout can hold it. \
-                 Rewrite the commit with a tree git itself writes",
-                bad.name, bad.why
-            );
+        if let Some(refusal) = early {
+            refusal.write(out, branch, short);
             refused.push(branch.to_owned());
             continue;
         }
         let tree = CommitTree::new(repo, update.new, &update.name)?;
-        if cache.exhausted() {
-            let _ = writeln!(
-                out,
-                "E: Branch {branch} ({short}) was not validated: this push brings more configuration than pushgate \
-                 checks in one push ({PUSH_MAX_NODES} nodes, {} MiB of text, branches with the same files counted \
-                 once)\n    hint: push the branches in smaller groups",
-                PUSH_MAX_BYTES >> 20
-            );
-            refused.push(branch.to_owned());
-            continue;
-        }
+        let lines = |file: &str, line: u32| line_of(&tree, file, line);
         let (index, fresh) = cache.validate(&tree)?;
         if cache.outcome(index).diags.has_errors() {
             refused.push(branch.to_owned());
             if fresh {
                 let _ = writeln!(out, "Validating configuration files of {branch} ({short})");
-                let lines = |file: &str, line: u32| line_of(&tree, file, line);
                 let _ = report::diagnostics(out, &cache.outcome(index).diags, &lines);
             } else {
                 let _ = writeln!(out, "Validating configuration files of {branch} ({short}): same as above, invalid");
@@ -187,8 +241,7 @@ pub fn pre_receive(
             queue = Some(SqliteQueue::open(&settings.data_dir, settings.queue_timeout)?);
             in_queue += t.elapsed();
         }
-        let deployed = data.deployed(&repo_path, &environment);
-        let baseline = match baseline(repo, deployed, update, &mut cache)? {
+        let baseline = match baseline(repo, data.deployed(&repo_path, &environment), update, &mut cache)? {
             Ok(known) => known,
             // The guard against data loss does not fail open: what it cannot compare with, it
             // refuses, unless the pusher accepts the loss.
@@ -201,12 +254,13 @@ pub fn pre_receive(
                 Topology::default()
             }
             Err(why) => {
-                let _ = writeln!(
-                    out,
-                    "E: Branch {branch} ({short}) cannot be checked for data loss: {why}\n    hint: pushgate \
-                     cannot tell what this push would destroy. An admin can look at the queue; to deploy \
-                     anyway, push again with -o pushgate.allow-data-loss"
-                );
+                let refusal = Refusal {
+                    what: format!("cannot be checked for data loss: {why}"),
+                    hint: "pushgate cannot tell what this push would destroy. An admin can look at the queue; to \
+                           deploy anyway, push again with -o pushgate.allow-data-loss"
+                        .into(),
+                };
+                refusal.write(out, branch, short);
                 refused.push(branch.to_owned());
                 continue;
             }
@@ -215,32 +269,14 @@ pub fn pre_receive(
         let verdict = match printed.iter().position(|p| p.outcome == index && p.baseline == baseline) {
             Some(i) => {
                 printed[i].same.push(format!("{branch} ({short})"));
-                i
+                &printed[i]
             }
             None => {
-                let outcome = cache.outcome(index);
-                let new_topology = Topology::from_config(&outcome.config);
-                let changes = diff(&baseline, &new_topology);
-                let destroying = destructive(&changes);
                 let _ = writeln!(out, "Validating configuration files of {branch} ({short})");
-                let lines = |file: &str, line: u32| line_of(&tree, file, line);
-                let _ = report::diagnostics(out, &outcome.diags, &lines);
-                let _ = report::topology(out, &new_topology, &changes);
-                let _ = report::destruction(out, &destroying, settings.allow_data_loss);
-                printed.push(Printed {
-                    outcome: index,
-                    baseline,
-                    branch: branch.to_owned(),
-                    same: Vec::new(),
-                    blocked: !destroying.is_empty() && !settings.allow_data_loss,
-                    topology: serde_json::to_string(&new_topology).unwrap_or_default(),
-                    changes: serde_json::to_string(&changes).unwrap_or_default(),
-                    plan: serde_json::to_string(&crate::core::plan::Plan::of(&outcome.config)).unwrap_or_default(),
-                });
-                printed.len() - 1
+                printed.push(judge(cache.outcome(index), index, baseline, branch, &lines, settings, out));
+                &printed[printed.len() - 1]
             }
         };
-        let verdict = &printed[verdict];
         if verdict.blocked {
             refused.push(branch.to_owned());
             continue;
