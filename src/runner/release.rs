@@ -26,44 +26,7 @@ pub(super) fn deploy(
     let variables = declared.runtime_variables(&job.environment);
     let env_dir = EnvDir::new(&config.data_dir, &job.repo, &job.environment);
     let id = job.id.to_string();
-    let release = env_dir.release(&id);
-    // A release exists only once complete: it is unpacked under another name, then renamed.
-    let partial = env_dir.partial_release(&id);
-    deploy::remove_release(&release)?; // a retry after a crash starts clean
-    deploy::remove_release(&partial)?;
-    log.phase("deploy", &format!("Unpacking release {id} into {}", release.display()));
-    for plan in plans {
-        let app_root = partial.join(&plan.name);
-        slug::unpack(&plan.slug, &app_root)?;
-        let mounts = topology.apps.get(&plan.name).map(|a| a.mounts.clone()).unwrap_or_default();
-        for (path, mount) in &mounts {
-            let source = crate::paths::normalize(&mount.source_path).filter(|p| !p.is_empty()).ok_or_else(|| {
-                RunnerError::Config(format!("mount `{path}`: bad source path `{}`", mount.source_path))
-            })?;
-            let keep_rel = format!("{}/{source}", plan.name);
-            let keep = crate::paths::mkdirs_beneath(&env_dir.mounts_created()?, &keep_rel).map_err(|source| {
-                RunnerError::Io { action: "creating", path: env_dir.mounts().join(&keep_rel), source }
-            })?;
-            deploy::link_mount(&app_root, path, &keep)?;
-            log.phase("deploy", &format!("Mount {path} of `{}` -> {}", plan.name, keep.display()));
-        }
-    }
-    deploy::make_read_only(&partial)?;
-    std::fs::rename(&partial, &release).map_err(|source| RunnerError::Io {
-        action: "completing",
-        path: release.clone(),
-        source,
-    })?;
-    env_dir.write_info(&ReleaseInfo {
-        release: id.clone(),
-        job: job.id,
-        repo: job.repo.clone(),
-        environment: job.environment.clone(),
-        commit: job.commit.clone(),
-        slugs: plans.iter().map(|p| p.slug.display().to_string()).collect(),
-        topology: serde_json::to_value(topology).unwrap_or_default(),
-        created_at: crate::clock::now_rfc3339(),
-    })?;
+    let release = assemble(&env_dir, job, built, log)?;
     control.check()?;
 
     let branch = job.ref_name.strip_prefix("refs/heads/").unwrap_or(&job.ref_name);
@@ -162,4 +125,51 @@ fn collect_slugs(config: &Config, log: &mut JobLog) {
             log.phase("slug", &format!("Collected unused slug {path}"));
         }
     }
+}
+
+/// Makes release `JOB` of the environment from the built slugs: unpacked under another name,
+/// each mount linked to its writable directory, made read-only, renamed into place, described.
+/// It exists only once complete. Returns its path.
+fn assemble(env_dir: &EnvDir, job: &Job, built: &Built, log: &mut JobLog) -> Result<std::path::PathBuf, RunnerError> {
+    let Built { plans, topology, .. } = built;
+    let id = job.id.to_string();
+    let release = env_dir.release(&id);
+    // A release exists only once complete: it is unpacked under another name, then renamed.
+    let partial = env_dir.partial_release(&id);
+    deploy::remove_release(&release)?; // a retry after a crash starts clean
+    deploy::remove_release(&partial)?;
+    log.phase("deploy", &format!("Unpacking release {id} into {}", release.display()));
+    for plan in plans {
+        let app_root = partial.join(&plan.name);
+        slug::unpack(&plan.slug, &app_root)?;
+        let mounts = topology.apps.get(&plan.name).map(|a| a.mounts.clone()).unwrap_or_default();
+        for (path, mount) in &mounts {
+            let source = crate::paths::normalize(&mount.source_path).filter(|p| !p.is_empty()).ok_or_else(|| {
+                RunnerError::Config(format!("mount `{path}`: bad source path `{}`", mount.source_path))
+            })?;
+            let keep_rel = format!("{}/{source}", plan.name);
+            let keep = crate::paths::mkdirs_beneath(&env_dir.mounts_created()?, &keep_rel).map_err(|source| {
+                RunnerError::Io { action: "creating", path: env_dir.mounts().join(&keep_rel), source }
+            })?;
+            deploy::link_mount(&app_root, path, &keep)?;
+            log.phase("deploy", &format!("Mount {path} of `{}` -> {}", plan.name, keep.display()));
+        }
+    }
+    deploy::make_read_only(&partial)?;
+    std::fs::rename(&partial, &release).map_err(|source| RunnerError::Io {
+        action: "completing",
+        path: release.clone(),
+        source,
+    })?;
+    env_dir.write_info(&ReleaseInfo {
+        release: id.clone(),
+        job: job.id,
+        repo: job.repo.clone(),
+        environment: job.environment.clone(),
+        commit: job.commit.clone(),
+        slugs: plans.iter().map(|p| p.slug.display().to_string()).collect(),
+        topology: serde_json::to_value(topology).unwrap_or_default(),
+        created_at: crate::clock::now_rfc3339(),
+    })?;
+    Ok(release)
 }
