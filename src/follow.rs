@@ -9,7 +9,7 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::queue::{Job, JobState, QueueError, SqliteQueue};
+use crate::queue::{Job, JobState, JobStore, QueueError};
 
 /// Following stops being useful past this many builds in one push.
 pub const MAX_FOLLOWED: usize = 3;
@@ -20,7 +20,7 @@ const POLL: Duration = Duration::from_millis(100);
 /// Follows `job` until it ends: its log, then its verdict. Returns the final state, or None
 /// when no runner picked it up in time or the pusher hung up.
 pub fn follow(
-    queue: &SqliteQueue,
+    queue: &dyn JobStore,
     log_path: &Path,
     job: &Job,
     pickup_wait: Duration,

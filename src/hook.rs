@@ -18,7 +18,7 @@ use std::path::Path;
 use git2::Repository;
 
 use crate::git::{self, CommitTree, GitError, GitRefLog, RefUpdate};
-use crate::queue::{environment_name, valid_environment, QueueError, Receiver, Reservation, SqliteQueue};
+use crate::queue::{environment_name, valid_environment, JobStore, QueueError, Receiver, Reservation};
 use crate::report;
 use crate::settings::{self, Env};
 use crate::source::{DirSource, Entry, ReadLog, Recording, Source, SourceError};
@@ -195,7 +195,7 @@ pub fn pre_receive(
     let started = std::time::Instant::now();
     let mut in_queue = std::time::Duration::ZERO;
     let repo_path = repo_id(repo);
-    let mut queue: Option<SqliteQueue> = None;
+    let mut queue: Option<Box<dyn JobStore>> = None;
     let data = crate::store::DataDir::new(&settings.data_dir);
     let mut cache = Cache::default();
     let mut printed: Vec<Printed> = Vec::new();
@@ -238,7 +238,7 @@ pub fn pre_receive(
         if queue.is_none() {
             // Opened (and checked) before anything is decided: a push it cannot record is refused.
             let t = std::time::Instant::now();
-            queue = Some(SqliteQueue::open(&settings.data_dir, settings.queue_timeout)?);
+            queue = Some(crate::queue::open(&settings.data_dir, settings.queue_timeout)?);
             in_queue += t.elapsed();
         }
         let baseline = match baseline(repo, data.deployed(&repo_path, &environment), update, &mut cache)? {
@@ -449,7 +449,7 @@ pub fn post_receive_main(
         let updates: Vec<(String, String, String)> =
             updates.into_iter().map(|u| (u.name, u.old.to_string(), u.new.to_string())).collect();
         let refs = GitRefLog::with(&repo_path, repo);
-        let mut queue = SqliteQueue::open(&settings.data_dir, settings.queue_timeout)?;
+        let mut queue = crate::queue::open(&settings.data_dir, settings.queue_timeout)?;
         let jobs = queue.promote(&repo_path, &updates, &Receiver::parent(), &refs)?;
         let _ = report::queued(out, &jobs);
         // Settle what earlier pushes left behind (a post-receive that was killed).
@@ -459,7 +459,7 @@ pub fn post_receive_main(
             let _ = writeln!(out, "pushgate timings: post-receive {:.3} ms", started.elapsed().as_secs_f64() * 1e3);
         }
         if settings.follow {
-            follow_jobs(&queue, &settings, &jobs, out)?;
+            follow_jobs(queue.as_ref(), &settings, &jobs, out)?;
         }
     }
     run_chained(chain, &input, out)
@@ -472,7 +472,7 @@ fn cancel_deleted(
     settings: &settings::Hook,
     out: &mut dyn Write,
 ) -> Result<(), HookError> {
-    let mut queue = SqliteQueue::open(&settings.data_dir, settings.queue_timeout)?;
+    let mut queue = crate::queue::open(&settings.data_dir, settings.queue_timeout)?;
     for update in deleted {
         let branch = update.branch().unwrap_or_default();
         for id in queue.cancel_pending_of(repo_path, &update.name)? {
@@ -484,7 +484,7 @@ fn cancel_deleted(
 
 /// Streams the deployment of the push's builds into its output (a few at most).
 fn follow_jobs(
-    queue: &SqliteQueue,
+    queue: &dyn JobStore,
     settings: &settings::Hook,
     jobs: &[crate::queue::Job],
     out: &mut dyn Write,

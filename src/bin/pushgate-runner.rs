@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use pushgate::git::GitRefLog;
-use pushgate::queue::{JobState, SqliteQueue};
+use pushgate::queue::JobState;
 use pushgate::runner::{self, deploy};
 use pushgate::settings::Env;
 
@@ -219,7 +219,7 @@ fn serve(config: &runner::Config, concurrency: usize, until_idle: bool, out: &mu
 }
 
 fn jobs(data: &Path, json: bool, out: &mut dyn Write) -> Result<()> {
-    let mut queue = SqliteQueue::open(data, pushgate::store::QUEUE_TIMEOUT)?;
+    let mut queue = pushgate::queue::open(data, pushgate::store::QUEUE_TIMEOUT)?;
     // Settle pushes whose post-receive did not run, so the list is the truth.
     if let Err(e) = queue.reconcile(&GitRefLog::default()) {
         eprintln!("warning: {e}");
@@ -236,10 +236,10 @@ fn jobs(data: &Path, json: bool, out: &mut dyn Write) -> Result<()> {
 
 fn logs(data: &Path, job: i64, follow: bool, out: &mut dyn Write) -> Result<()> {
     let path = runner::Config::new(data.to_owned()).log_path(job);
-    let queue = SqliteQueue::open(data, pushgate::store::QUEUE_TIMEOUT)?;
+    let queue = pushgate::queue::open(data, pushgate::store::QUEUE_TIMEOUT)?;
     let found = queue.job(job)?.ok_or_else(|| format!("there is no job #{job} (pushgate-runner jobs lists them)"))?;
     if follow {
-        pushgate::follow::follow(&queue, &path, &found, Duration::MAX, out)?;
+        pushgate::follow::follow(queue.as_ref(), &path, &found, Duration::MAX, out)?;
         return Ok(());
     }
     match std::fs::read(&path) {
@@ -276,7 +276,7 @@ fn rollback(data: &Path, environment: &str, to: Option<&str>, repo: Option<&str>
 }
 
 fn cancel(data: &Path, job: i64, out: &mut dyn Write) -> Result<()> {
-    let mut queue = SqliteQueue::open(data, pushgate::store::QUEUE_TIMEOUT)?;
+    let mut queue = pushgate::queue::open(data, pushgate::store::QUEUE_TIMEOUT)?;
     match queue.cancel(job)? {
         Some(state) => writeln!(out, "Job #{job} cancelled (it was {}).", state.as_str())?,
         None => {

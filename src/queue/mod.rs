@@ -14,9 +14,109 @@
 
 pub mod sqlite;
 
+use std::time::Duration;
+
 use serde::Serialize;
 
 pub use sqlite::SqliteQueue;
+
+/// What pushgate needs of a job queue: the hooks reserve and promote, the runners claim, keep
+/// and finish, people list and cancel. SQLite implements it ([`SqliteQueue`]); the shape fits
+/// a server database too: `claim` is one `SELECT … FOR UPDATE SKIP LOCKED` transaction,
+/// leases are times in rows, and the wake-up after `promote` can be a NOTIFY that idle runners
+/// LISTEN for (beside SQLite it is the data directory's FIFO, `store::wake`).
+pub trait JobStore {
+    /// Records the intents of one push, all or nothing (pre-receive). Fails rather than lose one.
+    fn reserve(&mut self, reservations: &[Reservation]) -> Result<(), QueueError>;
+    /// Turns the reservations of refs git updated into jobs (post-receive).
+    fn promote(
+        &mut self,
+        repo: &str,
+        updates: &[(String, String, String)],
+        receiver: &Receiver,
+        refs: &dyn RefLog,
+    ) -> Result<Vec<Job>, QueueError>;
+    /// Settles reservations whose post-receive never ran.
+    fn reconcile(&mut self, refs: &dyn RefLog) -> Result<usize, QueueError>;
+    /// Claims the oldest claimable job under a lease (never two of one environment at once).
+    fn claim(&mut self, runner: &str, lease: Duration) -> Result<Option<Job>, QueueError>;
+    /// Renews a claim; false when the job is no longer this runner's.
+    fn heartbeat(&mut self, id: i64, runner: &str, lease: Duration) -> Result<bool, QueueError>;
+    /// Ends a claimed job; false when it was no longer this runner's.
+    fn finish(&mut self, id: i64, runner: &str, state: JobState, release: Option<&str>) -> Result<bool, QueueError>;
+    /// Gives a claimed job back to the queue (the runner is stopping).
+    fn release_claim(&mut self, id: i64, runner: &str) -> Result<(), QueueError>;
+    /// Cancels a pending or running job; the state it was in, if it could be cancelled.
+    fn cancel(&mut self, id: i64) -> Result<Option<JobState>, QueueError>;
+    /// Cancels the pending jobs of a deleted branch; their ids.
+    fn cancel_pending_of(&mut self, repo: &str, ref_name: &str) -> Result<Vec<i64>, QueueError>;
+    fn job(&self, id: i64) -> Result<Option<Job>, QueueError>;
+    /// Every job, oldest first.
+    fn jobs(&self) -> Result<Vec<Job>, QueueError>;
+    /// The topology and changes stored with a job (JSON).
+    fn job_documents(&self, id: i64) -> Result<Option<(String, String)>, QueueError>;
+    /// The plan stored with a job.
+    fn job_plan(&self, id: i64) -> Result<Option<crate::core::plan::Plan>, QueueError>;
+    /// Reservations not settled yet.
+    fn reservations(&self) -> Result<usize, QueueError>;
+}
+
+impl JobStore for SqliteQueue {
+    fn reserve(&mut self, reservations: &[Reservation]) -> Result<(), QueueError> {
+        SqliteQueue::reserve(self, reservations)
+    }
+    fn promote(
+        &mut self,
+        repo: &str,
+        updates: &[(String, String, String)],
+        receiver: &Receiver,
+        refs: &dyn RefLog,
+    ) -> Result<Vec<Job>, QueueError> {
+        SqliteQueue::promote(self, repo, updates, receiver, refs)
+    }
+    fn reconcile(&mut self, refs: &dyn RefLog) -> Result<usize, QueueError> {
+        SqliteQueue::reconcile(self, refs)
+    }
+    fn claim(&mut self, runner: &str, lease: Duration) -> Result<Option<Job>, QueueError> {
+        SqliteQueue::claim(self, runner, lease)
+    }
+    fn heartbeat(&mut self, id: i64, runner: &str, lease: Duration) -> Result<bool, QueueError> {
+        SqliteQueue::heartbeat(self, id, runner, lease)
+    }
+    fn finish(&mut self, id: i64, runner: &str, state: JobState, release: Option<&str>) -> Result<bool, QueueError> {
+        SqliteQueue::finish(self, id, runner, state, release)
+    }
+    fn release_claim(&mut self, id: i64, runner: &str) -> Result<(), QueueError> {
+        SqliteQueue::release_claim(self, id, runner)
+    }
+    fn cancel(&mut self, id: i64) -> Result<Option<JobState>, QueueError> {
+        SqliteQueue::cancel(self, id)
+    }
+    fn cancel_pending_of(&mut self, repo: &str, ref_name: &str) -> Result<Vec<i64>, QueueError> {
+        SqliteQueue::cancel_pending_of(self, repo, ref_name)
+    }
+    fn job(&self, id: i64) -> Result<Option<Job>, QueueError> {
+        SqliteQueue::job(self, id)
+    }
+    fn jobs(&self) -> Result<Vec<Job>, QueueError> {
+        SqliteQueue::jobs(self)
+    }
+    fn job_documents(&self, id: i64) -> Result<Option<(String, String)>, QueueError> {
+        SqliteQueue::job_documents(self, id)
+    }
+    fn job_plan(&self, id: i64) -> Result<Option<crate::core::plan::Plan>, QueueError> {
+        SqliteQueue::job_plan(self, id)
+    }
+    fn reservations(&self) -> Result<usize, QueueError> {
+        SqliteQueue::reservations(self)
+    }
+}
+
+/// Opens the queue of a data directory (the embedded SQLite one; a server database's store
+/// will be chosen by URL here).
+pub fn open(data_dir: &std::path::Path, timeout: Duration) -> Result<Box<dyn JobStore>, QueueError> {
+    Ok(Box::new(SqliteQueue::open(data_dir, timeout)?))
+}
 
 /// Where a job is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

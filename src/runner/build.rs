@@ -13,7 +13,7 @@ use super::deploy::{self, EnvDir};
 use super::hooks::{self, Hook, JobLog};
 use super::{env, export, slug, Config, Control, RunnerError};
 use crate::git::CommitTree;
-use crate::queue::{Job, SqliteQueue};
+use crate::queue::{Job, JobStore};
 use crate::source::{EntryId, Source};
 use crate::topology::Topology;
 
@@ -42,7 +42,7 @@ pub(super) struct Built {
 /// What the job builds and deploys: the plan and topology the hook stored with it when it
 /// validated the push. A job queued before plans were stored is validated here, as it was then.
 fn job_plan(
-    queue: &SqliteQueue,
+    queue: &dyn JobStore,
     job: &Job,
     tree: &CommitTree<'_>,
     log: &mut JobLog,
@@ -66,7 +66,7 @@ fn job_plan(
 /// Builds a job's apps into slugs (or finds them built): what the release phase deploys.
 pub(super) fn build(
     config: &Config,
-    queue: &mut SqliteQueue,
+    queue: &dyn JobStore,
     job: &Job,
     log: &mut JobLog,
     control: &Control<'_>,

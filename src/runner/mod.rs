@@ -28,7 +28,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::queue::{Job, JobState, QueueError, SqliteQueue};
+use crate::queue::{Job, JobState, JobStore, QueueError};
 use crate::store::{DataDir, QUEUE_TIMEOUT};
 use deploy::EnvDir;
 use hooks::JobLog;
@@ -117,19 +117,19 @@ const RETRY_AFTER: Duration = Duration::from_secs(5);
 /// nothing to claim.
 fn claim_and_process(
     config: &Config,
-    queue: &mut Option<SqliteQueue>,
+    queue: &mut Option<Box<dyn JobStore>>,
     shutdown: &Shutdown,
 ) -> Result<bool, RunnerError> {
     let queue = match queue {
         Some(q) => q,
-        None => queue.insert(SqliteQueue::open(&config.data_dir, QUEUE_TIMEOUT)?),
+        None => queue.insert(crate::queue::open(&config.data_dir, QUEUE_TIMEOUT)?),
     };
     let _ = queue.reconcile(&crate::git::GitRefLog::default());
-    if let Err(e) = sweep_builds(config, queue) {
+    if let Err(e) = sweep_builds(config, queue.as_ref()) {
         tracing::warn!(error = %e, "removing the build directories of ended jobs");
     }
     let Some(job) = queue.claim(&config.runner_id, config.lease)? else { return Ok(false) };
-    process(config, queue, &job, shutdown)?;
+    process(config, queue.as_mut(), &job, shutdown)?;
     Ok(true)
 }
 
@@ -215,7 +215,7 @@ pub fn serve(config: &Config, concurrency: usize, shutdown: &Shutdown, until_idl
 /// invalid configuration) fail the job; only queue errors are returned.
 pub fn process(
     config: &Config,
-    queue: &mut SqliteQueue,
+    queue: &mut dyn JobStore,
     job: &Job,
     shutdown: &Shutdown,
 ) -> Result<JobState, RunnerError> {
@@ -303,7 +303,7 @@ fn take_over(env_dir: &EnvDir, log: &mut JobLog) {
 /// Removes the build directories of jobs that are not running: a runner killed mid-build
 /// leaves its copy of the tree behind, and if the job is then superseded or cancelled, no
 /// retry would ever remove it. Returns the job ids whose directory was removed.
-pub fn sweep_builds(config: &Config, queue: &SqliteQueue) -> Result<Vec<i64>, RunnerError> {
+pub fn sweep_builds(config: &Config, queue: &dyn JobStore) -> Result<Vec<i64>, RunnerError> {
     let mut removed = Vec::new();
     for entry in std::fs::read_dir(config.data().builds()).into_iter().flatten().flatten() {
         let Some(id) = entry.file_name().to_str().and_then(|n| n.parse::<i64>().ok()) else { continue };
@@ -342,7 +342,7 @@ fn start_heartbeat(config: &Config, job: i64, lost: Arc<AtomicBool>) -> Heartbea
     let stop = Arc::new(Shutdown::default());
     let (config, stopped) = (config.clone(), stop.clone());
     let thread = std::thread::spawn(move || {
-        let Ok(mut queue) = SqliteQueue::open(&config.data_dir, QUEUE_TIMEOUT) else { return };
+        let Ok(mut queue) = crate::queue::open(&config.data_dir, QUEUE_TIMEOUT) else { return };
         while !stopped.sleep(config.lease / 3) {
             if let Ok(false) = queue.heartbeat(job, &config.runner_id, config.lease) {
                 lost.store(true, Ordering::SeqCst);
@@ -375,12 +375,12 @@ impl Control<'_> {
 /// The job's phases, each a function of its own: build (and slug), then release.
 fn build_and_deploy(
     config: &Config,
-    queue: &mut SqliteQueue,
+    queue: &mut dyn JobStore,
     job: &Job,
     log: &mut JobLog,
     control: &Control<'_>,
 ) -> Result<String, RunnerError> {
-    let built = build::build(config, queue, job, log, control)?;
+    let built = build::build(config, &*queue, job, log, control)?;
     control.check()?;
     release::deploy(config, job, log, control, &built)
 }
