@@ -48,23 +48,18 @@ pub(super) fn deploy(
 
     env_dir.set_maintenance(true, &format!("deploying job {}", job.id))?;
     log.phase("deploy", &format!("Environment {} in maintenance", job.environment));
-    for plan in plans {
-        let Some(script) = hook_of(plan, "deploy") else { continue };
+    // Runs hook `name` of an app in the new release, with the runtime environment.
+    let run_hook = |plan: &AppPlan, name: &'static str, log: &mut JobLog| -> Result<(), RunnerError> {
+        let Some(script) = hook_of(plan, name) else { return Ok(()) };
         let app_dir = release.join(&plan.name);
         let env = runtime_env(plan, &app_dir);
-        let ran = hooks::run(
-            &Hook {
-                name: "deploy",
-                script: &script,
-                cwd: &app_dir,
-                env: &env,
-                timeout: config.hook_timeout,
-                record: &env_dir.hook_record(),
-            },
-            log,
-            control,
-        );
-        if let Err(e) = ran {
+        let record = env_dir.hook_record();
+        let hook =
+            Hook { name, script: &script, cwd: &app_dir, env: &env, timeout: config.hook_timeout, record: &record };
+        hooks::run(&hook, log, control)
+    };
+    for plan in plans {
+        if let Err(e) = run_hook(plan, "deploy", log) {
             env_dir.set_maintenance(false, "")?;
             // It never served: rollback must not offer it.
             deploy::remove_release(&release)?;
@@ -84,21 +79,7 @@ pub(super) fn deploy(
     env_dir.set_maintenance(false, "")?;
     log.phase("deploy", &format!("`current` switched to release {id}; maintenance ended"));
     for plan in plans {
-        let Some(script) = hook_of(plan, "post_deploy") else { continue };
-        let app_dir = release.join(&plan.name);
-        let env = runtime_env(plan, &app_dir);
-        if let Err(e) = hooks::run(
-            &Hook {
-                name: "post_deploy",
-                script: &script,
-                cwd: &app_dir,
-                env: &env,
-                timeout: config.hook_timeout,
-                record: &env_dir.hook_record(),
-            },
-            log,
-            control,
-        ) {
+        if let Err(e) = run_hook(plan, "post_deploy", log) {
             log.phase("post_deploy", &format!("Warning: {e}; the release is deployed"));
         }
     }
