@@ -93,6 +93,10 @@ as_user() {
 git_as_user() { as_user git "$@"; }
 home_of() { getent passwd "$1" | cut -d: -f6; }
 gitolite_common() { echo "$(home_of "$user")/.gitolite/hooks/common"; }
+# gitolite's own configuration repository is not a project: pushgate leaves it alone.
+gitolite_admin() { echo "$(home_of "$user")/repositories/gitolite-admin.git"; }
+# The git user's global git configuration, where gitolite's repositories find pushgate's.
+git_global() { as_user env HOME="$(home_of "$user")" git config --global "$@"; }
 gitolite_setup() {
   command -v gitolite >/dev/null || die "gitolite is not installed (Debian: apt-get install gitolite3)"
   as_user env HOME="$(home_of "$user")" gitolite setup --hooks-only >/dev/null
@@ -121,8 +125,9 @@ if [ -n "$uninstall" ] && [ "$layout" = gitolite ]; then
     done
   done
   gitolite_setup
-  left="$(as_user env HOME="$(home_of "$user")" git config --global --get pushgate.data || true)"
-  as_user env HOME="$(home_of "$user")" git config --global --remove-section pushgate 2>/dev/null || true
+  left="$(git_global --get pushgate.data || true)"
+  git_global --remove-section pushgate 2>/dev/null || true
+  git_as_user --git-dir="$(gitolite_admin)" config --remove-section pushgate 2>/dev/null || true
   say "gitolite: pushgate removed; its data directory ${left:-?} is left in place: remove it once nothing uses it"
   exit 0
 fi
@@ -232,15 +237,17 @@ if [ "$layout" = gitolite ]; then
   install_hook "$common" post-receive
   global() {
     local key="$1" value="$2"
-    if [ "$(as_user env HOME="$(home_of "$user")" git config --global --get "$key" || true)" != "$value" ]; then
-      as_user env HOME="$(home_of "$user")" git config --global "$key" "$value"
+    if [ "$(git_global --get "$key" || true)" != "$value" ]; then
+      git_global "$key" "$value"
       say "$user: git config --global $key $value"
     fi
   }
   global pushgate.data "$data"
   global receive.advertisePushOptions true
-  [ -n "$(as_user env HOME="$(home_of "$user")" git config --global --get receive.fsckObjects || true)" ] \
-    || global receive.fsckObjects true
+  [ -n "$(git_global --get receive.fsckObjects || true)" ] || global receive.fsckObjects true
+  if [ -d "$(gitolite_admin)" ]; then
+    set_config "$(gitolite_admin)" pushgate.enabled false
+  fi
   gitolite_setup
   say "done: gitolite's repositories run pushgate; binaries in $prefix/bin, data in $data, owned by $user (run pushgate-runner as $user)"
   exit 0

@@ -16,9 +16,6 @@ pub const NOWAIT: &str = "pushgate.nowait";
 /// How long a push waits for a runner to pick its build up before saying so.
 pub const DEFAULT_PICKUP_WAIT: Duration = Duration::from_secs(5);
 
-/// How long a hook waits for the queue's lock before refusing the push.
-pub const DEFAULT_QUEUE_TIMEOUT: Duration = crate::store::QUEUE_TIMEOUT;
-
 /// What the process environment says, read once by the binary.
 #[derive(Debug, Clone, Default)]
 pub struct Env {
@@ -80,8 +77,9 @@ pub struct Hook {
     /// Follow the deployment in the push's output (unless `-o pushgate.nowait`).
     pub follow: bool,
     pub pickup_wait: Duration,
-    /// False for a repository that is not a project: `git config pushgate.enabled false`, or
-    /// gitolite's own admin repository (gitolite's common hooks run on every repository).
+    /// False for a repository that is not a project (`git config pushgate.enabled false`;
+    /// install.sh sets it on gitolite's admin repository, since gitolite's common hooks run on
+    /// every repository).
     pub enabled: bool,
 }
 
@@ -94,14 +92,12 @@ impl Hook {
         let queue_timeout = get("pushgate.queueTimeoutMs")
             .and_then(|v| v.parse().ok())
             .map(Duration::from_millis)
-            .unwrap_or(DEFAULT_QUEUE_TIMEOUT);
+            .unwrap_or(crate::store::QUEUE_TIMEOUT);
         let pickup_wait = get("pushgate.pickupWaitMs")
             .and_then(|v| v.parse().ok())
             .map(Duration::from_millis)
             .unwrap_or(DEFAULT_PICKUP_WAIT);
-        let gitolite_admin = repo.path().file_name().is_some_and(|n| n == "gitolite-admin.git")
-            && repo.path().parent().is_some_and(|p| p.ends_with("repositories"));
-        let enabled = config.as_ref().and_then(|c| c.get_bool("pushgate.enabled").ok()).unwrap_or(!gitolite_admin);
+        let enabled = config.as_ref().and_then(|c| c.get_bool("pushgate.enabled").ok()).unwrap_or(true);
         Hook {
             enabled,
             data_dir,
