@@ -236,6 +236,10 @@ impl Source for CommitTree<'_> {
             Some(_) => Node::Other,
         })
     }
+
+    fn has_ids(&self) -> bool {
+        true
+    }
 }
 
 /// Answers the queue's questions about refs from the repositories on this host.

@@ -60,6 +60,8 @@ pub trait Source {
     /// What stands at `path` for resolving paths through it: a directory, a link (with its
     /// target), something else, or nothing. Never follows a link.
     fn node(&self, path: &str) -> Result<crate::paths::Node, SourceError>;
+    /// Whether [`Source::entry_id`] gives ids (a git tree does; a directory on disk does not).
+    fn has_ids(&self) -> bool;
 }
 
 /// A source seen from one of its directories, for [`crate::paths::resolve_beneath`].
@@ -161,11 +163,17 @@ impl Source for Recording<'_> {
 
     fn node(&self, path: &str) -> Result<crate::paths::Node, SourceError> {
         let node = self.inner.node(path)?;
-        match self.inner.entry_id(path)? {
-            Some(_) => self.log.borrow_mut().reads.push(Read::Node(path.to_owned(), node.clone())),
-            None => self.log.borrow_mut().complete = false,
+        let mut log = self.log.borrow_mut();
+        if self.inner.has_ids() {
+            log.reads.push(Read::Node(path.to_owned(), node.clone()));
+        } else {
+            log.complete = false;
         }
         Ok(node)
+    }
+
+    fn has_ids(&self) -> bool {
+        self.inner.has_ids()
     }
 }
 
@@ -254,5 +262,9 @@ impl Source for DirSource {
         } else {
             Node::Other
         })
+    }
+
+    fn has_ids(&self) -> bool {
+        false
     }
 }

@@ -114,11 +114,14 @@ fn init_log(format: LogFormat) {
     }
 }
 
-/// Whether this process's user owns `data` (true when it does not exist yet: serve creates it).
-fn owns(data: &Path) -> bool {
+/// The owner of `data` and this process's user, when they differ (not when `data` does not
+/// exist yet: serve creates it).
+fn owner_mismatch(data: &Path) -> Option<(u32, u32)> {
     use std::os::unix::fs::MetadataExt;
+    let owner = std::fs::metadata(data).ok()?.uid();
     // SAFETY: geteuid cannot fail.
-    std::fs::metadata(data).map_or(true, |m| m.uid() == unsafe { libc::geteuid() })
+    let me = unsafe { libc::geteuid() };
+    (owner != me).then_some((owner, me))
 }
 
 /// A user's name from /etc/passwd, else its number.
@@ -152,23 +155,20 @@ fn main() -> ExitCode {
         );
         return ExitCode::FAILURE;
     }
+    if let (Command::Serve { allow_user_mismatch: false, .. }, Some((owner, me))) =
+        (&cli.command, owner_mismatch(&data))
+    {
+        let (owner_name, my_name) = (user_name(owner), user_name(me));
+        eprintln!(
+            "error: {} belongs to user {owner_name} ({owner}), and this runner runs as {my_name} ({me}): what it \
+             writes there (builds, logs, releases) would belong to the wrong user and block the hooks and later \
+             runners. Run it as {owner_name} (User= in its systemd unit), or pass --allow-user-mismatch if you know \
+             why not.",
+            data.display()
+        );
+        return ExitCode::FAILURE;
+    }
     let result = match cli.command {
-        Command::Serve { allow_user_mismatch, .. } if !allow_user_mismatch && !owns(&data) => {
-            use std::os::unix::fs::MetadataExt;
-            let owner = std::fs::metadata(&data).map(|m| m.uid()).unwrap_or_default();
-            eprintln!(
-                "error: {} belongs to user {} ({}), and this runner runs as {} ({}): what it writes there (builds, \
-                 logs, releases) would belong to the wrong user and block the hooks and later runners. Run it as \
-                 {} (User= in its systemd unit), or pass --allow-user-mismatch if you know why not.",
-                data.display(),
-                user_name(owner),
-                owner,
-                user_name(unsafe { libc::geteuid() }),
-                unsafe { libc::geteuid() },
-                user_name(owner)
-            );
-            return ExitCode::FAILURE;
-        }
         Command::Serve { concurrency, until_idle, hook_timeout, keep, lease, grace, log_format, .. } => {
             init_log(log_format);
             let mut config = runner::Config::new(data.clone());

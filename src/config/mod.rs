@@ -133,8 +133,8 @@ pub fn parse(file: &str, bytes: &[u8], budget: &Budget, diags: &mut Diagnostics)
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     match yaml::load(text, Limits::default(), budget) {
         Ok(node) => Some(node),
-        // An empty message: the commit's budget ran out, which was reported once already.
-        Err(e) if e.message.is_empty() => None,
+        // The commit's budget ran out here, and an earlier document reported it already.
+        Err(_) if budget.exhausted() && !budget.first_report() => None,
         Err(e) => {
             diags.error(Code::YamlSyntax, at(e.pos), e.message, e.hint);
             None

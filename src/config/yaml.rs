@@ -352,11 +352,9 @@ impl<'b> Builder<'b> {
             ));
         }
         if !self.budget.charge(nodes, bytes) {
-            // Reported once per commit; the other documents it stops are not usable either.
-            let message = if self.budget.first_report() { self.budget.describe() } else { String::new() };
             return Err(err(
                 pos,
-                message,
+                self.budget.describe(),
                 "configuration files are small: include fewer or smaller files, or remove generated content",
             ));
         }

@@ -244,9 +244,9 @@ pub fn process(
     let heartbeat = start_heartbeat(config, job.id, lost.clone());
     let control = Control { lost, shutdown };
     let result = build_and_deploy(config, queue, job, &mut log, &control);
-    heartbeat.stop();
-    // A failed or stopped build must not keep its copy of the tree: on a full disk, that copy
-    // is what the next job needs.
+    drop(heartbeat); // stops it
+                     // A failed or stopped build must not keep its copy of the tree: on a full disk, that copy
+                     // is what the next job needs.
     if let Err(e) = deploy::remove_release(&config.build_dir(job.id)) {
         log.phase("job", &format!("W: {e}"));
     }
@@ -319,12 +319,6 @@ pub fn sweep_builds(config: &Config, queue: &dyn JobStore) -> Result<Vec<i64>, R
 struct Heartbeat {
     stop: Arc<Shutdown>,
     thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Heartbeat {
-    fn stop(self) {
-        drop(self);
-    }
 }
 
 impl Drop for Heartbeat {
