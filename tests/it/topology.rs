@@ -204,14 +204,29 @@ fn a_new_branch_is_compared_with_nothing() {
     assert!(push.remote().contains("Build #2 queued for environment feature-old-db"), "{}", push.remote());
 }
 
+/// `pushgate-runner ARGS --data DATA`, which must succeed.
+fn runner(s: &Server, args: &[&str]) {
+    let out = std::process::Command::new(crate::support::runner_bin()).args(args).arg("--data").arg(&s.data).output();
+    let out = out.unwrap();
+    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
 /// Runs the runner until the queue is empty (deploys what was pushed).
 fn deploy(s: &Server) {
-    let out = std::process::Command::new(crate::support::runner_bin())
-        .args(["serve", "--until-idle", "--data"])
-        .arg(&s.data)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    runner(s, &["serve", "--until-idle"]);
+}
+
+/// Pushes a change of code only: the push must show MariaDB 10.6, what runs, upgraded to the
+/// branch's 11.4.
+fn a_code_change_shows_the_upgrade_from_what_runs(s: &Server) {
+    s.write("app/code/A.php", b"<?php\n");
+    s.commit_all("code change");
+    let push = s.push(&["HEAD:refs/heads/main"]);
+    push.assert_accepted();
+    assert_lines(
+        &push,
+        &["    mysql (type: mysql:11.4, size: AUTO, disk: 5120)  [upgraded: mysql:10.6 -> mysql:11.4]"],
+    );
 }
 
 #[test]
@@ -227,14 +242,7 @@ fn the_deployed_topology_is_the_baseline_when_there_is_one() {
     s.push(&["HEAD:refs/heads/main"]).assert_accepted();
     // The next push is compared with what runs (the release `current` points at), not with the
     // previous commit: the upgrade is still to come.
-    s.write("app/code/A.php", b"<?php\n");
-    s.commit_all("code change");
-    let push = s.push(&["HEAD:refs/heads/main"]);
-    push.assert_accepted();
-    assert_lines(
-        &push,
-        &["    mysql (type: mysql:11.4, size: AUTO, disk: 5120)  [upgraded: mysql:10.6 -> mysql:11.4]"],
-    );
+    a_code_change_shows_the_upgrade_from_what_runs(&s);
 }
 
 #[test]
@@ -289,18 +297,6 @@ fn after_a_rollback_pushes_are_compared_with_what_runs_again() {
     s.commit(&files_with("", ""), "11.4");
     s.push(&["HEAD:refs/heads/main"]).assert_accepted();
     deploy(&s);
-    let out = std::process::Command::new(crate::support::runner_bin())
-        .args(["rollback", "main", "--data"])
-        .arg(&s.data)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    s.write("app/code/A.php", b"<?php\n");
-    s.commit_all("code change");
-    let push = s.push(&["HEAD:refs/heads/main"]);
-    push.assert_accepted();
-    assert_lines(
-        &push,
-        &["    mysql (type: mysql:11.4, size: AUTO, disk: 5120)  [upgraded: mysql:10.6 -> mysql:11.4]"],
-    );
+    runner(&s, &["rollback", "main"]);
+    a_code_change_shows_the_upgrade_from_what_runs(&s);
 }
