@@ -9,6 +9,8 @@ use std::path::Path;
 
 use git2::{ObjectType, Oid, Repository, Tree};
 
+pub use crate::core::RefUpdate;
+use crate::core::{CommitId, RepoId};
 use crate::source::{Entry, EntryId, Source, SourceError, MAX_FILE_BYTES};
 
 #[derive(Debug, thiserror::Error)]
@@ -19,29 +21,6 @@ pub enum GitError {
     Open(git2::Error),
     #[error("reading commit {commit} for {refname}: {source}")]
     Commit { commit: String, refname: String, source: git2::Error },
-}
-
-/// One line of pre-receive / post-receive input.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RefUpdate {
-    pub old: Oid,
-    pub new: Oid,
-    pub name: String,
-}
-
-impl RefUpdate {
-    pub fn is_delete(&self) -> bool {
-        self.new.is_zero()
-    }
-
-    pub fn is_create(&self) -> bool {
-        self.old.is_zero()
-    }
-
-    /// The branch name for `refs/heads/*` refs; other refs (tags, notes) are not deployed.
-    pub fn branch(&self) -> Option<&str> {
-        self.name.strip_prefix("refs/heads/")
-    }
 }
 
 /// Parses the `<old> <new> <ref>` lines git writes to a receive hook's stdin.
@@ -56,8 +35,8 @@ pub fn parse_updates(input: &str) -> Result<Vec<RefUpdate>, GitError> {
         let (Some(old), Some(new), Some(name)) = (parts.next(), parts.next(), parts.next()) else {
             return Err(bad());
         };
-        let old = Oid::from_str(old).map_err(|_| bad())?;
-        let new = Oid::from_str(new).map_err(|_| bad())?;
+        let old = CommitId::parse(old).map_err(|_| bad())?;
+        let new = CommitId::parse(new).map_err(|_| bad())?;
         updates.push(RefUpdate { old, new, name: name.to_owned() });
     }
     Ok(updates)
@@ -264,9 +243,9 @@ impl GitRefLog {
 }
 
 impl crate::queue::RefLog for GitRefLog {
-    fn was_updated(&self, repo: &str, ref_name: &str, old: &str, new: &str) -> Option<bool> {
-        self.with_repo(repo, |r| {
-            let (old, new) = (Oid::from_str(old).ok()?, Oid::from_str(new).ok()?);
+    fn was_updated(&self, repo: &RepoId, ref_name: &str, old: &CommitId, new: &CommitId) -> Option<bool> {
+        self.with_repo(repo.as_str(), |r| {
+            let (old, new) = (old.oid(), new.oid());
             // With core.logAllRefUpdates on, the reflog records every update git made.
             if let Ok(log) = r.reflog(ref_name) {
                 if !log.is_empty() {
@@ -279,8 +258,8 @@ impl crate::queue::RefLog for GitRefLog {
         })
     }
 
-    fn tip(&self, repo: &str, ref_name: &str) -> Option<String> {
-        self.with_repo(repo, |r| r.refname_to_id(ref_name).ok().map(|o| o.to_string()))
+    fn tip(&self, repo: &RepoId, ref_name: &str) -> Option<CommitId> {
+        self.with_repo(repo.as_str(), |r| r.refname_to_id(ref_name).ok().map(CommitId::from_oid))
     }
 }
 

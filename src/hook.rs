@@ -17,8 +17,10 @@ use std::path::Path;
 
 use git2::Repository;
 
+use crate::core::ids::{environment_name, MAX_ENVIRONMENT_NAME};
+use crate::core::{EnvName, RepoId};
 use crate::git::{self, CommitTree, GitError, GitRefLog, RefUpdate};
-use crate::queue::{environment_name, valid_environment, JobStore, QueueError, Receiver, Reservation};
+use crate::queue::{JobStore, QueueError, Receiver, Reservation};
 use crate::report;
 use crate::settings::{self, Env};
 use crate::source::{DirSource, Entry, ReadLog, Recording, Source, SourceError};
@@ -83,9 +85,9 @@ impl Cache {
 }
 
 /// The absolute path that identifies a repository in the queue.
-pub fn repo_id(repo: &Repository) -> String {
+pub fn repo_id(repo: &Repository) -> RepoId {
     let path = std::fs::canonicalize(repo.path()).unwrap_or_else(|_| repo.path().to_owned());
-    path.display().to_string().trim_end_matches('/').to_owned()
+    RepoId::new(path.display().to_string().trim_end_matches('/'))
 }
 
 /// One branch's verdict, reported in full once per distinct (configuration, baseline).
@@ -116,26 +118,28 @@ impl Refusal {
 }
 
 /// The checks of a branch that come before its configuration: its environment's name, the
-/// names in the trees it brings, and what is left of the push's validation budget.
+/// names in the trees it brings, and what is left of the push's validation budget. Its
+/// environment when they pass.
 fn refusal_before_validation(
     repo: &Repository,
     update: &RefUpdate,
     owners: &HashMap<String, Vec<String>>,
     new_trees: &mut git::NewTrees,
     cache: &Cache,
-) -> Result<Option<Refusal>, HookError> {
+) -> Result<Result<EnvName, Refusal>, HookError> {
     let branch = update.branch().unwrap_or_default();
-    if let Some((problem, hint)) = naming_problem(branch, owners) {
-        return Ok(Some(Refusal { what: format!("cannot be deployed: {problem}"), hint }));
-    }
-    let bad_entry = new_trees.check(repo, update.new).map_err(|source| GitError::Commit {
+    let environment = match environment_of(branch, owners) {
+        Ok(env) => env,
+        Err((problem, hint)) => return Ok(Err(Refusal { what: format!("cannot be deployed: {problem}"), hint })),
+    };
+    let bad_entry = new_trees.check(repo, update.new.oid()).map_err(|source| GitError::Commit {
         commit: update.new.to_string(),
         refname: update.name.clone(),
         source,
     })?;
     if let Some(bad) = bad_entry {
         let dir = if bad.dir.is_empty() { "the root directory".to_owned() } else { format!("directory `{}`", bad.dir) };
-        return Ok(Some(Refusal {
+        return Ok(Err(Refusal {
             what: format!("cannot be deployed: {dir} has an entry named {:?}, {}", bad.name, bad.why),
             hint: "such a tree can only be made by hand (git hash-object --literally); no checkout can hold it. \
                    Rewrite the commit with a tree git itself writes"
@@ -143,7 +147,7 @@ fn refusal_before_validation(
         }));
     }
     if cache.exhausted() {
-        return Ok(Some(Refusal {
+        return Ok(Err(Refusal {
             what: format!(
                 "was not validated: this push brings more configuration than pushgate checks in one push \
                  ({PUSH_MAX_NODES} nodes, {} MiB of text, branches with the same files counted once)",
@@ -152,7 +156,7 @@ fn refusal_before_validation(
             hint: "push the branches in smaller groups".into(),
         }));
     }
-    Ok(None)
+    Ok(Ok(environment))
 }
 
 /// Judges a valid configuration against its baseline: the new topology, the changes, what
@@ -212,16 +216,19 @@ pub fn pre_receive(
             let _ = writeln!(out, "Deleting branch {branch}: nothing to validate or build");
             continue;
         }
-        let short = &update.new.to_string()[..10];
+        let short = &update.new.as_str()[..10];
         let t = std::time::Instant::now();
         let early = refusal_before_validation(repo, update, &owners, &mut new_trees, &cache)?;
         in_names += t.elapsed();
-        if let Some(refusal) = early {
-            refusal.write(out, branch, short);
-            refused.push(branch.to_owned());
-            continue;
-        }
-        let tree = CommitTree::new(repo, update.new, &update.name)?;
+        let environment = match early {
+            Ok(environment) => environment,
+            Err(refusal) => {
+                refusal.write(out, branch, short);
+                refused.push(branch.to_owned());
+                continue;
+            }
+        };
+        let tree = CommitTree::new(repo, update.new.oid(), &update.name)?;
         let lines = |file: &str, line: u32| line_of(&tree, file, line);
         let (index, fresh) = cache.validate(&tree)?;
         if cache.outcome(index).diags.has_errors() {
@@ -234,7 +241,6 @@ pub fn pre_receive(
             }
             continue;
         }
-        let environment = environment_name(branch);
         if queue.is_none() {
             // Opened (and checked) before anything is decided: a push it cannot record is refused.
             let t = std::time::Instant::now();
@@ -285,8 +291,8 @@ pub fn pre_receive(
             repo: repo_path.clone(),
             ref_name: update.name.clone(),
             environment,
-            old_commit: update.old.to_string(),
-            new_commit: update.new.to_string(),
+            old_commit: update.old.clone(),
+            new_commit: update.new.clone(),
             topology: verdict.topology.clone(),
             changes: verdict.changes.clone(),
             plan: verdict.plan.clone(),
@@ -344,25 +350,28 @@ fn environment_owners(repo: &Repository, updates: &[RefUpdate]) -> HashMap<Strin
     owners
 }
 
-/// Why `branch` cannot have an environment of its own, and what to do; None when it can.
-fn naming_problem(branch: &str, owners: &HashMap<String, Vec<String>>) -> Option<(String, String)> {
-    let env = environment_name(branch);
+/// The environment of `branch`; else why it cannot have one of its own, and what to do.
+fn environment_of(branch: &str, owners: &HashMap<String, Vec<String>>) -> Result<EnvName, (String, String)> {
     let rule = "environments are named after their branch: lowercase letters, digits and `-` (other characters \
                 become `-`)";
-    if !valid_environment(&env) {
-        let problem = if env.is_empty() {
+    let Ok(env) = EnvName::of_branch(branch) else {
+        let problem = if environment_name(branch).is_empty() {
             "its name gives no environment name".to_owned()
         } else {
-            format!("its environment name `{env}` is longer than {} characters", crate::queue::MAX_ENVIRONMENT_NAME)
+            format!(
+                "its environment name `{}` is longer than {MAX_ENVIRONMENT_NAME} characters",
+                environment_name(branch)
+            )
         };
-        return Some((problem, format!("{rule}; push it under a name such as `feature-1` instead")));
-    }
-    let others: Vec<&str> = owners.get(&env)?.iter().map(String::as_str).filter(|b| *b != branch).collect();
+        return Err((problem, format!("{rule}; push it under a name such as `feature-1` instead")));
+    };
+    let others: Vec<&str> =
+        owners.get(env.as_str()).into_iter().flatten().map(String::as_str).filter(|b| *b != branch).collect();
     if others.is_empty() {
-        return None;
+        return Ok(env);
     }
     let names = others.iter().map(|b| format!("`{b}`")).collect::<Vec<_>>().join(", ");
-    Some((
+    Err((
         format!("its environment `{env}` is also the environment of branch {names}; one environment has one branch"),
         format!("{rule}; push it under a name that gives another environment, such as `{env}-2`"),
     ))
@@ -374,7 +383,7 @@ fn naming_problem(branch: &str, owners: &HashMap<String, Vec<String>>) -> Option
 /// compare with nothing.
 fn baseline(
     repo: &Repository,
-    deployed: Result<Option<crate::store::ReleaseInfo>, String>,
+    deployed: Result<Option<crate::store::ReleaseInfo>, crate::store::Unreadable>,
     update: &RefUpdate,
     cache: &mut Cache,
 ) -> Result<Result<Topology, String>, HookError> {
@@ -389,7 +398,7 @@ fn baseline(
     if update.is_create() {
         return Ok(Ok(Topology::default()));
     }
-    let old = match CommitTree::new(repo, update.old, &update.name) {
+    let old = match CommitTree::new(repo, update.old.oid(), &update.name) {
         Ok(old) => old,
         Err(e) => return Ok(Err(format!("the branch's current commit cannot be read ({e})"))),
     };
@@ -446,9 +455,7 @@ pub fn post_receive_main(
         }
     }
     if !updates.is_empty() {
-        let updates: Vec<(String, String, String)> =
-            updates.into_iter().map(|u| (u.name, u.old.to_string(), u.new.to_string())).collect();
-        let refs = GitRefLog::with(&repo_path, repo);
+        let refs = GitRefLog::with(repo_path.as_str(), repo);
         let mut queue = crate::queue::open(&settings.data_dir, settings.queue_timeout)?;
         let jobs = queue.promote(&repo_path, &updates, &Receiver::parent(), &refs)?;
         let _ = report::queued(out, &jobs);
@@ -468,7 +475,7 @@ pub fn post_receive_main(
 /// Cancels the pending jobs of deleted branches, saying which.
 fn cancel_deleted(
     deleted: &[RefUpdate],
-    repo_path: &str,
+    repo_path: &RepoId,
     settings: &settings::Hook,
     out: &mut dyn Write,
 ) -> Result<(), HookError> {

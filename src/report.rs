@@ -161,7 +161,7 @@ pub fn destruction(out: &mut dyn Write, destroying: &[&Change], allowed: bool) -
 pub fn queued(out: &mut dyn Write, jobs: &[Job]) -> io::Result<()> {
     const EACH: usize = 5;
     let line = |j: &Job| -> String {
-        let short = &j.commit[..10.min(j.commit.len())];
+        let short = j.commit.short();
         match j.state {
             JobState::Pending => format!("Build #{} queued for environment {} ({short})", j.id, j.environment),
             _ => format!("Build #{} of {short} superseded: {} has moved on", j.id, j.ref_name),
@@ -200,7 +200,7 @@ pub fn jobs_table(out: &mut dyn Write, jobs: &[Job]) -> io::Result<()> {
             j.id,
             j.state.as_str(),
             j.environment,
-            &j.commit[..10.min(j.commit.len())],
+            j.commit.short(),
             j.ref_name,
             j.created_at,
             j.updated_at,
@@ -216,7 +216,7 @@ pub fn environments(out: &mut dyn Write, rows: &[crate::runner::deploy::Environm
         return writeln!(out, "No environment deployed yet.");
     }
     for r in rows {
-        let commit = r.commit.as_deref().map(|c| &c[..10.min(c.len())]).unwrap_or("?");
+        let commit = r.commit.as_ref().map_or("?", |c| c.short());
         writeln!(out, "{}  release {}  {commit}  {}  {}", r.environment, r.release, r.state, r.path)?;
     }
     Ok(())

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use pushgate::core::JobId;
 use pushgate::git::GitRefLog;
 use pushgate::queue::JobState;
 use pushgate::runner::{self, deploy};
@@ -64,7 +65,7 @@ enum Command {
     },
     /// Show a job's log (each phase, with timestamps, and the hooks' output).
     Logs {
-        job: i64,
+        job: JobId,
         /// Keep printing until the job ends.
         #[arg(long, short)]
         follow: bool,
@@ -86,7 +87,7 @@ enum Command {
         repo: Option<String>,
     },
     /// Cancel a pending or running job.
-    Cancel { job: i64 },
+    Cancel { job: JobId },
     /// Pack a directory into a slug, as the build does (to inspect or time packing).
     Pack { dir: PathBuf, out: PathBuf },
 }
@@ -234,7 +235,7 @@ fn jobs(data: &Path, json: bool, out: &mut dyn Write) -> Result<()> {
     Ok(())
 }
 
-fn logs(data: &Path, job: i64, follow: bool, out: &mut dyn Write) -> Result<()> {
+fn logs(data: &Path, job: JobId, follow: bool, out: &mut dyn Write) -> Result<()> {
     let path = runner::Config::new(data.to_owned()).log_path(job);
     let queue = pushgate::queue::open(data, pushgate::store::QUEUE_TIMEOUT)?;
     let found = queue.job(job)?.ok_or_else(|| format!("there is no job #{job} (pushgate-runner jobs lists them)"))?;
@@ -275,7 +276,7 @@ fn rollback(data: &Path, environment: &str, to: Option<&str>, repo: Option<&str>
     Ok(())
 }
 
-fn cancel(data: &Path, job: i64, out: &mut dyn Write) -> Result<()> {
+fn cancel(data: &Path, job: JobId, out: &mut dyn Write) -> Result<()> {
     let mut queue = pushgate::queue::open(data, pushgate::store::QUEUE_TIMEOUT)?;
     match queue.cancel(job)? {
         Some(state) => writeln!(out, "Job #{job} cancelled (it was {}).", state.as_str())?,

@@ -18,6 +18,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::core::{CommitId, EnvName, JobId, RefUpdate, RepoId, Timestamp};
+
 pub use sqlite::SqliteQueue;
 
 /// What pushgate needs of a job queue: the hooks reserve and promote, the runners claim, keep
@@ -31,8 +33,8 @@ pub trait JobStore {
     /// Turns the reservations of refs git updated into jobs (post-receive).
     fn promote(
         &mut self,
-        repo: &str,
-        updates: &[(String, String, String)],
+        repo: &RepoId,
+        updates: &[RefUpdate],
         receiver: &Receiver,
         refs: &dyn RefLog,
     ) -> Result<Vec<Job>, QueueError>;
@@ -41,22 +43,22 @@ pub trait JobStore {
     /// Claims the oldest claimable job under a lease (never two of one environment at once).
     fn claim(&mut self, runner: &str, lease: Duration) -> Result<Option<Job>, QueueError>;
     /// Renews a claim; false when the job is no longer this runner's.
-    fn heartbeat(&mut self, id: i64, runner: &str, lease: Duration) -> Result<bool, QueueError>;
+    fn heartbeat(&mut self, id: JobId, runner: &str, lease: Duration) -> Result<bool, QueueError>;
     /// Ends a claimed job; false when it was no longer this runner's.
-    fn finish(&mut self, id: i64, runner: &str, state: JobState, release: Option<&str>) -> Result<bool, QueueError>;
+    fn finish(&mut self, id: JobId, runner: &str, state: JobState, release: Option<&str>) -> Result<bool, QueueError>;
     /// Gives a claimed job back to the queue (the runner is stopping).
-    fn release_claim(&mut self, id: i64, runner: &str) -> Result<(), QueueError>;
+    fn release_claim(&mut self, id: JobId, runner: &str) -> Result<(), QueueError>;
     /// Cancels a pending or running job; the state it was in, if it could be cancelled.
-    fn cancel(&mut self, id: i64) -> Result<Option<JobState>, QueueError>;
+    fn cancel(&mut self, id: JobId) -> Result<Option<JobState>, QueueError>;
     /// Cancels the pending jobs of a deleted branch; their ids.
-    fn cancel_pending_of(&mut self, repo: &str, ref_name: &str) -> Result<Vec<i64>, QueueError>;
-    fn job(&self, id: i64) -> Result<Option<Job>, QueueError>;
+    fn cancel_pending_of(&mut self, repo: &RepoId, ref_name: &str) -> Result<Vec<JobId>, QueueError>;
+    fn job(&self, id: JobId) -> Result<Option<Job>, QueueError>;
     /// Every job, oldest first.
     fn jobs(&self) -> Result<Vec<Job>, QueueError>;
     /// The topology and changes stored with a job (JSON).
-    fn job_documents(&self, id: i64) -> Result<Option<(String, String)>, QueueError>;
+    fn job_documents(&self, id: JobId) -> Result<Option<(String, String)>, QueueError>;
     /// The plan stored with a job.
-    fn job_plan(&self, id: i64) -> Result<Option<crate::core::plan::Plan>, QueueError>;
+    fn job_plan(&self, id: JobId) -> Result<Option<crate::core::plan::Plan>, QueueError>;
     /// Reservations not settled yet.
     fn reservations(&self) -> Result<usize, QueueError>;
 }
@@ -67,8 +69,8 @@ impl JobStore for SqliteQueue {
     }
     fn promote(
         &mut self,
-        repo: &str,
-        updates: &[(String, String, String)],
+        repo: &RepoId,
+        updates: &[RefUpdate],
         receiver: &Receiver,
         refs: &dyn RefLog,
     ) -> Result<Vec<Job>, QueueError> {
@@ -80,31 +82,31 @@ impl JobStore for SqliteQueue {
     fn claim(&mut self, runner: &str, lease: Duration) -> Result<Option<Job>, QueueError> {
         SqliteQueue::claim(self, runner, lease)
     }
-    fn heartbeat(&mut self, id: i64, runner: &str, lease: Duration) -> Result<bool, QueueError> {
+    fn heartbeat(&mut self, id: JobId, runner: &str, lease: Duration) -> Result<bool, QueueError> {
         SqliteQueue::heartbeat(self, id, runner, lease)
     }
-    fn finish(&mut self, id: i64, runner: &str, state: JobState, release: Option<&str>) -> Result<bool, QueueError> {
+    fn finish(&mut self, id: JobId, runner: &str, state: JobState, release: Option<&str>) -> Result<bool, QueueError> {
         SqliteQueue::finish(self, id, runner, state, release)
     }
-    fn release_claim(&mut self, id: i64, runner: &str) -> Result<(), QueueError> {
+    fn release_claim(&mut self, id: JobId, runner: &str) -> Result<(), QueueError> {
         SqliteQueue::release_claim(self, id, runner)
     }
-    fn cancel(&mut self, id: i64) -> Result<Option<JobState>, QueueError> {
+    fn cancel(&mut self, id: JobId) -> Result<Option<JobState>, QueueError> {
         SqliteQueue::cancel(self, id)
     }
-    fn cancel_pending_of(&mut self, repo: &str, ref_name: &str) -> Result<Vec<i64>, QueueError> {
+    fn cancel_pending_of(&mut self, repo: &RepoId, ref_name: &str) -> Result<Vec<JobId>, QueueError> {
         SqliteQueue::cancel_pending_of(self, repo, ref_name)
     }
-    fn job(&self, id: i64) -> Result<Option<Job>, QueueError> {
+    fn job(&self, id: JobId) -> Result<Option<Job>, QueueError> {
         SqliteQueue::job(self, id)
     }
     fn jobs(&self) -> Result<Vec<Job>, QueueError> {
         SqliteQueue::jobs(self)
     }
-    fn job_documents(&self, id: i64) -> Result<Option<(String, String)>, QueueError> {
+    fn job_documents(&self, id: JobId) -> Result<Option<(String, String)>, QueueError> {
         SqliteQueue::job_documents(self, id)
     }
-    fn job_plan(&self, id: i64) -> Result<Option<crate::core::plan::Plan>, QueueError> {
+    fn job_plan(&self, id: JobId) -> Result<Option<crate::core::plan::Plan>, QueueError> {
         SqliteQueue::job_plan(self, id)
     }
     fn reservations(&self) -> Result<usize, QueueError> {
@@ -160,30 +162,29 @@ impl JobState {
 /// One build of one commit for one environment.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Job {
-    pub id: i64,
-    /// The bare repository's absolute path.
-    pub repo: String,
+    pub id: JobId,
+    pub repo: RepoId,
     #[serde(rename = "ref")]
     pub ref_name: String,
-    pub environment: String,
-    pub old_commit: String,
-    pub commit: String,
+    pub environment: EnvName,
+    pub old_commit: CommitId,
+    pub commit: CommitId,
     pub state: JobState,
-    pub superseded_by: Option<i64>,
-    pub created_at: String,
-    pub updated_at: String,
-    pub started_at: Option<String>,
-    pub finished_at: Option<String>,
+    pub superseded_by: Option<JobId>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+    pub started_at: Option<Timestamp>,
+    pub finished_at: Option<Timestamp>,
 }
 
 /// What `pre-receive` records for one branch update, before git moves the ref.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reservation {
-    pub repo: String,
+    pub repo: RepoId,
     pub ref_name: String,
-    pub environment: String,
-    pub old_commit: String,
-    pub new_commit: String,
+    pub environment: EnvName,
+    pub old_commit: CommitId,
+    pub new_commit: CommitId,
     pub topology: String,
     pub changes: String,
     /// What the runner builds and deploys ([`crate::core::plan::Plan`], JSON).
@@ -242,37 +243,9 @@ fn process_start(pid: u32) -> Option<u64> {
 pub trait RefLog {
     /// Whether git updated `ref_name` of `repo` from `old` to `new` (in its reflog, or, without
     /// one, whether the branch now contains `new`). None when the repository cannot be read.
-    fn was_updated(&self, repo: &str, ref_name: &str, old: &str, new: &str) -> Option<bool>;
+    fn was_updated(&self, repo: &RepoId, ref_name: &str, old: &CommitId, new: &CommitId) -> Option<bool>;
     /// The commit `ref_name` points at now.
-    fn tip(&self, repo: &str, ref_name: &str) -> Option<String>;
-}
-
-/// The environment a branch deploys to: its name, lowercased, other characters as `-`.
-///
-/// The mapping is not injective (`Main`, `MAIN` and `-main-` all give `main`) and may give
-/// nothing (`_`, `é`): the hook refuses a branch whose name gives no [valid](valid_environment)
-/// environment, or the environment of another branch, so each environment has one branch.
-pub fn environment_name(branch: &str) -> String {
-    let mut env: String =
-        branch.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' }).collect();
-    while env.contains("--") {
-        env = env.replace("--", "-");
-    }
-    env.trim_matches('-').to_owned()
-}
-
-/// Longest environment name: it names directories, and people type it.
-pub const MAX_ENVIRONMENT_NAME: usize = 100;
-
-/// Whether `name` can name an environment's directory and variables: `a-z`, `0-9` and inner
-/// `-`, at most [`MAX_ENVIRONMENT_NAME`] characters. The runner checks it again before it
-/// builds a path from a job's environment.
-pub fn valid_environment(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= MAX_ENVIRONMENT_NAME
-        && !name.starts_with('-')
-        && !name.ends_with('-')
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    fn tip(&self, repo: &RepoId, ref_name: &str) -> Option<CommitId>;
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -312,18 +285,6 @@ fn advice(e: &rusqlite::Error) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn environment_names() {
-        assert_eq!(environment_name("main"), "main");
-        assert_eq!(environment_name("Feature/New_Checkout"), "feature-new-checkout");
-        assert_eq!(environment_name("--x--y--"), "x-y");
-        for (branch, valid) in [("main", true), ("_", false), ("é", false), ("-main-", true), ("QA_4", true)] {
-            assert_eq!(valid_environment(&environment_name(branch)), valid, "{branch}");
-        }
-        assert!(!valid_environment(&environment_name(&"x".repeat(MAX_ENVIRONMENT_NAME + 1))));
-        assert!(!valid_environment("../x") && !valid_environment("a/b") && !valid_environment(""));
-    }
 
     #[test]
     fn this_process_is_alive_and_a_dead_one_is_not() {

@@ -3,7 +3,7 @@
 //! the commit exported from the object store, `hooks.build` run in it, and the slug packed.
 
 use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::SystemTime;
 
 use git2::{Oid, Repository};
@@ -11,7 +11,7 @@ use git2::{Oid, Repository};
 use super::declared::Declared;
 use super::deploy::{self, EnvDir};
 use super::hooks::{self, Hook, JobLog};
-use super::{env, export, slug, Config, Control, RunnerError};
+use super::{env, export, slug, Config, Control, Halt, Invalid, RunnerError};
 use crate::git::CommitTree;
 use crate::queue::{Job, JobStore};
 use crate::source::{EntryId, Source};
@@ -48,17 +48,15 @@ fn job_plan(
     log: &mut JobLog,
 ) -> Result<(crate::core::plan::Plan, Topology), RunnerError> {
     if let (Some(plan), Some((topology, _))) = (queue.job_plan(job.id)?, queue.job_documents(job.id)?) {
-        let topology = serde_json::from_str(&topology)
-            .map_err(|e| RunnerError::Config(format!("the topology stored with the job cannot be read: {e}")))?;
+        let topology = serde_json::from_str(&topology).map_err(Invalid::StoredTopology)?;
         log.phase("build", "Building the configuration validated when it was pushed");
         return Ok((plan, topology));
     }
     log.phase("build", "Validating the configuration (the job was queued without its plan)");
-    let outcome = crate::validate::validate(tree).map_err(|e| RunnerError::Git(e.to_string()))?;
-    if outcome.diags.has_errors() {
-        let first =
-            outcome.diags.errors().next().map(|d| format!("{}:{}:{}: {}", d.file, d.pos.line, d.pos.col, d.message));
-        return Err(RunnerError::Config(first.unwrap_or_default()));
+    let outcome = crate::validate::validate(tree)?;
+    if let Some(d) = outcome.diags.errors().next() {
+        let (file, line, col, message) = (d.file.to_string(), d.pos.line, d.pos.col, d.message.clone());
+        return Err(Invalid::Diagnostic { file, line, col, message }.into());
     }
     Ok((crate::core::plan::Plan::of(&outcome.config), Topology::from_config(&outcome.config)))
 }
@@ -70,46 +68,35 @@ pub(super) fn build(
     job: &Job,
     log: &mut JobLog,
     control: &Control<'_>,
-) -> Result<Built, RunnerError> {
-    let git = |e: git2::Error| RunnerError::Git(e.message().to_owned());
-    if !crate::queue::valid_environment(&job.environment) {
-        // The hook refuses such names; a queue from an older version may still hold one.
-        return Err(RunnerError::Config(format!("`{}` cannot name an environment", job.environment)));
-    }
-    let repo = Repository::open_bare(&job.repo).map_err(git)?;
-    let commit = Oid::from_str(&job.commit).map_err(git)?;
-    let tree = CommitTree::new(&repo, commit, &job.ref_name).map_err(|e| RunnerError::Git(e.to_string()))?;
+) -> Result<Built, Halt> {
+    let repo = Repository::open_bare(job.repo.path())?;
+    let commit = job.commit.oid();
+    let tree = CommitTree::new(&repo, commit, &job.ref_name)?;
     let (verdict, topology) = job_plan(queue, job, &tree, log)?;
-    let declared = Declared::load(&config.data_dir, Path::new(&job.repo))?;
+    let declared = Declared::load(&config.data_dir, job.repo.path())?;
     // Project variables reach the build: a build with other ones is another slug.
     let build_variables = if declared.project_variables.is_empty() {
         String::new() // the same slug names as before variables.json existed
     } else {
         format!("\n{}", serde_json::Value::Object(declared.project_variables.clone()))
     };
-    let root_tree = repo.find_commit(commit).map_err(git)?.tree_id();
+    let root_tree = repo.find_commit(commit)?.tree_id();
     let mut plans = Vec::new();
     for app in &verdict.apps {
         let name = app.name.clone();
         let tree_id = if app.dir.is_empty() {
             root_tree.to_string()
         } else {
-            match tree.entry_id(&app.dir).map_err(|e| RunnerError::Git(e.to_string()))? {
-                Some(EntryId::Object { id, mode: 0o040000 }) => Oid::from_bytes(&id).map_err(git)?.to_string(),
-                _ => {
-                    return Err(RunnerError::Config(format!(
-                        "the app directory `{}` is missing or not a directory of the commit",
-                        app.dir
-                    )))
-                }
+            match tree.entry_id(&app.dir)? {
+                Some(EntryId::Object { id, mode: 0o040000 }) => Oid::from_bytes(&id)?.to_string(),
+                _ => return Err(Invalid::AppDir(app.dir.clone()).into()),
             }
         };
         let app_config = app.config.clone();
         let key = Oid::hash_object(
             git2::ObjectType::Blob,
             format!("{SLUG_FORMAT}\n{tree_id}\n{app_config}{build_variables}").as_bytes(),
-        )
-        .map_err(git)?
+        )?
         .to_string();
         plans.push(AppPlan { name, dir: app.dir.clone(), config: app_config, tree_id, slug: config.slug_path(&key) });
     }
@@ -118,7 +105,7 @@ pub(super) fn build(
     let build_dir = config.build_dir(job.id);
     let mut exported = false;
     let project =
-        Path::new(&job.repo).file_name().and_then(|n| n.to_str()).unwrap_or("").trim_end_matches(".git").to_owned();
+        job.repo.path().file_name().and_then(|n| n.to_str()).unwrap_or("").trim_end_matches(".git").to_owned();
     for plan in &plans {
         control.check()?;
         // Reusing a slug renews it: collection spares slugs used in the last hour.

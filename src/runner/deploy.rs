@@ -18,6 +18,8 @@ use serde::Serialize;
 
 use super::RunnerError;
 
+use super::{Invalid, Rollback};
+use crate::core::{CommitId, EnvName, RepoId, Timestamp};
 pub use crate::store::ReleaseInfo;
 
 /// One environment's directory.
@@ -32,7 +34,7 @@ fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Runne
 
 impl EnvDir {
     /// `DATA/environments/NAME-HASH/ENV`, where NAME-HASH tells repositories apart.
-    pub fn new(data: &Path, repo: &str, environment: &str) -> EnvDir {
+    pub fn new(data: &Path, repo: &RepoId, environment: &EnvName) -> EnvDir {
         EnvDir { root: crate::store::DataDir::new(data).environment(repo, environment) }
     }
 
@@ -176,13 +178,13 @@ impl EnvDir {
 pub struct Environment {
     pub environment: String,
     pub release: String,
-    pub commit: Option<String>,
-    pub repo: Option<String>,
+    pub commit: Option<CommitId>,
+    pub repo: Option<RepoId>,
     /// The release `current` points at.
     pub path: String,
     /// `active`, or `maintenance` while a deploy hook runs.
     pub state: &'static str,
-    pub deployed_at: Option<String>,
+    pub deployed_at: Option<Timestamp>,
     /// The complete releases kept, oldest first.
     pub releases: Vec<String>,
 }
@@ -213,14 +215,18 @@ pub fn find(data: &Path, name: &str, repo: Option<&str>) -> Result<EnvDir, Runne
     let mut matches: Vec<EnvDir> = all(data)
         .into_iter()
         .filter(|e| e.root.file_name().and_then(|n| n.to_str()) == Some(name))
-        .filter(|e| repo.is_none() || e.current_release().and_then(|r| e.info(&r)).map(|i| i.repo).as_deref() == repo)
+        .filter(|e| {
+            repo.is_none()
+                || e.current_release()
+                    .and_then(|r| e.info(&r))
+                    .map(|i| i.repo.as_str() == repo.unwrap_or_default())
+                    .unwrap_or(false)
+        })
         .collect();
     match matches.len() {
         1 => Ok(matches.remove(0)),
-        0 => Err(RunnerError::Rollback(format!("no deployed environment `{name}`"))),
-        _ => Err(RunnerError::Rollback(format!(
-            "several repositories have an environment `{name}`: name one with --repo"
-        ))),
+        0 => Err(Rollback::NoEnvironment { name: name.to_owned() }.into()),
+        _ => Err(Rollback::Ambiguous { name: name.to_owned() }.into()),
     }
 }
 
@@ -245,12 +251,11 @@ pub fn all(data: &Path) -> Vec<EnvDir> {
 /// link; only what stands at the resolved place inside the app is replaced. Nothing outside
 /// the release is ever removed or replaced, whatever links the commit or its build made.
 pub fn link_mount(app_root: &Path, path: &str, keep: &Path) -> Result<PathBuf, RunnerError> {
-    let refuse = |why: String| RunnerError::Config(format!("mount `{path}` cannot be made: {why}"));
     let rel = crate::paths::resolve_beneath(path, &mut crate::paths::Disk(app_root))
-        .map_err(|e| refuse(format!("it leads outside the app: {e}")))?;
+        .map_err(|escape| Invalid::MountOutside { path: path.to_owned(), escape })?;
     let (parent, name) = rel.rsplit_once('/').unwrap_or(("", &rel));
     if name.is_empty() {
-        return Err(refuse("it names the app root itself".into()));
+        return Err(Invalid::MountIsRoot(path.to_owned()).into());
     }
     let dir = crate::paths::mkdirs_beneath(app_root, parent).map_err(io("creating", &app_root.join(parent)))?;
     let at = dir.join(name);

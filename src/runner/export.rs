@@ -14,7 +14,6 @@ use super::RunnerError;
 /// Writes the tree `tree` of `repo` under `dest` (files, executable bits, symlinks; submodules
 /// become empty directories).
 pub fn export_tree(repo: &Repository, tree: Oid, dest: &Path) -> Result<(), RunnerError> {
-    let git = |e: git2::Error| RunnerError::Git(e.message().to_owned());
     let io = |path: &Path| {
         let path = path.to_owned();
         move |source| RunnerError::Io { action: "exporting", path, source }
@@ -22,14 +21,15 @@ pub fn export_tree(repo: &Repository, tree: Oid, dest: &Path) -> Result<(), Runn
     std::fs::create_dir_all(dest).map_err(io(dest))?;
     let mut todo: Vec<(Oid, PathBuf)> = vec![(tree, dest.to_owned())];
     while let Some((id, dir)) = todo.pop() {
-        let tree = repo.find_tree(id).map_err(git)?;
+        let tree = repo.find_tree(id).map_err(RunnerError::Git)?;
         for entry in tree.iter() {
             let name = entry.name_bytes();
             if let Some(why) = crate::paths::unsafe_entry_name(name) {
-                return Err(RunnerError::Git(format!(
-                    "tree {id} has an entry {:?}: {why}; it cannot be written to disk",
-                    String::from_utf8_lossy(name)
-                )));
+                return Err(RunnerError::UnsafeEntry {
+                    tree: id,
+                    name: String::from_utf8_lossy(name).into_owned(),
+                    why,
+                });
             }
             let path = dir.join(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(name));
             match (entry.kind(), entry.filemode()) {
@@ -38,12 +38,12 @@ pub fn export_tree(repo: &Repository, tree: Oid, dest: &Path) -> Result<(), Runn
                     todo.push((entry.id(), path));
                 }
                 (Some(ObjectType::Blob), 0o120000) => {
-                    let blob = repo.find_blob(entry.id()).map_err(git)?;
+                    let blob = repo.find_blob(entry.id()).map_err(RunnerError::Git)?;
                     let target = String::from_utf8_lossy(blob.content()).into_owned();
                     std::os::unix::fs::symlink(target, &path).map_err(io(&path))?;
                 }
                 (Some(ObjectType::Blob), mode) => {
-                    let blob = repo.find_blob(entry.id()).map_err(git)?;
+                    let blob = repo.find_blob(entry.id()).map_err(RunnerError::Git)?;
                     std::fs::write(&path, blob.content()).map_err(io(&path))?;
                     if mode == 0o100755 {
                         use std::os::unix::fs::PermissionsExt;

@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::RunnerError;
-use crate::clock::now_rfc3339;
+use super::{Halt, HookFailure, RunnerError};
+use crate::core::Timestamp;
 use crate::queue::Receiver;
 
 /// The log of one job: phases with timestamps, and every command's output.
@@ -45,7 +45,7 @@ impl JobLog {
 
     /// `2026-11-22T01:02:03.456Z [deploy] Switching current to release 12`
     pub fn phase(&mut self, phase: &str, text: &str) {
-        let _ = writeln!(self.file, "{} [{phase}] {text}", now_rfc3339());
+        let _ = writeln!(self.file, "{} [{phase}] {text}", Timestamp::now());
         let _ = self.file.flush();
         if self.phase != phase {
             // In the job's span: the operator's log carries its id, environment and runner.
@@ -66,7 +66,7 @@ impl JobLog {
 /// One hook to run.
 pub struct Hook<'a> {
     /// `build`, `deploy`, `post_deploy`
-    pub name: &'a str,
+    pub name: &'static str,
     pub script: &'a str,
     pub cwd: &'a Path,
     pub env: &'a [(String, String)],
@@ -136,7 +136,7 @@ pub fn stop_leftover(record: &Path) -> Option<String> {
 }
 
 /// Runs a hook; its output goes to the log. Err says what failed and how.
-pub fn run(hook: &Hook<'_>, log: &mut JobLog, control: &super::Control<'_>) -> Result<(), RunnerError> {
+pub fn run(hook: &Hook<'_>, log: &mut JobLog, control: &super::Control<'_>) -> Result<(), Halt> {
     log.phase(hook.name, &format!("Running hook `{}` in {}:", hook.name, hook.cwd.display()));
     for line in hook.script.lines().filter(|l| !l.trim().is_empty()) {
         log.phase(hook.name, &format!("  $ {line}"));
@@ -177,7 +177,7 @@ pub fn run(hook: &Hook<'_>, log: &mut JobLog, control: &super::Control<'_>) -> R
             kill_group(child.id());
             let _ = child.wait();
             log.phase(hook.name, &format!("Hook `{}` killed: {interrupted}", hook.name));
-            return Err(interrupted);
+            return Err(interrupted.into());
         }
         if started.elapsed() > hook.timeout {
             // The whole group: the script's children too.
@@ -187,10 +187,7 @@ pub fn run(hook: &Hook<'_>, log: &mut JobLog, control: &super::Control<'_>) -> R
                 hook.name,
                 &format!("Hook `{}` killed after its time limit of {} s", hook.name, hook.timeout.as_secs()),
             );
-            return Err(RunnerError::Hook {
-                name: hook.name.to_owned(),
-                why: format!("timed out after {} s", hook.timeout.as_secs()),
-            });
+            return Err(RunnerError::Hook { name: hook.name, why: HookFailure::TimedOut(hook.timeout) }.into());
         }
         std::thread::sleep(Duration::from_millis(20));
     };
@@ -199,10 +196,10 @@ pub fn run(hook: &Hook<'_>, log: &mut JobLog, control: &super::Control<'_>) -> R
         Ok(())
     } else {
         let why = match status.code() {
-            Some(code) => format!("exited with status {code}"),
-            None => "was killed by a signal".to_owned(),
+            Some(code) => HookFailure::Exited(code),
+            None => HookFailure::Signalled,
         };
         log.phase(hook.name, &format!("Hook `{}` failed: the script {why} (its output is above)", hook.name));
-        Err(RunnerError::Hook { name: hook.name.to_owned(), why })
+        Err(RunnerError::Hook { name: hook.name, why }.into())
     }
 }

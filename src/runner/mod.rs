@@ -28,6 +28,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::core::JobId;
 use crate::queue::{Job, JobState, JobStore, QueueError};
 use crate::store::{DataDir, QUEUE_TIMEOUT};
 use deploy::EnvDir;
@@ -38,24 +39,114 @@ use shutdown::Shutdown;
 pub enum RunnerError {
     #[error("{action} {}: {source}", path.display())]
     Io { action: &'static str, path: PathBuf, source: std::io::Error },
-    #[error("reading the repository: {0}")]
-    Git(String),
+    #[error("reading the repository: {}", .0.message())]
+    Git(#[from] git2::Error),
+    #[error(transparent)]
+    Commit(#[from] crate::git::GitError),
+    #[error("reading the commit: {0}")]
+    Source(#[from] crate::source::SourceError),
+    #[error("tree {tree} has an entry {name:?}: {why}; it cannot be written to disk")]
+    UnsafeEntry { tree: git2::Oid, name: String, why: &'static str },
     #[error("hook `{name}` failed: it {why}")]
-    Hook { name: String, why: String },
+    Hook { name: &'static str, why: HookFailure },
     #[error("the configuration at this commit is invalid: {0}")]
-    Config(String),
+    Config(#[from] Invalid),
     #[error("{}: {why}; fix it (or move it aside) and push again", path.display())]
     DataFile { path: PathBuf, why: String },
-    #[error("{0}")]
-    Rollback(String),
-    #[error("the job was cancelled or taken over by another runner")]
-    Lost,
-    #[error("the runner is stopping")]
-    Stopped,
+    #[error(transparent)]
+    Rollback(#[from] Rollback),
     #[error(transparent)]
     Queue(#[from] QueueError),
     #[error(transparent)]
     Slug(#[from] slug::SlugError),
+}
+
+/// How a hook failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum HookFailure {
+    #[error("exited with status {0}")]
+    Exited(i32),
+    #[error("was killed by a signal")]
+    Signalled,
+    #[error("timed out after {} s", .0.as_secs())]
+    TimedOut(Duration),
+}
+
+/// What in a job's configuration cannot be built or deployed.
+#[derive(Debug, thiserror::Error)]
+pub enum Invalid {
+    #[error("the topology stored with the job cannot be read: {0}")]
+    StoredTopology(serde_json::Error),
+    #[error("{file}:{line}:{col}: {message}")]
+    Diagnostic { file: String, line: u32, col: u32, message: String },
+    #[error("the app directory `{0}` is missing or not a directory of the commit")]
+    AppDir(String),
+    #[error("mount `{path}`: bad source path `{source_path}`")]
+    MountSource { path: String, source_path: String },
+    #[error("mount `{path}` cannot be made: it leads outside the app: {escape}")]
+    MountOutside { path: String, escape: crate::paths::Escape },
+    #[error("mount `{0}` cannot be made: it names the app root itself")]
+    MountIsRoot(String),
+}
+
+/// Why a job stopped before its end that is not the job's failure: it is recorded otherwise
+/// (cancelled, or returned to the queue), and nothing about it goes wrong.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Interrupt {
+    /// The job was cancelled, or its lease taken over by another runner.
+    Lost,
+    /// The runner is stopping and the grace period is over.
+    Stopped,
+}
+
+impl std::fmt::Display for Interrupt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Interrupt::Lost => "the job was cancelled or taken over by another runner",
+            Interrupt::Stopped => "the runner is stopping",
+        })
+    }
+}
+
+/// How a phase ends when it does not complete: the job failed, or it was interrupted.
+#[derive(Debug)]
+pub enum Halt {
+    Failed(RunnerError),
+    Interrupted(Interrupt),
+}
+
+impl<E: Into<RunnerError>> From<E> for Halt {
+    fn from(e: E) -> Halt {
+        Halt::Failed(e.into())
+    }
+}
+
+impl std::fmt::Display for Halt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Halt::Failed(e) => e.fmt(f),
+            Halt::Interrupted(i) => i.fmt(f),
+        }
+    }
+}
+
+impl From<Interrupt> for Halt {
+    fn from(i: Interrupt) -> Halt {
+        Halt::Interrupted(i)
+    }
+}
+
+/// Why an environment cannot be switched back.
+#[derive(Debug, thiserror::Error)]
+pub enum Rollback {
+    #[error("no deployed environment `{name}`")]
+    NoEnvironment { name: String },
+    #[error("several repositories have an environment `{name}`: name one with --repo")]
+    Ambiguous { name: String },
+    #[error("release {release} is not kept (kept: {})", kept.join(", "))]
+    NotKept { release: String, kept: Vec<String> },
+    #[error("there is no earlier release to roll back to")]
+    NoEarlier,
 }
 
 /// How a runner works.
@@ -92,11 +183,11 @@ impl Config {
         DataDir::new(&self.data_dir)
     }
 
-    pub fn log_path(&self, job: i64) -> PathBuf {
+    pub fn log_path(&self, job: JobId) -> PathBuf {
         self.data().log(job)
     }
 
-    fn build_dir(&self, job: i64) -> PathBuf {
+    fn build_dir(&self, job: JobId) -> PathBuf {
         self.data().build(job)
     }
 
@@ -219,7 +310,7 @@ pub fn process(
     job: &Job,
     shutdown: &Shutdown,
 ) -> Result<JobState, RunnerError> {
-    let span = tracing::info_span!("job", job = job.id, environment = %job.environment, runner = %config.runner_id);
+    let span = tracing::info_span!("job", job = job.id.0, environment = %job.environment, runner = %config.runner_id);
     let _in_job = span.enter();
     tracing::info!(commit = %job.commit, r#ref = %job.ref_name, repo = %job.repo, "claimed");
     let mut log = match JobLog::open(config.log_path(job.id)) {
@@ -256,22 +347,22 @@ pub fn process(
             tracing::info!(%release, "succeeded");
             (JobState::Succeeded, Some(release))
         }
-        Err(RunnerError::Lost) => {
+        Err(Halt::Interrupted(Interrupt::Lost)) => {
             log.phase("job", "Stopped: the job was cancelled or taken over by another runner");
             tracing::warn!("stopped: cancelled or taken over by another runner");
             return Ok(JobState::Cancelled);
         }
-        Err(RunnerError::Stopped) => {
+        Err(Halt::Interrupted(Interrupt::Stopped)) => {
             log.phase("job", "Stopped: the runner is shutting down; the job goes back to the queue");
             tracing::info!("stopped by the shutdown; returned to the queue");
             queue.release_claim(job.id, &config.runner_id)?;
             return Ok(JobState::Pending);
         }
-        Err(e @ RunnerError::Queue(_)) => {
+        Err(Halt::Failed(e @ RunnerError::Queue(_))) => {
             tracing::error!(error = %e, "the queue failed under the job");
             return Err(e);
         }
-        Err(e) => {
+        Err(Halt::Failed(e)) => {
             log.phase("job", &format!("Failed: {e}"));
             tracing::warn!(error = %e, "failed");
             (JobState::Failed, None)
@@ -303,10 +394,10 @@ fn take_over(env_dir: &EnvDir, log: &mut JobLog) {
 /// Removes the build directories of jobs that are not running: a runner killed mid-build
 /// leaves its copy of the tree behind, and if the job is then superseded or cancelled, no
 /// retry would ever remove it. Returns the job ids whose directory was removed.
-pub fn sweep_builds(config: &Config, queue: &dyn JobStore) -> Result<Vec<i64>, RunnerError> {
+pub fn sweep_builds(config: &Config, queue: &dyn JobStore) -> Result<Vec<JobId>, RunnerError> {
     let mut removed = Vec::new();
     for entry in std::fs::read_dir(config.data().builds()).into_iter().flatten().flatten() {
-        let Some(id) = entry.file_name().to_str().and_then(|n| n.parse::<i64>().ok()) else { continue };
+        let Some(id) = entry.file_name().to_str().and_then(|n| n.parse::<JobId>().ok()) else { continue };
         let running = queue.job(id)?.is_some_and(|j| j.state == JobState::Running);
         if !running {
             deploy::remove_release(&entry.path())?;
@@ -332,7 +423,7 @@ impl Drop for Heartbeat {
 }
 
 /// Renews the lease every third of it on its own connection; flags `lost` if the job is gone.
-fn start_heartbeat(config: &Config, job: i64, lost: Arc<AtomicBool>) -> Heartbeat {
+fn start_heartbeat(config: &Config, job: JobId, lost: Arc<AtomicBool>) -> Heartbeat {
     let stop = Arc::new(Shutdown::default());
     let (config, stopped) = (config.clone(), stop.clone());
     let thread = std::thread::spawn(move || {
@@ -355,11 +446,11 @@ pub struct Control<'a> {
 }
 
 impl Control<'_> {
-    pub fn check(&self) -> Result<(), RunnerError> {
+    pub fn check(&self) -> Result<(), Interrupt> {
         if self.lost.load(Ordering::SeqCst) {
-            Err(RunnerError::Lost)
+            Err(Interrupt::Lost)
         } else if self.shutdown.is_aborted() {
-            Err(RunnerError::Stopped)
+            Err(Interrupt::Stopped)
         } else {
             Ok(())
         }
@@ -373,7 +464,7 @@ fn build_and_deploy(
     job: &Job,
     log: &mut JobLog,
     control: &Control<'_>,
-) -> Result<String, RunnerError> {
+) -> Result<String, Halt> {
     let built = build::build(config, &*queue, job, log, control)?;
     control.check()?;
     release::deploy(config, job, log, control, &built)
@@ -391,10 +482,11 @@ pub fn rollback(env_dir: &EnvDir, to: Option<&str>) -> Result<String, RunnerErro
         }
     };
     let Some(target) = target else {
-        return Err(RunnerError::Rollback(match to {
-            Some(t) => format!("release {t} is not kept (kept: {})", releases.join(", ")),
-            None => "there is no earlier release to roll back to".to_owned(),
-        }));
+        return Err(match to {
+            Some(t) => Rollback::NotKept { release: t.to_owned(), kept: releases },
+            None => Rollback::NoEarlier,
+        }
+        .into());
     };
     // `current` is the record of what is deployed: the switch is all there is to record.
     env_dir.switch(&target)?;

@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::build::{AppPlan, Built};
 use super::deploy::{self, EnvDir, ReleaseInfo};
 use super::hooks::{self, Hook, JobLog};
-use super::{env, slug, Config, Control, RunnerError};
+use super::{env, slug, Config, Control, Halt, Invalid, RunnerError};
 use crate::queue::Job;
 
 /// Deploys what the build phase built as a new release of the job's environment; returns the
@@ -19,11 +19,11 @@ pub(super) fn deploy(
     log: &mut JobLog,
     control: &Control<'_>,
     built: &Built,
-) -> Result<String, RunnerError> {
+) -> Result<String, Halt> {
     let Built { plans, topology, format, project, declared } = built;
     let (format, project) = (*format, project.as_str());
     declared.warn_unresolved(plans, topology, log);
-    let variables = declared.runtime_variables(&job.environment);
+    let variables = declared.runtime_variables(job.environment.as_str());
     let env_dir = EnvDir::new(&config.data_dir, &job.repo, &job.environment);
     let id = job.id.to_string();
     let release = assemble(&env_dir, job, built, log)?;
@@ -40,7 +40,7 @@ pub(super) fn deploy(
             config: &plan.config,
             variables: &variables,
         };
-        env::runtime(&ctx, &job.environment, branch, topology, &declared.services)
+        env::runtime(&ctx, job.environment.as_str(), branch, topology, &declared.services)
     };
     let hook_of = |plan: &AppPlan, name: &str| -> Option<String> {
         plan.config.get("hooks").and_then(|h| h.get(name)).and_then(|s| s.as_str()).map(str::to_owned)
@@ -49,7 +49,7 @@ pub(super) fn deploy(
     env_dir.set_maintenance(true, &format!("deploying job {}", job.id))?;
     log.phase("deploy", &format!("Environment {} in maintenance", job.environment));
     // Runs hook `name` of an app in the new release, with the runtime environment.
-    let run_hook = |plan: &AppPlan, name: &'static str, log: &mut JobLog| -> Result<(), RunnerError> {
+    let run_hook = |plan: &AppPlan, name: &'static str, log: &mut JobLog| -> Result<(), Halt> {
         let Some(script) = hook_of(plan, name) else { return Ok(()) };
         let app_dir = release.join(&plan.name);
         let env = runtime_env(plan, &app_dir);
@@ -125,9 +125,9 @@ fn assemble(env_dir: &EnvDir, job: &Job, built: &Built, log: &mut JobLog) -> Res
         slug::unpack(&plan.slug, &app_root)?;
         let mounts = topology.apps.get(&plan.name).map(|a| a.mounts.clone()).unwrap_or_default();
         for (path, mount) in &mounts {
-            let source = crate::paths::normalize(&mount.source_path).filter(|p| !p.is_empty()).ok_or_else(|| {
-                RunnerError::Config(format!("mount `{path}`: bad source path `{}`", mount.source_path))
-            })?;
+            let source = crate::paths::normalize(&mount.source_path)
+                .filter(|p| !p.is_empty())
+                .ok_or_else(|| Invalid::MountSource { path: path.clone(), source_path: mount.source_path.clone() })?;
             let keep_rel = format!("{}/{source}", plan.name);
             let keep = crate::paths::mkdirs_beneath(&env_dir.mounts_created()?, &keep_rel).map_err(|source| {
                 RunnerError::Io { action: "creating", path: env_dir.mounts().join(&keep_rel), source }
@@ -150,7 +150,7 @@ fn assemble(env_dir: &EnvDir, job: &Job, built: &Built, log: &mut JobLog) -> Res
         commit: job.commit.clone(),
         slugs: plans.iter().map(|p| p.slug.display().to_string()).collect(),
         topology: serde_json::to_value(topology).unwrap_or_default(),
-        created_at: crate::clock::now_rfc3339(),
+        created_at: crate::core::Timestamp::now(),
     })?;
     Ok(release)
 }

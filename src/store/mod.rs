@@ -18,6 +18,8 @@ pub mod wake;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::core::{CommitId, EnvName, JobId, RepoId, Timestamp};
+
 /// How long a hook or a command waits for the queue's lock before giving up (hooks can be
 /// told otherwise with `git config pushgate.queueTimeoutMs`).
 pub const QUEUE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -52,7 +54,7 @@ impl DataDir {
     }
 
     /// Where a job's log is.
-    pub fn log(&self, job: i64) -> PathBuf {
+    pub fn log(&self, job: JobId) -> PathBuf {
         self.logs().join(format!("{job}.log"))
     }
 
@@ -61,7 +63,7 @@ impl DataDir {
     }
 
     /// Where a job exports and builds its commit; removed whatever the job's outcome.
-    pub fn build(&self, job: i64) -> PathBuf {
+    pub fn build(&self, job: JobId) -> PathBuf {
         self.builds().join(job.to_string())
     }
 
@@ -84,43 +86,56 @@ impl DataDir {
 
     /// An environment's directory: `environments/NAME-HASH/ENV`, where NAME-HASH tells
     /// repositories apart (`shop-aaf68fee` for `/srv/git/shop.git`).
-    pub fn environment(&self, repo: &str, environment: &str) -> PathBuf {
-        let name = Path::new(repo).file_name().and_then(|n| n.to_str()).unwrap_or("repo").trim_end_matches(".git");
-        let hash = git2::Oid::hash_object(git2::ObjectType::Blob, repo.as_bytes())
+    pub fn environment(&self, repo: &RepoId, environment: &EnvName) -> PathBuf {
+        let name = repo.path().file_name().and_then(|n| n.to_str()).unwrap_or("repo").trim_end_matches(".git");
+        let hash = git2::Oid::hash_object(git2::ObjectType::Blob, repo.as_str().as_bytes())
             .map(|o| o.to_string()[..8].to_owned())
             .unwrap_or_default();
-        self.environments().join(format!("{name}-{hash}")).join(environment)
+        self.environments().join(format!("{name}-{hash}")).join(environment.as_str())
     }
 
     /// What an environment runs: the description of the release `current` points at (None when
     /// nothing was deployed). This is the one record of what is deployed: the switch of
     /// `current` is one rename, and a release exists only with its description. Err says why it
     /// cannot be read; the data-loss guard then refuses rather than compare with less.
-    pub fn deployed(&self, repo: &str, environment: &str) -> Result<Option<ReleaseInfo>, String> {
+    pub fn deployed(&self, repo: &RepoId, environment: &EnvName) -> Result<Option<ReleaseInfo>, Unreadable> {
         let env = self.environment(repo, environment);
-        let release = match std::fs::read_link(env.join("current")) {
+        let current = env.join("current");
+        let release = match std::fs::read_link(&current) {
             Ok(target) => target,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(format!("{}: {e}", env.join("current").display())),
+            Err(source) => return Err(Unreadable::Io { path: current, source }),
         };
         let id = release.file_name().and_then(|n| n.to_str()).unwrap_or_default();
         let path = env.join("releases").join(format!("{id}.json"));
-        let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-        serde_json::from_str(&text).map(Some).map_err(|e| format!("{}: {e}", path.display()))
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(source) => return Err(Unreadable::Io { path, source }),
+        };
+        serde_json::from_str(&text).map(Some).map_err(|source| Unreadable::Json { path, source })
     }
+}
+
+/// Why a record of the store cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum Unreadable {
+    #[error("{}: {source}", path.display())]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{}: {source}", path.display())]
+    Json { path: PathBuf, source: serde_json::Error },
 }
 
 /// What a release is, beside it (`releases/ID.json`).
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct ReleaseInfo {
     pub release: String,
-    pub job: i64,
-    pub repo: String,
-    pub environment: String,
-    pub commit: String,
+    pub job: JobId,
+    pub repo: RepoId,
+    pub environment: EnvName,
+    pub commit: CommitId,
     pub slugs: Vec<String>,
     pub topology: serde_json::Value,
-    pub created_at: String,
+    pub created_at: Timestamp,
 }
 
 /// The admin's declarations in a directory (the data directory for every repository, or a

@@ -5,16 +5,16 @@
 //! has run out the job is claimable again, by any runner. Two jobs of one environment never run
 //! at once: a pending job is claimable only while nothing of its environment is running.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use rusqlite::{params, OptionalExtension, TransactionBehavior};
 
 use super::{exec, job_from_row, Durability, SqliteQueue, JOB_COLUMNS};
-use crate::clock::{now_rfc3339, rfc3339_at};
+use crate::core::{JobId, RepoId, Timestamp};
 use crate::queue::{Job, JobState, QueueError};
 
-fn in_future(d: Duration) -> String {
-    rfc3339_at(SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default() + d)
+fn in_future(d: Duration) -> Timestamp {
+    Timestamp::now() + d
 }
 
 impl SqliteQueue {
@@ -24,7 +24,7 @@ impl SqliteQueue {
         let path = self.path.display().to_string();
         let err = |source| QueueError::Write { path: path.clone(), source };
         self.durability(Durability::Full).map_err(err)?;
-        let now = now_rfc3339();
+        let now = Timestamp::now();
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(err)?;
         // Abandoned: a newer pending job of the environment supersedes it...
         exec(
@@ -77,7 +77,7 @@ impl SqliteQueue {
 
     /// Extends `runner`'s lease on job `id`. False when the job is no longer the runner's
     /// (its lease ran out and another runner took it, or it was cancelled).
-    pub fn heartbeat(&mut self, id: i64, runner: &str, lease: Duration) -> Result<bool, QueueError> {
+    pub fn heartbeat(&mut self, id: JobId, runner: &str, lease: Duration) -> Result<bool, QueueError> {
         self.durability(Durability::Redoable).map_err(self.write_err())?;
         let n = self
             .conn
@@ -92,13 +92,13 @@ impl SqliteQueue {
     /// Records how a job ended. False when it was not the runner's any more.
     pub fn finish(
         &mut self,
-        id: i64,
+        id: JobId,
         runner: &str,
         state: JobState,
         release: Option<&str>,
     ) -> Result<bool, QueueError> {
         self.durability(Durability::Full).map_err(self.write_err())?;
-        let now = now_rfc3339();
+        let now = Timestamp::now();
         let n = self
             .conn
             .execute(
@@ -113,7 +113,7 @@ impl SqliteQueue {
 
     /// Gives a running job back to the queue (a runner stopping before it could finish it), or
     /// marks it superseded when its environment has a newer pending job.
-    pub fn release_claim(&mut self, id: i64, runner: &str) -> Result<(), QueueError> {
+    pub fn release_claim(&mut self, id: JobId, runner: &str) -> Result<(), QueueError> {
         self.durability(Durability::Full).map_err(self.write_err())?;
         self.conn
             .execute(
@@ -123,7 +123,7 @@ impl SqliteQueue {
                  WHERE id = ?1 AND runner = ?2 AND state = 'running'
                    AND EXISTS (SELECT 1 FROM jobs p WHERE p.repo = jobs.repo
                                AND p.environment = jobs.environment AND p.state = 'pending')",
-                params![id, runner, now_rfc3339()],
+                params![id, runner, Timestamp::now()],
             )
             .map_err(self.write_err())?;
         self.conn
@@ -132,17 +132,17 @@ impl SqliteQueue {
                  WHERE id = ?1 AND runner = ?2 AND state = 'running'
                    AND NOT EXISTS (SELECT 1 FROM jobs p WHERE p.repo = jobs.repo
                                    AND p.environment = jobs.environment AND p.state = 'pending')",
-                params![id, runner, now_rfc3339()],
+                params![id, runner, Timestamp::now()],
             )
             .map(|_| ())
             .map_err(self.write_err())
     }
 
     /// Cancels a pending or running job. Returns the state it had, if it could be cancelled.
-    pub fn cancel(&mut self, id: i64) -> Result<Option<JobState>, QueueError> {
+    pub fn cancel(&mut self, id: JobId) -> Result<Option<JobState>, QueueError> {
         self.durability(Durability::Full).map_err(self.write_err())?;
         let before = self.job(id)?.map(|j| j.state);
-        let now = now_rfc3339();
+        let now = Timestamp::now();
         let n = self
             .conn
             .execute(
@@ -157,9 +157,9 @@ impl SqliteQueue {
 
     /// Cancels the pending jobs of a branch that was deleted (a runner must not deploy a branch
     /// that no longer exists). Returns their ids. A running job goes on: it cannot be unrun.
-    pub fn cancel_pending_of(&mut self, repo: &str, ref_name: &str) -> Result<Vec<i64>, QueueError> {
+    pub fn cancel_pending_of(&mut self, repo: &RepoId, ref_name: &str) -> Result<Vec<JobId>, QueueError> {
         self.durability(Durability::Full).map_err(self.write_err())?;
-        let now = now_rfc3339();
+        let now = Timestamp::now();
         self.conn
             .prepare(
                 "UPDATE jobs SET state = 'cancelled', finished_at = ?3, updated_at = ?3
@@ -169,7 +169,7 @@ impl SqliteQueue {
             .map_err(self.write_err())
     }
 
-    pub fn job(&self, id: i64) -> Result<Option<Job>, QueueError> {
+    pub fn job(&self, id: JobId) -> Result<Option<Job>, QueueError> {
         self.conn
             .query_row(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"), [id], job_from_row)
             .optional()
@@ -180,16 +180,17 @@ impl SqliteQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::{CommitId, EnvName, RefUpdate};
     use crate::queue::{Receiver, RefLog, Reservation};
 
     /// Each branch points at the commit given for it.
-    struct Exactly(std::collections::HashMap<String, String>);
+    struct Exactly(std::collections::HashMap<String, CommitId>);
 
     impl RefLog for Exactly {
-        fn was_updated(&self, _: &str, _: &str, _: &str, _: &str) -> Option<bool> {
+        fn was_updated(&self, _: &RepoId, _: &str, _: &CommitId, _: &CommitId) -> Option<bool> {
             Some(true)
         }
-        fn tip(&self, _: &str, r: &str) -> Option<String> {
+        fn tip(&self, _: &RepoId, r: &str) -> Option<CommitId> {
             self.0.get(r).cloned()
         }
     }
@@ -200,20 +201,22 @@ mod tests {
         let mut q = SqliteQueue::open(&dir, Duration::from_secs(5)).unwrap();
         let receiver = Receiver { host: "h".into(), pid: 1, started: None };
         for (branch, commit) in pushes {
+            let commit = CommitId::parse(&commit.repeat(40)).unwrap();
             let r = Reservation {
-                repo: "/r".into(),
+                repo: RepoId::new("/r"),
                 ref_name: format!("refs/heads/{branch}"),
-                environment: branch.to_string(),
-                old_commit: "0".repeat(40),
-                new_commit: commit.to_string(),
+                environment: EnvName::parse(branch).unwrap(),
+                old_commit: CommitId::parse(&"0".repeat(40)).unwrap(),
+                new_commit: commit.clone(),
                 topology: "{}".into(),
                 changes: "[]".into(),
                 plan: "{}".into(),
                 receiver: receiver.clone(),
             };
             q.reserve(std::slice::from_ref(&r)).unwrap();
-            let tips = Exactly([(r.ref_name.clone(), commit.to_string())].into());
-            q.promote("/r", &[(r.ref_name, r.old_commit, r.new_commit)], &receiver, &tips).unwrap();
+            let tips = Exactly([(r.ref_name.clone(), commit)].into());
+            let update = RefUpdate { name: r.ref_name, old: r.old_commit, new: r.new_commit };
+            q.promote(&r.repo, &[update], &receiver, &tips).unwrap();
         }
         (q, dir)
     }
@@ -224,7 +227,7 @@ mod tests {
         let first = q.claim("r1", Duration::from_secs(60)).unwrap().unwrap();
         assert_eq!((first.environment.as_str(), first.state), ("main", JobState::Running));
         let second = q.claim("r2", Duration::from_secs(60)).unwrap().unwrap();
-        assert_eq!(second.environment, "feature");
+        assert_eq!(second.environment.as_str(), "feature");
         assert!(q.claim("r3", Duration::from_secs(60)).unwrap().is_none(), "nothing else is claimable");
         // r1 dies: its lease runs out; another runner takes the job over.
         assert!(q.heartbeat(first.id, "r1", Duration::ZERO).unwrap());

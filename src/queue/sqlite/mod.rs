@@ -11,9 +11,10 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Transaction, Tr
 
 mod claim;
 mod settle;
+mod types;
 
 use super::{Job, JobState, QueueError, Receiver, Reservation};
-use crate::clock::now_rfc3339;
+use crate::core::{CommitId, EnvName, JobId, RepoId, Timestamp};
 
 /// The database file in a data directory.
 pub const FILE_NAME: &str = crate::store::DataDir::QUEUE_FILE;
@@ -253,7 +254,7 @@ impl SqliteQueue {
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
                 )
                 .map_err(err)?;
-            let now = now_rfc3339();
+            let now = Timestamp::now();
             for r in reservations {
                 let topology = documents.id(&tx, &r.topology).map_err(err)?;
                 let changes = documents.id(&tx, &r.changes).map_err(err)?;
@@ -292,7 +293,7 @@ impl SqliteQueue {
     }
 
     /// The topology a job's commit declares and its changes against the environment (JSON).
-    pub fn job_documents(&self, id: i64) -> Result<Option<(String, String)>, QueueError> {
+    pub fn job_documents(&self, id: JobId) -> Result<Option<(String, String)>, QueueError> {
         self.conn
             .query_row(
                 "SELECT t.body, c.body FROM jobs
@@ -306,7 +307,7 @@ impl SqliteQueue {
     }
 
     /// The plan the hook stored with a job (None for jobs queued before plans were stored).
-    pub fn job_plan(&self, id: i64) -> Result<Option<crate::core::plan::Plan>, QueueError> {
+    pub fn job_plan(&self, id: JobId) -> Result<Option<crate::core::plan::Plan>, QueueError> {
         let body: Option<String> = self
             .conn
             .query_row(
@@ -347,11 +348,11 @@ impl Drop for SqliteQueue {
 /// A reservation as stored: its documents by id.
 #[derive(Debug, Clone)]
 struct Stored {
-    repo: String,
+    repo: RepoId,
     ref_name: String,
-    environment: String,
-    old_commit: String,
-    new_commit: String,
+    environment: EnvName,
+    old_commit: CommitId,
+    new_commit: CommitId,
     topology_id: i64,
     changes_id: i64,
     receiver: Receiver,
@@ -445,11 +446,11 @@ mod tests {
         for i in 0..200 {
             let mut q = SqliteQueue::open(&dir, Duration::from_secs(5)).unwrap();
             let r = Reservation {
-                repo: "/r".into(),
+                repo: RepoId::new("/r"),
                 ref_name: format!("refs/heads/b{i}"),
-                environment: format!("b{i}"),
-                old_commit: "0".repeat(40),
-                new_commit: format!("{i:040}"),
+                environment: EnvName::parse(&format!("b{i}")).unwrap(),
+                old_commit: CommitId::parse(&"0".repeat(40)).unwrap(),
+                new_commit: CommitId::parse(&format!("{i:040}")).unwrap(),
                 topology: "x".repeat(4000),
                 changes: "[]".into(),
                 plan: "{}".into(),
@@ -477,7 +478,9 @@ mod tests {
                 "INSERT INTO documents (id, body) VALUES (1, '{}'), (2, '[]');
                  INSERT INTO jobs (repo, ref, environment, old_commit, new_commit, state, topology_id, changes_id,
                                    created_at, updated_at)
-                 VALUES ('/srv/shop.git', 'refs/heads/main', 'main', 'a', 'b', 'pending', 1, 2, 't', 't');
+                 VALUES ('/srv/shop.git', 'refs/heads/main', 'main', '0000000000000000000000000000000000000000',
+                         '3b18e512dba79e4c8300dd08aeb37f8e728b8dad', 'pending', 1, 2,
+                         '2026-11-22T01:02:03.456Z', '2026-11-22T01:02:03.456Z');
                  PRAGMA user_version = 1;",
             )
             .unwrap();

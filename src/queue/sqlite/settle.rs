@@ -14,7 +14,7 @@ use std::time::Duration;
 use rusqlite::{params, OptionalExtension, Transaction, TransactionBehavior};
 
 use super::{exec, stored_from_row, Documents, Durability, SqliteQueue, Stored, STORED_COLUMNS};
-use crate::clock::now_rfc3339;
+use crate::core::{CommitId, EnvName, JobId, RefUpdate, RepoId, Timestamp};
 use crate::queue::{Job, JobState, QueueError, Receiver, RefLog};
 
 /// Reservations of pushes on other hosts are settled once they are this old.
@@ -22,12 +22,12 @@ const FOREIGN_RESERVATION_AGE: Duration = Duration::from_secs(3600);
 
 impl SqliteQueue {
     /// Turns the reservations of refs git has updated into jobs (post-receive). `updates` are
-    /// `(ref, old, new)`: every ref git updated in this push, so the push's other reservations
+    /// every ref git updated in this push, so the push's other reservations
     /// (refs git refused) are dropped. Returns the jobs created, in order.
     pub fn promote(
         &mut self,
-        repo: &str,
-        updates: &[(String, String, String)],
+        repo: &RepoId,
+        updates: &[RefUpdate],
         receiver: &Receiver,
         refs: &dyn RefLog,
     ) -> Result<Vec<Job>, QueueError> {
@@ -35,7 +35,7 @@ impl SqliteQueue {
         let err = |source| QueueError::Write { path: path.clone(), source };
         self.durability(Durability::Redoable).map_err(err)?;
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(err)?;
-        let mut mine: HashMap<(String, String, String), Stored> = HashMap::new();
+        let mut mine: HashMap<(String, CommitId, CommitId), Stored> = HashMap::new();
         {
             let mut stmt = tx
                 .prepare_cached(&format!(
@@ -50,18 +50,20 @@ impl SqliteQueue {
         }
         let mut batch = Batch::load(&tx, repo).map_err(err)?;
         let mut created = Vec::new();
-        for (ref_name, old, new) in updates {
+        for RefUpdate { name: ref_name, old, new } in updates {
             let reservation = match mine.remove(&(ref_name.clone(), old.clone(), new.clone())) {
                 Some(r) => r,
                 None if job_exists(&tx, repo, ref_name, old, new).map_err(err)? => continue,
                 // Accepted by git without a reservation (the queue was replaced mid-push):
                 // the push still gets its job; the runner reads the configuration anyway.
+                // (A branch that names no environment was refused by pre-receive.)
                 None => Stored {
-                    repo: repo.to_owned(),
+                    repo: repo.clone(),
                     ref_name: ref_name.clone(),
-                    environment: crate::queue::environment_name(
-                        ref_name.strip_prefix("refs/heads/").unwrap_or(ref_name),
-                    ),
+                    environment: match EnvName::of_branch(ref_name.strip_prefix("refs/heads/").unwrap_or(ref_name)) {
+                        Ok(env) => env,
+                        Err(_) => continue,
+                    },
                     old_commit: old.clone(),
                     new_commit: new.clone(),
                     topology_id: Documents::default().id(&tx, "{}").map_err(err)?,
@@ -95,7 +97,7 @@ impl SqliteQueue {
         }
         self.durability(Durability::Redoable).map_err(err)?;
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(err)?;
-        let rows: Vec<(i64, Stored, String)> = {
+        let rows: Vec<(i64, Stored, Timestamp)> = {
             let mut stmt = tx
                 .prepare(&format!("SELECT {STORED_COLUMNS}, id, created_at FROM reservations ORDER BY id"))
                 .map_err(err)?;
@@ -110,7 +112,7 @@ impl SqliteQueue {
         for (id, reservation, created_at) in rows {
             let in_progress = match reservation.receiver.alive() {
                 Some(alive) => alive,
-                None => !older_than(&created_at, FOREIGN_RESERVATION_AGE),
+                None => created_at.age(Timestamp::now()) < FOREIGN_RESERVATION_AGE,
             };
             if in_progress {
                 continue;
@@ -135,7 +137,13 @@ impl SqliteQueue {
     }
 }
 
-fn job_exists(tx: &Transaction<'_>, repo: &str, ref_name: &str, old: &str, new: &str) -> rusqlite::Result<bool> {
+fn job_exists(
+    tx: &Transaction<'_>,
+    repo: &RepoId,
+    ref_name: &str,
+    old: &CommitId,
+    new: &CommitId,
+) -> rusqlite::Result<bool> {
     tx.query_row(
         "SELECT 1 FROM jobs WHERE repo = ?1 AND ref = ?2 AND old_commit = ?3 AND new_commit = ?4 LIMIT 1",
         params![repo, ref_name, old, new],
@@ -145,7 +153,7 @@ fn job_exists(tx: &Transaction<'_>, repo: &str, ref_name: &str, old: &str, new: 
     .map(|r| r.is_some())
 }
 
-fn commit_queued(tx: &Transaction<'_>, repo: &str, ref_name: &str, commit: &str) -> rusqlite::Result<bool> {
+fn commit_queued(tx: &Transaction<'_>, repo: &RepoId, ref_name: &str, commit: &CommitId) -> rusqlite::Result<bool> {
     tx.prepare_cached("SELECT 1 FROM jobs WHERE repo = ?1 AND ref = ?2 AND new_commit = ?3 LIMIT 1")?
         .query_row(params![repo, ref_name, commit], |_| Ok(()))
         .optional()
@@ -155,28 +163,28 @@ fn commit_queued(tx: &Transaction<'_>, repo: &str, ref_name: &str, commit: &str)
 /// Inserts jobs for one repository, knowing each environment's pending job.
 struct Batch {
     /// environment -> id of its pending job
-    pending: HashMap<String, i64>,
+    pending: HashMap<EnvName, JobId>,
     /// Environments with superseded jobs that do not name their successor yet.
-    orphans: HashSet<String>,
-    now: String,
+    orphans: HashSet<EnvName>,
+    now: Timestamp,
 }
 
 impl Batch {
-    fn load(tx: &Transaction<'_>, repo: &str) -> rusqlite::Result<Batch> {
+    fn load(tx: &Transaction<'_>, repo: &RepoId) -> rusqlite::Result<Batch> {
         let mut stmt = tx.prepare_cached("SELECT environment, id FROM jobs WHERE repo = ?1 AND state = 'pending'")?;
         let pending = stmt.query_map([repo], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
         let mut stmt = tx.prepare_cached(
             "SELECT DISTINCT environment FROM jobs WHERE repo = ?1 AND state = 'superseded' AND superseded_by IS NULL",
         )?;
         let orphans = stmt.query_map([repo], |r| r.get(0))?.collect::<Result<_, _>>()?;
-        Ok(Batch { pending, orphans, now: now_rfc3339() })
+        Ok(Batch { pending, orphans, now: Timestamp::now() })
     }
 
     /// Makes a reservation a job. It is pending when its commit is what the branch points at
     /// now, and then supersedes its environment's pending job; otherwise a newer push already
     /// moved the branch, and it is superseded (by that push's job, once it exists).
     fn insert(&mut self, tx: &Transaction<'_>, r: Stored, refs: &dyn RefLog) -> rusqlite::Result<Job> {
-        let latest = refs.tip(&r.repo, &r.ref_name).as_deref() == Some(r.new_commit.as_str());
+        let latest = refs.tip(&r.repo, &r.ref_name).as_ref() == Some(&r.new_commit);
         let state = if latest { JobState::Pending } else { JobState::Superseded };
         let previous = if latest { self.pending.remove(&r.environment) } else { None };
         if let Some(previous) = previous {
@@ -209,7 +217,7 @@ impl Batch {
                 r.plan_id
             ],
         )?;
-        let id = tx.last_insert_rowid();
+        let id = JobId(tx.last_insert_rowid());
         if latest {
             self.pending.insert(r.environment.clone(), id);
         }
@@ -231,17 +239,10 @@ impl Batch {
             commit: r.new_commit,
             state,
             superseded_by: None,
-            created_at: self.now.clone(),
-            updated_at: self.now.clone(),
+            created_at: self.now,
+            updated_at: self.now,
             started_at: None,
             finished_at: None,
         })
     }
-}
-
-/// Whether an RFC 3339 timestamp written by [`now_rfc3339`] is older than `age` (timestamps of
-/// that fixed format order as text).
-fn older_than(timestamp: &str, age: Duration) -> bool {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    timestamp < crate::clock::rfc3339_at(now.saturating_sub(age)).as_str()
 }
