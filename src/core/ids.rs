@@ -225,6 +225,11 @@ impl Timestamp {
     pub fn to_rfc3339(self) -> String {
         humantime::format_rfc3339_millis(self.0).to_string()
     }
+
+    /// The day, as `YYYY-MM-DD` (UTC): what end-of-life dates are compared with.
+    pub fn date(self) -> String {
+        self.to_rfc3339()[..10].to_owned()
+    }
 }
 
 impl std::ops::Add<Duration> for Timestamp {
@@ -284,6 +289,7 @@ mod tests {
     fn timestamps_are_rfc3339_to_the_millisecond_and_order_as_text() {
         let t = Timestamp::at(UNIX_EPOCH + Duration::from_millis(11_016 * 86_400_000 + 3_723_004));
         assert_eq!(t.to_string(), "2000-02-29T01:02:03.004Z");
+        assert_eq!(t.date(), "2000-02-29");
         assert_eq!(Timestamp::parse("2000-02-29T01:02:03.004Z"), Ok(t));
         let later = t + Duration::from_millis(999);
         assert!(later > t && later.to_string() > t.to_string());

@@ -86,7 +86,7 @@ fn check_type(node: &Node, at: Location, runtime: bool, diags: &mut Diagnostics)
         }
     };
     // One warning per value: the most specific reason to upgrade, with the versions to go to.
-    let eol = registry.eol(image.base, version).filter(|eol| *eol < crate::clock::today().as_str());
+    let eol = registry.eol(image.base, version).filter(|eol| *eol < crate::core::Timestamp::now().date().as_str());
     let (code, why) = match (status, eol) {
         (_, Some(eol)) => (Code::EndOfLife, format!("reached end of life on {eol}")),
         (Status::Deprecated, None) => (Code::DeprecatedVersion, "is deprecated".to_owned()),
@@ -100,7 +100,7 @@ fn check_type(node: &Node, at: Location, runtime: bool, diags: &mut Diagnostics)
         .into_iter()
         .filter(|v| {
             version_key(v) > current
-                && registry.eol(image.base, v).map_or(true, |e| e >= crate::clock::today().as_str())
+                && registry.eol(image.base, v).map_or(true, |e| e >= crate::core::Timestamp::now().date().as_str())
         })
         .collect();
     let hint = if newer.is_empty() {
