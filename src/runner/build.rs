@@ -67,7 +67,7 @@ pub(super) fn build(
     queue: &dyn JobStore,
     job: &Job,
     log: &mut JobLog,
-    control: &Control<'_>,
+    control: &Control,
 ) -> Result<Built, Halt> {
     let repo = Repository::open_bare(job.repo.path())?;
     let commit = job.commit.oid();

@@ -7,7 +7,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use super::{Halt, HookFailure, RunnerError};
@@ -135,8 +135,49 @@ pub fn stop_leftover(record: &Path) -> Option<String> {
     Some(format!("stopped the hooks an earlier attempt left running (process group {pid})"))
 }
 
+/// How a hook's wait ended when the hook did not end by itself.
+enum Ended {
+    Interrupted(super::Interrupt),
+    TimedOut,
+    Wait(std::io::Error),
+}
+
+/// Waits for a hook's process: a thread reaps it and rings the job's bell, which the lease's
+/// loss and the runner's abort ring too. On an interruption or at the time limit, the whole
+/// process group is killed (the script's children too) and reaped.
+fn wait(mut child: std::process::Child, hook: &Hook<'_>, control: &super::Control) -> Result<ExitStatus, Ended> {
+    let bell = control.bell();
+    let pid = child.id();
+    let started = Instant::now();
+    let exited: std::sync::Mutex<Option<std::io::Result<ExitStatus>>> = std::sync::Mutex::new(None);
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            let status = child.wait();
+            *exited.lock().unwrap_or_else(|e| e.into_inner()) = Some(status);
+            bell.ring();
+        });
+        let reaped = || exited.lock().unwrap_or_else(|e| e.into_inner()).take();
+        loop {
+            let seen = bell.generation();
+            if let Some(status) = reaped() {
+                return status.map_err(Ended::Wait);
+            }
+            let ended = match control.check() {
+                Err(interrupted) => Some(Ended::Interrupted(interrupted)),
+                Ok(()) if started.elapsed() >= hook.timeout => Some(Ended::TimedOut),
+                Ok(()) => None,
+            };
+            if let Some(ended) = ended {
+                kill_group(pid);
+                return Err(ended); // the reaping thread ends with the process, before the scope does
+            }
+            bell.wait_change(seen, hook.timeout.saturating_sub(started.elapsed()));
+        }
+    })
+}
+
 /// Runs a hook; its output goes to the log. Err says what failed and how.
-pub fn run(hook: &Hook<'_>, log: &mut JobLog, control: &super::Control<'_>) -> Result<(), Halt> {
+pub fn run(hook: &Hook<'_>, log: &mut JobLog, control: &super::Control) -> Result<(), Halt> {
     log.phase(hook.name, &format!("Running hook `{}` in {}:", hook.name, hook.cwd.display()));
     for line in hook.script.lines().filter(|l| !l.trim().is_empty()) {
         log.phase(hook.name, &format!("  $ {line}"));
@@ -158,38 +199,30 @@ pub fn run(hook: &Hook<'_>, log: &mut JobLog, control: &super::Control<'_>) -> R
         .stderr(Stdio::from(err));
     use std::os::unix::process::CommandExt;
     command.process_group(0);
-    let mut child = command.spawn().map_err(|source| RunnerError::Io {
+    let child = command.spawn().map_err(|source| RunnerError::Io {
         action: "starting sh for",
         path: hook.cwd.to_owned(),
         source,
     })?;
     let _recorded = Recorded::write(hook.record, child.id());
     let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().map_err(|source| RunnerError::Io {
-            action: "waiting for",
-            path: hook.cwd.to_owned(),
-            source,
-        })? {
-            break status;
-        }
-        if let Err(interrupted) = control.check() {
-            kill_group(child.id());
-            let _ = child.wait();
+    let status = wait(child, hook, control);
+    let status = match status {
+        Ok(status) => status,
+        Err(Ended::Interrupted(interrupted)) => {
             log.phase(hook.name, &format!("Hook `{}` killed: {interrupted}", hook.name));
             return Err(interrupted.into());
         }
-        if started.elapsed() > hook.timeout {
-            // The whole group: the script's children too.
-            kill_group(child.id());
-            let _ = child.wait();
+        Err(Ended::TimedOut) => {
             log.phase(
                 hook.name,
                 &format!("Hook `{}` killed after its time limit of {} s", hook.name, hook.timeout.as_secs()),
             );
             return Err(RunnerError::Hook { name: hook.name, why: HookFailure::TimedOut(hook.timeout) }.into());
         }
-        std::thread::sleep(Duration::from_millis(20));
+        Err(Ended::Wait(source)) => {
+            return Err(RunnerError::Io { action: "waiting for", path: hook.cwd.to_owned(), source }.into())
+        }
     };
     if status.success() {
         log.phase(hook.name, &format!("Hook `{}` succeeded in {:.1} s", hook.name, started.elapsed().as_secs_f64()));

@@ -332,8 +332,9 @@ pub fn process(
     );
     take_over(&EnvDir::new(&config.data_dir, &job.repo, &job.environment), &mut log);
     let lost = Arc::new(AtomicBool::new(false));
-    let heartbeat = start_heartbeat(config, job.id, lost.clone());
-    let control = Control { lost, shutdown };
+    let bell = shutdown.child();
+    let heartbeat = start_heartbeat(config, job.id, lost.clone(), bell.clone());
+    let control = Control { lost, bell };
     let result = build_and_deploy(config, queue, job, &mut log, &control);
     drop(heartbeat); // stops it
                      // A failed or stopped build must not keep its copy of the tree: on a full disk, that copy
@@ -422,8 +423,9 @@ impl Drop for Heartbeat {
     }
 }
 
-/// Renews the lease every third of it on its own connection; flags `lost` if the job is gone.
-fn start_heartbeat(config: &Config, job: JobId, lost: Arc<AtomicBool>) -> Heartbeat {
+/// Renews the lease every third of it on its own connection; flags `lost` if the job is gone,
+/// and rings the job's bell so that its hook stops at once.
+fn start_heartbeat(config: &Config, job: JobId, lost: Arc<AtomicBool>, bell: Arc<Shutdown>) -> Heartbeat {
     let stop = Arc::new(Shutdown::default());
     let (config, stopped) = (config.clone(), stop.clone());
     let thread = std::thread::spawn(move || {
@@ -431,6 +433,7 @@ fn start_heartbeat(config: &Config, job: JobId, lost: Arc<AtomicBool>) -> Heartb
         while !stopped.sleep(config.lease / 3) {
             if let Ok(false) = queue.heartbeat(job, &config.runner_id, config.lease) {
                 lost.store(true, Ordering::SeqCst);
+                bell.ring();
                 return;
             }
         }
@@ -439,21 +442,27 @@ fn start_heartbeat(config: &Config, job: JobId, lost: Arc<AtomicBool>) -> Heartb
 }
 
 /// What may interrupt a job: losing it (cancelled, or its lease taken over) or the runner
-/// stopping after its grace period. Checked between phases and while a hook runs.
-pub struct Control<'a> {
+/// stopping after its grace period. Checked between phases; a running hook waits on the
+/// job's bell, which both ring.
+pub struct Control {
     lost: Arc<AtomicBool>,
-    shutdown: &'a Shutdown,
+    /// The job's shutdown: aborted with the runner's, rung when the lease is lost.
+    bell: Arc<Shutdown>,
 }
 
-impl Control<'_> {
+impl Control {
     pub fn check(&self) -> Result<(), Interrupt> {
         if self.lost.load(Ordering::SeqCst) {
             Err(Interrupt::Lost)
-        } else if self.shutdown.is_aborted() {
+        } else if self.bell.is_aborted() {
             Err(Interrupt::Stopped)
         } else {
             Ok(())
         }
+    }
+
+    pub fn bell(&self) -> &Shutdown {
+        &self.bell
     }
 }
 
@@ -463,7 +472,7 @@ fn build_and_deploy(
     queue: &mut dyn JobStore,
     job: &Job,
     log: &mut JobLog,
-    control: &Control<'_>,
+    control: &Control,
 ) -> Result<String, Halt> {
     let built = build::build(config, &*queue, job, log, control)?;
     control.check()?;

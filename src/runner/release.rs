@@ -17,7 +17,7 @@ pub(super) fn deploy(
     config: &Config,
     job: &Job,
     log: &mut JobLog,
-    control: &Control<'_>,
+    control: &Control,
     built: &Built,
 ) -> Result<String, Halt> {
     let Built { plans, topology, format, project, declared } = built;

@@ -4,8 +4,12 @@
 //!
 //! A stop means: claim nothing new, let running jobs go on. An abort, the end of the grace
 //! period, means: stop running jobs' hooks and return the jobs to the queue.
+//!
+//! Each job has a shutdown of its own, a [child](Shutdown::child) of the runner's: the runner's
+//! abort reaches it, and it also rings when the job's hook ends or its lease is lost, so the
+//! job's waits wake on events, never on a timer.
 
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Default)]
@@ -14,6 +18,8 @@ struct State {
     aborted: bool,
     /// Workers that have ended (however they ended).
     finished: usize,
+    /// Counts every change and ring: a waiter that saw one value sleeps until it moves.
+    generation: u64,
 }
 
 /// A runner's shutdown, shared by the signal handler's thread, the workers and the watcher of
@@ -22,6 +28,8 @@ struct State {
 pub struct Shutdown {
     state: Mutex<State>,
     changed: Condvar,
+    /// Jobs' shutdowns, aborted with this one.
+    children: Mutex<Vec<Weak<Shutdown>>>,
 }
 
 impl Shutdown {
@@ -31,8 +39,41 @@ impl Shutdown {
     }
 
     fn update(&self, f: impl FnOnce(&mut State)) {
-        f(&mut self.state());
+        let mut state = self.state();
+        f(&mut state);
+        state.generation += 1;
+        drop(state);
         self.changed.notify_all();
+    }
+
+    /// A shutdown for one job: aborted when this one is (or already aborted if it is).
+    pub fn child(&self) -> Arc<Shutdown> {
+        let child = Arc::new(Shutdown::default());
+        let mut children = self.children.lock().unwrap_or_else(|e| e.into_inner());
+        children.retain(|c| c.strong_count() > 0);
+        children.push(Arc::downgrade(&child));
+        drop(children);
+        if self.is_aborted() {
+            child.abort();
+        }
+        child
+    }
+
+    /// Wakes the waiters of [`wait_change`](Shutdown::wait_change): something they watch
+    /// changed (a hook ended, a lease was lost).
+    pub fn ring(&self) {
+        self.update(|_| {});
+    }
+
+    /// The count of changes so far, to pass to [`wait_change`](Shutdown::wait_change).
+    pub fn generation(&self) -> u64 {
+        self.state().generation
+    }
+
+    /// Waits up to `timeout` for a change or ring after `seen`.
+    pub fn wait_change(&self, seen: u64, timeout: Duration) {
+        let state = self.state();
+        let _ = self.changed.wait_timeout_while(state, timeout, |s| s.generation == seen);
     }
 
     /// Claim nothing new (SIGTERM, SIGINT).
@@ -50,6 +91,10 @@ impl Shutdown {
             s.stopping = true;
             s.aborted = true;
         });
+        let children = std::mem::take(&mut *self.children.lock().unwrap_or_else(|e| e.into_inner()));
+        for child in children.iter().filter_map(Weak::upgrade) {
+            child.abort();
+        }
     }
 
     pub fn is_aborted(&self) -> bool {
@@ -111,6 +156,23 @@ mod tests {
             assert!(w.join().unwrap(), "woken by the stop, not by the hour passing");
         }
         assert!(!shutdown.is_aborted());
+    }
+
+    #[test]
+    fn an_abort_reaches_jobs_and_a_ring_wakes_their_waits() {
+        let runner = Shutdown::default();
+        let job = runner.child();
+        let seen = job.generation();
+        let waiting = {
+            let job = job.clone();
+            std::thread::spawn(move || job.wait_change(seen, Duration::from_secs(3600)))
+        };
+        job.ring();
+        waiting.join().unwrap(); // woken by the ring, not by the hour passing
+        assert!(!job.is_aborted());
+        runner.abort();
+        assert!(job.is_aborted(), "the runner's abort reaches its jobs");
+        assert!(runner.child().is_aborted(), "a job started after the abort starts aborted");
     }
 
     #[test]
