@@ -14,6 +14,7 @@
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use git2::Repository;
 
@@ -196,62 +197,97 @@ pub fn pre_receive(
     settings: &settings::Hook,
     out: &mut dyn Write,
 ) -> Result<bool, HookError> {
-    let started = std::time::Instant::now();
-    let mut in_queue = std::time::Duration::ZERO;
-    let repo_path = repo_id(repo);
-    let mut queue: Option<Box<dyn JobStore>> = None;
-    let data = crate::store::DataDir::new(&settings.data_dir);
-    let mut cache = Cache::default();
-    let mut printed: Vec<Printed> = Vec::new();
-    let mut refused = Vec::new();
-    let mut reservations = Vec::new();
-    let receiver = Receiver::parent();
-    let t = std::time::Instant::now();
-    let owners = environment_owners(repo, updates);
-    let mut new_trees = git::NewTrees::for_hook(repo);
-    let mut in_names = t.elapsed();
+    let started = Instant::now();
+    let mut push = Push::new(repo, updates, settings);
     for update in updates {
         let Some(branch) = update.branch() else { continue };
         if update.is_delete() {
             let _ = writeln!(out, "Deleting branch {branch}: nothing to validate or build");
             continue;
         }
-        let short = &update.new.as_str()[..10];
-        let t = std::time::Instant::now();
-        let early = refusal_before_validation(repo, update, &owners, &mut new_trees, &cache)?;
-        in_names += t.elapsed();
+        push.branch(update, branch, out)?;
+    }
+    push.finish(started, out)
+}
+
+/// One push going through the protective block: what it has decided so far, branch by branch.
+struct Push<'a> {
+    repo: &'a Repository,
+    settings: &'a settings::Hook,
+    repo_path: RepoId,
+    receiver: Receiver,
+    /// Each environment's branches once the push is applied.
+    owners: HashMap<String, Vec<String>>,
+    new_trees: git::NewTrees,
+    cache: Cache,
+    /// Opened at the first branch that may be queued, so that a push it cannot record is refused.
+    queue: Option<Box<dyn JobStore>>,
+    printed: Vec<Printed>,
+    refused: Vec<String>,
+    reservations: Vec<Reservation>,
+    in_queue: Duration,
+    in_names: Duration,
+}
+
+impl<'a> Push<'a> {
+    fn new(repo: &'a Repository, updates: &[RefUpdate], settings: &'a settings::Hook) -> Push<'a> {
+        let t = Instant::now();
+        let owners = environment_owners(repo, updates);
+        let new_trees = git::NewTrees::for_hook(repo);
+        Push {
+            repo,
+            settings,
+            repo_path: repo_id(repo),
+            receiver: Receiver::parent(),
+            owners,
+            new_trees,
+            cache: Cache::default(),
+            queue: None,
+            printed: Vec::new(),
+            refused: Vec::new(),
+            reservations: Vec::new(),
+            in_queue: Duration::ZERO,
+            in_names: t.elapsed(),
+        }
+    }
+
+    /// Judges one branch update: refused (and said why), or reserved with its verdict.
+    fn branch(&mut self, update: &RefUpdate, branch: &str, out: &mut dyn Write) -> Result<(), HookError> {
+        let short = update.new.short();
+        let t = Instant::now();
+        let early = refusal_before_validation(self.repo, update, &self.owners, &mut self.new_trees, &self.cache)?;
+        self.in_names += t.elapsed();
         let environment = match early {
             Ok(environment) => environment,
             Err(refusal) => {
-                refusal.write(out, branch, short);
-                refused.push(branch.to_owned());
-                continue;
+                self.refuse(&refusal, branch, short, out);
+                return Ok(());
             }
         };
-        let tree = CommitTree::new(repo, update.new.oid(), &update.name)?;
+        let tree = CommitTree::new(self.repo, update.new.oid(), &update.name)?;
         let lines = |file: &str, line: u32| line_of(&tree, file, line);
-        let (index, fresh) = cache.validate(&tree)?;
-        if cache.outcome(index).diags.has_errors() {
-            refused.push(branch.to_owned());
+        let (index, fresh) = self.cache.validate(&tree)?;
+        if self.cache.outcome(index).diags.has_errors() {
+            self.refused.push(branch.to_owned());
             if fresh {
                 let _ = writeln!(out, "Validating configuration files of {branch} ({short})");
-                let _ = report::diagnostics(out, &cache.outcome(index).diags, &lines);
+                let _ = report::diagnostics(out, &self.cache.outcome(index).diags, &lines);
             } else {
                 let _ = writeln!(out, "Validating configuration files of {branch} ({short}): same as above, invalid");
             }
-            continue;
+            return Ok(());
         }
-        if queue.is_none() {
-            // Opened (and checked) before anything is decided: a push it cannot record is refused.
-            let t = std::time::Instant::now();
-            queue = Some(crate::queue::open(&settings.data_dir, settings.queue_timeout)?);
-            in_queue += t.elapsed();
+        if self.queue.is_none() {
+            let t = Instant::now();
+            self.queue = Some(crate::queue::open(&self.settings.data_dir, self.settings.queue_timeout)?);
+            self.in_queue += t.elapsed();
         }
-        let baseline = match baseline(repo, data.deployed(&repo_path, &environment), update, &mut cache)? {
+        let deployed = crate::store::DataDir::new(&self.settings.data_dir).deployed(&self.repo_path, &environment);
+        let baseline = match baseline(self.repo, deployed, update, &mut self.cache)? {
             Ok(known) => known,
             // The guard against data loss does not fail open: what it cannot compare with, it
             // refuses, unless the pusher accepts the loss.
-            Err(why) if settings.allow_data_loss => {
+            Err(why) if self.settings.allow_data_loss => {
                 let _ = writeln!(
                     out,
                     "W: Branch {branch} ({short}): {why}; deploying without the data-loss check \
@@ -266,29 +302,29 @@ pub fn pre_receive(
                            deploy anyway, push again with -o pushgate.allow-data-loss"
                         .into(),
                 };
-                refusal.write(out, branch, short);
-                refused.push(branch.to_owned());
-                continue;
+                self.refuse(&refusal, branch, short, out);
+                return Ok(());
             }
         };
         // Branches with the same configuration and baseline share one verdict (and one report).
-        let verdict = match printed.iter().position(|p| p.outcome == index && p.baseline == baseline) {
+        let verdict = match self.printed.iter().position(|p| p.outcome == index && p.baseline == baseline) {
             Some(i) => {
-                printed[i].same.push(format!("{branch} ({short})"));
-                &printed[i]
+                self.printed[i].same.push(format!("{branch} ({short})"));
+                &self.printed[i]
             }
             None => {
                 let _ = writeln!(out, "Validating configuration files of {branch} ({short})");
-                printed.push(judge(cache.outcome(index), index, baseline, branch, &lines, settings, out));
-                &printed[printed.len() - 1]
+                let outcome = self.cache.outcome(index);
+                self.printed.push(judge(outcome, index, baseline, branch, &lines, self.settings, out));
+                &self.printed[self.printed.len() - 1]
             }
         };
         if verdict.blocked {
-            refused.push(branch.to_owned());
-            continue;
+            self.refused.push(branch.to_owned());
+            return Ok(());
         }
-        reservations.push(Reservation {
-            repo: repo_path.clone(),
+        self.reservations.push(Reservation {
+            repo: self.repo_path.clone(),
             ref_name: update.name.clone(),
             environment,
             old_commit: update.old.clone(),
@@ -296,37 +332,48 @@ pub fn pre_receive(
             topology: verdict.topology.clone(),
             changes: verdict.changes.clone(),
             plan: verdict.plan.clone(),
-            receiver: receiver.clone(),
+            receiver: self.receiver.clone(),
         });
+        Ok(())
     }
-    for p in printed.iter().filter(|p| !p.same.is_empty()) {
-        let verdict = if p.blocked { "refused, see above" } else { "valid" };
-        let _ = writeln!(out, "Same configuration and changes as {}, {verdict}: {}", p.branch, list(&p.same, 5));
+
+    fn refuse(&mut self, refusal: &Refusal, branch: &str, short: &str, out: &mut dyn Write) {
+        refusal.write(out, branch, short);
+        self.refused.push(branch.to_owned());
     }
-    if !refused.is_empty() {
-        let _ = writeln!(
-            out,
-            "Push refused: {} cannot be deployed (see above). No ref was updated; fix the files, commit and push again.",
-            refused.join(", ")
-        );
-        return Ok(false);
+
+    /// Says what the push's branches share, and either refuses the push or reserves its jobs.
+    fn finish(mut self, started: Instant, out: &mut dyn Write) -> Result<bool, HookError> {
+        for p in self.printed.iter().filter(|p| !p.same.is_empty()) {
+            let verdict = if p.blocked { "refused, see above" } else { "valid" };
+            let _ = writeln!(out, "Same configuration and changes as {}, {verdict}: {}", p.branch, list(&p.same, 5));
+        }
+        if !self.refused.is_empty() {
+            let _ = writeln!(
+                out,
+                "Push refused: {} cannot be deployed (see above). No ref was updated; fix the files, commit and push \
+                 again.",
+                self.refused.join(", ")
+            );
+            return Ok(false);
+        }
+        if let Some(queue) = &mut self.queue {
+            let t = Instant::now();
+            queue.reserve(&self.reservations)?;
+            self.in_queue += t.elapsed();
+        }
+        if self.settings.timings {
+            let ms = |d: Duration| d.as_secs_f64() * 1e3;
+            let _ = writeln!(
+                out,
+                "pushgate timings: pre-receive {:.3} ms, of which queue {:.3} ms, names and trees {:.3} ms",
+                ms(started.elapsed()),
+                ms(self.in_queue),
+                ms(self.in_names)
+            );
+        }
+        Ok(true)
     }
-    if let Some(queue) = &mut queue {
-        let t = std::time::Instant::now();
-        queue.reserve(&reservations)?;
-        in_queue += t.elapsed();
-    }
-    if settings.timings {
-        let total = started.elapsed();
-        let _ = writeln!(
-            out,
-            "pushgate timings: pre-receive {:.3} ms, of which queue {:.3} ms, names and trees {:.3} ms",
-            total.as_secs_f64() * 1e3,
-            in_queue.as_secs_f64() * 1e3,
-            in_names.as_secs_f64() * 1e3
-        );
-    }
-    Ok(true)
 }
 
 /// The branches each environment of the repository will have once this push is applied: the
