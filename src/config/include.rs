@@ -117,35 +117,7 @@ fn include(
     state: &mut State<'_>,
     diags: &mut Diagnostics,
 ) -> Result<Option<Node>, SourceError> {
-    let hint_form = "write `!include path/to/file.yaml` or `!include {type: string, path: script.sh}`";
-    let (kind, target, target_pos) = match &node.value {
-        Value::Str(p) => (Kind::Yaml, p.clone(), node.pos),
-        Value::Map(_) => {
-            let kind = match node.get("type").and_then(Node::as_str).unwrap_or("yaml") {
-                "yaml" => Kind::Yaml,
-                "string" => Kind::Text,
-                "binary" => Kind::Binary,
-                other => {
-                    diags.error(
-                        Code::Include,
-                        at.clone(),
-                        format!("`!include` type `{other}` is not one of yaml, string, binary"),
-                        hint_form,
-                    );
-                    return Ok(None);
-                }
-            };
-            let Some(p) = node.get("path").and_then(Node::as_str) else {
-                diags.error(Code::Include, at.clone(), "`!include` without a `path`", hint_form);
-                return Ok(None);
-            };
-            (kind, p.to_owned(), node.get("path").map_or(node.pos, |n| n.pos))
-        }
-        _ => {
-            diags.error(Code::Include, at.clone(), "`!include` needs a path or a mapping", hint_form);
-            return Ok(None);
-        }
-    };
+    let Some((kind, target, target_pos)) = include_form(node, at, diags) else { return Ok(None) };
     let target_at = Location { pos: target_pos, ..at.clone() };
     let Some(resolved) = resolve_path(including_file, &target) else {
         diags.error(
@@ -169,41 +141,7 @@ fn include(
     if state.budget.exhausted() {
         return Ok(None); // reported where it ran out; not read
     }
-    let entry = source.entry(&resolved)?;
-    state.targets.push(Target { path: resolved.clone(), directory: false, found: entry != Entry::Missing });
-    let bytes = match entry {
-        Entry::File(bytes) => bytes,
-        Entry::TooLarge(size) => {
-            diags.error(
-                Code::Include,
-                target_at,
-                format!(
-                    "included file `{resolved}` is {size} bytes, over the {} byte limit",
-                    crate::source::MAX_FILE_BYTES
-                ),
-                "include a smaller file",
-            );
-            return Ok(None);
-        }
-        Entry::Missing => {
-            diags.error(
-                Code::IncludeMissing,
-                target_at,
-                format!("included file `{resolved}` does not exist in this commit"),
-                "commit the file, or fix the path (it is relative to the including file's directory)",
-            );
-            return Ok(None);
-        }
-        other => {
-            diags.error(
-                Code::Include,
-                target_at,
-                format!("included path `{resolved}` is {}, not a file", other.describe()),
-                "include a regular file committed in this repository",
-            );
-            return Ok(None);
-        }
-    };
+    let Some(bytes) = read_target(source, &resolved, &target_at, state, diags)? else { return Ok(None) };
     // Every include is charged, YAML (in `parse`) or not: the text kept, the bytes read.
     if !matches!(kind, Kind::Yaml) && !state.budget.charge(1, bytes.len()) {
         if state.budget.first_report() {
@@ -242,6 +180,88 @@ fn include(
             Ok(Some(included))
         }
     }
+}
+
+/// What an `!include` asks for: its kind, its path and where the path is written. None (with
+/// the error reported) when its form is wrong.
+fn include_form(node: &Node, at: &Location, diags: &mut Diagnostics) -> Option<(Kind, String, crate::core::Pos)> {
+    let hint_form = "write `!include path/to/file.yaml` or `!include {type: string, path: script.sh}`";
+    let form = match &node.value {
+        Value::Str(p) => (Kind::Yaml, p.clone(), node.pos),
+        Value::Map(_) => {
+            let kind = match node.get("type").and_then(Node::as_str).unwrap_or("yaml") {
+                "yaml" => Kind::Yaml,
+                "string" => Kind::Text,
+                "binary" => Kind::Binary,
+                other => {
+                    diags.error(
+                        Code::Include,
+                        at.clone(),
+                        format!("`!include` type `{other}` is not one of yaml, string, binary"),
+                        hint_form,
+                    );
+                    return None;
+                }
+            };
+            let Some(p) = node.get("path").and_then(Node::as_str) else {
+                diags.error(Code::Include, at.clone(), "`!include` without a `path`", hint_form);
+                return None;
+            };
+            (kind, p.to_owned(), node.get("path").map_or(node.pos, |n| n.pos))
+        }
+        _ => {
+            diags.error(Code::Include, at.clone(), "`!include` needs a path or a mapping", hint_form);
+            return None;
+        }
+    };
+    Some(form)
+}
+
+/// The bytes of an included file, recorded as a target of the commit. None (with the error
+/// reported) when it is missing, too large or not a file.
+fn read_target(
+    source: &dyn Source,
+    resolved: &str,
+    target_at: &Location,
+    state: &mut State<'_>,
+    diags: &mut Diagnostics,
+) -> Result<Option<Vec<u8>>, SourceError> {
+    let entry = source.entry(resolved)?;
+    state.targets.push(Target { path: resolved.to_owned(), directory: false, found: entry != Entry::Missing });
+    let bytes = match entry {
+        Entry::File(bytes) => bytes,
+        Entry::TooLarge(size) => {
+            diags.error(
+                Code::Include,
+                target_at.clone(),
+                format!(
+                    "included file `{resolved}` is {size} bytes, over the {} byte limit",
+                    crate::source::MAX_FILE_BYTES
+                ),
+                "include a smaller file",
+            );
+            return Ok(None);
+        }
+        Entry::Missing => {
+            diags.error(
+                Code::IncludeMissing,
+                target_at.clone(),
+                format!("included file `{resolved}` does not exist in this commit"),
+                "commit the file, or fix the path (it is relative to the including file's directory)",
+            );
+            return Ok(None);
+        }
+        other => {
+            diags.error(
+                Code::Include,
+                target_at.clone(),
+                format!("included path `{resolved}` is {}, not a file", other.describe()),
+                "include a regular file committed in this repository",
+            );
+            return Ok(None);
+        }
+    };
+    Ok(Some(bytes))
 }
 
 fn archive(

@@ -61,26 +61,21 @@ fn job_plan(
     Ok((crate::core::plan::Plan::of(&outcome.config), Topology::from_config(&outcome.config)))
 }
 
-/// Builds a job's apps into slugs (or finds them built): what the release phase deploys.
-pub(super) fn build(
+/// Each app's slug: named by the app's tree, its configuration and the project variables, so
+/// an unchanged app is never built twice.
+fn plan_apps(
     config: &Config,
-    queue: &dyn JobStore,
-    job: &Job,
-    log: &mut JobLog,
-    control: &Control,
-) -> Result<Built, Halt> {
-    let repo = Repository::open_bare(job.repo.path())?;
-    let commit = job.commit.oid();
-    let tree = CommitTree::new(&repo, commit, &job.ref_name)?;
-    let (verdict, topology) = job_plan(queue, job, &tree, log)?;
-    let declared = Declared::load(&config.data_dir, job.repo.path())?;
+    verdict: &crate::core::plan::Plan,
+    tree: &CommitTree<'_>,
+    root_tree: Oid,
+    declared: &Declared,
+) -> Result<Vec<AppPlan>, RunnerError> {
     // Project variables reach the build: a build with other ones is another slug.
     let build_variables = if declared.project_variables.is_empty() {
         String::new() // the same slug names as before variables.json existed
     } else {
         format!("\n{}", serde_json::Value::Object(declared.project_variables.clone()))
     };
-    let root_tree = repo.find_commit(commit)?.tree_id();
     let mut plans = Vec::new();
     for app in &verdict.apps {
         let name = app.name.clone();
@@ -100,6 +95,24 @@ pub(super) fn build(
         .to_string();
         plans.push(AppPlan { name, dir: app.dir.clone(), config: app_config, tree_id, slug: config.slug_path(&key) });
     }
+    Ok(plans)
+}
+
+/// Builds a job's apps into slugs (or finds them built): what the release phase deploys.
+pub(super) fn build(
+    config: &Config,
+    queue: &dyn JobStore,
+    job: &Job,
+    log: &mut JobLog,
+    control: &Control,
+) -> Result<Built, Halt> {
+    let repo = Repository::open_bare(job.repo.path())?;
+    let commit = job.commit.oid();
+    let tree = CommitTree::new(&repo, commit, &job.ref_name)?;
+    let (verdict, topology) = job_plan(queue, job, &tree, log)?;
+    let declared = Declared::load(&config.data_dir, job.repo.path())?;
+    let root_tree = repo.find_commit(commit)?.tree_id();
+    let plans = plan_apps(config, &verdict, &tree, root_tree, &declared)?;
 
     // Build and slug.
     let build_dir = config.build_dir(job.id);
