@@ -226,12 +226,22 @@ fn jobs(data: &Path, json: bool, out: &mut dyn Write) -> Result<()> {
         eprintln!("warning: {e}");
     }
     let jobs = queue.jobs()?;
+    json_or(json, &jobs, out, pushgate::report::jobs_table)
+}
+
+/// Prints `rows` as one JSON array (for scripts), or as people read them.
+fn json_or<T: serde::Serialize>(
+    json: bool,
+    rows: &[T],
+    out: &mut dyn Write,
+    table: fn(&mut dyn Write, &[T]) -> std::io::Result<()>,
+) -> Result<()> {
     if json {
-        serde_json::to_writer_pretty(&mut *out, &jobs)?;
+        serde_json::to_writer_pretty(&mut *out, rows)?;
         writeln!(out)?;
-        return Ok(());
+    } else {
+        table(out, rows)?;
     }
-    pushgate::report::jobs_table(out, &jobs)?;
     Ok(())
 }
 
@@ -258,14 +268,7 @@ fn logs(data: &Path, job: JobId, follow: bool, out: &mut dyn Write) -> Result<()
 }
 
 fn envs(data: &Path, json: bool, out: &mut dyn Write) -> Result<()> {
-    let rows = deploy::environments(data);
-    if json {
-        serde_json::to_writer_pretty(&mut *out, &rows)?;
-        writeln!(out)?;
-        return Ok(());
-    }
-    pushgate::report::environments(out, &rows)?;
-    Ok(())
+    json_or(json, &deploy::environments(data), out, pushgate::report::environments)
 }
 
 fn rollback(data: &Path, environment: &str, to: Option<&str>, repo: Option<&str>, out: &mut dyn Write) -> Result<()> {
