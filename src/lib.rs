@@ -14,6 +14,7 @@ pub mod follow;
 pub mod git;
 pub mod hook;
 pub mod paths;
+pub mod platform;
 pub mod queue;
 pub mod registry;
 pub mod report;

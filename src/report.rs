@@ -217,7 +217,8 @@ pub fn environments(out: &mut dyn Write, rows: &[crate::runner::deploy::Environm
     }
     for r in rows {
         let commit = r.commit.as_ref().map_or("?", |c| c.short());
-        writeln!(out, "{}  release {}  {commit}  {}  {}", r.environment, r.release, r.state, r.path)?;
+        let url = r.primary_url.as_deref().unwrap_or("-");
+        writeln!(out, "{}  release {}  {commit}  {}  {url}  {}", r.environment, r.release, r.state, r.path)?;
     }
     Ok(())
 }

@@ -47,6 +47,14 @@ enum Command {
         /// the queue.
         #[arg(long, default_value_t = 60)]
         grace: u64,
+        /// Run the router on this address (for example 127.0.0.1:8080): every deployed
+        /// environment is then a site at its URLs. Also set by `router` in DATA/platform.json.
+        #[arg(long, value_name = "ADDR")]
+        router: Option<std::net::SocketAddr>,
+        /// The base domain of the environments' URLs (ENV.PROJECT.DOMAIN; default localhost, or
+        /// `domain` in DATA/platform.json).
+        #[arg(long, value_name = "DOMAIN")]
+        domain: Option<String>,
         /// Serve even though this user does not own the data directory (what it creates would
         /// then belong to another user than the one the hooks run as).
         #[arg(long)]
@@ -86,10 +94,44 @@ enum Command {
         #[arg(long, value_name = "PATH")]
         repo: Option<String>,
     },
+    /// Act on an environment.
+    #[command(subcommand)]
+    Env(EnvCommand),
+    /// Keep a command running (what the router runs a start command under; not for people).
+    #[command(hide = true)]
+    Supervise {
+        #[arg(long)]
+        pid_file: PathBuf,
+        #[arg(long)]
+        log: PathBuf,
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        uid: Option<u32>,
+        #[arg(long)]
+        gid: Option<u32>,
+        #[arg(last = true, required = true)]
+        program: Vec<String>,
+    },
     /// Cancel a pending or running job.
     Cancel { job: JobId },
     /// Pack a directory into a slug, as the build does (to inspect or time packing).
     Pack { dir: PathBuf, out: PathBuf },
+}
+
+#[derive(Subcommand)]
+enum EnvCommand {
+    /// Delete an environment: off the router, its processes stopped, its releases and mounts
+    /// removed.
+    Delete {
+        environment: String,
+        /// The repository, when several have an environment of that name.
+        #[arg(long, value_name = "PATH")]
+        repo: Option<String>,
+        /// Really delete it (its mounts' files are lost).
+        #[arg(long)]
+        yes: bool,
+    },
 }
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
@@ -144,7 +186,7 @@ fn main() -> ExitCode {
     let mut out = std::io::stdout().lock();
     // Only `serve` (and the hooks) may create a queue: any other command on a data directory
     // without one would show an empty queue that is not the one the hooks write to.
-    let needs_queue = !matches!(cli.command, Command::Serve { .. } | Command::Pack { .. });
+    let needs_queue = !matches!(cli.command, Command::Serve { .. } | Command::Pack { .. } | Command::Supervise { .. });
     let queue_file = pushgate::store::DataDir::new(&data).queue_file();
     if needs_queue && !queue_file.exists() {
         eprintln!(
@@ -170,14 +212,33 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     let result = match cli.command {
-        Command::Serve { concurrency, until_idle, hook_timeout, keep, lease, grace, log_format, .. } => {
+        Command::Serve {
+            concurrency,
+            until_idle,
+            hook_timeout,
+            keep,
+            lease,
+            grace,
+            log_format,
+            router,
+            domain,
+            ..
+        } => {
             init_log(log_format);
             let mut config = runner::Config::new(data.clone());
             config.hook_timeout = Duration::from_secs(hook_timeout);
             config.keep_releases = keep.max(1);
             config.lease = Duration::from_secs(lease.max(1));
             config.grace = Duration::from_secs(grace);
-            serve(&config, concurrency, until_idle, &mut out)
+            platform(&mut config, router, domain).and_then(|()| serve(&config, concurrency, until_idle, &mut out))
+        }
+        Command::Env(EnvCommand::Delete { environment, repo, yes }) => {
+            env_delete(&data, &environment, repo.as_deref(), yes, &mut out)
+        }
+        Command::Supervise { pid_file, log, dir, uid, gid, program } => {
+            let user = uid.zip(gid.or(uid));
+            let s = pushgate::platform::process::Supervised { pid_file, log, dir, user, program };
+            pushgate::platform::process::supervise(&s).map_err(Into::into)
         }
         Command::Jobs { json } => jobs(&data, json, &mut out),
         Command::Logs { job, follow } => logs(&data, job, follow, &mut out),
@@ -199,6 +260,35 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The router, when one is asked for (flags over DATA/platform.json), started before any job.
+fn platform(config: &mut runner::Config, router: Option<std::net::SocketAddr>, domain: Option<String>) -> Result<()> {
+    let data = config.data();
+    std::fs::create_dir_all(data.root())?;
+    let mut settings = pushgate::platform::Settings::load(&data)?;
+    settings.router = router.or(settings.router);
+    settings.domain = domain.unwrap_or(settings.domain);
+    let Some(platform) = pushgate::platform::Platform::new(&data, &settings)? else { return Ok(()) };
+    platform.start().map_err(|e| format!("the router cannot start: {e}"))?;
+    tracing::info!(router = %settings.router.map(|a| a.to_string()).unwrap_or_default(), domain = %settings.domain, "router running");
+    config.platform = Some(Arc::new(platform));
+    Ok(())
+}
+
+fn env_delete(data: &Path, name: &str, repo: Option<&str>, yes: bool, out: &mut dyn Write) -> Result<()> {
+    let env = deploy::find(data, name, repo)?;
+    if !yes {
+        return Err(format!(
+            "this deletes environment `{name}` ({}): its releases and its mounts' files; pass --yes to do it",
+            env.root.display()
+        )
+        .into());
+    }
+    pushgate::platform::deactivate(&pushgate::store::DataDir::new(data), &env.root);
+    deploy::remove_release(&env.root)?;
+    writeln!(out, "Environment {name} deleted: off the router, its processes stopped, its files removed.")?;
+    Ok(())
 }
 
 fn serve(config: &runner::Config, concurrency: usize, until_idle: bool, out: &mut dyn Write) -> Result<()> {
@@ -276,6 +366,7 @@ fn rollback(data: &Path, environment: &str, to: Option<&str>, repo: Option<&str>
     let from = env.current_release().unwrap_or_default();
     let to = runner::rollback(&env, to)?;
     writeln!(out, "Environment {environment}: `current` switched from release {from} to release {to}.")?;
+    pushgate::platform::restart_apps(&pushgate::store::DataDir::new(data), &env.root)?;
     Ok(())
 }
 

@@ -12,6 +12,10 @@ pub struct Plan {
     /// Which names the project uses (`MAGENTO_CLOUD_*` or `PLATFORM_*` variables).
     pub format: Format,
     pub apps: Vec<App>,
+    /// `routes.yaml` as validated (JSON), None without one (the default routes apply). Plans
+    /// stored before routing existed have none either.
+    #[serde(default)]
+    pub routes: Option<serde_json::Value>,
 }
 
 /// One application of the commit.
@@ -34,6 +38,7 @@ impl Plan {
                 .iter()
                 .map(|a| App { name: a.name.clone().unwrap_or_default(), dir: a.dir.clone(), config: a.node.to_json() })
                 .collect(),
+            routes: config.routes.as_ref().map(|d| d.root.to_json()),
         }
     }
 }

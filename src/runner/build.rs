@@ -37,6 +37,9 @@ pub(super) struct Built {
     pub format: crate::config::Format,
     pub project: String,
     pub declared: Declared,
+    /// What the hook validated: the release keeps it, so the platform can serve any kept
+    /// release as it was configured.
+    pub plan: crate::core::plan::Plan,
 }
 
 /// What the job builds and deploys: the plan and topology the hook stored with it when it
@@ -176,5 +179,5 @@ pub(super) fn build(
     if exported {
         deploy::remove_release(&build_dir)?; // before the release takes its space
     }
-    Ok(Built { plans, topology, format: verdict.format, project, declared })
+    Ok(Built { plans, topology, format: verdict.format, project, declared, plan: verdict })
 }

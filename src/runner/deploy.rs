@@ -187,6 +187,9 @@ pub struct Environment {
     pub deployed_at: Option<Timestamp>,
     /// The complete releases kept, oldest first.
     pub releases: Vec<String>,
+    /// Where the environment answers (empty without a router, or once its branch is deleted).
+    pub urls: Vec<String>,
+    pub primary_url: Option<String>,
 }
 
 /// Every deployed environment of a data directory.
@@ -196,6 +199,7 @@ pub fn environments(data: &Path) -> Vec<Environment> {
         .filter_map(|env| {
             let release = env.current_release()?;
             let info = env.info(&release);
+            let site = crate::platform::SiteRecord::read(&env.root).filter(|s| s.active);
             Some(Environment {
                 environment: env.root.file_name()?.to_str()?.to_owned(),
                 commit: info.as_ref().map(|i| i.commit.clone()),
@@ -204,6 +208,8 @@ pub fn environments(data: &Path) -> Vec<Environment> {
                 state: if env.in_maintenance() { "maintenance" } else { "active" },
                 deployed_at: info.map(|i| i.created_at),
                 releases: env.list(),
+                urls: site.as_ref().map(|s| s.urls.clone()).unwrap_or_default(),
+                primary_url: site.and_then(|s| s.primary_url),
                 release,
             })
         })

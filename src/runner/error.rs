@@ -27,6 +27,10 @@ pub enum RunnerError {
     DataFile { path: PathBuf, why: String },
     #[error(transparent)]
     Rollback(#[from] Rollback),
+    /// The platform's reason an environment cannot be served (a missing runtime, a router
+    /// configuration nginx refuses, a process that does not start).
+    #[error("the environment cannot be served: {0}")]
+    Platform(String),
     #[error(transparent)]
     Queue(#[from] QueueError),
     #[error(transparent)]

@@ -52,6 +52,9 @@ pub struct Config {
     pub keep_releases: usize,
     /// After SIGTERM, how long running jobs may go on before they are stopped and returned.
     pub grace: Duration,
+    /// The router and apps that make deployed environments running sites (none without a
+    /// router address).
+    pub platform: Option<Arc<crate::platform::Platform>>,
 }
 
 impl Config {
@@ -64,6 +67,7 @@ impl Config {
             hook_timeout: Duration::from_secs(3600),
             keep_releases: 5,
             grace: Duration::from_secs(60),
+            platform: None,
         }
     }
 
@@ -89,6 +93,9 @@ impl Config {
 pub fn run_until_idle(config: &Config) -> Result<usize, RunnerError> {
     serve(config, 1, &Shutdown::default(), true)
 }
+
+/// How often the sites are checked against the branches and their processes.
+const PLATFORM_EVERY: Duration = Duration::from_secs(3);
 
 /// How long a serving worker waits after a queue error before it tries again.
 const RETRY_AFTER: Duration = Duration::from_secs(5);
@@ -174,6 +181,18 @@ pub fn serve(config: &Config, concurrency: usize, shutdown: &Shutdown, until_idl
                 })
             })
             .collect();
+        // The sites follow the branches: a deleted branch's environment goes off the router,
+        // a process that died comes back.
+        if let (Some(platform), false) = (config.platform.as_deref(), until_idle) {
+            scope.spawn(move || loop {
+                for env in platform.reconcile() {
+                    tracing::info!(environment = %env, "branch deleted: its environment is off the router");
+                }
+                if shutdown.sleep(PLATFORM_EVERY) {
+                    return;
+                }
+            });
+        }
         // After a stop, running jobs get the grace period; then they are stopped and returned.
         scope.spawn(|| {
             if shutdown.wait_stop_or_end(workers) {

@@ -9,6 +9,7 @@ use super::build::{AppPlan, Built};
 use super::deploy::{self, EnvDir, ReleaseInfo};
 use super::hooks::{self, Hook, JobLog};
 use super::{env, slug, Config, Control, Halt, Invalid, RunnerError};
+use crate::platform::{Deployment, Prepared};
 use crate::queue::Job;
 
 /// Deploys what the build phase built as a new release of the job's environment; returns the
@@ -20,7 +21,7 @@ pub(super) fn deploy(
     control: &Control,
     built: &Built,
 ) -> Result<String, Halt> {
-    let Built { plans, topology, format, project, declared } = built;
+    let Built { plans, topology, format, project, declared, .. } = built;
     let (format, project) = (*format, project.as_str());
     declared.warn_unresolved(plans, topology, log);
     let variables = declared.runtime_variables(job.environment.as_str());
@@ -46,8 +47,6 @@ pub(super) fn deploy(
         plan.config.get("hooks").and_then(|h| h.get(name)).and_then(|s| s.as_str()).map(str::to_owned)
     };
 
-    env_dir.set_maintenance(true, &format!("deploying job {}", job.id))?;
-    log.phase("deploy", &format!("Environment {} in maintenance", job.environment));
     // Runs hook `name` of an app in the new release, with the runtime environment.
     let run_hook = |plan: &AppPlan, name: &'static str, log: &mut JobLog| -> Result<(), Halt> {
         let Some(script) = hook_of(plan, name) else { return Ok(()) };
@@ -58,29 +57,88 @@ pub(super) fn deploy(
             Hook { name, script: &script, cwd: &app_dir, env: &env, timeout: config.hook_timeout, record: &record };
         hooks::run(&hook, log, control)
     };
+    // A release that never served: rollback must not offer it.
+    let discard = |log: &mut JobLog| -> Result<(), RunnerError> {
+        deploy::remove_release(&release)?;
+        let _ = std::fs::remove_file(env_dir.releases().join(format!("{id}.json")));
+        log.phase(
+            "deploy",
+            &format!(
+                "Release {id} discarded; `current` still points at release {}",
+                env_dir.current_release().unwrap_or_else(|| "none".into())
+            ),
+        );
+        Ok(())
+    };
+    // The site is checked before anything changes: a runtime the host lacks, or a router
+    // configuration nginx refuses, fails the job with the previous release still serving.
+    let prepared = match config.platform.as_deref() {
+        Some(platform) => {
+            let env_of = |name: &str, dir: &Path| {
+                plans.iter().find(|p| p.name == name).map(|p| runtime_env(p, dir)).unwrap_or_default()
+            };
+            let deployment = Deployment {
+                env_dir: &env_dir.root,
+                repo: job.repo.as_str(),
+                branch,
+                environment: job.environment.as_str(),
+                plan: &built.plan,
+                topology,
+                env_of: &env_of,
+            };
+            match platform.prepare(&deployment) {
+                Ok(prepared) => {
+                    for warning in &prepared.warnings {
+                        log.phase("deploy", &format!("W: {warning}"));
+                    }
+                    Some((platform, prepared))
+                }
+                Err(why) => {
+                    discard(log)?;
+                    return Err(RunnerError::Platform(why).into());
+                }
+            }
+        }
+        None => None,
+    };
+    // Without a deploy hook there is nothing to wait for: no maintenance window.
+    let maintenance = Prepared::needs_maintenance(&built.plan);
+    if maintenance {
+        env_dir.set_maintenance(true, &format!("deploying job {}", job.id))?;
+        log.phase("deploy", &format!("Environment {} in maintenance", job.environment));
+    }
     for plan in plans {
         if let Err(e) = run_hook(plan, "deploy", log) {
             env_dir.set_maintenance(false, "")?;
-            // It never served: rollback must not offer it.
-            deploy::remove_release(&release)?;
-            let _ = std::fs::remove_file(env_dir.releases().join(format!("{id}.json")));
-            log.phase(
-                "deploy",
-                &format!(
-                    "Maintenance ended; release {id} discarded; `current` still points at release {}",
-                    env_dir.current_release().unwrap_or_else(|| "none".into())
-                ),
-            );
+            if maintenance {
+                log.phase("deploy", "Maintenance ended");
+            }
+            discard(log)?;
             return Err(e);
         }
     }
     // What is deployed is `current` and the release's description: one rename records both.
     env_dir.switch(&id)?;
+    let activated = match &prepared {
+        Some((platform, prepared)) => platform.activate(&env_dir.root, prepared),
+        None => Ok(()),
+    };
     env_dir.set_maintenance(false, "")?;
-    log.phase("deploy", &format!("`current` switched to release {id}; maintenance ended"));
+    activated.map_err(RunnerError::Platform)?;
+    log.phase(
+        "deploy",
+        &format!("`current` switched to release {id}{}", if maintenance { "; maintenance ended" } else { "" }),
+    );
     for plan in plans {
         if let Err(e) = run_hook(plan, "post_deploy", log) {
             log.phase("post_deploy", &format!("Warning: {e}; the release is deployed"));
+        }
+    }
+    if let Some((_, prepared)) = &prepared {
+        log.phase("deploy", &format!("Environment {} is live at:", job.environment));
+        for url in prepared.urls() {
+            let primary = if Some(url.as_str()) == prepared.primary_url() { " (primary)" } else { "" };
+            log.phase("deploy", &format!("  {url}{primary}"));
         }
     }
     let removed = env_dir.prune(config.keep_releases)?;
@@ -151,6 +209,8 @@ fn assemble(env_dir: &EnvDir, job: &Job, built: &Built, log: &mut JobLog) -> Res
         slugs: plans.iter().map(|p| p.slug.display().to_string()).collect(),
         topology: serde_json::to_value(topology).unwrap_or_default(),
         created_at: crate::core::Timestamp::now(),
+        branch: job.ref_name.strip_prefix("refs/heads/").map(str::to_owned),
+        plan: Some(built.plan.clone()),
     })?;
     Ok(release)
 }

@@ -79,6 +79,21 @@ impl DataDir {
         self.root.join("environments")
     }
 
+    /// How environments are reached (`src/platform`).
+    pub fn platform_file(&self) -> PathBuf {
+        self.root.join("platform.json")
+    }
+
+    /// The runtimes the admin declares.
+    pub fn runtimes_file(&self) -> PathBuf {
+        self.root.join("runtimes.json")
+    }
+
+    /// The router's and the apps' files (`src/platform` names what is inside).
+    pub fn router(&self) -> PathBuf {
+        self.root.join("router")
+    }
+
     /// The FIFO idle runners wait on.
     pub fn wakeup(&self) -> PathBuf {
         self.root.join("wakeup")
@@ -136,6 +151,12 @@ pub struct ReleaseInfo {
     pub slugs: Vec<String>,
     pub topology: serde_json::Value,
     pub created_at: Timestamp,
+    /// The branch deployed (releases made before routing existed have none).
+    #[serde(default)]
+    pub branch: Option<String>,
+    /// The configuration deployed: apps (web, runtime) and routes.
+    #[serde(default)]
+    pub plan: Option<crate::core::plan::Plan>,
 }
 
 /// The admin's declarations in a directory (the data directory for every repository, or a

@@ -1,0 +1,655 @@
+//! What makes an environment a running site: the router (nginx, from `routes.yaml` and each
+//! app's `web.locations`), the apps (PHP-FPM pools, supervised start commands) and who they
+//! run as. The release phase asks it to [`prepare`](Platform::prepare) a deployment (checked
+//! before anything changes: runtimes, the router's configuration) and to
+//! [`activate`](Platform::activate) it once `current` is switched; the runner
+//! [reconciles](Platform::reconcile) what runs with what should (a fresh host, a deleted branch).
+//!
+//! ```text
+//! DATA/platform.json             how environments are reached: {"router": ADDR, "domain": D}
+//! DATA/runtimes.json             runtimes the admin declares (src/platform/runtimes.rs)
+//! DATA/router/nginx.conf         the router's configuration; sites/KEY.conf one per environment
+//! DATA/router/php/KEY.APP.conf   a PHP-FPM master per environment and app
+//! DATA/router/apps/KEY.APP.json  a start command, as its supervisor runs it
+//! DATA/router/run/, logs/        pid files, sockets, the processes' logs
+//! ENV/site.json                  the environment's URLs and what serves it
+//! ```
+
+pub mod nginx;
+pub mod php;
+pub mod process;
+pub mod routes;
+pub mod runtimes;
+pub mod users;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::store::DataDir;
+use routes::{Resolved, Site};
+use users::User;
+
+/// How environments are reached (`DATA/platform.json`; `serve --router --domain` override it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Settings {
+    /// Where the router listens; no router without it.
+    #[serde(default)]
+    pub router: Option<SocketAddr>,
+    /// The base domain: an environment is at `ENV.PROJECT.DOMAIN`.
+    #[serde(default = "default_domain")]
+    pub domain: String,
+}
+
+fn default_domain() -> String {
+    "localhost".to_owned()
+}
+
+impl Default for Settings {
+    fn default() -> Settings {
+        Settings { router: None, domain: default_domain() }
+    }
+}
+
+impl Settings {
+    pub fn load(data: &DataDir) -> Result<Settings, String> {
+        let path = data.platform_file();
+        match std::fs::read_to_string(&path) {
+            Ok(text) => serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Settings::default()),
+            Err(e) => Err(format!("{}: {e}", path.display())),
+        }
+    }
+}
+
+/// What an environment serves, kept beside it (`ENV/site.json`): its URLs for people and
+/// `envs`, and what the runner keeps running for it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SiteRecord {
+    /// False once its branch is deleted: off the router, its processes stopped.
+    pub active: bool,
+    pub key: String,
+    pub repo: String,
+    pub branch: String,
+    pub urls: Vec<String>,
+    pub primary_url: Option<String>,
+    /// `KEY.APP` of its PHP-FPM masters and supervised apps.
+    pub pools: Vec<String>,
+    pub apps: Vec<String>,
+}
+
+impl SiteRecord {
+    pub fn read(env_dir: &Path) -> Option<SiteRecord> {
+        serde_json::from_str(&std::fs::read_to_string(env_dir.join("site.json")).ok()?).ok()
+    }
+
+    fn write(&self, env_dir: &Path) -> Result<(), String> {
+        write_if_changed(&env_dir.join("site.json"), &serde_json::to_string_pretty(self).unwrap_or_default(), 0o644)
+            .map(|_| ())
+    }
+}
+
+/// A start command as its supervisor runs it (`DATA/router/apps/KEY.APP.json`, mode 0600:
+/// it holds the app's credentials).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct StartCommand {
+    command: String,
+    dir: PathBuf,
+    env: Vec<(String, String)>,
+    port: u16,
+    user: Option<(u32, u32)>,
+}
+
+/// What the release phase hands over for one environment.
+pub struct Deployment<'a> {
+    /// The environment's directory (`ENV`; its `current` is what is served).
+    pub env_dir: &'a Path,
+    pub repo: &'a str,
+    pub branch: &'a str,
+    pub environment: &'a str,
+    pub plan: &'a crate::core::plan::Plan,
+    pub topology: &'a crate::topology::Topology,
+    /// The runtime environment of an app (its name, its directory).
+    pub env_of: AppEnv<'a>,
+}
+
+/// The runtime environment of an app, by its name and directory.
+pub type AppEnv<'a> = &'a dyn Fn(&str, &Path) -> Vec<(String, String)>;
+
+/// A deployment checked and rendered, ready to be put in place.
+pub struct Prepared {
+    key: String,
+    site: String,
+    pools: Vec<(String, PathBuf, String)>,
+    apps: Vec<(String, StartCommand)>,
+    record: SiteRecord,
+    /// What the router leaves out or the host cannot do, for the deploy log.
+    pub warnings: Vec<String>,
+}
+
+impl Prepared {
+    pub fn urls(&self) -> &[String] {
+        &self.record.urls
+    }
+
+    pub fn primary_url(&self) -> Option<&str> {
+        self.record.primary_url.as_deref()
+    }
+
+    /// Whether any app has a deploy hook (and the environment needs a maintenance window).
+    pub fn needs_maintenance(plan: &crate::core::plan::Plan) -> bool {
+        plan.apps.iter().any(|a| a.config.pointer("/hooks/deploy").and_then(Value::as_str).is_some())
+    }
+}
+
+/// The router and apps of one host.
+#[derive(Debug)]
+pub struct Platform {
+    data: DataDir,
+    listen: SocketAddr,
+    domain: String,
+    runtimes: runtimes::Runtimes,
+    web_user: Option<User>,
+}
+
+impl Platform {
+    /// The platform for `settings`; None without a router.
+    pub fn new(data: &DataDir, settings: &Settings) -> Result<Option<Platform>, String> {
+        let Some(listen) = settings.router else { return Ok(None) };
+        let domain = settings.domain.trim_matches('.').to_ascii_lowercase();
+        if domain.is_empty() || !domain.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-') {
+            return Err(format!("`{}` is not a domain name", settings.domain));
+        }
+        let root = data.root().display().to_string();
+        if root.contains(|c: char| c.is_whitespace() || "\"'\\;{}$#".contains(c)) {
+            return Err(format!("the data directory {root} has characters nginx cannot take in a path"));
+        }
+        let runtimes = runtimes::Runtimes::load(&data.runtimes_file())?;
+        Ok(Some(Platform { data: data.clone(), listen, domain, runtimes, web_user: users::web_user()? }))
+    }
+
+    fn router(&self) -> PathBuf {
+        self.data.router()
+    }
+
+    /// Starts the router if it is not running, with the current sites, and what every active
+    /// environment needs.
+    pub fn start(&self) -> Result<(), String> {
+        let root = self.router();
+        for dir in ["sites", "php", "apps", "run", "logs"] {
+            std::fs::create_dir_all(root.join(dir)).map_err(|e| format!("{}: {e}", root.join(dir).display()))?;
+        }
+        if self.web_user.is_some() {
+            // The workers go through the data directory to the releases; they may not list it.
+            for dir in [self.data.root().to_owned(), self.data.environments()] {
+                use std::os::unix::fs::PermissionsExt;
+                let _ = std::fs::create_dir_all(&dir);
+                if let Ok(meta) = std::fs::metadata(&dir) {
+                    let mode = meta.permissions().mode();
+                    if mode & 0o001 == 0 {
+                        let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode | 0o011));
+                    }
+                }
+            }
+        }
+        let conf = root.join("nginx.conf");
+        let main = nginx::render_main(&root, self.listen, self.web_user.as_ref().map(|u| u.name.as_str()));
+        let changed = write_if_changed(&conf, &main, 0o644)?;
+        match process::alive(&root.join("run/nginx.pid")) {
+            Some(pid) if changed => self.reload(pid)?,
+            Some(_) => {}
+            None => {
+                self.nginx(&["-t"])?;
+                process::run_detached(&mut self.nginx_command(&[])).map_err(|e| format!("starting nginx: {e}"))?;
+            }
+        }
+        self.reconcile();
+        Ok(())
+    }
+
+    fn nginx_command(&self, args: &[&str]) -> std::process::Command {
+        let root = self.router();
+        let mut c = std::process::Command::new("nginx");
+        c.arg("-p").arg(&root).arg("-e").arg(root.join("logs/error.log")).arg("-c").arg(root.join("nginx.conf"));
+        c.args(args);
+        c
+    }
+
+    fn nginx(&self, args: &[&str]) -> Result<(), String> {
+        let out = self.nginx_command(args).output().map_err(|e| format!("running nginx: {e}"))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).trim().to_owned())
+        }
+    }
+
+    /// Reloads the router and waits until a worker of the new configuration runs.
+    fn reload(&self, pid: i32) -> Result<(), String> {
+        let before = children(pid);
+        process::signal(pid, libc::SIGHUP);
+        let since = std::time::Instant::now();
+        while since.elapsed() < Duration::from_secs(5) {
+            if children(pid).iter().any(|c| !before.contains(c)) {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Err("nginx did not start workers with the new configuration within 5 s (see DATA/router/logs/error.log)".into())
+    }
+
+    /// Checks and renders a deployment: its runtimes, its PHP-FPM pools, its router
+    /// configuration (`nginx -t` with it in place of the environment's current one). Nothing
+    /// changes yet; Err says why it cannot be served.
+    pub fn prepare(&self, d: &Deployment<'_>) -> Result<Prepared, String> {
+        let key = site_key(d.env_dir);
+        let project = d.env_dir.parent().and_then(|p| p.file_name()).and_then(|n| n.to_str()).unwrap_or("project");
+        let project = project.rsplit_once('-').map_or(project, |(name, _)| name);
+        let site = Site {
+            project,
+            environment: d.environment,
+            domain: &self.domain,
+            port: self.listen.port(),
+            default_environment: default_branch(d.repo).as_deref() == Some(d.branch),
+        };
+        let routes_json = match &d.plan.routes {
+            Some(Value::Object(map)) => map.clone(),
+            _ => default_routes(d.topology),
+        };
+        let (resolved, mut warnings) = routes::resolve(&routes_json, &site);
+        let app_user =
+            users::app_user(d.env_dir.parent().and_then(|p| p.file_name()).and_then(|n| n.to_str()).unwrap_or(""))?;
+        if app_user.is_none() {
+            warnings.push(
+                "the runner is not root: apps run as the runner's own user (start the runner as root to run each \
+                 project's apps as a user of its own)"
+                    .into(),
+            );
+        }
+        let current = d.env_dir.join("current");
+        let mut serves = BTreeMap::new();
+        let mut pools = Vec::new();
+        let mut apps = Vec::new();
+        for app in &d.plan.apps {
+            let kind = app.config.get("type").and_then(Value::as_str).unwrap_or_default();
+            let runtime = self.runtimes.get(kind)?;
+            let dir = current.join(&app.name);
+            let id = format!("{key}.{}", app.name);
+            let mut env = (d.env_of)(&app.name, &dir);
+            let start =
+                app.config.pointer("/web/commands/start").and_then(Value::as_str).filter(|s| !s.trim().is_empty());
+            let backend = match (start, &runtime.php_fpm) {
+                (None, Some(php_fpm)) => {
+                    let files = self.pool_files(&id);
+                    let (text, more) = php::render(&php::Pool {
+                        name: &routes::label(&id),
+                        pid_file: &files.pid,
+                        error_log: &files.log,
+                        socket: &files.socket,
+                        user: app_user.as_ref(),
+                        listener: self.web_user.as_ref(),
+                        dir: &dir,
+                        env: &env,
+                        config: &app.config,
+                    });
+                    warnings.extend(more);
+                    let candidate = files.conf.with_extension("conf.new");
+                    write_if_changed(&candidate, &text, 0o600)?;
+                    let checked = php::check(php_fpm, &candidate);
+                    let _ = std::fs::remove_file(&candidate);
+                    checked.map_err(|e| format!("PHP-FPM refuses the configuration of app `{}`: {e}", app.name))?;
+                    pools.push((id.clone(), php_fpm.clone(), text));
+                    nginx::Backend::Fpm(files.socket)
+                }
+                (None, None) => {
+                    return Err(format!(
+                        "app `{}` ({kind}) has no `web.commands.start`: only PHP apps are served without one",
+                        app.name
+                    ))
+                }
+                (Some(command), _) => {
+                    let port = self.port_of(&id)?;
+                    let path = match &runtime.bin {
+                        Some(bin) => format!("{}:/usr/local/bin:/usr/bin:/bin", bin.display()),
+                        None => "/usr/local/bin:/usr/bin:/bin".to_owned(),
+                    };
+                    env.push(("PATH".into(), path));
+                    env.push(("PORT".into(), port.to_string()));
+                    env.push(("HOME".into(), dir.display().to_string()));
+                    let user = app_user.as_ref().map(|u| (u.uid, u.gid));
+                    apps.push((
+                        id.clone(),
+                        StartCommand { command: command.to_owned(), dir: dir.clone(), env, port, user },
+                    ));
+                    nginx::Backend::Http(port)
+                }
+            };
+            let web = app.config.get("web").cloned().unwrap_or(Value::Null);
+            serves.insert(app.name.clone(), nginx::AppServe { dir, web, backend });
+        }
+        let maintenance = d.env_dir.join("maintenance");
+        let (text, more) = nginx::render_site(&nginx::SiteConf {
+            listen: self.listen,
+            routes: &resolved,
+            apps: &serves,
+            maintenance: &maintenance,
+        });
+        warnings.extend(more);
+        self.check_site(&key, &text)?;
+        let primary_url = routes::primary(&resolved).map(|r| r.url.clone());
+        let record = SiteRecord {
+            active: true,
+            key: key.clone(),
+            repo: d.repo.to_owned(),
+            branch: d.branch.to_owned(),
+            urls: urls(&resolved),
+            primary_url,
+            pools: pools.iter().map(|p| p.0.clone()).collect(),
+            apps: apps.iter().map(|a| a.0.clone()).collect(),
+        };
+        Ok(Prepared { key, site: text, pools, apps, record, warnings })
+    }
+
+    /// `nginx -t` of the router with `text` as the site `key`.
+    fn check_site(&self, key: &str, text: &str) -> Result<(), String> {
+        let root = self.router();
+        let test_dir = root.join("run/test");
+        let _ = std::fs::remove_dir_all(&test_dir);
+        std::fs::create_dir_all(&test_dir).map_err(|e| format!("{}: {e}", test_dir.display()))?;
+        let candidate = test_dir.join(format!("{key}.conf"));
+        std::fs::write(&candidate, text).map_err(|e| format!("{}: {e}", candidate.display()))?;
+        let mut includes = vec![candidate.clone()];
+        for entry in std::fs::read_dir(root.join("sites")).into_iter().flatten().flatten() {
+            if entry.file_name().to_str() != Some(&format!("{key}.conf")) {
+                includes.push(entry.path());
+            }
+        }
+        let main = nginx::render_main(&root, self.listen, self.web_user.as_ref().map(|u| u.name.as_str()));
+        let list = includes.iter().map(|p| format!("    include \"{}\";\n", p.display())).collect::<String>();
+        let main = main.replace(&format!("    include \"{}\";\n", root.join("sites/*.conf").display()), &list);
+        let conf = test_dir.join("nginx.conf");
+        std::fs::write(&conf, main).map_err(|e| format!("{}: {e}", conf.display()))?;
+        let out = std::process::Command::new("nginx")
+            .arg("-t")
+            .arg("-p")
+            .arg(&root)
+            .arg("-e")
+            .arg(root.join("logs/error.log"))
+            .arg("-c")
+            .arg(&conf)
+            .output()
+            .map_err(|e| format!("running nginx: {e}"))?;
+        let _ = std::fs::remove_dir_all(&test_dir);
+        if out.status.success() {
+            Ok(())
+        } else {
+            let why = String::from_utf8_lossy(&out.stderr);
+            let why: Vec<&str> = why.lines().filter(|l| !l.contains("test failed")).collect();
+            Err(format!("the router refuses this environment's configuration: {}", why.join("; ")))
+        }
+    }
+
+    /// Puts a prepared deployment in place once `current` points at its release: PHP-FPM
+    /// masters started or reloaded when their configuration changed, start commands
+    /// restarted, the site file written and the router reloaded only if its text changed.
+    pub fn activate(&self, env_dir: &Path, prepared: &Prepared) -> Result<(), String> {
+        for (id, php_fpm, text) in &prepared.pools {
+            let files = self.pool_files(id);
+            let changed = write_if_changed(&files.conf, text, 0o600)?;
+            match process::alive(&files.pid) {
+                Some(pid) if changed => process::signal(pid, libc::SIGUSR2),
+                Some(_) => {}
+                None => php::start(php_fpm, &files.conf)?,
+            }
+        }
+        for (id, start) in &prepared.apps {
+            let file = self.router().join("apps").join(format!("{id}.json"));
+            write_if_changed(&file, &serde_json::to_string_pretty(start).unwrap_or_default(), 0o600)?;
+            // The new release's code runs only in a new process.
+            process::stop(&self.app_pid(id), Duration::from_secs(10));
+            self.start_app(id)?;
+        }
+        // What the previous release ran and this one does not.
+        if let Some(old) = SiteRecord::read(env_dir) {
+            for id in old.pools.iter().filter(|p| !prepared.record.pools.contains(p)) {
+                process::stop(&self.pool_files(id).pid, Duration::from_secs(30));
+            }
+            for id in old.apps.iter().filter(|a| !prepared.record.apps.contains(a)) {
+                process::stop(&self.app_pid(id), Duration::from_secs(10));
+            }
+        }
+        let site = self.router().join("sites").join(format!("{}.conf", prepared.key));
+        if write_if_changed(&site, &prepared.site, 0o644)? {
+            self.start()?;
+            if let Some(pid) = process::alive(&self.router().join("run/nginx.pid")) {
+                self.reload(pid)?;
+            }
+        }
+        prepared.record.write(env_dir)
+    }
+
+    fn pool_files(&self, id: &str) -> php::Files {
+        let root = self.router();
+        php::Files {
+            conf: root.join("php").join(format!("{id}.conf")),
+            pid: root.join("run").join(format!("{id}.php.pid")),
+            // Socket paths are short (108 bytes at most): named by a hash of the id.
+            socket: root.join("run").join(format!("{}.sock", short_hash(id))),
+            log: root.join("logs").join(format!("{id}.php.log")),
+        }
+    }
+
+    fn app_pid(&self, id: &str) -> PathBuf {
+        self.router().join("run").join(format!("{id}.app.pid"))
+    }
+
+    /// The port of a start command: the one it had, else a free one.
+    fn port_of(&self, id: &str) -> Result<u16, String> {
+        let file = self.router().join("apps").join(format!("{id}.json"));
+        if let Some(old) =
+            std::fs::read_to_string(&file).ok().and_then(|t| serde_json::from_str::<StartCommand>(&t).ok())
+        {
+            return Ok(old.port);
+        }
+        let socket = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| format!("finding a free port: {e}"))?;
+        socket.local_addr().map(|a| a.port()).map_err(|e| e.to_string())
+    }
+
+    fn start_app(&self, id: &str) -> Result<(), String> {
+        start_app(&self.router(), id)
+    }
+
+    /// Brings what runs in line with what should: environments whose branch was deleted go off
+    /// the router with their processes; active ones get their processes back if they died
+    /// (a fresh host, a crash). Returns the environments taken off.
+    pub fn reconcile(&self) -> Vec<String> {
+        let mut taken_off = Vec::new();
+        for env in crate::runner::deploy::all(self.data.root()) {
+            let Some(record) = SiteRecord::read(&env.root) else { continue };
+            if !record.active {
+                continue;
+            }
+            if branch_deleted(&record.repo, &record.branch) {
+                deactivate(&self.data, &env.root);
+                taken_off.push(format!("{} ({})", record.branch, record.key));
+                continue;
+            }
+            for id in &record.pools {
+                let files = self.pool_files(id);
+                if process::alive(&files.pid).is_none() && files.conf.exists() {
+                    let kind = self.php_fpm_of(&env.root, id);
+                    if let Some(php_fpm) = kind {
+                        if let Err(e) = php::start(&php_fpm, &files.conf) {
+                            tracing::warn!(error = %e, pool = %id, "restarting PHP-FPM");
+                        }
+                    }
+                }
+            }
+            for id in &record.apps {
+                if process::alive(&self.app_pid(id)).is_none() {
+                    if let Err(e) = self.start_app(id) {
+                        tracing::warn!(error = %e, app = %id, "restarting a start command");
+                    }
+                }
+            }
+        }
+        taken_off
+    }
+
+    /// The PHP-FPM binary of a pool, from the app's type in the deployed release.
+    fn php_fpm_of(&self, env_dir: &Path, id: &str) -> Option<PathBuf> {
+        let app = id.rsplit_once('.')?.1;
+        let env = crate::runner::deploy::EnvDir { root: env_dir.to_owned() };
+        let info = env.info(&env.current_release()?)?;
+        let plan = info.plan?;
+        let kind = plan.apps.iter().find(|a| a.name == app)?.config.get("type")?.as_str()?.to_owned();
+        self.runtimes.get(&kind).ok()?.php_fpm.clone()
+    }
+}
+
+/// Starts the supervisor of a start command (it goes on after the runner).
+fn start_app(root: &Path, id: &str) -> Result<(), String> {
+    let file = root.join("apps").join(format!("{id}.json"));
+    let start: StartCommand = serde_json::from_str(&std::fs::read_to_string(&file).map_err(|e| e.to_string())?)
+        .map_err(|e| format!("{}: {e}", file.display()))?;
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let runner = exe.with_file_name("pushgate-runner");
+    let mut command = std::process::Command::new(if runner.exists() { runner } else { exe });
+    command
+        .arg("supervise")
+        .arg("--pid-file")
+        .arg(root.join("run").join(format!("{id}.app.pid")))
+        .arg("--log")
+        .arg(root.join("logs").join(format!("{id}.app.log")))
+        .arg("--dir")
+        .arg(&start.dir);
+    if let Some((uid, gid)) = start.user {
+        command.arg("--uid").arg(uid.to_string()).arg("--gid").arg(gid.to_string());
+    }
+    command.arg("--").args(["sh", "-c", &start.command]);
+    command.env_clear().envs(start.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    command.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
+    process::spawn_detached(&mut command)?;
+    Ok(())
+}
+
+/// After `current` moved without a deploy (a rollback): start commands run the code of the
+/// release they started in, so they are started again. PHP needs nothing: each request
+/// resolves `current` anew.
+pub fn restart_apps(data: &DataDir, env_dir: &Path) -> Result<(), String> {
+    let Some(record) = SiteRecord::read(env_dir).filter(|r| r.active) else { return Ok(()) };
+    let root = data.router();
+    for id in &record.apps {
+        process::stop(&root.join("run").join(format!("{id}.app.pid")), Duration::from_secs(10));
+        start_app(&root, id)?;
+    }
+    Ok(())
+}
+
+/// Takes an environment off the router and stops its processes; its releases and data stay.
+pub fn deactivate(data: &DataDir, env_dir: &Path) {
+    let Some(mut record) = SiteRecord::read(env_dir) else { return };
+    let root = data.router();
+    let site = root.join("sites").join(format!("{}.conf", record.key));
+    if std::fs::remove_file(&site).is_ok() {
+        if let Some(pid) = process::alive(&root.join("run/nginx.pid")) {
+            process::signal(pid, libc::SIGHUP);
+        }
+    }
+    for id in &record.pools {
+        process::stop(&root.join("run").join(format!("{id}.php.pid")), Duration::from_secs(30));
+    }
+    for id in &record.apps {
+        process::stop(&root.join("run").join(format!("{id}.app.pid")), Duration::from_secs(10));
+    }
+    record.active = false;
+    let _ = record.write(env_dir);
+}
+
+/// `NAME-HASH.ENV`: names an environment's files in the router's directory.
+fn site_key(env_dir: &Path) -> String {
+    let name = |p: Option<&Path>| p.and_then(|p| p.file_name()).and_then(|n| n.to_str()).unwrap_or("").to_owned();
+    format!("{}.{}", name(env_dir.parent()), name(Some(env_dir)))
+}
+
+fn short_hash(text: &str) -> String {
+    git2::Oid::hash_object(git2::ObjectType::Blob, text.as_bytes())
+        .map(|o| o.to_string()[..16].to_owned())
+        .unwrap_or_default()
+}
+
+fn urls(resolved: &[Resolved]) -> Vec<String> {
+    let mut urls: Vec<String> = resolved.iter().map(|r| r.url.clone()).collect();
+    urls.sort();
+    urls.dedup();
+    urls
+}
+
+/// Without a routes file: what the topology's default routes are.
+fn default_routes(topology: &crate::topology::Topology) -> serde_json::Map<String, Value> {
+    topology
+        .routes
+        .iter()
+        .map(|(url, route)| {
+            let value = match route {
+                crate::topology::Route::Upstream { upstream } => {
+                    serde_json::json!({"type": "upstream", "upstream": upstream})
+                }
+                crate::topology::Route::Redirect { to } => serde_json::json!({"type": "redirect", "to": to}),
+            };
+            (url.clone(), value)
+        })
+        .collect()
+}
+
+/// The branch HEAD names in a bare repository.
+fn default_branch(repo: &str) -> Option<String> {
+    let repo = git2::Repository::open_bare(repo).ok()?;
+    let head = repo.find_reference("HEAD").ok()?;
+    head.symbolic_target()?.strip_prefix("refs/heads/").map(str::to_owned)
+}
+
+/// Whether the repository is there and the branch is not (a repository that cannot be read is
+/// not a deletion).
+fn branch_deleted(repo: &str, branch: &str) -> bool {
+    let Ok(repo) = git2::Repository::open_bare(repo) else { return false };
+    let found = repo.find_reference(&format!("refs/heads/{branch}"));
+    matches!(found, Err(e) if e.code() == git2::ErrorCode::NotFound)
+}
+
+/// The pids whose parent is `pid`.
+fn children(pid: i32) -> Vec<i32> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(child) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else { continue };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else { continue };
+        let ppid = stat.rsplit_once(") ").and_then(|(_, rest)| rest.split(' ').nth(1)).and_then(|p| p.parse().ok());
+        if ppid == Some(pid) {
+            out.push(child);
+        }
+    }
+    out
+}
+
+/// Writes `text` to `path` (atomically, with `mode`) unless it holds it already; true when it
+/// changed.
+fn write_if_changed(path: &Path, text: &str, mode: u32) -> Result<bool, String> {
+    if std::fs::read_to_string(path).ok().as_deref() == Some(text) {
+        return Ok(false);
+    }
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let write = || -> std::io::Result<()> {
+        use std::io::Write;
+        let _ = std::fs::remove_file(&tmp);
+        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(mode).open(&tmp)?;
+        f.write_all(text.as_bytes())?;
+        std::fs::rename(&tmp, path)
+    };
+    write().map_err(|e| format!("writing {}: {e}", path.display()))?;
+    Ok(true)
+}

@@ -1,0 +1,166 @@
+//! The processes a site needs (nginx, PHP-FPM masters, supervisors of start commands) outlive
+//! the runner that starts them: they are started in a session of their own, and found again by
+//! their pid files, so a runner restart does not take a site down. (Under systemd, give the
+//! runner's unit `KillMode=process` so stopping it does not stop them.)
+//!
+//! A start command (`web.commands.start`) runs under `pushgate-runner supervise`, which restarts
+//! it when it dies (after 1 s, doubling to 30 s while it keeps dying) and stops its whole
+//! process group on SIGTERM.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::runner::shutdown::Shutdown;
+
+/// The pid a pid file names, when that process is alive (and not a zombie).
+pub fn alive(pid_file: &Path) -> Option<i32> {
+    let pid: i32 = std::fs::read_to_string(pid_file).ok()?.trim().parse().ok()?;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let state = stat.rsplit_once(") ")?.1.chars().next()?;
+    (pid > 0 && state != 'Z').then_some(pid)
+}
+
+pub fn signal(pid: i32, sig: i32) {
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe { libc::kill(pid, sig) };
+}
+
+/// Stops the process of a pid file (SIGTERM, then SIGKILL after `patience`) and removes the file.
+pub fn stop(pid_file: &Path, patience: Duration) {
+    if let Some(pid) = alive(pid_file) {
+        signal(pid, libc::SIGTERM);
+        let since = Instant::now();
+        while alive(pid_file).is_some() && since.elapsed() < patience {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if alive(pid_file).is_some() {
+            signal(pid, libc::SIGKILL);
+        }
+    }
+    let _ = std::fs::remove_file(pid_file);
+}
+
+/// Runs `command` to its end in a session of its own (so it and what it forks never get the
+/// runner's signals); Err with its output when it fails. For daemons that fork and return.
+pub fn run_detached(command: &mut Command) -> Result<(), String> {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: setsid is async-signal-safe.
+    unsafe {
+        command.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        })
+    };
+    let out = command.stdin(Stdio::null()).output().map_err(|e| format!("{command:?}: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stderr), String::from_utf8_lossy(&out.stdout));
+        Err(format!("{} {}", out.status, text.trim()))
+    }
+}
+
+/// Starts `command` in a session of its own and does not wait for it: a thread reaps it if it
+/// ends while the runner lives; otherwise it goes on after the runner.
+pub fn spawn_detached(command: &mut Command) -> Result<u32, String> {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: setsid is async-signal-safe.
+    unsafe {
+        command.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        })
+    };
+    let mut child = command.stdin(Stdio::null()).spawn().map_err(|e| format!("{command:?}: {e}"))?;
+    let pid = child.id();
+    std::thread::spawn(move || child.wait());
+    Ok(pid)
+}
+
+/// What `pushgate-runner supervise` runs.
+#[derive(Debug, Clone)]
+pub struct Supervised {
+    pub pid_file: PathBuf,
+    pub log: PathBuf,
+    pub dir: PathBuf,
+    pub user: Option<(u32, u32)>,
+    pub program: Vec<String>,
+}
+
+/// Keeps `s.program` running until SIGTERM: restarted when it ends, its output appended to the
+/// log. Returns when stopped.
+pub fn supervise(s: &Supervised) -> std::io::Result<()> {
+    let stop = Arc::new(Shutdown::default());
+    let child_pid = Arc::new(AtomicI32::new(0));
+    let mut signals = signal_hook::iterator::Signals::new([libc::SIGTERM, libc::SIGINT])?;
+    {
+        let (stop, child_pid) = (stop.clone(), child_pid.clone());
+        std::thread::spawn(move || {
+            if signals.forever().next().is_some() {
+                stop.stop();
+                let pid = child_pid.load(Ordering::SeqCst);
+                if pid > 0 {
+                    signal(-pid, libc::SIGTERM);
+                }
+            }
+        });
+    }
+    std::fs::write(&s.pid_file, std::process::id().to_string())?;
+    let mut backoff = Duration::from_secs(1);
+    while !stop.is_stopping() {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&s.log)?;
+        let mut command = Command::new(&s.program[0]);
+        command.args(&s.program[1..]).current_dir(&s.dir).stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
+        use std::os::unix::process::CommandExt;
+        command.process_group(0);
+        if let Some((uid, gid)) = s.user {
+            // SAFETY: setgroups is async-signal-safe; it drops root's supplementary groups
+            // before the uid and gid change.
+            unsafe {
+                command.pre_exec(|| {
+                    if libc::setgroups(0, std::ptr::null()) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                })
+            };
+            command.uid(uid).gid(gid);
+        }
+        let started = Instant::now();
+        let status = match command.spawn() {
+            Ok(mut child) => {
+                child_pid.store(child.id() as i32, Ordering::SeqCst);
+                if stop.is_stopping() {
+                    signal(-(child.id() as i32), libc::SIGTERM);
+                }
+                let status = child.wait();
+                signal(-(child.id() as i32), libc::SIGKILL); // what it left behind in its group
+                child_pid.store(0, Ordering::SeqCst);
+                status.map(|s| s.to_string())
+            }
+            Err(e) => Err(e),
+        };
+        if stop.is_stopping() {
+            break;
+        }
+        if started.elapsed() > Duration::from_secs(60) {
+            backoff = Duration::from_secs(1);
+        }
+        let mut log = std::fs::OpenOptions::new().create(true).append(true).open(&s.log)?;
+        let said = match status {
+            Ok(status) => format!("ended ({status})"),
+            Err(e) => format!("could not start ({e})"),
+        };
+        let _ = writeln!(log, "pushgate: the app {said}; restarting in {} s", backoff.as_secs());
+        if stop.sleep(backoff) {
+            break;
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(30));
+    }
+    let _ = std::fs::remove_file(&s.pid_file);
+    Ok(())
+}
