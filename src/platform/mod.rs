@@ -233,8 +233,14 @@ impl Platform {
         let before = children(pid);
         process::signal(pid, libc::SIGHUP);
         let since = std::time::Instant::now();
+        // Done when workers of the new configuration run and the old ones stopped accepting
+        // (gone, or finishing their open connections: "shutting down").
+        let old_quiet = |c: &i32| {
+            std::fs::read(format!("/proc/{c}/cmdline"))
+                .map_or(true, |t| String::from_utf8_lossy(&t).contains("shutting down"))
+        };
         while since.elapsed() < Duration::from_secs(5) {
-            if children(pid).iter().any(|c| !before.contains(c)) {
+            if children(pid).iter().any(|c| !before.contains(c)) && before.iter().all(old_quiet) {
                 return Ok(());
             }
             std::thread::sleep(Duration::from_millis(10));
@@ -606,11 +612,18 @@ fn default_routes(topology: &crate::topology::Topology) -> serde_json::Map<Strin
         .collect()
 }
 
-/// The branch HEAD names in a bare repository.
+/// The default branch of a bare repository: the one HEAD names, when it exists (servers set
+/// it); else `main` or `master`, whichever exists (a repository made by `git init --bare`
+/// whose HEAD names a branch nobody pushed).
 fn default_branch(repo: &str) -> Option<String> {
     let repo = git2::Repository::open_bare(repo).ok()?;
-    let head = repo.find_reference("HEAD").ok()?;
-    head.symbolic_target()?.strip_prefix("refs/heads/").map(str::to_owned)
+    let exists = |b: &str| repo.find_reference(&format!("refs/heads/{b}")).is_ok();
+    let head = repo.find_reference("HEAD").ok();
+    let named = head.as_ref().and_then(|h| h.symbolic_target()).and_then(|t| t.strip_prefix("refs/heads/"));
+    match named {
+        Some(b) if exists(b) => Some(b.to_owned()),
+        _ => ["main", "master"].into_iter().find(|b| exists(b)).map(str::to_owned),
+    }
 }
 
 /// Whether the repository is there and the branch is not (a repository that cannot be read is

@@ -253,8 +253,8 @@ impl Server {
                     body,
                     "        location ~ \\.php$ {{\n            try_files $pg_rest {fallback};\n            include \
                      /etc/nginx/fastcgi_params;\n            fastcgi_param SCRIPT_FILENAME $realpath_root$pg_rest;\n            \
-                     fastcgi_param DOCUMENT_ROOT $realpath_root;\n            fastcgi_pass unix:{};\n        }}",
-                    quote(&socket.display().to_string())
+                     fastcgi_param DOCUMENT_ROOT $realpath_root;\n            fastcgi_pass {};\n        }}",
+                    quote(&format!("unix:{}", socket.display()))
                 );
             }
             (Backend::Fpm(_), false) => {

@@ -50,7 +50,6 @@ pub fn render(pool: &Pool<'_>) -> (String, Vec<String>) {
         "pm = dynamic\npm.max_children = 8\npm.start_servers = 2\npm.min_spare_servers = 1\npm.max_spare_servers = 3\n\
          catch_workers_output = yes\nclear_env = yes\n",
     );
-    let _ = writeln!(out, "chdir = {}", pool.dir.display());
     out.push_str("env[PATH] = /usr/local/bin:/usr/bin:/bin\n");
     for (name, value) in pool.env {
         if !safe_name(name) || !safe_value(value) {

@@ -118,16 +118,7 @@ pub fn supervise(s: &Supervised) -> std::io::Result<()> {
         use std::os::unix::process::CommandExt;
         command.process_group(0);
         if let Some((uid, gid)) = s.user {
-            // SAFETY: setgroups is async-signal-safe; it drops root's supplementary groups
-            // before the uid and gid change.
-            unsafe {
-                command.pre_exec(|| {
-                    if libc::setgroups(0, std::ptr::null()) != 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    Ok(())
-                })
-            };
+            // std drops root's supplementary groups when it changes the uid.
             command.uid(uid).gid(gid);
         }
         let started = Instant::now();

@@ -7,6 +7,7 @@ mod hostile;
 mod install;
 mod push;
 mod queue;
+mod router;
 mod runner;
 mod schema;
 mod servers;
