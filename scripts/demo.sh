@@ -4,8 +4,10 @@
 # project (validated, topology printed, built, deployed, all streamed into the push); push a
 # database upgrade; push a downgrade (refused: it would destroy data) and accept it with
 # -o pushgate.allow-data-loss; push a typo (refused, with file:line:col and a hint); list the
-# jobs and environments; roll back. Everything lives under target/demo (or $PUSHGATE_DEMO_DIR);
-# nothing is installed system-wide.
+# jobs and environments; roll back; fetch the deployed site through pushgate's router (nginx
+# and PHP-FPM, Debian's packages, installed if missing). Everything lives under target/demo (or
+# $PUSHGATE_DEMO_DIR); the router listens on 127.0.0.1:${PUSHGATE_DEMO_PORT:-8080} and is
+# stopped when the demo ends.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
 demo="${PUSHGATE_DEMO_DIR:-$root/target/demo}"
@@ -16,11 +18,34 @@ step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 step "install pushgate on $demo/shop.git"
 "$root/install.sh" --prefix "$demo/prefix" --data "$demo/data" "$demo/shop.git"
 
-step "start a runner: $demo/prefix/bin/pushgate-runner serve --data $demo/data"
-"$demo/prefix/bin/pushgate-runner" serve --data "$demo/data" > "$demo/runner.out" 2>&1 &
+port="${PUSHGATE_DEMO_PORT:-8080}"
+if ! command -v nginx >/dev/null || ! ls /usr/sbin/php-fpm* >/dev/null 2>&1 || ! command -v curl >/dev/null; then
+  step "install the router's parts: nginx, php-fpm, curl (Debian's packages)"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nginx php-fpm curl
+fi
+# The example app says `type: php:8.4`; a host without PHP 8.4 serves it with the PHP-FPM it
+# has, which the admin declares (a host with php-fpm8.4 needs nothing).
+if ! [ -x /usr/sbin/php-fpm8.4 ]; then
+  fpm="$(ls /usr/sbin/php-fpm* | sort -V | tail -n 1)"
+  mkdir -p "$demo/data"
+  echo "{\"php:8.4\": {\"php_fpm\": \"$fpm\"}}" > "$demo/data/runtimes.json"
+  echo "this host has no PHP 8.4: $demo/data/runtimes.json declares $fpm for php:8.4 apps"
+fi
+
+step "start a runner with its router: pushgate-runner serve --router 127.0.0.1:$port --data $demo/data"
+"$demo/prefix/bin/pushgate-runner" serve --router "127.0.0.1:$port" --data "$demo/data" > "$demo/runner.out" 2>&1 &
 runner_pid=$!
-trap 'kill -TERM $runner_pid 2>/dev/null; wait $runner_pid 2>/dev/null' EXIT
-for _ in $(seq 1 100); do [ -p "$demo/data/wakeup" ] && break; sleep 0.05; done
+stop_all() {
+  kill -TERM $runner_pid 2>/dev/null; wait $runner_pid 2>/dev/null
+  # The router and the apps outlive runners by design; the demo stops them.
+  for pid_file in "$demo"/data/router/run/*.pid; do
+    [ -f "$pid_file" ] && kill -TERM "$(cat "$pid_file")" 2>/dev/null
+  done
+  true
+}
+trap stop_all EXIT
+for _ in $(seq 1 200); do [ -p "$demo/data/wakeup" ] && [ -f "$demo/data/router/run/nginx.pid" ] && break; sleep 0.05; done
+[ -f "$demo/data/router/run/nginx.pid" ] || { echo "demo: the router did not start:"; cat "$demo/runner.out"; exit 1; } >&2
 
 git init -q -b main "$demo/work"
 cd "$demo/work"
@@ -69,3 +94,11 @@ echo "current release serves: $(cat "$demo"/data/environments/*/main/current/mym
 
 step "roll back to the previous release, at once: pushgate-runner rollback main"
 "$demo/prefix/bin/pushgate-runner" rollback main --data "$demo/data"
+
+url="$("$demo/prefix/bin/pushgate-runner" envs --json --data "$demo/data" | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["primary_url"])')"
+step "the deployed site, through pushgate's router: curl $url"
+curl -sS -i "$url"
+echo
+step "a page that is not a file goes to the app (passthru to /index.php): curl ${url}catalog/product/42"
+curl -sS "${url}catalog/product/42"
+echo

@@ -164,7 +164,9 @@ fn owner_mismatch(data: &Path) -> Option<(u32, u32)> {
     let owner = std::fs::metadata(data).ok()?.uid();
     // SAFETY: geteuid cannot fail.
     let me = unsafe { libc::geteuid() };
-    (owner != me).then_some((owner, me))
+    // Root drops privileges for what it runs (hooks and apps as the project's user), and what
+    // the hooks write stays theirs (SQLite gives its files the database's owner under root).
+    (owner != me && me != 0).then_some((owner, me))
 }
 
 /// A user's name from /etc/passwd, else its number.

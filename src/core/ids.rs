@@ -68,7 +68,7 @@ impl CommitId {
 
 impl fmt::Display for CommitId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.pad(&self.0)
     }
 }
 
@@ -100,7 +100,7 @@ impl RepoId {
 
 impl fmt::Display for RepoId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.pad(&self.0)
     }
 }
 
@@ -159,7 +159,7 @@ impl EnvName {
 
 impl fmt::Display for EnvName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.pad(&self.0)
     }
 }
 
@@ -241,7 +241,7 @@ impl std::ops::Add<Duration> for Timestamp {
 
 impl fmt::Display for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.to_rfc3339())
+        f.pad(&self.to_rfc3339())
     }
 }
 
@@ -280,6 +280,7 @@ mod tests {
         let id = CommitId::parse("3b18e512dba79e4c8300dd08aeb37f8e728b8dad").unwrap();
         assert_eq!(CommitId::from_oid(id.oid()), id);
         assert_eq!(id.short(), "3b18e512db");
+        assert_eq!(format!("[{:<6}]", EnvName::parse("main").unwrap()), "[main  ]", "widths apply to ids");
         for bad in ["", "3B18E512DBA79E4C8300DD08AEB37F8E728B8DAD", "../../etc/passwd", "3b18e512"] {
             assert!(CommitId::parse(bad).is_err(), "{bad}");
         }

@@ -78,6 +78,24 @@ pub fn web_user() -> Result<Option<User>, String> {
     }
 }
 
+/// Gives `path` (below `within`, below `data`) and everything in it to `user`, and lets it
+/// reach `path`: `data` and `within` become traversable (not listable) by others.
+pub fn give(
+    data: &std::path::Path,
+    within: &std::path::Path,
+    path: &std::path::Path,
+    user: &User,
+) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    for dir in [data, within] {
+        let mode = std::fs::metadata(dir)?.permissions().mode();
+        if mode & 0o001 == 0 {
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode | 0o011))?;
+        }
+    }
+    chown_tree(path, user)
+}
+
 /// Gives `path` and everything below it to `user` (links themselves, never their targets).
 pub fn chown_tree(path: &std::path::Path, user: &User) -> std::io::Result<()> {
     let mut todo = vec![path.to_owned()];

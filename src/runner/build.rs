@@ -117,7 +117,9 @@ pub(super) fn build(
     let root_tree = repo.find_commit(commit)?.tree_id();
     let plans = plan_apps(config, &verdict, &tree, root_tree, &declared)?;
 
-    // Build and slug.
+    // Build and slug. A runner started as root runs the hooks as the project's user.
+    let user = crate::platform::users::app_user(&crate::store::DataDir::project_key(&job.repo))
+        .map_err(RunnerError::Platform)?;
     let build_dir = config.build_dir(job.id);
     let mut exported = false;
     let project =
@@ -136,6 +138,16 @@ pub(super) fn build(
             deploy::remove_release(&build_dir)?;
             log.phase("build", &format!("Exporting commit {} into {}", job.commit, build_dir.display()));
             export::export_tree(&repo, root_tree, &build_dir)?;
+            if let Some(user) = &user {
+                // The build hook runs as the project's user: the copy is its own.
+                crate::platform::users::give(config.data().root(), &config.data().builds(), &build_dir, user).map_err(
+                    |source| RunnerError::Io {
+                        action: "giving to the project's user",
+                        path: build_dir.clone(),
+                        source,
+                    },
+                )?;
+            }
             exported = true;
         }
         let app_dir = build_dir.join(&plan.dir);
@@ -159,6 +171,7 @@ pub(super) fn build(
                     env: &env,
                     timeout: config.hook_timeout,
                     record: &EnvDir::new(&config.data_dir, &job.repo, &job.environment).hook_record(),
+                    user: user.as_ref(),
                 },
                 log,
                 control,

@@ -73,6 +73,8 @@ pub struct Hook<'a> {
     pub timeout: Duration,
     /// Where the hook's process group is recorded while it runs.
     pub record: &'a Path,
+    /// The project's user, when the runner can switch to it (it runs as root).
+    pub user: Option<&'a crate::platform::users::User>,
 }
 
 /// Kills a process group (a hook and everything it started).
@@ -199,6 +201,9 @@ pub fn run(hook: &Hook<'_>, log: &mut JobLog, control: &super::Control) -> Resul
         .stderr(Stdio::from(err));
     use std::os::unix::process::CommandExt;
     command.process_group(0);
+    if let Some(user) = hook.user {
+        command.uid(user.uid).gid(user.gid);
+    }
     let child = command.spawn().map_err(|source| RunnerError::Io {
         action: "starting sh for",
         path: hook.cwd.to_owned(),

@@ -47,14 +47,31 @@ pub(super) fn deploy(
         plan.config.get("hooks").and_then(|h| h.get(name)).and_then(|s| s.as_str()).map(str::to_owned)
     };
 
+    // A runner started as root runs the hooks as the project's user: the mounts are its own,
+    // the release is not (it stays read-only to the hooks and the apps).
+    let user = crate::platform::users::app_user(&crate::store::DataDir::project_key(&job.repo))
+        .map_err(RunnerError::Platform)?;
+    if let Some(user) = &user {
+        let mounts = env_dir.mounts_created()?;
+        crate::platform::users::give(config.data().root(), &config.data().environments(), &mounts, user).map_err(
+            |source| RunnerError::Io { action: "giving to the project's user", path: mounts.clone(), source },
+        )?;
+    }
     // Runs hook `name` of an app in the new release, with the runtime environment.
     let run_hook = |plan: &AppPlan, name: &'static str, log: &mut JobLog| -> Result<(), Halt> {
         let Some(script) = hook_of(plan, name) else { return Ok(()) };
         let app_dir = release.join(&plan.name);
         let env = runtime_env(plan, &app_dir);
         let record = env_dir.hook_record();
-        let hook =
-            Hook { name, script: &script, cwd: &app_dir, env: &env, timeout: config.hook_timeout, record: &record };
+        let hook = Hook {
+            name,
+            script: &script,
+            cwd: &app_dir,
+            env: &env,
+            timeout: config.hook_timeout,
+            record: &record,
+            user: user.as_ref(),
+        };
         hooks::run(&hook, log, control)
     };
     // A release that never served: rollback must not offer it.

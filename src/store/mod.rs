@@ -102,11 +102,16 @@ impl DataDir {
     /// An environment's directory: `environments/NAME-HASH/ENV`, where NAME-HASH tells
     /// repositories apart (`shop-aaf68fee` for `/srv/git/shop.git`).
     pub fn environment(&self, repo: &RepoId, environment: &EnvName) -> PathBuf {
+        self.environments().join(Self::project_key(repo)).join(environment.as_str())
+    }
+
+    /// `NAME-HASH`: a project's name on this host (its environments' directory, its apps' user).
+    pub fn project_key(repo: &RepoId) -> String {
         let name = repo.path().file_name().and_then(|n| n.to_str()).unwrap_or("repo").trim_end_matches(".git");
         let hash = git2::Oid::hash_object(git2::ObjectType::Blob, repo.as_str().as_bytes())
             .map(|o| o.to_string()[..8].to_owned())
             .unwrap_or_default();
-        self.environments().join(format!("{name}-{hash}")).join(environment.as_str())
+        format!("{name}-{hash}")
     }
 
     /// What an environment runs: the description of the release `current` points at (None when

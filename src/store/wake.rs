@@ -41,6 +41,12 @@ impl Waker {
                     return Err(e);
                 }
             }
+            // A runner started as root: the hooks, which run as the data directory's owner,
+            // must be able to write to it.
+            if let Ok(owner) = std::fs::metadata(data_dir) {
+                use std::os::unix::fs::MetadataExt;
+                let _ = std::os::unix::fs::lchown(&path, Some(owner.uid()), Some(owner.gid()));
+            }
         }
         let waker = Waker { state: Arc::new((Mutex::new(0), Condvar::new())) };
         let state = waker.state.clone();

@@ -314,7 +314,7 @@ fn a_release_killed_while_unpacking_is_never_offered_and_is_removed() {
 #[test]
 fn a_build_left_by_a_killed_runner_is_removed_once_its_job_is_superseded() {
     let s = Server::new("build-debris");
-    let marker = s.dir.join("building");
+    let marker = s.markers().join("building");
     let build = format!("touch {m}; sleep 60", m = marker.display());
     let slow = s.commit(&files_with(APP_FILE, &app_with_hooks(&build, "true")), "slow build");
     s.push(&["HEAD:refs/heads/main"]).assert_accepted();

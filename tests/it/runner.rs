@@ -301,7 +301,7 @@ fn an_unchanged_tree_reuses_its_slug() {
 #[test]
 fn a_runner_killed_mid_build_loses_its_job_to_the_next_runner() {
     let s = Server::new("killed-runner");
-    let marker = s.dir.join("first-attempt");
+    let marker = s.markers().join("first-attempt");
     let build =
         format!("if [ ! -e {m} ]; then touch {m}; sleep 60; fi\necho finished > done.txt", m = marker.display());
     let commit = s.commit(&files_with(APP_FILE, &app_with_hooks(&build, "true")), "slow build");
@@ -337,7 +337,7 @@ fn a_runner_killed_mid_deploy_leaves_no_maintenance_and_no_hook_behind() {
     serve(&s);
     assert_eq!(job_state(&s, &first).1, "succeeded");
     let serving = current_path(&s);
-    let marker = s.dir.join("deploying");
+    let marker = s.markers().join("deploying");
     let deploy = format!("if [ ! -e {m} ]; then touch {m}; sleep 60; fi\necho migrated", m = marker.display());
     let second = s.commit(&files_with(APP_FILE, &app_with_hooks("true", &deploy)), "slow deploy");
     s.push(&["HEAD:refs/heads/main"]).assert_accepted();
@@ -513,7 +513,7 @@ fn a_hook_over_its_time_limit_is_killed() {
 #[test]
 fn a_running_job_can_be_cancelled() {
     let s = Server::new("cancel");
-    let marker = s.dir.join("building");
+    let marker = s.markers().join("building");
     let build = format!("touch {}\nsleep 30", marker.display());
     let commit = s.commit(&files_with(APP_FILE, &app_with_hooks(&build, "true")), "slow");
     s.push(&["HEAD:refs/heads/main"]).assert_accepted();
@@ -543,7 +543,7 @@ fn a_running_job_can_be_cancelled() {
 #[test]
 fn sigterm_returns_a_running_job_to_the_queue_after_the_grace_period() {
     let s = Server::new("grace");
-    let marker = s.dir.join("building");
+    let marker = s.markers().join("building");
     let build = format!("if [ ! -e {m} ]; then touch {m}; sleep 30; fi", m = marker.display());
     let commit = s.commit(&files_with(APP_FILE, &app_with_hooks(&build, "true")), "slow");
     s.push(&["HEAD:refs/heads/main"]).assert_accepted();
@@ -571,7 +571,7 @@ fn the_build_goes_on_when_the_pusher_hangs_up() {
     crate::support::git_ok(&s.bare, &["config", "pushgate.pickupWaitMs", "20000"]);
     std::fs::create_dir_all(&s.data).unwrap();
     let _runner = Serving::start(&s);
-    let marker = s.dir.join("building");
+    let marker = s.markers().join("building");
     let build = format!("touch {}\nsleep 2\necho done", marker.display());
     let commit = s.commit(&files_with(APP_FILE, &app_with_hooks(&build, "true")), "slow");
     let mut push = Command::new("git")
@@ -640,7 +640,7 @@ fn logs_follow_prints_until_the_job_ends() {
 fn workers_build_environments_side_by_side_but_one_job_per_environment() {
     let s = Server::new("concurrency");
     std::fs::create_dir_all(&s.data).unwrap();
-    let dir = s.dir.path().to_owned();
+    let dir = s.markers();
     // A build marks its environment busy, says it started, and waits (up to 30 s) for `other`.
     let build = |me: &str, other: &str, n: u32| {
         let d = dir.display();
@@ -928,16 +928,32 @@ fn serve_runs_only_as_the_owner_of_the_data_directory() {
     let s = Server::new("owner");
     s.commit(&files_with("", ""), "shop");
     s.push(&["HEAD:refs/heads/main"]).assert_accepted();
-    // The data directory belongs to the git user (here `nobody`); this runner runs as root.
-    std::os::unix::fs::chown(&s.data, Some(65534), None).unwrap();
-    let out = runner(&s, &["serve", "--until-idle"]);
+    // The data directory belongs to root; a runner running as another user (`nobody`) is refused.
+    let out = Command::new("runuser")
+        .args(["-u", "nobody", "--"])
+        .arg(runner_bin())
+        .args(["serve", "--until-idle", "--data"])
+        .arg(&s.data)
+        .output()
+        .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(stderr.contains("belongs to user nobody") && stderr.contains("--allow-user-mismatch"), "{stderr}");
+    assert!(stderr.contains("belongs to user root") && stderr.contains("--allow-user-mismatch"), "{stderr}");
     assert_eq!(s.jobs()[0]["state"], "pending", "nothing was claimed");
-    let out = runner(&s, &["serve", "--until-idle", "--allow-user-mismatch"]);
+    // Root may serve the data directory of the git user (here `nobody`): it drops privileges for
+    // what it runs, and what the hooks write stays theirs.
+    std::os::unix::fs::chown(&s.data, Some(65534), Some(65534)).unwrap();
+    let queue = s.data.join("queue.sqlite3");
+    std::os::unix::fs::chown(&queue, Some(65534), Some(65534)).unwrap();
+    let out = runner(&s, &["serve", "--until-idle"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(s.jobs()[0]["state"], "succeeded");
+    use std::os::unix::fs::MetadataExt;
+    for file in ["queue.sqlite3", "queue.sqlite3-wal", "queue.sqlite3-shm"] {
+        if let Ok(meta) = std::fs::metadata(s.data.join(file)) {
+            assert_eq!(meta.uid(), 65534, "{file} stays the hooks' user's");
+        }
+    }
 }
 
 #[test]

@@ -195,6 +195,16 @@ impl Server {
         }
     }
 
+    /// A directory every user may write: for what hooks leave for the test to see (a runner
+    /// started as root runs them as the project's user).
+    pub fn markers(&self) -> PathBuf {
+        let dir = self.dir.join("markers");
+        std::fs::create_dir_all(&dir).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        dir
+    }
+
     /// Another project on the same server: its own bare repository, the same data directory.
     pub fn other_project(&self, name: &str) -> PathBuf {
         let bare = self.dir.join(&format!("{name}.git"));
