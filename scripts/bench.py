@@ -201,6 +201,141 @@ def runner_benchmarks(tmp, runs):
     return redeploys, latencies, reused, size, ours, theirs
 
 
+def router_benchmarks(tmp, runs):
+    """Push to a new release answering at its URL (unchanged tree), with the router against
+    without it; requests per second through pushgate's router (nginx and PHP-FPM it
+    configured) against nginx and PHP-FPM configured by hand the same way, interleaved."""
+    runner = ROOT / "target" / "release" / "pushgate-runner"
+    os.chmod(tmp, 0o755)  # a runner started as root runs hooks and apps as the project's user
+    fpm = sorted(Path("/usr/sbin").glob("php-fpm*"))
+    if not fpm or not shutil.which("nginx") or not shutil.which("wrk"):
+        sys.exit("the router benchmark needs nginx, php-fpm and wrk (apt-get install nginx php-fpm wrk)")
+    fpm = str(fpm[-1])
+
+    def free_port():
+        import socket
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return s.getsockname()[1]
+
+    def setup(name, router):
+        repo, data = tmp / f"{name}.git", tmp / f"{name}-data"
+        run(["bash", str(ROOT / "install.sh"), "--prefix", str(tmp / "prefix"), "--data", str(data),
+             "--bin-dir", str(HOOK.parent), str(repo)])
+        run(["git", "--git-dir", str(repo), "config", "pushgate.pickupWaitMs", "30000"])
+        data.mkdir(parents=True, exist_ok=True)
+        (data / "runtimes.json").write_text(json.dumps({"php:8.4": {"php_fpm": fpm}}))
+        args = [str(runner), "serve", "--data", str(data)]
+        port = None
+        if router:
+            port = free_port()
+            args += ["--router", f"127.0.0.1:{port}"]
+        proc = subprocess.Popen(args, env=ENV, stdout=subprocess.DEVNULL, stderr=open(tmp / f"{name}.log", "wb"))
+        for _ in range(200):
+            if (data / "wakeup").exists() and (not router or (data / "router/run/nginx.pid").exists()):
+                break
+            time.sleep(0.05)
+        return repo, data, port, proc
+
+    work = tmp / "router-work"
+    shutil.copytree(ROOT / "examples" / "magento", work)
+    (work / "pub").mkdir(exist_ok=True)
+    (work / "pub" / "hello.txt").write_text("hello\n" * 200)
+    git(work, "init", "-q", "-b", "main")
+    git(work, "add", "-A")
+    git(work, "commit", "-q", "-m", "base")
+    routed = setup("routed", True)
+    plain = setup("plain", False)
+    hand_dir = tmp / "hand"
+    try:
+        for repo, *_ in (routed, plain):
+            run(["git", "push", str(repo), "HEAD:refs/heads/main"], cwd=work)
+        host = "main.routed.localhost"
+        url = f"http://127.0.0.1:{routed[2]}/"
+        import urllib.request
+
+        def answers(body):
+            req = urllib.request.Request(url, headers={"Host": host})
+            try:
+                return body in urllib.request.urlopen(req, timeout=5).read().decode()
+            except OSError:
+                return False
+
+        with_router, without = [], []
+        for i in range(runs):
+            git(work, "commit", "-q", "--allow-empty", "-m", f"redeploy {i}")
+            for repo, _, port, _ in ((plain[0], None, None, None), (routed[0], None, routed[2], None)):
+                start = time.perf_counter()
+                run(["git", "push", "-q", str(repo), "HEAD:refs/heads/main"], cwd=work)
+                if port:
+                    deadline = time.perf_counter() + 30
+                    while not answers("Hello from pushgate"):
+                        if time.perf_counter() > deadline:
+                            sys.exit(f"the site does not answer at {url} (see {tmp}/routed.log)")
+                        time.sleep(0.001)
+                    with_router.append(time.perf_counter() - start)
+                else:
+                    without.append(time.perf_counter() - start)
+
+        # The same site configured by hand: nginx and a PHP-FPM pool, root through `current`.
+        env_dir = next((routed[1] / "environments").glob("routed-*")) / "main"
+        hand_port = free_port()
+        for d in ("run", "logs"):
+            (hand_dir / d).mkdir(parents=True, exist_ok=True)
+        os.chmod(hand_dir, 0o755)
+        user = "pushgate-web" if os.geteuid() == 0 else None
+        # The same runtime variables as pushgate's pool (an admin doing it by hand passes them too).
+        ours_pool = next((routed[1] / "router" / "php").glob("*.conf")).read_text()
+        variables = "".join(l + "\n" for l in ours_pool.splitlines() if l.startswith("env["))
+        (hand_dir / "php.conf").write_text(
+            f"[global]\npid = {hand_dir}/run/php.pid\nerror_log = {hand_dir}/logs/php.log\n"
+            f"[www]\n" + (f"user = {user}\ngroup = {user}\nlisten.owner = {user}\nlisten.group = {user}\n" if user else "") +
+            f"listen = {hand_dir}/run/php.sock\nlisten.mode = 0660\npm = dynamic\npm.max_children = 8\n"
+            "pm.start_servers = 2\npm.min_spare_servers = 1\npm.max_spare_servers = 3\nclear_env = yes\n" + variables)
+        pub = env_dir / "current" / "mymagento" / "pub"
+        (hand_dir / "nginx.conf").write_text(
+            (f"user {user};\n" if user else "") +
+            f"worker_processes auto;\npid {hand_dir}/run/nginx.pid;\nevents {{ worker_connections 1024; }}\n"
+            "http { include /etc/nginx/mime.types; access_log off; sendfile on;\n"
+            f"  client_body_temp_path {hand_dir}/run/b; proxy_temp_path {hand_dir}/run/p; fastcgi_temp_path {hand_dir}/run/f;\n"
+            f"  uwsgi_temp_path {hand_dir}/run/u; scgi_temp_path {hand_dir}/run/s;\n"
+            f"  server {{ listen 127.0.0.1:{hand_port}; server_name {host}; root {pub};\n"
+            f"    if (-f {env_dir}/maintenance) {{ return 503; }}\n"
+            "    location / { try_files $uri /index.php$is_args$args; }\n"
+            "    location ~ \\.php$ { try_files $uri =404; include /etc/nginx/fastcgi_params;\n"
+            "      fastcgi_param SCRIPT_FILENAME $realpath_root$fastcgi_script_name; fastcgi_param DOCUMENT_ROOT $realpath_root;\n"
+            f"      fastcgi_pass unix:{hand_dir}/run/php.sock; }}\n  }}\n}}\n")
+        run([fpm, "-y", str(hand_dir / "php.conf")])
+        run(["nginx", "-p", str(hand_dir), "-e", str(hand_dir / "logs/error.log"), "-c", str(hand_dir / "nginx.conf")])
+        time.sleep(0.5)
+
+        def rps(port, path):
+            out = run(["wrk", "-t2", "-c32", "-d4s", "-H", f"Host: {host}", f"http://127.0.0.1:{port}{path}"]).stdout.decode()
+            bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+            if bad:
+                sys.exit(f"wrk saw {bad.group(1)} errors on {path}:\n{out}")
+            return float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+
+        figures = {}
+        for path in ("/hello.txt", "/"):
+            ours, hand = [], []
+            for i in range(4):  # interleaved, each going first in turn
+                for which in ((0, 1) if i % 2 == 0 else (1, 0)):
+                    (ours if which == 0 else hand).append(rps(routed[2] if which == 0 else hand_port, path))
+            figures[path] = (statistics.median(ours), statistics.median(hand))
+    finally:
+        for pid_file in list(hand_dir.glob("run/*.pid")) + list((routed[1] / "router" / "run").glob("*.pid")):
+            try:
+                os.kill(int(pid_file.read_text().strip()), 15)
+            except (OSError, ValueError):
+                pass
+        for proc in (routed[3], plain[3]):
+            proc.terminate()
+            proc.wait()
+    return with_router, without, figures
+
+
+
 def hostile_inputs():
     """Each hostile push as the files it writes over the sample project."""
     laughs = 'a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n'
@@ -399,8 +534,8 @@ def main():
     ap.add_argument("--runs", type=int, default=41)
     ap.add_argument("--branch-runs", type=int, default=5)
     ap.add_argument("--skip-external", action="store_true")
-    ap.add_argument("--only", default="push,branches,hostile,runner,external,fsck,size",
-                    help="comma-separated sections: push, branches, hostile, runner, external, fsck, size")
+    ap.add_argument("--only", default="push,branches,hostile,runner,router,external,fsck,size",
+                    help="comma-separated sections: push, branches, hostile, runner, router, external, fsck, size")
     args = ap.parse_args()
     sections = set(args.only.split(","))
     run(["cargo", "build", "--release", "--quiet"], cwd=ROOT)
@@ -449,6 +584,16 @@ def main():
             a, b = statistics.median(ours), statistics.median(theirs)
             print(f"   slug packing of {mb:.1f} MB: pushgate {mb / a:.1f} MB/s, tar | zstd -3 {mb / b:.1f} MB/s"
                   f" ({(mb / a) / (mb / b):.2f} of its throughput; aim >= 0.8)")
+
+        if "router" in sections:
+            with_router, without, figures = router_benchmarks(tmp, min(args.runs, 15))
+            print("\n8. the router (nginx and PHP-FPM run by pushgate)")
+            print(f"   redeploy of an unchanged tree, push to the new release answering at its URL: {ms(with_router)}")
+            print(f"   the same without a router, push to `current` switched:                       {ms(without)}")
+            for path, (ours, hand) in figures.items():
+                what = "static file" if path.endswith(".txt") else "PHP page  "
+                print(f"   {what} {path:11}: pushgate's router {ours:9.0f} req/s, configured by hand {hand:9.0f} req/s"
+                      f" ({ours / hand:.2f}; aim >= 0.95)")
 
         if "external" in sections and not args.skip_external:
             t4 = external(tmp, 11)

@@ -477,6 +477,7 @@ impl Platform {
         for env in crate::runner::deploy::all(self.data.root()) {
             let Some(record) = SiteRecord::read(&env.root) else { continue };
             if !record.active {
+                stop_processes(&self.router(), &record); // what a deactivation cut short left
                 continue;
             }
             if branch_deleted(&record.repo, &record.branch) {
@@ -566,14 +567,20 @@ pub fn deactivate(data: &DataDir, env_dir: &Path) {
             process::signal(pid, libc::SIGHUP);
         }
     }
+    // Recorded before the processes stop: `envs` shows it off at once, and a runner that dies
+    // here leaves reconcile to stop what is left.
+    record.active = false;
+    let _ = record.write(env_dir);
+    stop_processes(&root, &record);
+}
+
+fn stop_processes(root: &Path, record: &SiteRecord) {
     for id in &record.pools {
         process::stop(&root.join("run").join(format!("{id}.php.pid")), Duration::from_secs(30));
     }
     for id in &record.apps {
         process::stop(&root.join("run").join(format!("{id}.app.pid")), Duration::from_secs(10));
     }
-    record.active = false;
-    let _ = record.write(env_dir);
 }
 
 /// `NAME-HASH.ENV`: names an environment's files in the router's directory.

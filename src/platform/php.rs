@@ -48,7 +48,7 @@ pub fn render(pool: &Pool<'_>) -> (String, Vec<String>) {
     }
     out.push_str(
         "pm = dynamic\npm.max_children = 8\npm.start_servers = 2\npm.min_spare_servers = 1\npm.max_spare_servers = 3\n\
-         catch_workers_output = yes\nclear_env = yes\n",
+         clear_env = yes\n",
     );
     out.push_str("env[PATH] = /usr/local/bin:/usr/bin:/bin\n");
     for (name, value) in pool.env {

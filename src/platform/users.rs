@@ -87,6 +87,19 @@ pub fn give(
     user: &User,
 ) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
+    // Directories above the data directory are the admin's: say which one shuts the user out.
+    for above in data.ancestors().skip(1) {
+        let mode = std::fs::metadata(above)?.permissions().mode();
+        if mode & 0o001 == 0 {
+            return Err(std::io::Error::other(format!(
+                "{} (mode {:o}) keeps other users out, so the project's user {} cannot reach the data directory \
+                 below it: make it traversable (chmod o+x) or move the data directory",
+                above.display(),
+                mode & 0o777,
+                user.name
+            )));
+        }
+    }
     for dir in [data, within] {
         let mode = std::fs::metadata(dir)?.permissions().mode();
         if mode & 0o001 == 0 {

@@ -1056,3 +1056,19 @@ fn the_runner_builds_the_plan_the_push_was_judged_on() {
     assert!(log.contains("Validating the configuration (the job was queued without its plan)"), "{log}");
     assert_eq!(std::fs::read_to_string(current_path(&s).join("mymagento/pub/built.txt")).unwrap().trim(), "as-pushed");
 }
+
+#[test]
+fn a_data_directory_the_projects_user_cannot_reach_fails_the_job_saying_where() {
+    let s = Server::new("unreachable");
+    let commit = s.commit(&files_with("", ""), "shop");
+    s.push(&["HEAD:refs/heads/main"]).assert_accepted();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(s.dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    serve(&s);
+    std::fs::set_permissions(s.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (id, state) = job_state(&s, &commit);
+    assert_eq!(state, "failed");
+    let log = log_of(&s, id);
+    let expected = format!("{} (mode 700) keeps other users out", s.dir.path().display());
+    assert!(log.contains(&expected) && log.contains("chmod o+x"), "{log}");
+}
