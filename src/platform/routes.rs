@@ -49,14 +49,10 @@ pub struct Resolved {
     pub id: Option<String>,
 }
 
-/// Lowercase letters, digits and `-`: what a DNS label of ours may hold.
+/// Lowercase letters, digits and `-`: what a DNS label of ours may hold (the same mapping as
+/// branch names to environments).
 pub fn label(name: &str) -> String {
-    let mut out: String =
-        name.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' }).collect();
-    while out.contains("--") {
-        out = out.replace("--", "-");
-    }
-    out.trim_matches('-').to_owned()
+    crate::core::ids::environment_name(name)
 }
 
 impl Site<'_> {
