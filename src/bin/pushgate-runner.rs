@@ -97,6 +97,9 @@ enum Command {
     /// Act on an environment.
     #[command(subcommand)]
     Env(EnvCommand),
+    /// The servers that provision each environment's services (its own database, user, Redis).
+    #[command(subcommand)]
+    Backend(BackendCommand),
     /// Keep a command running (what the router runs a start command under; not for people).
     #[command(hide = true)]
     Supervise {
@@ -131,6 +134,24 @@ enum EnvCommand {
         /// Really delete it (its mounts' files are lost).
         #[arg(long)]
         yes: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum BackendCommand {
+    /// Declare (or replace) the backend of a service type: mysql (also mariadb, oracle-mysql),
+    /// postgresql, redis (also valkey), with an admin URL such as mysql://root@127.0.0.1:3306.
+    Add {
+        #[arg(value_name = "TYPE")]
+        kind: String,
+        url: String,
+    },
+    /// The declared backends, passwords hidden.
+    List,
+    /// Forget a backend (what it provisioned stays).
+    Remove {
+        #[arg(value_name = "TYPE")]
+        kind: String,
     },
 }
 
@@ -188,7 +209,10 @@ fn main() -> ExitCode {
     let mut out = std::io::stdout().lock();
     // Only `serve` (and the hooks) may create a queue: any other command on a data directory
     // without one would show an empty queue that is not the one the hooks write to.
-    let needs_queue = !matches!(cli.command, Command::Serve { .. } | Command::Pack { .. } | Command::Supervise { .. });
+    let needs_queue = !matches!(
+        cli.command,
+        Command::Serve { .. } | Command::Pack { .. } | Command::Supervise { .. } | Command::Backend(_)
+    );
     let queue_file = pushgate::store::DataDir::new(&data).queue_file();
     if needs_queue && !queue_file.exists() {
         eprintln!(
@@ -237,6 +261,7 @@ fn main() -> ExitCode {
         Command::Env(EnvCommand::Delete { environment, repo, yes }) => {
             env_delete(&data, &environment, repo.as_deref(), yes, &mut out)
         }
+        Command::Backend(command) => backend(&data, command, &mut out),
         Command::Supervise { pid_file, log, dir, uid, gid, program } => {
             let user = uid.zip(gid.or(uid));
             let s = pushgate::platform::process::Supervised { pid_file, log, dir, user, program };
@@ -278,6 +303,33 @@ fn platform(config: &mut runner::Config, router: Option<std::net::SocketAddr>, d
     Ok(())
 }
 
+fn backend(data: &Path, command: BackendCommand, out: &mut dyn Write) -> Result<()> {
+    use pushgate::platform::services::Backends;
+    let data = pushgate::store::DataDir::new(data);
+    let mut backends = Backends::load(&data)?;
+    match command {
+        BackendCommand::Add { kind, url } => {
+            let kind = backends.add(&kind, &url)?;
+            backends.save(&data)?;
+            writeln!(out, "Backend {kind} declared: new environments get their own {kind} services from it.")?;
+        }
+        BackendCommand::List => {
+            for (kind, url) in backends.masked() {
+                writeln!(out, "{kind:12} {url}")?;
+            }
+        }
+        BackendCommand::Remove { kind } => {
+            let kind = pushgate::platform::services::kind_of(&kind).unwrap_or(&kind).to_owned();
+            if backends.0.remove(&kind).is_none() {
+                return Err(format!("no {kind} backend is declared").into());
+            }
+            backends.save(&data)?;
+            writeln!(out, "Backend {kind} removed (what it provisioned stays).")?;
+        }
+    }
+    Ok(())
+}
+
 fn env_delete(data: &Path, name: &str, repo: Option<&str>, yes: bool, out: &mut dyn Write) -> Result<()> {
     let env = deploy::find(data, name, repo)?;
     if !yes {
@@ -287,7 +339,12 @@ fn env_delete(data: &Path, name: &str, repo: Option<&str>, yes: bool, out: &mut 
         )
         .into());
     }
-    pushgate::platform::deactivate(&pushgate::store::DataDir::new(data), &env.root);
+    let store = pushgate::store::DataDir::new(data);
+    pushgate::platform::deactivate(&store, &env.root);
+    let dropped = pushgate::platform::services::deprovision(&store, &pushgate::platform::site_key(&env.root))?;
+    if !dropped.is_empty() {
+        writeln!(out, "Its services are dropped: {}.", dropped.join(", "))?;
+    }
     deploy::remove_release(&env.root)?;
     writeln!(out, "Environment {name} deleted: off the router, its processes stopped, its files removed.")?;
     Ok(())

@@ -20,6 +20,7 @@ pub mod php;
 pub mod process;
 pub mod routes;
 pub mod runtimes;
+pub mod services;
 pub mod users;
 
 use std::collections::BTreeMap;
@@ -478,6 +479,7 @@ impl Platform {
             let Some(record) = SiteRecord::read(&env.root) else { continue };
             if !record.active {
                 stop_processes(&self.router(), &record); // what a deactivation cut short left
+                services::ensure_instances(&env.root, false);
                 continue;
             }
             if branch_deleted(&record.repo, &record.branch) {
@@ -496,6 +498,7 @@ impl Platform {
                     }
                 }
             }
+            services::ensure_instances(&env.root, true);
             for id in &record.apps {
                 if process::alive(&self.app_pid(id)).is_none() {
                     if let Err(e) = self.start_app(id) {
@@ -523,25 +526,14 @@ fn start_app(root: &Path, id: &str) -> Result<(), String> {
     let file = root.join("apps").join(format!("{id}.json"));
     let start: StartCommand = serde_json::from_str(&std::fs::read_to_string(&file).map_err(|e| e.to_string())?)
         .map_err(|e| format!("{}: {e}", file.display()))?;
-    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let runner = exe.with_file_name("pushgate-runner");
-    let mut command = std::process::Command::new(if runner.exists() { runner } else { exe });
-    command
-        .arg("supervise")
-        .arg("--pid-file")
-        .arg(root.join("run").join(format!("{id}.app.pid")))
-        .arg("--log")
-        .arg(root.join("logs").join(format!("{id}.app.log")))
-        .arg("--dir")
-        .arg(&start.dir);
-    if let Some((uid, gid)) = start.user {
-        command.arg("--uid").arg(uid.to_string()).arg("--gid").arg(gid.to_string());
-    }
-    command.arg("--").args(["sh", "-c", &start.command]);
-    command.env_clear().envs(start.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-    command.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
-    process::spawn_detached(&mut command)?;
-    Ok(())
+    let supervised = process::Supervised {
+        pid_file: root.join("run").join(format!("{id}.app.pid")),
+        log: root.join("logs").join(format!("{id}.app.log")),
+        dir: start.dir.clone(),
+        user: start.user,
+        program: vec!["sh".into(), "-c".into(), start.command.clone()],
+    };
+    process::start_supervisor(&supervised, &start.env)
 }
 
 /// After `current` moved without a deploy (a rollback): start commands run the code of the
@@ -572,6 +564,7 @@ pub fn deactivate(data: &DataDir, env_dir: &Path) {
     record.active = false;
     let _ = record.write(env_dir);
     stop_processes(&root, &record);
+    services::ensure_instances(env_dir, false);
 }
 
 fn stop_processes(root: &Path, record: &SiteRecord) {
@@ -584,7 +577,7 @@ fn stop_processes(root: &Path, record: &SiteRecord) {
 }
 
 /// `NAME-HASH.ENV`: names an environment's files in the router's directory.
-fn site_key(env_dir: &Path) -> String {
+pub fn site_key(env_dir: &Path) -> String {
     let name = |p: Option<&Path>| p.and_then(|p| p.file_name()).and_then(|n| n.to_str()).unwrap_or("").to_owned();
     format!("{}.{}", name(env_dir.parent()), name(Some(env_dir)))
 }

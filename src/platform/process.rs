@@ -82,13 +82,52 @@ pub fn spawn_detached(command: &mut Command) -> Result<u32, String> {
 }
 
 /// What `pushgate-runner supervise` runs.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Supervised {
     pub pid_file: PathBuf,
     pub log: PathBuf,
     pub dir: PathBuf,
     pub user: Option<(u32, u32)>,
     pub program: Vec<String>,
+}
+
+/// Starts `pushgate-runner supervise` for `s` in a session of its own (it goes on after the
+/// runner), with `env` as the program's whole environment.
+pub fn start_supervisor(s: &Supervised, env: &[(String, String)]) -> Result<(), String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let runner = exe.with_file_name("pushgate-runner");
+    let mut command = Command::new(if runner.exists() { runner } else { exe });
+    command.arg("supervise").arg("--pid-file").arg(&s.pid_file).arg("--log").arg(&s.log).arg("--dir").arg(&s.dir);
+    if let Some((uid, gid)) = s.user {
+        command.arg("--uid").arg(uid.to_string()).arg("--gid").arg(gid.to_string());
+    }
+    command.arg("--").args(&s.program);
+    command.env_clear().envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    command.stdout(Stdio::null()).stderr(Stdio::null());
+    spawn_detached(&mut command).map(|_| ())
+}
+
+/// Starts a supervised server (a service's instance), keeping its description in `spec` so
+/// that it can be started again (after a reboot, or once its environment is active again).
+pub fn start_supervised(s: &Supervised, spec: &Path) -> Result<(), String> {
+    std::fs::write(spec, serde_json::to_string_pretty(s).unwrap_or_default())
+        .map_err(|e| format!("{}: {e}", spec.display()))?;
+    stop(&s.pid_file, Duration::from_secs(10));
+    start_supervisor(s, &[("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into())])
+}
+
+/// The server a spec describes: started again if its supervisor is gone (`run`), or stopped.
+pub fn ensure_supervised(spec: &Path, run: bool) -> Result<(), String> {
+    let text = std::fs::read_to_string(spec).map_err(|e| format!("{}: {e}", spec.display()))?;
+    let s: Supervised = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", spec.display()))?;
+    match (run, alive(&s.pid_file)) {
+        (true, None) => start_supervisor(&s, &[("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into())]),
+        (false, Some(_)) => {
+            stop(&s.pid_file, Duration::from_secs(10));
+            Ok(())
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Keeps `s.program` running until SIGTERM: restarted when it ends, its output appended to the

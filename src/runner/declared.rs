@@ -86,12 +86,18 @@ impl Declared {
     }
 
     /// Says which relationships the deploy hooks will see empty, and how to fill them.
-    pub fn warn_unresolved(&self, plans: &[AppPlan], topology: &Topology, log: &mut JobLog) {
+    pub fn warn_unresolved(
+        &self,
+        plans: &[AppPlan],
+        topology: &Topology,
+        services: &Map<String, Value>,
+        log: &mut JobLog,
+    ) {
         for plan in plans {
             let Some(app) = topology.apps.get(&plan.name) else { continue };
             for (name, target) in &app.relationships {
                 let service = target.split_once(':').map_or(target.as_str(), |(s, _)| s);
-                if self.services.get(service).and_then(Value::as_object).is_none() {
+                if services.get(service).and_then(Value::as_object).is_none() {
                     log.phase(
                         "deploy",
                         &format!(

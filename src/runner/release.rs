@@ -23,9 +23,35 @@ pub(super) fn deploy(
 ) -> Result<String, Halt> {
     let Built { plans, topology, format, project, declared, .. } = built;
     let (format, project) = (*format, project.as_str());
-    declared.warn_unresolved(plans, topology, log);
     let variables = declared.runtime_variables(job.environment.as_str());
     let env_dir = EnvDir::new(&config.data_dir, &job.repo, &job.environment);
+    // A runner started as root runs the hooks as the project's user: the mounts are its own,
+    // the release is not (it stays read-only to the hooks and the apps).
+    let user = crate::platform::users::app_user(&crate::store::DataDir::project_key(&job.repo))
+        .map_err(RunnerError::Platform)?;
+    // Each service with a backend is the environment's own (provisioned once); the others keep
+    // the endpoints the admin declared.
+    std::fs::create_dir_all(&env_dir.root).map_err(|source| RunnerError::Io {
+        action: "creating",
+        path: env_dir.root.clone(),
+        source,
+    })?;
+    let (provisioned, shared) = crate::platform::services::provision(
+        &config.data(),
+        &crate::platform::site_key(&env_dir.root),
+        &env_dir.root,
+        topology,
+        &declared.services,
+        user.as_ref(),
+    )
+    .map_err(|why| RunnerError::Platform(format!("provisioning the environment's services: {why}")))?;
+    for warning in shared {
+        log.phase("deploy", &format!("W: {warning}"));
+    }
+    let mut services = declared.services.clone();
+    services.extend(provisioned);
+    let services = &services;
+    declared.warn_unresolved(plans, topology, services, log);
     let id = job.id.to_string();
     let release = assemble(&env_dir, job, built, log)?;
     control.check()?;
@@ -41,16 +67,12 @@ pub(super) fn deploy(
             config: &plan.config,
             variables: &variables,
         };
-        env::runtime(&ctx, job.environment.as_str(), branch, topology, &declared.services)
+        env::runtime(&ctx, job.environment.as_str(), branch, topology, services)
     };
     let hook_of = |plan: &AppPlan, name: &str| -> Option<String> {
         plan.config.get("hooks").and_then(|h| h.get(name)).and_then(|s| s.as_str()).map(str::to_owned)
     };
 
-    // A runner started as root runs the hooks as the project's user: the mounts are its own,
-    // the release is not (it stays read-only to the hooks and the apps).
-    let user = crate::platform::users::app_user(&crate::store::DataDir::project_key(&job.repo))
-        .map_err(RunnerError::Platform)?;
     if let Some(user) = &user {
         let mounts = env_dir.mounts_created()?;
         crate::platform::users::give(config.data().root(), &config.data().environments(), &mounts, user).map_err(

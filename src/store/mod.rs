@@ -89,6 +89,16 @@ impl DataDir {
         self.root.join("runtimes.json")
     }
 
+    /// The service backends the admin declared (admin credentials: mode 0600).
+    pub fn backends_file(&self) -> PathBuf {
+        self.root.join("backends.json")
+    }
+
+    /// What each environment's services were given (`KEY.json`, mode 0600).
+    pub fn services_dir(&self) -> PathBuf {
+        self.root.join("services")
+    }
+
     /// The router's and the apps' files (`src/platform` names what is inside).
     pub fn router(&self) -> PathBuf {
         self.root.join("router")

@@ -11,5 +11,6 @@ mod router;
 mod runner;
 mod schema;
 mod servers;
+mod services;
 mod support;
 mod topology;

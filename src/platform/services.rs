@@ -1,0 +1,449 @@
+//! Services of `services.yaml`, provisioned per environment on backends the admin declares
+//! once per host (`pushgate-runner backend add TYPE URL`, kept in `DATA/backends.json`, mode
+//! 0600): each environment gets its own database and user with a generated password (MariaDB
+//! and MySQL, PostgreSQL) or its own Redis instance (Redis and Valkey: an instance per
+//! environment and service, supervised like a start command, because Magento uses several of
+//! Redis's database numbers and no Redis ACL can confine a client to some of them). What was
+//! provisioned is kept in `DATA/services/KEY.json` (mode 0600) and becomes the relationships
+//! the hooks and apps see; nothing of it reaches a log.
+//!
+//! The backends are administered with their own clients (`mariadb`, `psql`, `redis-server`),
+//! SQL and passwords going through standard input and the environment, never the command line.
+//! A service whose type has no backend keeps the endpoint declared in `services.json`, shared,
+//! and the deploy log says so.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+
+use crate::store::DataDir;
+
+/// The backend kinds, and the service types each serves.
+pub fn kind_of(service_type: &str) -> Option<&'static str> {
+    match service_type.split(':').next().unwrap_or(service_type) {
+        "mysql" | "mariadb" | "oracle-mysql" => Some("mysql"),
+        "postgresql" => Some("postgresql"),
+        "redis" | "redis-persistent" | "valkey" | "valkey-persistent" => Some("redis"),
+        _ => None,
+    }
+}
+
+/// The declared backends: kind -> admin URL.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Backends(pub BTreeMap<String, String>);
+
+impl Backends {
+    pub fn load(data: &DataDir) -> Result<Backends, String> {
+        let path = data.backends_file();
+        match std::fs::read_to_string(&path) {
+            Ok(text) => serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Backends::default()),
+            Err(e) => Err(format!("{}: {e}", path.display())),
+        }
+    }
+
+    pub fn save(&self, data: &DataDir) -> Result<(), String> {
+        std::fs::create_dir_all(data.root()).map_err(|e| e.to_string())?;
+        write_secret(&data.backends_file(), &serde_json::to_string_pretty(self).unwrap_or_default())
+    }
+
+    /// Adds (or replaces) the backend of a kind, checking its URL's shape.
+    pub fn add(&mut self, kind: &str, url: &str) -> Result<String, String> {
+        let kind = kind_of(kind).ok_or_else(|| {
+            format!("no backend kind for `{kind}`: pushgate provisions mysql (mariadb, oracle-mysql), postgresql, redis (valkey)")
+        })?;
+        let parsed = Url::parse(url)?;
+        let schemes: &[&str] = match kind {
+            "mysql" => &["mysql"],
+            "postgresql" => &["postgres", "postgresql"],
+            _ => &["redis"],
+        };
+        if !schemes.contains(&parsed.scheme.as_str()) {
+            return Err(format!("a {kind} backend's URL starts with {}://", schemes[0]));
+        }
+        self.0.insert(kind.to_owned(), url.to_owned());
+        Ok(kind.to_owned())
+    }
+
+    /// Each backend with its password hidden.
+    pub fn masked(&self) -> Vec<(String, String)> {
+        self.0
+            .iter()
+            .map(|(k, u)| (k.clone(), Url::parse(u).map(|u| u.masked()).unwrap_or_else(|_| "?".into())))
+            .collect()
+    }
+}
+
+/// `scheme://user:password@host:port/path`, as backends are written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Url {
+    scheme: String,
+    user: String,
+    password: String,
+    host: String,
+    port: Option<u16>,
+    path: String,
+}
+
+impl Url {
+    fn parse(url: &str) -> Result<Url, String> {
+        // Not echoed: it may hold a password.
+        let bad = || "the URL given is not one such as mysql://root@127.0.0.1:3306".to_owned();
+        let (scheme, rest) = url.split_once("://").ok_or_else(bad)?;
+        let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+        let (userinfo, hostport) = authority.rsplit_once('@').unwrap_or(("", authority));
+        let (user, password) = userinfo.split_once(':').unwrap_or((userinfo, ""));
+        let (host, port) = match hostport.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p.parse().map_err(|_| bad())?)),
+            None => (hostport, None),
+        };
+        if host.is_empty() {
+            return Err(bad());
+        }
+        Ok(Url {
+            scheme: scheme.to_owned(),
+            user: user.to_owned(),
+            password: password.to_owned(),
+            host: host.to_owned(),
+            port,
+            path: path.to_owned(),
+        })
+    }
+
+    fn masked(&self) -> String {
+        let pw = if self.password.is_empty() { "" } else { ":****" };
+        let user = if self.user.is_empty() { String::new() } else { format!("{}{pw}@", self.user) };
+        let port = self.port.map(|p| format!(":{p}")).unwrap_or_default();
+        format!("{}://{user}{}{port}/{}", self.scheme, self.host, self.path)
+    }
+}
+
+/// What one environment's services were given (`DATA/services/KEY.json`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Provisioned {
+    /// Service name -> its endpoint, in the relationships' shape.
+    pub services: BTreeMap<String, Value>,
+}
+
+impl Provisioned {
+    pub fn load(path: &Path) -> Provisioned {
+        std::fs::read_to_string(path).ok().and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default()
+    }
+}
+
+/// Provisions the services of `topology` that have a backend and are not provisioned yet, for
+/// the environment `key` (`NAME-HASH.ENV`); returns every provisioned service's endpoint and
+/// warnings for the services left shared.
+pub fn provision(
+    data: &DataDir,
+    key: &str,
+    env_dir: &Path,
+    topology: &crate::topology::Topology,
+    declared: &Map<String, Value>,
+    app_user: Option<&super::users::User>,
+) -> Result<(Map<String, Value>, Vec<String>), String> {
+    let backends = Backends::load(data)?;
+    let file = data.services_dir().join(format!("{key}.json"));
+    let mut provisioned = Provisioned::load(&file);
+    let mut warnings = Vec::new();
+    for (name, service) in &topology.services {
+        let Some(kind) = kind_of(&service.kind) else {
+            if declared.contains_key(name) {
+                warnings.push(format!("service `{name}` ({}): no backend provisions it; it uses the endpoint declared in services.json, shared with every environment that declares it", service.kind));
+            }
+            continue;
+        };
+        let Some(url) = backends.0.get(kind) else {
+            if declared.contains_key(name) {
+                warnings.push(format!("service `{name}` ({}): no {kind} backend (pushgate-runner backend add {kind} URL); it uses the endpoint declared in services.json, shared, not provisioned", service.kind));
+            }
+            continue;
+        };
+        if provisioned.services.contains_key(name) {
+            if kind == "redis" {
+                // The instance exists: running again if its environment was off.
+                let _ = super::process::ensure_supervised(
+                    &env_dir.join("services").join(name).join("supervised.json"),
+                    true,
+                );
+            }
+            continue;
+        }
+        let admin = Url::parse(url)?;
+        let id = format!("pg{}", &hash(&format!("{key}/{name}"))[..14]);
+        let endpoint = match kind {
+            "mysql" => mysql(&admin, &id, name, &service.kind)?,
+            "postgresql" => postgresql(&admin, &id, name, &service.kind)?,
+            _ => redis(data, &admin, key, env_dir, name, &service.kind, app_user)?,
+        };
+        provisioned.services.insert(name.clone(), endpoint);
+        // Saved after each one: a runner killed halfway finds what exists and does the rest.
+        std::fs::create_dir_all(data.services_dir()).map_err(|e| e.to_string())?;
+        write_secret(&file, &serde_json::to_string_pretty(&provisioned).unwrap_or_default())?;
+    }
+    let endpoints = provisioned.services.into_iter().collect();
+    Ok((endpoints, warnings))
+}
+
+/// Drops what an environment was given (its databases and users, its Redis instances).
+pub fn deprovision(data: &DataDir, key: &str) -> Result<Vec<String>, String> {
+    let file = data.services_dir().join(format!("{key}.json"));
+    let provisioned = Provisioned::load(&file);
+    let backends = Backends::load(data)?;
+    let mut dropped = Vec::new();
+    for (name, endpoint) in &provisioned.services {
+        let kind = endpoint.get("type").and_then(Value::as_str).and_then(kind_of).unwrap_or("");
+        let id = endpoint.get("username").and_then(Value::as_str).unwrap_or_default();
+        let admin = backends.0.get(kind).map(|u| Url::parse(u)).transpose()?;
+        match (kind, admin) {
+            ("mysql", Some(admin)) => {
+                run_mysql(&admin, &format!("DROP DATABASE IF EXISTS `{id}`;\nDROP USER IF EXISTS '{id}'@'%';\n"))?
+            }
+            ("postgresql", Some(admin)) => run_psql(
+                &admin,
+                &format!("DROP DATABASE IF EXISTS \"{id}\" WITH (FORCE);\nDROP ROLE IF EXISTS \"{id}\";\n"),
+            )?,
+            ("redis", _) => super::process::stop(
+                &data.router().join("run").join(format!("{key}.{name}.redis.pid")),
+                std::time::Duration::from_secs(10),
+            ),
+            _ => continue,
+        }
+        dropped.push(name.clone());
+    }
+    let _ = std::fs::remove_file(&file);
+    Ok(dropped)
+}
+
+fn mysql(admin: &Url, id: &str, name: &str, kind: &str) -> Result<Value, String> {
+    let password = password()?;
+    run_mysql(
+        admin,
+        &format!(
+            "CREATE DATABASE IF NOT EXISTS `{id}`;\nCREATE USER IF NOT EXISTS '{id}'@'%' IDENTIFIED BY '{password}';\n\
+             ALTER USER '{id}'@'%' IDENTIFIED BY '{password}';\nGRANT ALL PRIVILEGES ON `{id}`.* TO '{id}'@'%';\n"
+        ),
+    )?;
+    Ok(endpoint(admin, 3306, "mysql", id, &password, id, name, kind))
+}
+
+fn postgresql(admin: &Url, id: &str, name: &str, kind: &str) -> Result<Value, String> {
+    let password = password()?;
+    run_psql(
+        admin,
+        &format!(
+            "SELECT 'CREATE ROLE \"{id}\" LOGIN' WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{id}')\\gexec\n\
+             ALTER ROLE \"{id}\" LOGIN PASSWORD '{password}';\n\
+             SELECT 'CREATE DATABASE \"{id}\" OWNER \"{id}\"' WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = '{id}')\\gexec\n\
+             REVOKE ALL ON DATABASE \"{id}\" FROM PUBLIC;\n"
+        ),
+    )?;
+    Ok(endpoint(admin, 5432, "pgsql", id, &password, id, name, kind))
+}
+
+/// A Redis instance of the environment's own, supervised, as the project's user.
+fn redis(
+    data: &DataDir,
+    admin: &Url,
+    key: &str,
+    env_dir: &Path,
+    name: &str,
+    kind: &str,
+    user: Option<&super::users::User>,
+) -> Result<Value, String> {
+    let server = ["redis-server", "valkey-server"]
+        .into_iter()
+        .find_map(which)
+        .ok_or("no redis-server on this host (Debian's redis-server package)")?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| format!("finding a free port: {e}"))?;
+    let password = password()?;
+    let dir = env_dir.join("services").join(name);
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let persistent = kind.contains("persistent");
+    let conf = dir.join("redis.conf");
+    write_secret(
+        &conf,
+        &format!(
+            "bind 127.0.0.1\nport {port}\nrequirepass {password}\ndir {}\ndaemonize no\nsave \"\"\nappendonly {}\n",
+            dir.display(),
+            if persistent { "yes" } else { "no" }
+        ),
+    )?;
+    if let Some(u) = user {
+        super::users::chown_tree(&dir, u).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    let root = data.router();
+    for sub in ["run", "logs"] {
+        std::fs::create_dir_all(root.join(sub)).map_err(|e| e.to_string())?;
+    }
+    let supervised = super::process::Supervised {
+        pid_file: root.join("run").join(format!("{key}.{name}.redis.pid")),
+        log: root.join("logs").join(format!("{key}.{name}.redis.log")),
+        dir: dir.clone(),
+        user: user.map(|u| (u.uid, u.gid)),
+        program: vec![server.display().to_string(), conf.display().to_string()],
+    };
+    super::process::start_supervised(&supervised, &dir.join("supervised.json"))?;
+    let host = if admin.host == "localhost" { "127.0.0.1".to_owned() } else { admin.host.clone() };
+    let mut e =
+        endpoint(&Url { host, port: Some(port), ..admin.clone() }, 6379, "redis", "", &password, "", name, kind);
+    e["username"] = Value::Null;
+    Ok(e)
+}
+
+/// Starts (`run`) or stops the service instances of an environment (its Redis servers).
+pub fn ensure_instances(env_dir: &Path, run: bool) {
+    for entry in std::fs::read_dir(env_dir.join("services")).into_iter().flatten().flatten() {
+        let spec = entry.path().join("supervised.json");
+        if spec.exists() {
+            if let Err(e) = super::process::ensure_supervised(&spec, run) {
+                tracing::warn!(error = %e, "a service instance");
+            }
+        }
+    }
+}
+
+/// An endpoint in the shape of Platform.sh's relationships.
+#[allow(clippy::too_many_arguments)]
+fn endpoint(
+    at: &Url,
+    default_port: u16,
+    scheme: &str,
+    user: &str,
+    password: &str,
+    path: &str,
+    name: &str,
+    kind: &str,
+) -> Value {
+    let host = if at.host == "localhost" { "127.0.0.1" } else { at.host.as_str() };
+    json!({
+        "host": host,
+        "hostname": host,
+        "ip": host,
+        "port": at.port.unwrap_or(default_port),
+        "scheme": scheme,
+        "username": user,
+        "password": password,
+        "path": path,
+        "query": {"is_master": true},
+        "service": name,
+        "type": kind,
+        "public": false,
+        "host_mapped": false,
+        "cluster": "pushgate",
+    })
+}
+
+fn run_mysql(admin: &Url, sql: &str) -> Result<(), String> {
+    let mut c = Command::new("mariadb");
+    c.args(["--protocol=tcp", "--batch", "-h", &admin.host, "-P", &admin.port.unwrap_or(3306).to_string()]);
+    if !admin.user.is_empty() {
+        c.args(["-u", &admin.user]);
+    }
+    c.env("MYSQL_PWD", &admin.password);
+    feed(c, sql, "mariadb")
+}
+
+fn run_psql(admin: &Url, sql: &str) -> Result<(), String> {
+    let mut c = Command::new("psql");
+    let db = if admin.path.is_empty() { "postgres" } else { admin.path.as_str() };
+    c.args([
+        "-X",
+        "-q",
+        "-v",
+        "ON_ERROR_STOP=1",
+        "-h",
+        &admin.host,
+        "-p",
+        &admin.port.unwrap_or(5432).to_string(),
+        "-d",
+        db,
+    ]);
+    if !admin.user.is_empty() {
+        c.args(["-U", &admin.user]);
+    }
+    c.env("PGPASSWORD", &admin.password);
+    feed(c, sql, "psql")
+}
+
+/// Runs a client with `sql` on its standard input; its error output (never the SQL, which
+/// holds passwords) when it fails.
+fn feed(mut c: Command, sql: &str, what: &str) -> Result<(), String> {
+    let mut child = c
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("{what}: {e} (install the backend's client)"))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        let _ = stdin.write_all(sql.as_bytes());
+    }
+    let out = child.wait_with_output().map_err(|e| format!("{what}: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!("{what} failed: {}", String::from_utf8_lossy(&out.stderr).trim()))
+    }
+}
+
+/// 24 random letters and digits.
+fn password() -> Result<String, String> {
+    use std::io::Read;
+    let mut bytes = [0u8; 64];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .map_err(|e| format!("/dev/urandom: {e}"))?;
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    // 248 = 4 * 62: no modulo bias.
+    Ok(bytes.iter().filter(|b| **b < 248).take(24).map(|b| ALPHABET[(*b % 62) as usize] as char).collect())
+}
+
+fn hash(text: &str) -> String {
+    git2::Oid::hash_object(git2::ObjectType::Blob, text.as_bytes()).map(|o| o.to_string()).unwrap_or_default()
+}
+
+fn which(binary: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin".into(), "/usr/bin".into()])
+        .map(|d| d.join(binary))
+        .find(|p| p.is_file())
+}
+
+/// Writes a file only its owner may read.
+fn write_secret(path: &Path, text: &str) -> Result<(), String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let _ = std::fs::remove_file(&tmp);
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
+        f.write_all(text.as_bytes())?;
+        std::fs::rename(&tmp, path)
+    };
+    write().map_err(|e| format!("writing {}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backends_check_their_urls_and_hide_passwords() {
+        let mut b = Backends::default();
+        assert_eq!(b.add("mariadb", "mysql://root:s3cret@127.0.0.1:3306").unwrap(), "mysql");
+        assert!(b.add("postgresql", "mysql://x@h").unwrap_err().contains("postgres://"));
+        assert!(b.add("solr", "http://h").unwrap_err().contains("no backend kind"));
+        assert!(b.add("redis", "nonsense:s3cret").unwrap_err().contains("is not one such as"));
+        assert_eq!(b.masked(), [("mysql".to_owned(), "mysql://root:****@127.0.0.1:3306/".to_owned())]);
+        let p = password().unwrap();
+        assert_eq!(p.len(), 24);
+        assert!(p.bytes().all(|c| c.is_ascii_alphanumeric()));
+    }
+}

@@ -1,0 +1,262 @@
+//! Services provisioned per environment on the real MariaDB, PostgreSQL and Redis of the host:
+//! a deploy hook that writes with the relationships it is given, another environment that
+//! cannot read it with its own credentials, and `env delete` dropping what it had.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use serde_json::Value;
+
+use crate::runner::{app_with_hooks, job_state, log_of, runner, serve};
+use crate::support::Server;
+
+const SERVICES: &str = "mysql:\n    type: mysql:10.11\n    disk: 2048\npg:\n    type: postgresql:15\n    disk: 1024\n\
+                        redis:\n    type: redis:7.2\n";
+
+/// Reads the relationships as a hook does, and writes the environment's name into each service.
+const WRITE: &str = r#"eval "$(php -r '$r = json_decode(base64_decode(getenv("MAGENTO_CLOUD_RELATIONSHIPS")), true);
+foreach (["database" => "DB", "pgdb" => "PG", "redis" => "RD"] as $k => $p) { foreach (["host", "port", "username", "password", "path"] as $f) { echo $p, "_", strtoupper($f), "=", escapeshellarg((string) $r[$k][0][$f]), "\n"; } }')"
+MYSQL_PWD="$DB_PASSWORD" mariadb --protocol=tcp -h "$DB_HOST" -P "$DB_PORT" -u "$DB_USERNAME" "$DB_PATH" -e "CREATE TABLE IF NOT EXISTS t (v VARCHAR(64)); INSERT INTO t VALUES ('$MAGENTO_CLOUD_ENVIRONMENT')"
+PGPASSWORD="$PG_PASSWORD" psql -X -q -h "$PG_HOST" -p "$PG_PORT" -U "$PG_USERNAME" -d "$PG_PATH" -c "CREATE TABLE IF NOT EXISTS t (v text); INSERT INTO t VALUES ('$MAGENTO_CLOUD_ENVIRONMENT')"
+redis-cli -h "$RD_HOST" -p "$RD_PORT" --no-auth-warning -a "$RD_PASSWORD" SET env "$MAGENTO_CLOUD_ENVIRONMENT""#;
+
+fn project() -> Vec<(&'static str, String)> {
+    let app = app_with_hooks("echo building", WRITE).replace("type: php:8.4", "type: php:8.2").replace(
+        "    database: \"mysql:mysql\"\n    redis: \"redis:redis\"\n",
+        "    database: \"mysql:mysql\"\n    pgdb: \"pg:postgresql\"\n    redis: \"redis:redis\"\n",
+    );
+    vec![
+        (".magento.app.yaml", app),
+        (".magento/services.yaml", SERVICES.to_owned()),
+        (".magento/routes.yaml", crate::push::ROUTES.to_owned()),
+    ]
+}
+
+/// An environment's provisioned services, as the runner keeps them.
+fn provisioned(s: &Server, env: &str) -> serde_json::Map<String, Value> {
+    let dir = s.data.join("services");
+    let file = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .find(|e| e.file_name().to_string_lossy().ends_with(&format!(".{env}.json")))
+        .unwrap_or_else(|| panic!("no services of {env} in {}", dir.display()));
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(file.metadata().unwrap().permissions().mode() & 0o077, 0, "credentials only the runner reads");
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(file.path()).unwrap()).unwrap();
+    v["services"].as_object().unwrap().clone()
+}
+
+fn field(e: &Value, f: &str) -> String {
+    match &e[f] {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// `mariadb` as the endpoint's user, on database `db`: its output, or its error.
+fn mariadb(e: &Value, db: &str, sql: &str) -> Result<String, String> {
+    let out = Command::new("mariadb")
+        .args([
+            "--protocol=tcp",
+            "-N",
+            "-h",
+            &field(e, "host"),
+            "-P",
+            &field(e, "port"),
+            "-u",
+            &field(e, "username"),
+            db,
+            "-e",
+            sql,
+        ])
+        .env("MYSQL_PWD", field(e, "password"))
+        .output()
+        .unwrap();
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+fn psql(e: &Value, db: &str, sql: &str) -> Result<String, String> {
+    let out = Command::new("psql")
+        .args([
+            "-X",
+            "-tA",
+            "-h",
+            &field(e, "host"),
+            "-p",
+            &field(e, "port"),
+            "-U",
+            &field(e, "username"),
+            "-d",
+            db,
+            "-c",
+            sql,
+        ])
+        .env("PGPASSWORD", field(e, "password"))
+        .output()
+        .unwrap();
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+fn redis_get(e: &Value) -> String {
+    let out = Command::new("redis-cli")
+        .args([
+            "-h",
+            &field(e, "host"),
+            "-p",
+            &field(e, "port"),
+            "--no-auth-warning",
+            "-a",
+            &field(e, "password"),
+            "GET",
+            "env",
+        ])
+        .stderr(Stdio::null())
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+fn root_sees(kind: &str, db: &str) -> bool {
+    let out = match kind {
+        "mysql" => Command::new("mariadb")
+            .args([
+                "--protocol=tcp",
+                "-N",
+                "-h",
+                "127.0.0.1",
+                "-u",
+                "root",
+                "-e",
+                &format!("SHOW DATABASES LIKE '{db}'"),
+            ])
+            .output(),
+        _ => Command::new("psql")
+            .args([
+                "-X",
+                "-tA",
+                "-h",
+                "127.0.0.1",
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+                "-c",
+                &format!("SELECT 1 FROM pg_database WHERE datname = '{db}'"),
+            ])
+            .output(),
+    }
+    .unwrap();
+    !String::from_utf8_lossy(&out.stdout).trim().is_empty()
+}
+
+fn add_backends(s: &Server) {
+    for (kind, url) in [
+        ("mariadb", "mysql://root@127.0.0.1:3306"),
+        ("postgresql", "postgres://postgres@127.0.0.1:5432/postgres"),
+        ("redis", "redis://127.0.0.1:6379"),
+    ] {
+        let out = runner(s, &["backend", "add", kind, url]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let list = String::from_utf8_lossy(&runner(s, &["backend", "list"]).stdout).into_owned();
+    assert!(list.contains("mysql") && list.contains("postgresql") && list.contains("redis"), "{list}");
+}
+
+/// Drops what the test's environments were given, whatever happened.
+struct Cleanup<'a>(&'a Server, &'a [&'a str]);
+
+impl Drop for Cleanup<'_> {
+    fn drop(&mut self) {
+        for env in self.1 {
+            let _ = runner(self.0, &["env", "delete", env, "--yes"]);
+        }
+    }
+}
+
+#[test]
+fn each_environment_gets_services_of_its_own_that_no_other_can_read() {
+    let s = Server::new("services");
+    add_backends(&s);
+    let _cleanup = Cleanup(&s, &["main", "feature"]);
+    let files = project();
+    let files: Vec<(&str, &str)> = files.iter().map(|(p, c)| (*p, c.as_str())).collect();
+    let main = s.commit(&files, "main");
+    s.push(&["HEAD:refs/heads/main"]).assert_accepted();
+    s.push(&["HEAD:refs/heads/feature"]).assert_accepted();
+    serve(&s);
+    let (id, state) = job_state(&s, &main);
+    assert_eq!(state, "succeeded", "{}", log_of(&s, id));
+    assert!(s.jobs().iter().all(|j| j["state"] == "succeeded"), "{:?}", s.jobs());
+    let (m, f) = (provisioned(&s, "main"), provisioned(&s, "feature"));
+
+    // Each deploy hook wrote into its own services, with the credentials it was given.
+    let (mdb, fdb) = (&m["mysql"], &f["mysql"]);
+    assert_ne!(field(mdb, "path"), field(fdb, "path"));
+    assert_eq!(mariadb(mdb, &field(mdb, "path"), "SELECT v FROM t").unwrap(), "main");
+    assert_eq!(mariadb(fdb, &field(fdb, "path"), "SELECT v FROM t").unwrap(), "feature");
+    let denied = mariadb(fdb, &field(mdb, "path"), "SELECT v FROM t").unwrap_err();
+    assert!(denied.contains("Access denied"), "feature's user reads main's database: {denied}");
+    let (mpg, fpg) = (&m["pg"], &f["pg"]);
+    assert_eq!(psql(mpg, &field(mpg, "path"), "SELECT v FROM t").unwrap(), "main");
+    let denied = psql(fpg, &field(mpg, "path"), "SELECT v FROM t").unwrap_err();
+    assert!(denied.contains("permission denied"), "feature's role reads main's database: {denied}");
+    let (mr, fr) = (&m["redis"], &f["redis"]);
+    assert_ne!(field(mr, "port"), field(fr, "port"), "an instance each");
+    assert_eq!((redis_get(mr), redis_get(fr)), ("main".to_owned(), "feature".to_owned()));
+    // Not without the password.
+    let out = Command::new("redis-cli").args(["-p", &field(mr, "port"), "GET", "env"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("NOAUTH"), "{out:?}");
+
+    // Nothing of it reached a log.
+    let logs: String = s.jobs().iter().map(|j| log_of(&s, j["id"].as_i64().unwrap())).collect();
+    for e in [mdb, fdb, mpg, fpg, mr, fr] {
+        assert!(!logs.contains(&field(e, "password")), "a password in a job log");
+    }
+
+    // A redeploy keeps the same services and data.
+    let again = s.commit(&files, "again");
+    s.push(&["HEAD:refs/heads/main"]).assert_accepted();
+    serve(&s);
+    assert_eq!(job_state(&s, &again).1, "succeeded");
+    assert_eq!(provisioned(&s, "main")["mysql"], m["mysql"]);
+    assert_eq!(mariadb(mdb, &field(mdb, "path"), "SELECT count(*) FROM t").unwrap(), "2");
+
+    // Deleting an environment drops its services, and only its own.
+    let out = runner(&s, &["env", "delete", "feature", "--yes"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Its services are dropped"));
+    assert!(!root_sees("mysql", &field(fdb, "path")) && !root_sees("pg", &field(fpg, "path")));
+    assert!(root_sees("mysql", &field(mdb, "path")) && root_sees("pg", &field(mpg, "path")));
+    assert_eq!(redis_get(fr), "", "its Redis is stopped");
+    assert_eq!(redis_get(mr), "main");
+}
+
+#[test]
+fn without_a_backend_a_declared_endpoint_is_shared_and_the_log_says_so() {
+    let s = Server::new("services-shared");
+    std::fs::write(
+        s.data.join("services.json"),
+        r#"{"mysql": {"host": "127.0.0.1", "port": 3306, "scheme": "mysql"}}"#,
+    )
+    .unwrap();
+    let files = project();
+    let files: Vec<(&str, &str)> = files.iter().map(|(p, c)| (*p, c.as_str())).collect();
+    let commit = s.commit(&files, "main");
+    s.push(&["HEAD:refs/heads/main"]).assert_accepted();
+    serve(&s);
+    let (id, _) = job_state(&s, &commit);
+    let log = log_of(&s, id);
+    assert!(
+        log.contains("W: service `mysql` (mysql:10.11): no mysql backend (pushgate-runner backend add mysql URL)"),
+        "{log}"
+    );
+    assert!(!Path::new(&s.data.join("services")).exists(), "nothing provisioned");
+}
