@@ -1,13 +1,14 @@
 //! Services of `services.yaml`, provisioned per environment on backends the admin declares
 //! once per host (`pushgate-runner backend add TYPE URL`, kept in `DATA/backends.json`, mode
 //! 0600): each environment gets its own database and user with a generated password (MariaDB
-//! and MySQL, PostgreSQL) or its own Redis instance (Redis and Valkey: an instance per
+//! and MySQL, PostgreSQL), its own RabbitMQ virtual host and user, or its own Redis instance (Redis and Valkey: an instance per
 //! environment and service, supervised like a start command, because Magento uses several of
 //! Redis's database numbers and no Redis ACL can confine a client to some of them). What was
 //! provisioned is kept in `DATA/services/KEY.json` (mode 0600) and becomes the relationships
 //! the hooks and apps see; nothing of it reaches a log.
 //!
-//! The backends are administered with their own clients (`mariadb`, `psql`, `redis-server`),
+//! The backends are administered with their own clients (`mariadb`, `psql`, `redis-server`,
+//! `rabbitmqctl`),
 //! SQL and passwords going through standard input and the environment, never the command line.
 //! A service whose type has no backend keeps the endpoint declared in `services.json`, shared,
 //! and the deploy log says so.
@@ -28,6 +29,7 @@ pub fn kind_of(service_type: &str) -> Option<&'static str> {
         "mysql" | "mariadb" | "oracle-mysql" => Some("mysql"),
         "postgresql" => Some("postgresql"),
         "redis" | "redis-persistent" | "valkey" | "valkey-persistent" => Some("redis"),
+        "rabbitmq" => Some("rabbitmq"),
         _ => None,
     }
 }
@@ -54,12 +56,16 @@ impl Backends {
     /// Adds (or replaces) the backend of a kind, checking its URL's shape.
     pub fn add(&mut self, kind: &str, url: &str) -> Result<String, String> {
         let kind = kind_of(kind).ok_or_else(|| {
-            format!("no backend kind for `{kind}`: pushgate provisions mysql (mariadb, oracle-mysql), postgresql, redis (valkey)")
+            format!(
+                "no backend kind for `{kind}`: pushgate provisions mysql (mariadb, oracle-mysql), postgresql, redis \
+                 (valkey), rabbitmq"
+            )
         })?;
         let parsed = Url::parse(url)?;
         let schemes: &[&str] = match kind {
             "mysql" => &["mysql"],
             "postgresql" => &["postgres", "postgresql"],
+            "rabbitmq" => &["amqp"],
             _ => &["redis"],
         };
         if !schemes.contains(&parsed.scheme.as_str()) {
@@ -164,6 +170,14 @@ pub fn provision(
             continue;
         };
         if provisioned.services.contains_key(name) {
+            if provisioned.services[name].get("type").and_then(Value::as_str) != Some(service.kind.as_str()) {
+                warnings.push(format!(
+                    "service `{name}`: now {}, provisioned as {}; the {kind} backend runs the version it runs, and the \
+                     data stays as it is",
+                    service.kind,
+                    provisioned.services[name].get("type").and_then(Value::as_str).unwrap_or("?")
+                ));
+            }
             if kind == "redis" {
                 // The instance exists: running again if its environment was off.
                 let _ = super::process::ensure_supervised(
@@ -178,12 +192,23 @@ pub fn provision(
         let endpoint = match kind {
             "mysql" => mysql(&admin, &id, name, &service.kind)?,
             "postgresql" => postgresql(&admin, &id, name, &service.kind)?,
+            "rabbitmq" => rabbitmq(&admin, &id, name, &service.kind)?,
             _ => redis(data, &admin, key, env_dir, name, &service.kind, app_user)?,
         };
         provisioned.services.insert(name.clone(), endpoint);
         // Saved after each one: a runner killed halfway finds what exists and does the rest.
         std::fs::create_dir_all(data.services_dir()).map_err(|e| e.to_string())?;
         write_secret(&file, &serde_json::to_string_pretty(&provisioned).unwrap_or_default())?;
+    }
+    // A service the push removed (the push accepted losing its data): dropped.
+    let removed: Vec<String> =
+        provisioned.services.keys().filter(|n| !topology.services.contains_key(*n)).cloned().collect();
+    for name in removed {
+        if let Some(endpoint) = provisioned.services.remove(&name) {
+            drop_one(data, &backends, key, &name, &endpoint)?;
+            warnings.push(format!("service `{name}` is no longer declared: its data is dropped"));
+            write_secret(&file, &serde_json::to_string_pretty(&provisioned).unwrap_or_default())?;
+        }
     }
     let endpoints = provisioned.services.into_iter().collect();
     Ok((endpoints, warnings))
@@ -196,30 +221,105 @@ pub fn deprovision(data: &DataDir, key: &str) -> Result<Vec<String>, String> {
     let backends = Backends::load(data)?;
     let mut dropped = Vec::new();
     for (name, endpoint) in &provisioned.services {
-        let kind = endpoint.get("type").and_then(Value::as_str).and_then(kind_of).unwrap_or("");
-        let id = endpoint.get("username").and_then(Value::as_str).unwrap_or_default();
-        let admin = backends.0.get(kind).map(|u| Url::parse(u)).transpose()?;
-        match (kind, admin) {
-            ("mysql", Some(admin)) => {
-                run_mysql(&admin, &format!("DROP DATABASE IF EXISTS `{id}`;\nDROP USER IF EXISTS '{id}'@'%';\n"))?
-            }
-            ("postgresql", Some(admin)) => run_psql(
-                &admin,
-                &format!("DROP DATABASE IF EXISTS \"{id}\" WITH (FORCE);\nDROP ROLE IF EXISTS \"{id}\";\n"),
-            )?,
-            ("redis", _) => super::process::stop(
-                &data.router().join("run").join(format!("{key}.{name}.redis.pid")),
-                std::time::Duration::from_secs(10),
-            ),
-            _ => continue,
+        if drop_one(data, &backends, key, name, endpoint)? {
+            dropped.push(name.clone());
         }
-        dropped.push(name.clone());
     }
     let _ = std::fs::remove_file(&file);
     Ok(dropped)
 }
 
+/// Drops one provisioned service; false when its backend is gone (nothing to drop it with).
+fn drop_one(data: &DataDir, backends: &Backends, key: &str, name: &str, endpoint: &Value) -> Result<bool, String> {
+    let kind = endpoint.get("type").and_then(Value::as_str).and_then(kind_of).unwrap_or("");
+    let id = format!("pg{}", &hash(&format!("{key}/{name}"))[..14]);
+    let admin = backends.0.get(kind).map(|u| Url::parse(u)).transpose()?;
+    match (kind, admin) {
+        ("mysql", Some(admin)) => drop_mysql(&admin, &id)?,
+        ("postgresql", Some(admin)) => drop_postgresql(&admin, &id)?,
+        ("rabbitmq", Some(_)) => drop_rabbitmq(&id)?,
+        ("redis", _) => {
+            super::process::stop(
+                &data.router().join("run").join(format!("{key}.{name}.redis.pid")),
+                std::time::Duration::from_secs(10),
+            );
+            // Its data directory goes with the environment's, or now if the service alone goes.
+            if let Some((project, env)) = key.rsplit_once('.') {
+                let _ =
+                    std::fs::remove_dir_all(data.environments().join(project).join(env).join("services").join(name));
+            }
+        }
+        _ => return Ok(false),
+    }
+    Ok(true)
+}
+
+fn drop_mysql(admin: &Url, id: &str) -> Result<(), String> {
+    run_mysql(admin, &format!("DROP DATABASE IF EXISTS `{id}`;\nDROP USER IF EXISTS '{id}'@'%';\n"))
+}
+
+fn drop_postgresql(admin: &Url, id: &str) -> Result<(), String> {
+    run_psql(admin, &format!("DROP DATABASE IF EXISTS \"{id}\" WITH (FORCE);\nDROP ROLE IF EXISTS \"{id}\";\n"))
+}
+
+fn drop_rabbitmq(id: &str) -> Result<(), String> {
+    for what in ["delete_user", "delete_vhost"] {
+        let out =
+            Command::new("rabbitmqctl").args(["-q", what, id]).output().map_err(|e| format!("rabbitmqctl: {e}"))?;
+        let err = String::from_utf8_lossy(&out.stderr);
+        if !out.status.success() && !err.contains("not found") && !err.contains("does not exist") {
+            return Err(format!("rabbitmqctl {what}: {}", err.trim()));
+        }
+    }
+    Ok(())
+}
+
+/// A RabbitMQ virtual host and a user with rights on it alone. The user is imported with the
+/// SHA-256 hash of its password (`rabbitmqctl import_definitions`): the password is never on a
+/// command line. Needs `rabbitmqctl` on this host, run by root.
+fn rabbitmq(admin: &Url, id: &str, name: &str, kind: &str) -> Result<Value, String> {
+    use sha2::{Digest, Sha256};
+    drop_rabbitmq(id)?; // a fresh one: what a killed runner left is not handed out
+    let password = password()?;
+    let salt: [u8; 4] = {
+        use std::io::Read;
+        let mut s = [0u8; 4];
+        std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut s)).map_err(|e| e.to_string())?;
+        s
+    };
+    let mut hashed = salt.to_vec();
+    hashed.extend(Sha256::new().chain_update(salt).chain_update(password.as_bytes()).finalize());
+    let definitions = json!({
+        "users": [{"name": id, "password_hash": crate::runner::env::base64(&hashed),
+                   "hashing_algorithm": "rabbit_password_hashing_sha256", "tags": ""}],
+        "vhosts": [{"name": id}],
+        "permissions": [{"user": id, "vhost": id, "configure": ".*", "write": ".*", "read": ".*"}],
+    });
+    // Through standard input: no file the broker's user would have to read.
+    let mut command = Command::new("rabbitmqctl");
+    command.args(["-q", "import_definitions", "--format", "json"]);
+    feed(command, &definitions.to_string(), "rabbitmqctl import_definitions")
+        .map_err(|e| format!("{e} (the rabbitmq backend needs rabbitmqctl on this host, run by root)"))?;
+    // The import is asynchronous: the user's rights are there once it is done.
+    let since = std::time::Instant::now();
+    loop {
+        let out = Command::new("rabbitmqctl").args(["-q", "list_user_permissions", id]).output();
+        if out.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(id)) {
+            break;
+        }
+        if since.elapsed() > std::time::Duration::from_secs(30) {
+            return Err(format!("RabbitMQ did not create user {id} within 30 s"));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let mut e = endpoint(admin, 5672, "amqp", id, &password, id, name, kind);
+    e["vhost"] = json!(id);
+    Ok(e)
+}
+
 fn mysql(admin: &Url, id: &str, name: &str, kind: &str) -> Result<Value, String> {
+    // A fresh one: what a runner killed halfway left is never handed to a deploy hook.
+    drop_mysql(admin, id)?;
     let password = password()?;
     run_mysql(
         admin,
@@ -232,6 +332,7 @@ fn mysql(admin: &Url, id: &str, name: &str, kind: &str) -> Result<Value, String>
 }
 
 fn postgresql(admin: &Url, id: &str, name: &str, kind: &str) -> Result<Value, String> {
+    drop_postgresql(admin, id)?; // a fresh one, as above
     let password = password()?;
     run_psql(
         admin,

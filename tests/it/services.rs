@@ -10,24 +10,35 @@ use serde_json::Value;
 use crate::runner::{app_with_hooks, job_state, log_of, runner, serve};
 use crate::support::Server;
 
-const SERVICES: &str = "mysql:\n    type: mysql:10.11\n    disk: 2048\npg:\n    type: postgresql:15\n    disk: 1024\n\
-                        redis:\n    type: redis:7.2\n";
+const MYSQL: &str = "mysql:\n    type: mysql:10.11\n    disk: 2048\n";
+const PG: &str = "pg:\n    type: postgresql:15\n    disk: 1024\n";
+const REDIS_AND_QUEUE: &str = "redis:\n    type: redis:7.2\nqueue:\n    type: rabbitmq:3.13\n    disk: 512\n";
 
 /// Reads the relationships as a hook does, and writes the environment's name into each service.
-const WRITE: &str = r#"eval "$(php -r '$r = json_decode(base64_decode(getenv("MAGENTO_CLOUD_RELATIONSHIPS")), true);
-foreach (["database" => "DB", "pgdb" => "PG", "redis" => "RD"] as $k => $p) { foreach (["host", "port", "username", "password", "path"] as $f) { echo $p, "_", strtoupper($f), "=", escapeshellarg((string) $r[$k][0][$f]), "\n"; } }')"
-MYSQL_PWD="$DB_PASSWORD" mariadb --protocol=tcp -h "$DB_HOST" -P "$DB_PORT" -u "$DB_USERNAME" "$DB_PATH" -e "CREATE TABLE IF NOT EXISTS t (v VARCHAR(64)); INSERT INTO t VALUES ('$MAGENTO_CLOUD_ENVIRONMENT')"
-PGPASSWORD="$PG_PASSWORD" psql -X -q -h "$PG_HOST" -p "$PG_PORT" -U "$PG_USERNAME" -d "$PG_PATH" -c "CREATE TABLE IF NOT EXISTS t (v text); INSERT INTO t VALUES ('$MAGENTO_CLOUD_ENVIRONMENT')"
-redis-cli -h "$RD_HOST" -p "$RD_PORT" --no-auth-warning -a "$RD_PASSWORD" SET env "$MAGENTO_CLOUD_ENVIRONMENT""#;
+const READ: &str = r#"eval "$(php -r '$r = json_decode(base64_decode(getenv("MAGENTO_CLOUD_RELATIONSHIPS")), true);
+foreach (["database" => "DB", "pgdb" => "PG", "redis" => "RD"] as $k => $p) { foreach (["host", "port", "username", "password", "path"] as $f) { echo $p, "_", strtoupper($f), "=", escapeshellarg((string) ($r[$k][0][$f] ?? "")), "\n"; } }')""#;
+const WRITE_MYSQL: &str = r#"MYSQL_PWD="$DB_PASSWORD" mariadb --protocol=tcp -h "$DB_HOST" -P "$DB_PORT" -u "$DB_USERNAME" "$DB_PATH" -e "CREATE TABLE IF NOT EXISTS t (v VARCHAR(64)); INSERT INTO t VALUES ('$MAGENTO_CLOUD_ENVIRONMENT')""#;
+const WRITE_PG: &str = r#"PGPASSWORD="$PG_PASSWORD" psql -X -q -h "$PG_HOST" -p "$PG_PORT" -U "$PG_USERNAME" -d "$PG_PATH" -c "CREATE TABLE IF NOT EXISTS t (v text); INSERT INTO t VALUES ('$MAGENTO_CLOUD_ENVIRONMENT')""#;
+const WRITE_REDIS: &str =
+    r#"redis-cli -h "$RD_HOST" -p "$RD_PORT" --no-auth-warning -a "$RD_PASSWORD" SET env "$MAGENTO_CLOUD_ENVIRONMENT""#;
 
-fn project() -> Vec<(&'static str, String)> {
-    let app = app_with_hooks("echo building", WRITE).replace("type: php:8.4", "type: php:8.2").replace(
-        "    database: \"mysql:mysql\"\n    redis: \"redis:redis\"\n",
-        "    database: \"mysql:mysql\"\n    pgdb: \"pg:postgresql\"\n    redis: \"redis:redis\"\n",
-    );
+/// The project: MariaDB, Redis, RabbitMQ, and PostgreSQL unless `with_pg` is false.
+fn project(with_pg: bool) -> Vec<(&'static str, String)> {
+    let mut deploy = vec![READ, WRITE_MYSQL, WRITE_REDIS];
+    let mut relationships =
+        "    database: \"mysql:mysql\"\n    redis: \"redis:redis\"\n    rabbitmq: \"queue:rabbitmq\"\n".to_owned();
+    let mut services = format!("{MYSQL}{REDIS_AND_QUEUE}");
+    if with_pg {
+        deploy.push(WRITE_PG);
+        relationships.push_str("    pgdb: \"pg:postgresql\"\n");
+        services.push_str(PG);
+    }
+    let app = app_with_hooks("echo building", &deploy.join("\n"))
+        .replace("type: php:8.4", "type: php:8.2")
+        .replace("    database: \"mysql:mysql\"\n    redis: \"redis:redis\"\n", &relationships);
     vec![
         (".magento.app.yaml", app),
-        (".magento/services.yaml", SERVICES.to_owned()),
+        (".magento/services.yaml", services),
         (".magento/routes.yaml", crate::push::ROUTES.to_owned()),
     ]
 }
@@ -162,12 +173,14 @@ fn add_backends(s: &Server) {
         ("mariadb", "mysql://root@127.0.0.1:3306"),
         ("postgresql", "postgres://postgres@127.0.0.1:5432/postgres"),
         ("redis", "redis://127.0.0.1:6379"),
+        ("rabbitmq", "amqp://guest:guest@127.0.0.1:5672"),
     ] {
         let out = runner(s, &["backend", "add", kind, url]);
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     }
     let list = String::from_utf8_lossy(&runner(s, &["backend", "list"]).stdout).into_owned();
     assert!(list.contains("mysql") && list.contains("postgresql") && list.contains("redis"), "{list}");
+    assert!(list.contains("amqp://guest:****@127.0.0.1:5672"), "passwords hidden: {list}");
 }
 
 /// Drops what the test's environments were given, whatever happened.
@@ -186,7 +199,7 @@ fn each_environment_gets_services_of_its_own_that_no_other_can_read() {
     let s = Server::new("services");
     add_backends(&s);
     let _cleanup = Cleanup(&s, &["main", "feature"]);
-    let files = project();
+    let files = project(true);
     let files: Vec<(&str, &str)> = files.iter().map(|(p, c)| (*p, c.as_str())).collect();
     let main = s.commit(&files, "main");
     s.push(&["HEAD:refs/heads/main"]).assert_accepted();
@@ -215,9 +228,22 @@ fn each_environment_gets_services_of_its_own_that_no_other_can_read() {
     let out = Command::new("redis-cli").args(["-p", &field(mr, "port"), "GET", "env"]).output().unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("NOAUTH"), "{out:?}");
 
+    // RabbitMQ: a virtual host and a user each, with rights on its own virtual host only.
+    let (mq, fq) = (&m["queue"], &f["queue"]);
+    assert_eq!(field(mq, "vhost"), field(mq, "path"));
+    let auth = Command::new("rabbitmqctl")
+        .args(["-q", "authenticate_user", &field(mq, "username"), &field(mq, "password")])
+        .output()
+        .unwrap();
+    assert!(auth.status.success(), "{auth:?}");
+    let perms =
+        Command::new("rabbitmqctl").args(["-q", "list_user_permissions", &field(fq, "username")]).output().unwrap();
+    let perms = String::from_utf8_lossy(&perms.stdout).into_owned();
+    assert!(perms.contains(&field(fq, "vhost")) && !perms.contains(&field(mq, "vhost")), "{perms}");
+
     // Nothing of it reached a log.
     let logs: String = s.jobs().iter().map(|j| log_of(&s, j["id"].as_i64().unwrap())).collect();
-    for e in [mdb, fdb, mpg, fpg, mr, fr] {
+    for e in [mdb, fdb, mpg, fpg, mr, fr, mq, fq] {
         assert!(!logs.contains(&field(e, "password")), "a password in a job log");
     }
 
@@ -229,12 +255,25 @@ fn each_environment_gets_services_of_its_own_that_no_other_can_read() {
     assert_eq!(provisioned(&s, "main")["mysql"], m["mysql"]);
     assert_eq!(mariadb(mdb, &field(mdb, "path"), "SELECT count(*) FROM t").unwrap(), "2");
 
+    // A service the push removes, accepting the loss of its data, is dropped at deploy.
+    let files = project(false);
+    let files: Vec<(&str, &str)> = files.iter().map(|(p, c)| (*p, c.as_str())).collect();
+    let removed = s.commit(&files, "no postgresql");
+    s.push_with_options(&["pushgate.allow-data-loss"], &["HEAD:refs/heads/main"]).assert_accepted();
+    serve(&s);
+    let (id, state) = job_state(&s, &removed);
+    assert_eq!(state, "succeeded", "{}", log_of(&s, id));
+    assert!(log_of(&s, id).contains("service `pg` is no longer declared: its data is dropped"));
+    assert!(!root_sees("pg", &field(mpg, "path")), "main's PostgreSQL database is dropped");
+    assert!(!provisioned(&s, "main").contains_key("pg"));
+    assert!(root_sees("mysql", &field(mdb, "path")));
+
     // Deleting an environment drops its services, and only its own.
     let out = runner(&s, &["env", "delete", "feature", "--yes"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("Its services are dropped"));
     assert!(!root_sees("mysql", &field(fdb, "path")) && !root_sees("pg", &field(fpg, "path")));
-    assert!(root_sees("mysql", &field(mdb, "path")) && root_sees("pg", &field(mpg, "path")));
+    assert!(root_sees("mysql", &field(mdb, "path")), "main keeps its own");
     assert_eq!(redis_get(fr), "", "its Redis is stopped");
     assert_eq!(redis_get(mr), "main");
 }
@@ -247,7 +286,7 @@ fn without_a_backend_a_declared_endpoint_is_shared_and_the_log_says_so() {
         r#"{"mysql": {"host": "127.0.0.1", "port": 3306, "scheme": "mysql"}}"#,
     )
     .unwrap();
-    let files = project();
+    let files = project(true);
     let files: Vec<(&str, &str)> = files.iter().map(|(p, c)| (*p, c.as_str())).collect();
     let commit = s.commit(&files, "main");
     s.push(&["HEAD:refs/heads/main"]).assert_accepted();
