@@ -185,7 +185,11 @@ fn judge(
         blocked: !destroying.is_empty() && !settings.allow_data_loss,
         topology: serde_json::to_string(&new_topology).unwrap_or_default(),
         changes: serde_json::to_string(&changes).unwrap_or_default(),
-        plan: serde_json::to_string(&crate::core::plan::Plan::of(&outcome.config)).unwrap_or_default(),
+        plan: serde_json::to_string(&crate::core::plan::Plan {
+            new_environment: settings.new_environment.clone(),
+            ..crate::core::plan::Plan::of(&outcome.config)
+        })
+        .unwrap_or_default(),
     }
 }
 

@@ -77,6 +77,9 @@ pub struct Hook {
     /// Follow the deployment in the push's output (unless `-o pushgate.nowait`).
     pub follow: bool,
     pub pickup_wait: Duration,
+    /// How a new environment starts (`-o environment.clone_parent_on_create=false`,
+    /// `-o environment.parent=NAME`, Platform.sh's push options).
+    pub new_environment: crate::core::plan::NewEnvironment,
     /// False for a repository that is not a project (`git config pushgate.enabled false`;
     /// install.sh sets it on gitolite's admin repository, since gitolite's common hooks run on
     /// every repository).
@@ -98,7 +101,18 @@ impl Hook {
             .map(Duration::from_millis)
             .unwrap_or(DEFAULT_PICKUP_WAIT);
         let enabled = config.as_ref().and_then(|c| c.get_bool("pushgate.enabled").ok()).unwrap_or(true);
+        let option = |name: &str| {
+            env.push_options
+                .iter()
+                .find_map(|o| o.strip_prefix(name).and_then(|v| v.strip_prefix('=')))
+                .map(str::to_owned)
+        };
+        let new_environment = crate::core::plan::NewEnvironment {
+            clone_parent: option("environment.clone_parent_on_create").map_or(true, |v| v != "false" && v != "0"),
+            parent: option("environment.parent"),
+        };
         Hook {
+            new_environment,
             enabled,
             data_dir,
             queue_timeout,

@@ -16,6 +16,24 @@ pub struct Plan {
     /// stored before routing existed have none either.
     #[serde(default)]
     pub routes: Option<serde_json::Value>,
+    /// How the environment starts if this push creates it.
+    #[serde(default)]
+    pub new_environment: NewEnvironment,
+}
+
+/// How a new environment starts: with a copy of its parent's data (its databases and its
+/// mounts' files) unless the push says otherwise; the parent is the default branch's
+/// environment unless the push names another.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewEnvironment {
+    pub clone_parent: bool,
+    pub parent: Option<String>,
+}
+
+impl Default for NewEnvironment {
+    fn default() -> NewEnvironment {
+        NewEnvironment { clone_parent: true, parent: None }
+    }
 }
 
 /// One application of the commit.
@@ -39,6 +57,7 @@ impl Plan {
                 .map(|a| App { name: a.name.clone().unwrap_or_default(), dir: a.dir.clone(), config: a.node.to_json() })
                 .collect(),
             routes: config.routes.as_ref().map(|d| d.root.to_json()),
+            new_environment: NewEnvironment::default(),
         }
     }
 }

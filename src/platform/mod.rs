@@ -615,7 +615,7 @@ fn default_routes(topology: &crate::topology::Topology) -> serde_json::Map<Strin
 /// The default branch of a bare repository: the one HEAD names, when it exists (servers set
 /// it); else `main` or `master`, whichever exists (a repository made by `git init --bare`
 /// whose HEAD names a branch nobody pushed).
-fn default_branch(repo: &str) -> Option<String> {
+pub fn default_branch(repo: &str) -> Option<String> {
     let repo = git2::Repository::open_bare(repo).ok()?;
     let exists = |b: &str| repo.find_reference(&format!("refs/heads/{b}")).is_ok();
     let head = repo.find_reference("HEAD").ok();

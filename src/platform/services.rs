@@ -151,10 +151,12 @@ pub fn provision(
     topology: &crate::topology::Topology,
     declared: &Map<String, Value>,
     app_user: Option<&super::users::User>,
+    parent: Option<&str>,
 ) -> Result<(Map<String, Value>, Vec<String>), String> {
     let backends = Backends::load(data)?;
     let file = data.services_dir().join(format!("{key}.json"));
     let mut provisioned = Provisioned::load(&file);
+    let parents = parent.map(|p| Provisioned::load(&data.services_dir().join(format!("{p}.json"))));
     let mut warnings = Vec::new();
     for (name, service) in &topology.services {
         let Some(kind) = kind_of(&service.kind) else {
@@ -189,9 +191,29 @@ pub fn provision(
         }
         let admin = Url::parse(url)?;
         let id = format!("pg{}", &hash(&format!("{key}/{name}"))[..14]);
+        // The parent's copy of the same service, if the environment starts from its data.
+        let from = parents
+            .as_ref()
+            .and_then(|p| p.services.get(name))
+            .filter(|e| e.get("type").and_then(Value::as_str).and_then(kind_of) == Some(kind))
+            .and_then(|_| parent.map(|p| format!("pg{}", &hash(&format!("{p}/{name}"))[..14])));
         let endpoint = match kind {
-            "mysql" => mysql(&admin, &id, name, &service.kind)?,
-            "postgresql" => postgresql(&admin, &id, name, &service.kind)?,
+            "mysql" => {
+                let e = mysql(&admin, &id, name, &service.kind)?;
+                if let Some(from) = &from {
+                    copy_mysql(&admin, from, &id)?;
+                    warnings.push(format!("service `{name}` starts with a copy of the parent's data"));
+                }
+                e
+            }
+            "postgresql" => {
+                let e = postgresql(&admin, &id, name, &service.kind)?;
+                if let Some(from) = &from {
+                    copy_postgresql(&admin, from, &id)?;
+                    warnings.push(format!("service `{name}` starts with a copy of the parent's data"));
+                }
+                e
+            }
             "rabbitmq" => rabbitmq(&admin, &id, name, &service.kind)?,
             _ => redis(data, &admin, key, env_dir, name, &service.kind, app_user)?,
         };
@@ -252,6 +274,69 @@ fn drop_one(data: &DataDir, backends: &Backends, key: &str, name: &str, endpoint
         _ => return Ok(false),
     }
     Ok(true)
+}
+
+/// Copies database `from` into `to` (both on the admin's server), in one consistent snapshot.
+fn copy_mysql(admin: &Url, from: &str, to: &str) -> Result<(), String> {
+    let connection = |c: &mut Command| {
+        c.args(["--protocol=tcp", "-h", &admin.host, "-P", &admin.port.unwrap_or(3306).to_string()]);
+        if !admin.user.is_empty() {
+            c.args(["-u", &admin.user]);
+        }
+        c.env("MYSQL_PWD", &admin.password);
+    };
+    let mut dump = Command::new("mariadb-dump");
+    connection(&mut dump);
+    dump.args(["--single-transaction", "--routines", "--triggers", "--events", from]);
+    let mut load = Command::new("mariadb");
+    connection(&mut load);
+    load.arg(to);
+    pipe(dump, load, "", "copying a MariaDB database")
+}
+
+/// Copies database `from` into `to`, the objects owned by `to`'s role.
+fn copy_postgresql(admin: &Url, from: &str, to: &str) -> Result<(), String> {
+    let connection = |c: &mut Command, db: &str| {
+        c.args(["-h", &admin.host, "-p", &admin.port.unwrap_or(5432).to_string(), "-d", db]);
+        if !admin.user.is_empty() {
+            c.args(["-U", &admin.user]);
+        }
+        c.env("PGPASSWORD", &admin.password);
+    };
+    let mut dump = Command::new("pg_dump");
+    dump.args(["--no-owner", "--no-privileges"]);
+    connection(&mut dump, from);
+    let mut load = Command::new("psql");
+    load.args(["-X", "-q", "-v", "ON_ERROR_STOP=1"]);
+    connection(&mut load, to);
+    pipe(dump, load, &format!("SET ROLE \"{to}\";\n"), "copying a PostgreSQL database")
+}
+
+/// `from | to`, with `preamble` written first; the error output of whichever failed.
+fn pipe(mut from: Command, mut to: Command, preamble: &str, what: &str) -> Result<(), String> {
+    let mut source = from.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().map_err(|e| format!("{what}: {e}"))?;
+    let mut sink = to
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("{what}: {e}"))?;
+    let copied = (|| -> std::io::Result<()> {
+        let mut input = sink.stdin.take().ok_or_else(|| std::io::Error::other("no stdin"))?;
+        input.write_all(preamble.as_bytes())?;
+        let mut output = source.stdout.take().ok_or_else(|| std::io::Error::other("no stdout"))?;
+        std::io::copy(&mut output, &mut input)?;
+        Ok(())
+    })();
+    let source = source.wait_with_output().map_err(|e| format!("{what}: {e}"))?;
+    let sink = sink.wait_with_output().map_err(|e| format!("{what}: {e}"))?;
+    if !source.status.success() {
+        return Err(format!("{what}: {}", String::from_utf8_lossy(&source.stderr).trim()));
+    }
+    if !sink.status.success() {
+        return Err(format!("{what}: {}", String::from_utf8_lossy(&sink.stderr).trim()));
+    }
+    copied.map_err(|e| format!("{what}: {e}"))
 }
 
 fn drop_mysql(admin: &Url, id: &str) -> Result<(), String> {

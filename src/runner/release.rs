@@ -36,6 +36,13 @@ pub(super) fn deploy(
         path: env_dir.root.clone(),
         source,
     })?;
+    // A new environment starts from its parent's data, unless the push said otherwise.
+    let parent = new_environment_parent(config, job, &env_dir, &built.plan.new_environment);
+    if let Some(parent) = &parent {
+        log.phase("deploy", &format!("New environment: it starts with a copy of the data of environment {}", parent.1));
+        copy_mounts(&parent.0, &env_dir, user.as_ref(), log)?;
+    }
+    let parent_key = parent.as_ref().map(|(dir, _)| crate::platform::site_key(&dir.root));
     let (provisioned, shared) = crate::platform::services::provision(
         &config.data(),
         &crate::platform::site_key(&env_dir.root),
@@ -43,6 +50,7 @@ pub(super) fn deploy(
         topology,
         &declared.services,
         user.as_ref(),
+        parent_key.as_deref(),
     )
     .map_err(|why| RunnerError::Platform(format!("provisioning the environment's services: {why}")))?;
     for warning in shared {
@@ -186,6 +194,69 @@ pub(super) fn deploy(
     }
     collect_slugs(config, log);
     Ok(id)
+}
+
+/// The environment a new one starts from: the one the push named, else the default branch's;
+/// None when this one exists already, the push said not to, or the parent is not deployed.
+fn new_environment_parent(
+    config: &Config,
+    job: &Job,
+    env_dir: &EnvDir,
+    new: &crate::core::plan::NewEnvironment,
+) -> Option<(EnvDir, String)> {
+    if !new.clone_parent || env_dir.current_release().is_some() || env_dir.mounts().exists() {
+        return None;
+    }
+    let name = match &new.parent {
+        Some(p) => p.clone(),
+        None => crate::core::ids::environment_name(&crate::platform::default_branch(job.repo.as_str())?),
+    };
+    let name = crate::core::EnvName::parse(&name).ok()?;
+    if name == job.environment {
+        return None;
+    }
+    let parent = EnvDir::new(&config.data_dir, &job.repo, &name);
+    parent.current_release().is_some().then(|| (parent, name.to_string()))
+}
+
+/// Copies the parent's mounts into a new environment: into a directory of its own first, then
+/// renamed, so that a copy cut short is never taken for the environment's files.
+fn copy_mounts(
+    parent: &EnvDir,
+    env_dir: &EnvDir,
+    user: Option<&crate::platform::users::User>,
+    log: &mut JobLog,
+) -> Result<(), RunnerError> {
+    let from = parent.mounts();
+    if !from.is_dir() {
+        return Ok(());
+    }
+    let partial = env_dir.root.join("mounts.copying");
+    let io = |action: &'static str, path: &Path| {
+        let path = path.to_owned();
+        move |source| RunnerError::Io { action, path, source }
+    };
+    let _ = std::fs::remove_dir_all(&partial);
+    std::fs::create_dir_all(&env_dir.root).map_err(io("creating", &env_dir.root))?;
+    let out = std::process::Command::new("cp")
+        .arg("-a")
+        .arg("--no-target-directory")
+        .arg(&from)
+        .arg(&partial)
+        .output()
+        .map_err(io("copying", &from))?;
+    if !out.status.success() {
+        return Err(RunnerError::Platform(format!(
+            "copying the parent's mounts: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    if let Some(user) = user {
+        crate::platform::users::chown_tree(&partial, user).map_err(io("giving to the project's user", &partial))?;
+    }
+    std::fs::rename(&partial, env_dir.mounts()).map_err(io("completing", &env_dir.mounts()))?;
+    log.phase("deploy", &format!("Copied the mounts' files of the parent environment ({})", from.display()));
+    Ok(())
 }
 
 /// Deletes slugs no kept release needs (older than an hour, so a build in progress keeps its own).

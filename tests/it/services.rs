@@ -24,7 +24,7 @@ const WRITE_REDIS: &str =
 
 /// The project: MariaDB, Redis, RabbitMQ, and PostgreSQL unless `with_pg` is false.
 fn project(with_pg: bool) -> Vec<(&'static str, String)> {
-    let mut deploy = vec![READ, WRITE_MYSQL, WRITE_REDIS];
+    let mut deploy = vec![READ, WRITE_MYSQL, WRITE_REDIS, "echo $MAGENTO_CLOUD_ENVIRONMENT >> var/envs.txt"];
     let mut relationships =
         "    database: \"mysql:mysql\"\n    redis: \"redis:redis\"\n    rabbitmq: \"queue:rabbitmq\"\n".to_owned();
     let mut services = format!("{MYSQL}{REDIS_AND_QUEUE}");
@@ -198,23 +198,37 @@ impl Drop for Cleanup<'_> {
 fn each_environment_gets_services_of_its_own_that_no_other_can_read() {
     let s = Server::new("services");
     add_backends(&s);
-    let _cleanup = Cleanup(&s, &["main", "feature"]);
+    let _cleanup = Cleanup(&s, &["main", "feature", "solo"]);
     let files = project(true);
     let files: Vec<(&str, &str)> = files.iter().map(|(p, c)| (*p, c.as_str())).collect();
     let main = s.commit(&files, "main");
     s.push(&["HEAD:refs/heads/main"]).assert_accepted();
-    s.push(&["HEAD:refs/heads/feature"]).assert_accepted();
     serve(&s);
     let (id, state) = job_state(&s, &main);
     assert_eq!(state, "succeeded", "{}", log_of(&s, id));
+    // New branches: one starts from main's data (the default), one empty.
+    s.push(&["HEAD:refs/heads/feature"]).assert_accepted();
+    s.push_with_options(&["environment.clone_parent_on_create=false"], &["HEAD:refs/heads/solo"]).assert_accepted();
+    serve(&s);
     assert!(s.jobs().iter().all(|j| j["state"] == "succeeded"), "{:?}", s.jobs());
-    let (m, f) = (provisioned(&s, "main"), provisioned(&s, "feature"));
+    let feature_log = log_of(&s, s.jobs()[1]["id"].as_i64().unwrap());
+    assert!(feature_log.contains("it starts with a copy of the data of environment main"), "{feature_log}");
+    let (m, f, solo) = (provisioned(&s, "main"), provisioned(&s, "feature"), provisioned(&s, "solo"));
+    let rows = |e: &Value| mariadb(e, &field(e, "path"), "SELECT GROUP_CONCAT(v ORDER BY v) FROM t").unwrap();
+    assert_eq!(rows(&m["mysql"]), "main");
+    assert_eq!(rows(&f["mysql"]), "feature,main", "main's row copied, then its own");
+    assert_eq!(rows(&solo["mysql"]), "solo", "clone_parent_on_create=false: empty");
+    let pg_rows = |e: &Value| psql(e, &field(e, "path"), "SELECT string_agg(v, ',' ORDER BY v) FROM t").unwrap();
+    assert_eq!((pg_rows(&f["pg"]), pg_rows(&solo["pg"])), ("feature,main".to_owned(), "solo".to_owned()));
+    let mounts = |env: &str| {
+        let dir = std::fs::read_dir(s.data.join("environments")).unwrap().flatten().next().unwrap().path();
+        std::fs::read_to_string(dir.join(env).join("mounts/mymagento/var/envs.txt")).unwrap_or_default()
+    };
+    assert_eq!((mounts("feature"), mounts("solo")), ("main\nfeature\n".to_owned(), "solo\n".to_owned()));
 
     // Each deploy hook wrote into its own services, with the credentials it was given.
     let (mdb, fdb) = (&m["mysql"], &f["mysql"]);
     assert_ne!(field(mdb, "path"), field(fdb, "path"));
-    assert_eq!(mariadb(mdb, &field(mdb, "path"), "SELECT v FROM t").unwrap(), "main");
-    assert_eq!(mariadb(fdb, &field(fdb, "path"), "SELECT v FROM t").unwrap(), "feature");
     let denied = mariadb(fdb, &field(mdb, "path"), "SELECT v FROM t").unwrap_err();
     assert!(denied.contains("Access denied"), "feature's user reads main's database: {denied}");
     let (mpg, fpg) = (&m["pg"], &f["pg"]);
