@@ -124,6 +124,25 @@ enum Command {
 
 #[derive(Subcommand)]
 enum EnvCommand {
+    /// Copy the parent environment's data into an environment again (a job with its log):
+    /// its databases emptied and copied, its mounts' files replaced. The default branch's
+    /// environment is never overwritten this way.
+    Sync {
+        environment: String,
+        /// Only the services' data (the databases). `--data` names the data directory, as for
+        /// every command.
+        #[arg(long)]
+        services: bool,
+        /// Only the mounts' files.
+        #[arg(long)]
+        mounts: bool,
+        /// The environment to copy from (default: the default branch's).
+        #[arg(long, value_name = "ENV")]
+        from: Option<String>,
+        /// The repository, when several have an environment of that name.
+        #[arg(long, value_name = "PATH")]
+        repo: Option<String>,
+    },
     /// Delete an environment: off the router, its processes stopped, its releases and mounts
     /// removed.
     Delete {
@@ -258,6 +277,9 @@ fn main() -> ExitCode {
             config.grace = Duration::from_secs(grace);
             platform(&mut config, router, domain).and_then(|()| serve(&config, concurrency, until_idle, &mut out))
         }
+        Command::Env(EnvCommand::Sync { environment, services, mounts, from, repo }) => {
+            env_sync(&data, &environment, (services || !mounts, mounts || !services), from, repo.as_deref(), &mut out)
+        }
         Command::Env(EnvCommand::Delete { environment, repo, yes }) => {
             env_delete(&data, &environment, repo.as_deref(), yes, &mut out)
         }
@@ -327,6 +349,53 @@ fn backend(data: &Path, command: BackendCommand, out: &mut dyn Write) -> Result<
             writeln!(out, "Backend {kind} removed (what it provisioned stays).")?;
         }
     }
+    Ok(())
+}
+
+/// Queues the sync of an environment from its parent.
+fn env_sync(
+    data: &Path,
+    name: &str,
+    (with_data, with_mounts): (bool, bool),
+    from: Option<String>,
+    repo: Option<&str>,
+    out: &mut dyn Write,
+) -> Result<()> {
+    use pushgate::core::{EnvName, RepoId};
+    let env = deploy::find(data, name, repo)?;
+    let info = env
+        .current_release()
+        .and_then(|r| env.info(&r))
+        .ok_or_else(|| format!("environment {name} is not deployed"))?;
+    let default =
+        pushgate::platform::default_branch(info.repo.as_str()).map(|b| pushgate::core::ids::environment_name(&b));
+    if default.as_deref() == Some(name) {
+        return Err(format!(
+            "environment {name} is the default branch's: its data is never overwritten by another environment's"
+        )
+        .into());
+    }
+    let parent = from.or(default).ok_or("no parent environment: name one with --from")?;
+    if parent == name {
+        return Err("an environment cannot be synced from itself".into());
+    }
+    let options = runner::sync::Sync { parent: parent.clone(), data: with_data, mounts: with_mounts };
+    let request = pushgate::queue::Request {
+        kind: pushgate::queue::JobKind::Sync,
+        repo: RepoId::new(info.repo.as_str()),
+        ref_name: format!("refs/heads/{}", info.branch.unwrap_or_else(|| name.to_owned())),
+        environment: EnvName::parse(name)?,
+        commit: info.commit,
+        options: serde_json::to_string(&options)?,
+    };
+    let mut queue = pushgate::queue::open(data, pushgate::store::QUEUE_TIMEOUT)?;
+    let job = queue.enqueue(&request)?;
+    pushgate::store::wake::wake(data);
+    writeln!(
+        out,
+        "Job #{} queued: sync of environment {name} from {parent}. Follow it with: pushgate-runner logs {} --follow",
+        job.id, job.id
+    )?;
     Ok(())
 }
 

@@ -236,6 +236,47 @@ pub fn provision(
     Ok((endpoints, warnings))
 }
 
+/// Empties each MariaDB and PostgreSQL database of environment `key` that the environment
+/// `parent` also has, and copies the parent's into it, under the same credentials. The names.
+pub fn resync(data: &DataDir, key: &str, parent: &str) -> Result<Vec<String>, String> {
+    let backends = Backends::load(data)?;
+    let mine = Provisioned::load(&data.services_dir().join(format!("{key}.json")));
+    let theirs = Provisioned::load(&data.services_dir().join(format!("{parent}.json")));
+    let mut copied = Vec::new();
+    for (name, endpoint) in &mine.services {
+        let kind = endpoint.get("type").and_then(Value::as_str).and_then(kind_of).unwrap_or("");
+        let same = theirs.services.get(name).and_then(|e| e.get("type")).and_then(Value::as_str).and_then(kind_of);
+        let Some(url) = backends.0.get(kind).filter(|_| same == Some(kind)) else { continue };
+        let admin = Url::parse(url)?;
+        let (id, from) = (
+            format!("pg{}", &hash(&format!("{key}/{name}"))[..14]),
+            format!("pg{}", &hash(&format!("{parent}/{name}"))[..14]),
+        );
+        match kind {
+            "mysql" => {
+                run_mysql(
+                    &admin,
+                    &format!("DROP DATABASE IF EXISTS `{id}`;\nCREATE DATABASE `{id}`;\nGRANT ALL PRIVILEGES ON `{id}`.* TO '{id}'@'%';\n"),
+                )?;
+                copy_mysql(&admin, &from, &id)?;
+            }
+            "postgresql" => {
+                run_psql(
+                    &admin,
+                    &format!(
+                        "DROP DATABASE IF EXISTS \"{id}\" WITH (FORCE);\nCREATE DATABASE \"{id}\" OWNER \"{id}\";\n\
+                         REVOKE ALL ON DATABASE \"{id}\" FROM PUBLIC;\n"
+                    ),
+                )?;
+                copy_postgresql(&admin, &from, &id)?;
+            }
+            _ => continue,
+        }
+        copied.push(name.clone());
+    }
+    Ok(copied)
+}
+
 /// Drops what an environment was given (its databases and users, its Redis instances).
 pub fn deprovision(data: &DataDir, key: &str) -> Result<Vec<String>, String> {
     let file = data.services_dir().join(format!("{key}.json"));

@@ -50,6 +50,8 @@ pub trait JobStore {
     fn release_claim(&mut self, id: JobId, runner: &str) -> Result<(), QueueError>;
     /// Cancels a pending or running job; the state it was in, if it could be cancelled.
     fn cancel(&mut self, id: JobId) -> Result<Option<JobState>, QueueError>;
+    /// Queues a job that is not a push; refused while the environment has a pending job.
+    fn enqueue(&mut self, request: &Request) -> Result<Job, QueueError>;
     /// Cancels the pending jobs of a deleted branch; their ids.
     fn cancel_pending_of(&mut self, repo: &RepoId, ref_name: &str) -> Result<Vec<JobId>, QueueError>;
     fn job(&self, id: JobId) -> Result<Option<Job>, QueueError>;
@@ -96,6 +98,9 @@ impl JobStore for SqliteQueue {
     }
     fn cancel_pending_of(&mut self, repo: &RepoId, ref_name: &str) -> Result<Vec<JobId>, QueueError> {
         SqliteQueue::cancel_pending_of(self, repo, ref_name)
+    }
+    fn enqueue(&mut self, request: &Request) -> Result<Job, QueueError> {
+        SqliteQueue::enqueue(self, request)
     }
     fn job(&self, id: JobId) -> Result<Option<Job>, QueueError> {
         SqliteQueue::job(self, id)
@@ -159,10 +164,51 @@ impl JobState {
     }
 }
 
-/// One build of one commit for one environment.
+/// What a job does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobKind {
+    /// Build and deploy a pushed commit.
+    Push,
+    /// Copy the parent environment's data into the environment again (`env sync`).
+    Sync,
+}
+
+impl JobKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobKind::Push => "push",
+            JobKind::Sync => "sync",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<JobKind> {
+        [JobKind::Push, JobKind::Sync].into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+/// A job asked for by a person rather than a push (`env sync`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    pub kind: JobKind,
+    pub repo: RepoId,
+    pub ref_name: String,
+    pub environment: EnvName,
+    /// The commit the environment runs.
+    pub commit: CommitId,
+    /// What the job needs beyond that (JSON).
+    pub options: String,
+}
+
+/// One job for one environment: the build and deployment of a pushed commit, or an action on it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Job {
     pub id: JobId,
+    #[serde(rename = "type")]
+    pub kind: JobKind,
+    /// What a job that is not a push was asked to do (JSON).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub options: Option<String>,
     pub repo: RepoId,
     #[serde(rename = "ref")]
     pub ref_name: String,
@@ -258,6 +304,8 @@ pub enum QueueError {
     Read { path: String, source: rusqlite::Error },
     #[error("creating the data directory {path}: {source}")]
     DataDir { path: String, source: std::io::Error },
+    #[error("environment {environment} has a pending job (#{job}); ask again once it has run")]
+    Busy { environment: String, job: i64 },
     #[error(
         "the build queue {path} is damaged ({detail}): no push can be recorded in it; move it aside to start an \
          empty queue, after saving it for inspection"

@@ -23,6 +23,7 @@ pub mod hooks;
 mod release;
 pub mod shutdown;
 pub mod slug;
+pub mod sync;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -243,7 +244,10 @@ pub fn process(
     let bell = shutdown.child();
     let heartbeat = start_heartbeat(config, job.id, lost.clone(), bell.clone());
     let control = Control { lost, bell };
-    let result = build_and_deploy(config, queue, job, &mut log, &control);
+    let result = match job.kind {
+        crate::queue::JobKind::Push => build_and_deploy(config, queue, job, &mut log, &control),
+        crate::queue::JobKind::Sync => sync::sync(config, job, &mut log, &control),
+    };
     drop(heartbeat); // stops it
                      // A failed or stopped build must not keep its copy of the tree: on a full disk, that copy
                      // is what the next job needs.

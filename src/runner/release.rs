@@ -219,9 +219,10 @@ fn new_environment_parent(
     parent.current_release().is_some().then(|| (parent, name.to_string()))
 }
 
-/// Copies the parent's mounts into a new environment: into a directory of its own first, then
-/// renamed, so that a copy cut short is never taken for the environment's files.
-fn copy_mounts(
+/// Copies the parent's mounts into an environment: into a directory of its own first, then
+/// swapped in, so that a copy cut short is never taken for the environment's files (the
+/// releases' links go through the `mounts` path, which stays).
+pub(super) fn copy_mounts(
     parent: &EnvDir,
     env_dir: &EnvDir,
     user: Option<&crate::platform::users::User>,
@@ -254,7 +255,13 @@ fn copy_mounts(
     if let Some(user) = user {
         crate::platform::users::chown_tree(&partial, user).map_err(io("giving to the project's user", &partial))?;
     }
+    let old = env_dir.root.join("mounts.replaced");
+    let _ = std::fs::remove_dir_all(&old);
+    if env_dir.mounts().exists() {
+        std::fs::rename(env_dir.mounts(), &old).map_err(io("replacing", &env_dir.mounts()))?;
+    }
     std::fs::rename(&partial, env_dir.mounts()).map_err(io("completing", &env_dir.mounts()))?;
+    let _ = std::fs::remove_dir_all(&old);
     log.phase("deploy", &format!("Copied the mounts' files of the parent environment ({})", from.display()));
     Ok(())
 }

@@ -269,6 +269,23 @@ fn each_environment_gets_services_of_its_own_that_no_other_can_read() {
     assert_eq!(provisioned(&s, "main")["mysql"], m["mysql"]);
     assert_eq!(mariadb(mdb, &field(mdb, "path"), "SELECT count(*) FROM t").unwrap(), "2");
 
+    // `env sync`: a job that gives feature main's data again, under the same credentials.
+    let out = runner(&s, &["env", "sync", "feature"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("sync of environment feature from main"));
+    serve(&s);
+    let sync = s.jobs().into_iter().last().unwrap();
+    assert_eq!((sync["type"].as_str(), sync["state"].as_str()), (Some("sync"), Some("succeeded")), "{sync}");
+    let log = log_of(&s, sync["id"].as_i64().unwrap());
+    assert!(log.contains("Service `mysql`: emptied, then copied from main"), "{log}");
+    assert_eq!(rows(&f["mysql"]), "main,main", "{log}");
+    assert_eq!(pg_rows(&f["pg"]), "main,main");
+    assert_eq!(mounts("feature"), mounts("main"));
+    // Never the other way round.
+    let refused = runner(&s, &["env", "sync", "main"]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("is the default branch's"), "{refused:?}");
+
     // A service the push removes, accepting the loss of its data, is dropped at deploy.
     let files = project(false);
     let files: Vec<(&str, &str)> = files.iter().map(|(p, c)| (*p, c.as_str())).collect();

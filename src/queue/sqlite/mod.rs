@@ -13,7 +13,7 @@ mod claim;
 mod settle;
 mod types;
 
-use super::{Job, JobState, QueueError, Receiver, Reservation};
+use super::{Job, JobKind, JobState, QueueError, Receiver, Request, Reservation};
 use crate::core::{CommitId, EnvName, JobId, RepoId, Timestamp};
 
 /// The database file in a data directory.
@@ -76,7 +76,7 @@ CREATE TABLE IF NOT EXISTS environments (
 "#;
 
 /// Each step brings the schema from version N to N+1 (`PRAGMA user_version`).
-const MIGRATIONS: [&str; 4] = [
+const MIGRATIONS: [&str; 5] = [
     SCHEMA,
     // The runner: who holds a job and until when, how often it was started, what it deployed.
     "ALTER TABLE jobs ADD COLUMN runner TEXT;
@@ -90,6 +90,9 @@ const MIGRATIONS: [&str; 4] = [
     // What is deployed is recorded once, by the environment's `current` and its release's
     // description (src/store); this copy could lag behind it after a crash.
     "DROP TABLE IF EXISTS environments;",
+    // Jobs that are not pushes (`env sync`), with what they were asked.
+    "ALTER TABLE jobs ADD COLUMN kind TEXT NOT NULL DEFAULT 'push';
+     ALTER TABLE jobs ADD COLUMN options TEXT;",
 ];
 
 /// Above this size the WAL is checkpointed into the database and truncated when a queue handle
@@ -280,6 +283,52 @@ impl SqliteQueue {
         tx.commit().map_err(err)
     }
 
+    /// Queues a job that is not a push, at once runnable; refused while the environment has a
+    /// pending job (one pending job per environment).
+    pub fn enqueue(&mut self, r: &Request) -> Result<Job, QueueError> {
+        let path = self.path.display().to_string();
+        let err = |source| QueueError::Write { path: path.clone(), source };
+        self.durability(Durability::Full).map_err(err)?;
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(err)?;
+        let pending: Option<i64> = tx
+            .query_row(
+                "SELECT id FROM jobs WHERE repo = ?1 AND environment = ?2 AND state = 'pending'",
+                params![r.repo, r.environment],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(err)?;
+        if let Some(job) = pending {
+            return Err(QueueError::Busy { environment: r.environment.to_string(), job });
+        }
+        let mut documents = Documents::default();
+        let (empty_object, empty_list) = (documents.id(&tx, "{}").map_err(err)?, documents.id(&tx, "[]").map_err(err)?);
+        let now = Timestamp::now();
+        exec(
+            &tx,
+            "INSERT INTO jobs (repo, ref, environment, old_commit, new_commit, state, topology_id, changes_id,
+                               created_at, updated_at, kind, options)
+             VALUES (?1, ?2, ?3, ?4, ?4, 'pending', ?5, ?6, ?7, ?7, ?8, ?9)",
+            params![
+                r.repo,
+                r.ref_name,
+                r.environment,
+                r.commit,
+                empty_object,
+                empty_list,
+                now,
+                r.kind.as_str(),
+                r.options
+            ],
+        )
+        .map_err(err)?;
+        let id = tx.last_insert_rowid();
+        let job =
+            tx.query_row(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"), [id], job_from_row).map_err(err)?;
+        tx.commit().map_err(err)?;
+        Ok(job)
+    }
+
     /// Every job, oldest first.
     pub fn jobs(&self) -> Result<Vec<Job>, QueueError> {
         let mut stmt =
@@ -401,7 +450,7 @@ impl Documents {
 
 /// The columns `job_from_row` reads, in order.
 pub(crate) const JOB_COLUMNS: &str = "id, repo, ref, environment, old_commit, new_commit, state, superseded_by,
-     created_at, updated_at, started_at, finished_at";
+     created_at, updated_at, started_at, finished_at, kind, options";
 
 fn job_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Job> {
     let state: String = row.get(6)?;
@@ -420,6 +469,17 @@ fn job_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Job> {
         updated_at: row.get(9)?,
         started_at: row.get(10)?,
         finished_at: row.get(11)?,
+        kind: {
+            let kind: String = row.get(12)?;
+            JobKind::parse(&kind).ok_or_else(|| {
+                rusqlite::Error::FromSqlConversionFailure(
+                    12,
+                    rusqlite::types::Type::Text,
+                    format!("kind {kind}").into(),
+                )
+            })?
+        },
+        options: row.get(13)?,
     })
 }
 

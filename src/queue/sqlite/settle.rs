@@ -232,6 +232,8 @@ impl Batch {
         }
         Ok(Job {
             id,
+            kind: crate::queue::JobKind::Push,
+            options: None,
             repo: r.repo,
             ref_name: r.ref_name,
             environment: r.environment,

@@ -1,0 +1,60 @@
+//! `env sync`: an environment gets its parent's data again, as a job of its own with its log.
+//! The databases are emptied and copied anew under the same credentials (the running apps keep
+//! theirs); the mounts' files are copied beside the current ones and swapped in. A runner
+//! killed halfway leaves the job to the next one, which does it all again.
+
+use serde::{Deserialize, Serialize};
+
+use super::deploy::EnvDir;
+use super::hooks::JobLog;
+use super::{Config, Control, Halt, RunnerError};
+use crate::queue::Job;
+
+/// What `env sync` asks (the job's options).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sync {
+    pub parent: String,
+    pub data: bool,
+    pub mounts: bool,
+}
+
+/// Copies the parent's data into the job's environment; the release it runs, unchanged.
+pub(super) fn sync(config: &Config, job: &Job, log: &mut JobLog, control: &Control) -> Result<String, Halt> {
+    let options: Sync = serde_json::from_str(job.options.as_deref().unwrap_or("{}"))
+        .map_err(|e| RunnerError::Platform(format!("the sync job's options cannot be read: {e}")))?;
+    let env_dir = EnvDir::new(&config.data_dir, &job.repo, &job.environment);
+    let parent_name = crate::core::EnvName::parse(&options.parent).map_err(RunnerError::Platform)?;
+    let parent = EnvDir::new(&config.data_dir, &job.repo, &parent_name);
+    let Some(release) = env_dir.current_release() else {
+        return Err(RunnerError::Platform(format!("environment {} is not deployed", job.environment)).into());
+    };
+    if parent.current_release().is_none() {
+        return Err(RunnerError::Platform(format!("the parent environment {parent_name} is not deployed")).into());
+    }
+    let user = crate::platform::users::app_user(&crate::store::DataDir::project_key(&job.repo))
+        .map_err(RunnerError::Platform)?;
+    log.phase("sync", &format!("Copying the data of environment {parent_name} into environment {}", job.environment));
+    if options.data {
+        let copied = crate::platform::services::resync(
+            &config.data(),
+            &crate::platform::site_key(&env_dir.root),
+            &crate::platform::site_key(&parent.root),
+        )
+        .map_err(RunnerError::Platform)?;
+        for name in &copied {
+            log.phase("sync", &format!("Service `{name}`: emptied, then copied from {parent_name}"));
+        }
+        if copied.is_empty() {
+            log.phase("sync", "No provisioned database to copy");
+        }
+    }
+    control.check()?;
+    if options.mounts {
+        super::release::copy_mounts(&parent, &env_dir, user.as_ref(), log)?;
+    }
+    log.phase(
+        "sync",
+        &format!("Environment {} has the data of {parent_name}; it still runs release {release}", job.environment),
+    );
+    Ok(release)
+}
