@@ -204,7 +204,7 @@ fn new_environment_parent(
     env_dir: &EnvDir,
     new: &crate::core::plan::NewEnvironment,
 ) -> Option<(EnvDir, String)> {
-    if !new.clone_parent || env_dir.current_release().is_some() || env_dir.mounts().exists() {
+    if !new.clone_parent || env_dir.current_release().is_some() {
         return None;
     }
     let name = match &new.parent {

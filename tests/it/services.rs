@@ -330,3 +330,55 @@ fn without_a_backend_a_declared_endpoint_is_shared_and_the_log_says_so() {
     );
     assert!(!Path::new(&s.data.join("services")).exists(), "nothing provisioned");
 }
+
+#[test]
+fn a_runner_killed_while_copying_a_database_leaves_it_to_the_next_which_starts_it_again() {
+    let s = Server::new("services-killed");
+    add_backends(&s);
+    let _cleanup = Cleanup(&s, &["main", "feature"]);
+    let files = project(true);
+    let files: Vec<(&str, &str)> = files.iter().map(|(p, c)| (*p, c.as_str())).collect();
+    s.commit(&files, "main");
+    s.push(&["HEAD:refs/heads/main"]).assert_accepted();
+    serve(&s);
+    let mdb = provisioned(&s, "main")["mysql"].clone();
+    // Enough rows that copying them takes a while.
+    let grow = "INSERT INTO t SELECT REPEAT('x', 60) FROM t";
+    for _ in 0..18 {
+        mariadb(&mdb, &field(&mdb, "path"), grow).unwrap();
+    }
+    let rows = mariadb(&mdb, &field(&mdb, "path"), "SELECT count(*) FROM t").unwrap();
+    s.push(&["HEAD:refs/heads/feature"]).assert_accepted();
+    let mut first = crate::runner::spawn_dying_runner(&s);
+    let copying = || {
+        Command::new("pgrep")
+            .args(["-f", &format!("mariadb-dump.*{}", field(&mdb, "path"))])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    };
+    assert!(crate::runner::eventually(30, copying), "the first runner started copying");
+    first.kill().unwrap(); // SIGKILL, mid-copy
+    first.wait().unwrap();
+    assert!(
+        !Path::new(&s.data.join("services")).read_dir().unwrap().flatten().any(|e| e
+            .file_name()
+            .to_string_lossy()
+            .ends_with(".feature.json")
+            && std::fs::read_to_string(e.path()).unwrap().contains("\"mysql\"")),
+        "a copy cut short is not recorded"
+    );
+    std::thread::sleep(std::time::Duration::from_millis(2500)); // the lease runs out
+    let out = runner(&s, &["serve", "--until-idle", "--lease", "1"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let job = s.jobs().into_iter().last().unwrap();
+    assert_eq!(job["state"], "succeeded", "{}", log_of(&s, job["id"].as_i64().unwrap()));
+    let fdb = provisioned(&s, "feature")["mysql"].clone();
+    let copied: u64 = mariadb(&fdb, &field(&fdb, "path"), "SELECT count(*) FROM t").unwrap().parse().unwrap();
+    assert_eq!(
+        copied,
+        rows.parse::<u64>().unwrap() + 1,
+        "every row of main, then feature's own: nothing twice, nothing lost"
+    );
+}
