@@ -16,6 +16,9 @@ pub struct Plan {
     /// stored before routing existed have none either.
     #[serde(default)]
     pub routes: Option<serde_json::Value>,
+    /// `services.yaml` as validated (JSON): the services' `configuration` (schemas, endpoints).
+    #[serde(default)]
+    pub services: Option<serde_json::Value>,
     /// How the environment starts if this push creates it.
     #[serde(default)]
     pub new_environment: NewEnvironment,
@@ -57,6 +60,7 @@ impl Plan {
                 .map(|a| App { name: a.name.clone().unwrap_or_default(), dir: a.dir.clone(), config: a.node.to_json() })
                 .collect(),
             routes: config.routes.as_ref().map(|d| d.root.to_json()),
+            services: config.services.as_ref().map(|d| d.root.to_json()),
             new_environment: NewEnvironment::default(),
         }
     }

@@ -141,18 +141,29 @@ impl Provisioned {
     }
 }
 
+/// The environment services are provisioned for.
+#[derive(Clone, Copy)]
+pub struct Target<'a> {
+    /// `NAME-HASH.ENV`
+    pub key: &'a str,
+    pub env_dir: &'a Path,
+    /// Who runs its instances (the project's user, when the runner can switch).
+    pub user: Option<&'a super::users::User>,
+    /// The environment whose data a new one starts with (its key).
+    pub parent: Option<&'a str>,
+}
+
 /// Provisions the services of `topology` that have a backend and are not provisioned yet, for
 /// the environment `key` (`NAME-HASH.ENV`); returns every provisioned service's endpoint and
 /// warnings for the services left shared.
 pub fn provision(
     data: &DataDir,
-    key: &str,
-    env_dir: &Path,
+    target: &Target<'_>,
     topology: &crate::topology::Topology,
     declared: &Map<String, Value>,
-    app_user: Option<&super::users::User>,
-    parent: Option<&str>,
+    configs: Option<&Value>,
 ) -> Result<(Map<String, Value>, Vec<String>), String> {
+    let Target { key, env_dir, user: app_user, parent } = *target;
     let backends = Backends::load(data)?;
     let file = data.services_dir().join(format!("{key}.json"));
     let mut provisioned = Provisioned::load(&file);
@@ -199,9 +210,16 @@ pub fn provision(
             .and_then(|_| parent.map(|p| format!("pg{}", &hash(&format!("{p}/{name}"))[..14])));
         let endpoint = match kind {
             "mysql" => {
-                let e = mysql(&admin, &id, name, &service.kind)?;
-                if let Some(from) = &from {
-                    copy_mysql(&admin, from, &id)?;
+                let config = configs.and_then(|c| c.get(name)).and_then(|s| s.get("configuration"));
+                let e = match config.filter(|c| c.get("schemas").is_some() || c.get("endpoints").is_some()) {
+                    Some(c) => mysql_schemas(&admin, &id, name, &service.kind, c)?,
+                    None => mysql(&admin, &id, name, &service.kind)?,
+                };
+                if let (Some(from), Some(theirs)) = (&from, parents.as_ref().and_then(|p| p.services.get(name))) {
+                    let (mine, theirs) = (databases(&e), databases(theirs));
+                    for suffix in mine.iter().filter(|s| theirs.contains(s)) {
+                        copy_mysql(&admin, &format!("{from}{suffix}"), &format!("{id}{suffix}"))?;
+                    }
                     warnings.push(format!("service `{name}` starts with a copy of the parent's data"));
                 }
                 e
@@ -298,7 +316,20 @@ fn drop_one(data: &DataDir, backends: &Backends, key: &str, name: &str, endpoint
     let id = format!("pg{}", &hash(&format!("{key}/{name}"))[..14]);
     let admin = backends.0.get(kind).map(|u| Url::parse(u)).transpose()?;
     match (kind, admin) {
-        ("mysql", Some(admin)) => drop_mysql(&admin, &id)?,
+        ("mysql", Some(admin)) => {
+            for suffix in databases(endpoint) {
+                drop_mysql(&admin, &format!("{id}{suffix}"))?;
+            }
+            for user in endpoint
+                .get("endpoints")
+                .and_then(Value::as_object)
+                .into_iter()
+                .flatten()
+                .map(|(e, _)| format!("{id}_{}", ident(e)))
+            {
+                run_mysql(&admin, &format!("DROP USER IF EXISTS '{user}'@'%';\n"))?;
+            }
+        }
         ("postgresql", Some(admin)) => drop_postgresql(&admin, &id)?,
         ("rabbitmq", Some(_)) => drop_rabbitmq(&id)?,
         ("redis", _) => {
@@ -384,6 +415,83 @@ fn drop_mysql(admin: &Url, id: &str) -> Result<(), String> {
     run_mysql(admin, &format!("DROP DATABASE IF EXISTS `{id}`;\nDROP USER IF EXISTS '{id}'@'%';\n"))
 }
 
+/// The databases of a MariaDB service, as suffixes of its id: one (`""`) without
+/// `configuration.schemas`, else `_SCHEMA` each.
+fn databases(endpoint: &Value) -> Vec<String> {
+    match endpoint.get("schemas").and_then(Value::as_array) {
+        Some(schemas) => schemas.iter().filter_map(Value::as_str).map(|s| format!("_{}", ident(s))).collect(),
+        None => vec![String::new()],
+    }
+}
+
+/// A schema or endpoint name as part of a database or user name.
+fn ident(name: &str) -> String {
+    name.chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '_' { c.to_ascii_lowercase() } else { '_' })
+        .take(40)
+        .collect()
+}
+
+/// A MariaDB service with `configuration.schemas` and `endpoints`, as Platform.sh defines them:
+/// a database per schema, a user per endpoint with `admin` (all), `rw` (read and write) or
+/// `ro` (read) rights on the schemas it names. The endpoint `mysql` (else the first) is the
+/// service's default.
+fn mysql_schemas(admin: &Url, id: &str, name: &str, kind: &str, config: &Value) -> Result<Value, String> {
+    let schemas: Vec<String> = match config.get("schemas").and_then(Value::as_array) {
+        Some(list) => list.iter().filter_map(Value::as_str).map(str::to_owned).collect(),
+        None => vec!["main".to_owned()],
+    };
+    let default_endpoints =
+        json!({"mysql": {"default_schema": schemas[0], "privileges": {schemas[0].clone(): "admin"}}});
+    let endpoints =
+        config.get("endpoints").and_then(Value::as_object).unwrap_or_else(|| default_endpoints.as_object().unwrap());
+    let mut sql = String::new();
+    let mut drop = String::new();
+    for schema in &schemas {
+        let db = format!("{id}_{}", ident(schema));
+        drop.push_str(&format!("DROP DATABASE IF EXISTS `{db}`;\n"));
+        sql.push_str(&format!("CREATE DATABASE `{db}`;\n"));
+    }
+    let mut out = Map::new();
+    for (endpoint, spec) in endpoints {
+        let user = format!("{id}_{}", ident(endpoint));
+        let password = password()?;
+        drop.push_str(&format!("DROP USER IF EXISTS '{user}'@'%';\n"));
+        sql.push_str(&format!("CREATE USER '{user}'@'%' IDENTIFIED BY '{password}';\n"));
+        for (schema, privilege) in spec.get("privileges").and_then(Value::as_object).into_iter().flatten() {
+            if !schemas.contains(schema) {
+                return Err(format!(
+                    "service `{name}`: endpoint `{endpoint}` names schema `{schema}`, which is not in `schemas`"
+                ));
+            }
+            let rights = match privilege.as_str() {
+                Some("admin") => "ALL PRIVILEGES",
+                Some("rw") => {
+                    "SELECT, INSERT, UPDATE, DELETE, CREATE TEMPORARY TABLES, LOCK TABLES, EXECUTE, SHOW VIEW"
+                }
+                Some("ro") => "SELECT, SHOW VIEW",
+                other => {
+                    return Err(format!(
+                        "service `{name}`: endpoint `{endpoint}`: unknown privilege {other:?} (admin, rw, ro)"
+                    ))
+                }
+            };
+            sql.push_str(&format!("GRANT {rights} ON `{id}_{}`.* TO '{user}'@'%';\n", ident(schema)));
+        }
+        let schema = spec.get("default_schema").and_then(Value::as_str).unwrap_or(&schemas[0]);
+        out.insert(
+            endpoint.clone(),
+            endpoint_of(admin, 3306, "mysql", &user, &password, &format!("{id}_{}", ident(schema)), name, kind),
+        );
+    }
+    run_mysql(admin, &format!("{drop}{sql}"))?;
+    let default = out.get("mysql").or_else(|| out.values().next()).cloned().unwrap_or(Value::Null);
+    let mut e = default;
+    e["endpoints"] = Value::Object(out);
+    e["schemas"] = json!(schemas);
+    Ok(e)
+}
+
 fn drop_postgresql(admin: &Url, id: &str) -> Result<(), String> {
     run_psql(admin, &format!("DROP DATABASE IF EXISTS \"{id}\" WITH (FORCE);\nDROP ROLE IF EXISTS \"{id}\";\n"))
 }
@@ -438,7 +546,7 @@ fn rabbitmq(admin: &Url, id: &str, name: &str, kind: &str) -> Result<Value, Stri
         }
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
-    let mut e = endpoint(admin, 5672, "amqp", id, &password, id, name, kind);
+    let mut e = endpoint_of(admin, 5672, "amqp", id, &password, id, name, kind);
     e["vhost"] = json!(id);
     Ok(e)
 }
@@ -454,7 +562,7 @@ fn mysql(admin: &Url, id: &str, name: &str, kind: &str) -> Result<Value, String>
              ALTER USER '{id}'@'%' IDENTIFIED BY '{password}';\nGRANT ALL PRIVILEGES ON `{id}`.* TO '{id}'@'%';\n"
         ),
     )?;
-    Ok(endpoint(admin, 3306, "mysql", id, &password, id, name, kind))
+    Ok(endpoint_of(admin, 3306, "mysql", id, &password, id, name, kind))
 }
 
 fn postgresql(admin: &Url, id: &str, name: &str, kind: &str) -> Result<Value, String> {
@@ -469,7 +577,7 @@ fn postgresql(admin: &Url, id: &str, name: &str, kind: &str) -> Result<Value, St
              REVOKE ALL ON DATABASE \"{id}\" FROM PUBLIC;\n"
         ),
     )?;
-    Ok(endpoint(admin, 5432, "pgsql", id, &password, id, name, kind))
+    Ok(endpoint_of(admin, 5432, "pgsql", id, &password, id, name, kind))
 }
 
 /// A Redis instance of the environment's own, supervised, as the project's user.
@@ -520,7 +628,7 @@ fn redis(
     super::process::start_supervised(&supervised, &dir.join("supervised.json"))?;
     let host = if admin.host == "localhost" { "127.0.0.1".to_owned() } else { admin.host.clone() };
     let mut e =
-        endpoint(&Url { host, port: Some(port), ..admin.clone() }, 6379, "redis", "", &password, "", name, kind);
+        endpoint_of(&Url { host, port: Some(port), ..admin.clone() }, 6379, "redis", "", &password, "", name, kind);
     e["username"] = Value::Null;
     Ok(e)
 }
@@ -539,7 +647,7 @@ pub fn ensure_instances(env_dir: &Path, run: bool) {
 
 /// An endpoint in the shape of Platform.sh's relationships.
 #[allow(clippy::too_many_arguments)]
-fn endpoint(
+fn endpoint_of(
     at: &Url,
     default_port: u16,
     scheme: &str,

@@ -107,7 +107,16 @@ fn relationships(ctx: &AppContext<'_>, topology: &Topology, services: &Map<Strin
         let (service, endpoint) = target.split_once(':').unwrap_or((target, ""));
         let mut entries = Vec::new();
         if let Some(declared) = services.get(service).and_then(Value::as_object) {
+            // A service with endpoints of its own (MariaDB's `configuration.endpoints`): the
+            // relationship's endpoint, else the service's default one.
+            let declared = declared
+                .get("endpoints")
+                .and_then(Value::as_object)
+                .and_then(|eps| eps.get(if endpoint.is_empty() { "mysql" } else { endpoint }))
+                .and_then(Value::as_object)
+                .unwrap_or(declared);
             let mut entry = declared.clone();
+            entry.remove("endpoints");
             entry.insert("service".into(), json!(service));
             entry.insert("rel".into(), json!(if endpoint.is_empty() { service } else { endpoint }));
             entries.push(Value::Object(entry));

@@ -43,14 +43,19 @@ pub(super) fn deploy(
         copy_mounts(&parent.0, &env_dir, user.as_ref(), log)?;
     }
     let parent_key = parent.as_ref().map(|(dir, _)| crate::platform::site_key(&dir.root));
+    let key = crate::platform::site_key(&env_dir.root);
+    let target = crate::platform::services::Target {
+        key: &key,
+        env_dir: &env_dir.root,
+        user: user.as_ref(),
+        parent: parent_key.as_deref(),
+    };
     let (provisioned, shared) = crate::platform::services::provision(
         &config.data(),
-        &crate::platform::site_key(&env_dir.root),
-        &env_dir.root,
+        &target,
         topology,
         &declared.services,
-        user.as_ref(),
-        parent_key.as_deref(),
+        built.plan.services.as_ref(),
     )
     .map_err(|why| RunnerError::Platform(format!("provisioning the environment's services: {why}")))?;
     for warning in shared {

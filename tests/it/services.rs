@@ -382,3 +382,43 @@ fn a_runner_killed_while_copying_a_database_leaves_it_to_the_next_which_starts_i
         "every row of main, then feature's own: nothing twice, nothing lost"
     );
 }
+
+#[test]
+fn mariadb_schemas_and_endpoints_become_databases_and_users_with_their_rights() {
+    let s = Server::new("services-schemas");
+    add_backends(&s);
+    let _cleanup = Cleanup(&s, &["main"]);
+    let services = "mysql:\n    type: mysql:10.11\n    disk: 2048\n    configuration:\n        schemas: [main, legacy]\n\
+                    \x20       endpoints:\n            mysql:\n                default_schema: main\n                privileges:\n\
+                    \x20                   main: admin\n                    legacy: admin\n            reporter:\n\
+                    \x20               default_schema: main\n                privileges:\n                    main: ro\n";
+    let app = app_with_hooks("echo building", &[READ, WRITE_MYSQL].join("\n"))
+        .replace("type: php:8.4", "type: php:8.2")
+        .replace(
+            "    database: \"mysql:mysql\"\n    redis: \"redis:redis\"\n",
+            "    database: \"mysql:mysql\"\n    reports: \"mysql:reporter\"\n",
+        );
+    let files = [
+        (".magento.app.yaml", app.as_str()),
+        (".magento/services.yaml", services),
+        (".magento/routes.yaml", crate::push::ROUTES),
+    ];
+    let commit = s.commit(&files, "schemas");
+    s.push(&["HEAD:refs/heads/main"]).assert_accepted();
+    serve(&s);
+    let (id, state) = job_state(&s, &commit);
+    assert_eq!(state, "succeeded", "{}", log_of(&s, id));
+    let mysql = provisioned(&s, "main")["mysql"].clone();
+    let (admin, reporter) = (&mysql["endpoints"]["mysql"], &mysql["endpoints"]["reporter"]);
+    let main_db = field(admin, "path");
+    let legacy_db = main_db.replace("_main", "_legacy");
+    assert!(main_db.ends_with("_main") && field(reporter, "path") == main_db, "{mysql}");
+    // The deploy hook wrote with the `mysql` endpoint; the reporter reads it, and only reads.
+    assert_eq!(mariadb(reporter, &main_db, "SELECT v FROM t").unwrap(), "main");
+    assert!(mariadb(reporter, &main_db, "INSERT INTO t VALUES ('x')").unwrap_err().contains("denied"));
+    assert!(mariadb(reporter, &legacy_db, "SELECT 1").unwrap_err().contains("denied"), "no right on legacy");
+    assert!(mariadb(admin, &legacy_db, "CREATE TABLE l (v INT)").is_ok());
+    let out = runner(&s, &["env", "delete", "main", "--yes"]);
+    assert!(out.status.success());
+    assert!(!root_sees("mysql", &main_db) && !root_sees("mysql", &legacy_db));
+}
