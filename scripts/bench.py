@@ -336,6 +336,58 @@ def router_benchmarks(tmp, runs):
 
 
 
+def clone_benchmark(tmp, megabytes, rounds):
+    """Copying a MariaDB database to another environment (`env sync --services`: the runner's
+    job, emptying the copy and loading the parent's) against `mariadb-dump | mariadb` of the
+    same database by hand, interleaved."""
+    runner = ROOT / "target" / "release" / "pushgate-runner"
+    os.chmod(tmp, 0o755)
+    repo, data = tmp / "clone.git", tmp / "clone-data"
+    run(["bash", str(ROOT / "install.sh"), "--prefix", str(tmp / "prefix"), "--data", str(data),
+         "--bin-dir", str(HOOK.parent), str(repo)])
+    run([str(runner), "backend", "add", "mysql", "mysql://root@127.0.0.1:3306", "--data", str(data)])
+    work = tmp / "clone-work"
+    shutil.copytree(ROOT / "examples" / "magento", work)
+    app = (work / ".magento.app.yaml").read_text().replace("    redis: \"redis:redis\"\n", "")
+    (work / ".magento.app.yaml").write_text(app)
+    (work / ".magento" / "services.yaml").write_text("mysql:\n    type: mysql:11.4\n    disk: 20480\n")
+    git(work, "init", "-q", "-b", "main")
+    git(work, "add", "-A")
+    git(work, "commit", "-q", "-m", "base")
+    sql = lambda db, q: run(["mariadb", "--protocol=tcp", "-h", "127.0.0.1", "-u", "root", "-N", db, "-e", q]).stdout.decode().strip()
+    try:
+        for branch in ("main", "feature"):
+            run(["git", "push", "-q", "-o", "pushgate.nowait", str(repo), f"HEAD:refs/heads/{branch}"], cwd=work)
+            run([str(runner), "serve", "--until-idle", "--data", str(data)])
+        services = {p.name.split(".")[-2]: json.loads(p.read_text())["services"]["mysql"] for p in (data / "services").glob("*.json")}
+        main_db = services["main"]["path"]
+        sql(main_db, "CREATE TABLE big (id INT AUTO_INCREMENT PRIMARY KEY, v VARCHAR(1000)) ENGINE=InnoDB")
+        sql(main_db, "INSERT INTO big (v) VALUES (REPEAT(MD5(RAND()), 31))")
+        while int(sql("information_schema", f"SELECT COALESCE(SUM(data_length), 0) FROM tables WHERE table_schema = '{main_db}'")) < megabytes * 1e6:
+            sql(main_db, "INSERT INTO big (v) SELECT REPEAT(MD5(RAND()), 31) FROM big")
+        size = int(sql("information_schema", f"SELECT SUM(data_length + index_length) FROM tables WHERE table_schema = '{main_db}'"))
+        rows = sql(main_db, "SELECT count(*) FROM big")
+        ours, theirs = [], []
+        for _ in range(rounds):
+            start = time.perf_counter()
+            run([str(runner), "env", "sync", "feature", "--services", "--data", str(data)])
+            run([str(runner), "serve", "--until-idle", "--data", str(data)])
+            ours.append(time.perf_counter() - start)
+            assert sql(services["feature"]["path"], "SELECT count(*) FROM big") == rows
+            sql("mysql", "DROP DATABASE IF EXISTS pushgate_bench_copy")
+            sql("mysql", "CREATE DATABASE pushgate_bench_copy")
+            start = time.perf_counter()
+            run(["bash", "-c", f"mariadb-dump --protocol=tcp -h 127.0.0.1 -u root --single-transaction {main_db} "
+                               f"| mariadb --protocol=tcp -h 127.0.0.1 -u root pushgate_bench_copy"])
+            theirs.append(time.perf_counter() - start)
+    finally:
+        run([str(runner), "env", "delete", "feature", "--yes", "--data", str(data)], check=False)
+        run([str(runner), "env", "delete", "main", "--yes", "--data", str(data)], check=False)
+        sql("mysql", "DROP DATABASE IF EXISTS pushgate_bench_copy")
+    return size, int(rows), ours, theirs
+
+
+
 def hostile_inputs():
     """Each hostile push as the files it writes over the sample project."""
     laughs = 'a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n'
@@ -535,7 +587,8 @@ def main():
     ap.add_argument("--branch-runs", type=int, default=5)
     ap.add_argument("--skip-external", action="store_true")
     ap.add_argument("--only", default="push,branches,hostile,runner,router,external,fsck,size",
-                    help="comma-separated sections: push, branches, hostile, runner, router, external, fsck, size")
+                    help="comma-separated sections: push, branches, hostile, runner, router, clone, external, fsck, size")
+    ap.add_argument("--clone-mb", type=int, default=1024, help="size of the database the clone section copies")
     args = ap.parse_args()
     sections = set(args.only.split(","))
     run(["cargo", "build", "--release", "--quiet"], cwd=ROOT)
@@ -594,6 +647,13 @@ def main():
                 what = "static file" if path.endswith(".txt") else "PHP page  "
                 print(f"   {what} {path:11}: pushgate's router {ours:9.0f} req/s, configured by hand {hand:9.0f} req/s"
                       f" ({ours / hand:.2f}; aim >= 0.95)")
+
+        if "clone" in sections:
+            size, rows, ours, theirs = clone_benchmark(tmp, args.clone_mb, 2)
+            a, b = statistics.median(ours), statistics.median(theirs)
+            print(f"\n9. copying a MariaDB database of {size / 1e6:.0f} MB ({rows} rows) to another environment")
+            print(f"   pushgate-runner env sync --services (a job): {a:.1f} s; mariadb-dump | mariadb by hand: {b:.1f} s"
+                  f" ({a / b:.2f}x)")
 
         if "external" in sections and not args.skip_external:
             t4 = external(tmp, 11)

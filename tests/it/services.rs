@@ -66,49 +66,19 @@ fn field(e: &Value, f: &str) -> String {
 
 /// `mariadb` as the endpoint's user, on database `db`: its output, or its error.
 fn mariadb(e: &Value, db: &str, sql: &str) -> Result<String, String> {
-    let out = Command::new("mariadb")
-        .args([
-            "--protocol=tcp",
-            "-N",
-            "-h",
-            &field(e, "host"),
-            "-P",
-            &field(e, "port"),
-            "-u",
-            &field(e, "username"),
-            db,
-            "-e",
-            sql,
-        ])
-        .env("MYSQL_PWD", field(e, "password"))
-        .output()
-        .unwrap();
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).into_owned())
-    }
+    let (host, port, user) = (field(e, "host"), field(e, "port"), field(e, "username"));
+    client("mariadb", &["--protocol=tcp", "-N", "-h", &host, "-P", &port, "-u", &user, db, "-e", sql], ("MYSQL_PWD", e))
 }
 
+/// `psql` as the endpoint's role, on database `db`.
 fn psql(e: &Value, db: &str, sql: &str) -> Result<String, String> {
-    let out = Command::new("psql")
-        .args([
-            "-X",
-            "-tA",
-            "-h",
-            &field(e, "host"),
-            "-p",
-            &field(e, "port"),
-            "-U",
-            &field(e, "username"),
-            "-d",
-            db,
-            "-c",
-            sql,
-        ])
-        .env("PGPASSWORD", field(e, "password"))
-        .output()
-        .unwrap();
+    let (host, port, user) = (field(e, "host"), field(e, "port"), field(e, "username"));
+    client("psql", &["-X", "-tA", "-h", &host, "-p", &port, "-U", &user, "-d", db, "-c", sql], ("PGPASSWORD", e))
+}
+
+/// A database client with the endpoint's password in `variable`: its output, or its error.
+fn client(program: &str, args: &[&str], (variable, e): (&str, &Value)) -> Result<String, String> {
+    let out = Command::new(program).args(args).env(variable, field(e, "password")).output().unwrap();
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
     } else {
@@ -421,4 +391,42 @@ fn mariadb_schemas_and_endpoints_become_databases_and_users_with_their_rights() 
     let out = runner(&s, &["env", "delete", "main", "--yes"]);
     assert!(out.status.success());
     assert!(!root_sees("mysql", &main_db) && !root_sees("mysql", &legacy_db));
+}
+
+#[test]
+fn a_service_added_to_a_running_environment_is_provisioned_empty_at_its_next_deploy() {
+    let s = Server::new("services-added");
+    add_backends(&s);
+    let _cleanup = Cleanup(&s, &["main"]);
+    // First without Redis, then with it.
+    let app = app_with_hooks("echo building", "true")
+        .replace("type: php:8.4", "type: php:8.2")
+        .replace("    redis: \"redis:redis\"\n", "");
+    let services = MYSQL.to_owned();
+    let files = [
+        (".magento.app.yaml", app.as_str()),
+        (".magento/services.yaml", services.as_str()),
+        (".magento/routes.yaml", crate::push::ROUTES),
+    ];
+    s.commit(&files, "no redis");
+    s.push(&["HEAD:refs/heads/main"]).assert_accepted();
+    serve(&s);
+    assert!(!provisioned(&s, "main").contains_key("redis"));
+    let app =
+        app_with_hooks("echo building", &[READ, WRITE_REDIS].join("\n")).replace("type: php:8.4", "type: php:8.2");
+    let services = format!("{MYSQL}redis:\n    type: redis:7.2\n");
+    let files = [
+        (".magento.app.yaml", app.as_str()),
+        (".magento/services.yaml", services.as_str()),
+        (".magento/routes.yaml", crate::push::ROUTES),
+    ];
+    let added = s.commit(&files, "with redis");
+    let push = s.push(&["HEAD:refs/heads/main"]);
+    push.assert_accepted();
+    assert!(push.output.contains("redis (type: redis:7.2") && push.output.contains("[added]"), "{}", push.output);
+    serve(&s);
+    let (id, state) = job_state(&s, &added);
+    assert_eq!(state, "succeeded", "{}", log_of(&s, id));
+    let services = provisioned(&s, "main");
+    assert_eq!(redis_get(&services["redis"]), "main", "the deploy hook reached the new Redis");
 }
