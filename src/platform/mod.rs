@@ -180,6 +180,13 @@ impl Platform {
     /// Starts the router if it is not running, with the current sites, and what every active
     /// environment needs.
     pub fn start(&self) -> Result<(), String> {
+        self.ensure_router()?;
+        self.reconcile();
+        Ok(())
+    }
+
+    /// The router's configuration written and nginx running with it (reloaded if it changed).
+    fn ensure_router(&self) -> Result<(), String> {
         let root = self.router();
         for dir in ["sites", "php", "apps", "run", "logs"] {
             std::fs::create_dir_all(root.join(dir)).map_err(|e| format!("{}: {e}", root.join(dir).display()))?;
@@ -208,7 +215,6 @@ impl Platform {
                 process::run_detached(&mut self.nginx_command(&[])).map_err(|e| format!("starting nginx: {e}"))?;
             }
         }
-        self.reconcile();
         Ok(())
     }
 
@@ -431,7 +437,8 @@ impl Platform {
         }
         let site = self.router().join("sites").join(format!("{}.conf", prepared.key));
         if write_if_changed(&site, &prepared.site, 0o644)? {
-            self.start()?;
+            // Not `start`: reconciling is the serving loop's, never two at once.
+            self.ensure_router()?;
             if let Some(pid) = process::alive(&self.router().join("run/nginx.pid")) {
                 self.reload(pid)?;
             }
