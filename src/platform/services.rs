@@ -232,7 +232,16 @@ pub fn provision(
                 }
                 e
             }
-            "rabbitmq" => rabbitmq(&admin, &id, name, &service.kind)?,
+            "rabbitmq" => {
+                let e = rabbitmq(&admin, &id, name, &service.kind)?;
+                if let Some(from) = &from {
+                    copy_rabbitmq(from, &id)?;
+                    warnings.push(format!(
+                        "service `{name}` starts with the parent's queues, exchanges and bindings (not their messages)"
+                    ));
+                }
+                e
+            }
             _ => redis(data, &admin, key, env_dir, name, &service.kind, app_user)?,
         };
         provisioned.services.insert(name.clone(), endpoint);
@@ -506,6 +515,37 @@ fn drop_rabbitmq(id: &str) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Copies the definitions of virtual host `from` (queues, exchanges, bindings, policies; not
+/// the messages) into virtual host `to`.
+fn copy_rabbitmq(from: &str, to: &str) -> Result<(), String> {
+    let out = Command::new("rabbitmqctl")
+        .args(["-q", "export_definitions", "-", "--format", "json"])
+        .output()
+        .map_err(|e| format!("rabbitmqctl: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("rabbitmqctl export_definitions: {}", String::from_utf8_lossy(&out.stderr).trim()));
+    }
+    let all: Value = serde_json::from_slice(&out.stdout).map_err(|e| format!("rabbitmqctl export_definitions: {e}"))?;
+    let mut copy = Map::new();
+    for section in ["queues", "exchanges", "bindings", "policies"] {
+        let items: Vec<Value> = all[section]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|item| item["vhost"] == from)
+            .map(|item| {
+                let mut item = item.clone();
+                item["vhost"] = json!(to);
+                item
+            })
+            .collect();
+        copy.insert(section.to_owned(), Value::Array(items));
+    }
+    let mut command = Command::new("rabbitmqctl");
+    command.args(["-q", "import_definitions", "--format", "json"]);
+    feed(command, &Value::Object(copy).to_string(), "rabbitmqctl import_definitions")
 }
 
 /// A RabbitMQ virtual host and a user with rights on it alone. The user is imported with the

@@ -176,6 +176,23 @@ fn each_environment_gets_services_of_its_own_that_no_other_can_read() {
     serve(&s);
     let (id, state) = job_state(&s, &main);
     assert_eq!(state, "succeeded", "{}", log_of(&s, id));
+    // A queue in main's virtual host: a new environment starts with its definition.
+    let main_vhost = field(&provisioned(&s, "main")["queue"], "vhost");
+    let queue = format!(
+        r#"{{"queues": [{{"name": "orders", "vhost": "{main_vhost}", "durable": true, "auto_delete": false, "arguments": {{}}}}]}}"#
+    );
+    let mut import = Command::new("rabbitmqctl")
+        .args(["-q", "import_definitions", "--format", "json"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut import.stdin.take().unwrap(), queue.as_bytes()).unwrap();
+    assert!(import.wait().unwrap().success());
+    let queues = |vhost: &str| {
+        let out = Command::new("rabbitmqctl").args(["-q", "list_queues", "-p", vhost, "name"]).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(crate::runner::eventually(10, || queues(&main_vhost).contains("orders")));
     // New branches: one starts from main's data (the default), one empty.
     s.push(&["HEAD:refs/heads/feature"]).assert_accepted();
     s.push_with_options(&["environment.clone_parent_on_create=false"], &["HEAD:refs/heads/solo"]).assert_accepted();
@@ -195,6 +212,12 @@ fn each_environment_gets_services_of_its_own_that_no_other_can_read() {
         std::fs::read_to_string(dir.join(env).join("mounts/mymagento/var/envs.txt")).unwrap_or_default()
     };
     assert_eq!((mounts("feature"), mounts("solo")), ("main\nfeature\n".to_owned(), "solo\n".to_owned()));
+    let feature_vhost = field(&f["queue"], "vhost");
+    assert!(
+        crate::runner::eventually(10, || queues(&feature_vhost).contains("orders")),
+        "the queue's definition is copied"
+    );
+    assert!(!queues(&field(&solo["queue"], "vhost")).contains("orders"));
 
     // Each deploy hook wrote into its own services, with the credentials it was given.
     let (mdb, fdb) = (&m["mysql"], &f["mysql"]);
