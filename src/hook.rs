@@ -25,7 +25,7 @@ use crate::queue::{JobStore, QueueError, Receiver, Reservation};
 use crate::report;
 use crate::settings::{self, Env};
 use crate::source::{DirSource, Entry, ReadLog, Recording, Source, SourceError};
-use crate::topology::diff::{destructive, diff};
+use crate::topology::diff::{destructive, diff, Kind, Subject};
 use crate::topology::Topology;
 use crate::validate::{self, Outcome};
 
@@ -177,12 +177,27 @@ fn judge(
     let _ = report::diagnostics(out, &outcome.diags, lines);
     let _ = report::topology(out, &new_topology, &changes);
     let _ = report::destruction(out, &destroying, settings.allow_data_loss);
+    // An upgrade in place that the service's backend cannot give: refused now, not at deploy.
+    let versions = crate::platform::services::Versions::load(&crate::store::DataDir::new(&settings.data_dir));
+    let mut impossible = false;
+    for change in changes.iter().filter(|c| c.subject == Subject::Service && c.kind == Kind::Upgraded) {
+        let Some(service) = new_topology.services.get(&change.name) else { continue };
+        if let Some(why) = versions.refuses_upgrade(&service.kind) {
+            impossible = true;
+            let _ = writeln!(
+                out,
+                "E: service `{}` cannot be upgraded in place to {}: {why}\n    hint: keep the version the backend \
+                 runs (or lower), or ask the admin to upgrade the backend first",
+                change.name, service.kind
+            );
+        }
+    }
     Printed {
         outcome: index,
         baseline,
         branch: branch.to_owned(),
         same: Vec::new(),
-        blocked: !destroying.is_empty() && !settings.allow_data_loss,
+        blocked: (!destroying.is_empty() && !settings.allow_data_loss) || impossible,
         topology: serde_json::to_string(&new_topology).unwrap_or_default(),
         changes: serde_json::to_string(&changes).unwrap_or_default(),
         plan: serde_json::to_string(&crate::core::plan::Plan {

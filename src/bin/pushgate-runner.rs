@@ -332,8 +332,14 @@ fn backend(data: &Path, command: BackendCommand, out: &mut dyn Write) -> Result<
     match command {
         BackendCommand::Add { kind, url } => {
             let kind = backends.add(&kind, &url)?;
+            // Asked before it is kept: a backend that cannot be reached is not declared.
+            let versions = pushgate::platform::services::Versions::refresh(&data, &backends)?;
             backends.save(&data)?;
-            writeln!(out, "Backend {kind} declared: new environments get their own {kind} services from it.")?;
+            let version = versions.0.get(&kind).cloned().unwrap_or_default();
+            writeln!(
+                out,
+                "Backend {kind} declared (it runs {version}): new environments get their own {kind} services from it."
+            )?;
         }
         BackendCommand::List => {
             for (kind, url) in backends.masked() {
@@ -346,6 +352,7 @@ fn backend(data: &Path, command: BackendCommand, out: &mut dyn Write) -> Result<
                 return Err(format!("no {kind} backend is declared").into());
             }
             backends.save(&data)?;
+            pushgate::platform::services::Versions::refresh(&data, &backends)?;
             writeln!(out, "Backend {kind} removed (what it provisioned stays).")?;
         }
     }

@@ -84,6 +84,90 @@ impl Backends {
     }
 }
 
+/// What the hooks may know of the backends (`DATA/backends.public.json`, no credentials):
+/// the version each runs, so that a push asking for an upgrade in place that the backend
+/// cannot give is refused before anything changes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Versions(pub BTreeMap<String, String>);
+
+impl Versions {
+    pub fn load(data: &DataDir) -> Versions {
+        std::fs::read_to_string(data.backend_versions_file())
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or_default()
+    }
+
+    /// Asks each backend its version (which also shows it is reachable), and keeps them.
+    pub fn refresh(data: &DataDir, backends: &Backends) -> Result<Versions, String> {
+        let mut versions = Versions::default();
+        for (kind, url) in &backends.0 {
+            versions.0.insert(kind.clone(), server_version(kind, &Url::parse(url)?)?);
+        }
+        let path = data.backend_versions_file();
+        std::fs::write(&path, serde_json::to_string_pretty(&versions).unwrap_or_default())
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(versions)
+    }
+
+    /// Why a service cannot be upgraded in place to `service_type` here; None when it can (or
+    /// no backend provisions it).
+    pub fn refuses_upgrade(&self, service_type: &str) -> Option<String> {
+        let kind = kind_of(service_type)?;
+        let runs = self.0.get(kind)?;
+        let wanted = service_type.split_once(':')?.1;
+        let numbers = |v: &str| -> Vec<u64> {
+            v.split(|c: char| !c.is_ascii_digit())
+                .take_while(|p| !p.is_empty())
+                .filter_map(|p| p.parse().ok())
+                .collect()
+        };
+        let (wanted_n, runs_n) = (numbers(wanted), numbers(runs));
+        let runs_n: Vec<u64> = runs_n.into_iter().take(wanted_n.len()).collect();
+        (wanted_n > runs_n).then(|| format!("the {kind} backend of this server runs version {runs}"))
+    }
+}
+
+/// The version a backend runs.
+fn server_version(kind: &str, admin: &Url) -> Result<String, String> {
+    let out = match kind {
+        "mysql" => {
+            let mut c = Command::new("mariadb");
+            c.args(["--protocol=tcp", "-N", "-h", &admin.host, "-P", &admin.port.unwrap_or(3306).to_string()]);
+            if !admin.user.is_empty() {
+                c.args(["-u", &admin.user]);
+            }
+            c.env("MYSQL_PWD", &admin.password).args(["-e", "SELECT VERSION()"]).output()
+        }
+        "postgresql" => {
+            let mut c = Command::new("psql");
+            let db = if admin.path.is_empty() { "postgres" } else { admin.path.as_str() };
+            c.args(["-X", "-tA", "-h", &admin.host, "-p", &admin.port.unwrap_or(5432).to_string(), "-d", db]);
+            if !admin.user.is_empty() {
+                c.args(["-U", &admin.user]);
+            }
+            c.env("PGPASSWORD", &admin.password).args(["-c", "SHOW server_version"]).output()
+        }
+        "redis" => Command::new(
+            which("redis-server").or_else(|| which("valkey-server")).unwrap_or_else(|| "redis-server".into()),
+        )
+        .arg("--version")
+        .output(),
+        _ => Command::new("rabbitmqctl").args(["-q", "version"]).output(),
+    }
+    .map_err(|e| format!("asking the {kind} backend its version: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("the {kind} backend cannot be reached: {}", String::from_utf8_lossy(&out.stderr).trim()));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    // `Redis server v=7.0.15 sha=...`: the version is the word after `v=`.
+    let version = match text.split_whitespace().find_map(|w| w.strip_prefix("v=")) {
+        Some(v) => v.to_owned(),
+        None => text.trim().to_owned(),
+    };
+    Ok(version)
+}
+
 /// `scheme://user:password@host:port/path`, as backends are written.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Url {
@@ -190,6 +274,11 @@ pub fn provision(
                     service.kind,
                     provisioned.services[name].get("type").and_then(Value::as_str).unwrap_or("?")
                 ));
+                // Said once: the version asked for is the service's from now on.
+                if let Some(e) = provisioned.services.get_mut(name) {
+                    e["type"] = json!(service.kind);
+                }
+                write_secret(&file, &serde_json::to_string_pretty(&provisioned).unwrap_or_default())?;
             }
             if kind == "redis" {
                 // The instance exists: running again if its environment was off.

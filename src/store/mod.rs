@@ -94,6 +94,11 @@ impl DataDir {
         self.root.join("backends.json")
     }
 
+    /// The version each backend runs, for the hooks (no credentials).
+    pub fn backend_versions_file(&self) -> PathBuf {
+        self.root.join("backends.public.json")
+    }
+
     /// What each environment's services were given (`KEY.json`, mode 0600).
     pub fn services_dir(&self) -> PathBuf {
         self.root.join("services")

@@ -453,3 +453,41 @@ fn a_service_added_to_a_running_environment_is_provisioned_empty_at_its_next_dep
     let services = provisioned(&s, "main");
     assert_eq!(redis_get(&services["redis"]), "main", "the deploy hook reached the new Redis");
 }
+
+#[test]
+fn an_upgrade_in_place_the_backend_cannot_give_is_refused_at_push_time() {
+    let s = Server::new("services-upgrade");
+    add_backends(&s);
+    let _cleanup = Cleanup(&s, &["main"]);
+    let app = app_with_hooks("echo building", "true")
+        .replace("type: php:8.4", "type: php:8.2")
+        .replace("    redis: \"redis:redis\"\n", "");
+    let push = |version: &str| {
+        let services = format!("mysql:\n    type: mysql:{version}\n    disk: 2048\n");
+        let files = [
+            (".magento.app.yaml", app.as_str()),
+            (".magento/services.yaml", services.as_str()),
+            (".magento/routes.yaml", crate::push::ROUTES),
+        ];
+        let commit = s.commit(&files, version);
+        (commit, s.push(&["HEAD:refs/heads/main"]))
+    };
+    let (_, first) = push("10.6");
+    first.assert_accepted();
+    serve(&s);
+    // The backend runs MariaDB 10.11: 11.4 cannot be given in place.
+    let (_, refused) = push("11.4");
+    assert!(!refused.ok, "{}", refused.output);
+    assert!(
+        refused.output.contains("service `mysql` cannot be upgraded in place to mysql:11.4: the mysql backend of this server runs version 10.11"),
+        "{}",
+        refused.output
+    );
+    // 10.11 is what it runs: accepted, deployed, the data kept.
+    let (commit, accepted) = push("10.11");
+    accepted.assert_accepted();
+    serve(&s);
+    let (id, state) = job_state(&s, &commit);
+    assert_eq!(state, "succeeded", "{}", log_of(&s, id));
+    assert!(log_of(&s, id).contains("now mysql:10.11, provisioned as mysql:10.6"), "{}", log_of(&s, id));
+}
