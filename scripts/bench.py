@@ -595,6 +595,7 @@ def main():
     print(f"git: {git(None, '--version').stdout.decode().strip()}; cores: {os.cpu_count()}")
     with tempfile.TemporaryDirectory(prefix="pushgate-bench-") as t:
         tmp = Path(t)
+        os.chmod(tmp, 0o755)  # a runner started as root runs hooks and apps as the project's user
         work = work_tree(tmp)
 
         if "push" in sections:
