@@ -368,7 +368,6 @@ fn env_sync(
     repo: Option<&str>,
     out: &mut dyn Write,
 ) -> Result<()> {
-    use pushgate::core::{EnvName, RepoId};
     let env = deploy::find(data, name, repo)?;
     let info = env
         .current_release()
@@ -387,17 +386,7 @@ fn env_sync(
         return Err("an environment cannot be synced from itself".into());
     }
     let options = runner::sync::Sync { parent: parent.clone(), data: with_data, mounts: with_mounts };
-    let request = pushgate::queue::Request {
-        kind: pushgate::queue::JobKind::Sync,
-        repo: RepoId::new(info.repo.as_str()),
-        ref_name: format!("refs/heads/{}", info.branch.unwrap_or_else(|| name.to_owned())),
-        environment: EnvName::parse(name)?,
-        commit: info.commit,
-        options: serde_json::to_string(&options)?,
-    };
-    let mut queue = pushgate::queue::open(data, pushgate::store::QUEUE_TIMEOUT)?;
-    let job = queue.enqueue(&request)?;
-    pushgate::store::wake::wake(data);
+    let job = queue_job(data, pushgate::queue::JobKind::Sync, name, info, serde_json::to_string(&options)?)?;
     writeln!(
         out,
         "Job #{} queued: sync of environment {name} from {parent}. Follow it with: pushgate-runner logs {} --follow",
@@ -410,20 +399,44 @@ fn env_delete(data: &Path, name: &str, repo: Option<&str>, yes: bool, out: &mut 
     let env = deploy::find(data, name, repo)?;
     if !yes {
         return Err(format!(
-            "this deletes environment `{name}` ({}): its releases and its mounts' files; pass --yes to do it",
+            "this deletes environment `{name}` ({}): its services' data, its releases and its mounts' files; pass \
+             --yes to do it",
             env.root.display()
         )
         .into());
     }
-    let store = pushgate::store::DataDir::new(data);
-    pushgate::platform::deactivate(&store, &env.root);
-    let dropped = pushgate::platform::services::deprovision(&store, &pushgate::platform::site_key(&env.root))?;
-    if !dropped.is_empty() {
-        writeln!(out, "Its services are dropped: {}.", dropped.join(", "))?;
-    }
-    deploy::remove_release(&env.root)?;
-    writeln!(out, "Environment {name} deleted: off the router, its processes stopped, its files removed.")?;
+    let info =
+        env.current_release().and_then(|r| env.info(&r)).ok_or_else(|| format!("environment {name} has no release"))?;
+    let job = queue_job(data, pushgate::queue::JobKind::Delete, name, info, "{}".into())?;
+    writeln!(
+        out,
+        "Job #{} queued: deletion of environment {name} (off the router, its services dropped, its files removed). \
+         Follow it with: pushgate-runner logs {} --follow",
+        job.id, job.id
+    )?;
     Ok(())
+}
+
+/// Queues a job that is not a push for the environment a release describes, and wakes runners.
+fn queue_job(
+    data: &Path,
+    kind: pushgate::queue::JobKind,
+    name: &str,
+    info: pushgate::store::ReleaseInfo,
+    options: String,
+) -> Result<pushgate::queue::Job> {
+    let request = pushgate::queue::Request {
+        kind,
+        repo: info.repo,
+        ref_name: format!("refs/heads/{}", info.branch.unwrap_or_else(|| name.to_owned())),
+        environment: pushgate::core::EnvName::parse(name)?,
+        commit: info.commit,
+        options,
+    };
+    let mut queue = pushgate::queue::open(data, pushgate::store::QUEUE_TIMEOUT)?;
+    let job = queue.enqueue(&request)?;
+    pushgate::store::wake::wake(data);
+    Ok(job)
 }
 
 fn serve(config: &runner::Config, concurrency: usize, until_idle: bool, out: &mut dyn Write) -> Result<()> {

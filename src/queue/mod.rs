@@ -172,6 +172,8 @@ pub enum JobKind {
     Push,
     /// Copy the parent environment's data into the environment again (`env sync`).
     Sync,
+    /// Delete the environment: off the router, its services dropped, its files removed.
+    Delete,
 }
 
 impl JobKind {
@@ -179,11 +181,12 @@ impl JobKind {
         match self {
             JobKind::Push => "push",
             JobKind::Sync => "sync",
+            JobKind::Delete => "delete",
         }
     }
 
     pub fn parse(s: &str) -> Option<JobKind> {
-        [JobKind::Push, JobKind::Sync].into_iter().find(|k| k.as_str() == s)
+        [JobKind::Push, JobKind::Sync, JobKind::Delete].into_iter().find(|k| k.as_str() == s)
     }
 }
 

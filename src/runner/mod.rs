@@ -245,8 +245,13 @@ pub fn process(
     let heartbeat = start_heartbeat(config, job.id, lost.clone(), bell.clone());
     let control = Control { lost, bell };
     let result = match job.kind {
-        crate::queue::JobKind::Push => build_and_deploy(config, queue, job, &mut log, &control),
-        crate::queue::JobKind::Sync => sync::sync(config, job, &mut log, &control),
+        crate::queue::JobKind::Push => build_and_deploy(config, queue, job, &mut log, &control)
+            .map(|r| (format!("Deployed release {r} of environment {}", job.environment), Some(r))),
+        crate::queue::JobKind::Sync => sync::sync(config, job, &mut log, &control)
+            .map(|r| (format!("Environment {} synced; it runs release {r}", job.environment), Some(r))),
+        crate::queue::JobKind::Delete => {
+            sync::delete(config, job, &mut log).map(|()| (format!("Environment {} deleted", job.environment), None))
+        }
     };
     drop(heartbeat); // stops it
                      // A failed or stopped build must not keep its copy of the tree: on a full disk, that copy
@@ -255,10 +260,10 @@ pub fn process(
         log.phase("job", &format!("W: {e}"));
     }
     let (state, release) = match result {
-        Ok(release) => {
-            log.phase("job", &format!("Deployed release {release} of environment {}", job.environment));
-            tracing::info!(%release, "succeeded");
-            (JobState::Succeeded, Some(release))
+        Ok((summary, release)) => {
+            log.phase("job", &summary);
+            tracing::info!(release = release.as_deref().unwrap_or("-"), "succeeded");
+            (JobState::Succeeded, release)
         }
         Err(Halt::Interrupted(Interrupt::Lost)) => {
             log.phase("job", "Stopped: the job was cancelled or taken over by another runner");

@@ -1,4 +1,6 @@
-//! `env sync`: an environment gets its parent's data again, as a job of its own with its log.
+//! Jobs on an environment that are not pushes, each with its log.
+//!
+//! `env sync`: an environment gets its parent's data again.
 //! The databases are emptied and copied anew under the same credentials (the running apps keep
 //! theirs); the mounts' files are copied beside the current ones and swapped in. A runner
 //! killed halfway leaves the job to the next one, which does it all again.
@@ -16,6 +18,24 @@ pub struct Sync {
     pub parent: String,
     pub data: bool,
     pub mounts: bool,
+}
+
+/// Deletes the job's environment: off the router with its processes, its services dropped, its
+/// releases and mounts removed. Each step can be done again: a runner killed halfway leaves
+/// the rest to the next.
+pub(super) fn delete(config: &Config, job: &Job, log: &mut JobLog) -> Result<(), Halt> {
+    let env_dir = EnvDir::new(&config.data_dir, &job.repo, &job.environment);
+    let data = config.data();
+    crate::platform::deactivate(&data, &env_dir.root);
+    log.phase("delete", &format!("Environment {} is off the router; its processes are stopped", job.environment));
+    let dropped = crate::platform::services::deprovision(&data, &crate::platform::site_key(&env_dir.root))
+        .map_err(RunnerError::Platform)?;
+    if !dropped.is_empty() {
+        log.phase("delete", &format!("Its services are dropped: {}", dropped.join(", ")));
+    }
+    super::deploy::remove_release(&env_dir.root)?;
+    log.phase("delete", &format!("Its releases and mounts are removed ({})", env_dir.root.display()));
+    Ok(())
 }
 
 /// Copies the parent's data into the job's environment; the release it runs, unchanged.

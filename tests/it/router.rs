@@ -320,7 +320,12 @@ fn a_magento_shaped_app_answers_at_its_url_and_a_second_branch_at_its_own() {
     assert_eq!(gone["urls"].as_array().unwrap().len(), 0);
     let delete = runner(&r.s, &["env", "delete", "feature-x", "--yes"]);
     assert!(delete.status.success(), "{}", String::from_utf8_lossy(&delete.stderr));
-    assert!(envs(&r.s).iter().all(|e| e["environment"] != "feature-x"));
+    assert!(
+        eventually(20, || envs(&r.s).iter().all(|e| e["environment"] != "feature-x")),
+        "the serving runner deletes it"
+    );
+    let job = r.s.jobs().into_iter().last().unwrap();
+    assert_eq!((job["type"].as_str(), job["state"].as_str()), (Some("delete"), Some("succeeded")));
 }
 
 #[test]

@@ -161,6 +161,7 @@ impl Drop for Cleanup<'_> {
         for env in self.1 {
             let _ = runner(self.0, &["env", "delete", env, "--yes"]);
         }
+        let _ = runner(self.0, &["serve", "--until-idle"]);
     }
 }
 
@@ -295,7 +296,11 @@ fn each_environment_gets_services_of_its_own_that_no_other_can_read() {
     // Deleting an environment drops its services, and only its own.
     let out = runner(&s, &["env", "delete", "feature", "--yes"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("Its services are dropped"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("deletion of environment feature"));
+    serve(&s);
+    let deletion = s.jobs().into_iter().last().unwrap();
+    assert_eq!((deletion["type"].as_str(), deletion["state"].as_str()), (Some("delete"), Some("succeeded")));
+    assert!(log_of(&s, deletion["id"].as_i64().unwrap()).contains("Its services are dropped: mysql, pg, queue, redis"));
     assert!(!root_sees("mysql", &field(fdb, "path")) && !root_sees("pg", &field(fpg, "path")));
     assert!(root_sees("mysql", &field(mdb, "path")), "main keeps its own");
     assert_eq!(redis_get(fr), "", "its Redis is stopped");
@@ -413,6 +418,7 @@ fn mariadb_schemas_and_endpoints_become_databases_and_users_with_their_rights() 
     assert!(mariadb(admin, &legacy_db, "CREATE TABLE l (v INT)").is_ok());
     let out = runner(&s, &["env", "delete", "main", "--yes"]);
     assert!(out.status.success());
+    serve(&s);
     assert!(!root_sees("mysql", &main_db) && !root_sees("mysql", &legacy_db));
 }
 
