@@ -314,9 +314,16 @@ pub fn provision(
                 e
             }
             "postgresql" => {
-                let e = postgresql(&admin, &id, name, &service.kind)?;
-                if let Some(from) = &from {
-                    copy_postgresql(&admin, from, &id)?;
+                let config = configs.and_then(|c| c.get(name)).and_then(|s| s.get("configuration"));
+                let e = match config.filter(|c| c.get("databases").is_some() || c.get("endpoints").is_some()) {
+                    Some(c) => postgresql_databases(&admin, &id, name, &service.kind, c)?,
+                    None => postgresql(&admin, &id, name, &service.kind)?,
+                };
+                if let (Some(from), Some(theirs)) = (&from, parents.as_ref().and_then(|p| p.services.get(name))) {
+                    let (mine, theirs) = (databases(&e), databases(theirs));
+                    for suffix in mine.iter().filter(|s| theirs.contains(s)) {
+                        copy_postgresql(&admin, &format!("{from}{suffix}"), &format!("{id}{suffix}"), &id)?;
+                    }
                     warnings.push(format!("service `{name}` starts with a copy of the parent's data"));
                 }
                 e
@@ -368,25 +375,37 @@ pub fn resync(data: &DataDir, key: &str, parent: &str) -> Result<Vec<String>, St
             format!("pg{}", &hash(&format!("{key}/{name}"))[..14]),
             format!("pg{}", &hash(&format!("{parent}/{name}"))[..14]),
         );
-        match kind {
-            "mysql" => {
-                run_mysql(
-                    &admin,
-                    &format!("DROP DATABASE IF EXISTS `{id}`;\nCREATE DATABASE `{id}`;\nGRANT ALL PRIVILEGES ON `{id}`.* TO '{id}'@'%';\n"),
-                )?;
-                copy_mysql(&admin, &from, &id)?;
+        let theirs = databases(&theirs.services[name]);
+        for suffix in databases(endpoint).iter().filter(|s| theirs.contains(s)) {
+            let (db, parent_db) = (format!("{id}{suffix}"), format!("{from}{suffix}"));
+            match kind {
+                "mysql" => {
+                    // Emptied in place: the endpoints' grants on it stay.
+                    let tables = mysql_query(
+                        &admin,
+                        &format!("SELECT table_name FROM information_schema.tables WHERE table_schema = '{db}'"),
+                    )?;
+                    let drops: String =
+                        tables.lines().map(|t| format!("DROP TABLE IF EXISTS `{db}`.`{t}`;\n")).collect();
+                    run_mysql(&admin, &format!("SET FOREIGN_KEY_CHECKS = 0;\n{drops}"))?;
+                    copy_mysql(&admin, &parent_db, &db)?;
+                }
+                "postgresql" => {
+                    run_psql(
+                        &admin,
+                        &format!(
+                            "DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE);\nCREATE DATABASE \"{db}\" OWNER \"{id}\";\n\
+                             REVOKE ALL ON DATABASE \"{db}\" FROM PUBLIC;\n{}",
+                            pg_grants(endpoint, &id, suffix)
+                        ),
+                    )?;
+                    copy_postgresql(&admin, &parent_db, &db, &id)?;
+                }
+                _ => continue,
             }
-            "postgresql" => {
-                run_psql(
-                    &admin,
-                    &format!(
-                        "DROP DATABASE IF EXISTS \"{id}\" WITH (FORCE);\nCREATE DATABASE \"{id}\" OWNER \"{id}\";\n\
-                         REVOKE ALL ON DATABASE \"{id}\" FROM PUBLIC;\n"
-                    ),
-                )?;
-                copy_postgresql(&admin, &from, &id)?;
-            }
-            _ => continue,
+        }
+        if !matches!(kind, "mysql" | "postgresql") {
+            continue;
         }
         copied.push(name.clone());
     }
@@ -428,7 +447,17 @@ fn drop_one(data: &DataDir, backends: &Backends, key: &str, name: &str, endpoint
                 run_mysql(&admin, &format!("DROP USER IF EXISTS '{user}'@'%';\n"))?;
             }
         }
-        ("postgresql", Some(admin)) => drop_postgresql(&admin, &id)?,
+        ("postgresql", Some(admin)) => {
+            let mut sql = String::new();
+            for suffix in databases(endpoint) {
+                sql.push_str(&format!("DROP DATABASE IF EXISTS \"{id}{suffix}\" WITH (FORCE);\n"));
+            }
+            for (e, _) in endpoint.get("endpoints").and_then(Value::as_object).into_iter().flatten() {
+                sql.push_str(&format!("DROP ROLE IF EXISTS \"{id}_{}\";\n", ident(e)));
+            }
+            run_psql(&admin, &sql)?;
+            drop_postgresql(&admin, &id)?;
+        }
         ("rabbitmq", Some(_)) => drop_rabbitmq(&id)?,
         ("redis", _) => {
             super::process::stop(
@@ -465,7 +494,7 @@ fn copy_mysql(admin: &Url, from: &str, to: &str) -> Result<(), String> {
 }
 
 /// Copies database `from` into `to`, the objects owned by `to`'s role.
-fn copy_postgresql(admin: &Url, from: &str, to: &str) -> Result<(), String> {
+fn copy_postgresql(admin: &Url, from: &str, to: &str, owner: &str) -> Result<(), String> {
     let connection = |c: &mut Command, db: &str| {
         c.args(["-h", &admin.host, "-p", &admin.port.unwrap_or(5432).to_string(), "-d", db]);
         if !admin.user.is_empty() {
@@ -479,7 +508,7 @@ fn copy_postgresql(admin: &Url, from: &str, to: &str) -> Result<(), String> {
     let mut load = Command::new("psql");
     load.args(["-X", "-q", "-v", "ON_ERROR_STOP=1"]);
     connection(&mut load, to);
-    pipe(dump, load, &format!("SET ROLE \"{to}\";\n"), "copying a PostgreSQL database")
+    pipe(dump, load, &format!("SET ROLE \"{owner}\";\n"), "copying a PostgreSQL database")
 }
 
 /// `from | to`, with `preamble` written first; the error output of whichever failed.
@@ -528,6 +557,111 @@ fn ident(name: &str) -> String {
         .map(|c| if c.is_ascii_alphanumeric() || c == '_' { c.to_ascii_lowercase() } else { '_' })
         .take(40)
         .collect()
+}
+
+/// A query's rows, one a line (as the admin).
+fn mysql_query(admin: &Url, sql: &str) -> Result<String, String> {
+    let mut c = Command::new("mariadb");
+    c.args(["--protocol=tcp", "-N", "-B", "-h", &admin.host, "-P", &admin.port.unwrap_or(3306).to_string()]);
+    if !admin.user.is_empty() {
+        c.args(["-u", &admin.user]);
+    }
+    let out = c.env("MYSQL_PWD", &admin.password).args(["-e", sql]).output().map_err(|e| format!("mariadb: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("mariadb failed: {}", String::from_utf8_lossy(&out.stderr).trim()));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The grants of a PostgreSQL service's endpoints on its database `suffix`, run in it.
+fn pg_grants(service: &Value, id: &str, suffix: &str) -> String {
+    let db = format!("{id}{suffix}");
+    let mut sql = format!("\\connect \"{db}\"\n");
+    for (endpoint, spec) in service.get("endpoints").and_then(Value::as_object).into_iter().flatten() {
+        let role = format!("{id}_{}", ident(endpoint));
+        let privilege =
+            spec.get("privileges").and_then(|p| p.get(suffix.trim_start_matches('_'))).and_then(Value::as_str);
+        let rights = match privilege {
+            Some("admin") => {
+                sql.push_str(&format!("GRANT CONNECT ON DATABASE \"{db}\" TO \"{role}\";\n"));
+                continue;
+            }
+            Some("rw") => "SELECT, INSERT, UPDATE, DELETE",
+            Some("ro") => "SELECT",
+            _ => continue,
+        };
+        sql.push_str(&format!(
+            "GRANT CONNECT ON DATABASE \"{db}\" TO \"{role}\";\nGRANT USAGE ON SCHEMA public TO \"{role}\";\n\
+             GRANT {rights} ON ALL TABLES IN SCHEMA public TO \"{role}\";\n\
+             ALTER DEFAULT PRIVILEGES FOR ROLE \"{id}\" IN SCHEMA public GRANT {rights} ON TABLES TO \"{role}\";\n"
+        ));
+    }
+    sql.push_str("\\connect postgres\n");
+    sql
+}
+
+/// A PostgreSQL service with `configuration.databases` and `endpoints`: a database per entry,
+/// owned by the service's role (which logs in as no one); a role per endpoint, acting as the
+/// owner (`admin`) or with read-write (`rw`) or read (`ro`) rights, on the databases it names.
+fn postgresql_databases(admin: &Url, id: &str, name: &str, kind: &str, config: &Value) -> Result<Value, String> {
+    drop_postgresql(admin, id)?;
+    let names: Vec<String> = match config.get("databases").and_then(Value::as_array) {
+        Some(list) => list.iter().filter_map(Value::as_str).map(str::to_owned).collect(),
+        None => vec!["main".to_owned()],
+    };
+    let default_endpoints =
+        json!({"postgresql": {"default_database": names[0], "privileges": {names[0].clone(): "admin"}}});
+    let endpoints =
+        config.get("endpoints").and_then(Value::as_object).unwrap_or_else(|| default_endpoints.as_object().unwrap());
+    let mut sql = format!(
+        "SELECT 'CREATE ROLE \"{id}\" NOLOGIN' WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{id}')\\gexec\n"
+    );
+    for db in &names {
+        let db = format!("{id}_{}", ident(db));
+        sql.push_str(&format!(
+            "DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE);\nCREATE DATABASE \"{db}\" OWNER \"{id}\";\nREVOKE ALL ON DATABASE \"{db}\" FROM PUBLIC;\n"
+        ));
+    }
+    let mut out = Map::new();
+    for (endpoint, spec) in endpoints {
+        let role = format!("{id}_{}", ident(endpoint));
+        let password = password()?;
+        sql.push_str(&format!(
+            "DROP ROLE IF EXISTS \"{role}\";\nCREATE ROLE \"{role}\" LOGIN PASSWORD '{password}';\n"
+        ));
+        for (db, privilege) in spec.get("privileges").and_then(Value::as_object).into_iter().flatten() {
+            if !names.contains(db) {
+                return Err(format!(
+                    "service `{name}`: endpoint `{endpoint}` names database `{db}`, which is not in `databases`"
+                ));
+            }
+            if !matches!(privilege.as_str(), Some("admin" | "rw" | "ro")) {
+                return Err(format!(
+                    "service `{name}`: endpoint `{endpoint}`: unknown privilege {privilege} (admin, rw, ro)"
+                ));
+            }
+            if privilege == "admin" {
+                // Acting as the owner: what it creates is the owner's, readable by the others.
+                sql.push_str(&format!("GRANT \"{id}\" TO \"{role}\";\nALTER ROLE \"{role}\" SET role = '{id}';\n"));
+            }
+        }
+        let db = spec.get("default_database").and_then(Value::as_str).unwrap_or(&names[0]);
+        let mut e = endpoint_of(admin, 5432, "pgsql", &role, &password, &format!("{id}_{}", ident(db)), name, kind);
+        // Kept for the grants a sync gives again; not part of the relationship.
+        e["privileges"] = spec.get("privileges").cloned().unwrap_or(Value::Null);
+        out.insert(endpoint.clone(), e);
+    }
+    let mut e = out.get("postgresql").or_else(|| out.values().next()).cloned().unwrap_or(Value::Null);
+    if let Some(e) = e.as_object_mut() {
+        e.remove("privileges");
+    }
+    e["endpoints"] = Value::Object(out);
+    e["schemas"] = json!(names);
+    for suffix in databases(&e) {
+        sql.push_str(&pg_grants(&e, id, &suffix));
+    }
+    run_psql(admin, &sql)?;
+    Ok(e)
 }
 
 /// A MariaDB service with `configuration.schemas` and `endpoints`, as Platform.sh defines them:

@@ -117,6 +117,7 @@ fn relationships(ctx: &AppContext<'_>, topology: &Topology, services: &Map<Strin
                 .unwrap_or(declared);
             let mut entry = declared.clone();
             entry.remove("endpoints");
+            entry.remove("privileges");
             entry.insert("service".into(), json!(service));
             entry.insert("rel".into(), json!(if endpoint.is_empty() { service } else { endpoint }));
             entries.push(Value::Object(entry));

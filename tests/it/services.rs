@@ -497,3 +497,43 @@ fn an_upgrade_in_place_the_backend_cannot_give_is_refused_at_push_time() {
     assert_eq!(state, "succeeded", "{}", log_of(&s, id));
     assert!(log_of(&s, id).contains("now mysql:10.11, provisioned as mysql:10.6"), "{}", log_of(&s, id));
 }
+
+#[test]
+fn postgresql_databases_and_endpoints_become_databases_and_roles_with_their_rights() {
+    let s = Server::new("services-pg-endpoints");
+    add_backends(&s);
+    let _cleanup = Cleanup(&s, &["main"]);
+    let services = "pg:\n    type: postgresql:15\n    disk: 1024\n    configuration:\n        databases: [main, legacy]\n\
+                    \x20       endpoints:\n            postgresql:\n                default_database: main\n                privileges:\n\
+                    \x20                   main: admin\n                    legacy: admin\n            reporter:\n\
+                    \x20               default_database: main\n                privileges:\n                    main: ro\n";
+    let app = app_with_hooks("echo building", &[READ, WRITE_PG].join("\n"))
+        .replace("type: php:8.4", "type: php:8.2")
+        .replace(
+            "    database: \"mysql:mysql\"\n    redis: \"redis:redis\"\n",
+            "    pgdb: \"pg:postgresql\"\n    reports: \"pg:reporter\"\n",
+        );
+    let files = [
+        (".magento.app.yaml", app.as_str()),
+        (".magento/services.yaml", services),
+        (".magento/routes.yaml", crate::push::ROUTES),
+    ];
+    let commit = s.commit(&files, "pg endpoints");
+    s.push(&["HEAD:refs/heads/main"]).assert_accepted();
+    serve(&s);
+    let (id, state) = job_state(&s, &commit);
+    assert_eq!(state, "succeeded", "{}", log_of(&s, id));
+    let pg = provisioned(&s, "main")["pg"].clone();
+    let (owner, reporter) = (&pg["endpoints"]["postgresql"], &pg["endpoints"]["reporter"]);
+    let main_db = field(owner, "path");
+    let legacy_db = main_db.replace("_main", "_legacy");
+    // The deploy hook wrote with the `postgresql` endpoint; the reporter reads it, and only reads.
+    assert_eq!(psql(reporter, &main_db, "SELECT v FROM t").unwrap(), "main");
+    assert!(psql(reporter, &main_db, "INSERT INTO t VALUES ('x')").unwrap_err().contains("permission denied"));
+    assert!(psql(reporter, &legacy_db, "SELECT 1").unwrap_err().contains("permission denied"), "no right on legacy");
+    assert!(psql(owner, &legacy_db, "CREATE TABLE l (v INT)").is_ok());
+    let out = runner(&s, &["env", "delete", "main", "--yes"]);
+    assert!(out.status.success());
+    serve(&s);
+    assert!(!root_sees("pg", &main_db) && !root_sees("pg", &legacy_db));
+}
