@@ -247,7 +247,7 @@ pub fn provision(
     declared: &Map<String, Value>,
     configs: Option<&Value>,
 ) -> Result<(Map<String, Value>, Vec<String>), String> {
-    let Target { key, env_dir, user: app_user, parent } = *target;
+    let Target { key, env_dir, parent, .. } = *target;
     let backends = Backends::load(data)?;
     let file = data.services_dir().join(format!("{key}.json"));
     let mut provisioned = Provisioned::load(&file);
@@ -338,7 +338,14 @@ pub fn provision(
                 }
                 e
             }
-            _ => redis(data, &admin, key, env_dir, name, &service.kind, app_user)?,
+            _ => {
+                let parent_instance = from.as_ref().and(parents.as_ref()).and_then(|p| p.services.get(name));
+                let e = redis(data, &admin, target, (name, &service.kind), parent_instance)?;
+                if parent_instance.is_some() && service.kind.contains("persistent") {
+                    warnings.push(format!("service `{name}` starts with a copy of the parent's data"));
+                }
+                e
+            }
         };
         provisioned.services.insert(name.clone(), endpoint);
         // Saved after each one: a runner killed halfway finds what exists and does the rest.
@@ -847,12 +854,11 @@ fn postgresql(admin: &Url, id: &str, name: &str, kind: &str) -> Result<Value, St
 fn redis(
     data: &DataDir,
     admin: &Url,
-    key: &str,
-    env_dir: &Path,
-    name: &str,
-    kind: &str,
-    user: Option<&super::users::User>,
+    target: &Target<'_>,
+    (name, kind): (&str, &str),
+    copy_from: Option<&Value>,
 ) -> Result<Value, String> {
+    let Target { key, env_dir, user, .. } = *target;
     let server = ["redis-server", "valkey-server"]
         .into_iter()
         .find_map(which)
@@ -864,16 +870,31 @@ fn redis(
     let password = password()?;
     let dir = env_dir.join("services").join(name);
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    // A persistent one snapshots its data within 5 s of a change (as often as an append-only
+    // file synced every second), into the file a new environment's copy starts from.
     let persistent = kind.contains("persistent");
     let conf = dir.join("redis.conf");
     write_secret(
         &conf,
         &format!(
-            "bind 127.0.0.1\nport {port}\nrequirepass {password}\ndir {}\ndaemonize no\nsave \"\"\nappendonly {}\n",
+            "bind 127.0.0.1\nport {port}\nrequirepass {password}\ndir {}\ndaemonize no\nappendonly no\n\
+             dbfilename dump.rdb\nsave {}\n",
             dir.display(),
-            if persistent { "yes" } else { "no" }
+            if persistent { "5 1" } else { "\"\"" }
         ),
     )?;
+    if let Some(parent) = copy_from.filter(|_| persistent) {
+        // The parent's data, as a snapshot the new instance loads when it starts.
+        let out = Command::new("redis-cli")
+            .args(["-h", parent["host"].as_str().unwrap_or("127.0.0.1"), "-p", &parent["port"].to_string(), "--rdb"])
+            .arg(dir.join("dump.rdb"))
+            .env("REDISCLI_AUTH", parent["password"].as_str().unwrap_or_default())
+            .output()
+            .map_err(|e| format!("redis-cli: {e}"))?;
+        if !out.status.success() {
+            return Err(format!("copying the parent's Redis: {}", String::from_utf8_lossy(&out.stderr).trim()));
+        }
+    }
     if let Some(u) = user {
         super::users::chown_tree(&dir, u).map_err(|e| format!("{}: {e}", dir.display()))?;
     }

@@ -537,3 +537,46 @@ fn postgresql_databases_and_endpoints_become_databases_and_roles_with_their_righ
     serve(&s);
     assert!(!root_sees("pg", &main_db) && !root_sees("pg", &legacy_db));
 }
+
+#[test]
+fn a_new_environment_starts_with_a_copy_of_its_parents_persistent_redis() {
+    let s = Server::new("services-redis-copy");
+    add_backends(&s);
+    let _cleanup = Cleanup(&s, &["main", "feature"]);
+    let app =
+        app_with_hooks("echo building", &[READ, WRITE_REDIS].join("\n")).replace("type: php:8.4", "type: php:8.2");
+    let services = format!("{MYSQL}redis:\n    type: redis-persistent:7.2\n    disk: 512\n");
+    let files = [
+        (".magento.app.yaml", app.as_str()),
+        (".magento/services.yaml", services.as_str()),
+        (".magento/routes.yaml", crate::push::ROUTES),
+    ];
+    s.commit(&files, "persistent redis");
+    s.push(&["HEAD:refs/heads/main"]).assert_accepted();
+    serve(&s);
+    let main = provisioned(&s, "main")["redis"].clone();
+    let out = Command::new("redis-cli")
+        .args([
+            "-p",
+            &field(&main, "port"),
+            "--no-auth-warning",
+            "-a",
+            &field(&main, "password"),
+            "SET",
+            "seed",
+            "from-main",
+        ])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("OK"));
+    s.push(&["HEAD:refs/heads/feature"]).assert_accepted();
+    serve(&s);
+    let feature = provisioned(&s, "feature")["redis"].clone();
+    assert_ne!(field(&main, "port"), field(&feature, "port"));
+    let get = Command::new("redis-cli")
+        .args(["-p", &field(&feature, "port"), "--no-auth-warning", "-a", &field(&feature, "password"), "GET", "seed"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&get.stdout).trim(), "from-main", "the parent's data, copied");
+    assert_eq!(redis_get(&feature), "feature", "then its own deploy hook's");
+}
