@@ -298,31 +298,25 @@ pub fn provision(
             .filter(|e| e.get("type").and_then(Value::as_str).and_then(kind_of) == Some(kind))
             .and_then(|_| parent.map(|p| format!("pg{}", &hash(&format!("{p}/{name}"))[..14])));
         let endpoint = match kind {
-            "mysql" => {
+            "mysql" | "postgresql" => {
+                // With `configuration` (schemas or databases, endpoints): a database each and a
+                // user per endpoint; else one database and its user.
                 let config = configs.and_then(|c| c.get(name)).and_then(|s| s.get("configuration"));
-                let e = match config.filter(|c| c.get("schemas").is_some() || c.get("endpoints").is_some()) {
-                    Some(c) => mysql_schemas(&admin, &id, name, &service.kind, c)?,
-                    None => mysql(&admin, &id, name, &service.kind)?,
+                let several = |keys: &str| config.filter(|c| keys.split(',').any(|k| c.get(k).is_some()));
+                let e = match (kind, several("schemas,endpoints"), several("databases,endpoints")) {
+                    ("mysql", Some(c), _) => mysql_schemas(&admin, &id, name, &service.kind, c)?,
+                    ("mysql", None, _) => mysql(&admin, &id, name, &service.kind)?,
+                    (_, _, Some(c)) => postgresql_databases(&admin, &id, name, &service.kind, c)?,
+                    (_, _, None) => postgresql(&admin, &id, name, &service.kind)?,
                 };
                 if let (Some(from), Some(theirs)) = (&from, parents.as_ref().and_then(|p| p.services.get(name))) {
-                    let (mine, theirs) = (databases(&e), databases(theirs));
-                    for suffix in mine.iter().filter(|s| theirs.contains(s)) {
-                        copy_mysql(&admin, &format!("{from}{suffix}"), &format!("{id}{suffix}"))?;
-                    }
-                    warnings.push(format!("service `{name}` starts with a copy of the parent's data"));
-                }
-                e
-            }
-            "postgresql" => {
-                let config = configs.and_then(|c| c.get(name)).and_then(|s| s.get("configuration"));
-                let e = match config.filter(|c| c.get("databases").is_some() || c.get("endpoints").is_some()) {
-                    Some(c) => postgresql_databases(&admin, &id, name, &service.kind, c)?,
-                    None => postgresql(&admin, &id, name, &service.kind)?,
-                };
-                if let (Some(from), Some(theirs)) = (&from, parents.as_ref().and_then(|p| p.services.get(name))) {
-                    let (mine, theirs) = (databases(&e), databases(theirs));
-                    for suffix in mine.iter().filter(|s| theirs.contains(s)) {
-                        copy_postgresql(&admin, &format!("{from}{suffix}"), &format!("{id}{suffix}"), &id)?;
+                    let theirs = databases(theirs);
+                    for suffix in databases(&e).iter().filter(|s| theirs.contains(s)) {
+                        let (from, to) = (format!("{from}{suffix}"), format!("{id}{suffix}"));
+                        match kind {
+                            "mysql" => copy_mysql(&admin, &from, &to)?,
+                            _ => copy_postgresql(&admin, &from, &to, &id)?,
+                        }
                     }
                     warnings.push(format!("service `{name}` starts with a copy of the parent's data"));
                 }

@@ -64,9 +64,14 @@ pub fn app_user(project_key: &str) -> Result<Option<User>, String> {
     if !is_root() {
         return Ok(None);
     }
+    ensure(&app_user_name(project_key)).map(Some)
+}
+
+/// The name of a project's user: `pgapp-NAME-HASH`.
+pub fn app_user_name(project_key: &str) -> String {
     let (name, hash) = project_key.rsplit_once('-').unwrap_or((project_key, ""));
     let name: String = super::routes::label(name).chars().take(16).collect();
-    ensure(&format!("pgapp-{name}-{hash}")).map(Some)
+    format!("pgapp-{name}-{hash}")
 }
 
 /// The user of the router's workers: `pushgate-web` under root, else the runner itself.

@@ -130,6 +130,23 @@ impl Drop for SmallDisk {
     }
 }
 
+/// Removes the system users the runner created for the projects of a test (each test's
+/// repositories are new projects: without this, a test run leaves a hundred users behind).
+impl Drop for Server {
+    fn drop(&mut self) {
+        for entry in std::fs::read_dir(self.dir.path()).into_iter().flatten().flatten() {
+            if entry.file_name().to_string_lossy().ends_with(".git") {
+                let Ok(path) = std::fs::canonicalize(entry.path()) else { continue };
+                let repo = pushgate::core::RepoId::new(path.display().to_string());
+                let user = pushgate::platform::users::app_user_name(&pushgate::store::DataDir::project_key(&repo));
+                if pushgate::platform::users::lookup(&user).is_some() {
+                    let _ = Command::new("userdel").arg("--force").arg(&user).output();
+                }
+            }
+        }
+    }
+}
+
 pub struct Server {
     pub dir: TempDir,
     pub bare: PathBuf,
