@@ -178,9 +178,15 @@ fn judge(
     let _ = report::topology(out, &new_topology, &changes);
     let _ = report::destruction(out, &destroying, settings.allow_data_loss);
     // An upgrade in place that the service's backend cannot give: refused now, not at deploy.
-    let versions = crate::platform::services::Versions::load(&crate::store::DataDir::new(&settings.data_dir));
+    // (The backends' versions are read only for a push that upgrades a service.)
+    let upgrades: Vec<_> =
+        changes.iter().filter(|c| c.subject == Subject::Service && c.kind == Kind::Upgraded).collect();
+    let versions = match upgrades.is_empty() {
+        true => Default::default(),
+        false => crate::platform::services::Versions::load(&crate::store::DataDir::new(&settings.data_dir)),
+    };
     let mut impossible = false;
-    for change in changes.iter().filter(|c| c.subject == Subject::Service && c.kind == Kind::Upgraded) {
+    for change in upgrades {
         let Some(service) = new_topology.services.get(&change.name) else { continue };
         if let Some(why) = versions.refuses_upgrade(&service.kind) {
             impossible = true;

@@ -657,7 +657,7 @@ fn children(pid: i32) -> Vec<i32> {
 
 /// Writes `text` to `path` (atomically, with `mode`) unless it holds it already; true when it
 /// changed.
-fn write_if_changed(path: &Path, text: &str, mode: u32) -> Result<bool, String> {
+pub(crate) fn write_if_changed(path: &Path, text: &str, mode: u32) -> Result<bool, String> {
     if std::fs::read_to_string(path).ok().as_deref() == Some(text) {
         return Ok(false);
     }

@@ -131,23 +131,8 @@ impl Versions {
 /// The version a backend runs.
 fn server_version(kind: &str, admin: &Url) -> Result<String, String> {
     let out = match kind {
-        "mysql" => {
-            let mut c = Command::new("mariadb");
-            c.args(["--protocol=tcp", "-N", "-h", &admin.host, "-P", &admin.port.unwrap_or(3306).to_string()]);
-            if !admin.user.is_empty() {
-                c.args(["-u", &admin.user]);
-            }
-            c.env("MYSQL_PWD", &admin.password).args(["-e", "SELECT VERSION()"]).output()
-        }
-        "postgresql" => {
-            let mut c = Command::new("psql");
-            let db = if admin.path.is_empty() { "postgres" } else { admin.path.as_str() };
-            c.args(["-X", "-tA", "-h", &admin.host, "-p", &admin.port.unwrap_or(5432).to_string(), "-d", db]);
-            if !admin.user.is_empty() {
-                c.args(["-U", &admin.user]);
-            }
-            c.env("PGPASSWORD", &admin.password).args(["-c", "SHOW server_version"]).output()
-        }
+        "mysql" => mysql_client("mariadb", admin).args(["-N", "-e", "SELECT VERSION()"]).output(),
+        "postgresql" => pg_client("psql", admin, None).args(["-X", "-tA", "-c", "SHOW server_version"]).output(),
         "redis" => Command::new(
             which("redis-server").or_else(|| which("valkey-server")).unwrap_or_else(|| "redis-server".into()),
         )
@@ -290,13 +275,13 @@ pub fn provision(
             continue;
         }
         let admin = Url::parse(url)?;
-        let id = format!("pg{}", &hash(&format!("{key}/{name}"))[..14]);
+        let id = service_id(key, name);
         // The parent's copy of the same service, if the environment starts from its data.
         let from = parents
             .as_ref()
             .and_then(|p| p.services.get(name))
             .filter(|e| e.get("type").and_then(Value::as_str).and_then(kind_of) == Some(kind))
-            .and_then(|_| parent.map(|p| format!("pg{}", &hash(&format!("{p}/{name}"))[..14])));
+            .and_then(|_| parent.map(|p| service_id(p, name)));
         let endpoint = match kind {
             "mysql" | "postgresql" => {
                 // With `configuration` (schemas or databases, endpoints): a database each and a
@@ -372,10 +357,7 @@ pub fn resync(data: &DataDir, key: &str, parent: &str) -> Result<Vec<String>, St
         let same = theirs.services.get(name).and_then(|e| e.get("type")).and_then(Value::as_str).and_then(kind_of);
         let Some(url) = backends.0.get(kind).filter(|_| same == Some(kind)) else { continue };
         let admin = Url::parse(url)?;
-        let (id, from) = (
-            format!("pg{}", &hash(&format!("{key}/{name}"))[..14]),
-            format!("pg{}", &hash(&format!("{parent}/{name}"))[..14]),
-        );
+        let (id, from) = (service_id(key, name), service_id(parent, name));
         let theirs = databases(&theirs.services[name]);
         for suffix in databases(endpoint).iter().filter(|s| theirs.contains(s)) {
             let (db, parent_db) = (format!("{id}{suffix}"), format!("{from}{suffix}"));
@@ -431,7 +413,7 @@ pub fn deprovision(data: &DataDir, key: &str) -> Result<Vec<String>, String> {
 /// Drops one provisioned service; false when its backend is gone (nothing to drop it with).
 fn drop_one(data: &DataDir, backends: &Backends, key: &str, name: &str, endpoint: &Value) -> Result<bool, String> {
     let kind = endpoint.get("type").and_then(Value::as_str).and_then(kind_of).unwrap_or("");
-    let id = format!("pg{}", &hash(&format!("{key}/{name}"))[..14]);
+    let id = service_id(key, name);
     let admin = backends.0.get(kind).map(|u| Url::parse(u)).transpose()?;
     match (kind, admin) {
         ("mysql", Some(admin)) => {
@@ -478,37 +460,19 @@ fn drop_one(data: &DataDir, backends: &Backends, key: &str, name: &str, endpoint
 
 /// Copies database `from` into `to` (both on the admin's server), in one consistent snapshot.
 fn copy_mysql(admin: &Url, from: &str, to: &str) -> Result<(), String> {
-    let connection = |c: &mut Command| {
-        c.args(["--protocol=tcp", "-h", &admin.host, "-P", &admin.port.unwrap_or(3306).to_string()]);
-        if !admin.user.is_empty() {
-            c.args(["-u", &admin.user]);
-        }
-        c.env("MYSQL_PWD", &admin.password);
-    };
-    let mut dump = Command::new("mariadb-dump");
-    connection(&mut dump);
+    let mut dump = mysql_client("mariadb-dump", admin);
     dump.args(["--single-transaction", "--routines", "--triggers", "--events", from]);
-    let mut load = Command::new("mariadb");
-    connection(&mut load);
+    let mut load = mysql_client("mariadb", admin);
     load.arg(to);
     pipe(dump, load, "", "copying a MariaDB database")
 }
 
 /// Copies database `from` into `to`, the objects owned by `to`'s role.
 fn copy_postgresql(admin: &Url, from: &str, to: &str, owner: &str) -> Result<(), String> {
-    let connection = |c: &mut Command, db: &str| {
-        c.args(["-h", &admin.host, "-p", &admin.port.unwrap_or(5432).to_string(), "-d", db]);
-        if !admin.user.is_empty() {
-            c.args(["-U", &admin.user]);
-        }
-        c.env("PGPASSWORD", &admin.password);
-    };
-    let mut dump = Command::new("pg_dump");
+    let mut dump = pg_client("pg_dump", admin, Some(from));
     dump.args(["--no-owner", "--no-privileges"]);
-    connection(&mut dump, from);
-    let mut load = Command::new("psql");
+    let mut load = pg_client("psql", admin, Some(to));
     load.args(["-X", "-q", "-v", "ON_ERROR_STOP=1"]);
-    connection(&mut load, to);
     pipe(dump, load, &format!("SET ROLE \"{owner}\";\n"), "copying a PostgreSQL database")
 }
 
@@ -562,12 +526,8 @@ fn ident(name: &str) -> String {
 
 /// A query's rows, one a line (as the admin).
 fn mysql_query(admin: &Url, sql: &str) -> Result<String, String> {
-    let mut c = Command::new("mariadb");
-    c.args(["--protocol=tcp", "-N", "-B", "-h", &admin.host, "-P", &admin.port.unwrap_or(3306).to_string()]);
-    if !admin.user.is_empty() {
-        c.args(["-u", &admin.user]);
-    }
-    let out = c.env("MYSQL_PWD", &admin.password).args(["-e", sql]).output().map_err(|e| format!("mariadb: {e}"))?;
+    let out =
+        mysql_client("mariadb", admin).args(["-N", "-B", "-e", sql]).output().map_err(|e| format!("mariadb: {e}"))?;
     if !out.status.success() {
         return Err(format!("mariadb failed: {}", String::from_utf8_lossy(&out.stderr).trim()));
     }
@@ -779,12 +739,7 @@ fn rabbitmq(admin: &Url, id: &str, name: &str, kind: &str) -> Result<Value, Stri
     use sha2::{Digest, Sha256};
     drop_rabbitmq(id)?; // a fresh one: what a killed runner left is not handed out
     let password = password()?;
-    let salt: [u8; 4] = {
-        use std::io::Read;
-        let mut s = [0u8; 4];
-        std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut s)).map_err(|e| e.to_string())?;
-        s
-    };
+    let salt = random::<4>()?;
     let mut hashed = salt.to_vec();
     hashed.extend(Sha256::new().chain_update(salt).chain_update(password.as_bytes()).finalize());
     let definitions = json!({
@@ -954,35 +909,40 @@ fn endpoint_of(
     })
 }
 
-fn run_mysql(admin: &Url, sql: &str) -> Result<(), String> {
-    let mut c = Command::new("mariadb");
-    c.args(["--protocol=tcp", "--batch", "-h", &admin.host, "-P", &admin.port.unwrap_or(3306).to_string()]);
+/// A MariaDB client program (`mariadb`, `mariadb-dump`) connected as the admin, the password
+/// in its environment.
+fn mysql_client(program: &str, admin: &Url) -> Command {
+    let mut c = Command::new(program);
+    c.args(["--protocol=tcp", "-h", &admin.host, "-P", &admin.port.unwrap_or(3306).to_string()]);
     if !admin.user.is_empty() {
         c.args(["-u", &admin.user]);
     }
     c.env("MYSQL_PWD", &admin.password);
-    feed(c, sql, "mariadb")
+    c
 }
 
-fn run_psql(admin: &Url, sql: &str) -> Result<(), String> {
-    let mut c = Command::new("psql");
-    let db = if admin.path.is_empty() { "postgres" } else { admin.path.as_str() };
-    c.args([
-        "-X",
-        "-q",
-        "-v",
-        "ON_ERROR_STOP=1",
-        "-h",
-        &admin.host,
-        "-p",
-        &admin.port.unwrap_or(5432).to_string(),
-        "-d",
-        db,
-    ]);
+/// A PostgreSQL client program (`psql`, `pg_dump`) connected as the admin to database `db`
+/// (the admin URL's, else `postgres`).
+fn pg_client(program: &str, admin: &Url, db: Option<&str>) -> Command {
+    let mut c = Command::new(program);
+    let db = db.unwrap_or(if admin.path.is_empty() { "postgres" } else { admin.path.as_str() });
+    c.args(["-h", &admin.host, "-p", &admin.port.unwrap_or(5432).to_string(), "-d", db]);
     if !admin.user.is_empty() {
         c.args(["-U", &admin.user]);
     }
     c.env("PGPASSWORD", &admin.password);
+    c
+}
+
+fn run_mysql(admin: &Url, sql: &str) -> Result<(), String> {
+    let mut c = mysql_client("mariadb", admin);
+    c.arg("--batch");
+    feed(c, sql, "mariadb")
+}
+
+fn run_psql(admin: &Url, sql: &str) -> Result<(), String> {
+    let mut c = pg_client("psql", admin, None);
+    c.args(["-X", "-q", "-v", "ON_ERROR_STOP=1"]);
     feed(c, sql, "psql")
 }
 
@@ -1006,20 +966,31 @@ fn feed(mut c: Command, sql: &str, what: &str) -> Result<(), String> {
     }
 }
 
-/// 24 random letters and digits.
-fn password() -> Result<String, String> {
+/// `N` random bytes.
+fn random<const N: usize>() -> Result<[u8; N], String> {
     use std::io::Read;
-    let mut bytes = [0u8; 64];
+    let mut bytes = [0u8; N];
     std::fs::File::open("/dev/urandom")
         .and_then(|mut f| f.read_exact(&mut bytes))
         .map_err(|e| format!("/dev/urandom: {e}"))?;
+    Ok(bytes)
+}
+
+/// 24 random letters and digits.
+fn password() -> Result<String, String> {
+    let bytes = random::<64>()?;
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
     // 248 = 4 * 62: no modulo bias.
     Ok(bytes.iter().filter(|b| **b < 248).take(24).map(|b| ALPHABET[(*b % 62) as usize] as char).collect())
 }
 
-fn hash(text: &str) -> String {
-    git2::Oid::hash_object(git2::ObjectType::Blob, text.as_bytes()).map(|o| o.to_string()).unwrap_or_default()
+/// The name of what service `name` of environment `key` is given on its backend (database,
+/// user, virtual host): `pg` and 14 hex digits, the same on every runner.
+fn service_id(key: &str, name: &str) -> String {
+    let hash = git2::Oid::hash_object(git2::ObjectType::Blob, format!("{key}/{name}").as_bytes())
+        .map(|o| o.to_string())
+        .unwrap_or_default();
+    format!("pg{}", &hash[..14])
 }
 
 fn which(binary: &str) -> Option<PathBuf> {
@@ -1030,17 +1001,9 @@ fn which(binary: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// Writes a file only its owner may read.
+/// Writes a file only its owner may read (atomically).
 fn write_secret(path: &Path, text: &str) -> Result<(), String> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("tmp");
-    let _ = std::fs::remove_file(&tmp);
-    let write = || -> std::io::Result<()> {
-        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
-        f.write_all(text.as_bytes())?;
-        std::fs::rename(&tmp, path)
-    };
-    write().map_err(|e| format!("writing {}: {e}", path.display()))
+    super::write_if_changed(path, text, 0o600).map(|_| ())
 }
 
 #[cfg(test)]

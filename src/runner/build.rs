@@ -40,6 +40,8 @@ pub(super) struct Built {
     /// What the hook validated: the release keeps it, so the platform can serve any kept
     /// release as it was configured.
     pub plan: crate::core::plan::Plan,
+    /// Who the project's hooks run as (None when the runner cannot switch users).
+    pub user: Option<crate::platform::users::User>,
 }
 
 /// What the job builds and deploys: the plan and topology the hook stored with it when it
@@ -192,5 +194,5 @@ pub(super) fn build(
     if exported {
         deploy::remove_release(&build_dir)?; // before the release takes its space
     }
-    Ok(Built { plans, topology, format: verdict.format, project, declared, plan: verdict })
+    Ok(Built { plans, topology, format: verdict.format, project, declared, plan: verdict, user })
 }

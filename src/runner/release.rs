@@ -21,14 +21,10 @@ pub(super) fn deploy(
     control: &Control,
     built: &Built,
 ) -> Result<String, Halt> {
-    let Built { plans, topology, format, project, declared, .. } = built;
+    let Built { plans, topology, format, project, declared, user, .. } = built;
     let (format, project) = (*format, project.as_str());
     let variables = declared.runtime_variables(job.environment.as_str());
     let env_dir = EnvDir::new(&config.data_dir, &job.repo, &job.environment);
-    // A runner started as root runs the hooks as the project's user: the mounts are its own,
-    // the release is not (it stays read-only to the hooks and the apps).
-    let user = crate::platform::users::app_user(&crate::store::DataDir::project_key(&job.repo))
-        .map_err(RunnerError::Platform)?;
     // Each service with a backend is the environment's own (provisioned once); the others keep
     // the endpoints the admin declared.
     std::fs::create_dir_all(&env_dir.root).map_err(|source| RunnerError::Io {
@@ -86,7 +82,9 @@ pub(super) fn deploy(
         plan.config.get("hooks").and_then(|h| h.get(name)).and_then(|s| s.as_str()).map(str::to_owned)
     };
 
-    if let Some(user) = &user {
+    // The hooks run as the project's user (when the runner can switch): the mounts are its own,
+    // the release is not (it stays read-only to the hooks and the apps).
+    if let Some(user) = user {
         let mounts = env_dir.mounts_created()?;
         crate::platform::users::give(config.data().root(), &config.data().environments(), &mounts, user).map_err(
             |source| RunnerError::Io { action: "giving to the project's user", path: mounts.clone(), source },
