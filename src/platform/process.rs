@@ -91,6 +91,13 @@ pub struct Supervised {
     pub program: Vec<String>,
 }
 
+impl Supervised {
+    pub fn load(spec: &Path) -> Result<Supervised, String> {
+        let text = std::fs::read_to_string(spec).map_err(|e| format!("{}: {e}", spec.display()))?;
+        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", spec.display()))
+    }
+}
+
 /// Starts `pushgate-runner supervise` for `s` in a session of its own (it goes on after the
 /// runner), with `env` as the program's whole environment.
 pub fn start_supervisor(s: &Supervised, env: &[(String, String)]) -> Result<(), String> {
@@ -116,10 +123,30 @@ pub fn start_supervised(s: &Supervised, spec: &Path) -> Result<(), String> {
     start_supervisor(s, &[("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into())])
 }
 
+/// Waits until `port` on 127.0.0.1 accepts connections (a server just started is handed to
+/// the hooks only once it answers); Err when it does not within `within` or its supervisor
+/// is gone.
+pub fn wait_listening(port: u16, pid_file: &Path, within: Duration) -> Result<(), String> {
+    let since = Instant::now();
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    loop {
+        if std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return Ok(());
+        }
+        if since.elapsed() > within {
+            return Err(format!("nothing listens on port {port} after {} s", within.as_secs()));
+        }
+        // The supervisor writes its pid file first thing; without it after a second, it died.
+        if since.elapsed() > Duration::from_secs(1) && alive(pid_file).is_none() {
+            return Err(format!("its supervisor ended (pid file {})", pid_file.display()));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// The server a spec describes: started again if its supervisor is gone (`run`), or stopped.
 pub fn ensure_supervised(spec: &Path, run: bool) -> Result<(), String> {
-    let text = std::fs::read_to_string(spec).map_err(|e| format!("{}: {e}", spec.display()))?;
-    let s: Supervised = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", spec.display()))?;
+    let s = Supervised::load(spec)?;
     match (run, alive(&s.pid_file)) {
         (true, None) => start_supervisor(&s, &[("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into())]),
         (false, Some(_)) => {

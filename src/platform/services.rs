@@ -17,6 +17,7 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
@@ -267,10 +268,15 @@ pub fn provision(
             }
             if kind == "redis" {
                 // The instance exists: running again if its environment was off.
-                let _ = super::process::ensure_supervised(
-                    &env_dir.join("services").join(name).join("supervised.json"),
-                    true,
-                );
+                let spec = env_dir.join("services").join(name).join("supervised.json");
+                let _ = super::process::ensure_supervised(&spec, true);
+                if let (Some(port), Ok(s)) = (
+                    provisioned.services[name].get("port").and_then(Value::as_u64),
+                    super::process::Supervised::load(&spec),
+                ) {
+                    super::process::wait_listening(port as u16, &s.pid_file, Duration::from_secs(20))
+                        .map_err(|e| format!("the Redis instance of `{name}` did not start: {e}"))?;
+                }
             }
             continue;
         }
@@ -859,6 +865,9 @@ fn redis(
         program: vec![server.display().to_string(), conf.display().to_string()],
     };
     super::process::start_supervised(&supervised, &dir.join("supervised.json"))?;
+    super::process::wait_listening(port, &supervised.pid_file, Duration::from_secs(20)).map_err(|e| {
+        format!("the Redis instance of `{name}` did not start: {e} (its log: {})", supervised.log.display())
+    })?;
     let host = if admin.host == "localhost" { "127.0.0.1".to_owned() } else { admin.host.clone() };
     let mut e =
         endpoint_of(&Url { host, port: Some(port), ..admin.clone() }, 6379, "redis", "", &password, "", name, kind);
