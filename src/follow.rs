@@ -24,8 +24,13 @@ pub fn follow(
     log_path: &Path,
     job: &Job,
     pickup_wait: Duration,
+    console: Option<&str>,
     out: &mut dyn Write,
 ) -> Result<Option<JobState>, QueueError> {
+    let follow_it = |id| match console {
+        Some(url) => format!("Follow it at {}", activity_url(url, id)),
+        None => format!("Follow it with: pushgate-runner logs {id} --follow"),
+    };
     let started = Instant::now();
     let mut offset = 0u64;
     loop {
@@ -33,10 +38,10 @@ pub fn follow(
         if state == JobState::Pending && started.elapsed() >= pickup_wait {
             let _ = writeln!(
                 out,
-                "No runner picked build #{} up within {} s; it stays queued. Follow it with: pushgate-runner logs {} --follow",
+                "No runner picked build #{} up within {} s; it stays queued. {}",
                 job.id,
                 pickup_wait.as_secs(),
-                job.id
+                follow_it(job.id)
             );
             return Ok(None);
         }
@@ -46,14 +51,30 @@ pub fn follow(
         if !matches!(state, JobState::Pending | JobState::Running) {
             let _ = copy_new(log_path, &mut offset, out);
             let _ = match state {
-                JobState::Succeeded => writeln!(out, "Deployment of environment {} succeeded (build #{}).", job.environment, job.id),
-                JobState::Failed => writeln!(out, "Build #{} for environment {} failed; the environment keeps its previous release. Details: pushgate-runner logs {}", job.id, job.environment, job.id),
+                JobState::Succeeded => {
+                    writeln!(out, "Deployment of environment {} succeeded (build #{}).", job.environment, job.id)
+                }
+                JobState::Failed => writeln!(
+                    out,
+                    "Build #{} for environment {} failed; the environment keeps its previous release. Details: {}",
+                    job.id,
+                    job.environment,
+                    match console {
+                        Some(url) => activity_url(url, job.id),
+                        None => format!("pushgate-runner logs {}", job.id),
+                    }
+                ),
                 other => writeln!(out, "Build #{} ended: {}.", job.id, other.as_str()),
             };
             return Ok(Some(state));
         }
         std::thread::sleep(POLL);
     }
+}
+
+/// The console's page of an activity.
+pub fn activity_url(console: &str, id: crate::core::JobId) -> String {
+    format!("{console}/#activity/{id}")
 }
 
 /// Writes what was appended to the log since `offset`.

@@ -358,6 +358,7 @@ impl<'a> Push<'a> {
             changes: verdict.changes.clone(),
             plan: verdict.plan.clone(),
             receiver: self.receiver.clone(),
+            pusher: self.settings.pusher.clone(),
         });
         Ok(())
     }
@@ -569,13 +570,17 @@ fn follow_jobs(
     out: &mut dyn Write,
 ) -> Result<(), HookError> {
     let pending: Vec<_> = jobs.iter().filter(|j| j.state == crate::queue::JobState::Pending).collect();
+    let console = crate::web::console_url(&settings.data_dir);
     if pending.len() > crate::follow::MAX_FOLLOWED {
-        let _ = writeln!(out, "Follow the builds with: pushgate-runner jobs, and pushgate-runner logs ID --follow");
+        let _ = match &console {
+            Some(url) => writeln!(out, "Follow the builds at {url}"),
+            None => writeln!(out, "Follow the builds with: pushgate-runner jobs, and pushgate-runner logs ID --follow"),
+        };
         return Ok(());
     }
     for job in pending {
         let log = crate::store::DataDir::new(&settings.data_dir).log(job.id);
-        if crate::follow::follow(queue, &log, job, settings.pickup_wait, out)?.is_none() {
+        if crate::follow::follow(queue, &log, job, settings.pickup_wait, console.as_deref(), out)?.is_none() {
             break;
         }
     }

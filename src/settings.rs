@@ -26,6 +26,8 @@ pub struct Env {
     pub push_options: Vec<String>,
     /// `PUSHGATE_TIMINGS=1`: the hooks print how long validation and the queue took.
     pub timings: bool,
+    /// Who pushes, as the git server says (`crate::queue::pusher`).
+    pub pusher: Option<String>,
 }
 
 impl Env {
@@ -39,6 +41,7 @@ impl Env {
             xdg_data_home: path("XDG_DATA_HOME"),
             push_options,
             timings: std::env::var_os("PUSHGATE_TIMINGS").is_some_and(|v| v == "1"),
+            pusher: crate::queue::pusher(&|k| std::env::var(k).ok()),
         }
     }
 
@@ -84,6 +87,7 @@ pub struct Hook {
     /// install.sh sets it on gitolite's admin repository, since gitolite's common hooks run on
     /// every repository).
     pub enabled: bool,
+    pub pusher: Option<String>,
 }
 
 impl Hook {
@@ -120,6 +124,7 @@ impl Hook {
             timings: env.timings,
             follow: !env.has_push_option(NOWAIT),
             pickup_wait,
+            pusher: env.pusher.clone(),
         }
     }
 }

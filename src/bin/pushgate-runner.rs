@@ -64,7 +64,21 @@ enum Command {
         /// for log collectors. Developers' job logs are separate (`pushgate-runner logs`).
         #[arg(long, value_enum, default_value_t = LogFormat::Human)]
         log_format: LogFormat,
+        #[command(flatten)]
+        web: WebArgs,
     },
+    /// Serve the web console and API alone (no jobs run here): the console on the git server
+    /// while runners work elsewhere.
+    Web {
+        #[command(flatten)]
+        web: WebArgs,
+        #[arg(long, value_enum, default_value_t = LogFormat::Human)]
+        log_format: LogFormat,
+    },
+    /// The web API's tokens: `create` prints a new token on its last line (shown once, kept
+    /// only as a digest).
+    #[command(subcommand)]
+    Token(TokenCommand),
     /// List the jobs: id, repository, ref, commit, environment, state, times.
     Jobs {
         /// One JSON array of job objects, for scripts.
@@ -156,6 +170,37 @@ enum EnvCommand {
     },
 }
 
+/// The web console and API.
+#[derive(clap::Args)]
+struct WebArgs {
+    /// Serve the web console and JSON API on this address (for example 127.0.0.1:7080).
+    #[arg(long, value_name = "ADDR")]
+    http: Option<std::net::SocketAddr>,
+    /// The console's address as people reach it (behind a proxy, say), named in push output
+    /// (default: http://ADDR).
+    #[arg(long, value_name = "URL")]
+    public_url: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Create a token for a person or a script.
+    Create {
+        name: String,
+        /// The project it is for (its bare repository's name: shop for shop.git). Without it,
+        /// an admin token for every project.
+        #[arg(long)]
+        project: Option<String>,
+        /// viewer (reads), developer (also redeploys and cancels), admin (everything).
+        #[arg(long, default_value = "viewer")]
+        role: String,
+    },
+    /// The tokens: name, project, role (never the token).
+    List,
+    /// Revoke a token: its sessions end at once.
+    Revoke { name: String },
+}
+
 #[derive(Subcommand)]
 enum BackendCommand {
     /// Declare (or replace) the backend of a service type: mysql (also mariadb, oracle-mysql),
@@ -230,7 +275,12 @@ fn main() -> ExitCode {
     // without one would show an empty queue that is not the one the hooks write to.
     let needs_queue = !matches!(
         cli.command,
-        Command::Serve { .. } | Command::Pack { .. } | Command::Supervise { .. } | Command::Backend(_)
+        Command::Serve { .. }
+            | Command::Pack { .. }
+            | Command::Supervise { .. }
+            | Command::Backend(_)
+            | Command::Token(_)
+            | Command::Web { .. }
     );
     let queue_file = pushgate::store::DataDir::new(&data).queue_file();
     if needs_queue && !queue_file.exists() {
@@ -267,9 +317,18 @@ fn main() -> ExitCode {
             log_format,
             router,
             domain,
+            web,
             ..
         } => {
             init_log(log_format);
+            if let Some(addr) = web.http {
+                let (data, url) = (data.clone(), web.public_url.clone());
+                std::thread::spawn(move || {
+                    if let Err(e) = pushgate::web::serve(&data, addr, url.as_deref()) {
+                        tracing::error!(error = %e, "the web service stopped");
+                    }
+                });
+            }
             let mut config = runner::Config::new(data.clone());
             config.hook_timeout = Duration::from_secs(hook_timeout);
             config.keep_releases = keep.max(1);
@@ -284,6 +343,14 @@ fn main() -> ExitCode {
             env_delete(&data, &environment, repo.as_deref(), yes, &mut out)
         }
         Command::Backend(command) => backend(&data, command, &mut out),
+        Command::Web { web, log_format } => {
+            init_log(log_format);
+            match web.http {
+                Some(addr) => pushgate::web::serve(&data, addr, web.public_url.as_deref()).map_err(Into::into),
+                None => Err("web needs --http ADDR (for example 127.0.0.1:7080)".into()),
+            }
+        }
+        Command::Token(command) => token(&data, command, &mut out),
         Command::Supervise { pid_file, log, dir, uid, gid, program } => {
             let user = uid.zip(gid.or(uid));
             let s = pushgate::platform::process::Supervised { pid_file, log, dir, user, program };
@@ -354,6 +421,53 @@ fn backend(data: &Path, command: BackendCommand, out: &mut dyn Write) -> Result<
             backends.save(&data)?;
             pushgate::platform::services::Versions::refresh(&data, &backends)?;
             writeln!(out, "Backend {kind} removed (what it provisioned stays).")?;
+        }
+    }
+    Ok(())
+}
+
+fn token(data: &Path, command: TokenCommand, out: &mut dyn Write) -> Result<()> {
+    use pushgate::queue::tokens::{Role, Token, TokenStore};
+    let mut store = pushgate::queue::SqliteQueue::open(data, pushgate::store::QUEUE_TIMEOUT)?;
+    match command {
+        TokenCommand::Create { name, project, role } => {
+            let role = Role::parse(&role).ok_or_else(|| format!("role `{role}` is not viewer, developer or admin"))?;
+            if project.is_none() && role != Role::Admin {
+                return Err("a viewer or developer token is for one project: name it with --project".into());
+            }
+            if name.is_empty() || name.chars().any(|c| c.is_control()) {
+                return Err("a token's name is a word people recognise it by, such as alice or ci".into());
+            }
+            let secret = pushgate::secret::token()?;
+            let token = Token { name, project, role, created_at: pushgate::core::Timestamp::now() };
+            store.create_token(&token, &pushgate::secret::digest(&secret))?;
+            writeln!(
+                out,
+                "Token `{}` created: {} of {}. It is shown once; send it as Authorization: Bearer TOKEN, or log in \
+                 to the console with it.",
+                token.name,
+                role.as_str(),
+                token.project.as_deref().map_or("every project".to_owned(), |p| format!("project {p}"))
+            )?;
+            writeln!(out, "{secret}")?;
+        }
+        TokenCommand::List => {
+            for t in store.tokens()? {
+                writeln!(
+                    out,
+                    "{:20} {:10} {:20} {}",
+                    t.name,
+                    t.role.as_str(),
+                    t.project.as_deref().unwrap_or("*"),
+                    t.created_at
+                )?;
+            }
+        }
+        TokenCommand::Revoke { name } => {
+            if !store.revoke_token(&name)? {
+                return Err(format!("there is no token named `{name}`").into());
+            }
+            writeln!(out, "Token `{name}` revoked.")?;
         }
     }
     Ok(())
@@ -432,6 +546,7 @@ fn queue_job(
         environment: pushgate::core::EnvName::parse(name)?,
         commit: info.commit,
         options,
+        pusher: pushgate::queue::pusher(&|k| std::env::var(k).ok()),
     };
     let mut queue = pushgate::queue::open(data, pushgate::store::QUEUE_TIMEOUT)?;
     let job = queue.enqueue(&request)?;
@@ -488,7 +603,7 @@ fn logs(data: &Path, job: JobId, follow: bool, out: &mut dyn Write) -> Result<()
     let queue = pushgate::queue::open(data, pushgate::store::QUEUE_TIMEOUT)?;
     let found = queue.job(job)?.ok_or_else(|| format!("there is no job #{job} (pushgate-runner jobs lists them)"))?;
     if follow {
-        pushgate::follow::follow(queue.as_ref(), &path, &found, Duration::MAX, out)?;
+        pushgate::follow::follow(queue.as_ref(), &path, &found, Duration::MAX, None, out)?;
         return Ok(());
     }
     match std::fs::read(&path) {

@@ -745,7 +745,7 @@ fn rabbitmq(admin: &Url, id: &str, name: &str, kind: &str) -> Result<Value, Stri
     use sha2::{Digest, Sha256};
     drop_rabbitmq(id)?; // a fresh one: what a killed runner left is not handed out
     let password = password()?;
-    let salt = random::<4>()?;
+    let salt = crate::secret::random::<4>()?;
     let mut hashed = salt.to_vec();
     hashed.extend(Sha256::new().chain_update(salt).chain_update(password.as_bytes()).finalize());
     let definitions = json!({
@@ -975,19 +975,9 @@ fn feed(mut c: Command, sql: &str, what: &str) -> Result<(), String> {
     }
 }
 
-/// `N` random bytes.
-fn random<const N: usize>() -> Result<[u8; N], String> {
-    use std::io::Read;
-    let mut bytes = [0u8; N];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut bytes))
-        .map_err(|e| format!("/dev/urandom: {e}"))?;
-    Ok(bytes)
-}
-
 /// 24 random letters and digits.
 fn password() -> Result<String, String> {
-    let bytes = random::<64>()?;
+    let bytes = crate::secret::random::<64>()?;
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
     // 248 = 4 * 62: no modulo bias.
     Ok(bytes.iter().filter(|b| **b < 248).take(24).map(|b| ALPHABET[(*b % 62) as usize] as char).collect())

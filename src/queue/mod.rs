@@ -13,6 +13,7 @@
 //! The runner only ever sees jobs.
 
 pub mod sqlite;
+pub mod tokens;
 
 use std::time::Duration;
 
@@ -57,6 +58,12 @@ pub trait JobStore {
     fn job(&self, id: JobId) -> Result<Option<Job>, QueueError>;
     /// Every job, oldest first.
     fn jobs(&self) -> Result<Vec<Job>, QueueError>;
+    /// Jobs newest first, of one repository or all, older than `before`, at most `limit`.
+    fn activities(&self, repo: Option<&RepoId>, before: Option<JobId>, limit: usize) -> Result<Vec<Job>, QueueError>;
+    /// The repositories that have jobs.
+    fn projects(&self) -> Result<Vec<RepoId>, QueueError>;
+    /// Records an action done at once (a cancel) as an ended job of its own.
+    fn record(&mut self, request: &Request, state: JobState) -> Result<Job, QueueError>;
     /// The topology and changes stored with a job (JSON).
     fn job_documents(&self, id: JobId) -> Result<Option<(String, String)>, QueueError>;
     /// The plan stored with a job.
@@ -107,6 +114,15 @@ impl JobStore for SqliteQueue {
     }
     fn jobs(&self) -> Result<Vec<Job>, QueueError> {
         SqliteQueue::jobs(self)
+    }
+    fn activities(&self, repo: Option<&RepoId>, before: Option<JobId>, limit: usize) -> Result<Vec<Job>, QueueError> {
+        SqliteQueue::activities(self, repo, before, limit)
+    }
+    fn projects(&self) -> Result<Vec<RepoId>, QueueError> {
+        SqliteQueue::projects(self)
+    }
+    fn record(&mut self, request: &Request, state: JobState) -> Result<Job, QueueError> {
+        SqliteQueue::record(self, request, state)
     }
     fn job_documents(&self, id: JobId) -> Result<Option<(String, String)>, QueueError> {
         SqliteQueue::job_documents(self, id)
@@ -174,23 +190,35 @@ pub enum JobKind {
     Sync,
     /// Delete the environment: off the router, its services dropped, its files removed.
     Delete,
+    /// Deploy the commit the environment runs again (its slug reused, its hooks run again).
+    Redeploy,
+    /// Switch the environment back to a kept release.
+    Rollback,
+    /// The cancellation of another job (recorded when done: options name the job).
+    Cancel,
 }
 
 impl JobKind {
+    pub const ALL: [JobKind; 6] =
+        [JobKind::Push, JobKind::Sync, JobKind::Delete, JobKind::Redeploy, JobKind::Rollback, JobKind::Cancel];
+
     pub fn as_str(self) -> &'static str {
         match self {
             JobKind::Push => "push",
             JobKind::Sync => "sync",
             JobKind::Delete => "delete",
+            JobKind::Redeploy => "redeploy",
+            JobKind::Rollback => "rollback",
+            JobKind::Cancel => "cancel",
         }
     }
 
     pub fn parse(s: &str) -> Option<JobKind> {
-        [JobKind::Push, JobKind::Sync, JobKind::Delete].into_iter().find(|k| k.as_str() == s)
+        JobKind::ALL.into_iter().find(|k| k.as_str() == s)
     }
 }
 
-/// A job asked for by a person rather than a push (`env sync`).
+/// A job asked for by a person rather than a push (`env sync`, the API's actions).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Request {
     pub kind: JobKind,
@@ -201,6 +229,8 @@ pub struct Request {
     pub commit: CommitId,
     /// What the job needs beyond that (JSON).
     pub options: String,
+    /// Who asked (a token's name, a system user).
+    pub pusher: Option<String>,
 }
 
 /// One job for one environment: the build and deployment of a pushed commit, or an action on it.
@@ -224,6 +254,10 @@ pub struct Job {
     pub updated_at: Timestamp,
     pub started_at: Option<Timestamp>,
     pub finished_at: Option<Timestamp>,
+    /// Who pushed (the git server's user) or asked.
+    pub pusher: Option<String>,
+    /// The release it deployed or switched to.
+    pub release: Option<String>,
 }
 
 /// What `pre-receive` records for one branch update, before git moves the ref.
@@ -240,6 +274,24 @@ pub struct Reservation {
     pub plan: String,
     /// The `git receive-pack` process of the push, to tell a push in progress from a dead one.
     pub receiver: Receiver,
+    /// Who pushed, as the git server says ([`pusher`]).
+    pub pusher: Option<String>,
+}
+
+/// Who is pushing, as the git server tells its hooks: GitLab's `GL_USERNAME`, Gitea's and
+/// Forgejo's `GITEA_PUSHER_NAME`, gitolite's `GL_USER`, an HTTP server's `REMOTE_USER`, else the
+/// system user the push runs as (one per developer on a plain ssh server).
+pub fn pusher(env: &dyn Fn(&str) -> Option<String>) -> Option<String> {
+    ["GL_USERNAME", "GITEA_PUSHER_NAME", "GL_USER", "REMOTE_USER", "USER", "LOGNAME"]
+        .into_iter()
+        .find_map(|k| env(k).filter(|v| !v.is_empty()))
+        .or_else(|| {
+            // SAFETY: getpwuid returns a pointer into static storage, read at once.
+            unsafe {
+                let pw = libc::getpwuid(libc::geteuid());
+                (!pw.is_null()).then(|| std::ffi::CStr::from_ptr((*pw).pw_name).to_string_lossy().into_owned())
+            }
+        })
 }
 
 /// A process, identified beyond its pid (pids are reused): host, pid and start time.
@@ -307,6 +359,8 @@ pub enum QueueError {
     Read { path: String, source: rusqlite::Error },
     #[error("creating the data directory {path}: {source}")]
     DataDir { path: String, source: std::io::Error },
+    #[error("{0}")]
+    Conflict(String),
     #[error("environment {environment} has a pending job (#{job}); ask again once it has run")]
     Busy { environment: String, job: i64 },
     #[error(

@@ -252,6 +252,12 @@ pub fn process(
         crate::queue::JobKind::Delete => {
             sync::delete(config, job, &mut log).map(|()| (format!("Environment {} deleted", job.environment), None))
         }
+        crate::queue::JobKind::Redeploy => build_and_deploy(config, queue, job, &mut log, &control)
+            .map(|r| (format!("Redeployed environment {} as release {r}", job.environment), Some(r))),
+        crate::queue::JobKind::Rollback => sync::roll_back(config, job, &mut log)
+            .map(|r| (format!("Environment {} runs release {r} again", job.environment), Some(r))),
+        // Recorded as ended when it is done; nothing to run.
+        crate::queue::JobKind::Cancel => Ok(("Nothing to do".to_owned(), None)),
     };
     drop(heartbeat); // stops it
                      // A failed or stopped build must not keep its copy of the tree: on a full disk, that copy

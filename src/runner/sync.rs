@@ -1,6 +1,7 @@
 //! Jobs on an environment that are not pushes, each with its log.
 //!
-//! `env sync`: an environment gets its parent's data again.
+//! `env sync`: an environment gets its parent's data again. `env delete`: it is removed.
+//! A rollback asked through the API: it switches to a kept release.
 //! The databases are emptied and copied anew under the same credentials (the running apps keep
 //! theirs); the mounts' files are copied beside the current ones and swapped in. A runner
 //! killed halfway leaves the job to the next one, which does it all again.
@@ -77,4 +78,25 @@ pub(super) fn sync(config: &Config, job: &Job, log: &mut JobLog, control: &Contr
         &format!("Environment {} has the data of {parent_name}; it still runs release {release}", job.environment),
     );
     Ok(release)
+}
+
+/// What a rollback job asks (its options): the release to go back to, else the one before.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RollbackTo {
+    pub release: Option<String>,
+}
+
+/// Switches the job's environment back to a kept release and restarts its apps; the release.
+pub(super) fn roll_back(config: &Config, job: &Job, log: &mut JobLog) -> Result<String, Halt> {
+    let options: RollbackTo = serde_json::from_str(job.options.as_deref().unwrap_or("{}"))
+        .map_err(|e| RunnerError::Platform(format!("the rollback job's options cannot be read: {e}")))?;
+    let env_dir = EnvDir::new(&config.data_dir, &job.repo, &job.environment);
+    let from = env_dir.current_release().unwrap_or_else(|| "none".into());
+    let to = super::rollback(&env_dir, options.release.as_deref())?;
+    log.phase(
+        "deploy",
+        &format!("Environment {}: `current` switched from release {from} to release {to}", job.environment),
+    );
+    crate::platform::restart_apps(&config.data(), &env_dir.root).map_err(RunnerError::Platform)?;
+    Ok(to)
 }

@@ -14,3 +14,4 @@ mod servers;
 mod services;
 mod support;
 mod topology;
+mod web;

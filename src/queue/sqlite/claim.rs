@@ -212,6 +212,7 @@ mod tests {
                 changes: "[]".into(),
                 plan: "{}".into(),
                 receiver: receiver.clone(),
+                pusher: None,
             };
             q.reserve(std::slice::from_ref(&r)).unwrap();
             let tips = Exactly([(r.ref_name.clone(), commit)].into());

@@ -11,6 +11,7 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Transaction, Tr
 
 mod claim;
 mod settle;
+mod tokens;
 mod types;
 
 use super::{Job, JobKind, JobState, QueueError, Receiver, Request, Reservation};
@@ -76,7 +77,7 @@ CREATE TABLE IF NOT EXISTS environments (
 "#;
 
 /// Each step brings the schema from version N to N+1 (`PRAGMA user_version`).
-const MIGRATIONS: [&str; 5] = [
+const MIGRATIONS: [&str; 6] = [
     SCHEMA,
     // The runner: who holds a job and until when, how often it was started, what it deployed.
     "ALTER TABLE jobs ADD COLUMN runner TEXT;
@@ -93,6 +94,18 @@ const MIGRATIONS: [&str; 5] = [
     // Jobs that are not pushes (`env sync`), with what they were asked.
     "ALTER TABLE jobs ADD COLUMN kind TEXT NOT NULL DEFAULT 'push';
      ALTER TABLE jobs ADD COLUMN options TEXT;",
+    // Who pushed (or asked), a project's activities newest first, and the web API's tokens
+    // (only their SHA-256: a token is 256 random bits, shown once).
+    "ALTER TABLE reservations ADD COLUMN pusher TEXT;
+     ALTER TABLE jobs ADD COLUMN pusher TEXT;
+     CREATE INDEX IF NOT EXISTS jobs_by_repo ON jobs (repo, id);
+     CREATE TABLE IF NOT EXISTS tokens (
+         name       TEXT PRIMARY KEY,
+         project    TEXT,
+         role       TEXT NOT NULL CHECK (role IN ('viewer', 'developer', 'admin')),
+         hash       TEXT NOT NULL UNIQUE,
+         created_at TEXT NOT NULL
+     );",
 ];
 
 /// Above this size the WAL is checkpointed into the database and truncated when a queue handle
@@ -253,8 +266,8 @@ impl SqliteQueue {
             let mut insert = tx
                 .prepare_cached(
                     "INSERT INTO reservations (repo, ref, environment, old_commit, new_commit, topology_id, changes_id,
-                                               host, pid, pid_started, created_at, plan_id)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                                               host, pid, pid_started, created_at, plan_id, pusher)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
                 )
                 .map_err(err)?;
             let now = Timestamp::now();
@@ -275,7 +288,8 @@ impl SqliteQueue {
                         r.receiver.pid,
                         r.receiver.started.map(|s| s as i64),
                         now,
-                        plan
+                        plan,
+                        r.pusher
                     ])
                     .map_err(err)?;
             }
@@ -307,8 +321,8 @@ impl SqliteQueue {
         exec(
             &tx,
             "INSERT INTO jobs (repo, ref, environment, old_commit, new_commit, state, topology_id, changes_id,
-                               created_at, updated_at, kind, options)
-             VALUES (?1, ?2, ?3, ?4, ?4, 'pending', ?5, ?6, ?7, ?7, ?8, ?9)",
+                               created_at, updated_at, kind, options, pusher)
+             VALUES (?1, ?2, ?3, ?4, ?4, 'pending', ?5, ?6, ?7, ?7, ?8, ?9, ?10)",
             params![
                 r.repo,
                 r.ref_name,
@@ -318,7 +332,8 @@ impl SqliteQueue {
                 empty_list,
                 now,
                 r.kind.as_str(),
-                r.options
+                r.options,
+                r.pusher
             ],
         )
         .map_err(err)?;
@@ -339,6 +354,74 @@ impl SqliteQueue {
             .collect::<Result<Vec<_>, _>>()
             .map_err(self.read_err())?;
         Ok(jobs)
+    }
+
+    /// Jobs newest first, of one repository or all, older than `before`, at most `limit`.
+    pub fn activities(
+        &self,
+        repo: Option<&RepoId>,
+        before: Option<JobId>,
+        limit: usize,
+    ) -> Result<Vec<Job>, QueueError> {
+        let sql = format!(
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE (?1 IS NULL OR repo = ?1) AND id < ?2 ORDER BY id DESC LIMIT ?3"
+        );
+        let mut stmt = self.conn.prepare_cached(&sql).map_err(self.read_err())?;
+        let before = before.map_or(i64::MAX, |b| b.0);
+        let jobs = stmt
+            .query_map(params![repo, before, limit as i64], job_from_row)
+            .map_err(self.read_err())?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(self.read_err())?;
+        Ok(jobs)
+    }
+
+    /// The repositories that have jobs.
+    pub fn projects(&self) -> Result<Vec<RepoId>, QueueError> {
+        let mut stmt =
+            self.conn.prepare_cached("SELECT DISTINCT repo FROM jobs ORDER BY repo").map_err(self.read_err())?;
+        let repos = stmt
+            .query_map([], |r| r.get(0))
+            .map_err(self.read_err())?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(self.read_err())?;
+        Ok(repos)
+    }
+
+    /// Records an action done at once as an ended job.
+    pub fn record(&mut self, r: &Request, state: JobState) -> Result<Job, QueueError> {
+        let path = self.path.display().to_string();
+        let err = |source| QueueError::Write { path: path.clone(), source };
+        self.durability(Durability::Full).map_err(err)?;
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(err)?;
+        let mut documents = Documents::default();
+        let (empty_object, empty_list) = (documents.id(&tx, "{}").map_err(err)?, documents.id(&tx, "[]").map_err(err)?);
+        let now = Timestamp::now();
+        exec(
+            &tx,
+            "INSERT INTO jobs (repo, ref, environment, old_commit, new_commit, state, topology_id, changes_id,
+                               created_at, updated_at, started_at, finished_at, kind, options, pusher)
+             VALUES (?1, ?2, ?3, ?4, ?4, ?5, ?6, ?7, ?8, ?8, ?8, ?8, ?9, ?10, ?11)",
+            params![
+                r.repo,
+                r.ref_name,
+                r.environment,
+                r.commit,
+                state.as_str(),
+                empty_object,
+                empty_list,
+                now,
+                r.kind.as_str(),
+                r.options,
+                r.pusher
+            ],
+        )
+        .map_err(err)?;
+        let id = tx.last_insert_rowid();
+        let job =
+            tx.query_row(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"), [id], job_from_row).map_err(err)?;
+        tx.commit().map_err(err)?;
+        Ok(job)
     }
 
     /// The topology a job's commit declares and its changes against the environment (JSON).
@@ -406,11 +489,12 @@ struct Stored {
     changes_id: i64,
     receiver: Receiver,
     plan_id: Option<i64>,
+    pusher: Option<String>,
 }
 
 /// The columns `stored_from_row` reads, in order (a query may select more after them).
 const STORED_COLUMNS: &str =
-    "repo, ref, environment, old_commit, new_commit, topology_id, changes_id, host, pid, pid_started, plan_id";
+    "repo, ref, environment, old_commit, new_commit, topology_id, changes_id, host, pid, pid_started, plan_id, pusher";
 
 fn stored_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Stored> {
     Ok(Stored {
@@ -427,6 +511,7 @@ fn stored_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Stored> {
             started: row.get::<_, Option<i64>>(9)?.map(|s| s as u64),
         },
         plan_id: row.get(10)?,
+        pusher: row.get(11)?,
     })
 }
 
@@ -450,7 +535,7 @@ impl Documents {
 
 /// The columns `job_from_row` reads, in order.
 pub(crate) const JOB_COLUMNS: &str = "id, repo, ref, environment, old_commit, new_commit, state, superseded_by,
-     created_at, updated_at, started_at, finished_at, kind, options";
+     created_at, updated_at, started_at, finished_at, kind, options, pusher, release";
 
 fn job_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Job> {
     let state: String = row.get(6)?;
@@ -480,6 +565,8 @@ fn job_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Job> {
             })?
         },
         options: row.get(13)?,
+        pusher: row.get(14)?,
+        release: row.get(15)?,
     })
 }
 
@@ -515,6 +602,7 @@ mod tests {
                 changes: "[]".into(),
                 plan: "{}".into(),
                 receiver: receiver.clone(),
+                pusher: None,
             };
             q.reserve(&[r]).unwrap();
         }

@@ -70,6 +70,7 @@ impl SqliteQueue {
                     changes_id: Documents::default().id(&tx, "[]").map_err(err)?,
                     receiver: receiver.clone(),
                     plan_id: None,
+                    pusher: crate::queue::pusher(&|k| std::env::var(k).ok()),
                 },
             };
             created.push(batch.insert(&tx, reservation, refs).map_err(err)?);
@@ -102,7 +103,7 @@ impl SqliteQueue {
                 .prepare(&format!("SELECT {STORED_COLUMNS}, id, created_at FROM reservations ORDER BY id"))
                 .map_err(err)?;
             let rows = stmt
-                .query_map([], |row| Ok((row.get(11)?, stored_from_row(row)?, row.get(12)?)))
+                .query_map([], |row| Ok((row.get(12)?, stored_from_row(row)?, row.get(13)?)))
                 .map_err(err)?
                 .collect::<Result<_, _>>()
                 .map_err(err)?;
@@ -202,8 +203,8 @@ impl Batch {
         exec(
             tx,
             "INSERT INTO jobs (repo, ref, environment, old_commit, new_commit, state, topology_id, changes_id,
-                               created_at, updated_at, plan_id)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, ?10)",
+                               created_at, updated_at, plan_id, pusher)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, ?10, ?11)",
             params![
                 r.repo,
                 r.ref_name,
@@ -214,7 +215,8 @@ impl Batch {
                 r.topology_id,
                 r.changes_id,
                 self.now,
-                r.plan_id
+                r.plan_id,
+                r.pusher
             ],
         )?;
         let id = JobId(tx.last_insert_rowid());
@@ -245,6 +247,8 @@ impl Batch {
             updated_at: self.now,
             started_at: None,
             finished_at: None,
+            pusher: r.pusher,
+            release: None,
         })
     }
 }

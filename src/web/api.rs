@@ -1,0 +1,368 @@
+//! The JSON API: what a project has (environments, activities) and the actions on it.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::auth::Caller;
+use super::Web;
+use crate::core::{EnvName, JobId, RepoId, Timestamp};
+use crate::queue::tokens::Role;
+use crate::queue::{Job, JobKind, JobState, QueueError, Request};
+use crate::runner::deploy::{EnvDir, Environment};
+
+/// An error answer: its status and a JSON body `{"error": …}`.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+        ApiError { status, message: message.into() }
+    }
+    pub fn unauthorized(message: &str) -> ApiError {
+        ApiError::new(StatusCode::UNAUTHORIZED, message)
+    }
+    pub fn forbidden(message: String) -> ApiError {
+        ApiError::new(StatusCode::FORBIDDEN, message)
+    }
+    pub fn not_found(message: String) -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, message)
+    }
+    pub fn conflict(message: String) -> ApiError {
+        ApiError::new(StatusCode::CONFLICT, message)
+    }
+    pub fn bad_request(message: String) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, message)
+    }
+    pub fn internal(message: String) -> ApiError {
+        tracing::error!(error = %message, "web request failed");
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, message)
+    }
+}
+
+impl From<QueueError> for ApiError {
+    fn from(e: QueueError) -> ApiError {
+        match e {
+            QueueError::Busy { .. } | QueueError::Conflict(_) => ApiError::conflict(e.to_string()),
+            e => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response = (self.status, Json(json!({ "error": self.message }))).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+/// A project's name: its bare repository's, without `.git` (`shop` for `/srv/git/shop.git`).
+pub fn project_name(repo: &RepoId) -> String {
+    let name = std::path::Path::new(repo.as_str()).file_name().map(|n| n.to_string_lossy().into_owned());
+    let name = name.unwrap_or_else(|| repo.as_str().to_owned());
+    name.strip_suffix(".git").map(str::to_owned).unwrap_or(name)
+}
+
+/// The repository of the project called `name`, if the caller may see it.
+async fn project(web: &Arc<Web>, caller: &Caller, name: &str) -> Result<RepoId, ApiError> {
+    if !caller.sees(name) {
+        return Err(ApiError::forbidden(format!("token `{}` has no access to project {name}", caller.token.name)));
+    }
+    let repos = web.with_store(|s| s.projects()).await?;
+    repos.into_iter().find(|r| project_name(r) == name).ok_or_else(|| ApiError::not_found(format!("no project {name}")))
+}
+
+/// An activity as the API shows it. `state` is where it is (pending, in_progress, complete,
+/// cancelled), `result` how it ended (success, failure, cancelled, superseded).
+pub fn activity(job: &Job) -> Value {
+    let (state, result) = match job.state {
+        JobState::Pending => ("pending", None),
+        JobState::Running => ("in_progress", None),
+        JobState::Succeeded => ("complete", Some("success")),
+        JobState::Failed => ("complete", Some("failure")),
+        JobState::Cancelled => ("cancelled", Some("cancelled")),
+        JobState::Superseded => ("cancelled", Some("superseded")),
+    };
+    let ms = |from: &Timestamp, to: Option<&Timestamp>| {
+        let to = to.copied().unwrap_or_else(Timestamp::now);
+        to.system_time().duration_since(from.system_time()).map(|d| d.as_millis() as u64).ok()
+    };
+    let options: Value = job.options.as_deref().and_then(|o| serde_json::from_str(o).ok()).unwrap_or(Value::Null);
+    json!({
+        "id": job.id,
+        "type": job.kind,
+        "state": state,
+        "result": result,
+        "project": project_name(&job.repo),
+        "environment": job.environment,
+        "ref": job.ref_name,
+        "commit": job.commit,
+        "old_commit": job.old_commit,
+        "pusher": job.pusher,
+        "release": job.release,
+        "options": options,
+        "superseded_by": job.superseded_by,
+        "created_at": job.created_at,
+        "started_at": job.started_at,
+        "finished_at": job.finished_at,
+        "timings": {
+            "wait_ms": ms(&job.created_at, job.started_at.as_ref()),
+            "run_ms": job.started_at.as_ref().and_then(|s| ms(s, job.finished_at.as_ref())),
+        },
+        "log_url": format!("/api/activities/{}/log", job.id),
+    })
+}
+
+pub async fn console() -> Response {
+    (
+        [(header::CONTENT_SECURITY_POLICY, "default-src 'self'; style-src 'self' 'unsafe-inline'; script-src 'self' 'unsafe-inline'; frame-ancestors 'none'")],
+        Html(include_str!("console.html")),
+    )
+        .into_response()
+}
+
+/// `GET /api/projects`: the projects the caller may see.
+pub async fn projects(State(web): State<Arc<Web>>, caller: Caller) -> Result<Json<Value>, ApiError> {
+    let repos = web.with_store(|s| s.projects()).await?;
+    let environments = crate::runner::deploy::environments(web.data.root());
+    let list: Vec<Value> = repos
+        .iter()
+        .map(|r| (project_name(r), r))
+        .filter(|(name, _)| caller.sees(name))
+        .map(|(name, repo)| {
+            let envs: Vec<&str> =
+                environments.iter().filter(|e| e.repo.as_ref() == Some(repo)).map(|e| e.environment.as_str()).collect();
+            json!({"name": name, "environments": envs, "role": caller.token.role_in(&name)})
+        })
+        .collect();
+    Ok(Json(Value::Array(list)))
+}
+
+fn environment(e: &Environment) -> Value {
+    json!({
+        "name": e.environment,
+        "state": e.state,
+        "release": e.release,
+        "commit": e.commit,
+        "deployed_at": e.deployed_at,
+        "releases": e.releases,
+        "urls": e.urls,
+        "primary_url": e.primary_url,
+    })
+}
+
+/// `GET /api/projects/{project}/environments`
+pub async fn environments(
+    State(web): State<Arc<Web>>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let repo = project(&web, &caller, &name).await?;
+    let data = web.data.root().to_owned();
+    let envs = tokio::task::spawn_blocking(move || crate::runner::deploy::environments(&data))
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let list = envs.iter().filter(|e| e.repo.as_ref() == Some(&repo)).map(environment).collect();
+    Ok(Json(Value::Array(list)))
+}
+
+#[derive(Deserialize)]
+pub struct Page {
+    /// Only activities older than this one (the last id of the previous page).
+    before: Option<i64>,
+    limit: Option<usize>,
+    environment: Option<String>,
+}
+
+/// `GET /api/projects/{project}/activities`: newest first, 50 a page (`?before=ID&limit=N`).
+pub async fn activities(
+    State(web): State<Arc<Web>>,
+    caller: Caller,
+    Path(name): Path<String>,
+    Query(page): Query<Page>,
+) -> Result<Json<Value>, ApiError> {
+    let repo = project(&web, &caller, &name).await?;
+    let limit = page.limit.unwrap_or(50).clamp(1, 500);
+    let before = page.before.map(JobId);
+    let jobs = web.with_store(move |s| s.activities(Some(&repo), before, limit)).await?;
+    let list = jobs
+        .iter()
+        .filter(|j| page.environment.as_deref().map_or(true, |e| j.environment.as_str() == e))
+        .map(activity)
+        .collect();
+    Ok(Json(Value::Array(list)))
+}
+
+/// The job `id`, if the caller may see its project.
+pub async fn visible_job(web: &Arc<Web>, caller: &Caller, id: i64) -> Result<Job, ApiError> {
+    let job = web
+        .with_store(move |s| s.job(JobId(id)))
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no activity #{id}")))?;
+    let name = project_name(&job.repo);
+    if !caller.sees(&name) {
+        return Err(ApiError::forbidden(format!("token `{}` has no access to project {name}", caller.token.name)));
+    }
+    Ok(job)
+}
+
+/// `GET /api/activities/{id}`: one activity, with its phases so far (from its log).
+pub async fn activity_one(
+    State(web): State<Arc<Web>>,
+    caller: Caller,
+    Path(id): Path<i64>,
+) -> Result<Json<Value>, ApiError> {
+    let job = visible_job(&web, &caller, id).await?;
+    let mut value = activity(&job);
+    let log = std::fs::read_to_string(web.data.log(job.id)).unwrap_or_default();
+    value["phases"] = super::log::phases(&log, job.finished_at.as_ref());
+    Ok(Json(value))
+}
+
+/// The deployed environment `env` of `repo`, and the release it runs.
+fn deployed(web: &Web, repo: &RepoId, env: &str) -> Result<(EnvDir, crate::store::ReleaseInfo), ApiError> {
+    let name = EnvName::parse(env).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let dir = EnvDir::new(web.data.root(), repo, &name);
+    let info = dir
+        .current_release()
+        .and_then(|r| dir.info(&r))
+        .ok_or_else(|| ApiError::not_found(format!("environment {env} is not deployed")))?;
+    Ok((dir, info))
+}
+
+/// Queues an action on an environment as a job, wakes the runners, answers 202 with it.
+async fn queue_action(
+    web: &Arc<Web>,
+    caller: &Caller,
+    kind: JobKind,
+    info: crate::store::ReleaseInfo,
+    options: Value,
+) -> Result<Response, ApiError> {
+    let request = Request {
+        kind,
+        ref_name: format!("refs/heads/{}", info.branch.clone().unwrap_or_else(|| info.environment.to_string())),
+        repo: info.repo,
+        environment: info.environment,
+        commit: info.commit,
+        options: options.to_string(),
+        pusher: Some(caller.token.name.clone()),
+    };
+    let job = web.with_store(move |s| s.enqueue(&request)).await?;
+    crate::store::wake::wake(web.data.root());
+    Ok((StatusCode::ACCEPTED, Json(activity(&job))).into_response())
+}
+
+/// `POST /api/projects/{project}/environments/{environment}/redeploy` (developer).
+pub async fn redeploy(
+    State(web): State<Arc<Web>>,
+    caller: Caller,
+    Path((name, env)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let repo = project(&web, &caller, &name).await?;
+    caller.require(&name, Role::Developer)?;
+    let (_, info) = deployed(&web, &repo, &env)?;
+    queue_action(&web, &caller, JobKind::Redeploy, info, json!({})).await
+}
+
+#[derive(Deserialize, Default)]
+struct RollbackBody {
+    release: Option<Value>,
+}
+
+/// `POST /api/projects/{project}/environments/{environment}/rollback` (admin), with an optional
+/// body `{"release": N}` (default: the release before the current one).
+pub async fn rollback(
+    State(web): State<Arc<Web>>,
+    caller: Caller,
+    Path((name, env)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let repo = project(&web, &caller, &name).await?;
+    caller.require(&name, Role::Admin)?;
+    let body: RollbackBody = if body.iter().all(u8::is_ascii_whitespace) {
+        RollbackBody::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::bad_request(format!("the body is not {{\"release\": N}}: {e}")))?
+    };
+    let release = match body.release {
+        None | Some(Value::Null) => None,
+        Some(Value::Number(n)) => Some(n.to_string()),
+        Some(Value::String(s)) => Some(s),
+        Some(other) => return Err(ApiError::bad_request(format!("release {other} is not a release number"))),
+    };
+    let (dir, info) = deployed(&web, &repo, &env)?;
+    let kept = dir.list();
+    if let Some(r) = &release {
+        if !kept.contains(r) {
+            return Err(ApiError::conflict(format!(
+                "release {r} of {env} is not kept (kept: {})",
+                if kept.is_empty() { "none".into() } else { kept.join(", ") }
+            )));
+        }
+        if dir.current_release().as_deref() == Some(r.as_str()) {
+            return Err(ApiError::conflict(format!("environment {env} already runs release {r}")));
+        }
+    } else if kept.first() == dir.current_release().as_ref() {
+        return Err(ApiError::conflict(format!("environment {env} has no release before the current one")));
+    }
+    queue_action(&web, &caller, JobKind::Rollback, info, json!({ "release": release })).await
+}
+
+/// `POST /api/activities/{id}/cancel` (developer): cancels a pending or running activity; the
+/// cancellation is an activity of its own.
+pub async fn cancel(State(web): State<Arc<Web>>, caller: Caller, Path(id): Path<i64>) -> Result<Response, ApiError> {
+    let job = visible_job(&web, &caller, id).await?;
+    caller.require(&project_name(&job.repo), Role::Developer)?;
+    let by = caller.token.name.clone();
+    let log_dir = web.data.logs();
+    let data = web.data.clone();
+    let cancel = web
+        .with_store(move |s| {
+            let Some(was) = s.cancel(job.id)? else { return Ok(Err(job.state)) };
+            let request = Request {
+                kind: JobKind::Cancel,
+                repo: job.repo.clone(),
+                ref_name: job.ref_name.clone(),
+                environment: job.environment.clone(),
+                commit: job.commit.clone(),
+                options: json!({ "activity": job.id, "was": was.as_str() }).to_string(),
+                pusher: Some(by.clone()),
+            };
+            let record = s.record(&request, JobState::Succeeded)?;
+            let _ = std::fs::create_dir_all(&log_dir);
+            let _ = std::fs::write(
+                data.log(record.id),
+                format!(
+                    "{} [cancel] Activity #{} ({} of environment {}) cancelled by {by}; it was {}\n",
+                    Timestamp::now(),
+                    job.id,
+                    job.kind.as_str(),
+                    job.environment,
+                    was.as_str()
+                ),
+            );
+            Ok(Ok(record))
+        })
+        .await?;
+    match cancel {
+        Ok(record) => {
+            // A runner running it sees the cancellation at its next heartbeat.
+            crate::store::wake::wake(web.data.root());
+            Ok((StatusCode::ACCEPTED, Json(activity(&record))).into_response())
+        }
+        Err(state) => Err(ApiError::conflict(format!("activity #{id} has already ended ({})", state.as_str()))),
+    }
+}

@@ -1,0 +1,121 @@
+//! The web console and its JSON API, over HTTP (axum on tokio): projects, environments,
+//! activities (every job: pushes, redeploys, rollbacks, cancellations, syncs, deletions) with
+//! their logs, whole or live as Server-Sent Events, and the actions a developer takes on them.
+//!
+//! `pushgate-runner serve --http ADDR` serves it beside the workers; `pushgate-runner web --http
+//! ADDR` serves it alone (the console on the git server, runners elsewhere). It reads the same
+//! store as the hooks and runners; an action queues a job and wakes the runners, as a push does.
+//! Who may do what: [`auth`].
+
+mod api;
+mod auth;
+mod log;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use axum::routing::{get, post};
+use axum::Router;
+
+use crate::queue::tokens::TokenStore;
+use crate::queue::{JobStore, QueueError, SqliteQueue};
+use crate::store::DataDir;
+
+/// What the web service reads and writes: the queue's store (jobs and tokens) and the data
+/// directory (environments, logs).
+pub trait Store: JobStore + TokenStore + Send {}
+impl<T: JobStore + TokenStore + Send> Store for T {}
+
+/// The service's state, shared by its handlers.
+pub struct Web {
+    data: DataDir,
+    /// One connection: SQLite serves one writer at a time anyway, and reads take microseconds.
+    store: Mutex<Box<dyn Store>>,
+    sessions: auth::Sessions,
+}
+
+impl Web {
+    pub fn open(data: &Path) -> Result<Web, QueueError> {
+        let store = SqliteQueue::open(data, crate::store::QUEUE_TIMEOUT)?;
+        Ok(Web { data: DataDir::new(data), store: Mutex::new(Box::new(store)), sessions: auth::Sessions::default() })
+    }
+
+    /// Runs `f` on the store off the async workers.
+    async fn with_store<T: Send + 'static>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&mut dyn Store) -> Result<T, QueueError> + Send + 'static,
+    ) -> Result<T, api::ApiError> {
+        let web = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut store = web.store.lock().unwrap_or_else(|p| p.into_inner());
+            f(store.as_mut())
+        })
+        .await
+        .map_err(|e| api::ApiError::internal(e.to_string()))?
+        .map_err(api::ApiError::from)
+    }
+}
+
+/// The routes of the console and the API.
+pub fn router(web: Arc<Web>) -> Router {
+    Router::new()
+        .route("/", get(api::console))
+        .route("/api/login", post(auth::login))
+        .route("/api/logout", post(auth::logout))
+        .route("/api/session", get(auth::session))
+        .route("/api/projects", get(api::projects))
+        .route("/api/projects/{project}/environments", get(api::environments))
+        .route("/api/projects/{project}/activities", get(api::activities))
+        .route("/api/projects/{project}/environments/{environment}/redeploy", post(api::redeploy))
+        .route("/api/projects/{project}/environments/{environment}/rollback", post(api::rollback))
+        .route("/api/activities/{id}", get(api::activity_one))
+        .route("/api/activities/{id}/log", get(log::log))
+        .route("/api/activities/{id}/cancel", post(api::cancel))
+        .with_state(web)
+}
+
+/// Where the console answers, recorded for the hooks so that a push names its activity's URL
+/// (`DATA/web.json`).
+pub fn record_url(data: &DataDir, url: &str) -> Result<(), String> {
+    std::fs::create_dir_all(data.root()).map_err(|e| e.to_string())?;
+    crate::platform::write_if_changed(&web_file(data), &serde_json::json!({ "url": url }).to_string(), 0o644)
+        .map(|_| ())
+}
+
+/// The console's URL the hooks name, if one was recorded.
+pub fn console_url(data: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(web_file(&DataDir::new(data))).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    v.get("url")?.as_str().map(|u| u.trim_end_matches('/').to_owned())
+}
+
+fn web_file(data: &DataDir) -> PathBuf {
+    data.root().join("web.json")
+}
+
+/// Serves the console and API on `addr` until the process ends. `public_url` is what pushes
+/// name (default: `http://ADDR`).
+pub fn serve(data: &Path, addr: SocketAddr, public_url: Option<&str>) -> Result<(), String> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| format!("starting the web service: {e}"))?;
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| format!("the web service cannot listen on {addr}: {e}"))?;
+        serve_on(data, listener, public_url).await
+    })
+}
+
+/// Serves on a bound listener (tests bind port 0 first).
+pub async fn serve_on(data: &Path, listener: tokio::net::TcpListener, public_url: Option<&str>) -> Result<(), String> {
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let web = Arc::new(Web::open(data).map_err(|e| e.to_string())?);
+    let url = public_url.map(str::to_owned).unwrap_or_else(|| format!("http://{addr}"));
+    record_url(&web.data, &url).map_err(|e| format!("recording the console's URL: {e}"))?;
+    tracing::info!(%addr, %url, "web console and API listening");
+    axum::serve(listener, router(web)).await.map_err(|e| format!("the web service stopped: {e}"))
+}
