@@ -303,22 +303,25 @@ pub async fn rollback(
         Some(Value::String(s)) => Some(s),
         Some(other) => return Err(ApiError::bad_request(format!("release {other} is not a release number"))),
     };
-    let (dir, info) = deployed(&web, &repo, &env)?;
+    let (dir, current) = deployed(&web, &repo, &env)?;
     let kept = dir.list();
-    if let Some(r) = &release {
-        if !kept.contains(r) {
-            return Err(ApiError::conflict(format!(
-                "release {r} of {env} is not kept (kept: {})",
-                if kept.is_empty() { "none".into() } else { kept.join(", ") }
-            )));
+    let here = kept.iter().position(|r| *r == current.release);
+    let target = match &release {
+        Some(r) if !kept.contains(r) => {
+            return Err(ApiError::conflict(format!("release {r} of {env} is not kept (kept: {})", kept.join(", "))))
         }
-        if dir.current_release().as_deref() == Some(r.as_str()) {
-            return Err(ApiError::conflict(format!("environment {env} already runs release {r}")));
+        Some(r) if *r == current.release => {
+            return Err(ApiError::conflict(format!("environment {env} already runs release {r}")))
         }
-    } else if kept.first() == dir.current_release().as_ref() {
-        return Err(ApiError::conflict(format!("environment {env} has no release before the current one")));
-    }
-    queue_action(&web, &caller, JobKind::Rollback, info, json!({ "release": release })).await
+        Some(r) => r.clone(),
+        None => match here.and_then(|i| i.checked_sub(1)).and_then(|i| kept.get(i)) {
+            Some(r) => r.clone(),
+            None => return Err(ApiError::conflict(format!("environment {env} has no release before the current one"))),
+        },
+    };
+    // The activity names the commit it goes back to.
+    let info = dir.info(&target).unwrap_or(current);
+    queue_action(&web, &caller, JobKind::Rollback, info, json!({ "release": target })).await
 }
 
 /// `POST /api/activities/{id}/cancel` (developer): cancels a pending or running activity; the

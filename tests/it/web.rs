@@ -2,6 +2,7 @@
 //! after real pushes: every endpoint, the access rules, the actions as activities, the live log.
 
 use std::io::{BufRead, BufReader};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
 use serde_json::{json, Value};
@@ -184,7 +185,12 @@ fn the_api_shows_a_project_and_acts_on_it_within_each_tokens_rights() {
     let first = main["release"].as_str().unwrap().parse::<i64>().unwrap();
     let queued = http("POST", &rollback, &[&bearer(&admin)], Some(&format!(r#"{{"release": {first}}}"#)));
     assert_eq!(queued.status, 202, "{queued:?}");
-    assert_eq!(queued.json()["type"], "rollback");
+    let queued = queued.json();
+    assert_eq!(
+        (queued["type"].as_str(), queued["options"]["release"].as_str()),
+        (Some("rollback"), Some(first.to_string().as_str()))
+    );
+    assert_eq!(queued["commit"], main["commit"], "it names the commit it goes back to");
     serve(&s);
     assert_eq!(release_of_main(&s), first.to_string(), "main runs its first release again");
     let environments = http("GET", &url("/api/projects/repo/environments"), &[&bearer(&viewer)], None).json();
@@ -324,4 +330,37 @@ fn the_live_log_streams_a_running_build_to_its_end_and_pushes_name_the_console()
     assert_eq!(event, "end");
     let end: Value = serde_json::from_str(data).unwrap();
     assert_eq!((end["id"].as_i64(), end["result"].as_str()), (Some(id), Some("success")));
+}
+
+#[test]
+fn in_a_browser_one_logs_in_watches_a_build_and_rolls_back() {
+    let browser_dir = crate::support::project_dir().join("tests/browser");
+    assert!(
+        browser_dir.join("node_modules/playwright-core").exists() && Path::new("/usr/bin/chromium").exists(),
+        "the browser test needs Debian's chromium and `npm ci --prefix tests/browser` (.ci/run installs both)"
+    );
+    let s = deployed("web-browser", "echo building");
+    let gate = s.markers().join("go");
+    let build =
+        format!("echo before-the-wait\nwhile [ ! -e {} ]; do sleep 0.05; done\necho after-the-wait", gate.display());
+    s.commit(&files_with(APP_FILE, &app_with_hooks(&build, "true")), "slow");
+    s.push(&["HEAD:refs/heads/main"]).assert_accepted();
+    let id = s.jobs().into_iter().last().unwrap()["id"].as_i64().unwrap();
+    let admin = token(&s, "alice", &["--project", "repo", "--role", "admin"]);
+    let first = release_of_main(&s);
+    let web = Web::start(&s, &["serve"]);
+    let screenshot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("console.png");
+    let _ = std::fs::remove_file(&screenshot);
+    let out = Command::new("node")
+        .arg(browser_dir.join("console.mjs"))
+        .args([&web.base, &admin, &id.to_string()])
+        .arg(&gate)
+        .arg(&screenshot)
+        .output()
+        .unwrap();
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{said}");
+    assert!(said.contains("rolled back: main runs release"), "{said}");
+    assert_eq!(release_of_main(&s), first, "the rollback pressed in the browser happened");
+    assert!(std::fs::metadata(&screenshot).map(|m| m.len() > 10_000).unwrap_or(false), "a screenshot of the console");
 }

@@ -1,0 +1,61 @@
+// Drives the pushgate console in Debian's headless Chromium as a person would:
+// logs in with a token, opens a running activity and watches its log grow (it lets the build
+// go on by creating the file the build waits for), sees it succeed, then rolls the environment
+// back from the environments table and sees the release change. Saves a screenshot.
+//
+// node console.mjs BASE_URL TOKEN ACTIVITY_ID GATE_FILE SCREENSHOT
+// Exits non-zero, saying what it did not see, on any failure.
+import { chromium } from "playwright-core";
+import { writeFileSync } from "node:fs";
+
+const [base, token, activity, gate, screenshot] = process.argv.slice(2);
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+  args: ["--no-sandbox", "--disable-dev-shm-usage"],
+});
+const step = (what) => console.log("step: " + what);
+try {
+  const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+  page.setDefaultTimeout(60000);
+  await page.goto(base);
+  step("the login form");
+  await page.fill("#token", token);
+  await page.click("#loginForm button");
+  await page.waitForSelector("tr[data-env=main]");
+  step("environment main is listed");
+  const mainRelease = async () => (await page.textContent("tr[data-env=main] [data-field=release]")).trim();
+  const before = await mainRelease();
+
+  step("activity " + activity + " opened from the list");
+  await page.click(`tr.activity[data-id="${activity}"]`);
+  await page.waitForFunction(() => document.getElementById("log").textContent.includes("before-the-wait"));
+  const state = await page.textContent("#detailState");
+  if (!/In progress/.test(state)) throw new Error("the running activity says " + state);
+  step("its log shows the running build; letting it go on");
+  writeFileSync(gate, "");
+  await page.waitForFunction(() => document.getElementById("log").textContent.includes("after-the-wait"));
+  await page.waitForFunction(() => document.getElementById("detailState").textContent.includes("Success"));
+  step("the log grew to the end and says Success");
+  await page.waitForFunction(
+    (old) => document.querySelector("tr[data-env=main] [data-field=release]").textContent.trim() !== old,
+    before,
+  );
+  const deployed = await mainRelease();
+  step("main runs release " + deployed);
+
+  await page.selectOption("tr[data-env=main] select", before);
+  await page.click('tr[data-env=main] button[data-action="rollback"]');
+  await page.waitForFunction(
+    (want) => document.querySelector("tr[data-env=main] [data-field=release]").textContent.trim() === want,
+    before,
+  );
+  step("rolled back: main runs release " + before + " again");
+  await page.waitForFunction(() => document.getElementById("detailState").textContent.includes("Success"));
+  await page.screenshot({ path: screenshot, fullPage: true });
+  step("screenshot " + screenshot);
+} catch (e) {
+  console.error("console test failed: " + e.message);
+  process.exitCode = 1;
+} finally {
+  await browser.close();
+}
