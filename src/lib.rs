@@ -7,12 +7,14 @@
 //! `runner` claims jobs and runs their phases; `store` owns the data directory and the one
 //! record of what is deployed. `core` holds the types all of them share, with no I/O.
 
+pub mod activity;
 pub mod config;
 pub mod core;
 pub mod diag;
 pub mod follow;
 pub mod git;
 pub mod hook;
+pub mod notify;
 pub mod paths;
 pub mod platform;
 pub mod queue;

@@ -79,6 +79,9 @@ enum Command {
     /// only as a digest).
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Webhooks: each activity's end posted to a URL (Slack's incoming webhooks take it).
+    #[command(subcommand)]
+    Webhook(WebhookCommand),
     /// List the jobs: id, repository, ref, commit, environment, state, times.
     Jobs {
         /// One JSON array of job objects, for scripts.
@@ -202,6 +205,24 @@ enum TokenCommand {
 }
 
 #[derive(Subcommand)]
+enum WebhookCommand {
+    /// Post the ends of a project's activities to URL.
+    Add {
+        project: String,
+        url: String,
+        /// The outcomes posted, among success, failure, cancelled, superseded.
+        #[arg(long, value_delimiter = ',', default_value = "success,failure,cancelled")]
+        events: Vec<String>,
+    },
+    /// The webhooks (their URLs' paths hidden).
+    List,
+    /// Forget a webhook (by the id `list` shows).
+    Remove { id: i64 },
+    /// The latest deliveries and how each went.
+    Deliveries,
+}
+
+#[derive(Subcommand)]
 enum BackendCommand {
     /// Declare (or replace) the backend of a service type: mysql (also mariadb, oracle-mysql),
     /// postgresql, redis (also valkey), with an admin URL such as mysql://root@127.0.0.1:3306.
@@ -280,6 +301,7 @@ fn main() -> ExitCode {
             | Command::Supervise { .. }
             | Command::Backend(_)
             | Command::Token(_)
+            | Command::Webhook(_)
             | Command::Web { .. }
     );
     let queue_file = pushgate::store::DataDir::new(&data).queue_file();
@@ -351,6 +373,7 @@ fn main() -> ExitCode {
             }
         }
         Command::Token(command) => token(&data, command, &mut out),
+        Command::Webhook(command) => webhook(&data, command, &mut out),
         Command::Supervise { pid_file, log, dir, uid, gid, program } => {
             let user = uid.zip(gid.or(uid));
             let s = pushgate::platform::process::Supervised { pid_file, log, dir, user, program };
@@ -468,6 +491,65 @@ fn token(data: &Path, command: TokenCommand, out: &mut dyn Write) -> Result<()> 
                 return Err(format!("there is no token named `{name}`").into());
             }
             writeln!(out, "Token `{name}` revoked.")?;
+        }
+    }
+    Ok(())
+}
+
+fn webhook(data: &Path, command: WebhookCommand, out: &mut dyn Write) -> Result<()> {
+    use pushgate::queue::webhooks::{WebhookStore, EVENTS};
+    let mut store = pushgate::queue::SqliteQueue::open(data, pushgate::store::QUEUE_TIMEOUT)?;
+    match command {
+        WebhookCommand::Add { project, url, events } => {
+            if !(url.starts_with("http://") || url.starts_with("https://")) || url.contains(['"', '\n', '\r', '\\']) {
+                return Err(format!("`{url}` is not an http(s) URL").into());
+            }
+            if let Some(e) = events.iter().find(|e| !EVENTS.contains(&e.as_str())) {
+                return Err(format!("event `{e}` is not one of {}", EVENTS.join(", ")).into());
+            }
+            let hook = store.add_webhook(&project, &url, &events)?;
+            writeln!(
+                out,
+                "Webhook #{} added: the {} of project {project}'s activities are posted to {}.",
+                hook.id,
+                events.join(", "),
+                pushgate::notify::masked(&url)
+            )?;
+        }
+        WebhookCommand::List => {
+            for h in store.webhooks()? {
+                writeln!(
+                    out,
+                    "#{:<4} {:20} {:30} {}",
+                    h.id,
+                    h.project,
+                    h.events.join(","),
+                    pushgate::notify::masked(&h.url)
+                )?;
+            }
+        }
+        WebhookCommand::Remove { id } => {
+            if !store.remove_webhook(id)? {
+                return Err(format!("there is no webhook #{id}").into());
+            }
+            writeln!(out, "Webhook #{id} removed.")?;
+        }
+        WebhookCommand::Deliveries => {
+            for d in store.deliveries(50)? {
+                let status = match (&d.delivered_at, &d.next_at) {
+                    (Some(at), _) => format!("delivered {at}"),
+                    (None, Some(at)) => format!("next attempt {at}"),
+                    (None, None) => "given up".to_owned(),
+                };
+                writeln!(
+                    out,
+                    "activity #{:<6} webhook #{:<4} {} attempt(s), last {:12} {status}",
+                    d.job,
+                    d.webhook.id,
+                    d.attempts,
+                    d.last_result.as_deref().unwrap_or("-")
+                )?;
+            }
         }
     }
     Ok(())

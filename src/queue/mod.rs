@@ -14,6 +14,7 @@
 
 pub mod sqlite;
 pub mod tokens;
+pub mod webhooks;
 
 use std::time::Duration;
 
@@ -177,6 +178,17 @@ impl JobState {
 
     pub fn parse(s: &str) -> Option<JobState> {
         JobState::ALL.into_iter().find(|j| j.as_str() == s)
+    }
+
+    /// How an ended job ended, in the words of the API and the webhooks; None while it has not.
+    pub fn result(self) -> Option<&'static str> {
+        match self {
+            JobState::Pending | JobState::Running => None,
+            JobState::Succeeded => Some("success"),
+            JobState::Failed => Some("failure"),
+            JobState::Cancelled => Some("cancelled"),
+            JobState::Superseded => Some("superseded"),
+        }
     }
 }
 

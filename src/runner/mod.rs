@@ -98,6 +98,9 @@ pub fn run_until_idle(config: &Config) -> Result<usize, RunnerError> {
 /// How often the sites are checked against the branches and their processes.
 const PLATFORM_EVERY: Duration = Duration::from_secs(3);
 
+/// How often ended jobs are looked for and due webhook deliveries posted.
+const WEBHOOKS_EVERY: Duration = Duration::from_secs(1);
+
 /// How long a serving worker waits after a queue error before it tries again.
 const RETRY_AFTER: Duration = Duration::from_secs(5);
 
@@ -190,6 +193,17 @@ pub fn serve(config: &Config, concurrency: usize, shutdown: &Shutdown, until_idl
                     tracing::info!(environment = %env, "branch deleted: its environment is off the router");
                 }
                 if shutdown.sleep(PLATFORM_EVERY) {
+                    return;
+                }
+            });
+        }
+        // Each activity's end is posted to its project's webhooks, off the workers.
+        if !until_idle {
+            scope.spawn(|| loop {
+                if let Err(e) = crate::notify::deliver_due(&config.data_dir) {
+                    tracing::warn!(error = %e, "webhook deliveries");
+                }
+                if shutdown.sleep(WEBHOOKS_EVERY) {
                     return;
                 }
             });

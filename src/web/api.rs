@@ -10,6 +10,8 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+pub use crate::activity::{activity, project_name};
+
 use super::auth::Caller;
 use super::Web;
 use crate::core::{EnvName, JobId, RepoId, Timestamp};
@@ -68,13 +70,6 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// A project's name: its bare repository's, without `.git` (`shop` for `/srv/git/shop.git`).
-pub fn project_name(repo: &RepoId) -> String {
-    let name = std::path::Path::new(repo.as_str()).file_name().map(|n| n.to_string_lossy().into_owned());
-    let name = name.unwrap_or_else(|| repo.as_str().to_owned());
-    name.strip_suffix(".git").map(str::to_owned).unwrap_or(name)
-}
-
 /// The repository of the project called `name`, if the caller may see it.
 async fn project(web: &Arc<Web>, caller: &Caller, name: &str) -> Result<RepoId, ApiError> {
     if !caller.sees(name) {
@@ -82,47 +77,6 @@ async fn project(web: &Arc<Web>, caller: &Caller, name: &str) -> Result<RepoId, 
     }
     let repos = web.with_store(|s| s.projects()).await?;
     repos.into_iter().find(|r| project_name(r) == name).ok_or_else(|| ApiError::not_found(format!("no project {name}")))
-}
-
-/// An activity as the API shows it. `state` is where it is (pending, in_progress, complete,
-/// cancelled), `result` how it ended (success, failure, cancelled, superseded).
-pub fn activity(job: &Job) -> Value {
-    let (state, result) = match job.state {
-        JobState::Pending => ("pending", None),
-        JobState::Running => ("in_progress", None),
-        JobState::Succeeded => ("complete", Some("success")),
-        JobState::Failed => ("complete", Some("failure")),
-        JobState::Cancelled => ("cancelled", Some("cancelled")),
-        JobState::Superseded => ("cancelled", Some("superseded")),
-    };
-    let ms = |from: &Timestamp, to: Option<&Timestamp>| {
-        let to = to.copied().unwrap_or_else(Timestamp::now);
-        to.system_time().duration_since(from.system_time()).map(|d| d.as_millis() as u64).ok()
-    };
-    let options: Value = job.options.as_deref().and_then(|o| serde_json::from_str(o).ok()).unwrap_or(Value::Null);
-    json!({
-        "id": job.id,
-        "type": job.kind,
-        "state": state,
-        "result": result,
-        "project": project_name(&job.repo),
-        "environment": job.environment,
-        "ref": job.ref_name,
-        "commit": job.commit,
-        "old_commit": job.old_commit,
-        "pusher": job.pusher,
-        "release": job.release,
-        "options": options,
-        "superseded_by": job.superseded_by,
-        "created_at": job.created_at,
-        "started_at": job.started_at,
-        "finished_at": job.finished_at,
-        "timings": {
-            "wait_ms": ms(&job.created_at, job.started_at.as_ref()),
-            "run_ms": job.started_at.as_ref().and_then(|s| ms(s, job.finished_at.as_ref())),
-        },
-        "log_url": format!("/api/activities/{}/log", job.id),
-    })
 }
 
 pub async fn console() -> Response {

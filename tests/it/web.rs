@@ -364,3 +364,66 @@ fn in_a_browser_one_logs_in_watches_a_build_and_rolls_back() {
     assert_eq!(release_of_main(&s), first, "the rollback pressed in the browser happened");
     assert!(std::fs::metadata(&screenshot).map(|m| m.len() > 10_000).unwrap_or(false), "a screenshot of the console");
 }
+
+/// A receiver of webhooks: answers 500 to the first `failures` requests, then 200; the bodies.
+fn receiver(failures: usize) -> (u16, std::sync::mpsc::Receiver<(String, String)>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for (n, stream) in listener.incoming().enumerate() {
+            let Ok(stream) = stream else { return };
+            let mut reader = BufReader::new(stream);
+            let (mut request_line, mut line, mut length) = (String::new(), String::new(), 0usize);
+            reader.read_line(&mut request_line).unwrap();
+            loop {
+                line.clear();
+                reader.read_line(&mut line).unwrap();
+                if line.trim().is_empty() {
+                    break;
+                }
+                if let Some((k, v)) = line.split_once(':') {
+                    if k.eq_ignore_ascii_case("content-length") {
+                        length = v.trim().parse().unwrap();
+                    }
+                }
+            }
+            let mut body = vec![0; length];
+            reader.read_exact(&mut body).unwrap();
+            let status = if n < failures { "500 Internal Server Error" } else { "200 OK" };
+            let _ = write!(reader.get_mut(), "HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+            let _ = tx.send((request_line.trim().to_owned(), String::from_utf8_lossy(&body).into_owned()));
+        }
+    });
+    (port, rx)
+}
+
+#[test]
+fn an_activitys_end_is_posted_to_the_projects_webhook_and_retried_when_it_fails() {
+    let s = Server::new("web-hooks");
+    let (port, posted) = receiver(1);
+    let url = format!("http://127.0.0.1:{port}/services/T0/B0/s3cret-path");
+    let out = runner(&s, &["webhook", "add", "repo", &url]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let listed = String::from_utf8_lossy(&runner(&s, &["webhook", "list"]).stdout).into_owned();
+    assert!(listed.contains(&format!("http://127.0.0.1:{port}/…")) && !listed.contains("s3cret"), "{listed}");
+    s.commit(&files_with(APP_FILE, &app_with_hooks("echo building", "true")), "first");
+    s.push(&["HEAD:refs/heads/main"]).assert_accepted();
+    let _runner = Web::start(&s, &["serve"]);
+    let wait = std::time::Duration::from_secs(60);
+    let (first_line, first) = posted.recv_timeout(wait).expect("a first delivery");
+    let (_, second) = posted.recv_timeout(wait).expect("retried after the 500");
+    assert_eq!(first_line, "POST /services/T0/B0/s3cret-path HTTP/1.1");
+    assert_eq!(first, second, "the same payload, again");
+    let body: Value = serde_json::from_str(&second).unwrap();
+    assert!(body["text"].as_str().unwrap().starts_with("pushgate: push of repo/main ("), "{body}");
+    assert!(body["text"].as_str().unwrap().contains(": success"), "{body}");
+    assert_eq!(
+        (body["activity"]["type"].as_str(), body["activity"]["result"].as_str()),
+        (Some("push"), Some("success"))
+    );
+    let recorded = || String::from_utf8_lossy(&runner(&s, &["webhook", "deliveries"]).stdout).into_owned();
+    assert!(eventually(30, || recorded().contains("2 attempt(s), last HTTP 200")), "{}", recorded());
+    assert!(posted.recv_timeout(std::time::Duration::from_secs(3)).is_err(), "delivered once it succeeded");
+}

@@ -13,6 +13,7 @@ mod claim;
 mod settle;
 mod tokens;
 mod types;
+mod webhooks;
 
 use super::{Job, JobKind, JobState, QueueError, Receiver, Request, Reservation};
 use crate::core::{CommitId, EnvName, JobId, RepoId, Timestamp};
@@ -105,7 +106,35 @@ const MIGRATIONS: [&str; 6] = [
          role       TEXT NOT NULL CHECK (role IN ('viewer', 'developer', 'admin')),
          hash       TEXT NOT NULL UNIQUE,
          created_at TEXT NOT NULL
-     );",
+     );
+     -- Webhooks, and an outbox of ended jobs that runners turn into deliveries: written by a
+     -- trigger, so every way a job ends (a runner, a cancel, a supersede) is announced once.
+     CREATE TABLE IF NOT EXISTS webhooks (
+         id         INTEGER PRIMARY KEY,
+         project    TEXT NOT NULL,
+         url        TEXT NOT NULL,
+         events     TEXT NOT NULL,
+         created_at TEXT NOT NULL,
+         UNIQUE (project, url)
+     );
+     CREATE TABLE IF NOT EXISTS job_ends (
+         id     INTEGER PRIMARY KEY,
+         job_id INTEGER NOT NULL REFERENCES jobs (id)
+     );
+     CREATE TRIGGER IF NOT EXISTS a_job_ends AFTER UPDATE OF state ON jobs
+         WHEN NEW.state NOT IN ('pending', 'running') AND OLD.state IN ('pending', 'running')
+         BEGIN INSERT INTO job_ends (job_id) VALUES (NEW.id); END;
+     CREATE TABLE IF NOT EXISTS deliveries (
+         id            INTEGER PRIMARY KEY,
+         webhook_id    INTEGER NOT NULL REFERENCES webhooks (id) ON DELETE CASCADE,
+         job_id        INTEGER NOT NULL REFERENCES jobs (id),
+         attempts      INTEGER NOT NULL DEFAULT 0,
+         next_at       TEXT,
+         last_result   TEXT,
+         delivered_at  TEXT,
+         created_at    TEXT NOT NULL
+     );
+     CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (next_at) WHERE next_at IS NOT NULL;",
 ];
 
 /// Above this size the WAL is checkpointed into the database and truncated when a queue handle
@@ -536,6 +565,9 @@ impl Documents {
 /// The columns `job_from_row` reads, in order.
 pub(crate) const JOB_COLUMNS: &str = "id, repo, ref, environment, old_commit, new_commit, state, superseded_by,
      created_at, updated_at, started_at, finished_at, kind, options, pusher, release";
+
+/// How many they are.
+pub(crate) const JOB_COLUMN_COUNT: usize = 16;
 
 fn job_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Job> {
     let state: String = row.get(6)?;

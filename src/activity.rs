@@ -1,0 +1,53 @@
+//! What the API, the console and the webhooks show of a job: an activity of a project.
+
+use serde_json::{json, Value};
+
+use crate::core::{RepoId, Timestamp};
+use crate::queue::{Job, JobState};
+
+/// A project's name: its bare repository's, without `.git` (`shop` for `/srv/git/shop.git`).
+pub fn project_name(repo: &RepoId) -> String {
+    let name = std::path::Path::new(repo.as_str()).file_name().map(|n| n.to_string_lossy().into_owned());
+    let name = name.unwrap_or_else(|| repo.as_str().to_owned());
+    name.strip_suffix(".git").map(str::to_owned).unwrap_or(name)
+}
+
+/// An activity as the API shows it. `state` is where it is (pending, in_progress, complete,
+/// cancelled), `result` how it ended (success, failure, cancelled, superseded).
+pub fn activity(job: &Job) -> Value {
+    let state = match job.state {
+        JobState::Pending => "pending",
+        JobState::Running => "in_progress",
+        JobState::Succeeded | JobState::Failed => "complete",
+        JobState::Cancelled | JobState::Superseded => "cancelled",
+    };
+    let result = job.state.result();
+    let ms = |from: &Timestamp, to: Option<&Timestamp>| {
+        let to = to.copied().unwrap_or_else(Timestamp::now);
+        to.system_time().duration_since(from.system_time()).map(|d| d.as_millis() as u64).ok()
+    };
+    let options: Value = job.options.as_deref().and_then(|o| serde_json::from_str(o).ok()).unwrap_or(Value::Null);
+    json!({
+        "id": job.id,
+        "type": job.kind,
+        "state": state,
+        "result": result,
+        "project": project_name(&job.repo),
+        "environment": job.environment,
+        "ref": job.ref_name,
+        "commit": job.commit,
+        "old_commit": job.old_commit,
+        "pusher": job.pusher,
+        "release": job.release,
+        "options": options,
+        "superseded_by": job.superseded_by,
+        "created_at": job.created_at,
+        "started_at": job.started_at,
+        "finished_at": job.finished_at,
+        "timings": {
+            "wait_ms": ms(&job.created_at, job.started_at.as_ref()),
+            "run_ms": job.started_at.as_ref().and_then(|s| ms(s, job.finished_at.as_ref())),
+        },
+        "log_url": format!("/api/activities/{}/log", job.id),
+    })
+}
