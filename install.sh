@@ -23,6 +23,10 @@
 #                         links into every repository it has or creates; the data directory is
 #                         the git user's global `git config pushgate.data`. REPO is not needed
 # --hooks-dir with --layout d: the directory under REPO that holds the .d directories (hooks)
+# --git-shell-commands
+#             also install ~USER/git-shell-commands/pushgate, for a git user whose login shell
+#             is git-shell: developers then run `ssh USER@server pushgate activities`,
+#             `pushgate envs`, `pushgate logs ID --follow` (for the projects they can push to)
 # --uninstall remove pushgate's hooks from each REPO (or gitolite's common hooks), put chained
 #             hooks back; the data directory is left alone
 # REPO        a bare repository; created with `git init --bare` when the path does not exist
@@ -48,6 +52,7 @@ user=""
 uninstall=""
 layout=git
 hooks_subdir=hooks
+shell_commands=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --prefix) [ $# -ge 2 ] || die "--prefix needs a directory"; prefix="$2"; shift 2 ;;
@@ -61,7 +66,8 @@ while [ $# -gt 0 ]; do
     --layout) [ $# -ge 2 ] || die "--layout needs git, d or gitolite"; layout="$2"; shift 2 ;;
     --layout=*) layout="${1#--layout=}"; shift ;;
     --hooks-dir) [ $# -ge 2 ] || die "--hooks-dir needs a directory"; hooks_subdir="$2"; shift 2 ;;
-    -h|--help) sed -n '2,35p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --git-shell-commands) shell_commands=1; shift ;;
+    -h|--help) sed -n '2,39p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     --) shift; repos+=("$@"); break ;;
     -*) die "unknown option $1 (see --help)" ;;
     *) repos+=("$1"); shift ;;
@@ -226,6 +232,21 @@ set_config() {
     say "$repo: git config $key $value"
   fi
 }
+
+if [ -n "$shell_commands" ]; then
+  # git-shell runs what is in ~/git-shell-commands, with the arguments given over ssh.
+  commands="$(home_of "$user")/git-shell-commands"
+  [ -d "$commands" ] || as_user mkdir -p "$commands"
+  script="#!/bin/sh
+# pushgate-managed: what developers run over ssh through git-shell.
+exec '$prefix/bin/pushgate-runner' --data '$data' shell \"\$@\""
+  if [ "$(cat "$commands/pushgate" 2>/dev/null || true)" != "$script" ]; then
+    printf '%s\n' "$script" | as_user tee "$commands/pushgate.new" >/dev/null
+    as_user chmod 0755 "$commands/pushgate.new"
+    as_user mv -f "$commands/pushgate.new" "$commands/pushgate"
+    say "installed $commands/pushgate (ssh $user@this-host pushgate activities|envs|logs ID)"
+  fi
+fi
 
 if [ "$layout" = gitolite ]; then
   # gitolite makes the repositories and links its common hooks into each, now and when it

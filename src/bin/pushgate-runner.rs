@@ -135,6 +135,12 @@ enum Command {
     },
     /// Cancel a pending or running job.
     Cancel { job: JobId },
+    /// What a developer runs over ssh through git-shell (`ssh git@server pushgate activities`):
+    /// the activities, environments and logs of the projects they can push to.
+    Shell {
+        #[command(subcommand)]
+        command: Option<ShellCommand>,
+    },
     /// Pack a directory into a slug, as the build does (to inspect or time packing).
     Pack { dir: PathBuf, out: PathBuf },
 }
@@ -202,6 +208,25 @@ enum TokenCommand {
     List,
     /// Revoke a token: its sessions end at once.
     Revoke { name: String },
+}
+
+#[derive(Subcommand)]
+enum ShellCommand {
+    /// The latest activities, newest first.
+    Activities {
+        /// How many.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+    /// The environments: release, commit, state, URL.
+    Envs,
+    /// An activity's log.
+    Logs {
+        id: JobId,
+        /// Keep printing until it ends.
+        #[arg(long, short)]
+        follow: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -386,6 +411,7 @@ fn main() -> ExitCode {
             rollback(&data, &environment, to.as_deref(), repo.as_deref(), &mut out)
         }
         Command::Cancel { job } => cancel(&data, job, &mut out),
+        Command::Shell { command } => shell(&data, command, &mut out),
         Command::Pack { dir, out: slug } => runner::slug::pack(&dir, &slug)
             .map_err(Into::into)
             .and_then(|size| writeln!(out, "{} bytes", size).map_err(Into::into)),
@@ -444,6 +470,79 @@ fn backend(data: &Path, command: BackendCommand, out: &mut dyn Write) -> Result<
             backends.save(&data)?;
             pushgate::platform::services::Versions::refresh(&data, &backends)?;
             writeln!(out, "Backend {kind} removed (what it provisioned stays).")?;
+        }
+    }
+    Ok(())
+}
+
+/// Whether this user may push to the repository (git-shell users see only those projects).
+fn can_push(repo: &pushgate::core::RepoId) -> bool {
+    let Ok(path) = std::ffi::CString::new(repo.as_str()) else { return false };
+    // SAFETY: access reads a NUL-terminated path.
+    unsafe { libc::access(path.as_ptr(), libc::W_OK) == 0 }
+}
+
+fn shell(data: &Path, command: Option<ShellCommand>, out: &mut dyn Write) -> Result<()> {
+    let queue = pushgate::queue::open(data, pushgate::store::QUEUE_TIMEOUT)?;
+    let project = |repo: &pushgate::core::RepoId| pushgate::activity::project_name(repo);
+    match command {
+        None => {
+            writeln!(
+                out,
+                "pushgate over ssh: pushgate activities [--limit N] | pushgate envs | pushgate logs ID [--follow]"
+            )?;
+        }
+        Some(ShellCommand::Activities { limit }) => {
+            let jobs: Vec<_> = queue
+                .activities(None, None, limit.saturating_mul(20).max(200))?
+                .into_iter()
+                .filter(|j| can_push(&j.repo))
+                .take(limit)
+                .collect();
+            if jobs.is_empty() {
+                writeln!(out, "No activity in the projects you can push to.")?;
+            }
+            for j in jobs {
+                writeln!(
+                    out,
+                    "#{:<6} {:<12} {:<16} {:<9} {:<11} {} {:<10} {}",
+                    j.id.to_string(),
+                    project(&j.repo),
+                    j.environment.to_string(),
+                    j.kind.as_str(),
+                    j.state.result().unwrap_or(if j.state == JobState::Running { "running" } else { "pending" }),
+                    j.commit.short(),
+                    j.pusher.as_deref().unwrap_or("-"),
+                    j.created_at
+                )?;
+            }
+        }
+        Some(ShellCommand::Envs) => {
+            let envs: Vec<_> =
+                deploy::environments(data).into_iter().filter(|e| e.repo.as_ref().is_some_and(can_push)).collect();
+            if envs.is_empty() {
+                writeln!(out, "No environment deployed in the projects you can push to.")?;
+            }
+            for e in envs {
+                writeln!(
+                    out,
+                    "{:<12} {:<16} release {:<4} {} {:<11} {}",
+                    e.repo.as_ref().map(project).unwrap_or_default(),
+                    e.environment,
+                    e.release,
+                    e.commit.as_ref().map_or("?", |c| c.short()),
+                    e.state,
+                    e.primary_url.as_deref().unwrap_or("-")
+                )?;
+            }
+        }
+        Some(ShellCommand::Logs { id, follow }) => {
+            match queue.job(id)? {
+                Some(j) if can_push(&j.repo) => {}
+                _ => return Err(format!("there is no activity #{id} in the projects you can push to").into()),
+            }
+            drop(queue);
+            return logs(data, id, follow, out);
         }
     }
     Ok(())

@@ -12,6 +12,7 @@ mod runner;
 mod schema;
 mod servers;
 mod services;
+mod ssh;
 mod support;
 mod topology;
 mod web;
