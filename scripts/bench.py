@@ -577,6 +577,106 @@ def tree_size(tmp, runs):
     return rows
 
 
+def web_benchmarks(tmp, requests, activities):
+    """The console's API with `activities` activities in the store: median time of the activity
+    list, the environments and an authenticated no-op (`/api/session`, the baseline) over one
+    kept-alive connection; then how soon a log line written by a running build reaches an SSE
+    client, against `pushgate-runner logs --follow` (the terminal's way) in the same run."""
+    import http.client
+    import sqlite3
+    import threading
+    runner = ROOT / "target" / "release" / "pushgate-runner"
+    repo, data = tmp / "web.git", tmp / "web-data"
+    run(["bash", str(ROOT / "install.sh"), "--prefix", str(tmp / "prefix"), "--data", str(data),
+         "--bin-dir", str(HOOK.parent), str(repo)])
+    run(["git", "--git-dir", str(repo), "config", "pushgate.pickupWaitMs", "0"])
+    work = tmp / "web-work"
+    shutil.copytree(ROOT / "examples" / "magento", work)
+    app = work / ".magento.app.yaml"
+    text = app.read_text()
+    marks = "for i in $(seq 1 40); do echo \"mark $(date +%s.%N)\"; sleep 0.1; done"
+    start = text.index("hooks:")
+    end = text.index("\n", text.index("build:", start))
+    app.write_text(text[:end] + "\n        " + marks + text[end:] if "build: |" in text[start:end + 1]
+                   else text)
+    git(work, "init", "-q", "-b", "main")
+    git(work, "add", "-A")
+    git(work, "commit", "-q", "-m", "base")
+    run(["git", "push", str(repo), "HEAD:refs/heads/main"], cwd=work)
+    run([str(runner), "serve", "--until-idle", "--data", str(data)])
+    token = run([str(runner), "token", "create", "bench", "--role", "admin", "--data", str(data)]).stdout.decode().split()[-1]
+    # Fill the store: copies of the first job.
+    db = sqlite3.connect(data / "queue.sqlite3")
+    cols = [r[1] for r in db.execute("PRAGMA table_info(jobs)") if r[1] != "id"]
+    db.executemany(f"INSERT INTO jobs ({', '.join(cols)}) SELECT {', '.join(cols)} FROM jobs WHERE id = 1",
+                   [()] * (activities - 1))
+    db.execute("DELETE FROM job_ends")
+    db.commit()
+    db.close()
+    port = 17000 + os.getpid() % 1000
+    serving = subprocess.Popen([str(runner), "serve", "--http", f"127.0.0.1:{port}", "--data", str(data)], env=ENV,
+                               stdout=subprocess.DEVNULL, stderr=open(tmp / "web.log", "wb"))
+    figures = {}
+    try:
+        for _ in range(200):
+            try:
+                http.client.HTTPConnection("127.0.0.1", port, timeout=1).connect()
+                break
+            except OSError:
+                time.sleep(0.05)
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        headers = {"Authorization": f"Bearer {token}"}
+        paths = {"/api/session (baseline)": "/api/session", "activities (50 newest)": "/api/projects/web/activities",
+                 "environments": "/api/projects/web/environments"}
+        for label, path in paths.items():
+            times = []
+            for i in range(requests + 10):
+                t0 = time.perf_counter()
+                conn.request("GET", path, headers=headers)
+                r = conn.getresponse()
+                r.read()
+                if r.status != 200:
+                    sys.exit(f"GET {path}: {r.status}")
+                if i >= 10:
+                    times.append(time.perf_counter() - t0)
+            figures[label] = times
+        # A build that writes a timestamped line every 100 ms; an SSE client and `logs --follow`
+        # both read it, each line's delay measured against the time in it.
+        (work / "bump.txt").write_text("a new tree: built again\n")
+        git(work, "add", "-A")
+        git(work, "commit", "-q", "-m", "again")
+        run(["git", "push", "-o", "pushgate.nowait", str(repo), "HEAD:refs/heads/main"], cwd=work)
+        job = max(j["id"] for j in json.loads(run([str(runner), "jobs", "--json", "--data", str(data)]).stdout))
+        sse, cli = [], []
+        def follow_sse():
+            c = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+            c.request("GET", f"/api/activities/{job}/log", headers=dict(headers, Accept="text/event-stream"))
+            r = c.getresponse()
+            while True:
+                line = r.fp.readline()
+                if not line or line.startswith(b"event: end"):
+                    return
+                m = re.search(rb"^data: mark (\d+\.\d+)", line)
+                if m:
+                    sse.append(time.time() - float(m.group(1)))
+        def follow_cli():
+            p = subprocess.Popen([str(runner), "logs", str(job), "--follow", "--data", str(data)], stdout=subprocess.PIPE)
+            for line in p.stdout:
+                m = re.search(rb"^mark (\d+\.\d+)", line)
+                if m:
+                    cli.append(time.time() - float(m.group(1)))
+            p.wait()
+        threads = [threading.Thread(target=follow_sse), threading.Thread(target=follow_cli)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+    finally:
+        serving.terminate()
+        serving.wait()
+    return figures, sse, cli
+
+
 def ms(xs):
     return f"{statistics.median(xs) * 1000:8.2f} ms (min {min(xs) * 1000:.2f}, n={len(xs)})"
 
@@ -586,8 +686,10 @@ def main():
     ap.add_argument("--runs", type=int, default=41)
     ap.add_argument("--branch-runs", type=int, default=5)
     ap.add_argument("--skip-external", action="store_true")
-    ap.add_argument("--only", default="push,branches,hostile,runner,router,external,fsck,size",
-                    help="comma-separated sections: push, branches, hostile, runner, router, clone, external, fsck, size")
+    ap.add_argument("--only", default="push,branches,hostile,runner,router,web,external,fsck,size",
+                    help="comma-separated sections: push, branches, hostile, runner, router, web, clone, external, "
+                         "fsck, size")
+    ap.add_argument("--activities", type=int, default=10_000, help="activities in the store for the web section")
     ap.add_argument("--clone-mb", type=int, default=1024, help="size of the database the clone section copies")
     args = ap.parse_args()
     sections = set(args.only.split(","))
@@ -648,6 +750,18 @@ def main():
                 what = "static file" if path.endswith(".txt") else "PHP page  "
                 print(f"   {what} {path:11}: pushgate's router {ours:9.0f} req/s, configured by hand {hand:9.0f} req/s"
                       f" ({ours / hand:.2f}; aim >= 0.95)")
+
+        if "web" in sections:
+            figures, sse, cli = web_benchmarks(tmp, 500, args.activities)
+            print(f"\n10. the web API with {args.activities:,} activities in the store (one kept-alive connection)")
+            for label, times in figures.items():
+                print(f"   {label:26} {ms(times)}  p95 {sorted(times)[int(len(times) * 0.95)] * 1000:.2f} ms")
+            if sse and cli:
+                print(f"   a build's log line reaches an SSE client in {statistics.median(sse) * 1000:.1f} ms (median, "
+                      f"max {max(sse) * 1000:.1f}, n={len(sse)}); `logs --follow` in {statistics.median(cli) * 1000:.1f} ms "
+                      f"(max {max(cli) * 1000:.1f}, n={len(cli)})")
+            else:
+                print("   no log line measured (did the build run?)")
 
         if "clone" in sections:
             size, rows, ours, theirs = clone_benchmark(tmp, args.clone_mb, 2)
