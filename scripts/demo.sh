@@ -5,9 +5,11 @@
 # database upgrade; push a downgrade (refused: it would destroy data) and accept it with
 # -o pushgate.allow-data-loss; push a typo (refused, with file:line:col and a hint); list the
 # jobs and environments; roll back; fetch the deployed site through pushgate's router (nginx
-# and PHP-FPM, Debian's packages, installed if missing). Everything lives under target/demo (or
-# $PUSHGATE_DEMO_DIR); the router listens on 127.0.0.1:${PUSHGATE_DEMO_PORT:-8080} and is
-# stopped when the demo ends.
+# and PHP-FPM, Debian's packages, installed if missing); and the web console's API. Everything
+# lives under target/demo (or $PUSHGATE_DEMO_DIR); the router listens on
+# 127.0.0.1:${PUSHGATE_DEMO_PORT:-8080}, the console on 127.0.0.1:${PUSHGATE_DEMO_HTTP_PORT:-7080},
+# and both stop when the demo ends (PUSHGATE_DEMO_KEEP=1 keeps them until Ctrl-C, to open the
+# console in a browser).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
 demo="${PUSHGATE_DEMO_DIR:-$root/target/demo}"
@@ -19,6 +21,7 @@ step "install pushgate on $demo/shop.git"
 "$root/install.sh" --prefix "$demo/prefix" --data "$demo/data" "$demo/shop.git"
 
 port="${PUSHGATE_DEMO_PORT:-8080}"
+http_port="${PUSHGATE_DEMO_HTTP_PORT:-7080}"
 if ! command -v nginx >/dev/null || ! ls /usr/sbin/php-fpm* >/dev/null 2>&1 || ! command -v curl >/dev/null; then
   step "install the router's parts: nginx, php-fpm, curl (Debian's packages)"
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nginx php-fpm curl
@@ -32,8 +35,9 @@ if ! [ -x /usr/sbin/php-fpm8.4 ]; then
   echo "this host has no PHP 8.4: $demo/data/runtimes.json declares $fpm for php:8.4 apps"
 fi
 
-step "start a runner with its router: pushgate-runner serve --router 127.0.0.1:$port --data $demo/data"
-"$demo/prefix/bin/pushgate-runner" serve --router "127.0.0.1:$port" --data "$demo/data" > "$demo/runner.out" 2>&1 &
+step "start a runner with its router and the web console: pushgate-runner serve --router 127.0.0.1:$port --http 127.0.0.1:$http_port"
+"$demo/prefix/bin/pushgate-runner" serve --router "127.0.0.1:$port" --http "127.0.0.1:$http_port" --data "$demo/data" \
+  > "$demo/runner.out" 2>&1 &
 runner_pid=$!
 stop_all() {
   kill -TERM $runner_pid 2>/dev/null; wait $runner_pid 2>/dev/null
@@ -92,8 +96,21 @@ step "the environments: pushgate-runner envs"
 "$demo/prefix/bin/pushgate-runner" envs --data "$demo/data"
 echo "current release serves: $(cat "$demo"/data/environments/*/main/current/mymagento/pub/index.php)"
 
-step "roll back to the previous release, at once: pushgate-runner rollback main"
-"$demo/prefix/bin/pushgate-runner" rollback main --data "$demo/data"
+step "an admin token for the console and API: pushgate-runner token create demo --role admin"
+token="$("$demo/prefix/bin/pushgate-runner" token create demo --role admin --data "$demo/data" | tail -n 1)"
+api() { curl -sS -H "Authorization: Bearer $token" "$@"; }
+console="http://127.0.0.1:$http_port"
+
+step "roll back to the previous release through the API: POST $console/api/projects/shop/environments/main/rollback"
+activity="$(api -X POST "$console/api/projects/shop/environments/main/rollback")"
+echo "$activity"
+id="$(echo "$activity" | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')"
+for _ in $(seq 1 100); do
+  state="$(api "$console/api/activities/$id" | python3 -c 'import json,sys; print(json.load(sys.stdin)["state"])')"
+  [ "$state" = complete ] && break
+  sleep 0.1
+done
+api "$console/api/activities/$id/log"
 
 url="$("$demo/prefix/bin/pushgate-runner" envs --json --data "$demo/data" | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["primary_url"])')"
 step "the deployed site, through pushgate's router: curl $url"
@@ -102,3 +119,16 @@ echo
 step "a page that is not a file goes to the app (passthru to /index.php): curl ${url}catalog/product/42"
 curl -sS "${url}catalog/product/42"
 echo
+
+step "the console's API: the activities of project shop, newest first"
+api "$console/api/projects/shop/activities" | python3 -c '
+import json, sys
+for a in json.load(sys.stdin):
+    print("#%-3s %-9s %-11s %-8s %-6s %s by %s" % (a["id"], a["type"], a["state"], a["result"] or "-",
+                                               a["environment"], a["commit"][:10], a["pusher"]))'
+step "the console: $console (log in with the token above: $token)"
+curl -sS "$console/" | grep -o '<title>[^<]*</title>'
+if [ "${PUSHGATE_DEMO_KEEP:-}" = 1 ]; then
+  echo "the site is at $url and the console at $console; Ctrl-C stops them"
+  wait $runner_pid
+fi
