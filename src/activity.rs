@@ -3,7 +3,8 @@
 use serde_json::{json, Value};
 
 use crate::core::{RepoId, Timestamp};
-use crate::queue::{Job, JobState};
+use crate::queue::{Job, JobState, JobStore, QueueError, Request};
+use crate::store::DataDir;
 
 /// A project's name: its bare repository's, without `.git` (`shop` for `/srv/git/shop.git`).
 pub fn project_name(repo: &RepoId) -> String {
@@ -50,4 +51,20 @@ pub fn activity(job: &Job) -> Value {
         },
         "log_url": format!("/api/activities/{}/log", job.id),
     })
+}
+
+/// Records an action done at once (a rollback or a cancel from the command line, a cancel from
+/// the API) as an ended activity, with a log of one line saying what was done.
+pub fn record_done<S: JobStore + ?Sized>(
+    store: &mut S,
+    data: &DataDir,
+    request: &Request,
+    text: &str,
+) -> Result<Job, QueueError> {
+    let job = store.record(request, JobState::Succeeded)?;
+    let line = format!("{} [{}] {text}\n", Timestamp::now(), request.kind.as_str());
+    if let Err(e) = std::fs::create_dir_all(data.logs()).and_then(|()| std::fs::write(data.log(job.id), line)) {
+        tracing::warn!(error = %e, job = job.id.0, "the log of a recorded activity");
+    }
+    Ok(job)
 }

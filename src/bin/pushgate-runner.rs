@@ -735,6 +735,28 @@ fn queue_job(
     Ok(job)
 }
 
+/// Records an action done at once on the environment a release describes, with its log.
+fn record_done(
+    data: &Path,
+    kind: pushgate::queue::JobKind,
+    info: pushgate::store::ReleaseInfo,
+    options: serde_json::Value,
+    text: &str,
+) -> Result<()> {
+    let request = pushgate::queue::Request {
+        kind,
+        ref_name: format!("refs/heads/{}", info.branch.clone().unwrap_or_else(|| info.environment.to_string())),
+        repo: info.repo,
+        environment: info.environment,
+        commit: info.commit,
+        options: options.to_string(),
+        pusher: pushgate::queue::pusher(&|k| std::env::var(k).ok()),
+    };
+    let mut queue = pushgate::queue::open(data, pushgate::store::QUEUE_TIMEOUT)?;
+    pushgate::activity::record_done(queue.as_mut(), &pushgate::store::DataDir::new(data), &request, text)?;
+    Ok(())
+}
+
 fn serve(config: &runner::Config, concurrency: usize, until_idle: bool, out: &mut dyn Write) -> Result<()> {
     let shutdown = Arc::new(runner::shutdown::Shutdown::default());
     let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT])?;
@@ -811,13 +833,38 @@ fn rollback(data: &Path, environment: &str, to: Option<&str>, repo: Option<&str>
     let to = runner::rollback(&env, to)?;
     writeln!(out, "Environment {environment}: `current` switched from release {from} to release {to}.")?;
     pushgate::platform::restart_apps(&pushgate::store::DataDir::new(data), &env.root)?;
+    // Done at once, and recorded as an activity like the API's rollbacks.
+    if let Some(info) = env.info(&to) {
+        let text = format!("Environment {environment}: `current` switched from release {from} to release {to}");
+        record_done(data, pushgate::queue::JobKind::Rollback, info, serde_json::json!({ "release": to }), &text)?;
+    }
     Ok(())
 }
 
 fn cancel(data: &Path, job: JobId, out: &mut dyn Write) -> Result<()> {
     let mut queue = pushgate::queue::open(data, pushgate::store::QUEUE_TIMEOUT)?;
     match queue.cancel(job)? {
-        Some(state) => writeln!(out, "Job #{job} cancelled (it was {}).", state.as_str())?,
+        Some(state) => {
+            writeln!(out, "Job #{job} cancelled (it was {}).", state.as_str())?;
+            if let Some(j) = queue.job(job)? {
+                let text = format!(
+                    "Activity #{job} ({} of environment {}) cancelled; it was {}",
+                    j.kind.as_str(),
+                    j.environment,
+                    state.as_str()
+                );
+                let request = pushgate::queue::Request {
+                    kind: pushgate::queue::JobKind::Cancel,
+                    repo: j.repo,
+                    ref_name: j.ref_name,
+                    environment: j.environment,
+                    commit: j.commit,
+                    options: serde_json::json!({ "activity": job, "was": state.as_str() }).to_string(),
+                    pusher: pushgate::queue::pusher(&|k| std::env::var(k).ok()),
+                };
+                pushgate::activity::record_done(queue.as_mut(), &pushgate::store::DataDir::new(data), &request, &text)?;
+            }
+        }
         None => {
             return Err(match queue.job(job)? {
                 Some(j) => format!("job #{job} has already ended: {}", j.state.as_str()),

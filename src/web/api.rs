@@ -14,9 +14,9 @@ pub use crate::activity::{activity, project_name};
 
 use super::auth::Caller;
 use super::Web;
-use crate::core::{EnvName, JobId, RepoId, Timestamp};
+use crate::core::{EnvName, JobId, RepoId};
 use crate::queue::tokens::Role;
-use crate::queue::{Job, JobKind, JobState, QueueError, Request};
+use crate::queue::{Job, JobKind, QueueError, Request};
 use crate::runner::deploy::{EnvDir, Environment};
 
 /// An error answer: its status and a JSON body `{"error": …}`.
@@ -284,7 +284,6 @@ pub async fn cancel(State(web): State<Arc<Web>>, caller: Caller, Path(id): Path<
     let job = visible_job(&web, &caller, id).await?;
     caller.require(&project_name(&job.repo), Role::Developer)?;
     let by = caller.token.name.clone();
-    let log_dir = web.data.logs();
     let data = web.data.clone();
     let cancel = web
         .with_store(move |s| {
@@ -298,19 +297,14 @@ pub async fn cancel(State(web): State<Arc<Web>>, caller: Caller, Path(id): Path<
                 options: json!({ "activity": job.id, "was": was.as_str() }).to_string(),
                 pusher: Some(by.clone()),
             };
-            let record = s.record(&request, JobState::Succeeded)?;
-            let _ = std::fs::create_dir_all(&log_dir);
-            let _ = std::fs::write(
-                data.log(record.id),
-                format!(
-                    "{} [cancel] Activity #{} ({} of environment {}) cancelled by {by}; it was {}\n",
-                    Timestamp::now(),
-                    job.id,
-                    job.kind.as_str(),
-                    job.environment,
-                    was.as_str()
-                ),
+            let text = format!(
+                "Activity #{} ({} of environment {}) cancelled by {by}; it was {}",
+                job.id,
+                job.kind.as_str(),
+                job.environment,
+                was.as_str()
             );
+            let record = crate::activity::record_done(s, &data, &request, &text)?;
             Ok(Ok(record))
         })
         .await?;

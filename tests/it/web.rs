@@ -225,6 +225,14 @@ fn the_api_shows_a_project_and_acts_on_it_within_each_tokens_rights() {
         ["rollback", "redeploy"]
     );
 
+    // A rollback done at once on the command line is an activity too.
+    let out = runner(&s, &["rollback", "main", "--to", &redeployed]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let newest = &http("GET", &url("/api/projects/repo/activities?limit=1"), &[&bearer(&viewer)], None).json()[0];
+    assert_eq!((newest["type"].as_str(), newest["result"].as_str()), (Some("rollback"), Some("success")), "{newest}");
+    let log = http("GET", &url(&format!("/api/activities/{}/log", newest["id"])), &[&bearer(&viewer)], None).body;
+    assert!(log.contains("[rollback] Environment main: `current` switched from release"), "{log}");
+
     // Revoked: refused at once.
     assert!(runner(&s, &["token", "revoke", "viewer"]).status.success());
     assert_eq!(http("GET", &url("/api/projects"), &[&bearer(&viewer)], None).status, 401);

@@ -619,6 +619,11 @@ mod tests {
 
     /// Every process that opens the queue scans the WAL: it must not grow without bound.
     #[test]
+    fn the_job_column_count_is_that_of_the_list() {
+        assert_eq!(JOB_COLUMNS.split(',').count(), JOB_COLUMN_COUNT);
+    }
+
+    #[test]
     fn the_wal_stays_bounded_across_processes() {
         let dir = temp_dir("wal");
         let receiver = Receiver { host: "h".into(), pid: 1, started: None };
