@@ -324,6 +324,9 @@ fn a_magento_shaped_app_answers_at_its_url_and_a_second_branch_at_its_own() {
         eventually(20, || envs(&r.s).iter().all(|e| e["environment"] != "feature-x")),
         "the serving runner deletes it"
     );
+    // Its files go before the job is recorded as ended.
+    let ended = || r.s.jobs().into_iter().last().is_some_and(|j| j["state"] != "running" && j["state"] != "pending");
+    assert!(eventually(20, ended));
     let job = r.s.jobs().into_iter().last().unwrap();
     assert_eq!((job["type"].as_str(), job["state"].as_str()), (Some("delete"), Some("succeeded")));
 }
