@@ -23,6 +23,9 @@
 #                         links into every repository it has or creates; the data directory is
 #                         the git user's global `git config pushgate.data`. REPO is not needed
 # --hooks-dir with --layout d: the directory under REPO that holds the .d directories (hooks)
+# --queue     a PostgreSQL URL (postgres://USER@HOST/DB): the queue runners on several machines
+#             share, recorded for the hooks as `git config pushgate.queue` (run every
+#             pushgate-runner with --queue URL too); default: the data directory's SQLite
 # --git-shell-commands
 #             also install ~USER/git-shell-commands/pushgate, for a git user whose login shell
 #             is git-shell: developers then run `ssh USER@server pushgate activities`,
@@ -53,6 +56,7 @@ uninstall=""
 layout=git
 hooks_subdir=hooks
 shell_commands=""
+queue=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --prefix) [ $# -ge 2 ] || die "--prefix needs a directory"; prefix="$2"; shift 2 ;;
@@ -67,6 +71,8 @@ while [ $# -gt 0 ]; do
     --layout=*) layout="${1#--layout=}"; shift ;;
     --hooks-dir) [ $# -ge 2 ] || die "--hooks-dir needs a directory"; hooks_subdir="$2"; shift 2 ;;
     --git-shell-commands) shell_commands=1; shift ;;
+    --queue) [ $# -ge 2 ] || die "--queue needs a postgres:// URL"; queue="$2"; shift 2 ;;
+    --queue=*) queue="${1#--queue=}"; shift ;;
     -h|--help) sed -n '2,39p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     --) shift; repos+=("$@"); break ;;
     -*) die "unknown option $1 (see --help)" ;;
@@ -75,6 +81,7 @@ while [ $# -gt 0 ]; do
 done
 
 case "$layout" in git|d|gitolite) ;; *) die "unknown --layout $layout (git, d or gitolite)" ;; esac
+case "$queue" in ""|postgres://*|postgresql://*) ;; *) die "--queue $queue is not a postgres:// URL" ;; esac
 [ ${#repos[@]} -gt 0 ] || [ "$layout" = gitolite ] || die "name at least one bare repository (see --help)"
 src="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)"
 me="$(id -un)"
@@ -264,6 +271,7 @@ if [ "$layout" = gitolite ]; then
     fi
   }
   global pushgate.data "$data"
+  [ -z "$queue" ] || global pushgate.queue "$queue"
   global receive.advertisePushOptions true
   [ -n "$(git_global --get receive.fsckObjects || true)" ] || global receive.fsckObjects true
   if [ -d "$(gitolite_admin)" ]; then
@@ -303,6 +311,7 @@ for repo in "${repos[@]}"; do
     install_hook "$hooks" post-receive
   fi
   set_config "$repo" pushgate.data "$data"
+  [ -z "$queue" ] || set_config "$repo" pushgate.queue "$queue"
   # `git push -o pushgate.allow-data-loss` must reach the hook.
   set_config "$repo" receive.advertisePushOptions true
   # git checks every pushed object before any hook runs: a tree entry named `..`, `x/../y` or

@@ -304,7 +304,11 @@ impl<'a> Push<'a> {
         }
         if self.queue.is_none() {
             let t = Instant::now();
-            self.queue = Some(crate::queue::open(&self.settings.data_dir, self.settings.queue_timeout)?);
+            self.queue = Some(crate::queue::open_at(
+                self.settings.queue.as_deref(),
+                &self.settings.data_dir,
+                self.settings.queue_timeout,
+            )?);
             self.in_queue += t.elapsed();
         }
         let deployed = crate::store::DataDir::new(&self.settings.data_dir).deployed(&self.repo_path, &environment);
@@ -529,7 +533,7 @@ pub fn post_receive_main(
     }
     if !updates.is_empty() {
         let refs = GitRefLog::with(repo_path.as_str(), repo);
-        let mut queue = crate::queue::open(&settings.data_dir, settings.queue_timeout)?;
+        let mut queue = crate::queue::open_at(settings.queue.as_deref(), &settings.data_dir, settings.queue_timeout)?;
         let jobs = queue.promote(&repo_path, &updates, &Receiver::parent(), &refs)?;
         let _ = report::queued(out, &jobs);
         // Settle what earlier pushes left behind (a post-receive that was killed).
@@ -552,7 +556,7 @@ fn cancel_deleted(
     settings: &settings::Hook,
     out: &mut dyn Write,
 ) -> Result<(), HookError> {
-    let mut queue = crate::queue::open(&settings.data_dir, settings.queue_timeout)?;
+    let mut queue = crate::queue::open_at(settings.queue.as_deref(), &settings.data_dir, settings.queue_timeout)?;
     for update in deleted {
         let branch = update.branch().unwrap_or_default();
         for id in queue.cancel_pending_of(repo_path, &update.name)? {

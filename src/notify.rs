@@ -18,8 +18,8 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use crate::core::Timestamp;
-use crate::queue::webhooks::{Delivery, WebhookStore};
-use crate::queue::{Job, SqliteQueue};
+use crate::queue::webhooks::Delivery;
+use crate::queue::Job;
 
 pub const MAX_ATTEMPTS: u32 = 8;
 const TIME_LIMIT: Duration = Duration::from_secs(10);
@@ -55,8 +55,8 @@ pub fn masked(url: &str) -> String {
 }
 
 /// One pass: plans the deliveries of jobs that ended and posts those due. How many were posted.
-pub fn deliver_due(data: &Path) -> Result<usize, String> {
-    let mut store = SqliteQueue::open(data, crate::store::QUEUE_TIMEOUT).map_err(|e| e.to_string())?;
+pub fn deliver_due(data: &Path, queue: &crate::queue::Location) -> Result<usize, String> {
+    let mut store = queue.open(crate::store::QUEUE_TIMEOUT).map_err(|e| e.to_string())?;
     if store.webhooks().map_err(|e| e.to_string())?.is_empty() {
         // Nothing to tell: the outbox is emptied all the same.
         store.plan_deliveries(&|_| String::new()).map_err(|e| e.to_string())?;

@@ -114,7 +114,7 @@ impl Image {
             .versions
             .iter()
             .filter(|(k, _)| !k.split('.').skip(1).any(|part| part == "99"))
-            .filter(|(_, s)| status.map_or(true, |want| **s == want))
+            .filter(|(_, s)| status.is_none_or(|want| **s == want))
             .map(|(k, _)| k.as_str())
             .collect();
         v.sort_by_key(|v| std::cmp::Reverse(version_key(v)));

@@ -88,6 +88,9 @@ pub struct Hook {
     /// every repository).
     pub enabled: bool,
     pub pusher: Option<String>,
+    /// The queue's URL (`git config pushgate.queue`, a postgres:// URL) when it is not the data
+    /// directory's SQLite.
+    pub queue: Option<String>,
 }
 
 impl Hook {
@@ -112,7 +115,7 @@ impl Hook {
                 .map(str::to_owned)
         };
         let new_environment = crate::core::plan::NewEnvironment {
-            clone_parent: option("environment.clone_parent_on_create").map_or(true, |v| v != "false" && v != "0"),
+            clone_parent: option("environment.clone_parent_on_create").is_none_or(|v| v != "false" && v != "0"),
             parent: option("environment.parent"),
         };
         Hook {
@@ -125,6 +128,7 @@ impl Hook {
             follow: !env.has_push_option(NOWAIT),
             pickup_wait,
             pusher: env.pusher.clone(),
+            queue: get("pushgate.queue"),
         }
     }
 }

@@ -19,6 +19,11 @@ struct Cli {
     /// The data directory (queue, logs, slugs, environments).
     #[arg(long, global = true, value_name = "DIR", env = "PUSHGATE_DATA")]
     data: Option<PathBuf>,
+    /// The queue, when it is not the data directory's SQLite: a PostgreSQL URL
+    /// (postgres://USER@HOST/DB), which runners on several machines share. The hooks find it in
+    /// `git config pushgate.queue` (install.sh --queue).
+    #[arg(long, global = true, value_name = "URL", env = "PUSHGATE_QUEUE")]
+    queue: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -267,6 +272,18 @@ enum BackendCommand {
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
+/// Where the queue is, from --queue (set once, first thing in main).
+static QUEUE: std::sync::OnceLock<pushgate::queue::Location> = std::sync::OnceLock::new();
+
+fn location() -> &'static pushgate::queue::Location {
+    QUEUE.get().expect("the queue's location is set first thing")
+}
+
+/// Opens the queue (--queue, else the data directory's SQLite).
+fn store() -> std::result::Result<Box<dyn pushgate::queue::Store>, pushgate::queue::QueueError> {
+    location().open(pushgate::store::QUEUE_TIMEOUT)
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum LogFormat {
     Human,
@@ -317,6 +334,15 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let data = cli.data.unwrap_or_else(|| Env::from_process().default_data_dir());
     let mut out = std::io::stdout().lock();
+    match pushgate::queue::Location::new(cli.queue.as_deref(), &data) {
+        Ok(l) => {
+            let _ = QUEUE.set(l);
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
     // Only `serve` (and the hooks) may create a queue: any other command on a data directory
     // without one would show an empty queue that is not the one the hooks write to.
     let needs_queue = !matches!(
@@ -330,7 +356,7 @@ fn main() -> ExitCode {
             | Command::Web { .. }
     );
     let queue_file = pushgate::store::DataDir::new(&data).queue_file();
-    if needs_queue && !queue_file.exists() {
+    if needs_queue && location().is_embedded() && !queue_file.exists() {
         eprintln!(
             "error: there is no pushgate queue in {} ({} is missing): nothing was pushed with this data \
              directory. Check --data or PUSHGATE_DATA; a repository's hooks use the directory in its \
@@ -371,12 +397,13 @@ fn main() -> ExitCode {
             if let Some(addr) = web.http {
                 let (data, url) = (data.clone(), web.public_url.clone());
                 std::thread::spawn(move || {
-                    if let Err(e) = pushgate::web::serve(&data, addr, url.as_deref()) {
+                    if let Err(e) = pushgate::web::serve(&data, location(), addr, url.as_deref()) {
                         tracing::error!(error = %e, "the web service stopped");
                     }
                 });
             }
             let mut config = runner::Config::new(data.clone());
+            config.queue = location().clone();
             config.hook_timeout = Duration::from_secs(hook_timeout);
             config.keep_releases = keep.max(1);
             config.lease = Duration::from_secs(lease.max(1));
@@ -393,18 +420,20 @@ fn main() -> ExitCode {
         Command::Web { web, log_format } => {
             init_log(log_format);
             match web.http {
-                Some(addr) => pushgate::web::serve(&data, addr, web.public_url.as_deref()).map_err(Into::into),
+                Some(addr) => {
+                    pushgate::web::serve(&data, location(), addr, web.public_url.as_deref()).map_err(Into::into)
+                }
                 None => Err("web needs --http ADDR (for example 127.0.0.1:7080)".into()),
             }
         }
-        Command::Token(command) => token(&data, command, &mut out),
-        Command::Webhook(command) => webhook(&data, command, &mut out),
+        Command::Token(command) => token(command, &mut out),
+        Command::Webhook(command) => webhook(command, &mut out),
         Command::Supervise { pid_file, log, dir, uid, gid, program } => {
             let user = uid.zip(gid.or(uid));
             let s = pushgate::platform::process::Supervised { pid_file, log, dir, user, program };
             pushgate::platform::process::supervise(&s).map_err(Into::into)
         }
-        Command::Jobs { json } => jobs(&data, json, &mut out),
+        Command::Jobs { json } => jobs(json, &mut out),
         Command::Logs { job, follow } => logs(&data, job, follow, &mut out),
         Command::Envs { json } => envs(&data, json, &mut out),
         Command::Rollback { environment, to, repo } => {
@@ -483,7 +512,7 @@ fn can_push(repo: &pushgate::core::RepoId) -> bool {
 }
 
 fn shell(data: &Path, command: Option<ShellCommand>, out: &mut dyn Write) -> Result<()> {
-    let queue = pushgate::queue::open(data, pushgate::store::QUEUE_TIMEOUT)?;
+    let queue = store()?;
     let project = |repo: &pushgate::core::RepoId| pushgate::activity::project_name(repo);
     match command {
         None => {
@@ -548,9 +577,9 @@ fn shell(data: &Path, command: Option<ShellCommand>, out: &mut dyn Write) -> Res
     Ok(())
 }
 
-fn token(data: &Path, command: TokenCommand, out: &mut dyn Write) -> Result<()> {
-    use pushgate::queue::tokens::{Role, Token, TokenStore};
-    let mut store = pushgate::queue::SqliteQueue::open(data, pushgate::store::QUEUE_TIMEOUT)?;
+fn token(command: TokenCommand, out: &mut dyn Write) -> Result<()> {
+    use pushgate::queue::tokens::{Role, Token};
+    let mut store = store()?;
     match command {
         TokenCommand::Create { name, project, role } => {
             let role = Role::parse(&role).ok_or_else(|| format!("role `{role}` is not viewer, developer or admin"))?;
@@ -595,9 +624,9 @@ fn token(data: &Path, command: TokenCommand, out: &mut dyn Write) -> Result<()> 
     Ok(())
 }
 
-fn webhook(data: &Path, command: WebhookCommand, out: &mut dyn Write) -> Result<()> {
-    use pushgate::queue::webhooks::{WebhookStore, EVENTS};
-    let mut store = pushgate::queue::SqliteQueue::open(data, pushgate::store::QUEUE_TIMEOUT)?;
+fn webhook(command: WebhookCommand, out: &mut dyn Write) -> Result<()> {
+    use pushgate::queue::webhooks::EVENTS;
+    let mut store = store()?;
     match command {
         WebhookCommand::Add { project, url, events } => {
             if !(url.starts_with("http://") || url.starts_with("https://")) || url.contains(['"', '\n', '\r', '\\']) {
@@ -729,7 +758,7 @@ fn queue_job(
         options,
         pusher: pushgate::queue::pusher(&|k| std::env::var(k).ok()),
     };
-    let mut queue = pushgate::queue::open(data, pushgate::store::QUEUE_TIMEOUT)?;
+    let mut queue = store()?;
     let job = queue.enqueue(&request)?;
     pushgate::store::wake::wake(data);
     Ok(job)
@@ -752,7 +781,7 @@ fn record_done(
         options: options.to_string(),
         pusher: pushgate::queue::pusher(&|k| std::env::var(k).ok()),
     };
-    let mut queue = pushgate::queue::open(data, pushgate::store::QUEUE_TIMEOUT)?;
+    let mut queue = store()?;
     pushgate::activity::record_done(queue.as_mut(), &pushgate::store::DataDir::new(data), &request, text)?;
     Ok(())
 }
@@ -775,8 +804,8 @@ fn serve(config: &runner::Config, concurrency: usize, until_idle: bool, out: &mu
     Ok(())
 }
 
-fn jobs(data: &Path, json: bool, out: &mut dyn Write) -> Result<()> {
-    let mut queue = pushgate::queue::open(data, pushgate::store::QUEUE_TIMEOUT)?;
+fn jobs(json: bool, out: &mut dyn Write) -> Result<()> {
+    let mut queue = store()?;
     // Settle pushes whose post-receive did not run, so the list is the truth.
     if let Err(e) = queue.reconcile(&GitRefLog::default()) {
         eprintln!("warning: {e}");
@@ -803,7 +832,7 @@ fn json_or<T: serde::Serialize>(
 
 fn logs(data: &Path, job: JobId, follow: bool, out: &mut dyn Write) -> Result<()> {
     let path = runner::Config::new(data.to_owned()).log_path(job);
-    let queue = pushgate::queue::open(data, pushgate::store::QUEUE_TIMEOUT)?;
+    let queue = store()?;
     let found = queue.job(job)?.ok_or_else(|| format!("there is no job #{job} (pushgate-runner jobs lists them)"))?;
     if follow {
         pushgate::follow::follow(queue.as_ref(), &path, &found, Duration::MAX, None, out)?;
@@ -842,7 +871,7 @@ fn rollback(data: &Path, environment: &str, to: Option<&str>, repo: Option<&str>
 }
 
 fn cancel(data: &Path, job: JobId, out: &mut dyn Write) -> Result<()> {
-    let mut queue = pushgate::queue::open(data, pushgate::store::QUEUE_TIMEOUT)?;
+    let mut queue = store()?;
     match queue.cancel(job)? {
         Some(state) => {
             writeln!(out, "Job #{job} cancelled (it was {}).", state.as_str())?;

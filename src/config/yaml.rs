@@ -269,7 +269,7 @@ fn looks_like_float(s: &str) -> bool {
     let all_digits = |p: &str| p.bytes().all(|b| b.is_ascii_digit());
     let mantissa_ok =
         all_digits(int) && frac.map_or(!int.is_empty(), |f| all_digits(f) && !(int.is_empty() && f.is_empty()));
-    let exp_ok = exp.map_or(true, |e| {
+    let exp_ok = exp.is_none_or(|e| {
         let e = e.strip_prefix(['-', '+']).unwrap_or(e);
         !e.is_empty() && all_digits(e)
     });

@@ -12,6 +12,7 @@
 //! answers exactly; it is off by default because it costs git a file per ref on every push.
 //! The runner only ever sees jobs.
 
+pub mod postgres;
 pub mod sqlite;
 pub mod tokens;
 pub mod webhooks;
@@ -136,10 +137,62 @@ impl JobStore for SqliteQueue {
     }
 }
 
-/// Opens the queue of a data directory (the embedded SQLite one; a server database's store
-/// will be chosen by URL here).
-pub fn open(data_dir: &std::path::Path, timeout: Duration) -> Result<Box<dyn JobStore>, QueueError> {
-    Ok(Box::new(SqliteQueue::open(data_dir, timeout)?))
+/// Everything the store keeps: jobs, the API's tokens, webhooks and their deliveries.
+pub trait Store: JobStore + tokens::TokenStore + webhooks::WebhookStore + Send {}
+impl<T: JobStore + tokens::TokenStore + webhooks::WebhookStore + Send> Store for T {}
+
+/// Where the queue is: the embedded SQLite database of a data directory (the default), or a
+/// PostgreSQL database named by its URL, which runners on several machines share.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    Sqlite(std::path::PathBuf),
+    Postgres(String),
+}
+
+impl Location {
+    /// `url` (postgres://… or postgresql://…) when given, else the data directory's SQLite.
+    pub fn new(url: Option<&str>, data_dir: &std::path::Path) -> Result<Location, String> {
+        match url.map(str::trim).filter(|u| !u.is_empty()) {
+            None => Ok(Location::Sqlite(data_dir.to_owned())),
+            Some(u) if u.starts_with("postgres://") || u.starts_with("postgresql://") => {
+                Ok(Location::Postgres(u.to_owned()))
+            }
+            Some(u) => Err(format!(
+                "the queue `{}` is not a postgres:// URL (without one, the queue is the data directory's SQLite)",
+                postgres::masked(u)
+            )),
+        }
+    }
+
+    pub fn open(&self, timeout: Duration) -> Result<Box<dyn Store>, QueueError> {
+        Ok(match self {
+            Location::Sqlite(dir) => Box::new(SqliteQueue::open(dir, timeout)?),
+            Location::Postgres(url) => Box::new(postgres::PgQueue::open(url, timeout)?),
+        })
+    }
+
+    pub fn is_embedded(&self) -> bool {
+        matches!(self, Location::Sqlite(_))
+    }
+}
+
+impl std::fmt::Display for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Location::Sqlite(dir) => write!(f, "{}", crate::store::DataDir::new(dir).queue_file().display()),
+            Location::Postgres(url) => f.write_str(&postgres::masked(url)),
+        }
+    }
+}
+
+/// Opens the queue at `url` (PostgreSQL), else the data directory's.
+pub fn open_at(url: Option<&str>, data_dir: &std::path::Path, timeout: Duration) -> Result<Box<dyn Store>, QueueError> {
+    Location::new(url, data_dir).map_err(QueueError::Setting)?.open(timeout)
+}
+
+/// Opens the embedded queue of a data directory.
+pub fn open(data_dir: &std::path::Path, timeout: Duration) -> Result<Box<dyn Store>, QueueError> {
+    Location::Sqlite(data_dir.to_owned()).open(timeout)
 }
 
 /// Where a job is in its life.
@@ -373,6 +426,16 @@ pub enum QueueError {
     DataDir { path: String, source: std::io::Error },
     #[error("{0}")]
     Conflict(String),
+    /// The queue's address is not one pushgate can use.
+    #[error("{0}")]
+    Setting(String),
+    #[error(
+        "the build queue at {url} cannot be {}: {}{}",
+        action_word(action),
+        source_text(source),
+        server_advice(source)
+    )]
+    Server { url: String, action: &'static str, source: ::postgres::Error },
     #[error("environment {environment} has a pending job (#{job}); ask again once it has run")]
     Busy { environment: String, job: i64 },
     #[error(
@@ -380,6 +443,38 @@ pub enum QueueError {
          empty queue, after saving it for inspection"
     )]
     Damaged { path: String, detail: String },
+}
+
+fn action_word(action: &str) -> String {
+    match action {
+        "reach" => "reached".into(),
+        "prepare" => "prepared (its schema)".into(),
+        "write to" => "written".into(),
+        "read" => "read".into(),
+        other => format!("used ({other})"),
+    }
+}
+
+/// The server's own message when it sent one (the error's Display alone says only "db error").
+fn source_text(e: &::postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => db.message().to_owned(),
+        None => {
+            use std::error::Error;
+            match e.source() {
+                Some(inner) => format!("{e}: {inner}"),
+                None => e.to_string(),
+            }
+        }
+    }
+}
+
+fn server_advice(e: &::postgres::Error) -> &'static str {
+    if e.is_closed() || e.as_db_error().is_none() {
+        " (is PostgreSQL running and reachable at that address, and does the URL's user exist?)"
+    } else {
+        ""
+    }
 }
 
 /// What an admin should look at, for the failures that have a usual cause.

@@ -56,13 +56,17 @@ pub struct Config {
     /// The router and apps that make deployed environments running sites (none without a
     /// router address).
     pub platform: Option<Arc<crate::platform::Platform>>,
+    /// Where the queue is (the data directory's SQLite, or a PostgreSQL shared by runners).
+    pub queue: crate::queue::Location,
 }
 
 impl Config {
     pub fn new(data_dir: PathBuf) -> Config {
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        let data_dir = DataDir::new(data_dir).root().to_owned();
         Config {
-            data_dir: DataDir::new(data_dir).root().to_owned(),
+            queue: crate::queue::Location::Sqlite(data_dir.clone()),
+            data_dir,
             runner_id: format!("{}:{}", host.trim(), std::process::id()),
             lease: Duration::from_secs(30),
             hook_timeout: Duration::from_secs(3600),
@@ -98,6 +102,22 @@ pub fn run_until_idle(config: &Config) -> Result<usize, RunnerError> {
 /// How often the sites are checked against the branches and their processes.
 const PLATFORM_EVERY: Duration = Duration::from_secs(3);
 
+/// How idle workers learn of new jobs: the data directory's FIFO beside SQLite, NOTIFY beside
+/// PostgreSQL (from whatever machine queued the job).
+enum Bell {
+    Fifo(crate::store::wake::Waker),
+    Notify(Box<crate::queue::postgres::Listener>),
+}
+
+impl Bell {
+    fn wait(&self, timeout: Duration) {
+        match self {
+            Bell::Fifo(w) => w.wait(timeout),
+            Bell::Notify(l) => l.wait(timeout),
+        }
+    }
+}
+
 /// How often ended jobs are looked for and due webhook deliveries posted.
 const WEBHOOKS_EVERY: Duration = Duration::from_secs(1);
 
@@ -113,7 +133,7 @@ fn claim_and_process(
 ) -> Result<bool, RunnerError> {
     let queue = match queue {
         Some(q) => q,
-        None => queue.insert(crate::queue::open(&config.data_dir, QUEUE_TIMEOUT)?),
+        None => queue.insert(config.queue.open(QUEUE_TIMEOUT)?),
     };
     let _ = queue.reconcile(&crate::git::GitRefLog::default());
     if let Err(e) = sweep_builds(config, queue.as_ref()) {
@@ -131,7 +151,19 @@ fn claim_and_process(
 pub fn serve(config: &Config, concurrency: usize, shutdown: &Shutdown, until_idle: bool) -> Result<usize, RunnerError> {
     let done = std::sync::atomic::AtomicUsize::new(0);
     // Pushes wake idle workers through a FIFO; without it they check every few seconds.
-    let waker = if until_idle { None } else { crate::store::wake::Waker::listen(&config.data_dir).ok() };
+    let waker = match (&config.queue, until_idle) {
+        (_, true) => None,
+        (crate::queue::Location::Sqlite(_), false) => {
+            crate::store::wake::Waker::listen(&config.data_dir).ok().map(Bell::Fifo)
+        }
+        (crate::queue::Location::Postgres(url), false) => match crate::queue::postgres::Listener::listen(url) {
+            Ok(l) => Some(Bell::Notify(Box::new(l))),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot LISTEN for new jobs; looking every 500 ms");
+                None
+            }
+        },
+    };
     tracing::info!(
         runner = %config.runner_id,
         data = %config.data_dir.display(),
@@ -200,7 +232,7 @@ pub fn serve(config: &Config, concurrency: usize, shutdown: &Shutdown, until_idl
         // Each activity's end is posted to its project's webhooks, off the workers.
         if !until_idle {
             scope.spawn(|| loop {
-                if let Err(e) = crate::notify::deliver_due(&config.data_dir) {
+                if let Err(e) = crate::notify::deliver_due(&config.data_dir, &config.queue) {
                     tracing::warn!(error = %e, "webhook deliveries");
                 }
                 if shutdown.sleep(WEBHOOKS_EVERY) {
@@ -366,7 +398,7 @@ fn start_heartbeat(config: &Config, job: JobId, lost: Arc<AtomicBool>, bell: Arc
     let stop = Arc::new(Shutdown::default());
     let (config, stopped) = (config.clone(), stop.clone());
     let thread = std::thread::spawn(move || {
-        let Ok(mut queue) = crate::queue::open(&config.data_dir, QUEUE_TIMEOUT) else { return };
+        let Ok(mut queue) = config.queue.open(QUEUE_TIMEOUT) else { return };
         while !stopped.sleep(config.lease / 3) {
             if let Ok(false) = queue.heartbeat(job, &config.runner_id, config.lease) {
                 lost.store(true, Ordering::SeqCst);

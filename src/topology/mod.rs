@@ -112,7 +112,7 @@ impl Topology {
         if let Some(doc) = &config.services {
             for (key, node) in doc.root.entries() {
                 let kind = text(node.get("type"));
-                let keeps_data = Registry::get().resolve(split_type(&kind).0).map_or(true, |r| r.disk);
+                let keeps_data = Registry::get().resolve(split_type(&kind).0).is_none_or(|r| r.disk);
                 topology.services.insert(
                     key.name.clone(),
                     Service {

@@ -338,7 +338,7 @@ impl<'s> Walker<'s> {
         let fitting: Vec<usize> = branches
             .iter()
             .enumerate()
-            .filter(|(_, b)| self.resolve(b).get("type").map_or(true, |t| type_matches(t, node)))
+            .filter(|(_, b)| self.resolve(b).get("type").is_none_or(|t| type_matches(t, node)))
             .map(|(i, _)| i)
             .collect();
         match fitting.as_slice() {

@@ -153,7 +153,7 @@ pub async fn activities(
     let jobs = web.with_store(move |s| s.activities(Some(&repo), before, limit)).await?;
     let list = jobs
         .iter()
-        .filter(|j| page.environment.as_deref().map_or(true, |e| j.environment.as_str() == e))
+        .filter(|j| page.environment.as_deref().is_none_or(|e| j.environment.as_str() == e))
         .map(activity)
         .collect();
     Ok(Json(Value::Array(list)))

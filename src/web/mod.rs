@@ -18,14 +18,8 @@ use std::sync::{Arc, Mutex};
 use axum::routing::{get, post};
 use axum::Router;
 
-use crate::queue::tokens::TokenStore;
-use crate::queue::{JobStore, QueueError, SqliteQueue};
+use crate::queue::{Location, QueueError, Store};
 use crate::store::DataDir;
-
-/// What the web service reads and writes: the queue's store (jobs and tokens) and the data
-/// directory (environments, logs).
-pub trait Store: JobStore + TokenStore + Send {}
-impl<T: JobStore + TokenStore + Send> Store for T {}
 
 /// The service's state, shared by its handlers.
 pub struct Web {
@@ -36,9 +30,9 @@ pub struct Web {
 }
 
 impl Web {
-    pub fn open(data: &Path) -> Result<Web, QueueError> {
-        let store = SqliteQueue::open(data, crate::store::QUEUE_TIMEOUT)?;
-        Ok(Web { data: DataDir::new(data), store: Mutex::new(Box::new(store)), sessions: auth::Sessions::default() })
+    pub fn open(data: &Path, queue: &Location) -> Result<Web, QueueError> {
+        let store = queue.open(crate::store::QUEUE_TIMEOUT)?;
+        Ok(Web { data: DataDir::new(data), store: Mutex::new(store), sessions: auth::Sessions::default() })
     }
 
     /// Runs `f` on the store off the async workers.
@@ -96,7 +90,10 @@ fn web_file(data: &DataDir) -> PathBuf {
 
 /// Serves the console and API on `addr` until the process ends. `public_url` is what pushes
 /// name (default: `http://ADDR`).
-pub fn serve(data: &Path, addr: SocketAddr, public_url: Option<&str>) -> Result<(), String> {
+pub fn serve(data: &Path, queue: &Location, addr: SocketAddr, public_url: Option<&str>) -> Result<(), String> {
+    // Opened before the runtime starts: the PostgreSQL client runs a runtime of its own, which
+    // cannot be started from async code (the handlers reach it through spawn_blocking).
+    let web = Arc::new(Web::open(data, queue).map_err(|e| e.to_string())?);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -106,14 +103,17 @@ pub fn serve(data: &Path, addr: SocketAddr, public_url: Option<&str>) -> Result<
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|e| format!("the web service cannot listen on {addr}: {e}"))?;
-        serve_on(data, listener, public_url).await
+        serve_on(web, listener, public_url).await
     })
 }
 
-/// Serves on a bound listener (tests bind port 0 first).
-pub async fn serve_on(data: &Path, listener: tokio::net::TcpListener, public_url: Option<&str>) -> Result<(), String> {
+/// Serves on a bound listener.
+pub async fn serve_on(
+    web: Arc<Web>,
+    listener: tokio::net::TcpListener,
+    public_url: Option<&str>,
+) -> Result<(), String> {
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
-    let web = Arc::new(Web::open(data).map_err(|e| e.to_string())?);
     let url = public_url.map(str::to_owned).unwrap_or_else(|| format!("http://{addr}"));
     record_url(&web.data, &url).map_err(|e| format!("recording the console's URL: {e}"))?;
     tracing::info!(%addr, %url, "web console and API listening");

@@ -23,7 +23,15 @@ fn jobs_for(jobs: &[Value], commit: &str) -> Vec<Value> {
 
 #[test]
 fn a_job_per_push_and_pending_pushes_coalesce() {
-    let s = Server::new("coalesce");
+    a_job_per_push_and_pending_pushes_coalesce_on(Server::new("coalesce"));
+}
+
+#[test]
+fn a_job_per_push_and_pending_pushes_coalesce_on_postgresql() {
+    a_job_per_push_and_pending_pushes_coalesce_on(Server::with_postgres("coalesce"));
+}
+
+fn a_job_per_push_and_pending_pushes_coalesce_on(s: Server) {
     let mut commits = Vec::new();
     for i in 0..3 {
         s.write("app/code/Change.php", format!("<?php // {i}\n").as_bytes());
@@ -52,6 +60,7 @@ fn a_job_per_push_and_pending_pushes_coalesce() {
     let out = std::process::Command::new(crate::support::runner_bin())
         .args(["jobs", "--data"])
         .arg(&s.data)
+        .envs(s.queue_env())
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
@@ -60,7 +69,15 @@ fn a_job_per_push_and_pending_pushes_coalesce() {
 
 #[test]
 fn a_killed_post_receive_still_yields_the_job() {
-    let s = Server::new("killed");
+    a_killed_post_receive_still_yields_the_job_on(Server::new("killed"));
+}
+
+#[test]
+fn a_killed_post_receive_still_yields_the_job_on_postgresql() {
+    a_killed_post_receive_still_yields_the_job_on(Server::with_postgres("killed"));
+}
+
+fn a_killed_post_receive_still_yields_the_job_on(s: Server) {
     // The post-receive hook dies before pushgate runs, after git moved the ref.
     set_hook(&s, "post-receive", "#!/bin/sh\nkill -9 $$\n");
     let commit = s.commit(&files_with("", ""), "good");
@@ -75,7 +92,15 @@ fn a_killed_post_receive_still_yields_the_job() {
 
 #[test]
 fn pushes_git_refuses_after_pre_receive_yield_no_job() {
-    let s = Server::new("phantom");
+    pushes_git_refuses_after_pre_receive_yield_no_job_on(Server::new("phantom"));
+}
+
+#[test]
+fn pushes_git_refuses_after_pre_receive_yield_no_job_on_postgresql() {
+    pushes_git_refuses_after_pre_receive_yield_no_job_on(Server::with_postgres("phantom"));
+}
+
+fn pushes_git_refuses_after_pre_receive_yield_no_job_on(s: Server) {
     let base = s.commit(&files_with("", ""), "base");
     s.push(&["HEAD:refs/heads/main"]).assert_accepted();
 
@@ -164,7 +189,15 @@ fn a_full_disk_refuses_the_push() {
 /// 20 clients push at once: 10 to their own branches, 10 to one shared branch.
 #[test]
 fn concurrent_pushes_each_get_exactly_their_job() {
-    let s = Server::new("stress");
+    concurrent_pushes_each_get_exactly_their_job_on(Server::new("stress"));
+}
+
+#[test]
+fn concurrent_pushes_each_get_exactly_their_job_on_postgresql() {
+    concurrent_pushes_each_get_exactly_their_job_on(Server::with_postgres("stress"));
+}
+
+fn concurrent_pushes_each_get_exactly_their_job_on(s: Server) {
     s.commit(&files_with("", ""), "base");
     s.push(&["HEAD:refs/heads/main", "HEAD:refs/heads/shared"]).assert_accepted();
     let clients: Vec<(TempDir, String)> = (0..20)
@@ -245,4 +278,93 @@ fn concurrent_pushes_each_get_exactly_their_job() {
     assert!(jobs
         .iter()
         .any(|j| j["environment"] == "shared" && j["state"] == "pending" && j["commit"] == tip.as_str()));
+}
+
+#[test]
+fn a_postgresql_queue_that_cannot_be_reached_refuses_the_push() {
+    let s = Server::new("pg-down");
+    // Nothing listens there.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    git_ok(&s.bare, &["config", "pushgate.queue", &format!("postgres://pushgate:s3cret@127.0.0.1:{port}/queue")]);
+    s.commit(&files_with("", ""), "good");
+    let push = s.push(&["HEAD:refs/heads/main"]);
+    push.assert_refused_with(&[
+        &format!("the build queue at postgres://pushgate:***@127.0.0.1:{port}/queue cannot be reached"),
+        "is PostgreSQL running and reachable",
+    ]);
+    assert!(!push.output.contains("s3cret"), "the password stays out of the output: {}", push.output);
+    assert_eq!(s.server_ref("refs/heads/main"), None);
+    // A URL that is not PostgreSQL's is refused too, saying so.
+    git_ok(&s.bare, &["config", "pushgate.queue", "mysql://root@127.0.0.1/queue"]);
+    s.push(&["HEAD:refs/heads/main"]).assert_refused_with(&["is not a postgres:// URL"]);
+}
+
+/// The runner's side of both stores, through the library: claims under leases, one running job
+/// per environment, a lost lease fences its runner out, cancel.
+#[test]
+fn claims_leases_and_fencing_on_both_stores() {
+    use pushgate::core::{CommitId, EnvName, RefUpdate, RepoId};
+    use pushgate::queue::{JobState, Location, Receiver, RefLog, Reservation};
+    use std::time::Duration;
+
+    struct Tips(HashMap<String, CommitId>);
+    impl RefLog for Tips {
+        fn was_updated(&self, _: &RepoId, _: &str, _: &CommitId, _: &CommitId) -> Option<bool> {
+            Some(true)
+        }
+        fn tip(&self, _: &RepoId, r: &str) -> Option<CommitId> {
+            self.0.get(r).cloned()
+        }
+    }
+    let dir = TempDir::new("claims");
+    let (url, db) = crate::support::create_database("claims");
+    for location in [Location::Sqlite(dir.path().to_owned()), Location::Postgres(url)] {
+        let mut q = location.open(Duration::from_secs(5)).unwrap();
+        let receiver = Receiver { host: "h".into(), pid: 1, started: None };
+        for (branch, c) in [("main", "a"), ("feature", "b"), ("main", "c")] {
+            let commit = CommitId::parse(&c.repeat(40)).unwrap();
+            let r = Reservation {
+                repo: RepoId::new("/r"),
+                ref_name: format!("refs/heads/{branch}"),
+                environment: EnvName::parse(branch).unwrap(),
+                old_commit: CommitId::parse(&"0".repeat(40)).unwrap(),
+                new_commit: commit.clone(),
+                topology: "{}".into(),
+                changes: "[]".into(),
+                plan: "{}".into(),
+                receiver: receiver.clone(),
+                pusher: Some("alice".into()),
+            };
+            q.reserve(std::slice::from_ref(&r)).unwrap();
+            let tips = Tips([(r.ref_name.clone(), commit)].into());
+            let update = RefUpdate { name: r.ref_name.clone(), old: r.old_commit.clone(), new: r.new_commit.clone() };
+            let jobs = q.promote(&r.repo, &[update], &receiver, &tips).unwrap();
+            assert_eq!(jobs.len(), 1, "{location}");
+            assert_eq!(jobs[0].pusher.as_deref(), Some("alice"));
+        }
+        let states: Vec<JobState> = q.jobs().unwrap().iter().map(|j| j.state).collect();
+        assert_eq!(states, [JobState::Superseded, JobState::Pending, JobState::Pending], "{location}");
+        let lease = Duration::from_secs(60);
+        let first = q.claim("r1", lease).unwrap().unwrap();
+        let second = q.claim("r2", lease).unwrap().unwrap();
+        assert_ne!(first.environment, second.environment, "{location}");
+        assert!(q.claim("r3", lease).unwrap().is_none(), "nothing else is claimable on {location}");
+        // r1 stops renewing; its lease runs out; r3 takes the job; r1 is fenced out.
+        assert!(q.heartbeat(first.id, "r1", Duration::ZERO).unwrap());
+        std::thread::sleep(Duration::from_millis(5));
+        let again = q.claim("r3", lease).unwrap().unwrap();
+        assert_eq!(again.id, first.id, "{location}");
+        assert!(!q.heartbeat(first.id, "r1", lease).unwrap(), "r1 lost it on {location}");
+        assert!(!q.finish(first.id, "r1", JobState::Succeeded, None).unwrap(), "r1 cannot finish it on {location}");
+        assert!(q.finish(first.id, "r3", JobState::Succeeded, Some("1")).unwrap());
+        assert_eq!(q.job(first.id).unwrap().unwrap().release.as_deref(), Some("1"));
+        assert_eq!(q.cancel(second.id).unwrap(), Some(JobState::Running));
+        assert_eq!(q.cancel(second.id).unwrap(), None, "already ended on {location}");
+        assert!(!q.heartbeat(second.id, "r2", lease).unwrap(), "a cancelled job stops on {location}");
+        assert_eq!(q.projects().unwrap(), [RepoId::new("/r")]);
+        let newest: Vec<_> = q.activities(None, None, 2).unwrap().iter().map(|j| j.id).collect();
+        let expected: Vec<_> = q.jobs().unwrap().iter().rev().take(2).map(|j| j.id).collect();
+        assert_eq!(newest, expected, "newest first on {location}");
+    }
+    crate::support::drop_database(&db);
 }

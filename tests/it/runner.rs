@@ -31,7 +31,7 @@ const RECORDING_DEPLOY: &str =
     "env | sort > var/deploy-env.txt\n[ -e ../../../maintenance ] && echo in-maintenance > var/maintenance.txt || true";
 
 pub fn runner(s: &Server, args: &[&str]) -> Output {
-    Command::new(runner_bin()).args(args).arg("--data").arg(&s.data).output().unwrap()
+    Command::new(runner_bin()).args(args).arg("--data").arg(&s.data).envs(s.queue_env()).output().unwrap()
 }
 
 /// A runner serving until idle with a one-second lease, in the background: for tests that kill
@@ -40,6 +40,7 @@ pub fn spawn_dying_runner(s: &Server) -> std::process::Child {
     Command::new(runner_bin())
         .args(["serve", "--until-idle", "--lease", "1", "--data"])
         .arg(&s.data)
+        .envs(s.queue_env())
         .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap()
@@ -1071,4 +1072,17 @@ fn a_data_directory_the_projects_user_cannot_reach_fails_the_job_saying_where() 
     let log = log_of(&s, id);
     let expected = format!("{} (mode 700) keeps other users out", s.dir.path().display());
     assert!(log.contains(&expected) && log.contains("chmod o+x"), "{log}");
+}
+
+#[test]
+fn a_runner_on_the_postgresql_queue_deploys_what_was_pushed() {
+    let s = Server::with_postgres("runner-pg");
+    let commit = s.commit(&files_with(APP_FILE, &app_with_hooks("echo built-from-postgres", "true")), "first");
+    s.push(&["HEAD:refs/heads/main"]).assert_accepted();
+    assert!(!s.data.join("queue.sqlite3").exists(), "the hooks wrote to PostgreSQL, not SQLite");
+    serve(&s);
+    let (id, state) = job_state(&s, &commit);
+    assert_eq!(state, "succeeded", "{}", log_of(&s, id));
+    assert!(log_of(&s, id).contains("built-from-postgres"));
+    assert_eq!(envs(&s)[0]["commit"], commit.as_str());
 }

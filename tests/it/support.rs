@@ -144,7 +144,41 @@ impl Drop for Server {
                 }
             }
         }
+        if let Some(db) = &self.pg_database {
+            drop_database(db);
+        }
     }
+}
+
+/// The local PostgreSQL (trust authentication, user postgres), as tests reach it.
+pub const PG: &str = "postgres://postgres@127.0.0.1:5432";
+
+/// A new, empty PostgreSQL database for one test; its URL.
+pub fn create_database(label: &str) -> (String, String) {
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let name = format!("pushgate_it_{}_{n}_{}", std::process::id(), label.replace('-', "_"));
+    let out = Command::new("psql")
+        .args(["-X", "-q", "-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-c"])
+        .arg(format!("CREATE DATABASE \"{name}\""))
+        .output()
+        .expect("psql runs");
+    assert!(out.status.success(), "creating {name}: {}", String::from_utf8_lossy(&out.stderr));
+    (format!("{PG}/{name}"), name)
+}
+
+pub fn drop_database(name: &str) {
+    let _ = Command::new("psql")
+        .args(["-X", "-q", "-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-c"])
+        .arg(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+        .output();
+}
+
+/// One value from the test's PostgreSQL queue.
+pub fn pg_value(url: &str, sql: &str) -> String {
+    let out = Command::new("psql").args(["-X", "-q", "-t", "-A", url, "-c", sql]).output().expect("psql runs");
+    assert!(out.status.success(), "{sql}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
 pub struct Server {
@@ -153,6 +187,9 @@ pub struct Server {
     pub work: PathBuf,
     pub prefix: PathBuf,
     pub data: PathBuf,
+    /// The PostgreSQL queue's URL, when the test uses one instead of the data directory's SQLite.
+    pub queue: Option<String>,
+    pg_database: Option<String>,
 }
 
 impl Server {
@@ -167,7 +204,37 @@ impl Server {
         let work = dir.join("work");
         std::fs::create_dir_all(&work).unwrap();
         git_ok(&work, &["init", "-q"]);
-        Server { dir, bare, work, prefix, data }
+        Server { dir, bare, work, prefix, data, queue: None, pg_database: None }
+    }
+
+    /// The same, with its queue in a new PostgreSQL database (`git config pushgate.queue`, and
+    /// `--queue` for every runner command the test runs).
+    pub fn with_postgres(label: &str) -> Server {
+        let mut s = Server::new(label);
+        let (url, name) = create_database(label);
+        // As an admin does it: install.sh --queue records the URL for the hooks.
+        let bin_dir = hook_bin().parent().unwrap().to_owned();
+        let install = Command::new("bash")
+            .arg(project_dir().join("install.sh"))
+            .args(["--queue", &url, "--prefix"])
+            .arg(&s.prefix)
+            .arg("--data")
+            .arg(&s.data)
+            .arg("--bin-dir")
+            .arg(bin_dir)
+            .arg(&s.bare)
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .output()
+            .expect("install.sh runs");
+        assert!(install.status.success(), "install.sh --queue: {}", String::from_utf8_lossy(&install.stderr));
+        s.queue = Some(url);
+        s.pg_database = Some(name);
+        s
+    }
+
+    /// The environment a runner command of this test needs (its queue).
+    pub fn queue_env(&self) -> Vec<(&'static str, String)> {
+        self.queue.iter().map(|u| ("PUSHGATE_QUEUE", u.clone())).collect()
     }
 
     /// Replaces the work tree's files with `files` (path, content) and commits them.
@@ -264,7 +331,16 @@ impl Server {
 
     /// The jobs as `pushgate-runner jobs --json` lists them (it settles reservations first).
     pub fn jobs(&self) -> Vec<serde_json::Value> {
-        jobs_in(&self.data)
+        let out = Command::new(runner_bin())
+            .arg("jobs")
+            .arg("--json")
+            .arg("--data")
+            .arg(&self.data)
+            .envs(self.queue_env())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "pushgate-runner jobs: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).expect("jobs --json prints one JSON array")
     }
 
     /// The repository as the queue names it.
@@ -274,6 +350,9 @@ impl Server {
 
     /// Reservations left in the SQLite queue (read directly).
     pub fn reservations(&self) -> i64 {
+        if let Some(url) = &self.queue {
+            return pg_value(url, "SELECT count(*) FROM reservations").parse().unwrap();
+        }
         let conn = rusqlite::Connection::open(self.data.join("queue.sqlite3")).unwrap();
         conn.query_row("SELECT count(*) FROM reservations", [], |r| r.get(0)).unwrap()
     }

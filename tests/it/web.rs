@@ -27,6 +27,7 @@ impl Web {
             .arg(format!("127.0.0.1:{port}"))
             .arg("--data")
             .arg(&s.data)
+            .envs(s.queue_env())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -92,7 +93,10 @@ pub fn token(s: &Server, name: &str, args: &[&str]) -> String {
 
 /// A deployed project: the repository `repo.git`, environment main.
 fn deployed(label: &str, build: &str) -> Server {
-    let s = Server::new(label);
+    deployed_on(Server::new(label), build)
+}
+
+fn deployed_on(s: Server, build: &str) -> Server {
     s.commit(&files_with(APP_FILE, &app_with_hooks(build, "true")), "first");
     s.push(&["HEAD:refs/heads/main"]).assert_accepted();
     serve(&s);
@@ -105,7 +109,15 @@ fn release_of_main(s: &Server) -> String {
 
 #[test]
 fn the_api_shows_a_project_and_acts_on_it_within_each_tokens_rights() {
-    let s = deployed("web-api", "echo building");
+    the_api_on(deployed("web-api", "echo building"));
+}
+
+#[test]
+fn the_api_on_the_postgresql_queue() {
+    the_api_on(deployed_on(Server::with_postgres("web-api-pg"), "echo building"));
+}
+
+fn the_api_on(s: Server) {
     let admin = token(&s, "root", &["--role", "admin"]);
     let dev = token(&s, "dev", &["--project", "repo", "--role", "developer"]);
     let viewer = token(&s, "viewer", &["--project", "repo", "--role", "viewer"]);
@@ -113,10 +125,11 @@ fn the_api_shows_a_project_and_acts_on_it_within_each_tokens_rights() {
     let listed = runner(&s, &["token", "list"]);
     let listed = String::from_utf8_lossy(&listed.stdout);
     assert!(listed.contains("dev") && listed.contains("developer") && !listed.contains(&dev), "{listed}");
-    assert!(
-        !std::fs::read(s.data.join("queue.sqlite3")).unwrap().windows(dev.len()).any(|w| w == dev.as_bytes()),
-        "stored hashed"
-    );
+    let stored = match &s.queue {
+        Some(url) => crate::support::pg_value(url, "SELECT string_agg(hash, ' ') FROM tokens").into_bytes(),
+        None => std::fs::read(s.data.join("queue.sqlite3")).unwrap(),
+    };
+    assert!(stored.len() > 64 && !stored.windows(dev.len()).any(|w| w == dev.as_bytes()), "stored hashed");
     let web = Web::start(&s, &["web"]);
     let url = |p: &str| format!("{}{p}", web.base);
 

@@ -100,7 +100,7 @@ fn check_type(node: &Node, at: Location, runtime: bool, diags: &mut Diagnostics)
         .into_iter()
         .filter(|v| {
             version_key(v) > current
-                && registry.eol(image.base, v).map_or(true, |e| e >= crate::core::Timestamp::now().date().as_str())
+                && registry.eol(image.base, v).is_none_or(|e| e >= crate::core::Timestamp::now().date().as_str())
         })
         .collect();
     let hint = if newer.is_empty() {

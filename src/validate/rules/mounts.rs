@@ -19,7 +19,7 @@ pub fn check_in_tree(source: &dyn Source, config: &ConfigSet, diags: &mut Diagno
     for app in &config.apps {
         let Some(mounts) = app.node.get("mounts") else { continue };
         for (key, _) in mounts.entries() {
-            if super::inside(&key.name).map_or(true, |p| p.is_empty()) {
+            if super::inside(&key.name).is_none_or(|p| p.is_empty()) {
                 continue; // reported by `check`
             }
             let mut tree = Beneath { source, base: &app.dir, error: None };
