@@ -208,6 +208,7 @@ fn judge(
         changes: serde_json::to_string(&changes).unwrap_or_default(),
         plan: serde_json::to_string(&crate::core::plan::Plan {
             new_environment: settings.new_environment.clone(),
+            source_url: settings.source_url.clone(),
             ..crate::core::plan::Plan::of(&outcome.config)
         })
         .unwrap_or_default(),

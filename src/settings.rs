@@ -91,6 +91,8 @@ pub struct Hook {
     /// The queue's URL (`git config pushgate.queue`, a postgres:// URL) when it is not the data
     /// directory's SQLite.
     pub queue: Option<String>,
+    /// Where runners on other machines fetch this repository from (`git config pushgate.url`).
+    pub source_url: Option<String>,
 }
 
 impl Hook {
@@ -129,6 +131,7 @@ impl Hook {
             pickup_wait,
             pusher: env.pusher.clone(),
             queue: get("pushgate.queue"),
+            source_url: get("pushgate.url"),
         }
     }
 }

@@ -71,6 +71,11 @@ enum Command {
         log_format: LogFormat,
         #[command(flatten)]
         web: WebArgs,
+        /// Keep slugs in this directory instead of the data directory's: one every runner
+        /// shares (NFS, a cluster file system), so that a tree built on one machine is reused by
+        /// all.
+        #[arg(long, value_name = "DIR")]
+        slugs: Option<PathBuf>,
     },
     /// Serve the web console and API alone (no jobs run here): the console on the git server
     /// while runners work elsewhere.
@@ -391,6 +396,7 @@ fn main() -> ExitCode {
             router,
             domain,
             web,
+            slugs,
             ..
         } => {
             init_log(log_format);
@@ -404,6 +410,7 @@ fn main() -> ExitCode {
             }
             let mut config = runner::Config::new(data.clone());
             config.queue = location().clone();
+            config.slugs = slugs.map(|d| std::path::absolute(&d).unwrap_or(d));
             config.hook_timeout = Duration::from_secs(hook_timeout);
             config.keep_releases = keep.max(1);
             config.lease = Duration::from_secs(lease.max(1));

@@ -22,6 +22,10 @@ pub struct Plan {
     /// How the environment starts if this push creates it.
     #[serde(default)]
     pub new_environment: NewEnvironment,
+    /// Where a runner that cannot read the repository by path fetches it from (the
+    /// repository's `git config pushgate.url`: ssh, http(s) or git://).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_url: Option<String>,
 }
 
 /// How a new environment starts: with a copy of its parent's data (its databases and its
@@ -62,6 +66,7 @@ impl Plan {
             routes: config.routes.as_ref().map(|d| d.root.to_json()),
             services: config.services.as_ref().map(|d| d.root.to_json()),
             new_environment: NewEnvironment::default(),
+            source_url: None,
         }
     }
 }

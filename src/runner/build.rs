@@ -6,7 +6,7 @@ use std::fs::File;
 use std::path::PathBuf;
 use std::time::SystemTime;
 
-use git2::{Oid, Repository};
+use git2::Oid;
 
 use super::declared::Declared;
 use super::deploy::{self, EnvDir};
@@ -111,7 +111,8 @@ pub(super) fn build(
     log: &mut JobLog,
     control: &Control,
 ) -> Result<Built, Halt> {
-    let repo = Repository::open_bare(job.repo.path())?;
+    let source_url = queue.job_plan(job.id)?.and_then(|p| p.source_url);
+    let repo = super::source::repository(config, job, source_url.as_deref(), log)?;
     let commit = job.commit.oid();
     let tree = CommitTree::new(&repo, commit, &job.ref_name)?;
     let (verdict, topology) = job_plan(queue, job, &tree, log)?;

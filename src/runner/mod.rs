@@ -23,6 +23,7 @@ pub mod hooks;
 mod release;
 pub mod shutdown;
 pub mod slug;
+mod source;
 pub mod sync;
 
 use std::path::PathBuf;
@@ -58,6 +59,9 @@ pub struct Config {
     pub platform: Option<Arc<crate::platform::Platform>>,
     /// Where the queue is (the data directory's SQLite, or a PostgreSQL shared by runners).
     pub queue: crate::queue::Location,
+    /// Where slugs are kept when not in the data directory: a directory every runner shares
+    /// (NFS, a cluster file system), so that a tree built on one machine is deployed by all.
+    pub slugs: Option<PathBuf>,
 }
 
 impl Config {
@@ -66,6 +70,7 @@ impl Config {
         let data_dir = DataDir::new(data_dir).root().to_owned();
         Config {
             queue: crate::queue::Location::Sqlite(data_dir.clone()),
+            slugs: None,
             data_dir,
             runner_id: format!("{}:{}", host.trim(), std::process::id()),
             lease: Duration::from_secs(30),
@@ -90,7 +95,11 @@ impl Config {
     }
 
     fn slug_path(&self, key: &str) -> PathBuf {
-        self.data().slug(key)
+        self.slugs_dir().join(format!("{key}.tar.zst"))
+    }
+
+    fn slugs_dir(&self) -> PathBuf {
+        self.slugs.clone().unwrap_or_else(|| self.data().slugs())
     }
 }
 

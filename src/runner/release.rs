@@ -127,9 +127,11 @@ pub(super) fn deploy(
             let env_of = |name: &str, dir: &Path| {
                 plans.iter().find(|p| p.name == name).map(|p| runtime_env(p, dir)).unwrap_or_default()
             };
+            // The repository as this machine reads it (a runner elsewhere: its mirror).
+            let repository = config.data().repository(&job.repo).display().to_string();
             let deployment = Deployment {
                 env_dir: &env_dir.root,
-                repo: job.repo.as_str(),
+                repo: &repository,
                 branch,
                 environment: job.environment.as_str(),
                 plan: &built.plan,
@@ -212,7 +214,9 @@ fn new_environment_parent(
     }
     let name = match &new.parent {
         Some(p) => p.clone(),
-        None => crate::core::ids::environment_name(&crate::platform::default_branch(job.repo.as_str())?),
+        None => crate::core::ids::environment_name(&crate::platform::default_branch(
+            &config.data().repository(&job.repo).display().to_string(),
+        )?),
     };
     let name = crate::core::EnvName::parse(&name).ok()?;
     if name == job.environment {
@@ -270,7 +274,11 @@ pub(super) fn copy_mounts(
 }
 
 /// Deletes slugs no kept release needs (older than an hour, so a build in progress keeps its own).
+/// Shared slugs are left alone: other machines' releases need them, and this one cannot see them.
 fn collect_slugs(config: &Config, log: &mut JobLog) {
+    if config.slugs.is_some() {
+        return;
+    }
     let needed: std::collections::HashSet<String> = deploy::all(&config.data_dir)
         .iter()
         .flat_map(|env| env.list().into_iter().filter_map(|r| env.info(&r)).collect::<Vec<_>>())

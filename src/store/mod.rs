@@ -121,6 +121,21 @@ impl DataDir {
     }
 
     /// `NAME-HASH`: a project's name on this host (its environments' directory, its apps' user).
+    /// Where a runner on another machine keeps its copy of a repository it fetches.
+    pub fn mirror(&self, repo: &RepoId) -> PathBuf {
+        self.root.join("mirrors").join(format!("{}.git", Self::project_key(repo)))
+    }
+
+    /// The repository as this machine reads it: by its path on the git server's machine, else
+    /// the mirror a runner here fetched.
+    pub fn repository(&self, repo: &RepoId) -> PathBuf {
+        if repo.path().join("objects").is_dir() {
+            repo.path().to_owned()
+        } else {
+            self.mirror(repo)
+        }
+    }
+
     pub fn project_key(repo: &RepoId) -> String {
         let name = repo.path().file_name().and_then(|n| n.to_str()).unwrap_or("repo").trim_end_matches(".git");
         let hash = git2::Oid::hash_object(git2::ObjectType::Blob, repo.as_str().as_bytes())
