@@ -76,6 +76,14 @@ enum Command {
         /// all.
         #[arg(long, value_name = "DIR")]
         slugs: Option<PathBuf>,
+        /// What this runner does: `build` (builds and stores slugs, needs no services, hands each
+        /// job on), `deploy` (deploys built slugs and runs the actions on environments, builds
+        /// nothing), or `all`.
+        #[arg(long, value_enum, default_value_t = Role::All)]
+        role: Role,
+        /// Only the jobs of these environments (comma-separated): the machine that serves them.
+        #[arg(long, value_delimiter = ',', value_name = "LIST")]
+        environments: Option<Vec<String>>,
     },
     /// Serve the web console and API alone (no jobs run here): the console on the git server
     /// while runners work elsewhere.
@@ -290,6 +298,13 @@ fn store() -> std::result::Result<Box<dyn pushgate::queue::Store>, pushgate::que
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Role {
+    Build,
+    Deploy,
+    All,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum LogFormat {
     Human,
     Json,
@@ -397,6 +412,8 @@ fn main() -> ExitCode {
             domain,
             web,
             slugs,
+            role,
+            environments,
             ..
         } => {
             init_log(log_format);
@@ -411,6 +428,22 @@ fn main() -> ExitCode {
             let mut config = runner::Config::new(data.clone());
             config.queue = location().clone();
             config.slugs = slugs.map(|d| std::path::absolute(&d).unwrap_or(d));
+            let environments = match environments
+                .map(|list| {
+                    list.iter()
+                        .map(|e| pushgate::core::EnvName::parse(e.trim()))
+                        .collect::<std::result::Result<Vec<_>, _>>()
+                })
+                .transpose()
+            {
+                Ok(e) => e,
+                Err(e) => {
+                    eprintln!("error: --environments: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            config.scope =
+                pushgate::queue::Scope { build: role != Role::Deploy, deploy: role != Role::Build, environments };
             config.hook_timeout = Duration::from_secs(hook_timeout);
             config.keep_releases = keep.max(1);
             config.lease = Duration::from_secs(lease.max(1));

@@ -43,8 +43,13 @@ pub trait JobStore {
     ) -> Result<Vec<Job>, QueueError>;
     /// Settles reservations whose post-receive never ran.
     fn reconcile(&mut self, refs: &dyn RefLog) -> Result<usize, QueueError>;
-    /// Claims the oldest claimable job under a lease (never two of one environment at once).
-    fn claim(&mut self, runner: &str, lease: Duration) -> Result<Option<Job>, QueueError>;
+    /// Claims the oldest claimable job in `scope` under a lease (never two of one environment
+    /// at once).
+    fn claim(&mut self, runner: &str, lease: Duration, scope: &Scope) -> Result<Option<Job>, QueueError>;
+    /// A build-only runner built the job: pending again, for a runner that deploys its
+    /// environment (or superseded, when a newer push of it is pending). False when it was no
+    /// longer this runner's.
+    fn handoff(&mut self, id: JobId, runner: &str) -> Result<bool, QueueError>;
     /// Renews a claim; false when the job is no longer this runner's.
     fn heartbeat(&mut self, id: JobId, runner: &str, lease: Duration) -> Result<bool, QueueError>;
     /// Ends a claimed job; false when it was no longer this runner's.
@@ -90,8 +95,11 @@ impl JobStore for SqliteQueue {
     fn reconcile(&mut self, refs: &dyn RefLog) -> Result<usize, QueueError> {
         SqliteQueue::reconcile(self, refs)
     }
-    fn claim(&mut self, runner: &str, lease: Duration) -> Result<Option<Job>, QueueError> {
-        SqliteQueue::claim(self, runner, lease)
+    fn claim(&mut self, runner: &str, lease: Duration, scope: &Scope) -> Result<Option<Job>, QueueError> {
+        SqliteQueue::claim(self, runner, lease, scope)
+    }
+    fn handoff(&mut self, id: JobId, runner: &str) -> Result<bool, QueueError> {
+        SqliteQueue::handoff(self, id, runner)
     }
     fn heartbeat(&mut self, id: JobId, runner: &str, lease: Duration) -> Result<bool, QueueError> {
         SqliteQueue::heartbeat(self, id, runner, lease)
@@ -193,6 +201,37 @@ pub fn open_at(url: Option<&str>, data_dir: &std::path::Path, timeout: Duration)
 /// Opens the embedded queue of a data directory.
 pub fn open(data_dir: &std::path::Path, timeout: Duration) -> Result<Box<dyn Store>, QueueError> {
     Location::Sqlite(data_dir.to_owned()).open(timeout)
+}
+
+/// Which jobs a runner takes: `serve --role build|deploy|all [--environments LIST]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scope {
+    /// Builds slugs. A runner that only builds hands each job on once its slugs are stored.
+    pub build: bool,
+    /// Deploys: jobs built (here or by a build runner), and actions that build nothing.
+    pub deploy: bool,
+    /// Only these environments; None: every one.
+    pub environments: Option<Vec<EnvName>>,
+}
+
+impl Default for Scope {
+    fn default() -> Scope {
+        Scope { build: true, deploy: true, environments: None }
+    }
+}
+
+impl Scope {
+    /// The environments as a JSON array (the stores filter with it), None for all.
+    pub fn environments_json(&self) -> Option<String> {
+        self.environments
+            .as_ref()
+            .map(|e| serde_json::to_string(&e.iter().map(|n| n.as_str()).collect::<Vec<_>>()).unwrap_or_default())
+    }
+
+    /// Whether a job of this kind is built before it is deployed.
+    pub fn builds(kind: JobKind) -> bool {
+        matches!(kind, JobKind::Push | JobKind::Redeploy)
+    }
 }
 
 /// Where a job is in its life.
@@ -323,6 +362,10 @@ pub struct Job {
     pub pusher: Option<String>,
     /// The release it deployed or switched to.
     pub release: Option<String>,
+    /// The runner that built it, when a build runner handed it on.
+    pub built_by: Option<String>,
+    /// The runner that ran its last phase (deployed it).
+    pub deployed_by: Option<String>,
 }
 
 /// What `pre-receive` records for one branch update, before git moves the ref.

@@ -137,6 +137,16 @@ pub(super) fn build(
             );
             continue;
         }
+        if !config.scope.build {
+            return Err(RunnerError::Platform(format!(
+                "the slug of application `{}` (tree {}) is not in {}: this runner only deploys, and no build runner \
+                 has stored it (do the runners share --slugs?)",
+                plan.name,
+                plan.tree_id,
+                plan.slug.parent().map(|p| p.display().to_string()).unwrap_or_default()
+            ))
+            .into());
+        }
         if !exported {
             deploy::remove_release(&build_dir)?;
             log.phase("build", &format!("Exporting commit {} into {}", job.commit, build_dir.display()));

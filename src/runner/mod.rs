@@ -62,6 +62,8 @@ pub struct Config {
     /// Where slugs are kept when not in the data directory: a directory every runner shares
     /// (NFS, a cluster file system), so that a tree built on one machine is deployed by all.
     pub slugs: Option<PathBuf>,
+    /// Which jobs this runner takes (`--role`, `--environments`).
+    pub scope: crate::queue::Scope,
 }
 
 impl Config {
@@ -71,6 +73,7 @@ impl Config {
         Config {
             queue: crate::queue::Location::Sqlite(data_dir.clone()),
             slugs: None,
+            scope: crate::queue::Scope::default(),
             data_dir,
             runner_id: format!("{}:{}", host.trim(), std::process::id()),
             lease: Duration::from_secs(30),
@@ -148,7 +151,7 @@ fn claim_and_process(
     if let Err(e) = sweep_builds(config, queue.as_ref()) {
         tracing::warn!(error = %e, "removing the build directories of ended jobs");
     }
-    let Some(job) = queue.claim(&config.runner_id, config.lease)? else { return Ok(false) };
+    let Some(job) = queue.claim(&config.runner_id, config.lease, &config.scope)? else { return Ok(false) };
     process(config, queue.as_mut(), &job, shutdown)?;
     Ok(true)
 }
@@ -300,6 +303,29 @@ pub fn process(
     let heartbeat = start_heartbeat(config, job.id, lost.clone(), bell.clone());
     let control = Control { lost, bell };
     let result = match job.kind {
+        crate::queue::JobKind::Push | crate::queue::JobKind::Redeploy if !config.scope.deploy => {
+            match build_only(config, queue, job, &mut log, &control) {
+                Ok(()) => {
+                    drop(heartbeat);
+                    let handed = queue.handoff(job.id, &config.runner_id)?;
+                    log.phase(
+                        "job",
+                        &if handed {
+                            format!(
+                                "Built by {}; a runner that deploys environment {} takes it on",
+                                config.runner_id, job.environment
+                            )
+                        } else {
+                            "Built, but the job was no longer this runner's".to_owned()
+                        },
+                    );
+                    tracing::info!(handed, "built; handed on for deployment");
+                    let _ = deploy::remove_release(&config.build_dir(job.id));
+                    return Ok(JobState::Pending);
+                }
+                Err(e) => Err(e),
+            }
+        }
         crate::queue::JobKind::Push => build_and_deploy(config, queue, job, &mut log, &control)
             .map(|r| (format!("Deployed release {r} of environment {}", job.environment), Some(r))),
         crate::queue::JobKind::Sync => sync::sync(config, job, &mut log, &control)
@@ -455,6 +481,17 @@ fn build_and_deploy(
     let built = build::build(config, &*queue, job, log, control)?;
     control.check()?;
     release::deploy(config, job, log, control, &built)
+}
+
+/// The build phase alone (a build-only runner): the slugs stored, for a deploying runner.
+fn build_only(
+    config: &Config,
+    queue: &mut dyn JobStore,
+    job: &Job,
+    log: &mut JobLog,
+    control: &Control,
+) -> Result<(), Halt> {
+    build::build(config, &*queue, job, log, control).map(|_| ())
 }
 
 /// Switches an environment back to an earlier release at once, without a rebuild.

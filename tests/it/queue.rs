@@ -304,7 +304,7 @@ fn a_postgresql_queue_that_cannot_be_reached_refuses_the_push() {
 #[test]
 fn claims_leases_and_fencing_on_both_stores() {
     use pushgate::core::{CommitId, EnvName, RefUpdate, RepoId};
-    use pushgate::queue::{JobState, Location, Receiver, RefLog, Reservation};
+    use pushgate::queue::{JobState, Location, Receiver, RefLog, Reservation, Scope};
     use std::time::Duration;
 
     struct Tips(HashMap<String, CommitId>);
@@ -345,14 +345,53 @@ fn claims_leases_and_fencing_on_both_stores() {
         let states: Vec<JobState> = q.jobs().unwrap().iter().map(|j| j.state).collect();
         assert_eq!(states, [JobState::Superseded, JobState::Pending, JobState::Pending], "{location}");
         let lease = Duration::from_secs(60);
-        let first = q.claim("r1", lease).unwrap().unwrap();
-        let second = q.claim("r2", lease).unwrap().unwrap();
+        let all = Scope::default();
+        // A deploying runner takes nothing that is not built yet.
+        let deploy_main =
+            Scope { build: false, deploy: true, environments: Some(vec![EnvName::parse("main").unwrap()]) };
+        assert!(q.claim("d1", lease, &deploy_main).unwrap().is_none(), "nothing built yet on {location}");
+        // A build runner builds the oldest job (feature's) and hands it on; main's deploying
+        // runner does not take it.
+        let build = Scope { build: true, deploy: false, environments: None };
+        let feature = q.claim("b1", lease, &build).unwrap().unwrap();
+        assert_eq!(feature.environment.as_str(), "feature", "{location}");
+        assert!(q.handoff(feature.id, "b1").unwrap());
+        assert!(!q.handoff(feature.id, "b1").unwrap(), "handed on once on {location}");
+        assert!(q.claim("d1", lease, &deploy_main).unwrap().is_none(), "not main's on {location}");
+        let main = q.claim("b1", lease, &build).unwrap().unwrap();
+        assert_eq!(main.environment.as_str(), "main", "{location}");
+        assert!(q.handoff(main.id, "b1").unwrap());
+        assert!(q.claim("b1", lease, &build).unwrap().is_none(), "nothing left to build on {location}");
+        let deploying = q.claim("d1", lease, &deploy_main).unwrap().unwrap();
+        assert_eq!((deploying.id, deploying.built_by.as_deref()), (main.id, Some("b1")), "{location}");
+        assert!(q.finish(deploying.id, "d1", JobState::Succeeded, Some("1")).unwrap());
+        let done = q.job(deploying.id).unwrap().unwrap();
+        assert_eq!((done.built_by.as_deref(), done.deployed_by.as_deref()), (Some("b1"), Some("d1")), "{location}");
+        // A new push of main.
+        let commit = CommitId::parse(&"d".repeat(40)).unwrap();
+        let r = Reservation {
+            repo: RepoId::new("/r"),
+            ref_name: "refs/heads/main".into(),
+            environment: EnvName::parse("main").unwrap(),
+            old_commit: CommitId::parse(&"c".repeat(40)).unwrap(),
+            new_commit: commit.clone(),
+            topology: "{}".into(),
+            changes: "[]".into(),
+            plan: "{}".into(),
+            receiver: receiver.clone(),
+            pusher: None,
+        };
+        q.reserve(std::slice::from_ref(&r)).unwrap();
+        let update = RefUpdate { name: r.ref_name.clone(), old: r.old_commit.clone(), new: r.new_commit.clone() };
+        q.promote(&r.repo, &[update], &receiver, &Tips([(r.ref_name.clone(), commit)].into())).unwrap();
+        let first = q.claim("r1", lease, &all).unwrap().unwrap();
+        let second = q.claim("r2", lease, &all).unwrap().unwrap();
         assert_ne!(first.environment, second.environment, "{location}");
-        assert!(q.claim("r3", lease).unwrap().is_none(), "nothing else is claimable on {location}");
+        assert!(q.claim("r3", lease, &all).unwrap().is_none(), "nothing else is claimable on {location}");
         // r1 stops renewing; its lease runs out; r3 takes the job; r1 is fenced out.
         assert!(q.heartbeat(first.id, "r1", Duration::ZERO).unwrap());
         std::thread::sleep(Duration::from_millis(5));
-        let again = q.claim("r3", lease).unwrap().unwrap();
+        let again = q.claim("r3", lease, &all).unwrap().unwrap();
         assert_eq!(again.id, first.id, "{location}");
         assert!(!q.heartbeat(first.id, "r1", lease).unwrap(), "r1 lost it on {location}");
         assert!(!q.finish(first.id, "r1", JobState::Succeeded, None).unwrap(), "r1 cannot finish it on {location}");

@@ -21,7 +21,7 @@ use postgres::{Client, NoTls, Row, Transaction};
 
 use super::tokens::{Role, Token, TokenStore};
 use super::webhooks::{Delivery, Webhook, WebhookStore};
-use super::{Job, JobKind, JobState, QueueError, Receiver, RefLog, Request, Reservation};
+use super::{Job, JobKind, JobState, QueueError, Receiver, RefLog, Request, Reservation, Scope};
 use crate::core::{CommitId, EnvName, JobId, RefUpdate, RepoId, Timestamp};
 
 /// The channel runners LISTEN on.
@@ -77,6 +77,8 @@ CREATE TABLE jobs (
     lease_until   TEXT,
     attempts      INTEGER NOT NULL DEFAULT 0,
     release       TEXT,
+    built_by      TEXT,
+    deployed_by   TEXT,
     created_at    TEXT NOT NULL,
     updated_at    TEXT NOT NULL,
     started_at    TEXT,
@@ -128,7 +130,7 @@ CREATE INDEX deliveries_due ON deliveries (next_at) WHERE next_at IS NOT NULL;
 "#];
 
 const JOB_COLUMNS: &str = "id, repo, ref, environment, old_commit, new_commit, state, superseded_by,
-     created_at, updated_at, started_at, finished_at, kind, options, pusher, release";
+     created_at, updated_at, started_at, finished_at, kind, options, pusher, release, built_by, deployed_by";
 
 /// The queue in a PostgreSQL database.
 pub struct PgQueue {
@@ -223,6 +225,8 @@ fn job_from_row(row: &Row) -> Result<Job, postgres::Error> {
         options: row.try_get(13)?,
         pusher: row.try_get(14)?,
         release: row.try_get(15)?,
+        built_by: row.try_get(16)?,
+        deployed_by: row.try_get(17)?,
     })
 }
 
@@ -531,7 +535,7 @@ impl super::JobStore for PgQueue {
         Ok(settled)
     }
 
-    fn claim(&mut self, runner: &str, lease: Duration) -> Result<Option<Job>, QueueError> {
+    fn claim(&mut self, runner: &str, lease: Duration, scope: &Scope) -> Result<Option<Job>, QueueError> {
         let url = self.url.clone();
         let err = |source| QueueError::Server { url: url.clone(), action: "write to", source };
         let now = Timestamp::now();
@@ -560,8 +564,11 @@ impl super::JobStore for PgQueue {
                 "SELECT id, repo, environment FROM jobs j WHERE state = 'pending'
                    AND NOT EXISTS (SELECT 1 FROM jobs r WHERE r.repo = j.repo
                                    AND r.environment = j.environment AND r.state = 'running')
+                   AND ($1 OR built_by IS NOT NULL OR kind NOT IN ('push', 'redeploy'))
+                   AND ($2 OR (built_by IS NULL AND kind IN ('push', 'redeploy')))
+                   AND ($3::text IS NULL OR environment IN (SELECT jsonb_array_elements_text($3::text::jsonb)))
                  ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED",
-                &[],
+                &[&scope.build, &scope.deploy, &scope.environments_json()],
             )
             .map_err(err)?;
         let Some(row) = row else {
@@ -617,7 +624,7 @@ impl super::JobStore for PgQueue {
             .borrow_mut()
             .execute(
                 "UPDATE jobs SET state = $3, release = COALESCE($4, release), finished_at = $5, updated_at = $5,
-                        runner = NULL, lease_until = NULL
+                        runner = NULL, lease_until = NULL, deployed_by = $2
                  WHERE id = $1 AND runner = $2 AND state = 'running'",
                 &[&id, &runner, &state.as_str(), &release, &now],
             )
@@ -627,6 +634,35 @@ impl super::JobStore for PgQueue {
             let _ = self.client.borrow_mut().execute("SELECT pg_notify($1, '')", &[&CHANNEL]);
         }
         Ok(n == 1)
+    }
+
+    fn handoff(&mut self, id: JobId, runner: &str) -> Result<bool, QueueError> {
+        let now = Timestamp::now();
+        let url = self.url.clone();
+        let err = |source| QueueError::Server { url: url.clone(), action: "write to", source };
+        let mut client = self.client.borrow_mut();
+        let mut tx = client.transaction().map_err(err)?;
+        let superseded = tx
+            .execute(
+                "UPDATE jobs SET state = 'superseded', runner = NULL, lease_until = NULL, built_by = $2, updated_at = $3,
+                        superseded_by = (SELECT p.id FROM jobs p WHERE p.repo = jobs.repo
+                                         AND p.environment = jobs.environment AND p.state = 'pending')
+                 WHERE id = $1 AND runner = $2 AND state = 'running'
+                   AND EXISTS (SELECT 1 FROM jobs p WHERE p.repo = jobs.repo
+                               AND p.environment = jobs.environment AND p.state = 'pending')",
+                &[&id, &runner, &now],
+            )
+            .map_err(err)?;
+        let pending = tx
+            .execute(
+                "UPDATE jobs SET state = 'pending', runner = NULL, lease_until = NULL, built_by = $2, updated_at = $3
+                 WHERE id = $1 AND runner = $2 AND state = 'running'",
+                &[&id, &runner, &now],
+            )
+            .map_err(err)?;
+        tx.execute("SELECT pg_notify($1, '')", &[&CHANNEL]).map_err(err)?;
+        tx.commit().map_err(err)?;
+        Ok(superseded + pending == 1)
     }
 
     fn release_claim(&mut self, id: JobId, runner: &str) -> Result<(), QueueError> {
@@ -983,7 +1019,7 @@ impl WebhookStore for PgQueue {
         let mut created = 0;
         for row in &rows {
             let job = job_from_row(row).map_err(err)?;
-            let event: i64 = row.get(16);
+            let event: i64 = row.get(18);
             let project = project_of(&job);
             let result = job.state.result().unwrap_or_default();
             for hook in hooks.iter().filter(|h| h.project == project && h.events.iter().any(|e| e == result)) {

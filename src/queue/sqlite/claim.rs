@@ -11,7 +11,7 @@ use rusqlite::{params, OptionalExtension, TransactionBehavior};
 
 use super::{exec, job_from_row, Durability, SqliteQueue, JOB_COLUMNS};
 use crate::core::{JobId, RepoId, Timestamp};
-use crate::queue::{Job, JobState, QueueError};
+use crate::queue::{Job, JobState, QueueError, Scope};
 
 fn in_future(d: Duration) -> Timestamp {
     Timestamp::now() + d
@@ -20,7 +20,7 @@ fn in_future(d: Duration) -> Timestamp {
 impl SqliteQueue {
     /// Takes the oldest claimable job for `runner`, holding it for `lease`. Jobs whose lease ran
     /// out are claimable again (or superseded, when their environment got a newer push).
-    pub fn claim(&mut self, runner: &str, lease: Duration) -> Result<Option<Job>, QueueError> {
+    pub fn claim(&mut self, runner: &str, lease: Duration, scope: &Scope) -> Result<Option<Job>, QueueError> {
         let path = self.path.display().to_string();
         let err = |source| QueueError::Write { path: path.clone(), source };
         self.durability(Durability::Full).map_err(err)?;
@@ -51,8 +51,11 @@ impl SqliteQueue {
                 "SELECT id FROM jobs j WHERE state = 'pending'
                    AND NOT EXISTS (SELECT 1 FROM jobs r WHERE r.repo = j.repo
                                    AND r.environment = j.environment AND r.state = 'running')
+                   AND (?1 OR built_by IS NOT NULL OR kind NOT IN ('push', 'redeploy'))
+                   AND (?2 OR (built_by IS NULL AND kind IN ('push', 'redeploy')))
+                   AND (?3 IS NULL OR environment IN (SELECT value FROM json_each(?3)))
                  ORDER BY id LIMIT 1",
-                [],
+                params![scope.build, scope.deploy, scope.environments_json()],
                 |r| r.get(0),
             )
             .optional()
@@ -89,6 +92,36 @@ impl SqliteQueue {
         Ok(n == 1)
     }
 
+    /// A built job goes back to the queue for a deploying runner (superseded instead when a
+    /// newer push of its environment is pending). False when it was not the runner's.
+    pub fn handoff(&mut self, id: JobId, runner: &str) -> Result<bool, QueueError> {
+        let path = self.path.display().to_string();
+        let err = |source| QueueError::Write { path: path.clone(), source };
+        self.durability(Durability::Full).map_err(err)?;
+        let now = Timestamp::now();
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(err)?;
+        let superseded = exec(
+            &tx,
+            "UPDATE jobs SET state = 'superseded', runner = NULL, lease_until = NULL, built_by = ?2, updated_at = ?3,
+                    superseded_by = (SELECT p.id FROM jobs p WHERE p.repo = jobs.repo
+                                     AND p.environment = jobs.environment AND p.state = 'pending')
+             WHERE id = ?1 AND runner = ?2 AND state = 'running'
+               AND EXISTS (SELECT 1 FROM jobs p WHERE p.repo = jobs.repo
+                           AND p.environment = jobs.environment AND p.state = 'pending')",
+            params![id, runner, now],
+        )
+        .map_err(err)?;
+        let pending = exec(
+            &tx,
+            "UPDATE jobs SET state = 'pending', runner = NULL, lease_until = NULL, built_by = ?2, updated_at = ?3
+             WHERE id = ?1 AND runner = ?2 AND state = 'running'",
+            params![id, runner, now],
+        )
+        .map_err(err)?;
+        tx.commit().map_err(err)?;
+        Ok(superseded + pending == 1)
+    }
+
     /// Records how a job ended. False when it was not the runner's any more.
     pub fn finish(
         &mut self,
@@ -103,7 +136,7 @@ impl SqliteQueue {
             .conn
             .execute(
                 "UPDATE jobs SET state = ?3, release = COALESCE(?4, release), finished_at = ?5, updated_at = ?5,
-                        runner = NULL, lease_until = NULL
+                        runner = NULL, lease_until = NULL, deployed_by = ?2
                  WHERE id = ?1 AND runner = ?2 AND state = 'running'",
                 params![id, runner, state.as_str(), release, now],
             )
@@ -225,15 +258,18 @@ mod tests {
     #[test]
     fn one_running_job_per_environment_and_expired_leases_return() {
         let (mut q, dir) = queue_with(&[("main", "a"), ("feature", "b")]);
-        let first = q.claim("r1", Duration::from_secs(60)).unwrap().unwrap();
+        let first = q.claim("r1", Duration::from_secs(60), &Scope::default()).unwrap().unwrap();
         assert_eq!((first.environment.as_str(), first.state), ("main", JobState::Running));
-        let second = q.claim("r2", Duration::from_secs(60)).unwrap().unwrap();
+        let second = q.claim("r2", Duration::from_secs(60), &Scope::default()).unwrap().unwrap();
         assert_eq!(second.environment.as_str(), "feature");
-        assert!(q.claim("r3", Duration::from_secs(60)).unwrap().is_none(), "nothing else is claimable");
+        assert!(
+            q.claim("r3", Duration::from_secs(60), &Scope::default()).unwrap().is_none(),
+            "nothing else is claimable"
+        );
         // r1 dies: its lease runs out; another runner takes the job over.
         assert!(q.heartbeat(first.id, "r1", Duration::ZERO).unwrap());
         std::thread::sleep(Duration::from_millis(5));
-        let again = q.claim("r3", Duration::from_secs(60)).unwrap().unwrap();
+        let again = q.claim("r3", Duration::from_secs(60), &Scope::default()).unwrap().unwrap();
         assert_eq!(again.id, first.id);
         assert!(!q.heartbeat(first.id, "r1", Duration::from_secs(60)).unwrap(), "r1 lost it");
         assert!(!q.finish(first.id, "r1", JobState::Succeeded, None).unwrap());

@@ -99,6 +99,8 @@ const MIGRATIONS: [&str; 6] = [
     // (only their SHA-256: a token is 256 random bits, shown once).
     "ALTER TABLE reservations ADD COLUMN pusher TEXT;
      ALTER TABLE jobs ADD COLUMN pusher TEXT;
+     ALTER TABLE jobs ADD COLUMN built_by TEXT;
+     ALTER TABLE jobs ADD COLUMN deployed_by TEXT;
      CREATE INDEX IF NOT EXISTS jobs_by_repo ON jobs (repo, id);
      CREATE TABLE IF NOT EXISTS tokens (
          name       TEXT PRIMARY KEY,
@@ -564,10 +566,10 @@ impl Documents {
 
 /// The columns `job_from_row` reads, in order.
 pub(crate) const JOB_COLUMNS: &str = "id, repo, ref, environment, old_commit, new_commit, state, superseded_by,
-     created_at, updated_at, started_at, finished_at, kind, options, pusher, release";
+     created_at, updated_at, started_at, finished_at, kind, options, pusher, release, built_by, deployed_by";
 
 /// How many they are.
-pub(crate) const JOB_COLUMN_COUNT: usize = 16;
+pub(crate) const JOB_COLUMN_COUNT: usize = 18;
 
 fn job_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Job> {
     let state: String = row.get(6)?;
@@ -599,6 +601,8 @@ fn job_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Job> {
         options: row.get(13)?,
         pusher: row.get(14)?,
         release: row.get(15)?,
+        built_by: row.get(16)?,
+        deployed_by: row.get(17)?,
     })
 }
 

@@ -249,6 +249,8 @@ impl Batch {
             finished_at: None,
             pusher: r.pusher,
             release: None,
+            built_by: None,
+            deployed_by: None,
         })
     }
 }
