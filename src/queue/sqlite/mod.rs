@@ -679,7 +679,7 @@ mod tests {
         assert_eq!(version, MIGRATIONS.len() as i64);
         let jobs = q.jobs().unwrap();
         assert_eq!((jobs.len(), jobs[0].environment.as_str()), (1, "main"));
-        let claimed = q.claim("runner-1", Duration::from_secs(30)).unwrap().expect("the old job is claimable");
+        let claimed = q.claim("runner-1", Duration::from_secs(30), &crate::queue::Scope::default()).unwrap().expect("the old job is claimable");
         assert_eq!(claimed.id, jobs[0].id);
         let _ = std::fs::remove_dir_all(&dir);
     }
