@@ -63,8 +63,10 @@ pub fn record_done<S: JobStore + ?Sized>(
 ) -> Result<Job, QueueError> {
     let job = store.record(request, JobState::Succeeded)?;
     let line = format!("{} [{}] {text}\n", Timestamp::now(), request.kind.as_str());
-    if let Err(e) = std::fs::create_dir_all(data.logs()).and_then(|()| std::fs::write(data.log(job.id), line)) {
+    if let Err(e) = std::fs::create_dir_all(data.logs()).and_then(|()| std::fs::write(data.log(job.id), &line)) {
         tracing::warn!(error = %e, job = job.id.0, "the log of a recorded activity");
     }
+    // Readers on other machines read logs from the store: the line goes there too.
+    store.append_log(job.id, 0, line.as_bytes())?;
     Ok(job)
 }

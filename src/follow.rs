@@ -19,9 +19,40 @@ const POLL: Duration = Duration::from_millis(100);
 
 /// Follows `job` until it ends: its log, then its verdict. Returns the final state, or None
 /// when no runner picked it up in time or the pusher hung up.
+/// Where a job's log is read: the file a runner on this machine writes, or the shared store
+/// runners on other machines ship it to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogAt<'a> {
+    File(&'a Path),
+    Store,
+}
+
+impl LogAt<'_> {
+    /// The log from `offset` (empty when there is none yet).
+    pub fn read_from(&self, queue: &dyn JobStore, job: crate::core::JobId, offset: u64) -> std::io::Result<Vec<u8>> {
+        match self {
+            LogAt::File(path) => read_file_from(path, offset),
+            LogAt::Store => queue.log_from(job, offset).map_err(std::io::Error::other),
+        }
+    }
+}
+
+/// The bytes of a file from `offset` (none when it does not exist yet).
+pub fn read_file_from(path: &Path, offset: u64) -> std::io::Result<Vec<u8>> {
+    let Ok(mut file) = std::fs::File::open(path) else { return Ok(Vec::new()) };
+    let len = file.metadata()?.len();
+    if len <= offset {
+        return Ok(Vec::new());
+    }
+    file.seek(SeekFrom::Start(offset))?;
+    let mut chunk = Vec::new();
+    file.take(len - offset).read_to_end(&mut chunk)?;
+    Ok(chunk)
+}
+
 pub fn follow(
     queue: &dyn JobStore,
-    log_path: &Path,
+    log_path: LogAt<'_>,
     job: &Job,
     pickup_wait: Duration,
     console: Option<&str>,
@@ -45,11 +76,11 @@ pub fn follow(
             );
             return Ok(None);
         }
-        if copy_new(log_path, &mut offset, out).is_err() {
+        if copy_new(queue, log_path, job.id, &mut offset, out).is_err() {
             return Ok(None); // the pusher hung up; the build goes on
         }
         if !matches!(state, JobState::Pending | JobState::Running) {
-            let _ = copy_new(log_path, &mut offset, out);
+            let _ = copy_new(queue, log_path, job.id, &mut offset, out);
             let _ = match state {
                 JobState::Succeeded => {
                     writeln!(out, "Deployment of environment {} succeeded (build #{}).", job.environment, job.id)
@@ -78,16 +109,18 @@ pub fn activity_url(console: &str, id: crate::core::JobId) -> String {
 }
 
 /// Writes what was appended to the log since `offset`.
-fn copy_new(path: &Path, offset: &mut u64, out: &mut dyn Write) -> std::io::Result<()> {
-    let Ok(mut file) = std::fs::File::open(path) else { return Ok(()) };
-    let len = file.metadata()?.len();
-    if len <= *offset {
+fn copy_new(
+    queue: &dyn JobStore,
+    at: LogAt<'_>,
+    job: crate::core::JobId,
+    offset: &mut u64,
+    out: &mut dyn Write,
+) -> std::io::Result<()> {
+    let chunk = at.read_from(queue, job, *offset)?;
+    if chunk.is_empty() {
         return Ok(());
     }
-    file.seek(SeekFrom::Start(*offset))?;
-    let mut chunk = Vec::new();
-    file.take(len - *offset).read_to_end(&mut chunk)?;
-    *offset = len;
+    *offset += chunk.len() as u64;
     out.write_all(&chunk)?;
     out.flush()
 }

@@ -585,7 +585,9 @@ fn follow_jobs(
     }
     for job in pending {
         let log = crate::store::DataDir::new(&settings.data_dir).log(job.id);
-        if crate::follow::follow(queue, &log, job, settings.pickup_wait, console.as_deref(), out)?.is_none() {
+        // Beside a shared queue the runners are elsewhere: their logs are in the store.
+        let at = if settings.queue.is_some() { crate::follow::LogAt::Store } else { crate::follow::LogAt::File(&log) };
+        if crate::follow::follow(queue, at, job, settings.pickup_wait, console.as_deref(), out)?.is_none() {
             break;
         }
     }

@@ -874,20 +874,24 @@ fn logs(data: &Path, job: JobId, follow: bool, out: &mut dyn Write) -> Result<()
     let path = runner::Config::new(data.to_owned()).log_path(job);
     let queue = store()?;
     let found = queue.job(job)?.ok_or_else(|| format!("there is no job #{job} (pushgate-runner jobs lists them)"))?;
+    // Beside a shared queue, runners on other machines ship their logs into it.
+    let at =
+        if location().is_embedded() { pushgate::follow::LogAt::File(&path) } else { pushgate::follow::LogAt::Store };
     if follow {
-        pushgate::follow::follow(queue.as_ref(), &path, &found, Duration::MAX, None, out)?;
+        pushgate::follow::follow(queue.as_ref(), at, &found, Duration::MAX, None, out)?;
         return Ok(());
     }
-    match std::fs::read(&path) {
-        Ok(text) => out.write_all(&text)?,
+    let text = at.read_from(queue.as_ref(), job, 0).map_err(|e| format!("reading the log of job #{job}: {e}"))?;
+    if text.is_empty() {
         // Never started: nothing to show yet, and that is not an error.
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => writeln!(
+        writeln!(
             out,
             "Job #{job} is {} and has no log yet{}",
             found.state.as_str(),
             if found.state == JobState::Pending { "; --follow waits for a runner to start it" } else { "" }
-        )?,
-        Err(e) => return Err(format!("reading the log of job #{job} at {}: {e}", path.display()).into()),
+        )?;
+    } else {
+        out.write_all(&text)?;
     }
     Ok(())
 }

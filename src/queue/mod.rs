@@ -77,6 +77,12 @@ pub trait JobStore {
     fn job_plan(&self, id: JobId) -> Result<Option<crate::core::plan::Plan>, QueueError>;
     /// Reservations not settled yet.
     fn reservations(&self) -> Result<usize, QueueError>;
+    /// Keeps the bytes of a job's log from `offset` (runners on other machines ship their logs
+    /// to a shared store, so the console and the push read them wherever they run). A chunk
+    /// already kept at that offset is not written twice.
+    fn append_log(&mut self, id: JobId, offset: u64, bytes: &[u8]) -> Result<(), QueueError>;
+    /// A job's log as kept, from `offset`.
+    fn log_from(&self, id: JobId, offset: u64) -> Result<Vec<u8>, QueueError>;
 }
 
 impl JobStore for SqliteQueue {
@@ -143,6 +149,27 @@ impl JobStore for SqliteQueue {
     fn reservations(&self) -> Result<usize, QueueError> {
         SqliteQueue::reservations(self)
     }
+    fn append_log(&mut self, id: JobId, offset: u64, bytes: &[u8]) -> Result<(), QueueError> {
+        SqliteQueue::append_log(self, id, offset, bytes)
+    }
+    fn log_from(&self, id: JobId, offset: u64) -> Result<Vec<u8>, QueueError> {
+        SqliteQueue::log_from(self, id, offset)
+    }
+}
+
+/// The part of a log from `offset`, out of its chunks (offset, bytes) in order.
+pub fn join_chunks(chunks: Vec<(u64, Vec<u8>)>, offset: u64) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut at = offset;
+    for (start, bytes) in chunks {
+        let end = start + bytes.len() as u64;
+        if end <= at || start > at {
+            continue; // before what is asked, or after a gap (a chunk not shipped yet)
+        }
+        out.extend_from_slice(&bytes[(at - start) as usize..]);
+        at = end;
+    }
+    out
 }
 
 /// Everything the store keeps: jobs, the API's tokens, webhooks and their deliveries.

@@ -21,6 +21,7 @@ mod error;
 pub mod export;
 pub mod hooks;
 mod release;
+mod ship;
 pub mod shutdown;
 pub mod slug;
 mod source;
@@ -280,6 +281,14 @@ pub fn process(
     let span = tracing::info_span!("job", job = job.id.0, environment = %job.environment, runner = %config.runner_id);
     let _in_job = span.enter();
     tracing::info!(commit = %job.commit, r#ref = %job.ref_name, repo = %job.repo, "claimed");
+    // Beside a shared queue, the log as it stood (built elsewhere, or a runner that died)
+    // comes first; then what this runner writes is shipped to the store.
+    let shipper = ship::Shipper::start(config, &*queue, job.id);
+    let finish_shipping = |shipper: Option<ship::Shipper>| {
+        if let Some(s) = shipper {
+            s.finish();
+        }
+    };
     let mut log = match JobLog::open(config.log_path(job.id)) {
         Ok(log) => log,
         Err(e) => {
@@ -307,18 +316,18 @@ pub fn process(
             match build_only(config, queue, job, &mut log, &control) {
                 Ok(()) => {
                     drop(heartbeat);
-                    let handed = queue.handoff(job.id, &config.runner_id)?;
                     log.phase(
                         "job",
-                        &if handed {
-                            format!(
-                                "Built by {}; a runner that deploys environment {} takes it on",
-                                config.runner_id, job.environment
-                            )
-                        } else {
-                            "Built, but the job was no longer this runner's".to_owned()
-                        },
+                        &format!(
+                            "Built by {}; a runner that deploys environment {} takes it on",
+                            config.runner_id, job.environment
+                        ),
                     );
+                    finish_shipping(shipper);
+                    let handed = queue.handoff(job.id, &config.runner_id)?;
+                    if !handed {
+                        log.phase("job", "W: the job was no longer this runner's when it was built");
+                    }
                     tracing::info!(handed, "built; handed on for deployment");
                     let _ = deploy::remove_release(&config.build_dir(job.id));
                     return Ok(JobState::Pending);
@@ -354,11 +363,13 @@ pub fn process(
         }
         Err(Halt::Interrupted(Interrupt::Lost)) => {
             log.phase("job", "Stopped: the job was cancelled or taken over by another runner");
+            finish_shipping(shipper);
             tracing::warn!("stopped: cancelled or taken over by another runner");
             return Ok(JobState::Cancelled);
         }
         Err(Halt::Interrupted(Interrupt::Stopped)) => {
             log.phase("job", "Stopped: the runner is shutting down; the job goes back to the queue");
+            finish_shipping(shipper);
             tracing::info!("stopped by the shutdown; returned to the queue");
             queue.release_claim(job.id, &config.runner_id)?;
             return Ok(JobState::Pending);
@@ -373,6 +384,7 @@ pub fn process(
             (JobState::Failed, None)
         }
     };
+    finish_shipping(shipper);
     queue.finish(job.id, &config.runner_id, state, release.as_deref())?;
     Ok(state)
 }

@@ -180,7 +180,7 @@ pub async fn activity_one(
 ) -> Result<Json<Value>, ApiError> {
     let job = visible_job(&web, &caller, id).await?;
     let mut value = activity(&job);
-    let log = std::fs::read_to_string(web.data.log(job.id)).unwrap_or_default();
+    let log = String::from_utf8_lossy(&web.log_from(job.id, 0).await?).into_owned();
     value["phases"] = super::log::phases(&log, job.finished_at.as_ref());
     Ok(Json(value))
 }

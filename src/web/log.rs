@@ -7,8 +7,6 @@
 //! whether it ended once the file has nothing new.
 
 use std::convert::Infallible;
-use std::io::{Read, Seek, SeekFrom};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,20 +32,15 @@ pub async fn log(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let job = visible_job(&web, &caller, id).await?;
-    let path = web.data.log(job.id);
     let wants_events =
         headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("text/event-stream"));
     if !wants_events {
-        let text = match std::fs::read(&path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => return Err(ApiError::internal(format!("reading the log of activity #{id}: {e}"))),
-        };
+        let text = web.log_from(job.id, 0).await?;
         return Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response());
     }
     let from =
         headers.get("last-event-id").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    let follow = Follow { web, job: job.id, path, offset: from, pending: Vec::new(), ended: false, idle: 0 };
+    let follow = Follow { web, job: job.id, offset: from, pending: Vec::new(), ended: false, idle: 0 };
     let stream = futures_util::stream::unfold(follow, |mut f| async move {
         let event = f.next().await?;
         Some((Ok::<Event, Infallible>(event), f))
@@ -59,7 +52,6 @@ pub async fn log(
 struct Follow {
     web: Arc<Web>,
     job: JobId,
-    path: PathBuf,
     /// Bytes of the file sent (or held in `pending`).
     offset: u64,
     /// Complete lines read and not sent yet, each with the offset after it.
@@ -80,7 +72,7 @@ impl Follow {
                 let (line, after) = self.pending.remove(0);
                 return Some(Event::default().id(after.to_string()).data(line));
             }
-            if self.read() {
+            if self.read().await {
                 self.idle = 0;
                 continue;
             }
@@ -91,7 +83,7 @@ impl Follow {
                 let id = self.job;
                 if let Ok(Some(job)) = self.web.with_store(move |s| s.job(id)).await {
                     if !matches!(job.state, JobState::Pending | JobState::Running) {
-                        if self.read() {
+                        if self.read().await {
                             continue;
                         }
                         self.ended = true;
@@ -104,15 +96,8 @@ impl Follow {
     }
 
     /// Reads the complete lines written since `offset`; whether there were any.
-    fn read(&mut self) -> bool {
-        let Ok(mut file) = std::fs::File::open(&self.path) else { return false };
-        if file.seek(SeekFrom::Start(self.offset)).is_err() {
-            return false;
-        }
-        let mut bytes = Vec::new();
-        if file.read_to_end(&mut bytes).is_err() {
-            return false;
-        }
+    async fn read(&mut self) -> bool {
+        let Ok(bytes) = self.web.log_from(self.job, self.offset).await else { return false };
         let mut at = self.offset;
         let mut rest = &bytes[..];
         while let Some(end) = rest.iter().position(|b| *b == b'\n') {

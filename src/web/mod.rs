@@ -27,12 +27,19 @@ pub struct Web {
     /// One connection: SQLite serves one writer at a time anyway, and reads take microseconds.
     store: Mutex<Box<dyn Store>>,
     sessions: auth::Sessions,
+    /// Logs are read from the store (runners elsewhere ship them there), not from files here.
+    logs_in_store: bool,
 }
 
 impl Web {
     pub fn open(data: &Path, queue: &Location) -> Result<Web, QueueError> {
         let store = queue.open(crate::store::QUEUE_TIMEOUT)?;
-        Ok(Web { data: DataDir::new(data), store: Mutex::new(store), sessions: auth::Sessions::default() })
+        Ok(Web {
+            data: DataDir::new(data),
+            store: Mutex::new(store),
+            sessions: auth::Sessions::default(),
+            logs_in_store: !queue.is_embedded(),
+        })
     }
 
     /// Runs `f` on the store off the async workers.
@@ -48,6 +55,20 @@ impl Web {
         .await
         .map_err(|e| api::ApiError::internal(e.to_string()))?
         .map_err(api::ApiError::from)
+    }
+}
+
+impl Web {
+    /// A job's log from `offset`: its file here, or what runners shipped to the store.
+    async fn log_from(self: &Arc<Self>, job: crate::core::JobId, offset: u64) -> Result<Vec<u8>, api::ApiError> {
+        if self.logs_in_store {
+            return self.with_store(move |s| s.log_from(job, offset)).await;
+        }
+        let path = self.data.log(job);
+        tokio::task::spawn_blocking(move || crate::follow::read_file_from(&path, offset))
+            .await
+            .map_err(|e| api::ApiError::internal(e.to_string()))?
+            .map_err(|e| api::ApiError::internal(format!("reading the log of activity #{job}: {e}")))
     }
 }
 

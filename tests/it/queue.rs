@@ -401,6 +401,13 @@ fn claims_leases_and_fencing_on_both_stores() {
         assert_eq!(q.cancel(second.id).unwrap(), None, "already ended on {location}");
         assert!(!q.heartbeat(second.id, "r2", lease).unwrap(), "a cancelled job stops on {location}");
         assert_eq!(q.projects().unwrap(), [RepoId::new("/r")]);
+        // Logs shipped in chunks read back whole, or from an offset.
+        q.append_log(first.id, 0, b"one\ntw").unwrap();
+        q.append_log(first.id, 6, b"o\nthree\n").unwrap();
+        q.append_log(first.id, 0, b"ignored: already kept").unwrap();
+        assert_eq!(q.log_from(first.id, 0).unwrap(), b"one\ntwo\nthree\n", "{location}");
+        assert_eq!(q.log_from(first.id, 4).unwrap(), b"two\nthree\n", "{location}");
+        assert!(q.log_from(second.id, 0).unwrap().is_empty());
         let newest: Vec<_> = q.activities(None, None, 2).unwrap().iter().map(|j| j.id).collect();
         let expected: Vec<_> = q.jobs().unwrap().iter().rev().take(2).map(|j| j.id).collect();
         assert_eq!(newest, expected, "newest first on {location}");

@@ -127,6 +127,12 @@ CREATE TABLE deliveries (
     created_at   TEXT NOT NULL
 );
 CREATE INDEX deliveries_due ON deliveries (next_at) WHERE next_at IS NOT NULL;
+CREATE TABLE log_chunks (
+    job_id BIGINT NOT NULL REFERENCES jobs (id),
+    "offset" BIGINT NOT NULL,
+    body   BYTEA NOT NULL,
+    PRIMARY KEY (job_id, "offset")
+);
 "#];
 
 const JOB_COLUMNS: &str = "id, repo, ref, environment, old_commit, new_commit, state, superseded_by,
@@ -829,6 +835,31 @@ impl super::JobStore for PgQueue {
         serde_json::from_str(&body)
             .map(Some)
             .map_err(|e| QueueError::Damaged { path: self.url.clone(), detail: format!("the plan of job #{id}: {e}") })
+    }
+
+    fn append_log(&mut self, id: JobId, offset: u64, bytes: &[u8]) -> Result<(), QueueError> {
+        self.client
+            .borrow_mut()
+            .execute(
+                "INSERT INTO log_chunks (job_id, \"offset\", body) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                &[&id, &(offset as i64), &bytes],
+            )
+            .map(|_| ())
+            .map_err(self.err("write to"))
+    }
+
+    fn log_from(&self, id: JobId, offset: u64) -> Result<Vec<u8>, QueueError> {
+        let rows = self
+            .client
+            .borrow_mut()
+            .query(
+                "SELECT \"offset\", body FROM log_chunks WHERE job_id = $1 AND \"offset\" + length(body) > $2
+                 ORDER BY \"offset\"",
+                &[&id, &(offset as i64)],
+            )
+            .map_err(self.err("read"))?;
+        let chunks = rows.iter().map(|r| (r.get::<_, i64>(0) as u64, r.get::<_, Vec<u8>>(1))).collect();
+        Ok(super::join_chunks(chunks, offset))
     }
 
     fn reservations(&self) -> Result<usize, QueueError> {

@@ -136,7 +136,13 @@ const MIGRATIONS: [&str; 6] = [
          delivered_at  TEXT,
          created_at    TEXT NOT NULL
      );
-     CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (next_at) WHERE next_at IS NOT NULL;",
+     CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (next_at) WHERE next_at IS NOT NULL;
+     CREATE TABLE IF NOT EXISTS log_chunks (
+         job_id INTEGER NOT NULL REFERENCES jobs (id),
+         offset INTEGER NOT NULL,
+         body   BLOB NOT NULL,
+         PRIMARY KEY (job_id, offset)
+     );",
 ];
 
 /// Above this size the WAL is checkpointed into the database and truncated when a queue handle
@@ -455,6 +461,27 @@ impl SqliteQueue {
         Ok(job)
     }
 
+    pub fn append_log(&mut self, id: JobId, offset: u64, bytes: &[u8]) -> Result<(), QueueError> {
+        self.conn
+            .prepare_cached("INSERT OR IGNORE INTO log_chunks (job_id, offset, body) VALUES (?1, ?2, ?3)")
+            .and_then(|mut s| s.execute(params![id, offset as i64, bytes]))
+            .map(|_| ())
+            .map_err(self.write_err())
+    }
+
+    pub fn log_from(&self, id: JobId, offset: u64) -> Result<Vec<u8>, QueueError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT offset, body FROM log_chunks WHERE job_id = ?1 ORDER BY offset")
+            .map_err(self.read_err())?;
+        let chunks = stmt
+            .query_map([id], |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, Vec<u8>>(1)?)))
+            .map_err(self.read_err())?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(self.read_err())?;
+        Ok(crate::queue::join_chunks(chunks, offset))
+    }
+
     /// The topology a job's commit declares and its changes against the environment (JSON).
     pub fn job_documents(&self, id: JobId) -> Result<Option<(String, String)>, QueueError> {
         self.conn
@@ -679,7 +706,10 @@ mod tests {
         assert_eq!(version, MIGRATIONS.len() as i64);
         let jobs = q.jobs().unwrap();
         assert_eq!((jobs.len(), jobs[0].environment.as_str()), (1, "main"));
-        let claimed = q.claim("runner-1", Duration::from_secs(30), &crate::queue::Scope::default()).unwrap().expect("the old job is claimable");
+        let claimed = q
+            .claim("runner-1", Duration::from_secs(30), &crate::queue::Scope::default())
+            .unwrap()
+            .expect("the old job is claimable");
         assert_eq!(claimed.id, jobs[0].id);
         let _ = std::fs::remove_dir_all(&dir);
     }
