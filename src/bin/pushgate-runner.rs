@@ -71,11 +71,12 @@ enum Command {
         log_format: LogFormat,
         #[command(flatten)]
         web: WebArgs,
-        /// Keep slugs in this directory instead of the data directory's: one every runner
-        /// shares (NFS, a cluster file system), so that a tree built on one machine is reused by
-        /// all.
-        #[arg(long, value_name = "DIR")]
-        slugs: Option<PathBuf>,
+        /// Share slugs with the runners of other machines, so that a tree built on one is reused
+        /// by all: a directory every runner mounts (NFS, a cluster file system), or
+        /// s3://BUCKET/PREFIX in any S3-compatible store (its address and keys from AWS_ENDPOINT,
+        /// AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_DEFAULT_REGION, AWS_ALLOW_HTTP).
+        #[arg(long, value_name = "DIR|s3://BUCKET/PREFIX")]
+        slugs: Option<String>,
         /// What this runner does: `build` (builds and stores slugs, needs no services, hands each
         /// job on), `deploy` (deploys built slugs and runs the actions on environments, builds
         /// nothing), or `all`.
@@ -427,7 +428,13 @@ fn main() -> ExitCode {
             }
             let mut config = runner::Config::new(data.clone());
             config.queue = location().clone();
-            config.slugs = slugs.map(|d| std::path::absolute(&d).unwrap_or(d));
+            config.slugs = match slugs.as_deref().map(runner::slugs::SharedSlugs::parse).transpose() {
+                Ok(slugs) => slugs,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(2);
+                }
+            };
             let environments = match environments
                 .map(|list| {
                     list.iter()
@@ -851,7 +858,12 @@ fn jobs(json: bool, out: &mut dyn Write) -> Result<()> {
         eprintln!("warning: {e}");
     }
     let jobs = queue.jobs()?;
-    json_or(json, &jobs, out, pushgate::report::jobs_table)
+    if !json {
+        return Ok(pushgate::report::jobs_table(out, &jobs)?);
+    }
+    let views: Vec<_> = jobs.iter().map(|job| pushgate::queue::JobView { job, runner: job.runners() }).collect();
+    serde_json::to_writer_pretty(&mut *out, &views)?;
+    Ok(writeln!(out)?)
 }
 
 /// Prints `rows` as one JSON array (for scripts), or as people read them.

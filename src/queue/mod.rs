@@ -395,6 +395,29 @@ pub struct Job {
     pub deployed_by: Option<String>,
 }
 
+impl Job {
+    /// Who ran each phase: the build runner that handed it on (else the runner that ran it
+    /// whole) and the runner that ran its last phase.
+    pub fn runners(&self) -> Runners<'_> {
+        Runners { build: self.built_by.as_deref().or(self.deployed_by.as_deref()), deploy: self.deployed_by.as_deref() }
+    }
+}
+
+/// Who ran each phase of a job (`jobs --json`'s `runner`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Runners<'a> {
+    pub build: Option<&'a str>,
+    pub deploy: Option<&'a str>,
+}
+
+/// A job as `jobs --json` shows it: the job and who ran each phase.
+#[derive(Debug, Serialize)]
+pub struct JobView<'a> {
+    #[serde(flatten)]
+    pub job: &'a Job,
+    pub runner: Runners<'a>,
+}
+
 /// What `pre-receive` records for one branch update, before git moves the ref.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reservation {

@@ -11,6 +11,7 @@ use git2::Oid;
 use super::declared::Declared;
 use super::deploy::{self, EnvDir};
 use super::hooks::{self, Hook, JobLog};
+use super::slugs::SharedSlugs;
 use super::{env, export, slug, Config, Control, Halt, Invalid, RunnerError};
 use crate::git::CommitTree;
 use crate::queue::{Job, JobStore};
@@ -26,7 +27,9 @@ pub(super) struct AppPlan {
     pub dir: String,
     pub config: serde_json::Value,
     pub tree_id: String,
+    /// Where this runner reads the slug, and the slug's key (in the shared store too).
     pub slug: PathBuf,
+    pub key: String,
 }
 
 /// What the build phase hands to the release phase.
@@ -98,7 +101,14 @@ fn plan_apps(
             format!("{SLUG_FORMAT}\n{tree_id}\n{app_config}{build_variables}").as_bytes(),
         )?
         .to_string();
-        plans.push(AppPlan { name, dir: app.dir.clone(), config: app_config, tree_id, slug: config.slug_path(&key) });
+        plans.push(AppPlan {
+            name,
+            dir: app.dir.clone(),
+            config: app_config,
+            tree_id,
+            slug: config.slug_path(&key),
+            key,
+        });
     }
     Ok(plans)
 }
@@ -137,13 +147,29 @@ pub(super) fn build(
             );
             continue;
         }
+        if let Some(SharedSlugs::S3(s3)) = &config.slugs {
+            if s3.fetch(&plan.key, &plan.slug)? {
+                log.phase(
+                    "build",
+                    &format!(
+                        "Reusing existing build for this tree ID ({}, app {}), fetched from {}",
+                        plan.tree_id,
+                        plan.name,
+                        s3.url_of(&plan.key)
+                    ),
+                );
+                continue;
+            }
+        }
         if !config.scope.build {
+            let at = match &config.slugs {
+                Some(SharedSlugs::S3(s3)) => s3.url_of(&plan.key),
+                _ => plan.slug.display().to_string(),
+            };
             return Err(RunnerError::Platform(format!(
-                "the slug of application `{}` (tree {}) is not in {}: this runner only deploys, and no build runner \
-                 has stored it (do the runners share --slugs?)",
-                plan.name,
-                plan.tree_id,
-                plan.slug.parent().map(|p| p.display().to_string()).unwrap_or_default()
+                "the slug of application `{}` (tree {}) is not at {at}: this runner only deploys, and no build \
+                 runner has stored it (do the runners share --slugs?)",
+                plan.name, plan.tree_id,
             ))
             .into());
         }
@@ -201,6 +227,11 @@ pub(super) fn build(
         }
         let size = slug::pack(&app_dir, &plan.slug)?;
         log.phase("slug", &format!("Slug {} ({} bytes)", plan.slug.display(), size));
+        if let Some(SharedSlugs::S3(s3)) = &config.slugs {
+            control.check()?;
+            s3.store(&plan.key, &plan.slug)?;
+            log.phase("slug", &format!("Stored as {}", s3.url_of(&plan.key)));
+        }
     }
     if exported {
         deploy::remove_release(&build_dir)?; // before the release takes its space

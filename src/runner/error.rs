@@ -35,6 +35,8 @@ pub enum RunnerError {
     Queue(#[from] QueueError),
     #[error(transparent)]
     Slug(#[from] slug::SlugError),
+    #[error("the shared slugs: {0}")]
+    SlugStore(#[from] super::slugs::SlugStoreError),
 }
 
 /// How a hook failed.

@@ -24,6 +24,7 @@ mod release;
 mod ship;
 pub mod shutdown;
 pub mod slug;
+pub mod slugs;
 mod source;
 pub mod sync;
 
@@ -60,9 +61,9 @@ pub struct Config {
     pub platform: Option<Arc<crate::platform::Platform>>,
     /// Where the queue is (the data directory's SQLite, or a PostgreSQL shared by runners).
     pub queue: crate::queue::Location,
-    /// Where slugs are kept when not in the data directory: a directory every runner shares
-    /// (NFS, a cluster file system), so that a tree built on one machine is deployed by all.
-    pub slugs: Option<PathBuf>,
+    /// Where slugs are kept when not only in the data directory: a directory or an S3-compatible
+    /// store every runner shares, so that a tree built on one machine is deployed by all.
+    pub slugs: Option<slugs::SharedSlugs>,
     /// Which jobs this runner takes (`--role`, `--environments`).
     pub scope: crate::queue::Scope,
 }
@@ -98,12 +99,13 @@ impl Config {
         self.data().build(job)
     }
 
+    /// Where this runner reads and writes slug `key`: in the shared directory, or in its data
+    /// directory (a cache of the S3 store's, if there is one).
     fn slug_path(&self, key: &str) -> PathBuf {
-        self.slugs_dir().join(format!("{key}.tar.zst"))
-    }
-
-    fn slugs_dir(&self) -> PathBuf {
-        self.slugs.clone().unwrap_or_else(|| self.data().slugs())
+        match &self.slugs {
+            Some(slugs::SharedSlugs::Dir(dir)) => dir.join(format!("{key}.tar.zst")),
+            _ => self.data().slug(key),
+        }
     }
 }
 

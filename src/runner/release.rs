@@ -274,9 +274,10 @@ pub(super) fn copy_mounts(
 }
 
 /// Deletes slugs no kept release needs (older than an hour, so a build in progress keeps its own).
-/// Shared slugs are left alone: other machines' releases need them, and this one cannot see them.
+/// A shared directory is left alone: other machines' releases need its slugs, and this one
+/// cannot see them. Slugs fetched from an S3 store are this machine's copies: they are collected.
 fn collect_slugs(config: &Config, log: &mut JobLog) {
-    if config.slugs.is_some() {
+    if matches!(config.slugs, Some(super::slugs::SharedSlugs::Dir(_))) {
         return;
     }
     let needed: std::collections::HashSet<String> = deploy::all(&config.data_dir)

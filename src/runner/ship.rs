@@ -32,20 +32,28 @@ impl Shipper {
         }
         let path = config.log_path(job);
         let local = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-        let seeded = queue.log_from(job, local).map_err(|e| e.to_string()).and_then(|kept| {
-            if let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+        // What the store holds is the log as others read it. A file shorter than that (another
+        // machine ran the job so far) is brought up to it; a longer one (this machine ran it and
+        // died before shipping its end) ships the rest first.
+        let seeded = queue.log_from(job, 0).map_err(|e| e.to_string()).and_then(|kept| {
+            if let Some(missing) = kept.get(local as usize..).filter(|m| !m.is_empty()) {
+                if let Some(dir) = path.parent() {
+                    std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+                }
+                let mut f =
+                    std::fs::OpenOptions::new().create(true).append(true).open(&path).map_err(|e| e.to_string())?;
+                f.write_all(missing).map_err(|e| e.to_string())?;
             }
-            let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&path).map_err(|e| e.to_string())?;
-            f.write_all(&kept).map_err(|e| e.to_string())
+            Ok(kept.len() as u64)
         });
-        if let Err(e) = seeded {
-            // Shipping from offsets the store does not agree with would garble the log.
-            tracing::warn!(error = %e, "the job's log cannot be continued from the store; it stays on this machine");
-            return None;
-        }
-        // The store holds the file as it now stands: shipping goes on from its end.
-        let mut shipped = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        let mut shipped = match seeded {
+            Ok(stored) => stored,
+            Err(e) => {
+                // Shipping from offsets the store does not agree with would garble the log.
+                tracing::warn!(error = %e, "the job's log cannot be continued from the store; it stays on this machine");
+                return None;
+            }
+        };
         let stop = Arc::new(Shutdown::default());
         let (config, stopping) = (config.clone(), stop.clone());
         let thread = std::thread::spawn(move || {

@@ -469,3 +469,58 @@ pub fn processes_in_group(group: i32) -> Vec<String> {
     let out = Command::new("pgrep").arg("-g").arg(group.to_string()).arg("-a").output().unwrap();
     String::from_utf8_lossy(&out.stdout).lines().map(str::to_owned).collect()
 }
+
+/// An S3-compatible server on localhost (moto's, from PyPI), with one bucket; stopped on drop.
+pub struct S3Server {
+    child: Child,
+    pub port: u16,
+    pub bucket: String,
+}
+
+impl S3Server {
+    pub fn start(bucket: &str) -> S3Server {
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = Command::new("python3")
+            .args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3 -m moto.server starts (.ci/run installs moto[server])");
+        let server = S3Server { child, port, bucket: bucket.to_owned() };
+        assert!(
+            (0..400).any(|_| {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+                std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+            }),
+            "the S3 server did not start on port {port}"
+        );
+        let made = Command::new("curl")
+            .args(["-sf", "-X", "PUT", &format!("{}/{bucket}", server.endpoint())])
+            .status()
+            .unwrap();
+        assert!(made.success(), "bucket {bucket} created");
+        server
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The variables a runner reads to reach it.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("AWS_ENDPOINT", self.endpoint()),
+            ("AWS_ALLOW_HTTP", "true".to_owned()),
+            ("AWS_ACCESS_KEY_ID", "pushgate-test".to_owned()),
+            ("AWS_SECRET_ACCESS_KEY", "pushgate-test-secret".to_owned()),
+            ("AWS_DEFAULT_REGION", "us-east-1".to_owned()),
+        ]
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
