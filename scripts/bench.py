@@ -677,6 +677,95 @@ def web_benchmarks(tmp, requests, activities):
     return figures, sse, cli
 
 
+def scale_benchmarks(tmp, jobs, pushes):
+    """The queue on SQLite and on PostgreSQL: hook time per push against a no-op hook; jobs run
+    per second by 1, 2 and 4 runners (trivial hooks, one environment per job); push accepted to
+    job claimed with a runner waiting."""
+    runner = ROOT / "target" / "release" / "pushgate-runner"
+    base = f"pushgate_bench_{os.getpid()}"
+    made = []
+
+    def database(name):
+        name = f"{base}_{name}"
+        run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-qc", f"CREATE DATABASE {name}"])
+        made.append(name)
+        return f"postgres://postgres@127.0.0.1:5432/{name}"
+
+    def install(name, queue):
+        repo, data = tmp / f"{name}.git", tmp / f"{name}-data"
+        extra = ["--queue", queue] if queue else []
+        run(["bash", str(ROOT / "install.sh"), "--prefix", str(tmp / "prefix"), "--data", str(data),
+             "--bin-dir", str(HOOK.parent), *extra, str(repo)])
+        return repo, data
+
+    def queue_args(queue):
+        return ["--queue", queue] if queue else []
+
+    work = tmp / "scale-work"
+    shutil.copytree(ROOT / "examples" / "magento", work)
+    git(work, "init", "-q", "-b", "main")
+    git(work, "add", "-A")
+    git(work, "commit", "-q", "-m", "base")
+    try:
+        # Hook time per push.
+        noop = tmp / "scale-noop.git"
+        bare_with_noop(noop)
+        repos = {"no-op hook": noop, "SQLite": install("scale-sqlite", None)[0],
+                 "PostgreSQL": install("scale-pg", database("hook"))[0]}
+        for repo in repos.values():
+            run(push_cmd(repo, "HEAD:refs/heads/main"), cwd=work)
+        hook = {k: [] for k in repos}
+        for i in range(pushes):
+            git(work, "commit", "-q", "--allow-empty", "-m", f"push {i}")
+            for k, repo in repos.items():
+                hook[k].append(timed(push_cmd(repo, "HEAD:refs/heads/main"), work))
+
+        # Jobs per second: `jobs` branches in one push, then N runners until the queue is empty.
+        branches = [f"HEAD:refs/heads/b{i}" for i in range(jobs)]
+        throughput = {}
+        for store in ("SQLite", "PostgreSQL"):
+            for n in (1, 2, 4):
+                queue = database(f"run{n}") if store == "PostgreSQL" else None
+                repo, data = install(f"scale-{store}-{n}", queue)
+                run(["git", "push", "-q", "-o", "pushgate.nowait", str(repo), *branches], cwd=work)
+                start = time.perf_counter()
+                procs = [subprocess.Popen([str(runner), "serve", "--until-idle", "--data", str(data),
+                                           *queue_args(queue)], env=ENV, stdout=subprocess.DEVNULL,
+                                          stderr=subprocess.DEVNULL) for _ in range(n)]
+                for p in procs:
+                    p.wait()
+                elapsed = time.perf_counter() - start
+                done = json.loads(run([str(runner), "jobs", "--json", "--data", str(data), *queue_args(queue)]).stdout)
+                ok = sum(1 for j in done if j["state"] == "succeeded")
+                throughput[(store, n)] = (ok, elapsed)
+
+        # Push accepted -> job claimed, a runner waiting (FIFO wake-up / LISTEN).
+        def at(ts):
+            from datetime import datetime, timezone
+            return datetime.strptime(ts, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc).timestamp()
+        latency = {}
+        for store in ("SQLite", "PostgreSQL"):
+            queue = database("latency") if store == "PostgreSQL" else None
+            repo, data = install(f"scale-latency-{store}", queue)
+            serving = subprocess.Popen([str(runner), "serve", "--data", str(data), *queue_args(queue)], env=ENV,
+                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            try:
+                time.sleep(1)
+                for i in range(pushes):
+                    git(work, "commit", "-q", "--allow-empty", "-m", f"latency {i}")
+                    run(["git", "push", "-q", str(repo), f"HEAD:refs/heads/l{i}"], cwd=work)  # waits for the job
+                done = json.loads(run([str(runner), "jobs", "--json", "--data", str(data), *queue_args(queue)]).stdout)
+            finally:
+                serving.terminate()
+                serving.wait()
+            latency[store] = [at(j["started_at"]) - at(j["created_at"]) for j in done if j.get("started_at")]
+        return hook, throughput, latency
+    finally:
+        for name in made:
+            run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-qc", f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"],
+                check=False)
+
+
 def ms(xs):
     return f"{statistics.median(xs) * 1000:8.2f} ms (min {min(xs) * 1000:.2f}, n={len(xs)})"
 
@@ -686,9 +775,9 @@ def main():
     ap.add_argument("--runs", type=int, default=41)
     ap.add_argument("--branch-runs", type=int, default=5)
     ap.add_argument("--skip-external", action="store_true")
-    ap.add_argument("--only", default="push,branches,hostile,runner,router,web,external,fsck,size",
-                    help="comma-separated sections: push, branches, hostile, runner, router, web, clone, external, "
-                         "fsck, size")
+    ap.add_argument("--only", default="push,branches,hostile,runner,router,web,scale,external,fsck,size",
+                    help="comma-separated sections: push, branches, hostile, runner, router, web, scale, clone, "
+                         "external, fsck, size")
     ap.add_argument("--activities", type=int, default=10_000, help="activities in the store for the web section")
     ap.add_argument("--clone-mb", type=int, default=1024, help="size of the database the clone section copies")
     args = ap.parse_args()
@@ -762,6 +851,18 @@ def main():
                       f"(max {max(cli) * 1000:.1f}, n={len(cli)})")
             else:
                 print("   no log line measured (did the build run?)")
+
+        if "scale" in sections:
+            hook, throughput, latency = scale_benchmarks(tmp, 60, min(args.runs, 21))
+            print("\n11. the queue on SQLite and on PostgreSQL (local server)")
+            for k, v in hook.items():
+                print(f"   push of one commit, {k:11} {ms(v)}")
+            for (store, n), (ok, elapsed) in throughput.items():
+                print(f"   {store:10} {n} runner{'s' if n > 1 else ' '}: {ok} jobs in {elapsed:.2f} s, "
+                      f"{ok / elapsed:.1f} jobs/s (trivial hooks, one environment each)")
+            for store, xs in latency.items():
+                print(f"   {store:10} push accepted -> job claimed: median {statistics.median(xs) * 1000:.1f} ms, "
+                      f"max {max(xs) * 1000:.1f} ms (n={len(xs)})")
 
         if "clone" in sections:
             size, rows, ours, theirs = clone_benchmark(tmp, args.clone_mb, 2)
