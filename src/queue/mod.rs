@@ -418,6 +418,35 @@ pub struct JobView<'a> {
     pub runner: Runners<'a>,
 }
 
+/// A reservation as a store keeps it: its documents by id.
+#[derive(Debug, Clone)]
+pub(crate) struct Stored {
+    pub repo: RepoId,
+    pub ref_name: String,
+    pub environment: EnvName,
+    pub old_commit: CommitId,
+    pub new_commit: CommitId,
+    pub topology_id: i64,
+    pub changes_id: i64,
+    pub receiver: Receiver,
+    pub plan_id: Option<i64>,
+    pub pusher: Option<String>,
+}
+
+/// Reservations of pushes on other hosts are settled once they are this old.
+const FOREIGN_RESERVATION_AGE: std::time::Duration = std::time::Duration::from_secs(3600);
+
+impl Stored {
+    /// Whether the push that made it may still be running (its `git receive-pack` is alive; on
+    /// another host, whether it is younger than an hour): if so, it is not settled yet.
+    pub fn in_progress(&self, created_at: Timestamp) -> bool {
+        match self.receiver.alive() {
+            Some(alive) => alive,
+            None => created_at.age(Timestamp::now()) < FOREIGN_RESERVATION_AGE,
+        }
+    }
+}
+
 /// What `pre-receive` records for one branch update, before git moves the ref.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reservation {

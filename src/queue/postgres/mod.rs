@@ -21,14 +21,11 @@ use postgres::{Client, NoTls, Row, Transaction};
 
 use super::tokens::{Role, Token, TokenStore};
 use super::webhooks::{Delivery, Webhook, WebhookStore};
-use super::{Job, JobKind, JobState, QueueError, Receiver, RefLog, Request, Reservation, Scope};
+use super::{Job, JobKind, JobState, QueueError, Receiver, RefLog, Request, Reservation, Scope, Stored};
 use crate::core::{CommitId, EnvName, JobId, RefUpdate, RepoId, Timestamp};
 
 /// The channel runners LISTEN on.
 pub const CHANNEL: &str = "pushgate_jobs";
-
-/// Reservations of pushes on other hosts are settled once they are this old.
-const FOREIGN_RESERVATION_AGE: Duration = Duration::from_secs(3600);
 
 /// The advisory lock key of schema changes ("pushgate" in ASCII, truncated).
 const SCHEMA_LOCK: i64 = 0x7075_7368_6761_7465;
@@ -255,21 +252,6 @@ fn document(tx: &mut Transaction<'_>, known: &mut HashMap<String, i64>, body: &s
 /// Serializes the settling of one repository's pushes until the transaction ends.
 fn lock_repo(tx: &mut Transaction<'_>, repo: &RepoId) -> Result<(), postgres::Error> {
     tx.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", &[&repo]).map(|_| ())
-}
-
-/// A reservation as stored.
-#[derive(Clone)]
-struct Stored {
-    repo: RepoId,
-    ref_name: String,
-    environment: EnvName,
-    old_commit: CommitId,
-    new_commit: CommitId,
-    topology_id: i64,
-    changes_id: i64,
-    plan_id: Option<i64>,
-    receiver: Receiver,
-    pusher: Option<String>,
 }
 
 const STORED_COLUMNS: &str =
@@ -508,11 +490,7 @@ impl super::JobStore for PgQueue {
             for row in &rows {
                 let reservation = stored_from_row(row).map_err(err)?;
                 let (id, created_at): (i64, Timestamp) = (row.get(12), row.try_get(13).map_err(err)?);
-                let in_progress = match reservation.receiver.alive() {
-                    Some(alive) => alive,
-                    None => created_at.age(Timestamp::now()) < FOREIGN_RESERVATION_AGE,
-                };
-                if in_progress {
+                if reservation.in_progress(created_at) {
                     continue;
                 }
                 let r = &reservation;

@@ -15,8 +15,8 @@ mod tokens;
 mod types;
 mod webhooks;
 
-use super::{Job, JobKind, JobState, QueueError, Receiver, Request, Reservation};
-use crate::core::{CommitId, EnvName, JobId, RepoId, Timestamp};
+use super::{Job, JobKind, JobState, QueueError, Receiver, Request, Reservation, Stored};
+use crate::core::{JobId, RepoId, Timestamp};
 
 /// The database file in a data directory.
 pub const FILE_NAME: &str = crate::store::DataDir::QUEUE_FILE;
@@ -535,21 +535,6 @@ impl Drop for SqliteQueue {
     }
 }
 
-/// A reservation as stored: its documents by id.
-#[derive(Debug, Clone)]
-struct Stored {
-    repo: RepoId,
-    ref_name: String,
-    environment: EnvName,
-    old_commit: CommitId,
-    new_commit: CommitId,
-    topology_id: i64,
-    changes_id: i64,
-    receiver: Receiver,
-    plan_id: Option<i64>,
-    pusher: Option<String>,
-}
-
 /// The columns `stored_from_row` reads, in order (a query may select more after them).
 const STORED_COLUMNS: &str =
     "repo, ref, environment, old_commit, new_commit, topology_id, changes_id, host, pid, pid_started, plan_id, pusher";
@@ -641,6 +626,7 @@ fn exec(tx: &Transaction<'_>, sql: &str, params: impl rusqlite::Params) -> rusql
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::{CommitId, EnvName};
 
     fn temp_dir(label: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("pushgate-unit-{}-{label}", std::process::id()));

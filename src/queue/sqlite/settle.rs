@@ -9,16 +9,13 @@
 //! there, and `reconcile` settles them again the same way.
 
 use std::collections::{HashMap, HashSet};
-use std::time::Duration;
 
 use rusqlite::{params, OptionalExtension, Transaction, TransactionBehavior};
 
-use super::{exec, stored_from_row, Documents, Durability, SqliteQueue, Stored, STORED_COLUMNS};
+use super::{exec, stored_from_row, Documents, Durability, SqliteQueue, STORED_COLUMNS};
 use crate::core::{CommitId, EnvName, JobId, RefUpdate, RepoId, Timestamp};
+use crate::queue::Stored;
 use crate::queue::{Job, JobState, QueueError, Receiver, RefLog};
-
-/// Reservations of pushes on other hosts are settled once they are this old.
-const FOREIGN_RESERVATION_AGE: Duration = Duration::from_secs(3600);
 
 impl SqliteQueue {
     /// Turns the reservations of refs git has updated into jobs (post-receive). `updates` are
@@ -111,11 +108,7 @@ impl SqliteQueue {
         };
         let mut settled = 0;
         for (id, reservation, created_at) in rows {
-            let in_progress = match reservation.receiver.alive() {
-                Some(alive) => alive,
-                None => created_at.age(Timestamp::now()) < FOREIGN_RESERVATION_AGE,
-            };
-            if in_progress {
+            if reservation.in_progress(created_at) {
                 continue;
             }
             let r = &reservation;
