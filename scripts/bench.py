@@ -57,6 +57,20 @@ def bare_with_noop(path):
     hook.chmod(0o755)
 
 
+def install_at(tmp, repo, data, *extra):
+    """install.sh on `repo` with its data directory `data` (the binaries of this build)."""
+    run(["bash", str(ROOT / "install.sh"), "--prefix", str(tmp / "prefix"), "--data", str(data),
+         "--bin-dir", str(HOOK.parent), *extra, str(repo)])
+
+
+def example_work(work):
+    """A work tree of examples/magento with one commit on main."""
+    shutil.copytree(ROOT / "examples" / "magento", work)
+    git(work, "init", "-q", "-b", "main")
+    git(work, "add", "-A")
+    git(work, "commit", "-q", "-m", "base")
+
+
 def push_cmd(repo, refspec, quiet=True):
     """`git push`; to pushgate's repositories with -o pushgate.nowait: the protective block
     alone, not the deployment the push would otherwise follow."""
@@ -149,14 +163,10 @@ def runner_benchmarks(tmp, runs):
     slug packing against tar | zstd -3."""
     runner = ROOT / "target" / "release" / "pushgate-runner"
     repo, data = tmp / "deploy.git", tmp / "deploy-data"
-    run(["bash", str(ROOT / "install.sh"), "--prefix", str(tmp / "prefix"), "--data", str(data),
-         "--bin-dir", str(HOOK.parent), str(repo)])
+    install_at(tmp, repo, data)
     run(["git", "--git-dir", str(repo), "config", "pushgate.pickupWaitMs", "30000"])
     work = tmp / "deploy-work"
-    shutil.copytree(ROOT / "examples" / "magento", work)
-    git(work, "init", "-q", "-b", "main")
-    git(work, "add", "-A")
-    git(work, "commit", "-q", "-m", "base")
+    example_work(work)
     # The runner's own log goes to a file beside its data, not into the figures.
     serving = subprocess.Popen([str(runner), "serve", "--data", str(data)], env=ENV, stdout=subprocess.DEVNULL,
                                stderr=open(tmp / "runner.log", "wb"))
@@ -220,8 +230,7 @@ def router_benchmarks(tmp, runs):
 
     def setup(name, router):
         repo, data = tmp / f"{name}.git", tmp / f"{name}-data"
-        run(["bash", str(ROOT / "install.sh"), "--prefix", str(tmp / "prefix"), "--data", str(data),
-             "--bin-dir", str(HOOK.parent), str(repo)])
+        install_at(tmp, repo, data)
         run(["git", "--git-dir", str(repo), "config", "pushgate.pickupWaitMs", "30000"])
         data.mkdir(parents=True, exist_ok=True)
         (data / "runtimes.json").write_text(json.dumps({"php:8.4": {"php_fpm": fpm}}))
@@ -343,8 +352,7 @@ def clone_benchmark(tmp, megabytes, rounds):
     runner = ROOT / "target" / "release" / "pushgate-runner"
     os.chmod(tmp, 0o755)
     repo, data = tmp / "clone.git", tmp / "clone-data"
-    run(["bash", str(ROOT / "install.sh"), "--prefix", str(tmp / "prefix"), "--data", str(data),
-         "--bin-dir", str(HOOK.parent), str(repo)])
+    install_at(tmp, repo, data)
     run([str(runner), "backend", "add", "mysql", "mysql://root@127.0.0.1:3306", "--data", str(data)])
     work = tmp / "clone-work"
     shutil.copytree(ROOT / "examples" / "magento", work)
@@ -587,8 +595,7 @@ def web_benchmarks(tmp, requests, activities):
     import threading
     runner = ROOT / "target" / "release" / "pushgate-runner"
     repo, data = tmp / "web.git", tmp / "web-data"
-    run(["bash", str(ROOT / "install.sh"), "--prefix", str(tmp / "prefix"), "--data", str(data),
-         "--bin-dir", str(HOOK.parent), str(repo)])
+    install_at(tmp, repo, data)
     run(["git", "--git-dir", str(repo), "config", "pushgate.pickupWaitMs", "0"])
     work = tmp / "web-work"
     shutil.copytree(ROOT / "examples" / "magento", work)
@@ -693,19 +700,14 @@ def scale_benchmarks(tmp, jobs, pushes):
 
     def install(name, queue):
         repo, data = tmp / f"{name}.git", tmp / f"{name}-data"
-        extra = ["--queue", queue] if queue else []
-        run(["bash", str(ROOT / "install.sh"), "--prefix", str(tmp / "prefix"), "--data", str(data),
-             "--bin-dir", str(HOOK.parent), *extra, str(repo)])
+        install_at(tmp, repo, data, *(["--queue", queue] if queue else []))
         return repo, data
 
     def queue_args(queue):
         return ["--queue", queue] if queue else []
 
     work = tmp / "scale-work"
-    shutil.copytree(ROOT / "examples" / "magento", work)
-    git(work, "init", "-q", "-b", "main")
-    git(work, "add", "-A")
-    git(work, "commit", "-q", "-m", "base")
+    example_work(work)
     try:
         # Hook time per push.
         noop = tmp / "scale-noop.git"
