@@ -136,7 +136,10 @@ impl S3Slugs {
             std::fs::create_dir_all(dir).map_err(io("creating", dir))?;
         }
         // Written aside and renamed: a slug in the local cache is whole.
-        let tmp = local.with_extension(format!("fetching.{}", std::process::id()));
+        // One name per fetch: two workers may fetch the same slug at once.
+        static FETCHING: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = FETCHING.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = local.with_extension(format!("fetching.{}.{n}", std::process::id()));
         let copied = (|| {
             let mut file = std::fs::File::create(&tmp).map_err(io("creating", &tmp))?;
             let mut stream = got.into_stream();
