@@ -17,8 +17,6 @@ pub const MAX_FOLLOWED: usize = 3;
 /// How often the job's state and log are looked at.
 const POLL: Duration = Duration::from_millis(100);
 
-/// Follows `job` until it ends: its log, then its verdict. Returns the final state, or None
-/// when no runner picked it up in time or the pusher hung up.
 /// Where a job's log is read: the file a runner on this machine writes, or the shared store
 /// runners on other machines ship it to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,7 +25,17 @@ pub enum LogAt<'a> {
     Store,
 }
 
-impl LogAt<'_> {
+impl<'a> LogAt<'a> {
+    /// Where the log is beside a queue: the file a runner on this machine writes (`file`) beside
+    /// the embedded queue; the store beside a shared one, whose runners may be elsewhere.
+    pub fn beside(embedded_queue: bool, file: &'a Path) -> LogAt<'a> {
+        if embedded_queue {
+            LogAt::File(file)
+        } else {
+            LogAt::Store
+        }
+    }
+
     /// The log from `offset` (empty when there is none yet).
     pub fn read_from(&self, queue: &dyn JobStore, job: crate::core::JobId, offset: u64) -> std::io::Result<Vec<u8>> {
         match self {
@@ -50,6 +58,8 @@ pub fn read_file_from(path: &Path, offset: u64) -> std::io::Result<Vec<u8>> {
     Ok(chunk)
 }
 
+/// Follows `job` until it ends: its log, then its verdict. Returns the final state, or None
+/// when no runner picked it up in time or the pusher hung up.
 pub fn follow(
     queue: &dyn JobStore,
     log_path: LogAt<'_>,

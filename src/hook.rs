@@ -585,8 +585,7 @@ fn follow_jobs(
     }
     for job in pending {
         let log = crate::store::DataDir::new(&settings.data_dir).log(job.id);
-        // Beside a shared queue the runners are elsewhere: their logs are in the store.
-        let at = if settings.queue.is_some() { crate::follow::LogAt::Store } else { crate::follow::LogAt::File(&log) };
+        let at = crate::follow::LogAt::beside(settings.queue.is_none(), &log);
         if crate::follow::follow(queue, at, job, settings.pickup_wait, console.as_deref(), out)?.is_none() {
             break;
         }

@@ -886,9 +886,7 @@ fn logs(data: &Path, job: JobId, follow: bool, out: &mut dyn Write) -> Result<()
     let path = runner::Config::new(data.to_owned()).log_path(job);
     let queue = store()?;
     let found = queue.job(job)?.ok_or_else(|| format!("there is no job #{job} (pushgate-runner jobs lists them)"))?;
-    // Beside a shared queue, runners on other machines ship their logs into it.
-    let at =
-        if location().is_embedded() { pushgate::follow::LogAt::File(&path) } else { pushgate::follow::LogAt::Store };
+    let at = pushgate::follow::LogAt::beside(location().is_embedded(), &path);
     if follow {
         pushgate::follow::follow(queue.as_ref(), at, &found, Duration::MAX, None, out)?;
         return Ok(());

@@ -57,7 +57,13 @@ impl Shipper {
         let stop = Arc::new(Shutdown::default());
         let (config, stopping) = (config.clone(), stop.clone());
         let thread = std::thread::spawn(move || {
-            let Ok(mut store) = config.queue.open(crate::store::QUEUE_TIMEOUT) else { return };
+            let mut store = match config.queue.open(crate::store::QUEUE_TIMEOUT) {
+                Ok(store) => store,
+                Err(e) => {
+                    tracing::warn!(error = %e, "the job's log cannot be shipped; it stays on this machine");
+                    return;
+                }
+            };
             loop {
                 let last = stopping.sleep(EVERY);
                 ship(store.as_mut(), job, &path, &mut shipped);

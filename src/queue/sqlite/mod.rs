@@ -472,10 +472,12 @@ impl SqliteQueue {
     pub fn log_from(&self, id: JobId, offset: u64) -> Result<Vec<u8>, QueueError> {
         let mut stmt = self
             .conn
-            .prepare_cached("SELECT offset, body FROM log_chunks WHERE job_id = ?1 ORDER BY offset")
+            .prepare_cached(
+                "SELECT offset, body FROM log_chunks WHERE job_id = ?1 AND offset + length(body) > ?2 ORDER BY offset",
+            )
             .map_err(self.read_err())?;
         let chunks = stmt
-            .query_map([id], |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, Vec<u8>>(1)?)))
+            .query_map(params![id, offset as i64], |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, Vec<u8>>(1)?)))
             .map_err(self.read_err())?
             .collect::<Result<Vec<_>, _>>()
             .map_err(self.read_err())?;
