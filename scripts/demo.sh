@@ -22,9 +22,11 @@ step "install pushgate on $demo/shop.git"
 
 port="${PUSHGATE_DEMO_PORT:-8080}"
 http_port="${PUSHGATE_DEMO_HTTP_PORT:-7080}"
-if ! command -v nginx >/dev/null || ! ls /usr/sbin/php-fpm* >/dev/null 2>&1 || ! command -v curl >/dev/null; then
-  step "install the router's parts: nginx, php-fpm, curl (Debian's packages)"
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nginx php-fpm curl
+if ! command -v nginx >/dev/null || ! ls /usr/sbin/php-fpm* >/dev/null 2>&1 || ! command -v curl >/dev/null \
+  || ! command -v bwrap >/dev/null; then
+  step "install the router's parts and the hooks' sandbox: nginx, php-fpm, curl, bubblewrap (Debian's packages)"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nginx php-fpm curl \
+    bubblewrap
 fi
 # The example app says `type: php:8.4`; a host without PHP 8.4 serves it with the PHP-FPM it
 # has, which the admin declares (a host with php-fpm8.4 needs nothing).

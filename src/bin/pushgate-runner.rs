@@ -85,6 +85,10 @@ enum Command {
         /// Only the jobs of these environments (comma-separated): the machine that serves them.
         #[arg(long, value_delimiter = ',', value_name = "LIST")]
         environments: Option<Vec<String>>,
+        /// Run hooks without their sandbox (bubblewrap namespaces, a cgroup with limits): only
+        /// where the host cannot build one and every developer is trusted. Every job's log says so.
+        #[arg(long)]
+        no_sandbox: bool,
     },
     /// Serve the web console and API alone (no jobs run here): the console on the git server
     /// while runners work elsewhere.
@@ -415,9 +419,22 @@ fn main() -> ExitCode {
             slugs,
             role,
             environments,
+            no_sandbox,
             ..
         } => {
             init_log(log_format);
+            let sandbox = if no_sandbox {
+                tracing::warn!("hooks run without a sandbox (--no-sandbox)");
+                pushgate::platform::sandbox::Sandbox::Off
+            } else {
+                match pushgate::platform::sandbox::Sandbox::detect() {
+                    Ok(sandbox) => sandbox,
+                    Err(e) => {
+                        eprintln!("error: this runner cannot run hooks safely: {e}");
+                        return ExitCode::from(2);
+                    }
+                }
+            };
             if let Some(addr) = web.http {
                 let (data, url) = (data.clone(), web.public_url.clone());
                 std::thread::spawn(move || {
@@ -452,6 +469,7 @@ fn main() -> ExitCode {
             config.scope =
                 pushgate::queue::Scope { build: role != Role::Deploy, deploy: role != Role::Build, environments };
             config.hook_timeout = Duration::from_secs(hook_timeout);
+            config.sandbox = sandbox;
             config.keep_releases = keep.max(1);
             config.lease = Duration::from_secs(lease.max(1));
             config.grace = Duration::from_secs(grace);

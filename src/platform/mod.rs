@@ -15,11 +15,13 @@
 //! ENV/site.json                  the environment's URLs and what serves it
 //! ```
 
+pub mod cgroup;
 pub mod nginx;
 pub mod php;
 pub mod process;
 pub mod routes;
 pub mod runtimes;
+pub mod sandbox;
 pub mod services;
 pub mod users;
 

@@ -14,6 +14,7 @@ use super::hooks::{self, Hook, JobLog};
 use super::slugs::SharedSlugs;
 use super::{env, export, slug, Config, Control, Halt, Invalid, RunnerError};
 use crate::git::CommitTree;
+use crate::platform::sandbox::Jail;
 use crate::queue::{Job, JobStore};
 use crate::source::{EntryId, Source};
 use crate::topology::Topology;
@@ -208,9 +209,18 @@ pub(super) fn build(
                     script,
                     cwd: &app_dir,
                     env: &env,
-                    timeout: config.hook_timeout,
+                    timeout: declared.sandbox.time_limit(config.hook_timeout),
                     record: &EnvDir::new(&config.data_dir, &job.repo, &job.environment).hook_record(),
                     user: user.as_ref(),
+                    sandbox: &config.sandbox,
+                    // The build sees its own directory: no data, no repository, no services.
+                    jail: Jail {
+                        writable: vec![&build_dir],
+                        readable: vec![],
+                        hidden: vec![&config.data_dir, job.repo.path()],
+                        network: declared.sandbox.network.unwrap_or(true),
+                        limits: declared.sandbox.limits(),
+                    },
                 },
                 log,
                 control,

@@ -11,6 +11,8 @@
 //!   "environments": {"main": {"env:ADMIN_EMAIL": "..."}}}`). Project variables reach the build
 //!   and every deploy; environment variables only that environment's deploy hooks (the build
 //!   is shared by every environment with the same tree, so it must not depend on them).
+//! - `sandbox.json`: the hooks' sandbox (`{"network": false, "memory_mb": 2048, "processes":
+//!   256, "time_limit_s": 1800}`, each key optional; see `platform::sandbox::Policy`).
 //!
 //! A file that is missing declares nothing. A file that cannot be read as the JSON object above
 //! fails the job before anything changes: hooks told of no database or no credentials would
@@ -23,12 +25,14 @@ use serde_json::{Map, Value};
 use super::build::AppPlan;
 use super::hooks::JobLog;
 use super::RunnerError;
+use crate::platform::sandbox::Policy;
 use crate::topology::Topology;
 
 pub struct Declared {
     pub services: Map<String, Value>,
     pub project_variables: Map<String, Value>,
     environment_variables: Map<String, Value>,
+    pub sandbox: Policy,
 }
 
 impl Declared {
@@ -38,6 +42,7 @@ impl Declared {
         let project = Declared::read(&repo.join("pushgate"))?;
         declared.services.extend(project.services);
         declared.project_variables.extend(project.project_variables);
+        declared.sandbox = declared.sandbox.overridden(project.sandbox);
         for (env, vars) in project.environment_variables {
             match declared.environment_variables.get_mut(&env).and_then(Value::as_object_mut) {
                 Some(mine) => mine.extend(object_entries(&vars)),
@@ -73,7 +78,11 @@ impl Declared {
             };
             check_names(&path, &format!("environments.{env}"), vars)?;
         }
-        Ok(Declared { services, project_variables, environment_variables })
+        let sandbox_file = crate::store::sandbox_file(dir);
+        let sandbox = read_object(&sandbox_file, "sandbox settings")?;
+        let sandbox = serde_json::from_value(Value::Object(sandbox))
+            .map_err(|e| RunnerError::DataFile { path: sandbox_file, why: e.to_string() })?;
+        Ok(Declared { services, project_variables, environment_variables, sandbox })
     }
 
     /// The variables an environment's deploy hooks see: the project's, then its own over them.

@@ -40,7 +40,7 @@ pub enum RunnerError {
 }
 
 /// How a hook failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum HookFailure {
     #[error("exited with status {0}")]
     Exited(i32),
@@ -48,6 +48,9 @@ pub enum HookFailure {
     Signalled,
     #[error("timed out after {} s", .0.as_secs())]
     TimedOut(Duration),
+    /// A limit of its sandbox stopped it (what `sandbox::explain` says).
+    #[error("{0}")]
+    Limit(String),
 }
 
 /// What in a job's configuration cannot be built or deployed.

@@ -1,17 +1,19 @@
 //! Running `hooks.build`, `hooks.deploy` and `hooks.post_deploy`, and the job's log.
 //!
-//! A hook runs as `sh -e -c SCRIPT` in its own process group, with only the environment the
-//! platform documents (plus PATH and HOME), its output appended to the job's log, and a time
-//! limit after which the whole group is killed.
+//! A hook runs as `sh -e -c SCRIPT` in its sandbox (`platform::sandbox`: its own namespaces and
+//! cgroup) and its own process group, with only the environment the platform documents (plus
+//! PATH and HOME), its output appended to the job's log, and a time limit after which the whole
+//! sandbox is killed.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::{ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use super::{Halt, HookFailure, RunnerError};
 use crate::core::Timestamp;
+use crate::platform::sandbox::{self, Jail, Prepared, Sandbox};
 use crate::queue::Receiver;
 
 /// The log of one job: phases with timestamps, and every command's output.
@@ -75,6 +77,9 @@ pub struct Hook<'a> {
     pub record: &'a Path,
     /// The project's user, when the runner can switch to it (it runs as root).
     pub user: Option<&'a crate::platform::users::User>,
+    pub sandbox: &'a Sandbox,
+    /// What the hook may see and use, and its limits.
+    pub jail: Jail<'a>,
 }
 
 /// Kills a process group (a hook and everything it started).
@@ -184,14 +189,20 @@ pub fn run(hook: &Hook<'_>, log: &mut JobLog, control: &super::Control) -> Resul
     for line in hook.script.lines().filter(|l| !l.trim().is_empty()) {
         log.phase(hook.name, &format!("  $ {line}"));
     }
+    if !hook.sandbox.is_on() {
+        log.phase(
+            hook.name,
+            "W: this runner runs hooks without a sandbox (--no-sandbox): the hook can read and write what the \
+             runner can",
+        );
+    }
     let out = log.sink()?;
     let err = log.sink()?;
-    let mut command = Command::new("sh");
+    let Prepared { mut command, cgroup } = hook
+        .sandbox
+        .command(&hook.jail, hook.user, hook.cwd, "sh", &["-e", "-c", hook.script])
+        .map_err(RunnerError::Platform)?;
     command
-        .arg("-e")
-        .arg("-c")
-        .arg(hook.script)
-        .current_dir(hook.cwd)
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into()))
         .env("HOME", hook.cwd)
@@ -201,9 +212,6 @@ pub fn run(hook: &Hook<'_>, log: &mut JobLog, control: &super::Control) -> Resul
         .stderr(Stdio::from(err));
     use std::os::unix::process::CommandExt;
     command.process_group(0);
-    if let Some(user) = hook.user {
-        command.uid(user.uid).gid(user.gid);
-    }
     let child = command.spawn().map_err(|source| RunnerError::Io {
         action: "starting sh for",
         path: hook.cwd.to_owned(),
@@ -212,6 +220,16 @@ pub fn run(hook: &Hook<'_>, log: &mut JobLog, control: &super::Control) -> Resul
     let _recorded = Recorded::write(hook.record, child.id());
     let started = Instant::now();
     let status = wait(child, hook, control);
+    // Whatever the hook left (in its cgroup) dies with it; a limit hit is the hook's failure.
+    let hit = cgroup.as_ref().and_then(|cgroup| {
+        cgroup.kill();
+        cgroup.hit()
+    });
+    if let (Some(hit), Ok(_)) = (hit, &status) {
+        let why = sandbox::explain(hit, hook.jail.limits);
+        log.phase(hook.name, &format!("Hook `{}` failed: {why}", hook.name));
+        return Err(RunnerError::Hook { name: hook.name, why: HookFailure::Limit(why) }.into());
+    }
     let status = match status {
         Ok(status) => status,
         Err(Ended::Interrupted(interrupted)) => {

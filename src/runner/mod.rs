@@ -66,6 +66,8 @@ pub struct Config {
     pub slugs: Option<slugs::SharedSlugs>,
     /// Which jobs this runner takes (`--role`, `--environments`).
     pub scope: crate::queue::Scope,
+    /// How hooks are isolated (`serve` detects it; `--no-sandbox` turns it off).
+    pub sandbox: crate::platform::sandbox::Sandbox,
 }
 
 impl Config {
@@ -83,6 +85,7 @@ impl Config {
             keep_releases: 5,
             grace: Duration::from_secs(60),
             platform: None,
+            sandbox: crate::platform::sandbox::Sandbox::Off,
         }
     }
 

@@ -9,6 +9,7 @@ use super::build::{AppPlan, Built};
 use super::deploy::{self, EnvDir, ReleaseInfo};
 use super::hooks::{self, Hook, JobLog};
 use super::{env, slug, Config, Control, Halt, Invalid, RunnerError};
+use crate::platform::sandbox::Jail;
 use crate::platform::{Deployment, Prepared};
 use crate::queue::Job;
 
@@ -96,14 +97,24 @@ pub(super) fn deploy(
         let app_dir = release.join(&plan.name);
         let env = runtime_env(plan, &app_dir);
         let record = env_dir.hook_record();
+        let mounts = env_dir.mounts_created()?;
         let hook = Hook {
             name,
             script: &script,
             cwd: &app_dir,
             env: &env,
-            timeout: config.hook_timeout,
+            timeout: declared.sandbox.time_limit(config.hook_timeout),
             record: &record,
             user: user.as_ref(),
+            sandbox: &config.sandbox,
+            // The release read-only, its mounts writable, the services on the network.
+            jail: Jail {
+                writable: vec![&mounts],
+                readable: vec![&release],
+                hidden: vec![&config.data_dir, job.repo.path()],
+                network: true,
+                limits: declared.sandbox.limits(),
+            },
         };
         hooks::run(&hook, log, control)
     };

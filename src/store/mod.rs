@@ -203,3 +203,8 @@ pub fn services_file(dir: &Path) -> PathBuf {
 pub fn variables_file(dir: &Path) -> PathBuf {
     dir.join("variables.json")
 }
+
+/// The hooks' sandbox policy (`platform::sandbox::Policy`).
+pub fn sandbox_file(dir: &Path) -> PathBuf {
+    dir.join("sandbox.json")
+}

@@ -9,6 +9,7 @@ mod push;
 mod queue;
 mod router;
 mod runner;
+mod sandbox;
 mod scale;
 mod schema;
 mod servers;

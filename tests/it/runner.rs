@@ -27,11 +27,11 @@ fn indent(script: &str) -> String {
 }
 
 const RECORDING_BUILD: &str = "set -e\nenv | sort > build-env.txt\nmkdir -p pub && echo built > pub/built.txt";
-const RECORDING_DEPLOY: &str =
-    "env | sort > var/deploy-env.txt\n[ -e ../../../maintenance ] && echo in-maintenance > var/maintenance.txt || true";
+const RECORDING_DEPLOY: &str = "env | sort > var/deploy-env.txt";
 
 pub fn runner(s: &Server, args: &[&str]) -> Output {
-    Command::new(runner_bin()).args(args).arg("--data").arg(&s.data).envs(s.queue_env()).output().unwrap()
+    let flag = s.sandbox_flag().filter(|_| args.first() == Some(&"serve"));
+    Command::new(runner_bin()).args(args).args(flag).arg("--data").arg(&s.data).envs(s.queue_env()).output().unwrap()
 }
 
 /// A runner serving until idle with a one-second lease, in the background: for tests that kill
@@ -40,6 +40,7 @@ pub fn spawn_dying_runner(s: &Server) -> std::process::Child {
     Command::new(runner_bin())
         .args(["serve", "--until-idle", "--lease", "1", "--data"])
         .arg(&s.data)
+        .args(s.sandbox_flag())
         .envs(s.queue_env())
         .stdout(std::process::Stdio::null())
         .spawn()
@@ -138,7 +139,6 @@ fn a_push_becomes_a_running_release() {
     let var = std::fs::read_link(app_dir.join("var")).unwrap();
     assert!(var.starts_with(env_root.join("mounts")), "{}", var.display());
     assert_eq!(std::fs::read_to_string(app_dir.join("var/post_deploy.txt")).unwrap().trim(), "post");
-    assert_eq!(std::fs::read_to_string(app_dir.join("var/maintenance.txt")).unwrap().trim(), "in-maintenance");
     assert!(!env_root.join("maintenance").exists(), "maintenance ends");
 
     // The build saw the build environment, and no services.
@@ -398,6 +398,7 @@ impl Serving {
         let child = Command::new(runner_bin())
             .args(["serve", "--data"])
             .arg(&s.data)
+            .args(s.sandbox_flag())
             .stdout(std::process::Stdio::null())
             .spawn()
             .unwrap();
@@ -521,6 +522,7 @@ fn a_running_job_can_be_cancelled() {
     let mut serving = Command::new(runner_bin())
         .args(["serve", "--until-idle", "--lease", "3", "--data"])
         .arg(&s.data)
+        .args(s.sandbox_flag())
         .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap();
@@ -551,6 +553,7 @@ fn sigterm_returns_a_running_job_to_the_queue_after_the_grace_period() {
     let mut serving = Command::new(runner_bin())
         .args(["serve", "--grace", "1", "--data"])
         .arg(&s.data)
+        .args(s.sandbox_flag())
         .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap();
@@ -571,8 +574,8 @@ fn the_build_goes_on_when_the_pusher_hangs_up() {
     let s = Server::new("hangup");
     crate::support::git_ok(&s.bare, &["config", "pushgate.pickupWaitMs", "20000"]);
     std::fs::create_dir_all(&s.data).unwrap();
-    let _runner = Serving::start(&s);
     let marker = s.markers().join("building");
+    let _runner = Serving::start(&s);
     let build = format!("touch {}\nsleep 2\necho done", marker.display());
     let commit = s.commit(&files_with(APP_FILE, &app_with_hooks(&build, "true")), "slow");
     let mut push = Command::new("git")
@@ -654,6 +657,7 @@ fn workers_build_environments_side_by_side_but_one_job_per_environment() {
     let serving = Command::new(runner_bin())
         .args(["serve", "--concurrency", "3", "--data"])
         .arg(&s.data)
+        .args(s.sandbox_flag())
         .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap();

@@ -268,16 +268,23 @@ fn runners_killed_mid_build_and_mid_deploy_lose_no_job_and_deploy_no_environment
          if [ {env} = main ] && mkdir {m}/first-deploy 2>/dev/null; then sleep 60; fi\n\
          echo {env} >> {m}/deployed"
     );
-    let builder = Machine::start(&site.s, &site.machine("builder"), &slugs, &["--role", "build"]);
-    let east_args = ["--role", "deploy", "--environments", "main,b1,b2"];
+    // The hooks talk to the test through the marks on the host: no sandbox (sandbox.rs shows that
+    // a sandboxed hook dies with its runner).
+    let builder = Machine::start(&site.s, &site.machine("builder"), &slugs, &["--role", "build", "--no-sandbox"]);
+    let east_args = ["--role", "deploy", "--environments", "main,b1,b2", "--no-sandbox"];
     let east = Machine::start(&site.s, &site.machine("east"), &slugs, &east_args);
-    let west = Machine::start(&site.s, &site.machine("west"), &slugs, &["--role", "deploy", "--environments", "b3,b4"]);
+    let west = Machine::start(
+        &site.s,
+        &site.machine("west"),
+        &slugs,
+        &["--role", "deploy", "--environments", "b3,b4", "--no-sandbox"],
+    );
     let last = site.push_rounds(4, &BRANCHES, &app_with_hooks(&build, &deploy));
 
     // The builder dies mid-build; another machine takes its place.
     assert!(eventually(60, || marks.join("first-build").exists()), "a build started: {}", log(&site.s, 1));
     builder.kill();
-    let _builder2 = Machine::start(&site.s, &site.machine("builder2"), &slugs, &["--role", "build"]);
+    let _builder2 = Machine::start(&site.s, &site.machine("builder2"), &slugs, &["--role", "build", "--no-sandbox"]);
     // East dies mid-deploy of `main` and comes back (the machine restarts with its data).
     assert!(eventually(120, || marks.join("first-deploy").exists()), "main's deploy started");
     east.kill();

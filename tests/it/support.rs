@@ -190,6 +190,9 @@ pub struct Server {
     /// The PostgreSQL queue's URL, when the test uses one instead of the data directory's SQLite.
     pub queue: Option<String>,
     pg_database: Option<String>,
+    /// Set by `markers`: the test's hooks write to the host, so its runners run them without a
+    /// sandbox (tests/it/sandbox.rs shows what the sandbox stops).
+    hooks_reach_the_host: std::sync::atomic::AtomicBool,
 }
 
 impl Server {
@@ -204,7 +207,7 @@ impl Server {
         let work = dir.join("work");
         std::fs::create_dir_all(&work).unwrap();
         git_ok(&work, &["init", "-q"]);
-        Server { dir, bare, work, prefix, data, queue: None, pg_database: None }
+        Server { dir, bare, work, prefix, data, queue: None, pg_database: None, hooks_reach_the_host: false.into() }
     }
 
     /// The same, with its queue in a new PostgreSQL database (`git config pushgate.queue`, and
@@ -280,13 +283,20 @@ impl Server {
     }
 
     /// A directory every user may write: for what hooks leave for the test to see (a runner
-    /// started as root runs them as the project's user).
+    /// started as root runs them as the project's user). A sandboxed hook cannot reach it: the
+    /// test's runners then run with `--no-sandbox` (see `sandbox_flag`).
     pub fn markers(&self) -> PathBuf {
+        self.hooks_reach_the_host.store(true, std::sync::atomic::Ordering::Relaxed);
         let dir = self.dir.join("markers");
         std::fs::create_dir_all(&dir).unwrap();
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o1777)).unwrap();
         dir
+    }
+
+    /// `--no-sandbox` for `serve` when the test's hooks write to the host (`markers`).
+    pub fn sandbox_flag(&self) -> Option<&'static str> {
+        self.hooks_reach_the_host.load(std::sync::atomic::Ordering::Relaxed).then_some("--no-sandbox")
     }
 
     /// Another project on the same server: its own bare repository, the same data directory.

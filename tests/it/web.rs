@@ -27,6 +27,7 @@ impl Web {
             .arg(format!("127.0.0.1:{port}"))
             .arg("--data")
             .arg(&s.data)
+            .args(s.sandbox_flag().filter(|_| command.first() == Some(&"serve")))
             .envs(s.queue_env())
             .stdout(Stdio::null())
             .stderr(Stdio::null())

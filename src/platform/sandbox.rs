@@ -1,0 +1,332 @@
+//! The sandbox every hook runs in: code anyone with push access wrote, run on the server.
+//!
+//! Three layers, each stopping what the others do not:
+//! - **bubblewrap** (Debian's `bwrap`) builds a new mount, PID, IPC, UTS and user namespace: the
+//!   hook sees the system's programs and libraries read-only (`/usr`, `/etc`, `/opt`), a private
+//!   `/tmp`, `/proc` of its own PID namespace, and only the directories of its own job: the build
+//!   directory for `build`; the release (read-only, whoever the hook is) and the environment's
+//!   mounts for `deploy` and `post_deploy`. Nothing else of the data directory (queue, logs,
+//!   other projects, their variables), no repository. Bind mounts are not permission bits: a
+//!   read-only bind stays read-only for root in the namespace too. Its user namespace has no
+//!   capabilities and may not make another (`--disable-userns`). The network namespace is the
+//!   host's unless the project's policy turns the network off (then only a loopback of its own).
+//! - **The PID namespace** ends with its first process: when the hook's shell ends, is killed at
+//!   its time limit, cancelled, or when the runner dies (`--die-with-parent`), the kernel kills
+//!   every process the hook left (`sleep &`, double forks, `setsid`).
+//! - **A cgroup per hook** (`cgroup`) bounds its memory (no swap) and its number of processes,
+//!   and says afterwards which limit was hit, for the job's log; it is emptied and removed when
+//!   the hook ends.
+//!
+//! Hooks also run as the project's own unprivileged user (`users`) when the runner is root.
+//! A host where the sandbox cannot be built (no bubblewrap, user namespaces forbidden, as
+//! AppArmor does on recent Ubuntu, no cgroup to write) makes `serve` refuse to start and say how
+//! to fix it, unless the admin passes `--no-sandbox`, which every job's log then repeats.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::cgroup::{Cgroup, Cgroups, Hit, Limits};
+use super::users::User;
+
+/// How hooks are run on this runner.
+#[derive(Debug, Clone)]
+pub enum Sandbox {
+    /// `--no-sandbox`: as the project's user (when root), with the runner's view of the host.
+    Off,
+    On {
+        bwrap: PathBuf,
+        cgroups: Cgroups,
+        disable_userns: bool,
+    },
+}
+
+/// The admin's policy for a project's hooks: `sandbox.json` in the data directory (for every
+/// project) and in the bare repository's `pushgate/` (for one; its keys win).
+/// `{"network": false, "memory_mb": 2048, "processes": 256, "time_limit_s": 1800}`
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Policy {
+    /// The build hook's network (default on: composer and npm need it). Deploy hooks always
+    /// reach the network: their services are on it.
+    pub network: Option<bool>,
+    pub memory_mb: Option<u64>,
+    pub processes: Option<u32>,
+    pub time_limit_s: Option<u64>,
+}
+
+pub const DEFAULT_MEMORY_MB: u64 = 4096;
+pub const DEFAULT_PROCESSES: u32 = 1024;
+
+impl Policy {
+    /// `self` with the keys `over` sets replaced.
+    pub fn overridden(self, over: Policy) -> Policy {
+        Policy {
+            network: over.network.or(self.network),
+            memory_mb: over.memory_mb.or(self.memory_mb),
+            processes: over.processes.or(self.processes),
+            time_limit_s: over.time_limit_s.or(self.time_limit_s),
+        }
+    }
+
+    pub fn limits(&self) -> Limits {
+        Limits {
+            memory_bytes: self.memory_mb.unwrap_or(DEFAULT_MEMORY_MB).max(16) * 1024 * 1024,
+            processes: self.processes.unwrap_or(DEFAULT_PROCESSES).max(4),
+        }
+    }
+
+    pub fn time_limit(&self, default: Duration) -> Duration {
+        self.time_limit_s.map(Duration::from_secs).unwrap_or(default)
+    }
+}
+
+/// What one hook may see and use.
+pub struct Jail<'a> {
+    /// Directories it may write (the build directory, the environment's mounts).
+    pub writable: Vec<&'a Path>,
+    /// Directories it may read (the release).
+    pub readable: Vec<&'a Path>,
+    /// Directories that must stay out of sight even if they lie under a system directory (the
+    /// data directory, the repository).
+    pub hidden: Vec<&'a Path>,
+    pub network: bool,
+    pub limits: Limits,
+}
+
+/// A hook's command, ready to spawn, and the cgroup it will run in.
+pub struct Prepared {
+    pub command: Command,
+    pub cgroup: Option<Cgroup>,
+}
+
+/// The system's directories a hook sees, read-only.
+const SYSTEM: &[&str] = &["/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc", "/opt"];
+
+impl Sandbox {
+    /// The sandbox this host can build, or why it cannot and how to fix that.
+    pub fn detect() -> Result<Sandbox, String> {
+        let escape = "or pass --no-sandbox to run hooks without one (every hook can then read and write \
+                      what the runner can: other projects, the queue, the repositories)";
+        let bwrap = find_program("bwrap")
+            .ok_or_else(|| format!("bubblewrap is not installed (Debian: apt-get install bubblewrap); {escape}"))?;
+        let cgroups = Cgroups::detect().map_err(|e| {
+            format!(
+                "the hooks' memory and process limits need a cgroup the runner may write ({e}): run the runner as \
+                 root, or in a delegated cgroup v2 subtree (systemd: Delegate=yes); {escape}"
+            )
+        })?;
+        let mut sandbox = Sandbox::On { bwrap, cgroups, disable_userns: true };
+        let probe = |sandbox: &Sandbox| -> Result<(), String> {
+            let jail =
+                Jail { writable: vec![], readable: vec![], hidden: vec![], network: false, limits: probe_limits() };
+            let nobody = super::users::is_root().then(|| User { name: "nobody".into(), uid: 65534, gid: 65534 });
+            let mut prepared = sandbox.command(&jail, nobody.as_ref(), Path::new("/"), "true", &[])?;
+            let out = prepared.command.output().map_err(|e| format!("starting bwrap: {e}"))?;
+            if out.status.success() {
+                Ok(())
+            } else {
+                Err(String::from_utf8_lossy(&out.stderr).trim().to_owned())
+            }
+        };
+        match probe(&sandbox) {
+            Ok(()) => Ok(sandbox),
+            Err(e) if e.contains("disable-userns") => {
+                // bubblewrap before 0.8: the rest of the sandbox still stands.
+                if let Sandbox::On { disable_userns, .. } = &mut sandbox {
+                    *disable_userns = false;
+                }
+                probe(&sandbox).map(|()| sandbox).map_err(|e| cannot(&e, escape))
+            }
+            Err(e) => Err(cannot(&e, escape)),
+        }
+    }
+
+    pub fn is_on(&self) -> bool {
+        matches!(self, Sandbox::On { .. })
+    }
+
+    /// `program args` in `jail`, in the directory `cwd`, as `user` (when the runner is root).
+    pub fn command(
+        &self,
+        jail: &Jail<'_>,
+        user: Option<&User>,
+        cwd: &Path,
+        program: &str,
+        args: &[&str],
+    ) -> Result<Prepared, String> {
+        use std::os::unix::process::CommandExt;
+        let Sandbox::On { bwrap, cgroups, disable_userns } = self else {
+            let mut command = Command::new(program);
+            command.args(args).current_dir(cwd);
+            if let Some(user) = user {
+                command.uid(user.uid).gid(user.gid);
+            }
+            return Ok(Prepared { command, cgroup: None });
+        };
+        let mut command = Command::new(bwrap);
+        command.args(bwrap_args(jail, cwd, *disable_userns)).arg("--").arg(program).args(args);
+        // bwrap needs a working directory it can enter before it builds the namespace.
+        command.current_dir("/");
+        let cgroup = cgroups.create(jail.limits)?;
+        let joiner = cgroup.joiner()?;
+        let ids = user.map(|u| (u.uid, u.gid));
+        let runner = std::process::id() as libc::pid_t;
+        // SAFETY: the closure only calls async-signal-safe functions (write, setgroups, setgid,
+        // setuid, prctl, getppid), as a child between fork and exec must.
+        unsafe {
+            command.pre_exec(move || {
+                // Into the cgroup first, as root: a process the hook starts can never be outside it.
+                joiner.join()?;
+                if let Some((uid, gid)) = ids {
+                    if libc::setgroups(0, std::ptr::null()) != 0 || libc::setgid(gid) != 0 || libc::setuid(uid) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                // bubblewrap ties the sandbox to itself; this ties bubblewrap to the runner, from
+                // the start (after the change of user, which clears it). A runner already gone
+                // fails the spawn.
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 || libc::getppid() != runner
+                {
+                    return Err(std::io::Error::other("the runner ended"));
+                }
+                Ok(())
+            });
+        }
+        Ok(Prepared { command, cgroup: Some(cgroup) })
+    }
+}
+
+/// What a limit hit means, for the job's log.
+pub fn explain(hit: Hit, limits: Limits) -> String {
+    match hit {
+        Hit::OutOfMemory => format!(
+            "out of memory: the hook's processes reached their limit of {} MB and the kernel killed one \
+             (`memory_mb` in the project's sandbox.json)",
+            limits.memory_bytes / 1024 / 1024
+        ),
+        Hit::TooManyProcesses => format!(
+            "too many processes: the hook reached its limit of {} processes and a fork failed (`processes` in \
+             the project's sandbox.json)",
+            limits.processes
+        ),
+    }
+}
+
+fn probe_limits() -> Limits {
+    Limits { memory_bytes: 64 * 1024 * 1024, processes: 16 }
+}
+
+fn cannot(stderr: &str, escape: &str) -> String {
+    format!(
+        "bubblewrap cannot build a sandbox on this host ({stderr}). It needs unprivileged user namespaces: \
+         `sysctl user.max_user_namespaces` above 0 (and `kernel.unprivileged_userns_clone=1` where it exists); \
+         on Ubuntu 23.10 and later AppArmor forbids them unless bwrap has a profile that allows `userns` (or \
+         `sysctl kernel.apparmor_restrict_unprivileged_userns=0`); {escape}"
+    )
+}
+
+fn find_program(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
+    std::env::split_paths(&path).map(|dir| dir.join(name)).find(|p| p.is_file())
+}
+
+/// bubblewrap's arguments for `jail`.
+fn bwrap_args(jail: &Jail<'_>, cwd: &Path, disable_userns: bool) -> Vec<OsString> {
+    let mut args: Vec<OsString> = Vec::new();
+    let mut push = |items: &[&dyn AsRef<std::ffi::OsStr>]| {
+        args.extend(items.iter().map(|i| i.as_ref().to_owned()));
+    };
+    push(&[&"--unshare-all", &"--die-with-parent", &"--new-session"]);
+    if disable_userns {
+        push(&[&"--disable-userns"]);
+    }
+    if jail.network {
+        push(&[&"--share-net"]);
+    }
+    for dir in SYSTEM {
+        match std::fs::symlink_metadata(dir) {
+            Ok(meta) if meta.is_symlink() => {
+                if let Ok(target) = std::fs::read_link(dir) {
+                    push(&[&"--symlink", &target, dir]);
+                }
+            }
+            Ok(meta) if meta.is_dir() => push(&[&"--ro-bind", dir, dir]),
+            _ => {}
+        }
+    }
+    // A resolver configuration that links into /run (systemd-resolved) is followed.
+    if let Ok(resolv) = std::fs::canonicalize("/etc/resolv.conf") {
+        if resolv.starts_with("/run") {
+            push(&[&"--ro-bind-try", &resolv, &resolv]);
+        }
+    }
+    push(&[&"--proc", &"/proc", &"--dev", &"/dev", &"--tmpfs", &"/tmp", &"--tmpfs", &"/var/tmp"]);
+    // The data directory and the repository are an empty, read-only directory, wherever they
+    // are (under /opt, or under the private /tmp when the data directory is in /tmp), with only
+    // the job's own directories bound inside.
+    let hidden: Vec<&&Path> = jail.hidden.iter().filter(|h| h.is_dir()).collect();
+    for dir in &hidden {
+        push(&[&"--tmpfs", dir]);
+    }
+    for dir in &jail.readable {
+        push(&[&"--ro-bind", dir, dir]);
+    }
+    for dir in &jail.writable {
+        push(&[&"--bind", dir, dir]);
+    }
+    for dir in &hidden {
+        push(&[&"--remount-ro", dir]);
+    }
+    // The rest of the sandbox's own root (where bubblewrap made the mount points) is read-only.
+    push(&[&"--remount-ro", &"/", &"--chdir", &cwd]);
+    args
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_projects_policy_overrides_the_servers_key_by_key() {
+        let server = Policy { network: Some(true), memory_mb: Some(1024), processes: None, time_limit_s: Some(60) };
+        let project = Policy { network: Some(false), processes: Some(64), ..Policy::default() };
+        let both = server.overridden(project);
+        assert_eq!(both.network, Some(false));
+        assert_eq!(both.limits(), Limits { memory_bytes: 1024 * 1024 * 1024, processes: 64 });
+        assert_eq!(both.time_limit(Duration::from_secs(5)), Duration::from_secs(60));
+        assert_eq!(Policy::default().limits().processes, DEFAULT_PROCESSES);
+    }
+
+    #[test]
+    fn the_jail_binds_only_its_own_directories_after_the_system() {
+        let tmp = std::env::temp_dir().join(format!("pushgate-jail-{}", std::process::id()));
+        let (data, build) = (tmp.join("data"), tmp.join("data/builds/7"));
+        std::fs::create_dir_all(&build).unwrap();
+        let release = Path::new("/d/env/r/1");
+        let jail = Jail {
+            writable: vec![&build],
+            readable: vec![release],
+            hidden: vec![&data, Path::new("/nonexistent/repo.git")],
+            network: false,
+            limits: probe_limits(),
+        };
+        let args: Vec<String> =
+            bwrap_args(&jail, &build, true).iter().map(|a| a.to_string_lossy().into_owned()).collect();
+        let _ = std::fs::remove_dir_all(&tmp);
+        let line = args.join(" ");
+        let (data, build) = (data.display(), build.display());
+        assert!(!line.contains("--share-net") && !line.contains("repo.git"), "{line}");
+        assert!(line.contains("--ro-bind /d/env/r/1 /d/env/r/1") && line.contains(&format!("--bind {build} {build}")));
+        // The system first, then the hidden directory emptied, the job's directories inside it,
+        // and the hidden directory made read-only.
+        let at = |s: &str| line.find(s).unwrap_or(usize::MAX);
+        assert!(at("--tmpfs /tmp") < at(&format!("--tmpfs {data}")), "{line}");
+        assert!(at(&format!("--tmpfs {data}")) < at(&format!("--bind {build}")), "{line}");
+        assert!(at(&format!("--bind {build}")) < at(&format!("--remount-ro {data}")), "{line}");
+        assert!(line.ends_with(&format!("--remount-ro / --chdir {build}")), "{line}");
+    }
+}
