@@ -768,6 +768,54 @@ def scale_benchmarks(tmp, jobs, pushes):
                 check=False)
 
 
+def sandbox_benchmarks(tmp, runs):
+    """The cost of the hooks' sandbox: the same redeploys (deploy and post_deploy hooks of the
+    example) through a runner with its sandbox and one with --no-sandbox, interleaved. Per hook,
+    from the job logs' millisecond timestamps: `Running hook` to `Hook ... succeeded`."""
+    runner = ROOT / "target" / "release" / "pushgate-runner"
+    from datetime import datetime
+
+    def at(line):
+        return datetime.strptime(line.split(" ", 1)[0], "%Y-%m-%dT%H:%M:%S.%fZ").timestamp()
+
+    sides = {}
+    for name, flags in (("sandbox", []), ("no sandbox", ["--no-sandbox"])):
+        key = name.replace(" ", "-")
+        repo, data, work = tmp / f"{key}.git", tmp / f"{key}-data", tmp / f"{key}-work"
+        install_at(tmp, repo, data)
+        run(["git", "--git-dir", str(repo), "config", "pushgate.pickupWaitMs", "30000"])
+        example_work(work)
+        serving = subprocess.Popen([str(runner), "serve", "--data", str(data), *flags], env=ENV,
+                                   stdout=subprocess.DEVNULL, stderr=open(tmp / f"{key}-runner.log", "wb"))
+        for _ in range(100):
+            if (data / "wakeup").exists():
+                break
+            time.sleep(0.05)
+        run(["git", "push", str(repo), "HEAD:refs/heads/main"], cwd=work)  # first deployment: builds
+        sides[name] = {"repo": repo, "data": data, "work": work, "serving": serving, "push": [], "hook": []}
+    try:
+        for i in range(runs):
+            for side in sides.values():
+                git(side["work"], "commit", "-q", "--allow-empty", "-m", f"redeploy {i}")  # same tree
+                side["push"].append(timed(["git", "push", "-q", str(side["repo"]), "HEAD:refs/heads/main"], side["work"]))
+        for side in sides.values():
+            jobs = json.loads(run([str(runner), "jobs", "--json", "--data", str(side["data"])]).stdout)
+            for job in jobs[1:]:
+                log = run([str(runner), "logs", str(job["id"]), "--data", str(side["data"])]).stdout.decode()
+                started = None
+                for line in log.splitlines():
+                    if "] Running hook `" in line:
+                        started = at(line)
+                    elif "] Hook `" in line and "succeeded" in line and started is not None:
+                        side["hook"].append(at(line) - started)
+                        started = None
+    finally:
+        for side in sides.values():
+            side["serving"].terminate()
+            side["serving"].wait()
+    return {name: (side["push"], side["hook"]) for name, side in sides.items()}
+
+
 def ms(xs):
     return f"{statistics.median(xs) * 1000:8.2f} ms (min {min(xs) * 1000:.2f}, n={len(xs)})"
 
@@ -777,9 +825,9 @@ def main():
     ap.add_argument("--runs", type=int, default=41)
     ap.add_argument("--branch-runs", type=int, default=5)
     ap.add_argument("--skip-external", action="store_true")
-    ap.add_argument("--only", default="push,branches,hostile,runner,router,web,scale,external,fsck,size",
-                    help="comma-separated sections: push, branches, hostile, runner, router, web, scale, clone, "
-                         "external, fsck, size")
+    ap.add_argument("--only", default="push,branches,hostile,runner,router,web,scale,sandbox,external,fsck,size",
+                    help="comma-separated sections: push, branches, hostile, runner, router, web, scale, sandbox, "
+                         "clone, external, fsck, size")
     ap.add_argument("--activities", type=int, default=10_000, help="activities in the store for the web section")
     ap.add_argument("--clone-mb", type=int, default=1024, help="size of the database the clone section copies")
     args = ap.parse_args()
@@ -865,6 +913,16 @@ def main():
             for store, xs in latency.items():
                 print(f"   {store:10} push accepted -> job claimed: median {statistics.median(xs) * 1000:.1f} ms, "
                       f"max {max(xs) * 1000:.1f} ms (n={len(xs)})")
+
+        if "sandbox" in sections:
+            figures = sandbox_benchmarks(tmp, min(args.runs, 21))
+            print("\n12. the hooks' sandbox (bubblewrap namespaces and a cgroup per hook), interleaved")
+            for name, (push, hook) in figures.items():
+                print(f"   {name:10} one hook, start to end: {ms(hook)}; redeploy (two hooks), push to `current` "
+                      f"switched: {ms(push)}")
+            a, b = (statistics.median(figures[k][0]) for k in ("sandbox", "no sandbox"))
+            c, d = (statistics.median(figures[k][1]) for k in ("sandbox", "no sandbox"))
+            print(f"   the sandbox costs {(c - d) * 1000:.1f} ms per hook, {(a - b) * 1000:.1f} ms per redeploy ({a / b:.2f}x)")
 
         if "clone" in sections:
             size, rows, ours, theirs = clone_benchmark(tmp, args.clone_mb, 2)
