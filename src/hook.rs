@@ -25,6 +25,7 @@ use crate::queue::{JobStore, QueueError, Receiver, Reservation};
 use crate::report;
 use crate::settings::{self, Env};
 use crate::source::{DirSource, Entry, ReadLog, Recording, Source, SourceError};
+use crate::store::environments::{EnvType, EnvTypes};
 use crate::topology::diff::{destructive, diff, Kind, Subject};
 use crate::topology::Topology;
 use crate::validate::{self, Outcome};
@@ -125,6 +126,7 @@ fn refusal_before_validation(
     repo: &Repository,
     update: &RefUpdate,
     owners: &HashMap<String, Vec<String>>,
+    types: &Result<EnvTypes, String>,
     new_trees: &mut git::NewTrees,
     cache: &Cache,
 ) -> Result<Result<EnvName, Refusal>, HookError> {
@@ -133,6 +135,30 @@ fn refusal_before_validation(
         Ok(env) => env,
         Err((problem, hint)) => return Ok(Err(Refusal { what: format!("cannot be deployed: {problem}"), hint })),
     };
+    let kind = match types {
+        Ok(types) => types.of(environment.as_str()),
+        Err(why) => {
+            return Ok(Err(Refusal {
+                what: format!("cannot be deployed: the project's environment types cannot be read: {why}"),
+                hint: "the admin fixes it (pushgate-runner env create writes it)".into(),
+            }))
+        }
+    };
+    if !kind.pushed() {
+        let project = crate::activity::project_name(&repo_id(repo));
+        let from = if kind == EnvType::Production { "staging" } else { "master" };
+        return Ok(Err(Refusal {
+            what: format!(
+                "cannot be pushed: `{environment}` is the project's {} environment, which is deployed by promotion, \
+                 never by a push",
+                kind.as_str()
+            ),
+            hint: format!(
+                "push to an integration branch, then promote what it runs: pushgate-runner promote {project} {from} \
+                 {environment} (or the console's Promote)"
+            ),
+        }));
+    }
     let bad_entry = new_trees.check(repo, update.new.oid()).map_err(|source| GitError::Commit {
         commit: update.new.to_string(),
         refname: update.name.clone(),
@@ -244,6 +270,8 @@ struct Push<'a> {
     receiver: Receiver,
     /// Each environment's branches once the push is applied.
     owners: HashMap<String, Vec<String>>,
+    /// The admin's staging and production environments (or why they cannot be read).
+    types: Result<EnvTypes, String>,
     new_trees: git::NewTrees,
     cache: Cache,
     /// Opened at the first branch that may be queued, so that a push it cannot record is refused.
@@ -260,7 +288,9 @@ impl<'a> Push<'a> {
         let t = Instant::now();
         let owners = environment_owners(repo, updates);
         let new_trees = git::NewTrees::for_hook(repo);
+        let types = EnvTypes::load(repo.path());
         Push {
+            types,
             repo,
             settings,
             repo_path: repo_id(repo),
@@ -281,7 +311,8 @@ impl<'a> Push<'a> {
     fn branch(&mut self, update: &RefUpdate, branch: &str, out: &mut dyn Write) -> Result<(), HookError> {
         let short = update.new.short();
         let t = Instant::now();
-        let early = refusal_before_validation(self.repo, update, &self.owners, &mut self.new_trees, &self.cache)?;
+        let early =
+            refusal_before_validation(self.repo, update, &self.owners, &self.types, &mut self.new_trees, &self.cache)?;
         self.in_names += t.elapsed();
         let environment = match early {
             Ok(environment) => environment,

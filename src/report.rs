@@ -218,7 +218,15 @@ pub fn environments(out: &mut dyn Write, rows: &[crate::runner::deploy::Environm
     for r in rows {
         let commit = r.commit.as_ref().map_or("?", |c| c.short());
         let url = r.primary_url.as_deref().unwrap_or("-");
-        writeln!(out, "{}  release {}  {commit}  {}  {url}  {}", r.environment, r.release, r.state, r.path)?;
+        writeln!(
+            out,
+            "{}  {}  release {}  {commit}  {}  {url}  {}",
+            r.environment,
+            r.kind.as_str(),
+            r.release,
+            r.state,
+            r.path
+        )?;
     }
     Ok(())
 }

@@ -134,6 +134,23 @@ enum Command {
         #[arg(long, value_name = "PATH")]
         repo: Option<String>,
     },
+    /// Deploy what environment FROM runs to staging or production: its slug, not rebuilt, with
+    /// TO's own variables, services and routes (an activity; its log follows, as in a push).
+    Promote {
+        /// The project: its bare repository's name (`shop` for shop.git).
+        project: String,
+        from: String,
+        to: String,
+        /// Refuse unless FROM runs this commit (an id or a prefix): promote what was tested.
+        #[arg(long, value_name = "COMMIT")]
+        commit: Option<String>,
+        /// Promote to production from another environment than staging, or another commit.
+        #[arg(long)]
+        force: bool,
+        /// Queue it and return at once.
+        #[arg(long)]
+        no_follow: bool,
+    },
     /// Act on an environment.
     #[command(subcommand)]
     Env(EnvCommand),
@@ -188,6 +205,21 @@ enum EnvCommand {
         /// The repository, when several have an environment of that name.
         #[arg(long, value_name = "PATH")]
         repo: Option<String>,
+    },
+    /// Declare an environment's type: `staging` or `production` (deployed by promotion only,
+    /// never by a push), or `integration` again.
+    Create {
+        project: String,
+        environment: String,
+        #[arg(long = "type", value_name = "TYPE", default_value = "integration")]
+        kind: String,
+    },
+    /// Deploy the slug an environment runs again (new variables take effect), as an activity.
+    Redeploy { project: String, environment: String },
+    /// Each deployed environment: type, state, release, commit, URL.
+    List {
+        #[arg(long)]
+        json: bool,
     },
     /// Delete an environment: off the router, its processes stopped, its releases and mounts
     /// removed.
@@ -480,6 +512,24 @@ fn main() -> ExitCode {
         }
         Command::Env(EnvCommand::Delete { environment, repo, yes }) => {
             env_delete(&data, &environment, repo.as_deref(), yes, &mut out)
+        }
+        Command::Env(EnvCommand::Create { project, environment, kind }) => {
+            env_create(&project, &environment, &kind, &mut out)
+        }
+        Command::Env(EnvCommand::Redeploy { project, environment }) => {
+            env_redeploy(&data, &project, &environment, &mut out)
+        }
+        Command::Env(EnvCommand::List { json }) => envs(&data, json, &mut out),
+        Command::Promote { project, from, to, commit, force, no_follow } => {
+            let promotion = runner::promote::Promotion {
+                project: &project,
+                from: &from,
+                to: &to,
+                commit: commit.as_deref(),
+                force,
+                by: pushgate::queue::pusher(&|k| std::env::var(k).ok()),
+            };
+            promote(&data, &promotion, !no_follow, &mut out)
         }
         Command::Backend(command) => backend(&data, command, &mut out),
         Command::Web { web, log_format } => {
@@ -804,6 +854,62 @@ fn env_delete(data: &Path, name: &str, repo: Option<&str>, yes: bool, out: &mut 
         job.id, job.id
     )?;
     Ok(())
+}
+
+fn env_create(project: &str, environment: &str, kind: &str, out: &mut dyn Write) -> Result<()> {
+    use pushgate::store::environments::{EnvType, EnvTypes};
+    let kind = EnvType::parse(kind).ok_or_else(|| format!("--type {kind}: staging, production or integration"))?;
+    pushgate::core::EnvName::parse(environment)?;
+    let repo = runner::promote::project(store()?.as_ref(), project)?;
+    EnvTypes::declare(repo.path(), environment, kind)?;
+    let how = if kind.pushed() {
+        "deployed by pushing its branch".to_owned()
+    } else {
+        format!("deployed by promotion only (pushgate-runner promote {project} FROM {environment}); pushes to its branch are refused")
+    };
+    writeln!(out, "Environment {environment} of {project} is a {} environment: {how}.", kind.as_str())?;
+    Ok(())
+}
+
+fn env_redeploy(data: &Path, project: &str, environment: &str, out: &mut dyn Write) -> Result<()> {
+    let repo = runner::promote::project(store()?.as_ref(), project)?;
+    let env = deploy::EnvDir::new(data, &repo, &pushgate::core::EnvName::parse(environment)?);
+    let info = env
+        .current_release()
+        .and_then(|r| env.info(&r))
+        .ok_or_else(|| format!("environment {environment} of {project} runs nothing to redeploy"))?;
+    let job = queue_job(data, pushgate::queue::JobKind::Redeploy, environment, info, "{}".into())?;
+    writeln!(out, "Job #{}: redeploy of environment {environment} (its slug, its hooks run again).", job.id)?;
+    logs(data, job.id, true, out)?;
+    ended_well(job.id)
+}
+
+fn promote(data: &Path, promotion: &runner::promote::Promotion<'_>, follow: bool, out: &mut dyn Write) -> Result<()> {
+    let request = runner::promote::request(data, store()?.as_ref(), promotion)?;
+    let job = store()?.enqueue(&request)?;
+    pushgate::store::wake::wake(data);
+    writeln!(
+        out,
+        "Job #{}: promotion of {} (commit {}) to {}.",
+        job.id,
+        promotion.from,
+        request.commit.short(),
+        promotion.to
+    )?;
+    if !follow {
+        return Ok(());
+    }
+    logs(data, job.id, true, out)?;
+    ended_well(job.id)
+}
+
+/// Ok when the job succeeded, else what it ended as.
+fn ended_well(id: JobId) -> Result<()> {
+    match store()?.job(id)? {
+        Some(job) if job.state == JobState::Succeeded => Ok(()),
+        Some(job) => Err(format!("job #{id} ended {}", job.state.as_str()).into()),
+        None => Err(format!("job #{id} is gone").into()),
+    }
 }
 
 /// Queues a job that is not a push for the environment a release describes, and wakes runners.

@@ -327,11 +327,21 @@ pub enum JobKind {
     Rollback,
     /// The cancellation of another job (recorded when done: options name the job).
     Cancel,
+    /// Deploy the slug another environment runs (options: `{"from": ENV}`), never building:
+    /// staging and production are reached this way.
+    Promote,
 }
 
 impl JobKind {
-    pub const ALL: [JobKind; 6] =
-        [JobKind::Push, JobKind::Sync, JobKind::Delete, JobKind::Redeploy, JobKind::Rollback, JobKind::Cancel];
+    pub const ALL: [JobKind; 7] = [
+        JobKind::Push,
+        JobKind::Sync,
+        JobKind::Delete,
+        JobKind::Redeploy,
+        JobKind::Rollback,
+        JobKind::Cancel,
+        JobKind::Promote,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -341,6 +351,7 @@ impl JobKind {
             JobKind::Redeploy => "redeploy",
             JobKind::Rollback => "rollback",
             JobKind::Cancel => "cancel",
+            JobKind::Promote => "promote",
         }
     }
 

@@ -162,6 +162,16 @@ pub(super) fn build(
                 continue;
             }
         }
+        if job.kind == crate::queue::JobKind::Promote {
+            return Err(RunnerError::Platform(format!(
+                "the slug of application `{}` (tree {}) is gone from this runner and its shared store: a promotion \
+                 deploys what was built, never builds; push the commit again (or redeploy {}) to build it",
+                plan.name,
+                plan.tree_id,
+                super::promoted_from(job)
+            ))
+            .into());
+        }
         if !config.scope.build {
             let at = match &config.slugs {
                 Some(SharedSlugs::S3(s3)) => s3.url_of(&plan.key),

@@ -190,6 +190,9 @@ pub struct Environment {
     /// Where the environment answers (empty without a router, or once its branch is deleted).
     pub urls: Vec<String>,
     pub primary_url: Option<String>,
+    /// `integration`, `staging` or `production` (`env create --type`).
+    #[serde(rename = "type")]
+    pub kind: crate::store::environments::EnvType,
 }
 
 /// Every deployed environment of a data directory.
@@ -200,8 +203,15 @@ pub fn environments(data: &Path) -> Vec<Environment> {
             let release = env.current_release()?;
             let info = env.info(&release);
             let site = crate::platform::SiteRecord::read(&env.root).filter(|s| s.active);
+            let name = env.root.file_name()?.to_str()?.to_owned();
+            let kind = info
+                .as_ref()
+                .and_then(|i| crate::store::environments::EnvTypes::load(i.repo.path()).ok())
+                .map(|t| t.of(&name))
+                .unwrap_or_default();
             Some(Environment {
-                environment: env.root.file_name()?.to_str()?.to_owned(),
+                kind,
+                environment: name,
                 commit: info.as_ref().map(|i| i.commit.clone()),
                 repo: info.as_ref().map(|i| i.repo.clone()),
                 path: env.release(&release).display().to_string(),

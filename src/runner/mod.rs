@@ -20,6 +20,7 @@ pub mod env;
 mod error;
 pub mod export;
 pub mod hooks;
+pub mod promote;
 mod release;
 mod ship;
 pub mod shutdown;
@@ -351,6 +352,19 @@ pub fn process(
             .map(|r| (format!("Redeployed environment {} as release {r}", job.environment), Some(r))),
         crate::queue::JobKind::Rollback => sync::roll_back(config, job, &mut log)
             .map(|r| (format!("Environment {} runs release {r} again", job.environment), Some(r))),
+        crate::queue::JobKind::Promote => {
+            let from = promoted_from(job);
+            log.phase(
+                "job",
+                &format!(
+                    "Promoting what environment {from} runs (commit {}) to environment {}: its slug, not rebuilt, \
+                     with {}'s own variables, services and routes",
+                    job.commit, job.environment, job.environment
+                ),
+            );
+            build_and_deploy(config, queue, job, &mut log, &control)
+                .map(|r| (format!("Promoted {from} to environment {} as release {r}", job.environment), Some(r)))
+        }
         // Recorded as ended when it is done; nothing to run.
         crate::queue::JobKind::Cancel => Ok(("Nothing to do".to_owned(), None)),
     };
@@ -532,4 +546,13 @@ pub fn rollback(env_dir: &EnvDir, to: Option<&str>) -> Result<String, RunnerErro
     // `current` is the record of what is deployed: the switch is all there is to record.
     env_dir.switch(&target)?;
     Ok(target)
+}
+
+/// The environment a promotion deploys the slug of (its options' `from`).
+pub fn promoted_from(job: &Job) -> String {
+    job.options
+        .as_deref()
+        .and_then(|o| serde_json::from_str::<serde_json::Value>(o).ok())
+        .and_then(|o| o.get("from").and_then(|f| f.as_str()).map(str::to_owned))
+        .unwrap_or_else(|| "?".into())
 }

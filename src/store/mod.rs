@@ -13,6 +13,7 @@
 //! DATA/services.json, DATA/variables.json   the admin's declarations (also REPO/pushgate/)
 //! ```
 
+pub mod environments;
 pub mod wake;
 
 use std::path::{Path, PathBuf};

@@ -5,6 +5,7 @@ mod check;
 mod corpus;
 mod hostile;
 mod install;
+mod pipeline;
 mod push;
 mod queue;
 mod router;

@@ -1,0 +1,135 @@
+//! Staging and production: declared by the admin, never pushed to, reached by promotion of the
+//! very slug an integration environment runs, each with its own variables.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Output};
+
+use crate::push::{files_with, APP_FILE};
+use crate::runner::{app_with_hooks, envs, log_of};
+use crate::support::{runner_bin, Server};
+
+fn cli(s: &Server, args: &[&str]) -> Output {
+    Command::new(runner_bin()).args(args).arg("--data").arg(&s.data).output().unwrap()
+}
+
+fn ok(out: Output) -> String {
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{text}");
+    text
+}
+
+fn refused(out: Output) -> String {
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(!out.status.success(), "accepted: {text}");
+    text
+}
+
+/// A runner serving in the background until the test ends.
+struct Background(Child);
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn app_of(s: &Server, environment: &str) -> PathBuf {
+    let env = envs(s)
+        .into_iter()
+        .find(|e| e["environment"] == environment)
+        .unwrap_or_else(|| panic!("{environment} deployed"));
+    PathBuf::from(env["path"].as_str().unwrap()).join("mymagento")
+}
+
+fn read(path: PathBuf) -> String {
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())).trim().to_owned()
+}
+
+#[test]
+fn master_is_promoted_to_staging_then_production_without_a_rebuild() {
+    let s = Server::new("pipeline");
+    std::fs::create_dir_all(s.bare.join("pushgate")).unwrap();
+    let variables = |production: &str| {
+        format!(
+            r#"{{"project": {{"env:STAGE": "project-default"}},
+                "environments": {{"staging": {{"env:STAGE": "staging-value"}}, "production": {{"env:STAGE": "{production}"}}}}}}"#
+        )
+    };
+    std::fs::write(s.bare.join("pushgate/variables.json"), variables("production-value")).unwrap();
+    let build = "mkdir -p pub && date +%s%N > pub/built-at.txt";
+    let deploy = "echo \"$STAGE\" > var/stage.txt";
+    let commit = s.commit(&files_with(APP_FILE, &app_with_hooks(build, deploy)), "shop");
+    s.push(&["HEAD:refs/heads/master"]).assert_accepted();
+    let _runner = Background(
+        Command::new(runner_bin())
+            .args(["serve", "--data"])
+            .arg(&s.data)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    assert!(crate::runner::eventually(60, || envs(&s).iter().any(|e| e["environment"] == "master")));
+
+    // The admin declares staging and production.
+    let said = ok(cli(&s, &["env", "create", "repo", "staging", "--type", "staging"]));
+    assert!(said.contains("staging environment: deployed by promotion only"), "{said}");
+    ok(cli(&s, &["env", "create", "repo", "production", "--type", "production"]));
+    // A developer cannot push to them.
+    let push = s.push(&["HEAD:refs/heads/production"]);
+    assert!(!push.ok, "{}", push.output);
+    assert!(
+        push.remote().contains("cannot be pushed: `production` is the project's production environment"),
+        "{}",
+        push.remote()
+    );
+    assert!(push.remote().contains("pushgate-runner promote repo staging production"), "{}", push.remote());
+    assert!(s.server_ref("refs/heads/production").is_none());
+    // The push deployed the integration environment only.
+    let listed: Vec<(String, String)> = envs(&s)
+        .iter()
+        .map(|e| (e["environment"].as_str().unwrap().to_owned(), e["type"].as_str().unwrap().to_owned()))
+        .collect();
+    assert_eq!(listed, vec![("master".to_owned(), "integration".to_owned())]);
+    let built_at = read(app_of(&s, "master").join("pub/built-at.txt"));
+
+    // The pipeline's order and what was tested are enforced.
+    let out = refused(cli(&s, &["promote", "repo", "master", "production"]));
+    assert!(out.contains("production is reached from staging only") && out.contains("--force"), "{out}");
+    let out = refused(cli(&s, &["promote", "repo", "master", "staging", "--commit", "0000000"]));
+    assert!(out.contains(&format!("`master` runs commit {commit}, not 0000000")), "{out}");
+
+    // master to staging, staging to production: the same build, each with its own variables.
+    let out = ok(cli(&s, &["promote", "repo", "master", "staging", "--commit", &commit[..10]]));
+    assert!(out.contains("promotion of master") && out.contains("Promoted master to environment staging"), "{out}");
+    assert!(out.contains("Reusing existing build for this tree ID"), "{out}");
+    assert!(!out.contains("Running hook `build`"), "{out}");
+    let out = ok(cli(&s, &["promote", "repo", "staging", "production"]));
+    assert!(!out.contains("Running hook `build`"), "{out}");
+    for env in ["staging", "production"] {
+        assert_eq!(read(app_of(&s, env).join("pub/built-at.txt")), built_at, "{env} runs master's build");
+    }
+    assert_eq!(read(app_of(&s, "master").join("var/stage.txt")), "project-default");
+    assert_eq!(read(app_of(&s, "staging").join("var/stage.txt")), "staging-value");
+    assert_eq!(read(app_of(&s, "production").join("var/stage.txt")), "production-value");
+    let types: Vec<String> = envs(&s)
+        .iter()
+        .map(|e| format!("{}={}", e["environment"].as_str().unwrap(), e["type"].as_str().unwrap()))
+        .collect();
+    assert_eq!(types.len(), 3);
+    for t in ["master=integration", "staging=staging", "production=production"] {
+        assert!(types.contains(&t.to_owned()), "{types:?}");
+    }
+    let activities = s.jobs();
+    assert_eq!(activities.iter().filter(|j| j["type"] == "promote").count(), 2, "each promotion is an activity");
+
+    // Redeploy without a push: new variables take effect, the slug is the same.
+    std::fs::write(s.bare.join("pushgate/variables.json"), variables("rotated")).unwrap();
+    let out = ok(cli(&s, &["env", "redeploy", "repo", "production"]));
+    assert!(!out.contains("Running hook `build`"), "{out}");
+    assert_eq!(read(app_of(&s, "production").join("var/stage.txt")), "rotated");
+    assert_eq!(read(app_of(&s, "production").join("pub/built-at.txt")), built_at);
+    let id = activities.iter().rfind(|j| j["type"] == "promote").unwrap()["id"].as_i64().unwrap();
+    assert!(log_of(&s, id).contains("Promoting what environment staging runs"), "{}", log_of(&s, id));
+}
