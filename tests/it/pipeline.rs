@@ -133,3 +133,45 @@ fn master_is_promoted_to_staging_then_production_without_a_rebuild() {
     let id = activities.iter().rfind(|j| j["type"] == "promote").unwrap()["id"].as_i64().unwrap();
     assert!(log_of(&s, id).contains("Promoting what environment staging runs"), "{}", log_of(&s, id));
 }
+
+#[test]
+fn the_pipeline_lints_warn_of_a_missing_config_php_and_refuse_committed_secrets() {
+    let s = Server::new("pipeline-lints");
+    let composer = r#"{"name": "shop/site", "require": {"magento/product-community-edition": "2.4.8"}}"#;
+    let mut files = files_with("", "");
+    files.push(("composer.json", composer));
+    // No app/etc/config.php: accepted, with a warning on the app's name.
+    s.commit(&files, "no config.php");
+    let push = s.push(&["HEAD:refs/heads/main"]);
+    push.assert_accepted();
+    let remote = push.remote();
+    assert!(remote.contains(&crate::push::at(APP_FILE, crate::push::APP, "mymagento")), "{remote}");
+    assert!(remote.contains("is a Magento application without app/etc/config.php"), "{remote}");
+    assert!(remote.contains("app:config:dump"), "{remote}");
+    // env.php committed: refused at its first line.
+    let mut with_env = files.clone();
+    with_env.push(("app/etc/config.php", "<?php\nreturn ['modules' => ['Magento_Store' => 1]];\n"));
+    with_env.push(("app/etc/env.php", "<?php\nreturn ['db' => []];\n"));
+    s.commit(&with_env, "env.php");
+    let push = s.push(&["HEAD:refs/heads/main"]);
+    let remote = push.remote();
+    assert!(!push.ok, "{remote}");
+    assert!(remote.contains("app/etc/env.php:1:1") && remote.contains("app/etc/env.php is committed"), "{remote}");
+    assert!(remote.contains("hint: git rm --cached app/etc/env.php"), "{remote}");
+    // config.php with the database connection and a payment key: each refused where it stands.
+    let config = "<?php\nreturn [\n    'modules' => ['Magento_Store' => 1],\n    'db' => ['connection' => ['default' => []]],\n    \
+                  'system' => ['default' => ['payment' => ['braintree' => ['private_key' => 'pk']]]],\n];\n";
+    let mut leaky = files.clone();
+    leaky.push(("app/etc/config.php", config));
+    s.commit(&leaky, "leaky config.php");
+    let push = s.push(&["HEAD:refs/heads/main"]);
+    let remote = push.remote();
+    assert!(!push.ok, "{remote}");
+    assert!(remote.contains("app/etc/config.php:4:5") && remote.contains("holds `db`"), "{remote}");
+    assert!(
+        remote.contains("app/etc/config.php:5:62")
+            && remote.contains("holds `system/default/payment/braintree/private_key`"),
+        "{remote}"
+    );
+    assert!(!remote.contains("without app/etc/config.php"), "{remote}");
+}

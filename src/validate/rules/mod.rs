@@ -9,6 +9,7 @@ mod image_types;
 mod mounts;
 mod names;
 mod php_extensions;
+mod pipeline;
 mod relationships;
 mod routes;
 mod web;
@@ -50,7 +51,8 @@ pub fn run_on_tree(
     config: &ConfigSet,
     diags: &mut Diagnostics,
 ) -> Result<(), crate::source::SourceError> {
-    mounts::check_in_tree(source, config, diags)
+    mounts::check_in_tree(source, config, diags)?;
+    pipeline::check_in_tree(source, config, diags)
 }
 
 /// One entry of the services file.
