@@ -27,6 +27,18 @@ fn assert_all_blocked(log: &str, names: &[&str]) {
     }
 }
 
+/// Commits `build` and `deploy` as the app's hooks, pushes them to main and runs the queue:
+/// the job's log, once it succeeded.
+fn deployed_with_hooks(s: &Server, build: &str, deploy: &str) -> String {
+    let commit = s.commit(&files_with(APP_FILE, &app_with_hooks(build, deploy)), "hooks");
+    s.push(&["HEAD:refs/heads/main"]).assert_accepted();
+    serve(s);
+    let (id, state) = job_state(s, &commit);
+    let log = log_of(s, id);
+    assert_eq!(state, "succeeded", "{log}");
+    log
+}
+
 /// A server with another project (`other`) deployed to `staging`, holding secrets; returns the
 /// other project's bare repository and its release.
 fn with_a_victim(s: &Server) -> (PathBuf, PathBuf) {
@@ -85,13 +97,7 @@ fn a_build_hook_sees_its_own_build_and_nothing_of_the_server() {
     build.push(allowed("write-own-build", "mkdir -p pub && echo built > pub/built.txt"));
     build.push(allowed("own-tmp", "echo scratch > /tmp/scratch && cat /tmp/scratch"));
     build.push(allowed("system-tools", "ls /usr/bin/env && sh -c true"));
-    s.commit(&files_with(APP_FILE, &app_with_hooks(&build.join("\n"), "true")), "attacks");
-    s.push(&["HEAD:refs/heads/main"]).assert_accepted();
-    serve(&s);
-    let commit = crate::support::git_ok(&s.work, &["rev-parse", "HEAD"]);
-    let (id, state) = job_state(&s, &commit);
-    let log = log_of(&s, id);
-    assert_eq!(state, "succeeded", "{log}");
+    let log = deployed_with_hooks(&s, &build.join("\n"), "true");
     assert_all_blocked(&log, &attempts.iter().map(|(n, _)| *n).collect::<Vec<_>>());
     for name in ["write-own-build", "own-tmp", "system-tools"] {
         assert!(log.contains(&format!("allowed {name}")), "{log}");
@@ -132,13 +138,7 @@ fn a_deploy_hook_writes_its_mounts_and_nothing_else() {
     let mut deploy: Vec<String> = attempts.iter().map(|(name, command)| attempt(name, command)).collect();
     deploy.push(allowed("write-own-mount", "echo ours > var/ours.txt"));
     deploy.push(allowed("read-own-release", "cat .magento.app.yaml > /dev/null"));
-    s.commit(&files_with(APP_FILE, &app_with_hooks("true", &deploy.join("\n"))), "attacks");
-    s.push(&["HEAD:refs/heads/main"]).assert_accepted();
-    serve(&s);
-    let commit = crate::support::git_ok(&s.work, &["rev-parse", "HEAD"]);
-    let (id, state) = job_state(&s, &commit);
-    let log = log_of(&s, id);
-    assert_eq!(state, "succeeded", "{log}");
+    let log = deployed_with_hooks(&s, "true", &deploy.join("\n"));
     assert_all_blocked(&log, &attempts.iter().map(|(n, _)| *n).collect::<Vec<_>>());
     assert!(log.contains("allowed write-own-mount") && log.contains("allowed read-own-release"), "{log}");
     let main = envs(&s).into_iter().find(|e| e["environment"] == "main").unwrap();
@@ -175,16 +175,7 @@ fn no_process_outlives_its_hook() {
         "wait $step",
         "cat waited.txt",
     ];
-    s.commit(
-        &files_with(APP_FILE, &app_with_hooks(&build.join("\n"), "sleep 1006 &\nsetsid sleep 1007 &")),
-        "leftovers",
-    );
-    s.push(&["HEAD:refs/heads/main"]).assert_accepted();
-    serve(&s);
-    let commit = crate::support::git_ok(&s.work, &["rev-parse", "HEAD"]);
-    let (id, state) = job_state(&s, &commit);
-    let log = log_of(&s, id);
-    assert_eq!(state, "succeeded", "{log}");
+    let log = deployed_with_hooks(&s, &build.join("\n"), "sleep 1006 &\nsetsid sleep 1007 &");
     assert!(log.contains("waited"), "{log}");
     for n in 1001..=1007 {
         let left = processes_with(&format!("sleep {n}"));
@@ -214,12 +205,7 @@ fn the_build_reaches_the_network_unless_the_admin_turns_it_off() {
     let (port, server) = http_server();
     let fetch = format!("curl -sf --max-time 5 http://127.0.0.1:{port}/ > fetched.txt");
     // By default, as on Magento Cloud, composer and npm can download.
-    s.commit(&files_with(APP_FILE, &app_with_hooks(&allowed("network", &fetch), "true")), "online");
-    s.push(&["HEAD:refs/heads/main"]).assert_accepted();
-    serve(&s);
-    let online = crate::support::git_ok(&s.work, &["rev-parse", "HEAD"]);
-    let (id, state) = job_state(&s, &online);
-    assert_eq!(state, "succeeded", "{}", log_of(&s, id));
+    deployed_with_hooks(&s, &allowed("network", &fetch), "true");
     server.join().unwrap();
     // The admin turns this project's build network off.
     std::fs::create_dir_all(s.bare.join("pushgate")).unwrap();
@@ -227,13 +213,7 @@ fn the_build_reaches_the_network_unless_the_admin_turns_it_off() {
     let (port, _server) = http_server();
     let fetch = format!("curl -sf --max-time 5 http://127.0.0.1:{port}/");
     let build = attempt("network", &fetch);
-    s.commit(&files_with(APP_FILE, &app_with_hooks(&build, "true")), "offline");
-    s.push(&["HEAD:refs/heads/main"]).assert_accepted();
-    serve(&s);
-    let offline = crate::support::git_ok(&s.work, &["rev-parse", "HEAD"]);
-    let (id, state) = job_state(&s, &offline);
-    let log = log_of(&s, id);
-    assert_eq!(state, "succeeded", "{log}");
+    let log = deployed_with_hooks(&s, &build, "true");
     assert_all_blocked(&log, &["network"]);
 }
 
