@@ -25,7 +25,7 @@ use crate::queue::{JobStore, QueueError, Receiver, Reservation};
 use crate::report;
 use crate::settings::{self, Env};
 use crate::source::{DirSource, Entry, ReadLog, Recording, Source, SourceError};
-use crate::store::environments::{EnvType, EnvTypes};
+use crate::store::environments::{EnvType, Environments};
 use crate::topology::diff::{destructive, diff, Kind, Subject};
 use crate::topology::Topology;
 use crate::validate::{self, Outcome};
@@ -126,7 +126,7 @@ fn refusal_before_validation(
     repo: &Repository,
     update: &RefUpdate,
     owners: &HashMap<String, Vec<String>>,
-    types: &Result<EnvTypes, String>,
+    types: &Result<Environments, String>,
     new_trees: &mut git::NewTrees,
     cache: &Cache,
 ) -> Result<Result<EnvName, Refusal>, HookError> {
@@ -271,7 +271,7 @@ struct Push<'a> {
     /// Each environment's branches once the push is applied.
     owners: HashMap<String, Vec<String>>,
     /// The admin's staging and production environments (or why they cannot be read).
-    types: Result<EnvTypes, String>,
+    types: Result<Environments, String>,
     new_trees: git::NewTrees,
     cache: Cache,
     /// Opened at the first branch that may be queued, so that a push it cannot record is refused.
@@ -288,7 +288,7 @@ impl<'a> Push<'a> {
         let t = Instant::now();
         let owners = environment_owners(repo, updates);
         let new_trees = git::NewTrees::for_hook(repo);
-        let types = EnvTypes::load(repo.path());
+        let types = Environments::load(repo.path());
         Push {
             types,
             repo,
@@ -332,6 +332,23 @@ impl<'a> Push<'a> {
             } else {
                 let _ = writeln!(out, "Validating configuration files of {branch} ({short}): same as above, invalid");
             }
+            return Ok(());
+        }
+        let declared = self.types.as_ref().ok();
+        let project = || crate::activity::project_name(&self.repo_path);
+        if self.settings.inactive || declared.is_some_and(|d| d.is_inactive(environment.as_str())) {
+            let why =
+                if self.settings.inactive { "-o environment.status=inactive" } else { "the environment is inactive" };
+            let _ = writeln!(
+                out,
+                "Branch {branch} ({short}) is valid and pushed without deploying it ({why}). Deploy it with: \
+                 pushgate-runner env activate {} {environment}",
+                project()
+            );
+            return Ok(());
+        }
+        if let Some(refusal) = self.over_limit(declared, &environment) {
+            self.refuse(&refusal, branch, short, out);
             return Ok(());
         }
         if self.queue.is_none() {
@@ -397,6 +414,43 @@ impl<'a> Push<'a> {
             pusher: self.settings.pusher.clone(),
         });
         Ok(())
+    }
+
+    /// Why a branch may not become one more active integration environment (the project's
+    /// `limit`), if it may not.
+    fn over_limit(&self, declared: Option<&Environments>, environment: &EnvName) -> Option<Refusal> {
+        let declared = declared?;
+        let limit = declared.limit()? as usize;
+        let data = crate::store::DataDir::new(&self.settings.data_dir);
+        let counted = |name: &str| declared.of(name).pushed() && !declared.is_inactive(name);
+        let mut active: Vec<String> =
+            data.deployed_environments(&self.repo_path).into_iter().filter(|n| counted(n)).collect();
+        if active.iter().any(|n| n == environment.as_str()) {
+            return None; // already one of them
+        }
+        // Branches of this push that will be new environments count too.
+        for reserved in &self.reservations {
+            let name = reserved.environment.to_string();
+            if counted(&name) && !active.contains(&name) {
+                active.push(name);
+            }
+        }
+        if active.len() < limit {
+            return None;
+        }
+        let project = crate::activity::project_name(&self.repo_path);
+        Some(Refusal {
+            what: format!(
+                "cannot be deployed: {project} may have {limit} active integration environments and has {} ({})",
+                active.len(),
+                list(&active, 5)
+            ),
+            hint: format!(
+                "push it with -o environment.status=inactive to keep the code without deploying it; or an admin \
+                 deactivates one (pushgate-runner env deactivate {project} ENV) or raises the limit \
+                 (pushgate-runner env limit {project} N)"
+            ),
+        })
     }
 
     fn refuse(&mut self, refusal: &Refusal, branch: &str, short: &str, out: &mut dyn Write) {
@@ -555,7 +609,14 @@ pub fn post_receive_main(
         return run_chained(chain, &input, out);
     }
     let repo_path = repo_id(&repo);
-    let (deleted, updates): (Vec<_>, Vec<_>) = branches.into_iter().partition(|u| u.is_delete());
+    let (deleted, mut updates): (Vec<_>, Vec<_>) = branches.into_iter().partition(|u| u.is_delete());
+    // Branches pushed inactive, or of an inactive environment, were accepted without a job
+    // (pre-receive said so): no job is made for them here either.
+    let declared = Environments::load(repo.path()).unwrap_or_default();
+    updates.retain(|u| {
+        let environment = u.branch().and_then(|b| EnvName::of_branch(b).ok());
+        !(settings.inactive || environment.is_some_and(|e| declared.is_inactive(e.as_str())))
+    });
     if !deleted.is_empty() {
         // The refs are gone whatever happens here; a queue that cannot be written only warns
         // (the runner would then build the deleted branch's pending job).

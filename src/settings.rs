@@ -83,6 +83,8 @@ pub struct Hook {
     /// How a new environment starts (`-o environment.clone_parent_on_create=false`,
     /// `-o environment.parent=NAME`, Platform.sh's push options).
     pub new_environment: crate::core::plan::NewEnvironment,
+    /// `-o environment.status=inactive`: the branch is pushed (and validated), not deployed.
+    pub inactive: bool,
     /// False for a repository that is not a project (`git config pushgate.enabled false`;
     /// install.sh sets it on gitolite's admin repository, since gitolite's common hooks run on
     /// every repository).
@@ -121,6 +123,7 @@ impl Hook {
             parent: option("environment.parent"),
         };
         Hook {
+            inactive: option("environment.status").is_some_and(|v| v == "inactive"),
             new_environment,
             enabled,
             data_dir,

@@ -151,6 +151,17 @@ enum Command {
         #[arg(long)]
         no_follow: bool,
     },
+    /// The variables an environment's deploy hooks see: each with the level it comes from
+    /// (project, type, environment) and those it overrides. Values are hidden unless asked.
+    Variables {
+        project: String,
+        environment: String,
+        /// Show the values (they are often credentials).
+        #[arg(long)]
+        values: bool,
+        #[arg(long)]
+        json: bool,
+    },
     /// Act on an environment.
     #[command(subcommand)]
     Env(EnvCommand),
@@ -216,6 +227,21 @@ enum EnvCommand {
     },
     /// Deploy the slug an environment runs again (new variables take effect), as an activity.
     Redeploy { project: String, environment: String },
+    /// Make an inactive environment active: its branch's last commit is deployed (an activity).
+    Activate { project: String, environment: String },
+    /// Make an environment inactive: off the router, its services freed (a final backup of
+    /// their data and of its mounts is kept in DATA/backups/); pushes to its branch then keep
+    /// the code without deploying it.
+    Deactivate {
+        project: String,
+        environment: String,
+        /// Really do it.
+        #[arg(long)]
+        yes: bool,
+    },
+    /// The most active integration environments a project may have (`none` lifts the limit):
+    /// a push that would make one more is refused.
+    Limit { project: String, limit: String },
     /// Each deployed environment: type, state, release, commit, URL.
     List {
         #[arg(long)]
@@ -520,6 +546,13 @@ fn main() -> ExitCode {
             env_redeploy(&data, &project, &environment, &mut out)
         }
         Command::Env(EnvCommand::List { json }) => envs(&data, json, &mut out),
+        Command::Env(EnvCommand::Activate { project, environment }) => {
+            env_activate(&data, &project, &environment, &mut out)
+        }
+        Command::Env(EnvCommand::Deactivate { project, environment, yes }) => {
+            env_deactivate(&data, &project, &environment, yes, &mut out)
+        }
+        Command::Env(EnvCommand::Limit { project, limit }) => env_limit(&project, &limit, &mut out),
         Command::Promote { project, from, to, commit, force, no_follow } => {
             let promotion = runner::promote::Promotion {
                 project: &project,
@@ -530,6 +563,9 @@ fn main() -> ExitCode {
                 by: pushgate::queue::pusher(&|k| std::env::var(k).ok()),
             };
             promote(&data, &promotion, !no_follow, &mut out)
+        }
+        Command::Variables { project, environment, values, json } => {
+            variables(&data, &project, &environment, values, json, &mut out)
         }
         Command::Backend(command) => backend(&data, command, &mut out),
         Command::Web { web, log_format } => {
@@ -857,17 +893,124 @@ fn env_delete(data: &Path, name: &str, repo: Option<&str>, yes: bool, out: &mut 
 }
 
 fn env_create(project: &str, environment: &str, kind: &str, out: &mut dyn Write) -> Result<()> {
-    use pushgate::store::environments::{EnvType, EnvTypes};
+    use pushgate::store::environments::{EnvType, Environments};
     let kind = EnvType::parse(kind).ok_or_else(|| format!("--type {kind}: staging, production or integration"))?;
     pushgate::core::EnvName::parse(environment)?;
     let repo = runner::promote::project(store()?.as_ref(), project)?;
-    EnvTypes::declare(repo.path(), environment, kind)?;
+    Environments::declare(repo.path(), environment, kind)?;
     let how = if kind.pushed() {
         "deployed by pushing its branch".to_owned()
     } else {
         format!("deployed by promotion only (pushgate-runner promote {project} FROM {environment}); pushes to its branch are refused")
     };
     writeln!(out, "Environment {environment} of {project} is a {} environment: {how}.", kind.as_str())?;
+    Ok(())
+}
+
+fn variables(
+    data: &Path,
+    project: &str,
+    environment: &str,
+    values: bool,
+    json: bool,
+    out: &mut dyn Write,
+) -> Result<()> {
+    let repo = runner::promote::project(store()?.as_ref(), project)?;
+    let declared = runner::declared::Declared::load(data, repo.path())?;
+    let mut rows = declared.layered(environment);
+    if !values {
+        for row in &mut rows {
+            row.value = serde_json::Value::String("****".into());
+        }
+    }
+    if json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&rows)?)?;
+        return Ok(());
+    }
+    let kind = declared.types.of(environment);
+    writeln!(out, "Variables of {project}'s {} environment {environment}:", kind.as_str())?;
+    if rows.is_empty() {
+        writeln!(out, "  none (variables.json in the data directory or {}/pushgate/)", repo.as_str())?;
+    }
+    for row in rows {
+        let value = match &row.value {
+            serde_json::Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        let how = if row.overrides.is_empty() {
+            format!("from {}", row.from)
+        } else {
+            format!("from {}, overriding {}", row.from, row.overrides.join(" and "))
+        };
+        writeln!(out, "  {} = {value}  ({how})", row.name)?;
+    }
+    Ok(())
+}
+
+fn env_activate(data: &Path, project: &str, environment: &str, out: &mut dyn Write) -> Result<()> {
+    let repo = runner::promote::project(store()?.as_ref(), project)?;
+    let name = pushgate::core::EnvName::parse(environment)?;
+    let git = git2::Repository::open_bare(repo.path())?;
+    let head = git
+        .refname_to_id(&format!("refs/heads/{environment}"))
+        .map_err(|_| format!("{project} has no branch {environment} to deploy"))?;
+    pushgate::store::environments::Environments::set_inactive(repo.path(), environment, false)?;
+    let request = pushgate::queue::Request {
+        kind: pushgate::queue::JobKind::Push,
+        repo,
+        ref_name: format!("refs/heads/{environment}"),
+        environment: name,
+        commit: pushgate::core::CommitId::from_oid(head),
+        options: "{}".into(),
+        pusher: pushgate::queue::pusher(&|k| std::env::var(k).ok()),
+    };
+    let job = store()?.enqueue(&request)?;
+    pushgate::store::wake::wake(data);
+    writeln!(
+        out,
+        "Environment {environment} is active. Job #{}: deploying its branch ({}).",
+        job.id,
+        request.commit.short()
+    )?;
+    logs(data, job.id, true, out)?;
+    ended_well(job.id)
+}
+
+fn env_deactivate(data: &Path, project: &str, environment: &str, yes: bool, out: &mut dyn Write) -> Result<()> {
+    let repo = runner::promote::project(store()?.as_ref(), project)?;
+    let name = pushgate::core::EnvName::parse(environment)?;
+    let env = deploy::EnvDir::new(data, &repo, &name);
+    if !yes {
+        return Err(format!(
+            "this deactivates environment `{environment}` of {project}: off the router, its services' databases \
+             dropped and its files removed, after a final backup into {}/backups/; pushes to its branch then keep \
+             the code without deploying it. Pass --yes to do it",
+            data.display()
+        )
+        .into());
+    }
+    pushgate::store::environments::Environments::set_inactive(repo.path(), environment, true)?;
+    let Some(info) = env.current_release().and_then(|r| env.info(&r)) else {
+        writeln!(out, "Environment {environment} is inactive (nothing of it was deployed).")?;
+        return Ok(());
+    };
+    let job = queue_job(data, pushgate::queue::JobKind::Delete, environment, info, r#"{"backup": true}"#.into())?;
+    writeln!(out, "Environment {environment} is inactive. Job #{}: stopping it, after a final backup.", job.id)?;
+    logs(data, job.id, true, out)?;
+    ended_well(job.id)
+}
+
+fn env_limit(project: &str, limit: &str, out: &mut dyn Write) -> Result<()> {
+    let repo = runner::promote::project(store()?.as_ref(), project)?;
+    let limit = match limit {
+        "none" => None,
+        n => Some(n.parse::<u32>().map_err(|_| format!("the limit is a number, or none: {n}"))?),
+    };
+    pushgate::store::environments::Environments::set_limit(repo.path(), limit)?;
+    match limit {
+        Some(n) => writeln!(out, "{project} may have {n} active integration environments.")?,
+        None => writeln!(out, "{project} may have any number of active integration environments.")?,
+    }
     Ok(())
 }
 

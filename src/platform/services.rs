@@ -416,6 +416,63 @@ pub fn deprovision(data: &DataDir, key: &str) -> Result<Vec<String>, String> {
     Ok(dropped)
 }
 
+/// Writes what an environment's services hold into `into` (one SQL dump per MariaDB or
+/// PostgreSQL database, a copy of each Redis instance's data directory), before they are
+/// dropped: a deactivated environment keeps a final backup. Returns what was written.
+pub fn backup(data: &DataDir, key: &str, into: &Path) -> Result<Vec<String>, String> {
+    let provisioned = Provisioned::load(&data.services_dir().join(format!("{key}.json")));
+    let backends = Backends::load(data)?;
+    std::fs::create_dir_all(into).map_err(|e| format!("{}: {e}", into.display()))?;
+    let mut written = Vec::new();
+    for (name, endpoint) in &provisioned.services {
+        let kind = endpoint.get("type").and_then(Value::as_str).and_then(kind_of).unwrap_or("");
+        let id = service_id(key, name);
+        let admin = backends.0.get(kind).map(|u| Url::parse(u)).transpose()?;
+        let mut dump_into = |mut command: Command, file: String| -> Result<(), String> {
+            let path = into.join(&file);
+            let out = std::fs::File::create(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            let done = command.stdout(out).stderr(Stdio::piped()).output().map_err(|e| format!("{file}: {e}"))?;
+            if !done.status.success() {
+                return Err(format!("backing up {file}: {}", String::from_utf8_lossy(&done.stderr).trim()));
+            }
+            written.push(file);
+            Ok(())
+        };
+        match (kind, admin) {
+            ("mysql", Some(admin)) => {
+                for suffix in databases(endpoint) {
+                    let db = format!("{id}{suffix}");
+                    let mut dump = mysql_client("mariadb-dump", &admin);
+                    dump.args(["--single-transaction", "--routines", "--triggers", "--events", &db]);
+                    dump_into(dump, format!("{name}{suffix}.sql"))?;
+                }
+            }
+            ("postgresql", Some(admin)) => {
+                for suffix in databases(endpoint) {
+                    let db = format!("{id}{suffix}");
+                    let mut dump = pg_client("pg_dump", &admin, Some(&db));
+                    dump.args(["--no-owner", "--no-privileges"]);
+                    dump_into(dump, format!("{name}{suffix}.sql"))?;
+                }
+            }
+            ("redis", _) => {
+                if let Some((project, env)) = key.rsplit_once('.') {
+                    let dir = data.environments().join(project).join(env).join("services").join(name);
+                    if dir.is_dir() {
+                        let to = into.join(format!("{name}.redis"));
+                        let copied = Command::new("cp").arg("-a").arg(&dir).arg(&to).output();
+                        if copied.as_ref().is_ok_and(|o| o.status.success()) {
+                            written.push(format!("{name}.redis/"));
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(written)
+}
+
 /// Drops one provisioned service; false when its backend is gone (nothing to drop it with).
 fn drop_one(data: &DataDir, backends: &Backends, key: &str, name: &str, endpoint: &Value) -> Result<bool, String> {
     let kind = endpoint.get("type").and_then(Value::as_str).and_then(kind_of).unwrap_or("");

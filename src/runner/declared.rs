@@ -8,9 +8,12 @@
 //!   one server need their own databases: declare them in each repository.
 //! - `variables.json`: the project's and each environment's variables, as Magento Cloud's
 //!   `magento-cloud variable:set` keeps them (`{"project": {"env:COMPOSER_AUTH": "..."},
-//!   "environments": {"main": {"env:ADMIN_EMAIL": "..."}}}`). Project variables reach the build
-//!   and every deploy; environment variables only that environment's deploy hooks (the build
-//!   is shared by every environment with the same tree, so it must not depend on them).
+//!   "environments": {"main": {"env:ADMIN_EMAIL": "..."}}}`), and per type of environment
+//!   (`"types": {"production": {...}}`: staging and production can differ). Project variables
+//!   reach the build and every deploy; type and environment variables only the deploy hooks
+//!   of those environments (the build is shared by every environment with the same tree, so it
+//!   must not depend on them). An environment's own value overrides its type's, which
+//!   overrides the project's.
 //! - `sandbox.json`: the hooks' sandbox (`{"network": false, "memory_mb": 2048, "processes":
 //!   256, "time_limit_s": 1800}`, each key optional; see `platform::sandbox::Policy`).
 //!
@@ -26,13 +29,29 @@ use super::build::AppPlan;
 use super::hooks::JobLog;
 use super::RunnerError;
 use crate::platform::sandbox::Policy;
+use crate::store::environments::{EnvType, Environments};
 use crate::topology::Topology;
 
 pub struct Declared {
     pub services: Map<String, Value>,
     pub project_variables: Map<String, Value>,
     environment_variables: Map<String, Value>,
+    /// Variables per environment type (`integration`, `staging`, `production`).
+    type_variables: Map<String, Value>,
+    /// The project's environment types (`env create --type`).
+    pub types: Environments,
     pub sandbox: Policy,
+}
+
+/// One variable an environment sees, and where it comes from.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Layered {
+    pub name: String,
+    pub value: Value,
+    /// `project`, `type staging`, `environment production`.
+    pub from: String,
+    /// The levels whose value it overrides.
+    pub overrides: Vec<String>,
 }
 
 impl Declared {
@@ -40,14 +59,21 @@ impl Declared {
     pub fn load(data_dir: &Path, repo: &Path) -> Result<Declared, RunnerError> {
         let mut declared = Declared::read(data_dir)?;
         let project = Declared::read(&repo.join("pushgate"))?;
+        declared.types =
+            Environments::load(repo).map_err(|why| RunnerError::DataFile { path: Environments::file(repo), why })?;
         declared.services.extend(project.services);
         declared.project_variables.extend(project.project_variables);
         declared.sandbox = declared.sandbox.overridden(project.sandbox);
-        for (env, vars) in project.environment_variables {
-            match declared.environment_variables.get_mut(&env).and_then(Value::as_object_mut) {
-                Some(mine) => mine.extend(object_entries(&vars)),
-                None => {
-                    declared.environment_variables.insert(env, vars);
+        for (from, into) in [
+            (project.environment_variables, &mut declared.environment_variables),
+            (project.type_variables, &mut declared.type_variables),
+        ] {
+            for (key, vars) in from {
+                match into.get_mut(&key).and_then(Value::as_object_mut) {
+                    Some(mine) => mine.extend(object_entries(&vars)),
+                    None => {
+                        into.insert(key, vars);
+                    }
                 }
             }
         }
@@ -69,33 +95,78 @@ impl Declared {
         let project_variables = group("project")?;
         check_names(&path, "project", &project_variables)?;
         let environment_variables = group("environments")?;
-        for (env, vars) in &environment_variables {
-            let Some(vars) = vars.as_object() else {
-                return Err(RunnerError::DataFile {
-                    path,
-                    why: format!("`environments.{env}` must be an object of variables"),
-                });
-            };
-            check_names(&path, &format!("environments.{env}"), vars)?;
+        let type_variables = group("types")?;
+        for (within, groups) in [("environments", &environment_variables), ("types", &type_variables)] {
+            for (key, vars) in groups {
+                let Some(vars) = vars.as_object() else {
+                    return Err(RunnerError::DataFile {
+                        path,
+                        why: format!("`{within}.{key}` must be an object of variables"),
+                    });
+                };
+                if within == "types" && EnvType::parse(key).is_none() {
+                    return Err(RunnerError::DataFile {
+                        path,
+                        why: format!("`types.{key}`: the types are integration, staging and production"),
+                    });
+                }
+                check_names(&path, &format!("{within}.{key}"), vars)?;
+            }
         }
         let sandbox_file = crate::store::sandbox_file(dir);
         let sandbox = read_object(&sandbox_file, "sandbox settings")?;
         let sandbox = serde_json::from_value(Value::Object(sandbox))
             .map_err(|e| RunnerError::DataFile { path: sandbox_file, why: e.to_string() })?;
-        Ok(Declared { services, project_variables, environment_variables, sandbox })
+        Ok(Declared {
+            services,
+            project_variables,
+            environment_variables,
+            type_variables,
+            types: Environments::default(),
+            sandbox,
+        })
     }
 
-    /// The variables an environment's deploy hooks see: the project's, then its own over them.
+    /// The variables an environment's deploy hooks see: the project's, its type's over them,
+    /// then its own.
     pub fn runtime_variables(&self, environment: &str) -> Map<String, Value> {
-        let mut all = self.project_variables.clone();
-        if let Some(own) = self.environment_variables.get(environment) {
-            all.extend(object_entries(own));
+        self.layered(environment).into_iter().map(|v| (v.name, v.value)).collect()
+    }
+
+    /// Each variable an environment sees, with the level it comes from and those it overrides.
+    pub fn layered(&self, environment: &str) -> Vec<Layered> {
+        let kind = self.types.of(environment);
+        let empty = Value::Object(Map::new());
+        let levels = [
+            ("project".to_owned(), Value::Object(self.project_variables.clone())),
+            (
+                format!("type {}", kind.as_str()),
+                self.type_variables.get(kind.as_str()).cloned().unwrap_or(empty.clone()),
+            ),
+            (
+                format!("environment {environment}"),
+                self.environment_variables.get(environment).cloned().unwrap_or(empty),
+            ),
+        ];
+        let mut all: Vec<Layered> = Vec::new();
+        for (level, vars) in levels {
+            for (name, value) in object_entries(&vars) {
+                match all.iter_mut().find(|v| v.name == name) {
+                    Some(v) => {
+                        let before = std::mem::replace(&mut v.from, level.clone());
+                        v.overrides.push(before);
+                        v.value = value;
+                    }
+                    None => all.push(Layered { name, value, from: level.clone(), overrides: Vec::new() }),
+                }
+            }
         }
+        all.sort_by(|a, b| a.name.cmp(&b.name));
         all
     }
 
     /// Says which relationships the deploy hooks will see empty, and how to fill them.
-    pub fn warn_unresolved(
+    pub(super) fn warn_unresolved(
         &self,
         plans: &[AppPlan],
         topology: &Topology,

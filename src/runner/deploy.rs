@@ -206,7 +206,7 @@ pub fn environments(data: &Path) -> Vec<Environment> {
             let name = env.root.file_name()?.to_str()?.to_owned();
             let kind = info
                 .as_ref()
-                .and_then(|i| crate::store::environments::EnvTypes::load(i.repo.path()).ok())
+                .and_then(|i| crate::store::environments::Environments::load(i.repo.path()).ok())
                 .map(|t| t.of(&name))
                 .unwrap_or_default();
             Some(Environment {

@@ -14,7 +14,7 @@
 //! hook, slug) and `release` (unpack, mounts, deploy hook, switch, post_deploy, collection).
 
 mod build;
-mod declared;
+pub mod declared;
 pub mod deploy;
 pub mod env;
 mod error;

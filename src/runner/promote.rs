@@ -5,7 +5,7 @@
 
 use crate::core::EnvName;
 use crate::queue::{JobKind, JobStore, Request};
-use crate::store::environments::{EnvType, EnvTypes};
+use crate::store::environments::{EnvType, Environments};
 
 use super::deploy;
 
@@ -34,7 +34,7 @@ pub fn project(store: &dyn JobStore, name: &str) -> Result<crate::core::RepoId, 
 /// The job a promotion is, or why it is refused.
 pub fn request(data: &std::path::Path, store: &dyn JobStore, p: &Promotion<'_>) -> Result<Request, String> {
     let repo = project(store, p.project)?;
-    let types = EnvTypes::load(repo.path())?;
+    let types = Environments::load(repo.path())?;
     let (from_type, to_type) = (types.of(p.from), types.of(p.to));
     let to = EnvName::parse(p.to).map_err(|e| e.to_string())?;
     if to_type.pushed() {
@@ -83,6 +83,6 @@ pub fn request(data: &std::path::Path, store: &dyn JobStore, p: &Promotion<'_>) 
 }
 
 /// The name of the project's first environment of type `kind` (for hints).
-fn types_named(types: &EnvTypes, kind: EnvType) -> String {
+fn types_named(types: &Environments, kind: EnvType) -> String {
     types.named(kind).unwrap_or_else(|| kind.as_str().to_owned())
 }

@@ -29,6 +29,18 @@ pub(super) fn delete(config: &Config, job: &Job, log: &mut JobLog) -> Result<(),
     let data = config.data();
     crate::platform::deactivate(&data, &env_dir.root);
     log.phase("delete", &format!("Environment {} is off the router; its processes are stopped", job.environment));
+    let options: serde_json::Value = serde_json::from_str(job.options.as_deref().unwrap_or("{}")).unwrap_or_default();
+    if options.get("backup").and_then(serde_json::Value::as_bool) == Some(true) {
+        // A deactivation keeps a final backup: its services' data and its mounts' files.
+        let into = data.backup(&job.repo, &job.environment, job.id);
+        let mut written = crate::platform::services::backup(&data, &crate::platform::site_key(&env_dir.root), &into)
+            .map_err(RunnerError::Platform)?;
+        if env_dir.mounts().is_dir() {
+            super::slug::pack(&env_dir.mounts(), &into.join("mounts.tar.zst"))?;
+            written.push("mounts.tar.zst".into());
+        }
+        log.phase("delete", &format!("Final backup in {}: {}", into.display(), written.join(", ")));
+    }
     let dropped = crate::platform::services::deprovision(&data, &crate::platform::site_key(&env_dir.root))
         .map_err(RunnerError::Platform)?;
     if !dropped.is_empty() {

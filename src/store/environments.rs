@@ -1,15 +1,21 @@
-//! The kinds of environment a project has (`REPO/pushgate/environments.json`, written by
-//! `pushgate-runner env create`): every branch is an `integration` environment unless the admin
-//! declared it `staging` or `production`, which are reached by promotion, never by a push.
+//! What the admin declares about a project's environments (`REPO/pushgate/environments.json`,
+//! written by `pushgate-runner env create|activate|deactivate|limit`):
 //!
 //! ```text
-//! {"staging": "staging", "production": "production"}
+//! {"types": {"staging": "staging", "production": "production"},
+//!  "inactive": ["old-feature"], "limit": 3}
 //! ```
+//!
+//! - every branch is an `integration` environment unless declared `staging` or `production`,
+//!   which are reached by promotion, never by a push;
+//! - an inactive environment is not deployed by pushes to its branch (`env activate` deploys it);
+//! - `limit` bounds the active integration environments: a push that would make one more is
+//!   refused.
 //!
 //! The file is in the bare repository, beside the project's other declarations: the hook reads
 //! it on every push, developers' commits cannot change it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -46,25 +52,35 @@ impl EnvType {
     }
 }
 
-/// A project's declared environment types.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct EnvTypes {
+/// A project's declarations about its environments.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Environments {
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     types: BTreeMap<String, EnvType>,
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    inactive: BTreeSet<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    limit: Option<u32>,
 }
 
-impl EnvTypes {
+impl Environments {
     pub fn file(repo: &Path) -> PathBuf {
         repo.join("pushgate").join("environments.json")
     }
 
-    /// The types declared for the bare repository at `repo` (none when the file is missing).
-    pub fn load(repo: &Path) -> Result<EnvTypes, String> {
-        let path = EnvTypes::file(repo);
+    /// The declarations of the bare repository at `repo` (none when the file is missing).
+    pub fn load(repo: &Path) -> Result<Environments, String> {
+        let path = Environments::file(repo);
         match std::fs::read_to_string(&path) {
-            Ok(text) => serde_json::from_str(&text)
-                .map(|types| EnvTypes { types })
-                .map_err(|e| format!("{}: {e} (expected {{\"ENV\": \"staging\"|\"production\"}})", path.display())),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(EnvTypes::default()),
+            Ok(text) => serde_json::from_str(&text).map_err(|e| {
+                format!(
+                    "{}: {e} (expected {{\"types\": {{ENV: \"staging\"|\"production\"}}, \"inactive\": [ENV], \
+                     \"limit\": N}})",
+                    path.display()
+                )
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Environments::default()),
             Err(e) => Err(format!("{}: {e}", path.display())),
         }
     }
@@ -78,20 +94,73 @@ impl EnvTypes {
         self.types.get(environment).copied().unwrap_or_default()
     }
 
-    /// Declares `environment` of type `kind`, written whole under another name, then renamed.
-    pub fn declare(repo: &Path, environment: &str, kind: EnvType) -> Result<(), String> {
-        let mut types = EnvTypes::load(repo)?;
-        if kind == EnvType::Integration {
-            types.types.remove(environment);
-        } else {
-            types.types.insert(environment.to_owned(), kind);
-        }
-        let path = EnvTypes::file(repo);
+    pub fn is_inactive(&self, environment: &str) -> bool {
+        self.inactive.contains(environment)
+    }
+
+    /// The most active integration environments the project may have.
+    pub fn limit(&self) -> Option<u32> {
+        self.limit
+    }
+
+    /// Changes the declarations of `repo`: loaded, changed, written whole under another name,
+    /// then renamed.
+    pub fn change(repo: &Path, change: impl FnOnce(&mut Environments)) -> Result<(), String> {
+        let mut declared = Environments::load(repo)?;
+        change(&mut declared);
+        let path = Environments::file(repo);
         let dir = path.parent().unwrap_or(repo);
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let partial = dir.join("environments.json.partial");
-        let text = serde_json::to_string_pretty(&types.types).unwrap_or_default();
+        let text = serde_json::to_string_pretty(&declared).unwrap_or_default();
         std::fs::write(&partial, text + "\n").map_err(|e| format!("{}: {e}", partial.display()))?;
         std::fs::rename(&partial, &path).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    /// Declares `environment` of type `kind`.
+    pub fn declare(repo: &Path, environment: &str, kind: EnvType) -> Result<(), String> {
+        Environments::change(repo, |d| {
+            if kind == EnvType::Integration {
+                d.types.remove(environment);
+            } else {
+                d.types.insert(environment.to_owned(), kind);
+            }
+        })
+    }
+
+    pub fn set_inactive(repo: &Path, environment: &str, inactive: bool) -> Result<(), String> {
+        Environments::change(repo, |d| {
+            if inactive {
+                d.inactive.insert(environment.to_owned());
+            } else {
+                d.inactive.remove(environment);
+            }
+        })
+    }
+
+    pub fn set_limit(repo: &Path, limit: Option<u32>) -> Result<(), String> {
+        Environments::change(repo, |d| d.limit = limit)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn declarations_are_kept_whole_and_read_back() {
+        let dir = std::env::temp_dir().join(format!("pushgate-envs-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        Environments::declare(&dir, "production", EnvType::Production).unwrap();
+        Environments::set_inactive(&dir, "old", true).unwrap();
+        Environments::set_limit(&dir, Some(3)).unwrap();
+        let read = Environments::load(&dir).unwrap();
+        assert_eq!(read.of("production"), EnvType::Production);
+        assert_eq!(read.of("feature"), EnvType::Integration);
+        assert!(read.is_inactive("old") && !read.is_inactive("production"));
+        assert_eq!(read.limit(), Some(3));
+        std::fs::write(Environments::file(&dir), "{\"typo\": 1}").unwrap();
+        assert!(Environments::load(&dir).unwrap_err().contains("unknown field `typo`"));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -10,6 +10,7 @@
 //! DATA/environments/REPO-KEY/ENV/   releases (with what each is: ReleaseInfo), mounts,
 //!                             `current`: what is deployed (src/runner/deploy.rs makes them)
 //! DATA/wakeup                 the FIFO idle runners wait on
+//! DATA/backups/REPO-KEY/ENV-JOB/   the final backup of a deactivated environment
 //! DATA/services.json, DATA/variables.json   the admin's declarations (also REPO/pushgate/)
 //! ```
 
@@ -119,6 +120,24 @@ impl DataDir {
     /// repositories apart (`shop-aaf68fee` for `/srv/git/shop.git`).
     pub fn environment(&self, repo: &RepoId, environment: &EnvName) -> PathBuf {
         self.environments().join(Self::project_key(repo)).join(environment.as_str())
+    }
+
+    /// Where the final backup of an environment deactivated by job `job` is kept.
+    pub fn backup(&self, repo: &RepoId, environment: &EnvName, job: JobId) -> PathBuf {
+        self.root.join("backups").join(Self::project_key(repo)).join(format!("{environment}-{job}"))
+    }
+
+    /// The environments of a repository that run a release (their names, sorted).
+    pub fn deployed_environments(&self, repo: &RepoId) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(self.environments().join(Self::project_key(repo)))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.path().join("current").exists())
+            .filter_map(|e| e.file_name().into_string().ok())
+            .collect();
+        names.sort();
+        names
     }
 
     /// `NAME-HASH`: a project's name on this host (its environments' directory, its apps' user).

@@ -52,13 +52,14 @@ fn master_is_promoted_to_staging_then_production_without_a_rebuild() {
     std::fs::create_dir_all(s.bare.join("pushgate")).unwrap();
     let variables = |production: &str| {
         format!(
-            r#"{{"project": {{"env:STAGE": "project-default"}},
+            r#"{{"project": {{"env:STAGE": "project-default", "env:TIER": "small"}},
+                "types": {{"production": {{"env:TIER": "large"}}}},
                 "environments": {{"staging": {{"env:STAGE": "staging-value"}}, "production": {{"env:STAGE": "{production}"}}}}}}"#
         )
     };
     std::fs::write(s.bare.join("pushgate/variables.json"), variables("production-value")).unwrap();
     let build = "mkdir -p pub && date +%s%N > pub/built-at.txt";
-    let deploy = "echo \"$STAGE\" > var/stage.txt";
+    let deploy = "echo \"$STAGE\" > var/stage.txt\necho \"$TIER\" > var/tier.txt";
     let commit = s.commit(&files_with(APP_FILE, &app_with_hooks(build, deploy)), "shop");
     s.push(&["HEAD:refs/heads/master"]).assert_accepted();
     let _runner = Background(
@@ -113,6 +114,17 @@ fn master_is_promoted_to_staging_then_production_without_a_rebuild() {
     assert_eq!(read(app_of(&s, "master").join("var/stage.txt")), "project-default");
     assert_eq!(read(app_of(&s, "staging").join("var/stage.txt")), "staging-value");
     assert_eq!(read(app_of(&s, "production").join("var/stage.txt")), "production-value");
+    // Per-type variables: production differs from staging, which keeps the project's.
+    assert_eq!(read(app_of(&s, "staging").join("var/tier.txt")), "small");
+    assert_eq!(read(app_of(&s, "production").join("var/tier.txt")), "large");
+    let listed = ok(cli(&s, &["variables", "repo", "production"]));
+    assert!(listed.contains("Variables of repo's production environment production:"), "{listed}");
+    assert!(listed.contains("env:STAGE = ****  (from environment production, overriding project)"), "{listed}");
+    assert!(listed.contains("env:TIER = ****  (from type production, overriding project)"), "{listed}");
+    assert!(!listed.contains("production-value"), "values are hidden unless asked: {listed}");
+    let shown = ok(cli(&s, &["variables", "repo", "staging", "--values"]));
+    assert!(shown.contains("env:STAGE = staging-value  (from environment staging, overriding project)"), "{shown}");
+    assert!(shown.contains("env:TIER = small  (from project)"), "{shown}");
     let types: Vec<String> = envs(&s)
         .iter()
         .map(|e| format!("{}={}", e["environment"].as_str().unwrap(), e["type"].as_str().unwrap()))
@@ -174,4 +186,65 @@ fn the_pipeline_lints_warn_of_a_missing_config_php_and_refuse_committed_secrets(
         "{remote}"
     );
     assert!(!remote.contains("without app/etc/config.php"), "{remote}");
+}
+
+#[test]
+fn inactive_environments_keep_their_code_and_the_limit_bounds_the_active_ones() {
+    let s = Server::new("pipeline-lifecycle");
+    let app = app_with_hooks("true", "echo kept > var/data.txt");
+    s.commit(&files_with(APP_FILE, &app), "shop");
+    s.push(&["HEAD:refs/heads/main"]).assert_accepted();
+    let _runner = Background(
+        Command::new(runner_bin())
+            .args(["serve", "--data"])
+            .arg(&s.data)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let deployed = |env: &str| envs(&s).iter().any(|e| e["environment"] == env);
+    assert!(crate::runner::eventually(60, || deployed("main")));
+    ok(cli(&s, &["env", "limit", "repo", "2"]));
+    s.push(&["HEAD:refs/heads/feature-a"]).assert_accepted();
+    assert!(crate::runner::eventually(60, || deployed("feature-a")));
+
+    // A third active integration environment is refused at push time, with the ways out.
+    let push = s.push(&["HEAD:refs/heads/feature-b"]);
+    let remote = push.remote();
+    assert!(!push.ok, "{remote}");
+    assert!(remote.contains("repo may have 2 active integration environments and has 2 (feature-a, main)"), "{remote}");
+    assert!(remote.contains("-o environment.status=inactive"), "{remote}");
+    assert!(s.server_ref("refs/heads/feature-b").is_none());
+    // Pushed inactive, the code is kept and nothing is deployed.
+    let push = s.push_with_options(&["environment.status=inactive"], &["HEAD:refs/heads/feature-b"]);
+    push.assert_accepted();
+    assert!(
+        push.remote().contains("pushed without deploying it (-o environment.status=inactive)"),
+        "{}",
+        push.remote()
+    );
+    assert!(s.server_ref("refs/heads/feature-b").is_some());
+    assert!(!s.jobs().iter().any(|j| j["environment"] == "feature-b"), "no job for an inactive push: {:?}", s.jobs());
+
+    // Deactivating feature-a asks first, then keeps a final backup and frees it.
+    let out = refused(cli(&s, &["env", "deactivate", "repo", "feature-a"]));
+    assert!(out.contains("Pass --yes"), "{out}");
+    let out = ok(cli(&s, &["env", "deactivate", "repo", "feature-a", "--yes"]));
+    assert!(out.contains("Final backup in") && out.contains("mounts.tar.zst"), "{out}");
+    assert!(!deployed("feature-a"));
+    let backup = std::fs::read_dir(s.data.join("backups")).unwrap().flatten().next().unwrap().path();
+    let mounts = std::fs::read_dir(&backup).unwrap().flatten().next().unwrap().path().join("mounts.tar.zst");
+    let listing = Command::new("sh").arg("-c").arg(format!("zstd -dc {} | tar -t", mounts.display())).output().unwrap();
+    assert!(String::from_utf8_lossy(&listing.stdout).contains("mymagento/var/data.txt"), "{}", mounts.display());
+    // Pushes to an inactive environment keep the code without deploying it.
+    let next = s.commit(&files_with(APP_FILE, &format!("{app}\n")), "more");
+    let push = s.push(&["HEAD:refs/heads/feature-a"]);
+    push.assert_accepted();
+    assert!(push.remote().contains("pushed without deploying it (the environment is inactive)"), "{}", push.remote());
+    assert_eq!(s.server_ref("refs/heads/feature-a").as_deref(), Some(next.as_str()));
+    // Activating feature-b (one slot is free again) deploys its branch.
+    let out = ok(cli(&s, &["env", "activate", "repo", "feature-b"]));
+    assert!(out.contains("Environment feature-b is active") && out.contains("Deployed release"), "{out}");
+    assert!(deployed("feature-b") && !deployed("feature-a"));
 }
