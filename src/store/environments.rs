@@ -94,6 +94,14 @@ impl Environments {
         self.types.get(environment).copied().unwrap_or_default()
     }
 
+    /// The staging environments, then the production ones: where promotions go.
+    pub fn promotion_targets(&self) -> Vec<String> {
+        [EnvType::Staging, EnvType::Production]
+            .into_iter()
+            .flat_map(|kind| self.types.iter().filter(move |(_, t)| **t == kind).map(|(n, _)| n.clone()))
+            .collect()
+    }
+
     pub fn is_inactive(&self, environment: &str) -> bool {
         self.inactive.contains(environment)
     }

@@ -98,7 +98,10 @@ pub async fn projects(State(web): State<Arc<Web>>, caller: Caller) -> Result<Jso
         .map(|(name, repo)| {
             let envs: Vec<&str> =
                 environments.iter().filter(|e| e.repo.as_ref() == Some(repo)).map(|e| e.environment.as_str()).collect();
-            json!({"name": name, "environments": envs, "role": caller.token.role_in(&name)})
+            let targets = crate::store::environments::Environments::load(repo.path())
+                .map(|d| d.promotion_targets())
+                .unwrap_or_default();
+            json!({"name": name, "environments": envs, "role": caller.token.role_in(&name), "promotion_targets": targets})
         })
         .collect();
     Ok(Json(Value::Array(list)))
@@ -107,6 +110,7 @@ pub async fn projects(State(web): State<Arc<Web>>, caller: Caller) -> Result<Jso
 fn environment(e: &Environment) -> Value {
     json!({
         "name": e.environment,
+        "type": e.kind,
         "state": e.state,
         "release": e.release,
         "commit": e.commit,
@@ -228,6 +232,52 @@ pub async fn redeploy(
     caller.require(&name, Role::Developer)?;
     let (_, info) = deployed(&web, &repo, &env)?;
     queue_action(&web, &caller, JobKind::Redeploy, info, json!({})).await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PromoteBody {
+    from: String,
+    commit: Option<String>,
+    #[serde(default)]
+    force: bool,
+}
+
+/// `POST /api/projects/{project}/environments/{environment}/promote` (admin), with the body
+/// `{"from": ENV, "commit": "SHA"?, "force": false}`: deploys the slug FROM runs to the
+/// environment (staging or production), never building. A refused promotion is 409 with why.
+pub async fn promote(
+    State(web): State<Arc<Web>>,
+    caller: Caller,
+    Path((name, env)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    project(&web, &caller, &name).await?;
+    caller.require(&name, Role::Admin)?;
+    let body: PromoteBody = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::bad_request(format!("the body is not {{\"from\": ENV, \"commit\": SHA, \"force\": BOOL}}: {e}"))
+    })?;
+    let data = web.data.root().to_owned();
+    let by = caller.token.name.clone();
+    let job = web
+        .with_store(move |s| {
+            let promotion = crate::runner::promote::Promotion {
+                project: &name,
+                from: &body.from,
+                to: &env,
+                commit: body.commit.as_deref(),
+                force: body.force,
+                by: Some(by),
+            };
+            match crate::runner::promote::request(&data, &*s, &promotion) {
+                Ok(request) => s.enqueue(&request).map(Ok),
+                Err(why) => Ok(Err(why)),
+            }
+        })
+        .await?
+        .map_err(ApiError::conflict)?;
+    crate::store::wake::wake(web.data.root());
+    Ok((StatusCode::ACCEPTED, Json(activity(&job))).into_response())
 }
 
 #[derive(Deserialize, Default)]

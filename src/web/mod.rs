@@ -84,6 +84,7 @@ pub fn router(web: Arc<Web>) -> Router {
         .route("/api/projects/{project}/activities", get(api::activities))
         .route("/api/projects/{project}/environments/{environment}/redeploy", post(api::redeploy))
         .route("/api/projects/{project}/environments/{environment}/rollback", post(api::rollback))
+        .route("/api/projects/{project}/environments/{environment}/promote", post(api::promote))
         .route("/api/activities/{id}", get(api::activity_one))
         .route("/api/activities/{id}/log", get(log::log))
         .route("/api/activities/{id}/cancel", post(api::cancel))

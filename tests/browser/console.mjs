@@ -1,7 +1,8 @@
 // Drives the pushgate console in Debian's headless Chromium as a person would:
 // logs in with a token, opens a running activity and watches its log grow (it lets the build
 // go on by creating the file the build waits for), sees it succeed, then rolls the environment
-// back from the environments table and sees the release change. Saves a screenshot.
+// back from the environments table and sees the release change, then promotes main to staging
+// and sees staging run main's commit. Saves a screenshot.
 //
 // node console.mjs BASE_URL TOKEN ACTIVITY_ID GATE_FILE SCREENSHOT
 // Exits non-zero, saying what it did not see, on any failure.
@@ -51,6 +52,15 @@ try {
   );
   step("rolled back: main runs release " + before + " again");
   await page.waitForFunction(() => document.getElementById("detailState").textContent.includes("Success"));
+
+  await page.selectOption('tr[data-env=main] select[aria-label="environment to promote to"]', "staging");
+  await page.click('tr[data-env=main] button[data-action="promote"]');
+  await page.waitForSelector("tr[data-env=staging]");
+  await page.waitForFunction(() => document.getElementById("detailTitle").textContent.includes("promote of staging"));
+  await page.waitForFunction(() => document.getElementById("detailState").textContent.includes("Success"));
+  const commitOf = async (env) => (await page.textContent(`tr[data-env=${env}] code`)).trim();
+  if ((await commitOf("staging")) !== (await commitOf("main"))) throw new Error("staging does not run main's commit");
+  step("promoted: staging runs main's commit " + (await commitOf("main")));
   await page.screenshot({ path: screenshot, fullPage: true });
   step("screenshot " + screenshot);
 } catch (e) {

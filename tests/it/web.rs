@@ -370,6 +370,7 @@ fn in_a_browser_one_logs_in_watches_a_build_and_rolls_back() {
     let id = s.jobs().into_iter().last().unwrap()["id"].as_i64().unwrap();
     let admin = token(&s, "alice", &["--project", "repo", "--role", "admin"]);
     let first = release_of_main(&s);
+    assert!(runner(&s, &["env", "create", "repo", "staging", "--type", "staging"]).status.success());
     let web = Web::start(&s, &["serve"]);
     let screenshot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("console.png");
     let _ = std::fs::remove_file(&screenshot);
@@ -384,6 +385,9 @@ fn in_a_browser_one_logs_in_watches_a_build_and_rolls_back() {
     assert!(out.status.success(), "{said}");
     assert!(said.contains("rolled back: main runs release"), "{said}");
     assert_eq!(release_of_main(&s), first, "the rollback pressed in the browser happened");
+    assert!(said.contains("promoted: staging runs main's commit"), "{said}");
+    let staging = envs(&s).into_iter().find(|e| e["environment"] == "staging").expect("staging deployed");
+    assert_eq!(staging["commit"], envs(&s).into_iter().find(|e| e["environment"] == "main").unwrap()["commit"]);
     assert!(std::fs::metadata(&screenshot).map(|m| m.len() > 10_000).unwrap_or(false), "a screenshot of the console");
 }
 
@@ -448,4 +452,42 @@ fn an_activitys_end_is_posted_to_the_projects_webhook_and_retried_when_it_fails(
     let recorded = || String::from_utf8_lossy(&runner(&s, &["webhook", "deliveries"]).stdout).into_owned();
     assert!(eventually(30, || recorded().contains("2 attempt(s), last HTTP 200")), "{}", recorded());
     assert!(posted.recv_timeout(std::time::Duration::from_secs(3)).is_err(), "delivered once it succeeded");
+}
+
+#[test]
+fn promotion_through_the_api_is_an_admins_and_says_why_it_is_refused() {
+    let s = deployed("web-promote", "echo building");
+    let out = runner(&s, &["env", "create", "repo", "staging", "--type", "staging"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let web = Web::start(&s, &["serve"]);
+    let url = |p: &str| format!("{}{p}", web.base);
+    let admin = token(&s, "alice", &["--project", "repo", "--role", "admin"]);
+    let dev = token(&s, "dev", &["--project", "repo", "--role", "developer"]);
+    // The console learns where promotions go, and each environment's type.
+    let projects = http("GET", &url("/api/projects"), &[&bearer(&dev)], None).json();
+    assert_eq!(projects[0]["promotion_targets"], serde_json::json!(["staging"]));
+    let listed = http("GET", &url("/api/projects/repo/environments"), &[&bearer(&dev)], None).json();
+    assert_eq!(listed[0]["type"], "integration");
+    let promote = url("/api/projects/repo/environments/staging/promote");
+    assert_eq!(http("POST", &promote, &[&bearer(&dev)], Some(r#"{"from": "main"}"#)).status, 403);
+    assert_eq!(http("POST", &promote, &[], Some(r#"{"from": "main"}"#)).status, 401);
+    let wrong = http("POST", &promote, &[&bearer(&admin)], Some(r#"{"from": "main", "commit": "0000000"}"#));
+    assert_eq!(wrong.status, 409, "{wrong:?}");
+    assert!(wrong.body.contains("not 0000000: promote what was tested"), "{wrong:?}");
+    let to_main = http(
+        "POST",
+        &url("/api/projects/repo/environments/main/promote"),
+        &[&bearer(&admin)],
+        Some(r#"{"from": "main"}"#),
+    );
+    assert_eq!(to_main.status, 409, "{to_main:?}");
+    let queued = http("POST", &promote, &[&bearer(&admin)], Some(r#"{"from": "main"}"#));
+    assert_eq!(queued.status, 202, "{queued:?}");
+    let activity = queued.json();
+    assert_eq!((activity["type"].as_str(), activity["environment"].as_str()), (Some("promote"), Some("staging")));
+    let commit = envs(&s)[0]["commit"].clone();
+    assert!(eventually(60, || envs(&s).iter().any(|e| e["environment"] == "staging" && e["commit"] == commit)));
+    let id = activity["id"].as_i64().unwrap();
+    let log = crate::runner::log_of(&s, id);
+    assert!(log.contains("Reusing existing build") && !log.contains("Running hook `build`"), "{log}");
 }
