@@ -218,9 +218,10 @@ pub fn environments(out: &mut dyn Write, rows: &[crate::runner::deploy::Environm
     for r in rows {
         let commit = r.commit.as_ref().map_or("?", |c| c.short());
         let url = r.primary_url.as_deref().unwrap_or("-");
+        let parent = r.parent.as_deref().map(|p| format!("parent {p}  ")).unwrap_or_default();
         writeln!(
             out,
-            "{}  {}  release {}  {commit}  {}  {url}  {}",
+            "{}  {}  {parent}release {}  {commit}  {}  {url}  {}",
             r.environment,
             r.kind.as_str(),
             r.release,

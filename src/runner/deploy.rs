@@ -97,6 +97,15 @@ impl EnvDir {
         self.root.join("hook.pid")
     }
 
+    /// The environment this one started from (recorded when it was created with its data).
+    pub fn parent(&self) -> Option<String> {
+        std::fs::read_to_string(self.root.join("parent")).ok().map(|p| p.trim().to_owned()).filter(|p| !p.is_empty())
+    }
+
+    pub fn set_parent(&self, parent: &str) -> Result<(), RunnerError> {
+        std::fs::write(self.root.join("parent"), format!("{parent}\n")).map_err(io("writing", &self.root.join("parent")))
+    }
+
     /// The release `current` points at.
     pub fn current_release(&self) -> Option<String> {
         std::fs::read_link(self.current()).ok()?.file_name()?.to_str().map(str::to_owned)
@@ -193,6 +202,8 @@ pub struct Environment {
     /// `integration`, `staging` or `production` (`env create --type`).
     #[serde(rename = "type")]
     pub kind: crate::store::environments::EnvType,
+    /// The environment it started from, when it started with a copy of one's data.
+    pub parent: Option<String>,
 }
 
 /// Every deployed environment of a data directory.
@@ -211,6 +222,7 @@ pub fn environments(data: &Path) -> Vec<Environment> {
                 .unwrap_or_default();
             Some(Environment {
                 kind,
+                parent: env.parent(),
                 environment: name,
                 commit: info.as_ref().map(|i| i.commit.clone()),
                 repo: info.as_ref().map(|i| i.repo.clone()),

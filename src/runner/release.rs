@@ -37,6 +37,7 @@ pub(super) fn deploy(
     let parent = new_environment_parent(config, job, &env_dir, &built.plan.new_environment);
     if let Some(parent) = &parent {
         log.phase("deploy", &format!("New environment: it starts with a copy of the data of environment {}", parent.1));
+        env_dir.set_parent(&parent.1)?;
         copy_mounts(&parent.0, &env_dir, user.as_ref(), log)?;
     }
     let parent_key = parent.as_ref().map(|(dir, _)| crate::platform::site_key(&dir.root));

@@ -111,6 +111,7 @@ fn environment(e: &Environment) -> Value {
     json!({
         "name": e.environment,
         "type": e.kind,
+        "parent": e.parent,
         "state": e.state,
         "release": e.release,
         "commit": e.commit,

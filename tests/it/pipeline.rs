@@ -133,6 +133,10 @@ fn master_is_promoted_to_staging_then_production_without_a_rebuild() {
     for t in ["master=integration", "staging=staging", "production=production"] {
         assert!(types.contains(&t.to_owned()), "{types:?}");
     }
+    // `env list` says what each is, where it came from, and where it answers.
+    let listed = ok(cli(&s, &["env", "list"]));
+    assert!(listed.lines().any(|l| l.starts_with("staging  staging  parent master  release")), "{listed}");
+    assert!(listed.lines().any(|l| l.starts_with("master  integration  release")), "{listed}");
     let activities = s.jobs();
     assert_eq!(activities.iter().filter(|j| j["type"] == "promote").count(), 2, "each promotion is an activity");
 
