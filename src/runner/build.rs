@@ -247,6 +247,14 @@ pub(super) fn build(
         }
         let size = slug::pack(&app_dir, &plan.slug)?;
         log.phase("slug", &format!("Slug {} ({} bytes)", plan.slug.display(), size));
+        // The built tree is what the slug holds: it becomes the slug's shared tree on this
+        // machine, so that the release links it instead of unpacking the slug again.
+        // (Not an app whose directory holds another app's, or lies in one: that one needs it.)
+        let entangled =
+            plans.iter().any(|p| p.name != plan.name && (p.dir.starts_with(&plan.dir) || plan.dir.starts_with(&p.dir)));
+        if config.scope.deploy && !entangled {
+            super::unpacked::adopt(&config.data(), &plan.slug, &app_dir)?;
+        }
         if let Some(SharedSlugs::S3(s3)) = &config.slugs {
             control.check()?;
             s3.store(&plan.key, &plan.slug)?;

@@ -103,7 +103,8 @@ impl EnvDir {
     }
 
     pub fn set_parent(&self, parent: &str) -> Result<(), RunnerError> {
-        std::fs::write(self.root.join("parent"), format!("{parent}\n")).map_err(io("writing", &self.root.join("parent")))
+        std::fs::write(self.root.join("parent"), format!("{parent}\n"))
+            .map_err(io("writing", &self.root.join("parent")))
     }
 
     /// The release `current` points at.
@@ -301,7 +302,8 @@ pub fn make_read_only(dir: &Path) -> Result<(), RunnerError> {
     set_writable(dir, false)
 }
 
-/// Removes a (read-only) release.
+/// Removes a (read-only) release. Only its directories are made writable (removing an entry
+/// needs no more): its files may be links to a shared tree that other releases use.
 pub fn remove_release(dir: &Path) -> Result<(), RunnerError> {
     if !dir.exists() {
         return Ok(());
@@ -323,9 +325,9 @@ fn set_writable(dir: &Path, writable: bool) -> Result<(), RunnerError> {
             }
             if meta.is_dir() {
                 todo.push(entry.path());
-            } else {
+            } else if !writable {
                 let mode = meta.permissions().mode();
-                let mode = if writable { mode | 0o200 } else { mode & !0o222 };
+                let mode = mode & !0o222;
                 std::fs::set_permissions(entry.path(), std::fs::Permissions::from_mode(mode))
                     .map_err(io("setting the mode of", &entry.path()))?;
             }

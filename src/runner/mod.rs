@@ -28,6 +28,7 @@ pub mod slug;
 pub mod slugs;
 mod source;
 pub mod sync;
+pub mod unpacked;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -64,7 +64,7 @@ pub(super) fn deploy(
     let services = &services;
     declared.warn_unresolved(plans, topology, services, log);
     let id = job.id.to_string();
-    let release = assemble(&env_dir, job, built, log)?;
+    let release = assemble(&config.data(), &env_dir, job, built, log)?;
     control.check()?;
 
     let branch = job.ref_name.strip_prefix("refs/heads/").unwrap_or(&job.ref_name);
@@ -298,11 +298,25 @@ fn collect_slugs(config: &Config, log: &mut JobLog) {
         .flat_map(|info| info.slugs)
         .collect();
     let hour_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
-    for entry in std::fs::read_dir(config.data().slugs()).into_iter().flatten().flatten() {
+    let data = config.data();
+    for entry in std::fs::read_dir(data.slugs()).into_iter().flatten().flatten() {
         let path = entry.path().display().to_string();
         let old = entry.metadata().and_then(|m| m.modified()).map(|t| t < hour_ago).unwrap_or(false);
         if old && !needed.contains(&path) && std::fs::remove_file(entry.path()).is_ok() {
             log.phase("slug", &format!("Collected unused slug {path}"));
+        }
+    }
+    // A shared tree goes with its slug (kept releases keep their links to its files either
+    // way); so does a tree a runner died making, once it is an hour old.
+    let needed_keys: std::collections::HashSet<String> =
+        needed.iter().map(|s| super::unpacked::key_of(Path::new(s))).collect();
+    for entry in std::fs::read_dir(data.unpacked()).into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let old = entry.metadata().and_then(|m| m.modified()).map(|t| t < hour_ago).unwrap_or(false);
+        let orphan =
+            if name.contains(".partial-") { old } else { !needed_keys.contains(&name) && !data.slug(&name).exists() };
+        if orphan && super::unpacked::remove(&entry.path()).is_ok() {
+            log.phase("slug", &format!("Collected the unpacked slug {}", entry.path().display()));
         }
     }
 }
@@ -310,7 +324,13 @@ fn collect_slugs(config: &Config, log: &mut JobLog) {
 /// Makes release `JOB` of the environment from the built slugs: unpacked under another name,
 /// each mount linked to its writable directory, made read-only, renamed into place, described.
 /// It exists only once complete. Returns its path.
-fn assemble(env_dir: &EnvDir, job: &Job, built: &Built, log: &mut JobLog) -> Result<std::path::PathBuf, RunnerError> {
+fn assemble(
+    data: &crate::store::DataDir,
+    env_dir: &EnvDir,
+    job: &Job,
+    built: &Built,
+    log: &mut JobLog,
+) -> Result<std::path::PathBuf, RunnerError> {
     let Built { plans, topology, .. } = built;
     let id = job.id.to_string();
     let release = env_dir.release(&id);
@@ -318,10 +338,28 @@ fn assemble(env_dir: &EnvDir, job: &Job, built: &Built, log: &mut JobLog) -> Res
     let partial = env_dir.partial_release(&id);
     deploy::remove_release(&release)?; // a retry after a crash starts clean
     deploy::remove_release(&partial)?;
-    log.phase("deploy", &format!("Unpacking release {id} into {}", release.display()));
+    // Each app is linked from its slug's shared tree (unpacked once on this machine); where a
+    // link cannot be made (another file system), it is unpacked.
+    let mut linked = true;
     for plan in plans {
         let app_root = partial.join(&plan.name);
-        slug::unpack(&plan.slug, &app_root)?;
+        let tree = super::unpacked::ensure(data, &plan.slug)?;
+        if super::unpacked::link_into(&tree, &app_root).is_err() {
+            deploy::remove_release(&app_root)?;
+            slug::unpack(&plan.slug, &app_root)?;
+            linked = false;
+        }
+    }
+    log.phase(
+        "deploy",
+        &if linked {
+            format!("Release {id} linked from the unpacked slugs into {}", release.display())
+        } else {
+            format!("Unpacking release {id} into {}", release.display())
+        },
+    );
+    for plan in plans {
+        let app_root = partial.join(&plan.name);
         let mounts = topology.apps.get(&plan.name).map(|a| a.mounts.clone()).unwrap_or_default();
         for (path, mount) in &mounts {
             let source = crate::paths::normalize(&mount.source_path)
@@ -335,7 +373,11 @@ fn assemble(env_dir: &EnvDir, job: &Job, built: &Built, log: &mut JobLog) -> Res
             log.phase("deploy", &format!("Mount {path} of `{}` -> {}", plan.name, keep.display()));
         }
     }
-    deploy::make_read_only(&partial)?;
+    if linked {
+        super::unpacked::seal_directories(&partial)?; // its files are the shared, read-only ones
+    } else {
+        deploy::make_read_only(&partial)?;
+    }
     std::fs::rename(&partial, &release).map_err(|source| RunnerError::Io {
         action: "completing",
         path: release.clone(),

@@ -7,6 +7,7 @@
 //! DATA/logs/JOB.log           one log per job, what developers see
 //! DATA/builds/JOB/            a job's copy of its commit while it builds
 //! DATA/slugs/KEY.tar.zst      built apps, reused for an unchanged tree
+//! DATA/unpacked/KEY/          each slug unpacked once, read-only; releases hard-link it
 //! DATA/environments/REPO-KEY/ENV/   releases (with what each is: ReleaseInfo), mounts,
 //!                             `current`: what is deployed (src/runner/deploy.rs makes them)
 //! DATA/wakeup                 the FIFO idle runners wait on
@@ -75,6 +76,12 @@ impl DataDir {
 
     pub fn slug(&self, key: &str) -> PathBuf {
         self.slugs().join(format!("{key}.tar.zst"))
+    }
+
+    /// Slugs unpacked once, read-only, shared by the releases of every environment through
+    /// hard links: `unpacked/KEY/`.
+    pub fn unpacked(&self) -> PathBuf {
+        self.root.join("unpacked")
     }
 
     pub fn environments(&self) -> PathBuf {

@@ -8,6 +8,7 @@ mod install;
 mod pipeline;
 mod push;
 mod queue;
+mod releases;
 mod router;
 mod runner;
 mod sandbox;

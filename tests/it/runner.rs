@@ -64,7 +64,7 @@ pub fn log_of(s: &Server, job: i64) -> String {
 }
 
 /// The slug a job packed, from its log.
-fn slug_of(s: &Server, job: i64) -> PathBuf {
+pub fn slug_of(s: &Server, job: i64) -> PathBuf {
     let log = log_of(s, job);
     let line = log.lines().find(|l| l.contains("[slug] Slug ")).expect("a slug line");
     PathBuf::from(line.split("[slug] Slug ").nth(1).unwrap().split(' ').next().unwrap())

@@ -1,0 +1,179 @@
+//! Slugs unpacked once per machine (`DATA/unpacked/KEY/`), read-only, and releases made of
+//! hard links to them: a release of a slug already unpacked here costs a directory and a link
+//! per entry, not an unpacking of every file (a Magento tree has tens of thousands). On a first
+//! deploy the built tree itself becomes the shared tree (it was just packed from it), so
+//! nothing is unpacked at all.
+//!
+//! What keeps a release read-only and its own:
+//! - the shared tree's files belong to the runner and have no write bits; a release's links
+//!   are those same files, so nothing served or run as the project's user can write them
+//!   (hooks also see their release through a read-only bind: root in the sandbox cannot);
+//! - each release has directories of its own (only files are shared), so each environment's
+//!   mounts are links in its own release;
+//! - a shared tree exists only complete: it is made under another name and renamed into place;
+//! - collecting a tree never breaks a release: its links keep the files.
+
+use std::path::{Path, PathBuf};
+
+use super::RunnerError;
+
+fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> RunnerError {
+    let path = path.to_owned();
+    move |source| RunnerError::Io { action, path, source }
+}
+
+/// The key of a slug (`KEY` of `slugs/KEY.tar.zst`).
+pub fn key_of(slug: &Path) -> String {
+    let name = slug.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+    name.strip_suffix(".tar.zst").unwrap_or(name).to_owned()
+}
+
+/// The shared tree of `slug`, if this machine has it.
+pub fn existing(data: &crate::store::DataDir, slug: &Path) -> Option<PathBuf> {
+    let tree = data.unpacked().join(key_of(slug));
+    tree.is_dir().then_some(tree)
+}
+
+/// A unique name beside the tree's, for making it.
+fn partial(tree: &Path) -> PathBuf {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    tree.with_extension(format!("partial-{}-{n}", std::process::id()))
+}
+
+/// Puts a complete tree in place; another runner's tree of the same slug may have won.
+fn install(made: &Path, tree: &Path) -> Result<PathBuf, RunnerError> {
+    if let Some(dir) = tree.parent() {
+        std::fs::create_dir_all(dir).map_err(io("creating", dir))?;
+    }
+    match std::fs::rename(made, tree) {
+        Ok(()) => Ok(tree.to_owned()),
+        Err(_) if tree.is_dir() => {
+            remove(made)?;
+            Ok(tree.to_owned())
+        }
+        Err(e) => Err(io("completing", tree)(e)),
+    }
+}
+
+/// The shared tree of `slug`, unpacked now if this machine does not have it yet.
+pub fn ensure(data: &crate::store::DataDir, slug: &Path) -> Result<PathBuf, RunnerError> {
+    if let Some(tree) = existing(data, slug) {
+        return Ok(tree);
+    }
+    let tree = data.unpacked().join(key_of(slug));
+    let made = partial(&tree);
+    super::slug::unpack(slug, &made)?;
+    seal(&made, false)?;
+    install(&made, &tree)
+}
+
+/// Makes the directory `built` (the build's copy of an app, just packed into `slug`) the shared
+/// tree of `slug`: what the slug holds and nothing else (entries a slug cannot carry are
+/// removed), the runner's, read-only. The build directory is the runner's to take.
+pub fn adopt(data: &crate::store::DataDir, slug: &Path, built: &Path) -> Result<PathBuf, RunnerError> {
+    if let Some(tree) = existing(data, slug) {
+        return Ok(tree);
+    }
+    let tree = data.unpacked().join(key_of(slug));
+    let made = partial(&tree);
+    if let Some(dir) = made.parent() {
+        std::fs::create_dir_all(dir).map_err(io("creating", dir))?;
+    }
+    std::fs::rename(built, &made).map_err(io("moving", built))?;
+    seal(&made, true)?;
+    install(&made, &tree)
+}
+
+/// Makes a tree read-only and the runner's: files `0444` (`0555` when executable, as the slug
+/// keeps them), directories `0555`; `normalize` also removes what a slug cannot hold (fifos,
+/// sockets, devices) and gives everything back to the runner (the build ran as the project's
+/// user).
+fn seal(dir: &Path, normalize: bool) -> Result<(), RunnerError> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    // SAFETY: geteuid and getegid have no preconditions.
+    let (uid, gid) = (unsafe { libc::geteuid() }, unsafe { libc::getegid() });
+    let mut dirs = Vec::new();
+    let mut todo = vec![dir.to_owned()];
+    while let Some(d) = todo.pop() {
+        for entry in std::fs::read_dir(&d).map_err(io("listing", &d))? {
+            let path = entry.map_err(io("listing", &d))?.path();
+            let meta = std::fs::symlink_metadata(&path).map_err(io("reading", &path))?;
+            let kind = meta.file_type();
+            if normalize && (meta.uid() != uid || meta.gid() != gid) {
+                std::os::unix::fs::lchown(&path, Some(uid), Some(gid)).map_err(io("owning", &path))?;
+            }
+            if kind.is_symlink() {
+                continue;
+            } else if kind.is_dir() {
+                todo.push(path);
+            } else if kind.is_file() {
+                let mode = if meta.permissions().mode() & 0o111 != 0 { 0o555 } else { 0o444 };
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
+                    .map_err(io("setting the mode of", &path))?;
+            } else if normalize {
+                std::fs::remove_file(&path).map_err(io("removing", &path))?;
+            }
+        }
+        dirs.push(d);
+    }
+    for d in dirs.iter().rev() {
+        if normalize {
+            std::os::unix::fs::lchown(d, Some(uid), Some(gid)).map_err(io("owning", d))?;
+        }
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o555)).map_err(io("setting the mode of", d))?;
+    }
+    Ok(())
+}
+
+/// Makes `dest` a copy of `tree` whose files are hard links to the tree's: directories and
+/// symbolic links of its own, writable until the release is sealed. Err when a link cannot be
+/// made (another file system): the caller unpacks instead.
+pub fn link_into(tree: &Path, dest: &Path) -> Result<(), RunnerError> {
+    std::fs::create_dir_all(dest).map_err(io("creating", dest))?;
+    let mut todo = vec![(tree.to_owned(), dest.to_owned())];
+    while let Some((from, to)) = todo.pop() {
+        for entry in std::fs::read_dir(&from).map_err(io("listing", &from))? {
+            let entry = entry.map_err(io("listing", &from))?;
+            let (source, target) = (entry.path(), to.join(entry.file_name()));
+            let kind = entry.file_type().map_err(io("reading", &source))?;
+            if kind.is_dir() {
+                std::fs::create_dir(&target).map_err(io("creating", &target))?;
+                todo.push((source, target));
+            } else if kind.is_symlink() {
+                let link = std::fs::read_link(&source).map_err(io("reading the link", &source))?;
+                std::os::unix::fs::symlink(link, &target).map_err(io("linking", &target))?;
+            } else {
+                std::fs::hard_link(&source, &target).map_err(io("linking", &target))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Makes the directories of a linked release read-only (its files are the shared tree's, which
+/// are already): one change per directory.
+pub fn seal_directories(dir: &Path) -> Result<(), RunnerError> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut dirs = Vec::new();
+    let mut todo = vec![dir.to_owned()];
+    while let Some(d) = todo.pop() {
+        for entry in std::fs::read_dir(&d).map_err(io("listing", &d))? {
+            let entry = entry.map_err(io("listing", &d))?;
+            if entry.file_type().map_err(io("reading", &entry.path()))?.is_dir() {
+                todo.push(entry.path());
+            }
+        }
+        dirs.push(d);
+    }
+    for d in dirs.iter().rev() {
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o555)).map_err(io("setting the mode of", d))?;
+    }
+    Ok(())
+}
+
+/// Removes a shared tree (or one made halfway); the releases linked to it keep their files.
+pub fn remove(tree: &Path) -> Result<(), RunnerError> {
+    super::deploy::remove_release(tree)
+}

@@ -1,0 +1,101 @@
+//! Releases made of hard links to a slug unpacked once per machine: read-only whoever asks,
+//! each environment with its own mounts, and never left without its files by collection.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::push::{files_with, APP_FILE};
+use crate::runner::{app_with_hooks, envs, job_state, log_of, runner, serve, slug_of};
+use crate::support::Server;
+
+fn app_of(s: &Server, environment: &str) -> PathBuf {
+    let env = envs(s).into_iter().find(|e| e["environment"] == environment).expect("deployed");
+    PathBuf::from(env["path"].as_str().unwrap()).join("mymagento")
+}
+
+/// The shared tree a slug was unpacked into.
+fn tree_of(s: &Server, slug: &Path) -> PathBuf {
+    let name = slug.file_name().unwrap().to_str().unwrap().trim_end_matches(".tar.zst");
+    s.data.join("unpacked").join(name)
+}
+
+#[test]
+fn a_release_is_links_to_its_slugs_tree_that_nothing_writes_through() {
+    let s = Server::new("linked");
+    let build = "mkdir -p pub && echo built > pub/built.txt";
+    let deploy = "if echo evil >> pub/built.txt 2>/dev/null; then echo 'WROTE''-THROUGH'; fi\n\
+                  if chmod u+w pub/built.txt 2>/dev/null; then echo 'CHMOD''ED'; fi\n\
+                  if rm -f pub/built.txt 2>/dev/null && [ ! -e pub/built.txt ]; then echo 'REM''OVED'; fi";
+    let first = s.commit(&files_with(APP_FILE, &app_with_hooks(build, deploy)), "one");
+    s.push(&["HEAD:refs/heads/main"]).assert_accepted();
+    serve(&s);
+    let (id, state) = job_state(&s, &first);
+    let log = log_of(&s, id);
+    assert_eq!(state, "succeeded", "{log}");
+    assert!(log.contains("linked from the unpacked slugs"), "{log}");
+    for word in ["WROTE-THROUGH", "CHMODED", "REMOVED"] {
+        assert!(!log.contains(word), "{word}: {log}");
+    }
+    let tree = tree_of(&s, &slug_of(&s, id));
+    let (shared, released) = (tree.join("pub/built.txt"), app_of(&s, "main").join("pub/built.txt"));
+    let (a, b) = (std::fs::metadata(&shared).unwrap(), std::fs::metadata(&released).unwrap());
+    assert_eq!((a.dev(), a.ino()), (b.dev(), b.ino()), "the release links the shared tree's file");
+    assert_eq!(b.uid(), 0, "the runner's, not the project user's: it cannot give itself write rights");
+    assert_eq!(b.mode() & 0o222, 0, "read-only");
+    assert_eq!(std::fs::read_to_string(&shared).unwrap(), "built\n");
+    // A redeploy of the same tree links it again: nothing is unpacked.
+    let second = s.commit(&files_with(APP_FILE, &app_with_hooks(build, deploy)), "same tree");
+    s.push(&["HEAD:refs/heads/main"]).assert_accepted();
+    serve(&s);
+    let (id, _) = job_state(&s, &second);
+    let log = log_of(&s, id);
+    assert!(log.contains("Reusing existing build") && log.contains("linked from the unpacked slugs"), "{log}");
+    let c = std::fs::metadata(app_of(&s, "main").join("pub/built.txt")).unwrap();
+    assert_eq!(c.ino(), a.ino());
+    assert_eq!(std::fs::read_to_string(&shared).unwrap(), "built\n");
+}
+
+#[test]
+fn two_environments_on_one_slug_keep_their_own_mounts() {
+    let s = Server::new("linked-mounts");
+    let deploy = "echo $MAGENTO_CLOUD_ENVIRONMENT >> var/env.txt";
+    s.commit(&files_with(APP_FILE, &app_with_hooks("mkdir -p pub && echo built > pub/built.txt", deploy)), "one");
+    s.push(&["HEAD:refs/heads/main", "HEAD:refs/heads/feature"]).assert_accepted();
+    serve(&s);
+    let (main, feature) = (app_of(&s, "main"), app_of(&s, "feature"));
+    assert_eq!(std::fs::read_to_string(main.join("var/env.txt")).unwrap(), "main\n");
+    // feature started with a copy of main's data, then wrote its own.
+    assert_eq!(std::fs::read_to_string(feature.join("var/env.txt")).unwrap(), "main\nfeature\n");
+    assert_ne!(std::fs::read_link(main.join("var")).unwrap(), std::fs::read_link(feature.join("var")).unwrap());
+    let ino = |p: PathBuf| std::fs::metadata(p).unwrap().ino();
+    assert_eq!(ino(main.join("pub/built.txt")), ino(feature.join("pub/built.txt")), "one slug, one set of files");
+}
+
+#[test]
+fn collection_never_removes_a_tree_a_kept_release_uses() {
+    let s = Server::new("linked-gc");
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let build = format!("mkdir -p pub && echo {i} > pub/n.txt");
+        let commit = s.commit(&files_with(APP_FILE, &app_with_hooks(&build, "true")), "v");
+        s.push(&["HEAD:refs/heads/main"]).assert_accepted();
+        // Everything built so far is old: only what kept releases use must stay.
+        for id in &ids {
+            let slug = slug_of(&s, *id);
+            Command::new("touch").args(["-d", "2 hours ago"]).arg(&slug).arg(tree_of(&s, &slug)).status().unwrap();
+        }
+        assert!(runner(&s, &["serve", "--until-idle", "--keep", "2"]).status.success());
+        ids.push(job_state(&s, &commit).0);
+    }
+    let kept: Vec<String> =
+        envs(&s)[0]["releases"].as_array().unwrap().iter().map(|r| r.as_str().unwrap().to_owned()).collect();
+    assert_eq!(kept, vec![ids[1].to_string(), ids[2].to_string()], "--keep 2");
+    assert!(!tree_of(&s, &slug_of(&s, ids[0])).exists(), "the tree no kept release uses was collected");
+    for id in &ids[1..] {
+        assert!(tree_of(&s, &slug_of(&s, *id)).exists(), "the tree of kept release {id} stays");
+    }
+    // The releases read as they did.
+    let release = app_of(&s, "main").parent().unwrap().parent().unwrap().join(ids[1].to_string()).join("mymagento");
+    assert_eq!(std::fs::read_to_string(release.join("pub/n.txt")).unwrap(), "1\n");
+}
