@@ -816,6 +816,74 @@ def sandbox_benchmarks(tmp, runs):
     return {name: (side["push"], side["hook"]) for name, side in sides.items()}
 
 
+def big_tree(root, files, megabytes):
+    """A Magento-size tree, the same every time: `files` files in vendor/ (PHP-like text, a few
+    binaries), about `megabytes` MB in all, beside the example's configuration."""
+    import random
+    rng = random.Random(17)
+    words = [f"word{i}" for i in range(500)] + ["function", "return", "class", "public", "$this->", "array(", ");"]
+    per_file = megabytes * 1_000_000 // files
+    for i in range(files):
+        d = root / "vendor" / f"vendor{i % 50}" / f"module{i % 700}" / "src"
+        d.mkdir(parents=True, exist_ok=True)
+        if i % 100 == 0:
+            (d / f"asset{i}.bin").write_bytes(rng.randbytes(per_file))
+        else:
+            line = " ".join(rng.choice(words) for _ in range(12)) + "\n"
+            (d / f"File{i}.php").write_text("<?php\n" + line * max(1, per_file // len(line)))
+
+
+def big_tree_benchmarks(tmp, files, megabytes, rounds):
+    """Issue 17: a first deploy, a redeploy of the same tree and of a tree with one file
+    changed, push to `current` switched, interleaved with the physical pipeline on the same
+    tree; the runner's peak memory."""
+    runner = ROOT / "target" / "release" / "pushgate-runner"
+    work = tmp / "big-work"
+    example_work(work)
+    start = time.perf_counter()
+    big_tree(work, files, megabytes)
+    git(work, "add", "-A")
+    git(work, "commit", "-q", "-m", "big tree")
+    made = time.perf_counter() - start
+    size = sum(p.stat().st_size for p in (work / "vendor").rglob("*") if p.is_file())
+    first, physical, same, changed, peaks = [], [], [], [], []
+    for r in range(rounds):
+        repo, data = tmp / f"big{r}.git", tmp / f"big{r}-data"
+        install_at(tmp, repo, data)
+        run(["git", "--git-dir", str(repo), "config", "pushgate.pickupWaitMs", "600000"])
+        # The physical pipeline on the same tree, from the same kind of bare repository.
+        run(["git", "push", "-q", "-o", "pushgate.nowait", str(repo), "HEAD:refs/heads/plain"], cwd=work)
+        out = tmp / f"plain{r}"
+        start = time.perf_counter()
+        run(["bash", "-c", f"set -e; mkdir -p {out}/build {out}/release; git --git-dir {repo} archive plain | tar -x -C {out}/build;"
+             f" tar -C {out}/build -cf - . | zstd -3 -q -o {out}/slug.tar.zst; rm -rf {out}/build;"
+             f" zstd -dc {out}/slug.tar.zst | tar -x -C {out}/release; chmod -R a-w {out}/release"])
+        physical.append(time.perf_counter() - start)
+        run(["chmod", "-R", "u+w", str(out)])
+        shutil.rmtree(out)
+        serving = subprocess.Popen([str(runner), "serve", "--data", str(data)], env=ENV, stdout=subprocess.DEVNULL,
+                                   stderr=open(tmp / f"big{r}-runner.log", "wb"))
+        try:
+            for _ in range(100):
+                if (data / "wakeup").exists():
+                    break
+                time.sleep(0.05)
+            first.append(timed(["git", "push", "-q", str(repo), "HEAD:refs/heads/main"], work))
+            git(work, "commit", "-q", "--allow-empty", "-m", "same tree")
+            same.append(timed(["git", "push", "-q", str(repo), "HEAD:refs/heads/main"], work))
+            f = next((work / "vendor").rglob("File1.php"))
+            f.write_text(f.read_text() + f"// round {r}\n")
+            git(work, "commit", "-q", "-am", "one file")
+            changed.append(timed(["git", "push", "-q", str(repo), "HEAD:refs/heads/main"], work))
+            status = Path(f"/proc/{serving.pid}/status").read_text()
+            peaks.append(int(next(l for l in status.splitlines() if l.startswith("VmHWM:")).split()[1]) / 1024)
+        finally:
+            serving.terminate()
+            serving.wait()
+        run(["bash", "-c", f"chmod -R u+w {data} && rm -rf {data} {repo}"], check=False)
+    return files, size, made, first, physical, same, changed, peaks
+
+
 def ms(xs):
     return f"{statistics.median(xs) * 1000:8.2f} ms (min {min(xs) * 1000:.2f}, n={len(xs)})"
 
@@ -827,9 +895,12 @@ def main():
     ap.add_argument("--skip-external", action="store_true")
     ap.add_argument("--only", default="push,branches,hostile,runner,router,web,scale,sandbox,external,fsck,size",
                     help="comma-separated sections: push, branches, hostile, runner, router, web, scale, sandbox, "
-                         "clone, external, fsck, size")
+                         "clone, big, external, fsck, size")
     ap.add_argument("--activities", type=int, default=10_000, help="activities in the store for the web section")
     ap.add_argument("--clone-mb", type=int, default=1024, help="size of the database the clone section copies")
+    ap.add_argument("--big-files", type=int, default=60_000, help="files of the big tree section's tree")
+    ap.add_argument("--big-mb", type=int, default=400, help="megabytes of the big tree section's tree")
+    ap.add_argument("--big-rounds", type=int, default=2, help="first deployments in the big tree section")
     args = ap.parse_args()
     sections = set(args.only.split(","))
     run(["cargo", "build", "--release", "--quiet"], cwd=ROOT)
@@ -923,6 +994,19 @@ def main():
             a, b = (statistics.median(figures[k][0]) for k in ("sandbox", "no sandbox"))
             c, d = (statistics.median(figures[k][1]) for k in ("sandbox", "no sandbox"))
             print(f"   the sandbox costs {(c - d) * 1000:.1f} ms per hook, {(a - b) * 1000:.1f} ms per redeploy ({a / b:.2f}x)")
+
+        if "big" in sections:
+            files, size, made, first, physical, same, changed, peaks = big_tree_benchmarks(
+                tmp, args.big_files, args.big_mb, args.big_rounds)
+            print(f"\n13. a Magento-size tree: {files:,} files, {size / 1e6:.0f} MB (made and committed in {made:.0f} s), "
+                  f"trivial hooks, interleaved")
+            a, b = statistics.median(first), statistics.median(physical)
+            print(f"   first deploy, push to `current` switched: {a:.1f} s (each: {', '.join(f'{x:.1f}' for x in first)}); "
+                  f"the physical pipeline (git archive | tar -x, tar | zstd -3, zstd -d | tar -x, chmod -R a-w): "
+                  f"{b:.1f} s ({', '.join(f'{x:.1f}' for x in physical)}): {a / b:.2f}x (aim <= 1.1x)")
+            print(f"   redeploy of the same tree: {statistics.median(same):.2f} s ({', '.join(f'{x:.2f}' for x in same)}; aim < 1 s)")
+            print(f"   one file changed: {statistics.median(changed):.1f} s ({', '.join(f'{x:.1f}' for x in changed)})")
+            print(f"   the runner's peak memory: {max(peaks):.0f} MB (aim < 100 MB)")
 
         if "clone" in sections:
             size, rows, ours, theirs = clone_benchmark(tmp, args.clone_mb, 2)

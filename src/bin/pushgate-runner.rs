@@ -414,6 +414,16 @@ fn user_name(uid: u32) -> String {
 }
 
 fn main() -> ExitCode {
+    // Objects are read from the git server's repository or a mirror fetched with git: git
+    // verified each one when it received it; hashing them again is a quarter of an export.
+    git2::opts::strict_hash_verification(false);
+    // Pack files are read through a bounded window, not mapped whole: a Magento tree's pack
+    // would otherwise be most of the runner's memory.
+    // SAFETY: set once, before any repository is opened (libgit2's global options).
+    unsafe {
+        let _ = git2::opts::set_mwindow_size(8 << 20);
+        let _ = git2::opts::set_mwindow_mapped_limit(32 << 20);
+    }
     let cli = Cli::parse();
     let data = cli.data.unwrap_or_else(|| Env::from_process().default_data_dir());
     let mut out = std::io::stdout().lock();

@@ -34,7 +34,8 @@ pub fn export_tree(repo: &Repository, tree: Oid, dest: &Path) -> Result<(), Runn
             let path = dir.join(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(name));
             match (entry.kind(), entry.filemode()) {
                 (Some(ObjectType::Tree), _) => {
-                    std::fs::create_dir_all(&path).map_err(io(&path))?;
+                    // Its parent was made a moment ago: one mkdir, no walk up the path.
+                    std::fs::create_dir(&path).map_err(io(&path))?;
                     todo.push((entry.id(), path));
                 }
                 (Some(ObjectType::Blob), 0o120000) => {
