@@ -27,6 +27,19 @@ fn refused(out: Output) -> String {
 /// A runner serving in the background until the test ends.
 struct Background(Child);
 
+impl Background {
+    fn serve(s: &Server) -> Background {
+        let child = Command::new(runner_bin())
+            .args(["serve", "--data"])
+            .arg(&s.data)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        Background(child)
+    }
+}
+
 impl Drop for Background {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -62,15 +75,7 @@ fn master_is_promoted_to_staging_then_production_without_a_rebuild() {
     let deploy = "echo \"$STAGE\" > var/stage.txt\necho \"$TIER\" > var/tier.txt";
     let commit = s.commit(&files_with(APP_FILE, &app_with_hooks(build, deploy)), "shop");
     s.push(&["HEAD:refs/heads/master"]).assert_accepted();
-    let _runner = Background(
-        Command::new(runner_bin())
-            .args(["serve", "--data"])
-            .arg(&s.data)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let _runner = Background::serve(&s);
     assert!(crate::runner::eventually(60, || envs(&s).iter().any(|e| e["environment"] == "master")));
 
     // The admin declares staging and production.
@@ -198,15 +203,7 @@ fn inactive_environments_keep_their_code_and_the_limit_bounds_the_active_ones() 
     let app = app_with_hooks("true", "echo kept > var/data.txt");
     s.commit(&files_with(APP_FILE, &app), "shop");
     s.push(&["HEAD:refs/heads/main"]).assert_accepted();
-    let _runner = Background(
-        Command::new(runner_bin())
-            .args(["serve", "--data"])
-            .arg(&s.data)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let _runner = Background::serve(&s);
     let deployed = |env: &str| envs(&s).iter().any(|e| e["environment"] == env);
     assert!(crate::runner::eventually(60, || deployed("main")));
     ok(cli(&s, &["env", "limit", "repo", "2"]));
