@@ -846,13 +846,15 @@ def big_tree_benchmarks(tmp, files, megabytes, rounds):
     git(work, "commit", "-q", "-m", "big tree")
     made = time.perf_counter() - start
     size = sum(p.stat().st_size for p in (work / "vendor").rglob("*") if p.is_file())
-    first, physical, same, changed, peaks = [], [], [], [], []
+    first, physical, same, changed, peaks, phases, archives = [], [], [], [], [], [], []
     for r in range(rounds):
         repo, data = tmp / f"big{r}.git", tmp / f"big{r}-data"
         install_at(tmp, repo, data)
         run(["git", "--git-dir", str(repo), "config", "pushgate.pickupWaitMs", "600000"])
         # The physical pipeline on the same tree, from the same kind of bare repository.
-        run(["git", "push", "-q", "-o", "pushgate.nowait", str(repo), "HEAD:refs/heads/plain"], cwd=work)
+        # (Pushed inactive: no job, the runner's first job is main's.)
+        run(["git", "push", "-q", "-o", "pushgate.nowait", "-o", "environment.status=inactive", str(repo),
+             "HEAD:refs/heads/plain"], cwd=work)
         out = tmp / f"plain{r}"
         start = time.perf_counter()
         run(["bash", "-c", f"set -e; mkdir -p {out}/build {out}/release; git --git-dir {repo} archive plain | tar -x -C {out}/build;"
@@ -869,6 +871,22 @@ def big_tree_benchmarks(tmp, files, megabytes, rounds):
                     break
                 time.sleep(0.05)
             first.append(timed(["git", "push", "-q", str(repo), "HEAD:refs/heads/main"], work))
+            # Where the first deploy's time goes, from its log's timestamps.
+            log = run([str(runner), "logs", "1", "--data", str(data)]).stdout.decode().splitlines()
+            def at(needle):
+                from datetime import datetime
+                line = next(l for l in log if needle in l)
+                return datetime.strptime(line.split(" ", 1)[0], "%Y-%m-%dT%H:%M:%S.%fZ").timestamp()
+            phases.append((at("Building application") - at("Exporting commit"),
+                           at("] Slug ") - at("Preparing slug"),
+                           at("`current` switched") - at("] Slug ")))
+            # The same export by git, for comparison.
+            plain = tmp / f"archive{r}"
+            plain.mkdir()
+            start = time.perf_counter()
+            run(["bash", "-c", f"git --git-dir {repo} archive plain | tar -x -C {plain}"])
+            archives.append(time.perf_counter() - start)
+            shutil.rmtree(plain)
             git(work, "commit", "-q", "--allow-empty", "-m", "same tree")
             same.append(timed(["git", "push", "-q", str(repo), "HEAD:refs/heads/main"], work))
             f = next((work / "vendor").rglob("File1.php"))
@@ -881,7 +899,7 @@ def big_tree_benchmarks(tmp, files, megabytes, rounds):
             serving.terminate()
             serving.wait()
         run(["bash", "-c", f"chmod -R u+w {data} && rm -rf {data} {repo}"], check=False)
-    return files, size, made, first, physical, same, changed, peaks
+    return files, size, made, first, physical, same, changed, peaks, phases, archives
 
 
 def ms(xs):
@@ -996,7 +1014,7 @@ def main():
             print(f"   the sandbox costs {(c - d) * 1000:.1f} ms per hook, {(a - b) * 1000:.1f} ms per redeploy ({a / b:.2f}x)")
 
         if "big" in sections:
-            files, size, made, first, physical, same, changed, peaks = big_tree_benchmarks(
+            files, size, made, first, physical, same, changed, peaks, phases, archives = big_tree_benchmarks(
                 tmp, args.big_files, args.big_mb, args.big_rounds)
             print(f"\n13. a Magento-size tree: {files:,} files, {size / 1e6:.0f} MB (made and committed in {made:.0f} s), "
                   f"trivial hooks, interleaved")
@@ -1007,6 +1025,9 @@ def main():
             print(f"   redeploy of the same tree: {statistics.median(same):.2f} s ({', '.join(f'{x:.2f}' for x in same)}; aim < 1 s)")
             print(f"   one file changed: {statistics.median(changed):.1f} s ({', '.join(f'{x:.1f}' for x in changed)})")
             print(f"   the runner's peak memory: {max(peaks):.0f} MB (aim < 100 MB)")
+            for (export, pack, release), archive in zip(phases, archives):
+                print(f"   first deploy's phases: export {export:.1f} s (git archive | tar -x: {archive:.1f} s), "
+                      f"pack {pack:.1f} s, release to `current` switched {release:.1f} s")
 
         if "clone" in sections:
             size, rows, ours, theirs = clone_benchmark(tmp, args.clone_mb, 2)

@@ -46,7 +46,12 @@ pub fn pack(dir: &Path, out: &Path) -> Result<u64, SlugError> {
 
 fn write_archive(dir: &Path, entries: &[PathBuf], tmp: &Path) -> Result<(), SlugError> {
     let file = File::create(tmp).map_err(io_err("creating", tmp))?;
-    let encoder = zstd::stream::Encoder::new(BufWriter::new(file), 3).map_err(io_err("compressing", tmp))?;
+    let mut encoder = zstd::stream::Encoder::new(BufWriter::new(file), 3).map_err(io_err("compressing", tmp))?;
+    // Compression on every core (up to four) while this thread reads the files. zstd's
+    // multithreaded mode writes the same bytes whatever the number of workers, so machines
+    // with different cores still pack one tree into one slug.
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get().min(4)) as u32;
+    encoder.multithread(workers).map_err(io_err("compressing", tmp))?;
     let mut tar = tar::Builder::new(encoder);
     tar.mode(tar::HeaderMode::Deterministic);
     tar.follow_symlinks(false);
