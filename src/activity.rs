@@ -13,6 +13,17 @@ pub fn project_name(repo: &RepoId) -> String {
     name.strip_suffix(".git").map(str::to_owned).unwrap_or(name)
 }
 
+/// The project (a repository known to the store) named `name`; else which there are, for the
+/// admin's commands (the API says less to callers who may not see them all).
+pub fn project_named(store: &dyn JobStore, name: &str) -> Result<RepoId, String> {
+    let repos = store.projects().map_err(|e| e.to_string())?;
+    let names: Vec<String> = repos.iter().map(project_name).collect();
+    repos
+        .into_iter()
+        .find(|r| project_name(r) == name)
+        .ok_or_else(|| format!("no project `{name}` has been pushed to (projects: {})", names.join(", ")))
+}
+
 /// An activity as the API shows it. `state` is where it is (pending, in_progress, complete,
 /// cancelled), `result` how it ended (success, failure, cancelled, superseded).
 pub fn activity(job: &Job) -> Value {

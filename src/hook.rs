@@ -126,7 +126,7 @@ fn refusal_before_validation(
     repo: &Repository,
     update: &RefUpdate,
     owners: &HashMap<String, Vec<String>>,
-    types: &Result<Environments, String>,
+    environments: &Result<Environments, String>,
     new_trees: &mut git::NewTrees,
     cache: &Cache,
 ) -> Result<Result<EnvName, Refusal>, HookError> {
@@ -135,18 +135,26 @@ fn refusal_before_validation(
         Ok(env) => env,
         Err((problem, hint)) => return Ok(Err(Refusal { what: format!("cannot be deployed: {problem}"), hint })),
     };
-    let kind = match types {
-        Ok(types) => types.of(environment.as_str()),
+    let declared = match environments {
+        Ok(declared) => declared,
         Err(why) => {
             return Ok(Err(Refusal {
-                what: format!("cannot be deployed: the project's environment types cannot be read: {why}"),
-                hint: "the admin fixes it (pushgate-runner env create writes it)".into(),
+                what: format!(
+                    "cannot be deployed: the project's declarations of its environments cannot be read: {why}"
+                ),
+                hint: "the admin fixes it (pushgate-runner env create|activate|deactivate|limit write it)".into(),
             }))
         }
     };
+    let kind = declared.of(environment.as_str());
     if !kind.pushed() {
         let project = crate::activity::project_name(&repo_id(repo));
-        let from = if kind == EnvType::Production { "staging" } else { "master" };
+        // Production comes from staging, staging from the default branch's environment.
+        let from = match kind {
+            EnvType::Production => declared.named(EnvType::Staging),
+            _ => crate::platform::default_branch(&repo.path().display().to_string()),
+        };
+        let from = from.unwrap_or_else(|| "FROM".into());
         return Ok(Err(Refusal {
             what: format!(
                 "cannot be pushed: `{environment}` is the project's {} environment, which is deployed by promotion, \
@@ -270,8 +278,9 @@ struct Push<'a> {
     receiver: Receiver,
     /// Each environment's branches once the push is applied.
     owners: HashMap<String, Vec<String>>,
-    /// The admin's staging and production environments (or why they cannot be read).
-    types: Result<Environments, String>,
+    /// What the admin declared of the project's environments: types, inactive ones, the
+    /// limit (or why it cannot be read).
+    environments: Result<Environments, String>,
     new_trees: git::NewTrees,
     cache: Cache,
     /// Opened at the first branch that may be queued, so that a push it cannot record is refused.
@@ -288,9 +297,9 @@ impl<'a> Push<'a> {
         let t = Instant::now();
         let owners = environment_owners(repo, updates);
         let new_trees = git::NewTrees::for_hook(repo);
-        let types = Environments::load(repo.path());
+        let environments = Environments::load(repo.path());
         Push {
-            types,
+            environments,
             repo,
             settings,
             repo_path: repo_id(repo),
@@ -311,8 +320,14 @@ impl<'a> Push<'a> {
     fn branch(&mut self, update: &RefUpdate, branch: &str, out: &mut dyn Write) -> Result<(), HookError> {
         let short = update.new.short();
         let t = Instant::now();
-        let early =
-            refusal_before_validation(self.repo, update, &self.owners, &self.types, &mut self.new_trees, &self.cache)?;
+        let early = refusal_before_validation(
+            self.repo,
+            update,
+            &self.owners,
+            &self.environments,
+            &mut self.new_trees,
+            &self.cache,
+        )?;
         self.in_names += t.elapsed();
         let environment = match early {
             Ok(environment) => environment,
@@ -334,7 +349,7 @@ impl<'a> Push<'a> {
             }
             return Ok(());
         }
-        let declared = self.types.as_ref().ok();
+        let declared = self.environments.as_ref().ok();
         let project = || crate::activity::project_name(&self.repo_path);
         if self.settings.inactive || declared.is_some_and(|d| d.is_inactive(environment.as_str())) {
             let why =

@@ -242,7 +242,7 @@ enum EnvCommand {
     /// The most active integration environments a project may have (`none` lifts the limit):
     /// a push that would make one more is refused.
     Limit { project: String, limit: String },
-    /// Each deployed environment: type, state, release, commit, URL.
+    /// Each deployed environment: type, parent, release, commit, state, URL.
     List {
         #[arg(long)]
         json: bool,
@@ -906,7 +906,7 @@ fn env_create(project: &str, environment: &str, kind: &str, out: &mut dyn Write)
     use pushgate::store::environments::{EnvType, Environments};
     let kind = EnvType::parse(kind).ok_or_else(|| format!("--type {kind}: staging, production or integration"))?;
     pushgate::core::EnvName::parse(environment)?;
-    let repo = runner::promote::project(store()?.as_ref(), project)?;
+    let repo = pushgate::activity::project_named(store()?.as_ref(), project)?;
     Environments::declare(repo.path(), environment, kind)?;
     let how = if kind.pushed() {
         "deployed by pushing its branch".to_owned()
@@ -925,7 +925,7 @@ fn variables(
     json: bool,
     out: &mut dyn Write,
 ) -> Result<()> {
-    let repo = runner::promote::project(store()?.as_ref(), project)?;
+    let repo = pushgate::activity::project_named(store()?.as_ref(), project)?;
     let declared = runner::declared::Declared::load(data, repo.path())?;
     let mut rows = declared.layered(environment);
     if !values {
@@ -937,7 +937,7 @@ fn variables(
         writeln!(out, "{}", serde_json::to_string_pretty(&rows)?)?;
         return Ok(());
     }
-    let kind = declared.types.of(environment);
+    let kind = declared.environments.of(environment);
     writeln!(out, "Variables of {project}'s {} environment {environment}:", kind.as_str())?;
     if rows.is_empty() {
         writeln!(out, "  none (variables.json in the data directory or {}/pushgate/)", repo.as_str())?;
@@ -958,7 +958,7 @@ fn variables(
 }
 
 fn env_activate(data: &Path, project: &str, environment: &str, out: &mut dyn Write) -> Result<()> {
-    let repo = runner::promote::project(store()?.as_ref(), project)?;
+    let repo = pushgate::activity::project_named(store()?.as_ref(), project)?;
     let name = pushgate::core::EnvName::parse(environment)?;
     let git = git2::Repository::open_bare(repo.path())?;
     let head = git
@@ -974,20 +974,18 @@ fn env_activate(data: &Path, project: &str, environment: &str, out: &mut dyn Wri
         options: "{}".into(),
         pusher: pushgate::queue::pusher(&|k| std::env::var(k).ok()),
     };
-    let job = store()?.enqueue(&request)?;
-    pushgate::store::wake::wake(data);
+    let job = enqueue(data, &request)?;
     writeln!(
         out,
         "Environment {environment} is active. Job #{}: deploying its branch ({}).",
         job.id,
         request.commit.short()
     )?;
-    logs(data, job.id, true, out)?;
-    ended_well(job.id)
+    follow_to_its_end(data, job.id, out)
 }
 
 fn env_deactivate(data: &Path, project: &str, environment: &str, yes: bool, out: &mut dyn Write) -> Result<()> {
-    let repo = runner::promote::project(store()?.as_ref(), project)?;
+    let repo = pushgate::activity::project_named(store()?.as_ref(), project)?;
     let name = pushgate::core::EnvName::parse(environment)?;
     let env = deploy::EnvDir::new(data, &repo, &name);
     if !yes {
@@ -1006,12 +1004,11 @@ fn env_deactivate(data: &Path, project: &str, environment: &str, yes: bool, out:
     };
     let job = queue_job(data, pushgate::queue::JobKind::Delete, environment, info, r#"{"backup": true}"#.into())?;
     writeln!(out, "Environment {environment} is inactive. Job #{}: stopping it, after a final backup.", job.id)?;
-    logs(data, job.id, true, out)?;
-    ended_well(job.id)
+    follow_to_its_end(data, job.id, out)
 }
 
 fn env_limit(project: &str, limit: &str, out: &mut dyn Write) -> Result<()> {
-    let repo = runner::promote::project(store()?.as_ref(), project)?;
+    let repo = pushgate::activity::project_named(store()?.as_ref(), project)?;
     let limit = match limit {
         "none" => None,
         n => Some(n.parse::<u32>().map_err(|_| format!("the limit is a number, or none: {n}"))?),
@@ -1025,7 +1022,7 @@ fn env_limit(project: &str, limit: &str, out: &mut dyn Write) -> Result<()> {
 }
 
 fn env_redeploy(data: &Path, project: &str, environment: &str, out: &mut dyn Write) -> Result<()> {
-    let repo = runner::promote::project(store()?.as_ref(), project)?;
+    let repo = pushgate::activity::project_named(store()?.as_ref(), project)?;
     let env = deploy::EnvDir::new(data, &repo, &pushgate::core::EnvName::parse(environment)?);
     let info = env
         .current_release()
@@ -1033,14 +1030,12 @@ fn env_redeploy(data: &Path, project: &str, environment: &str, out: &mut dyn Wri
         .ok_or_else(|| format!("environment {environment} of {project} runs nothing to redeploy"))?;
     let job = queue_job(data, pushgate::queue::JobKind::Redeploy, environment, info, "{}".into())?;
     writeln!(out, "Job #{}: redeploy of environment {environment} (its slug, its hooks run again).", job.id)?;
-    logs(data, job.id, true, out)?;
-    ended_well(job.id)
+    follow_to_its_end(data, job.id, out)
 }
 
 fn promote(data: &Path, promotion: &runner::promote::Promotion<'_>, follow: bool, out: &mut dyn Write) -> Result<()> {
     let request = runner::promote::request(data, store()?.as_ref(), promotion)?;
-    let job = store()?.enqueue(&request)?;
-    pushgate::store::wake::wake(data);
+    let job = enqueue(data, &request)?;
     writeln!(
         out,
         "Job #{}: promotion of {} (commit {}) to {}.",
@@ -1052,12 +1047,12 @@ fn promote(data: &Path, promotion: &runner::promote::Promotion<'_>, follow: bool
     if !follow {
         return Ok(());
     }
-    logs(data, job.id, true, out)?;
-    ended_well(job.id)
+    follow_to_its_end(data, job.id, out)
 }
 
-/// Ok when the job succeeded, else what it ended as.
-fn ended_well(id: JobId) -> Result<()> {
+/// Prints a job's log as it grows, as a push does; Ok when the job succeeded, else how it ended.
+fn follow_to_its_end(data: &Path, id: JobId, out: &mut dyn Write) -> Result<()> {
+    logs(data, id, true, out)?;
     match store()?.job(id)? {
         Some(job) if job.state == JobState::Succeeded => Ok(()),
         Some(job) => Err(format!("job #{id} ended {}", job.state.as_str()).into()),
@@ -1082,8 +1077,12 @@ fn queue_job(
         options,
         pusher: pushgate::queue::pusher(&|k| std::env::var(k).ok()),
     };
-    let mut queue = store()?;
-    let job = queue.enqueue(&request)?;
+    enqueue(data, &request)
+}
+
+/// Queues a job and wakes the runners waiting on this data directory.
+fn enqueue(data: &Path, request: &pushgate::queue::Request) -> Result<pushgate::queue::Job> {
+    let job = store()?.enqueue(request)?;
     pushgate::store::wake::wake(data);
     Ok(job)
 }

@@ -38,8 +38,8 @@ pub struct Declared {
     environment_variables: Map<String, Value>,
     /// Variables per environment type (`integration`, `staging`, `production`).
     type_variables: Map<String, Value>,
-    /// The project's environment types (`env create --type`).
-    pub types: Environments,
+    /// What the admin declared of the project's environments (their types, for the variables).
+    pub environments: Environments,
     pub sandbox: Policy,
 }
 
@@ -59,7 +59,7 @@ impl Declared {
     pub fn load(data_dir: &Path, repo: &Path) -> Result<Declared, RunnerError> {
         let mut declared = Declared::read(data_dir)?;
         let project = Declared::read(&repo.join("pushgate"))?;
-        declared.types =
+        declared.environments =
             Environments::load(repo).map_err(|why| RunnerError::DataFile { path: Environments::file(repo), why })?;
         declared.services.extend(project.services);
         declared.project_variables.extend(project.project_variables);
@@ -122,7 +122,7 @@ impl Declared {
             project_variables,
             environment_variables,
             type_variables,
-            types: Environments::default(),
+            environments: Environments::default(),
             sandbox,
         })
     }
@@ -135,7 +135,7 @@ impl Declared {
 
     /// Each variable an environment sees, with the level it comes from and those it overrides.
     pub fn layered(&self, environment: &str) -> Vec<Layered> {
-        let kind = self.types.of(environment);
+        let kind = self.environments.of(environment);
         let empty = Value::Object(Map::new());
         let levels = [
             ("project".to_owned(), Value::Object(self.project_variables.clone())),

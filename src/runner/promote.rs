@@ -21,19 +21,9 @@ pub struct Promotion<'a> {
     pub by: Option<String>,
 }
 
-/// The project (a repository known to the store) named `name` (`shop` for `shop.git`).
-pub fn project(store: &dyn JobStore, name: &str) -> Result<crate::core::RepoId, String> {
-    let repos = store.projects().map_err(|e| e.to_string())?;
-    let names: Vec<String> = repos.iter().map(crate::activity::project_name).collect();
-    repos
-        .into_iter()
-        .find(|r| crate::activity::project_name(r) == name)
-        .ok_or_else(|| format!("no project `{name}` has been pushed to (projects: {})", names.join(", ")))
-}
-
 /// The job a promotion is, or why it is refused.
 pub fn request(data: &std::path::Path, store: &dyn JobStore, p: &Promotion<'_>) -> Result<Request, String> {
-    let repo = project(store, p.project)?;
+    let repo = crate::activity::project_named(store, p.project)?;
     let types = Environments::load(repo.path())?;
     let (from_type, to_type) = (types.of(p.from), types.of(p.to));
     let to = EnvName::parse(p.to).map_err(|e| e.to_string())?;

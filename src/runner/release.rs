@@ -321,9 +321,10 @@ fn collect_slugs(config: &Config, log: &mut JobLog) {
     }
 }
 
-/// Makes release `JOB` of the environment from the built slugs: unpacked under another name,
-/// each mount linked to its writable directory, made read-only, renamed into place, described.
-/// It exists only once complete. Returns its path.
+/// Makes release `JOB` of the environment from the built slugs: under another name, each app
+/// linked from its slug's shared tree (`unpacked`), each mount linked to its writable
+/// directory, its directories made read-only, renamed into place, described. It exists only
+/// once complete. Returns its path.
 fn assemble(
     data: &crate::store::DataDir,
     env_dir: &EnvDir,
