@@ -178,9 +178,12 @@ impl Layered {
         std::fs::set_permissions(&self.upper, std::fs::Permissions::from_mode(0o755))?;
         mount_idmapped(&self.lower, &lower, uid, gid)?;
         // Every entry of the merged tree is then either the upper layer's own file or the lower
-        // tree's at the same path: no redirected directories, no metadata-only copies.
+        // tree's at the same path: no redirected directories, no metadata-only copies. The
+        // layers are thrown away after the build, never mounted again: `volatile`, or the
+        // unmount would sync the whole file system under the upper layer (seconds on a busy
+        // disk, during which the sandbox's last process cannot finish exiting).
         let options = format!(
-            "lowerdir={},upperdir={},workdir={},redirect_dir=off,metacopy=off,index=off",
+            "lowerdir={},upperdir={},workdir={},redirect_dir=off,metacopy=off,index=off,volatile",
             lower.display(),
             self.upper.display(),
             work.display()

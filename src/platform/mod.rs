@@ -16,6 +16,7 @@
 //! ```
 
 pub mod cgroup;
+pub mod layers;
 pub mod nginx;
 pub mod php;
 pub mod process;

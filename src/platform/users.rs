@@ -91,6 +91,13 @@ pub fn give(
     path: &std::path::Path,
     user: &User,
 ) -> std::io::Result<()> {
+    reachable(data, within, user)?;
+    chown_tree(path, user)
+}
+
+/// Makes `within` (below the data directory `data`) reachable by `user`, or says which
+/// directory above the data directory, the admin's, shuts the user out.
+pub fn reachable(data: &std::path::Path, within: &std::path::Path, user: &User) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     // Directories above the data directory are the admin's: say which one shuts the user out.
     for above in data.ancestors().skip(1) {
@@ -111,7 +118,7 @@ pub fn give(
             std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode | 0o011))?;
         }
     }
-    chown_tree(path, user)
+    Ok(())
 }
 
 /// Gives `path` and everything below it to `user` (links themselves, never their targets).

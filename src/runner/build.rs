@@ -12,8 +12,9 @@ use super::declared::Declared;
 use super::deploy::{self, EnvDir};
 use super::hooks::{self, Hook, JobLog};
 use super::slugs::SharedSlugs;
-use super::{env, export, slug, Config, Control, Halt, Invalid, RunnerError};
+use super::{env, export, exported, slug, Config, Control, Halt, Invalid, RunnerError};
 use crate::git::CommitTree;
+use crate::platform::layers::Layered;
 use crate::platform::sandbox::Jail;
 use crate::queue::{Job, JobStore};
 use crate::source::{EntryId, Source};
@@ -134,83 +135,199 @@ pub(super) fn build(
     // Build and slug. A runner started as root runs the hooks as the project's user.
     let user = crate::platform::users::app_user(&crate::store::DataDir::project_key(&job.repo))
         .map_err(RunnerError::Platform)?;
-    let build_dir = config.build_dir(job.id);
-    let mut exported = false;
     let project =
         job.repo.path().file_name().and_then(|n| n.to_str()).unwrap_or("").trim_end_matches(".git").to_owned();
+    let mut missing = Vec::new();
     for plan in &plans {
         control.check()?;
-        // Reusing a slug renews it: collection spares slugs used in the last hour.
-        if File::options().append(true).open(&plan.slug).and_then(|f| f.set_modified(SystemTime::now())).is_ok() {
+        if !found(config, job, plan, log)? {
+            missing.push(plan);
+        }
+    }
+    if !missing.is_empty() {
+        let build = Build {
+            config,
+            job,
+            log,
+            control,
+            plans: &plans,
+            declared: &declared,
+            verdict: &verdict,
+            project: &project,
+            user: user.as_ref(),
+        };
+        build.run(&repo, root_tree, &missing)?;
+    }
+    Ok(Built { plans, topology, format: verdict.format, project, declared, plan: verdict, user })
+}
+
+/// Whether the slug of `plan` is here (reused) or fetched from the shared store; Err when it is
+/// not and this job may not build it.
+fn found(config: &Config, job: &Job, plan: &AppPlan, log: &mut JobLog) -> Result<bool, Halt> {
+    // Reusing a slug renews it: collection spares slugs used in the last hour.
+    if File::options().append(true).open(&plan.slug).and_then(|f| f.set_modified(SystemTime::now())).is_ok() {
+        log.phase("build", &format!("Reusing existing build for this tree ID ({}, app {})", plan.tree_id, plan.name));
+        return Ok(true);
+    }
+    if let Some(SharedSlugs::S3(s3)) = &config.slugs {
+        if s3.fetch(&plan.key, &plan.slug)? {
             log.phase(
                 "build",
-                &format!("Reusing existing build for this tree ID ({}, app {})", plan.tree_id, plan.name),
+                &format!(
+                    "Reusing existing build for this tree ID ({}, app {}), fetched from {}",
+                    plan.tree_id,
+                    plan.name,
+                    s3.url_of(&plan.key)
+                ),
             );
-            continue;
+            return Ok(true);
         }
-        if let Some(SharedSlugs::S3(s3)) = &config.slugs {
-            if s3.fetch(&plan.key, &plan.slug)? {
-                log.phase(
+    }
+    if job.kind == crate::queue::JobKind::Promote {
+        return Err(RunnerError::Platform(format!(
+            "the slug of application `{}` (tree {}) is gone from this runner and its shared store: a promotion \
+             deploys what was built, never builds; push the commit again (or redeploy {}) to build it",
+            plan.name,
+            plan.tree_id,
+            super::promoted_from(job)
+        ))
+        .into());
+    }
+    if !config.scope.build {
+        let at = match &config.slugs {
+            Some(SharedSlugs::S3(s3)) => s3.url_of(&plan.key),
+            _ => plan.slug.display().to_string(),
+        };
+        return Err(RunnerError::Platform(format!(
+            "the slug of application `{}` (tree {}) is not at {at}: this runner only deploys, and no build \
+             runner has stored it (do the runners share --slugs?)",
+            plan.name, plan.tree_id,
+        ))
+        .into());
+    }
+    Ok(false)
+}
+
+/// What building a job's missing slugs needs.
+struct Build<'a> {
+    config: &'a Config,
+    job: &'a Job,
+    log: &'a mut JobLog,
+    control: &'a Control,
+    plans: &'a [AppPlan],
+    declared: &'a Declared,
+    verdict: &'a crate::core::plan::Plan,
+    project: &'a str,
+    user: Option<&'a crate::platform::users::User>,
+}
+
+impl Build<'_> {
+    /// Builds `missing` in the commit's tree: in layers over the project's exported tree where
+    /// this runner can (root, a kernel with id-mapped overlay layers, no other build of the
+    /// project holding the tree), else in an exported copy.
+    fn run(mut self, repo: &git2::Repository, root_tree: Oid, missing: &[&AppPlan]) -> Result<(), Halt> {
+        let build_dir = self.config.build_dir(self.job.id);
+        deploy::remove_release(&build_dir)?;
+        let layers = self.config.data().build_layers(self.job.id);
+        let user = self.user.filter(|_| crate::platform::layers::supported(&self.config.data().builds()).is_ok());
+        if let Some(user) = user {
+            let key = crate::store::DataDir::project_key(&self.job.repo);
+            self.log.phase("build", &format!("Exporting commit {} into the project's exported tree", self.job.commit));
+            match exported::Exported::take(&self.config.data(), &key, repo, root_tree) {
+                Ok(Some((tree, brought))) => {
+                    let result = self.in_layers(&tree, brought, &layers, user, missing);
+                    deploy::remove_release(&build_dir)?;
+                    deploy::remove_release(&layers)?;
+                    match result {
+                        Ok(()) => return Ok(()),
+                        Err(Layers::Unavailable(why)) => self.log.phase(
+                            "build",
+                            &format!(
+                                "Cannot build in layers over the project's exported tree ({why}): exporting a copy"
+                            ),
+                        ),
+                        Err(Layers::Halt(halt)) => return Err(halt),
+                    }
+                }
+                Ok(None) => self
+                    .log
+                    .phase("build", "Another build holds the project's exported tree: exporting a copy of the commit"),
+                Err(e) => self.log.phase(
                     "build",
                     &format!(
-                        "Reusing existing build for this tree ID ({}, app {}), fetched from {}",
-                        plan.tree_id,
-                        plan.name,
-                        s3.url_of(&plan.key)
+                        "W: the project's exported tree could not be brought to this commit ({e}): exporting a copy"
                     ),
-                );
-                continue;
+                ),
             }
         }
-        if job.kind == crate::queue::JobKind::Promote {
-            return Err(RunnerError::Platform(format!(
-                "the slug of application `{}` (tree {}) is gone from this runner and its shared store: a promotion \
-                 deploys what was built, never builds; push the commit again (or redeploy {}) to build it",
-                plan.name,
-                plan.tree_id,
-                super::promoted_from(job)
-            ))
-            .into());
+        self.log.phase("build", &format!("Exporting commit {} into {}", self.job.commit, build_dir.display()));
+        export::export_tree(repo, root_tree, &build_dir)?;
+        if let Some(user) = self.user {
+            // The build hook runs as the project's user: the copy is its own.
+            let data = self.config.data();
+            crate::platform::users::give(data.root(), &data.builds(), &build_dir, user).map_err(|source| {
+                RunnerError::Io { action: "giving to the project's user", path: build_dir.clone(), source }
+            })?;
         }
-        if !config.scope.build {
-            let at = match &config.slugs {
-                Some(SharedSlugs::S3(s3)) => s3.url_of(&plan.key),
-                _ => plan.slug.display().to_string(),
-            };
-            return Err(RunnerError::Platform(format!(
-                "the slug of application `{}` (tree {}) is not at {at}: this runner only deploys, and no build \
-                 runner has stored it (do the runners share --slugs?)",
-                plan.name, plan.tree_id,
-            ))
-            .into());
-        }
-        if !exported {
-            deploy::remove_release(&build_dir)?;
-            log.phase("build", &format!("Exporting commit {} into {}", job.commit, build_dir.display()));
-            export::export_tree(&repo, root_tree, &build_dir)?;
-            if let Some(user) = &user {
-                // The build hook runs as the project's user: the copy is its own.
-                crate::platform::users::give(config.data().root(), &config.data().builds(), &build_dir, user).map_err(
-                    |source| RunnerError::Io {
-                        action: "giving to the project's user",
-                        path: build_dir.clone(),
-                        source,
-                    },
-                )?;
-            }
-            exported = true;
-        }
+        let result = missing.iter().try_for_each(|plan| self.app(plan, &build_dir, None));
+        deploy::remove_release(&build_dir)?; // before the release takes its space
+        result
+    }
+
+    /// The build in layers: mounted in a mount namespace of its own thread, which the hooks
+    /// inherit and which goes away with it.
+    fn in_layers(
+        &mut self,
+        tree: &exported::Exported,
+        brought: exported::Brought,
+        layers: &std::path::Path,
+        user: &crate::platform::users::User,
+        missing: &[&AppPlan],
+    ) -> Result<(), Layers> {
+        let build_dir = self.config.build_dir(self.job.id);
+        let layered = Layered::new(&tree.tree(), layers, &build_dir);
+        let exported = match brought {
+            exported::Brought::Same => "as it was".to_owned(),
+            exported::Brought::Updated(n) => format!("{n} paths changed"),
+            exported::Brought::Exported => "exported whole".to_owned(),
+        };
+        // The build's user reaches its directory as it would reach a copy given to it.
+        let data = self.config.data();
+        crate::platform::users::reachable(data.root(), &data.builds(), user).map_err(|source| {
+            Layers::Halt(
+                RunnerError::Io { action: "giving to the project's user", path: build_dir.clone(), source }.into(),
+            )
+        })?;
+        let outcome = crate::platform::layers::in_private_mounts(|| {
+            layered.mount(user.uid, user.gid).map_err(|e| Layers::Unavailable(e.to_string()))?;
+            self.log.phase(
+                "build",
+                &format!(
+                    "Building in {} in layers over it ({exported}): the build's writes are its own",
+                    build_dir.display()
+                ),
+            );
+            missing.iter().try_for_each(|plan| self.app(plan, &build_dir, Some(&layered))).map_err(Layers::Halt)
+        });
+        outcome.map_err(|e| Layers::Unavailable(e.to_string()))?
+    }
+
+    /// Runs the build hook of one app in `build_dir` and packs its slug; the built tree becomes
+    /// the slug's shared tree on this machine.
+    fn app(&mut self, plan: &AppPlan, build_dir: &std::path::Path, layered: Option<&Layered>) -> Result<(), Halt> {
+        let (config, job, control) = (self.config, self.job, self.control);
+        control.check()?;
         let app_dir = build_dir.join(&plan.dir);
-        log.phase("build", &format!("Building application `{}` (tree {})", plan.name, plan.tree_id));
+        self.log.phase("build", &format!("Building application `{}` (tree {})", plan.name, plan.tree_id));
         if let Some(script) = plan.config.get("hooks").and_then(|h| h.get("build")).and_then(|b| b.as_str()) {
             let ctx = env::AppContext {
-                format: verdict.format,
+                format: self.verdict.format,
                 app_name: &plan.name,
                 app_dir: &app_dir,
                 tree_id: &plan.tree_id,
-                project: &project,
+                project: self.project,
                 config: &plan.config,
-                variables: &declared.project_variables,
+                variables: &self.declared.project_variables,
             };
             let env = env::build(&ctx);
             hooks::run(
@@ -219,25 +336,25 @@ pub(super) fn build(
                     script,
                     cwd: &app_dir,
                     env: &env,
-                    timeout: declared.sandbox.time_limit(config.hook_timeout),
+                    timeout: self.declared.sandbox.time_limit(config.hook_timeout),
                     record: &EnvDir::new(&config.data_dir, &job.repo, &job.environment).hook_record(),
-                    user: user.as_ref(),
+                    user: self.user,
                     sandbox: &config.sandbox,
                     // The build sees its own directory: no data, no repository, no services.
                     jail: Jail {
-                        writable: vec![&build_dir],
+                        writable: vec![build_dir],
                         readable: vec![],
                         hidden: vec![&config.data_dir, job.repo.path()],
-                        network: declared.sandbox.network.unwrap_or(true),
-                        limits: declared.sandbox.limits(),
+                        network: self.declared.sandbox.network.unwrap_or(true),
+                        limits: self.declared.sandbox.limits(),
                     },
                 },
-                log,
+                self.log,
                 control,
             )?;
         }
         control.check()?;
-        log.phase("slug", &format!("Preparing slug for application `{}`", plan.name));
+        self.log.phase("slug", &format!("Preparing slug for application `{}`", plan.name));
         if let Some(dir) = plan.slug.parent() {
             std::fs::create_dir_all(dir).map_err(|source| RunnerError::Io {
                 action: "creating",
@@ -245,24 +362,51 @@ pub(super) fn build(
                 source,
             })?;
         }
-        let size = slug::pack(&app_dir, &plan.slug)?;
-        log.phase("slug", &format!("Slug {} ({} bytes)", plan.slug.display(), size));
         // The built tree is what the slug holds: it becomes the slug's shared tree on this
         // machine, so that the release links it instead of unpacking the slug again.
         // (Not an app whose directory holds another app's, or lies in one: that one needs it.)
-        let entangled =
-            plans.iter().any(|p| p.name != plan.name && (p.dir.starts_with(&plan.dir) || plan.dir.starts_with(&p.dir)));
-        if config.scope.deploy && !entangled {
-            super::unpacked::adopt(&config.data(), &plan.slug, &app_dir)?;
-        }
+        let entangled = self
+            .plans
+            .iter()
+            .any(|p| p.name != plan.name && (p.dir.starts_with(&plan.dir) || plan.dir.starts_with(&p.dir)));
+        let adopt = config.scope.deploy && !entangled;
+        let size = match layered {
+            // In layers, the shared tree is links made while the slug is packed (both only
+            // read the built tree): one on each core.
+            Some(l) => std::thread::scope(|scope| {
+                let packing = scope.spawn(|| slug::pack(&app_dir, &plan.slug));
+                let (upper, lower) = (l.upper.join(&plan.dir), l.lower.join(&plan.dir));
+                let adopted = adopt
+                    .then(|| super::unpacked::adopt_layers(&config.data(), &plan.slug, &app_dir, &upper, &lower))
+                    .transpose();
+                let size = packing.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+                if let (Err(_), Ok(Some(tree))) = (&size, &adopted) {
+                    let _ = super::unpacked::remove(tree); // no slug, no shared tree of it
+                }
+                adopted.map_err(Halt::from)?;
+                size.map_err(|e| Halt::from(RunnerError::from(e)))
+            })?,
+            None => {
+                let size = slug::pack(&app_dir, &plan.slug)?;
+                if adopt {
+                    super::unpacked::adopt(&config.data(), &plan.slug, &app_dir)?;
+                }
+                size
+            }
+        };
+        self.log.phase("slug", &format!("Slug {} ({} bytes)", plan.slug.display(), size));
         if let Some(SharedSlugs::S3(s3)) = &config.slugs {
             control.check()?;
             s3.store(&plan.key, &plan.slug)?;
-            log.phase("slug", &format!("Stored as {}", s3.url_of(&plan.key)));
+            self.log.phase("slug", &format!("Stored as {}", s3.url_of(&plan.key)));
         }
+        Ok(())
     }
-    if exported {
-        deploy::remove_release(&build_dir)?; // before the release takes its space
-    }
-    Ok(Built { plans, topology, format: verdict.format, project, declared, plan: verdict, user })
+}
+
+/// Why a build in layers did not happen.
+enum Layers {
+    /// The layers could not be mounted here: the build exports a copy instead.
+    Unavailable(String),
+    Halt(Halt),
 }

@@ -19,6 +19,7 @@ pub mod deploy;
 pub mod env;
 mod error;
 pub mod export;
+mod exported;
 pub mod hooks;
 pub mod promote;
 mod release;
@@ -434,11 +435,15 @@ fn take_over(env_dir: &EnvDir, log: &mut JobLog) {
 pub fn sweep_builds(config: &Config, queue: &dyn JobStore) -> Result<Vec<JobId>, RunnerError> {
     let mut removed = Vec::new();
     for entry in std::fs::read_dir(config.data().builds()).into_iter().flatten().flatten() {
-        let Some(id) = entry.file_name().to_str().and_then(|n| n.parse::<JobId>().ok()) else { continue };
+        let name = entry.file_name();
+        let name = name.to_str().unwrap_or_default();
+        let Some(id) = name.strip_suffix(".layers").unwrap_or(name).parse::<JobId>().ok() else { continue };
         let running = queue.job(id)?.is_some_and(|j| j.state == JobState::Running);
         if !running {
             deploy::remove_release(&entry.path())?;
-            removed.push(id);
+            if !removed.contains(&id) {
+                removed.push(id); // (its directory and its layers)
+            }
         }
     }
     Ok(removed)

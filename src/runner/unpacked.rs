@@ -86,6 +86,89 @@ pub fn adopt(data: &crate::store::DataDir, slug: &Path, built: &Path) -> Result<
     install(&made, &tree)
 }
 
+/// Makes the shared tree of `slug` from a build in layers ([`crate::platform::layers`]), the
+/// merged tree `merged` just packed into `slug`: each file is a link to the build's own file
+/// (in `upper`, given to the runner and made read-only) or, for a file the build left as it was,
+/// to the exported tree's (`lower`, the runner's, never written in place). Nothing is copied.
+/// Files keep `0644` (`0755` when executable): the exported tree's must stay writable for the
+/// build's user through the overlay; they belong to the runner, and the releases linking them
+/// are bound read-only into the hooks' sandbox.
+pub fn adopt_layers(
+    data: &crate::store::DataDir,
+    slug: &Path,
+    merged: &Path,
+    upper: &Path,
+    lower: &Path,
+) -> Result<PathBuf, RunnerError> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    if let Some(tree) = existing(data, slug) {
+        return Ok(tree);
+    }
+    let tree = data.unpacked().join(key_of(slug));
+    let made = partial(&tree);
+    std::fs::create_dir_all(&made).map_err(io("creating", &made))?;
+    // SAFETY: geteuid and getegid have no preconditions.
+    let (uid, gid) = (unsafe { libc::geteuid() }, unsafe { libc::getegid() });
+    let own = files_of(upper)?; // the build's own files: few, listed once
+    let mut todo = vec![PathBuf::new()];
+    while let Some(rel) = todo.pop() {
+        let from = merged.join(&rel);
+        for entry in std::fs::read_dir(&from).map_err(io("listing", &from))? {
+            let entry = entry.map_err(io("listing", &from))?;
+            let rel = rel.join(entry.file_name());
+            let (source, target) = (merged.join(&rel), made.join(&rel));
+            let kind = entry.file_type().map_err(io("reading", &source))?;
+            if kind.is_dir() {
+                std::fs::create_dir(&target).map_err(io("creating", &target))?;
+                todo.push(rel);
+            } else if kind.is_symlink() {
+                let link = std::fs::read_link(&source).map_err(io("reading the link", &source))?;
+                std::os::unix::fs::symlink(link, &target).map_err(io("linking", &target))?;
+            } else if kind.is_file() {
+                let file = if own.contains(&rel) {
+                    let file = upper.join(&rel);
+                    let meta = std::fs::symlink_metadata(&file).map_err(io("reading", &file))?;
+                    if meta.uid() != uid || meta.gid() != gid {
+                        std::os::unix::fs::lchown(&file, Some(uid), Some(gid)).map_err(io("owning", &file))?;
+                    }
+                    let mode = if meta.permissions().mode() & 0o111 != 0 { 0o755 } else { 0o644 };
+                    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode))
+                        .map_err(io("setting the mode of", &file))?;
+                    file
+                } else {
+                    lower.join(&rel)
+                };
+                std::fs::hard_link(&file, &target).map_err(io("linking", &target))?;
+            } // fifos, sockets, devices: a slug does not hold them
+        }
+    }
+    seal_directories(&made)?;
+    install(&made, &tree)
+}
+
+/// The regular files below `dir`, relative to it (none if it does not exist).
+fn files_of(dir: &Path) -> Result<std::collections::HashSet<PathBuf>, RunnerError> {
+    let mut files = std::collections::HashSet::new();
+    let mut todo = vec![PathBuf::new()];
+    while let Some(rel) = todo.pop() {
+        let from = dir.join(&rel);
+        let entries = match std::fs::read_dir(&from) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            entries => entries.map_err(io("listing", &from))?,
+        };
+        for entry in entries {
+            let entry = entry.map_err(io("listing", &from))?;
+            let kind = entry.file_type().map_err(io("reading", &entry.path()))?;
+            if kind.is_dir() {
+                todo.push(rel.join(entry.file_name()));
+            } else if kind.is_file() {
+                files.insert(rel.join(entry.file_name()));
+            }
+        }
+    }
+    Ok(files)
+}
+
 /// Makes a tree read-only and the runner's: files `0444` (`0555` when executable, as the slug
 /// keeps them), directories `0555`; `normalize` also removes what a slug cannot hold (fifos,
 /// sockets, devices) and gives everything back to the runner (the build ran as the project's

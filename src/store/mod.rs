@@ -70,6 +70,16 @@ impl DataDir {
         self.builds().join(job.to_string())
     }
 
+    /// The layers of a job's build when it builds over its project's exported tree.
+    pub fn build_layers(&self, job: JobId) -> PathBuf {
+        self.builds().join(format!("{job}.layers"))
+    }
+
+    /// Each project's exported tree, kept between builds: `exported/KEY/` (src/runner/exported.rs).
+    pub fn exported(&self) -> PathBuf {
+        self.root.join("exported")
+    }
+
     pub fn slugs(&self) -> PathBuf {
         self.root.join("slugs")
     }
