@@ -47,6 +47,53 @@ pub(super) struct Built {
     pub plan: crate::core::plan::Plan,
     /// Who the project's hooks run as (None when the runner cannot switch users).
     pub user: Option<crate::platform::users::User>,
+    /// Slugs still being packed from their shared trees while the release is made.
+    pub packing: std::cell::RefCell<Vec<Packing>>,
+}
+
+/// A slug packed on a thread of its own from its app's shared tree (read-only, complete).
+pub(super) struct Packing {
+    app: String,
+    slug: PathBuf,
+    key: String,
+    tree: PathBuf,
+    thread: std::thread::JoinHandle<Result<u64, slug::SlugError>>,
+}
+
+impl Built {
+    /// Waits for the slugs still being packed and stores them in the shared store: before
+    /// anything of the environment changes, a job's slugs are complete.
+    pub(super) fn slugs_packed(&self, config: &Config, log: &mut JobLog, control: &Control) -> Result<(), Halt> {
+        let packing: Vec<Packing> = self.packing.borrow_mut().drain(..).collect();
+        for p in packing {
+            let size = p.thread.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            let size = size.map_err(|e| {
+                let _ = super::unpacked::remove(&p.tree); // no slug, no shared tree of it
+                Halt::from(RunnerError::from(e))
+            })?;
+            log.phase(
+                "deploy",
+                &format!(
+                    "Slug {} ({} bytes), application `{}`, packed while the release was made",
+                    p.slug.display(),
+                    size,
+                    p.app
+                ),
+            );
+            stored(config, &p.key, &p.slug, log, control)?;
+        }
+        Ok(())
+    }
+}
+
+/// Stores a slug in the shared store, if the runners share one.
+fn stored(config: &Config, key: &str, slug: &std::path::Path, log: &mut JobLog, control: &Control) -> Result<(), Halt> {
+    if let Some(SharedSlugs::S3(s3)) = &config.slugs {
+        control.check()?;
+        s3.store(key, slug)?;
+        log.phase("slug", &format!("Stored as {}", s3.url_of(key)));
+    }
+    Ok(())
 }
 
 /// What the job builds and deploys: the plan and topology the hook stored with it when it
@@ -138,6 +185,7 @@ pub(super) fn build(
     let project =
         job.repo.path().file_name().and_then(|n| n.to_str()).unwrap_or("").trim_end_matches(".git").to_owned();
     let mut missing = Vec::new();
+    let mut packing = Vec::new();
     for plan in &plans {
         control.check()?;
         if !found(config, job, plan, log)? {
@@ -155,10 +203,12 @@ pub(super) fn build(
             verdict: &verdict,
             project: &project,
             user: user.as_ref(),
+            deferred: Vec::new(),
         };
-        build.run(&repo, root_tree, &missing)?;
+        packing = build.run(&repo, root_tree, &missing)?;
     }
-    Ok(Built { plans, topology, format: verdict.format, project, declared, plan: verdict, user })
+    let packing = std::cell::RefCell::new(packing);
+    Ok(Built { plans, topology, format: verdict.format, project, declared, plan: verdict, user, packing })
 }
 
 /// Whether the slug of `plan` is here (reused) or fetched from the shared store; Err when it is
@@ -219,13 +269,15 @@ struct Build<'a> {
     verdict: &'a crate::core::plan::Plan,
     project: &'a str,
     user: Option<&'a crate::platform::users::User>,
+    /// Apps whose shared tree is made and whose slug is still to pack from it.
+    deferred: Vec<(&'a AppPlan, PathBuf)>,
 }
 
-impl Build<'_> {
+impl<'a> Build<'a> {
     /// Builds `missing` in the commit's tree: in layers over the project's exported tree where
     /// this runner can (root, a kernel with id-mapped overlay layers, no other build of the
     /// project holding the tree), else in an exported copy.
-    fn run(mut self, repo: &git2::Repository, root_tree: Oid, missing: &[&AppPlan]) -> Result<(), Halt> {
+    fn run(mut self, repo: &git2::Repository, root_tree: Oid, missing: &[&'a AppPlan]) -> Result<Vec<Packing>, Halt> {
         let build_dir = self.config.build_dir(self.job.id);
         deploy::remove_release(&build_dir)?;
         let layers = self.config.data().build_layers(self.job.id);
@@ -239,7 +291,11 @@ impl Build<'_> {
                     deploy::remove_release(&build_dir)?;
                     deploy::remove_release(&layers)?;
                     match result {
-                        Ok(()) => return Ok(()),
+                        // Packed on threads of their own, from the shared trees: the release is
+                        // made meanwhile (the host's mounts: nothing holds the layers).
+                        Ok(()) => {
+                            return Ok(self.deferred.drain(..).map(|(plan, tree)| pack_apart(plan, tree)).collect())
+                        }
                         Err(Layers::Unavailable(why)) => self.log.phase(
                             "build",
                             &format!(
@@ -271,7 +327,7 @@ impl Build<'_> {
         }
         let result = missing.iter().try_for_each(|plan| self.app(plan, &build_dir, None));
         deploy::remove_release(&build_dir)?; // before the release takes its space
-        result
+        result.map(|()| Vec::new())
     }
 
     /// The build in layers: mounted in a mount namespace of its own thread, which the hooks
@@ -282,7 +338,7 @@ impl Build<'_> {
         brought: exported::Brought,
         layers: &std::path::Path,
         user: &crate::platform::users::User,
-        missing: &[&AppPlan],
+        missing: &[&'a AppPlan],
     ) -> Result<(), Layers> {
         let build_dir = self.config.build_dir(self.job.id);
         let layered = Layered::new(&tree.tree(), layers, &build_dir);
@@ -314,7 +370,7 @@ impl Build<'_> {
 
     /// Runs the build hook of one app in `build_dir` and packs its slug; the built tree becomes
     /// the slug's shared tree on this machine.
-    fn app(&mut self, plan: &AppPlan, build_dir: &std::path::Path, layered: Option<&Layered>) -> Result<(), Halt> {
+    fn app(&mut self, plan: &'a AppPlan, build_dir: &std::path::Path, layered: Option<&Layered>) -> Result<(), Halt> {
         let (config, job, control) = (self.config, self.job, self.control);
         control.check()?;
         let app_dir = build_dir.join(&plan.dir);
@@ -371,37 +427,35 @@ impl Build<'_> {
             .any(|p| p.name != plan.name && (p.dir.starts_with(&plan.dir) || plan.dir.starts_with(&p.dir)));
         let adopt = config.scope.deploy && !entangled;
         let size = match layered {
-            // In layers, the shared tree is links made while the slug is packed (both only
-            // read the built tree): one on each core.
-            Some(l) => std::thread::scope(|scope| {
-                let packing = scope.spawn(|| slug::pack(&app_dir, &plan.slug));
+            // In layers, the shared tree is made first (links, nothing copied) and the slug is
+            // packed from it while the release is made.
+            Some(l) if adopt => {
                 let (upper, lower) = (l.upper.join(&plan.dir), l.lower.join(&plan.dir));
-                let adopted = adopt
-                    .then(|| super::unpacked::adopt_layers(&config.data(), &plan.slug, &app_dir, &upper, &lower))
-                    .transpose();
-                let size = packing.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-                if let (Err(_), Ok(Some(tree))) = (&size, &adopted) {
-                    let _ = super::unpacked::remove(tree); // no slug, no shared tree of it
-                }
-                adopted.map_err(Halt::from)?;
-                size.map_err(|e| Halt::from(RunnerError::from(e)))
-            })?,
-            None => {
+                let tree = super::unpacked::adopt_layers(&config.data(), &plan.slug, &app_dir, &upper, &lower)?;
+                self.deferred.push((plan, tree));
+                return Ok(());
+            }
+            _ => {
                 let size = slug::pack(&app_dir, &plan.slug)?;
-                if adopt {
+                if adopt && layered.is_none() {
                     super::unpacked::adopt(&config.data(), &plan.slug, &app_dir)?;
                 }
                 size
             }
         };
         self.log.phase("slug", &format!("Slug {} ({} bytes)", plan.slug.display(), size));
-        if let Some(SharedSlugs::S3(s3)) = &config.slugs {
-            control.check()?;
-            s3.store(&plan.key, &plan.slug)?;
-            self.log.phase("slug", &format!("Stored as {}", s3.url_of(&plan.key)));
-        }
-        Ok(())
+        stored(config, &plan.key, &plan.slug, self.log, control)
     }
+}
+
+/// Packs `plan`'s slug from its shared tree on a thread of its own.
+fn pack_apart(plan: &AppPlan, tree: PathBuf) -> Packing {
+    let slug = plan.slug.clone();
+    let thread = std::thread::spawn({
+        let (slug, tree) = (slug.clone(), tree.clone());
+        move || slug::pack(&tree, &slug)
+    });
+    Packing { app: plan.name.clone(), slug, key: plan.key.clone(), tree, thread }
 }
 
 /// Why a build in layers did not happen.

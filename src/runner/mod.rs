@@ -516,8 +516,12 @@ fn build_and_deploy(
     control: &Control,
 ) -> Result<String, Halt> {
     let built = build::build(config, &*queue, job, log, control)?;
-    control.check()?;
-    release::deploy(config, job, log, control, &built)
+    let deployed =
+        control.check().map_err(Halt::from).and_then(|()| release::deploy(config, job, log, control, &built));
+    // A release that failed before its slugs were waited for still leaves them complete.
+    let packed = built.slugs_packed(config, log, control);
+    let id = deployed?;
+    packed.map(|()| id)
 }
 
 /// The build phase alone (a build-only runner): the slugs stored, for a deploying runner.
@@ -528,7 +532,8 @@ fn build_only(
     log: &mut JobLog,
     control: &Control,
 ) -> Result<(), Halt> {
-    build::build(config, &*queue, job, log, control).map(|_| ())
+    let built = build::build(config, &*queue, job, log, control)?;
+    built.slugs_packed(config, log, control)
 }
 
 /// Switches an environment back to an earlier release at once, without a rebuild.

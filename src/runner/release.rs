@@ -65,6 +65,13 @@ pub(super) fn deploy(
     declared.warn_unresolved(plans, topology, services, log);
     let id = job.id.to_string();
     let release = assemble(&config.data(), &env_dir, job, built, log)?;
+    // The slugs, packed meanwhile, complete before anything of the environment changes.
+    if let Err(e) = built.slugs_packed(config, log, control) {
+        deploy::remove_release(&release)?;
+        let _ = std::fs::remove_file(env_dir.releases().join(format!("{id}.json")));
+        log.phase("deploy", &format!("Release {id} discarded: its slug could not be made"));
+        return Err(e);
+    }
     control.check()?;
 
     let branch = job.ref_name.strip_prefix("refs/heads/").unwrap_or(&job.ref_name);

@@ -66,8 +66,9 @@ pub fn log_of(s: &Server, job: i64) -> String {
 /// The slug a job packed, from its log.
 pub fn slug_of(s: &Server, job: i64) -> PathBuf {
     let log = log_of(s, job);
-    let line = log.lines().find(|l| l.contains("[slug] Slug ")).expect("a slug line");
-    PathBuf::from(line.split("[slug] Slug ").nth(1).unwrap().split(' ').next().unwrap())
+    // (Under [deploy] when the slug was packed while the release was made.)
+    let line = log.lines().find(|l| l.contains("] Slug ")).expect("a slug line");
+    PathBuf::from(line.split("] Slug ").nth(1).unwrap().split(' ').next().unwrap())
 }
 
 pub fn job_state(s: &Server, commit: &str) -> (i64, String) {
