@@ -344,6 +344,7 @@ impl<'a> Build<'a> {
         let layered = Layered::new(&tree.tree(), layers, &build_dir);
         let exported = match brought {
             exported::Brought::Same => "as it was".to_owned(),
+            exported::Brought::Updated(1) => "1 path changed".to_owned(),
             exported::Brought::Updated(n) => format!("{n} paths changed"),
             exported::Brought::Exported => "exported whole".to_owned(),
         };

@@ -159,7 +159,7 @@ fn stays_inside(link: &Path, target: &Path) -> bool {
 /// Whether every symlink among `entries` (relative to `root`) resolves inside `root` once the
 /// links it goes through are followed: the lexical check alone lets `s -> .` and `t -> s/..`
 /// pass, and `t` then names the directory above the app.
-fn links_resolve_inside(root: &Path, entries: &[PathBuf]) -> Result<(), SlugError> {
+pub(super) fn links_resolve_inside(root: &Path, entries: &[PathBuf]) -> Result<(), SlugError> {
     let root_real = std::fs::canonicalize(root).map_err(io_err("resolving", root))?;
     for rel in entries {
         let full = root.join(rel);

@@ -110,6 +110,7 @@ pub fn adopt_layers(
     // SAFETY: geteuid and getegid have no preconditions.
     let (uid, gid) = (unsafe { libc::geteuid() }, unsafe { libc::getegid() });
     let own = files_of(upper)?; // the build's own files: few, listed once
+    let mut links = Vec::new();
     let mut todo = vec![PathBuf::new()];
     while let Some(rel) = todo.pop() {
         let from = merged.join(&rel);
@@ -124,6 +125,7 @@ pub fn adopt_layers(
             } else if kind.is_symlink() {
                 let link = std::fs::read_link(&source).map_err(io("reading the link", &source))?;
                 std::os::unix::fs::symlink(link, &target).map_err(io("linking", &target))?;
+                links.push(rel);
             } else if kind.is_file() {
                 let file = if own.contains(&rel) {
                     let file = upper.join(&rel);
@@ -141,6 +143,11 @@ pub fn adopt_layers(
                 std::fs::hard_link(&file, &target).map_err(io("linking", &target))?;
             } // fifos, sockets, devices: a slug does not hold them
         }
+    }
+    // A link out of the app is refused here, as packing would: before any release is made of it.
+    if let Err(e) = super::slug::links_resolve_inside(&made, &links) {
+        remove(&made)?;
+        return Err(e.into());
     }
     seal_directories(&made)?;
     install(&made, &tree)

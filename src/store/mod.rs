@@ -5,7 +5,9 @@
 //! ```text
 //! DATA/queue.sqlite3          the job queue (src/queue), with its integrity stamp beside it
 //! DATA/logs/JOB.log           one log per job, what developers see
-//! DATA/builds/JOB/            a job's copy of its commit while it builds
+//! DATA/builds/JOB/            a job's copy of its commit while it builds (or, in layers, where
+//!                             its overlay is mounted; JOB.layers/ holds the build's own layer)
+//! DATA/exported/KEY/          each project's export, kept between builds (src/runner/exported.rs)
 //! DATA/slugs/KEY.tar.zst      built apps, reused for an unchanged tree
 //! DATA/unpacked/KEY/          each slug unpacked once, read-only; releases hard-link it
 //! DATA/environments/REPO-KEY/ENV/   releases (with what each is: ReleaseInfo), mounts,
