@@ -314,14 +314,14 @@ fn collect_slugs(config: &Config, log: &mut JobLog) {
         }
     }
     // A shared tree goes with its slug (kept releases keep their links to its files either
-    // way); so does a tree a runner died making, once it is an hour old.
+    // way); so does a tree a runner died making. Only once it is an hour old: after a build in
+    // layers, a tree is made, and linked by its release, before its slug is packed.
     let needed_keys: std::collections::HashSet<String> =
         needed.iter().map(|s| super::unpacked::key_of(Path::new(s))).collect();
     for entry in std::fs::read_dir(data.unpacked()).into_iter().flatten().flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         let old = entry.metadata().and_then(|m| m.modified()).map(|t| t < hour_ago).unwrap_or(false);
-        let orphan =
-            if name.contains(".partial-") { old } else { !needed_keys.contains(&name) && !data.slug(&name).exists() };
+        let orphan = old && (name.contains(".partial-") || !needed_keys.contains(&name) && !data.slug(&name).exists());
         if orphan && super::unpacked::remove(&entry.path()).is_ok() {
             log.phase("slug", &format!("Collected the unpacked slug {}", entry.path().display()));
         }
