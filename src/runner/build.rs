@@ -47,17 +47,44 @@ pub(super) struct Built {
     pub plan: crate::core::plan::Plan,
     /// Who the project's hooks run as (None when the runner cannot switch users).
     pub user: Option<crate::platform::users::User>,
-    /// Slugs still being packed from their shared trees while the release is made.
+    /// Slugs still being packed, through the build's layers, while the release is made.
     pub packing: std::cell::RefCell<Vec<Packing>>,
+    /// What those packs read through, held until they are done.
+    pub held: std::cell::RefCell<Option<Held>>,
 }
 
-/// A slug packed on a thread of its own from its app's shared tree (read-only, complete).
+/// A slug packed on a thread of its own from the built tree, in layers.
 pub(super) struct Packing {
     app: String,
     slug: PathBuf,
     key: String,
-    tree: PathBuf,
+    /// The slug's shared tree, made meanwhile: it goes if the slug cannot be made.
+    tree: Option<PathBuf>,
     thread: std::thread::JoinHandle<Result<u64, slug::SlugError>>,
+}
+
+/// What a build in layers holds until its slugs, packed through the layers, are complete: the
+/// project's exported tree (the lower layer must not change under a pack reading through it)
+/// and the layers, removed once nothing reads them.
+pub(super) struct Held {
+    _exported: exported::Exported,
+    build_dir: PathBuf,
+    layers: PathBuf,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let _ = deploy::remove_release(&self.build_dir);
+        let _ = deploy::remove_release(&self.layers);
+    }
+}
+
+impl Drop for Built {
+    fn drop(&mut self) {
+        for p in self.packing.get_mut().drain(..) {
+            let _ = p.thread.join(); // before the layers it reads through go
+        }
+    }
 }
 
 impl Built {
@@ -65,22 +92,30 @@ impl Built {
     /// anything of the environment changes, a job's slugs are complete.
     pub(super) fn slugs_packed(&self, config: &Config, log: &mut JobLog, control: &Control) -> Result<(), Halt> {
         let packing: Vec<Packing> = self.packing.borrow_mut().drain(..).collect();
-        for p in packing {
-            let size = p.thread.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        let joined: Vec<_> = packing
+            .into_iter()
+            .map(|p| {
+                (p.thread.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)), p.app, p.slug, p.key, p.tree)
+            })
+            .collect();
+        drop(self.held.borrow_mut().take()); // the layers, once nothing reads through them
+        for (size, app, slug, key, tree) in joined {
             let size = size.map_err(|e| {
-                let _ = super::unpacked::remove(&p.tree); // no slug, no shared tree of it
+                if let Some(tree) = &tree {
+                    let _ = super::unpacked::remove(tree); // no slug, no shared tree of it
+                }
                 Halt::from(RunnerError::from(e))
             })?;
             log.phase(
                 "deploy",
                 &format!(
                     "Slug {} ({} bytes), application `{}`, packed while the release was made",
-                    p.slug.display(),
+                    slug.display(),
                     size,
-                    p.app
+                    app
                 ),
             );
-            stored(config, &p.key, &p.slug, log, control)?;
+            stored(config, &key, &slug, log, control)?;
         }
         Ok(())
     }
@@ -185,7 +220,7 @@ pub(super) fn build(
     let project =
         job.repo.path().file_name().and_then(|n| n.to_str()).unwrap_or("").trim_end_matches(".git").to_owned();
     let mut missing = Vec::new();
-    let mut packing = Vec::new();
+    let (mut packing, mut held) = (Vec::new(), None);
     for plan in &plans {
         control.check()?;
         if !found(config, job, plan, log)? {
@@ -205,10 +240,10 @@ pub(super) fn build(
             user: user.as_ref(),
             deferred: Vec::new(),
         };
-        packing = build.run(&repo, root_tree, &missing)?;
+        (packing, held) = build.run(&repo, root_tree, &missing)?;
     }
-    let packing = std::cell::RefCell::new(packing);
-    Ok(Built { plans, topology, format: verdict.format, project, declared, plan: verdict, user, packing })
+    let (packing, held) = (std::cell::RefCell::new(packing), std::cell::RefCell::new(held));
+    Ok(Built { plans, topology, format: verdict.format, project, declared, plan: verdict, user, packing, held })
 }
 
 /// Whether the slug of `plan` is here (reused) or fetched from the shared store; Err when it is
@@ -269,15 +304,20 @@ struct Build<'a> {
     verdict: &'a crate::core::plan::Plan,
     project: &'a str,
     user: Option<&'a crate::platform::users::User>,
-    /// Apps whose shared tree is made and whose slug is still to pack from it.
-    deferred: Vec<(&'a AppPlan, PathBuf)>,
+    /// Slugs being packed through the layers.
+    deferred: Vec<Packing>,
 }
 
 impl<'a> Build<'a> {
     /// Builds `missing` in the commit's tree: in layers over the project's exported tree where
     /// this runner can (root, a kernel with id-mapped overlay layers, no other build of the
     /// project holding the tree), else in an exported copy.
-    fn run(mut self, repo: &git2::Repository, root_tree: Oid, missing: &[&'a AppPlan]) -> Result<Vec<Packing>, Halt> {
+    fn run(
+        mut self,
+        repo: &git2::Repository,
+        root_tree: Oid,
+        missing: &[&'a AppPlan],
+    ) -> Result<(Vec<Packing>, Option<Held>), Halt> {
         let build_dir = self.config.build_dir(self.job.id);
         deploy::remove_release(&build_dir)?;
         let layers = self.config.data().build_layers(self.job.id);
@@ -288,14 +328,19 @@ impl<'a> Build<'a> {
             match exported::Exported::take(&self.config.data(), &key, repo, root_tree) {
                 Ok(Some((tree, brought))) => {
                     let result = self.in_layers(&tree, brought, &layers, user, missing);
+                    if result.is_ok() {
+                        // The slugs are packed through the layers while the release is made:
+                        // the layers and the exported tree stay until they are done.
+                        let held = Held { _exported: tree, build_dir, layers };
+                        return Ok((self.deferred.drain(..).collect(), Some(held)));
+                    }
+                    for p in self.deferred.drain(..) {
+                        let _ = p.thread.join(); // nothing reads the layers once they go
+                    }
                     deploy::remove_release(&build_dir)?;
                     deploy::remove_release(&layers)?;
                     match result {
-                        // Packed on threads of their own, from the shared trees: the release is
-                        // made meanwhile (the host's mounts: nothing holds the layers).
-                        Ok(()) => {
-                            return Ok(self.deferred.drain(..).map(|(plan, tree)| pack_apart(plan, tree)).collect())
-                        }
+                        Ok(()) => unreachable!("returned above"),
                         Err(Layers::Unavailable(why)) => self.log.phase(
                             "build",
                             &format!(
@@ -327,7 +372,7 @@ impl<'a> Build<'a> {
         }
         let result = missing.iter().try_for_each(|plan| self.app(plan, &build_dir, None));
         deploy::remove_release(&build_dir)?; // before the release takes its space
-        result.map(|()| Vec::new())
+        result.map(|()| (Vec::new(), None))
     }
 
     /// The build in layers: mounted in a mount namespace of its own thread, which the hooks
@@ -428,12 +473,19 @@ impl<'a> Build<'a> {
             .any(|p| p.name != plan.name && (p.dir.starts_with(&plan.dir) || plan.dir.starts_with(&p.dir)));
         let adopt = config.scope.deploy && !entangled;
         let size = match layered {
-            // In layers, the shared tree is made first (links, nothing copied) and the slug is
-            // packed from it while the release is made.
+            // In layers, the slug is packed through them (on a thread of this mount namespace)
+            // while the shared tree is linked and the release made; the release waits for it.
             Some(l) if adopt => {
+                let mut packing = pack_apart(plan, app_dir.clone());
                 let (upper, lower) = (l.upper.join(&plan.dir), l.lower.join(&plan.dir));
-                let tree = super::unpacked::adopt_layers(&config.data(), &plan.slug, &app_dir, &upper, &lower)?;
-                self.deferred.push((plan, tree));
+                match super::unpacked::adopt_layers(&config.data(), &plan.slug, &app_dir, &upper, &lower) {
+                    Ok(tree) => packing.tree = Some(tree),
+                    Err(e) => {
+                        let _ = packing.thread.join();
+                        return Err(e.into());
+                    }
+                }
+                self.deferred.push(packing);
                 return Ok(());
             }
             _ => {
@@ -449,14 +501,14 @@ impl<'a> Build<'a> {
     }
 }
 
-/// Packs `plan`'s slug from its shared tree on a thread of its own.
-fn pack_apart(plan: &AppPlan, tree: PathBuf) -> Packing {
+/// Packs `plan`'s slug from the built tree `built` on a thread of its own.
+fn pack_apart(plan: &AppPlan, built: PathBuf) -> Packing {
     let slug = plan.slug.clone();
     let thread = std::thread::spawn({
-        let (slug, tree) = (slug.clone(), tree.clone());
-        move || slug::pack(&tree, &slug)
+        let slug = slug.clone();
+        move || slug::pack(&built, &slug)
     });
-    Packing { app: plan.name.clone(), slug, key: plan.key.clone(), tree, thread }
+    Packing { app: plan.name.clone(), slug, key: plan.key.clone(), tree: None, thread }
 }
 
 /// Why a build in layers did not happen.
