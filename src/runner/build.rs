@@ -319,8 +319,9 @@ impl<'a> Build<'a> {
         missing: &[&'a AppPlan],
     ) -> Result<(Vec<Packing>, Option<Held>), Halt> {
         let build_dir = self.config.build_dir(self.job.id);
-        deploy::remove_release(&build_dir)?;
         let layers = self.config.data().build_layers(self.job.id);
+        deploy::remove_release(&build_dir)?; // a retry after a crash starts clean
+        deploy::remove_release(&layers)?;
         let user = self.user.filter(|_| crate::platform::layers::supported(&self.config.data().builds()).is_ok());
         if let Some(user) = user {
             let key = crate::store::DataDir::project_key(&self.job.repo);
