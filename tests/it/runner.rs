@@ -678,7 +678,8 @@ fn workers_build_environments_side_by_side_but_one_job_per_environment() {
     eventually(60, || commits.iter().all(|c| job_state(&s, c).1 == "succeeded"));
     let states: Vec<_> = commits.iter().map(|c| job_state(&s, c).1).collect();
     let logs: Vec<String> = commits.iter().map(|c| log_of(&s, job_state(&s, c).0)).collect();
-    assert_eq!(states, ["succeeded"; 3], "{}", logs.join("\n"));
+    // (When and how each job was queued and taken, beside the logs, if this ever fails.)
+    assert_eq!(states, ["succeeded"; 3], "{}\n{}", serde_json::to_string_pretty(&s.jobs()).unwrap(), logs.join("\n"));
     assert!(!dir.join("overlap").exists(), "two jobs of main ran at once");
     assert!(dir.join("started-main-2").exists());
     let current: Vec<_> = envs(&s).iter().map(|e| e["commit"].as_str().unwrap().to_owned()).collect();
