@@ -48,9 +48,7 @@ pub(super) struct Built {
     /// Who the project's hooks run as (None when the runner cannot switch users).
     pub user: Option<crate::platform::users::User>,
     /// Slugs still being packed, through the build's layers, while the release is made.
-    pub packing: std::cell::RefCell<Vec<Packing>>,
-    /// What those packs read through, held until they are done.
-    pub held: std::cell::RefCell<Option<Held>>,
+    pub packs: std::cell::RefCell<Packs>,
 }
 
 /// A slug packed on a thread of its own from the built tree, in layers.
@@ -59,7 +57,7 @@ pub(super) struct Packing {
     slug: PathBuf,
     key: String,
     /// The slug's shared tree, made meanwhile: it goes if the slug cannot be made.
-    tree: Option<PathBuf>,
+    tree: PathBuf,
     thread: std::thread::JoinHandle<Result<u64, slug::SlugError>>,
 }
 
@@ -79,10 +77,18 @@ impl Drop for Held {
     }
 }
 
-impl Drop for Built {
+/// Slugs being packed through a build's layers, and what holds the layers: dropped, it waits
+/// for the packs, then the layers go.
+#[derive(Default)]
+pub(super) struct Packs {
+    packing: Vec<Packing>,
+    _held: Option<Held>,
+}
+
+impl Drop for Packs {
     fn drop(&mut self) {
-        for p in self.packing.get_mut().drain(..) {
-            let _ = p.thread.join(); // before the layers it reads through go
+        for p in self.packing.drain(..) {
+            let _ = p.thread.join(); // before `_held`, and with it the layers, goes
         }
     }
 }
@@ -91,19 +97,18 @@ impl Built {
     /// Waits for the slugs still being packed and stores them in the shared store: before
     /// anything of the environment changes, a job's slugs are complete.
     pub(super) fn slugs_packed(&self, config: &Config, log: &mut JobLog, control: &Control) -> Result<(), Halt> {
-        let packing: Vec<Packing> = self.packing.borrow_mut().drain(..).collect();
-        let joined: Vec<_> = packing
-            .into_iter()
-            .map(|p| {
-                (p.thread.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)), p.app, p.slug, p.key, p.tree)
+        let mut packs = std::mem::take(&mut *self.packs.borrow_mut());
+        let joined: Vec<_> = packs
+            .packing
+            .drain(..)
+            .map(|Packing { app, slug, key, tree, thread }| {
+                (thread.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)), app, slug, key, tree)
             })
             .collect();
-        drop(self.held.borrow_mut().take()); // the layers, once nothing reads through them
+        drop(packs); // the layers, once nothing reads through them
         for (size, app, slug, key, tree) in joined {
             let size = size.map_err(|e| {
-                if let Some(tree) = &tree {
-                    let _ = super::unpacked::remove(tree); // no slug, no shared tree of it
-                }
+                let _ = super::unpacked::remove(&tree); // no slug, no shared tree of it
                 Halt::from(RunnerError::from(e))
             })?;
             log.phase(
@@ -220,7 +225,7 @@ pub(super) fn build(
     let project =
         job.repo.path().file_name().and_then(|n| n.to_str()).unwrap_or("").trim_end_matches(".git").to_owned();
     let mut missing = Vec::new();
-    let (mut packing, mut held) = (Vec::new(), None);
+    let mut packs = Packs::default();
     for plan in &plans {
         control.check()?;
         if !found(config, job, plan, log)? {
@@ -240,10 +245,10 @@ pub(super) fn build(
             user: user.as_ref(),
             deferred: Vec::new(),
         };
-        (packing, held) = build.run(&repo, root_tree, &missing)?;
+        packs = build.run(&repo, root_tree, &missing)?;
     }
-    let (packing, held) = (std::cell::RefCell::new(packing), std::cell::RefCell::new(held));
-    Ok(Built { plans, topology, format: verdict.format, project, declared, plan: verdict, user, packing, held })
+    let packs = std::cell::RefCell::new(packs);
+    Ok(Built { plans, topology, format: verdict.format, project, declared, plan: verdict, user, packs })
 }
 
 /// Whether the slug of `plan` is here (reused) or fetched from the shared store; Err when it is
@@ -312,12 +317,7 @@ impl<'a> Build<'a> {
     /// Builds `missing` in the commit's tree: in layers over the project's exported tree where
     /// this runner can (root, a kernel with id-mapped overlay layers, no other build of the
     /// project holding the tree), else in an exported copy.
-    fn run(
-        mut self,
-        repo: &git2::Repository,
-        root_tree: Oid,
-        missing: &[&'a AppPlan],
-    ) -> Result<(Vec<Packing>, Option<Held>), Halt> {
+    fn run(mut self, repo: &git2::Repository, root_tree: Oid, missing: &[&'a AppPlan]) -> Result<Packs, Halt> {
         let build_dir = self.config.build_dir(self.job.id);
         let layers = self.config.data().build_layers(self.job.id);
         deploy::remove_release(&build_dir)?; // a retry after a crash starts clean
@@ -329,19 +329,13 @@ impl<'a> Build<'a> {
             match exported::Exported::take(&self.config.data(), &key, repo, root_tree) {
                 Ok(Some((tree, brought))) => {
                     let result = self.in_layers(&tree, brought, &layers, user, missing);
-                    if result.is_ok() {
-                        // The slugs are packed through the layers while the release is made:
-                        // the layers and the exported tree stay until they are done.
-                        let held = Held { _exported: tree, build_dir, layers };
-                        return Ok((self.deferred.drain(..).collect(), Some(held)));
-                    }
-                    for p in self.deferred.drain(..) {
-                        let _ = p.thread.join(); // nothing reads the layers once they go
-                    }
-                    deploy::remove_release(&build_dir)?;
-                    deploy::remove_release(&layers)?;
+                    // The slugs are packed through the layers while the release is made: the
+                    // layers and the exported tree stay until they are done. Dropped (any
+                    // other outcome), `packs` waits for them and removes the layers.
+                    let held = Held { _exported: tree, build_dir: build_dir.clone(), layers: layers.clone() };
+                    let packs = Packs { packing: std::mem::take(&mut self.deferred), _held: Some(held) };
                     match result {
-                        Ok(()) => unreachable!("returned above"),
+                        Ok(()) => return Ok(packs),
                         Err(Layers::Unavailable(why)) => self.log.phase(
                             "build",
                             &format!(
@@ -373,7 +367,7 @@ impl<'a> Build<'a> {
         }
         let result = missing.iter().try_for_each(|plan| self.app(plan, &build_dir, None));
         deploy::remove_release(&build_dir)?; // before the release takes its space
-        result.map(|()| (Vec::new(), None))
+        result.map(|()| Packs::default())
     }
 
     /// The build in layers: mounted in a mount namespace of its own thread, which the hooks
@@ -477,16 +471,20 @@ impl<'a> Build<'a> {
             // In layers, the slug is packed through them (on a thread of this mount namespace)
             // while the shared tree is linked and the release made; the release waits for it.
             Some(l) if adopt => {
-                let mut packing = pack_apart(plan, app_dir.clone());
+                let thread = std::thread::spawn({
+                    let (built, slug) = (app_dir.clone(), plan.slug.clone());
+                    move || slug::pack(&built, &slug)
+                });
                 let (upper, lower) = (l.upper.join(&plan.dir), l.lower.join(&plan.dir));
-                match super::unpacked::adopt_layers(&config.data(), &plan.slug, &app_dir, &upper, &lower) {
-                    Ok(tree) => packing.tree = Some(tree),
+                let tree = match super::unpacked::adopt_layers(&config.data(), &plan.slug, &app_dir, &upper, &lower) {
+                    Ok(tree) => tree,
                     Err(e) => {
-                        let _ = packing.thread.join();
+                        let _ = thread.join(); // it reads the layers, which go with the error
                         return Err(e.into());
                     }
-                }
-                self.deferred.push(packing);
+                };
+                let (app, slug, key) = (plan.name.clone(), plan.slug.clone(), plan.key.clone());
+                self.deferred.push(Packing { app, slug, key, tree, thread });
                 return Ok(());
             }
             _ => {
@@ -500,16 +498,6 @@ impl<'a> Build<'a> {
         self.log.phase("slug", &format!("Slug {} ({} bytes)", plan.slug.display(), size));
         stored(config, &plan.key, &plan.slug, self.log, control)
     }
-}
-
-/// Packs `plan`'s slug from the built tree `built` on a thread of its own.
-fn pack_apart(plan: &AppPlan, built: PathBuf) -> Packing {
-    let slug = plan.slug.clone();
-    let thread = std::thread::spawn({
-        let slug = slug.clone();
-        move || slug::pack(&built, &slug)
-    });
-    Packing { app: plan.name.clone(), slug, key: plan.key.clone(), tree: None, thread }
 }
 
 /// Why a build in layers did not happen.

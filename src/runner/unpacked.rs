@@ -110,47 +110,27 @@ pub fn adopt_layers(
     // SAFETY: geteuid and getegid have no preconditions.
     let (uid, gid) = (unsafe { libc::geteuid() }, unsafe { libc::getegid() });
     let own = files_of(upper)?; // the build's own files: few, listed once
-    let links = std::sync::Mutex::new(Vec::new());
-    let made_tree = in_parallel(PathBuf::new(), |rel: PathBuf| {
-        let from = merged.join(&rel);
-        let mut below = Vec::new();
-        for entry in std::fs::read_dir(&from).map_err(io("listing", &from))? {
-            let entry = entry.map_err(io("listing", &from))?;
-            let rel = rel.join(entry.file_name());
-            let (source, target) = (merged.join(&rel), made.join(&rel));
-            let kind = entry.file_type().map_err(io("reading", &source))?;
-            if kind.is_dir() {
-                std::fs::create_dir(&target).map_err(io("creating", &target))?;
-                below.push(rel);
-            } else if kind.is_symlink() {
-                let link = std::fs::read_link(&source).map_err(io("reading the link", &source))?;
-                std::os::unix::fs::symlink(link, &target).map_err(io("linking", &target))?;
-                links.lock().unwrap_or_else(|p| p.into_inner()).push(rel);
-            } else if kind.is_file() {
-                let file = if own.contains(&rel) {
-                    let file = upper.join(&rel);
-                    let meta = std::fs::symlink_metadata(&file).map_err(io("reading", &file))?;
-                    if meta.uid() != uid || meta.gid() != gid {
-                        std::os::unix::fs::lchown(&file, Some(uid), Some(gid)).map_err(io("owning", &file))?;
-                    }
-                    let mode = if meta.permissions().mode() & 0o111 != 0 { 0o755 } else { 0o644 };
-                    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode))
-                        .map_err(io("setting the mode of", &file))?;
-                    file
-                } else {
-                    lower.join(&rel)
-                };
-                std::fs::hard_link(&file, &target).map_err(io("linking", &target))?;
-            } // fifos, sockets, devices: a slug does not hold them
+    let made_tree = link_tree(merged, &made, |rel| {
+        if !own.contains(rel) {
+            return Ok(lower.join(rel));
         }
-        Ok(below)
+        let file = upper.join(rel);
+        let meta = std::fs::symlink_metadata(&file).map_err(io("reading", &file))?;
+        if meta.uid() != uid || meta.gid() != gid {
+            std::os::unix::fs::lchown(&file, Some(uid), Some(gid)).map_err(io("owning", &file))?;
+        }
+        let mode = if meta.permissions().mode() & 0o111 != 0 { 0o755 } else { 0o644 };
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode))
+            .map_err(io("setting the mode of", &file))?;
+        Ok(file)
     });
-    let mut links = links.into_inner().unwrap_or_else(|p| p.into_inner());
-    links.sort();
-    if let Err(e) = made_tree {
-        remove(&made)?;
-        return Err(e);
-    }
+    let links = match made_tree {
+        Ok(links) => links,
+        Err(e) => {
+            remove(&made)?;
+            return Err(e);
+        }
+    };
     // A link out of the app is refused here, as packing would: before any release is made of it.
     if let Err(e) = super::slug::links_resolve_inside(&made, &links) {
         remove(&made)?;
@@ -281,24 +261,42 @@ fn seal(dir: &Path, normalize: bool) -> Result<(), RunnerError> {
 /// made (another file system): the caller unpacks instead.
 pub fn link_into(tree: &Path, dest: &Path) -> Result<(), RunnerError> {
     std::fs::create_dir_all(dest).map_err(io("creating", dest))?;
-    in_parallel((tree.to_owned(), dest.to_owned()), |(from, to)| {
+    link_tree(tree, dest, |rel| Ok(tree.join(rel))).map(drop)
+}
+
+/// Makes in `dest` the directories and symbolic links of `from` and, for each regular file,
+/// a hard link to the file `file_of` names for its path (relative to `from`); other kinds are
+/// left out. Returns the paths of the symbolic links, sorted.
+fn link_tree(
+    from: &Path,
+    dest: &Path,
+    file_of: impl Fn(&Path) -> Result<PathBuf, RunnerError> + Sync,
+) -> Result<Vec<PathBuf>, RunnerError> {
+    let links = std::sync::Mutex::new(Vec::new());
+    in_parallel(PathBuf::new(), |rel: PathBuf| {
+        let dir = from.join(&rel);
         let mut below = Vec::new();
-        for entry in std::fs::read_dir(&from).map_err(io("listing", &from))? {
-            let entry = entry.map_err(io("listing", &from))?;
-            let (source, target) = (entry.path(), to.join(entry.file_name()));
+        for entry in std::fs::read_dir(&dir).map_err(io("listing", &dir))? {
+            let entry = entry.map_err(io("listing", &dir))?;
+            let rel = rel.join(entry.file_name());
+            let (source, target) = (from.join(&rel), dest.join(&rel));
             let kind = entry.file_type().map_err(io("reading", &source))?;
             if kind.is_dir() {
                 std::fs::create_dir(&target).map_err(io("creating", &target))?;
-                below.push((source, target));
+                below.push(rel);
             } else if kind.is_symlink() {
                 let link = std::fs::read_link(&source).map_err(io("reading the link", &source))?;
                 std::os::unix::fs::symlink(link, &target).map_err(io("linking", &target))?;
-            } else {
-                std::fs::hard_link(&source, &target).map_err(io("linking", &target))?;
-            }
+                links.lock().unwrap_or_else(|p| p.into_inner()).push(rel);
+            } else if kind.is_file() {
+                std::fs::hard_link(file_of(&rel)?, &target).map_err(io("linking", &target))?;
+            } // fifos, sockets, devices: a slug does not hold them
         }
         Ok(below)
-    })
+    })?;
+    let mut links = links.into_inner().unwrap_or_else(|p| p.into_inner());
+    links.sort();
+    Ok(links)
 }
 
 /// Makes the directories of a linked release read-only (its files are the shared tree's, which
