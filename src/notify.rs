@@ -55,8 +55,7 @@ pub fn masked(url: &str) -> String {
 }
 
 /// One pass: plans the deliveries of jobs that ended and posts those due. How many were posted.
-pub fn deliver_due(data: &Path, queue: &crate::queue::Location) -> Result<usize, String> {
-    let mut store = queue.open(crate::store::QUEUE_TIMEOUT).map_err(|e| e.to_string())?;
+pub fn deliver_due(data: &Path, store: &mut dyn crate::queue::Store) -> Result<usize, String> {
     if store.webhooks().map_err(|e| e.to_string())?.is_empty() {
         // Nothing to tell: the outbox is emptied all the same.
         store.plan_deliveries(&|_| String::new()).map_err(|e| e.to_string())?;

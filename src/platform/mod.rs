@@ -183,13 +183,34 @@ impl Platform {
     /// Starts the router if it is not running, with the current sites, and what every active
     /// environment needs.
     pub fn start(&self) -> Result<(), String> {
-        self.ensure_router()?;
+        let lock = self.lock_router()?;
+        self.ensure_router(&lock)?;
+        drop(lock);
         self.reconcile();
         Ok(())
     }
 
-    /// The router's configuration written and nginx running with it (reloaded if it changed).
-    fn ensure_router(&self) -> Result<(), String> {
+    /// Starts nginx again if it is gone (killed, crashed): what the serving loop calls every
+    /// second. A router whose master is alive is left alone.
+    pub fn supervise_router(&self) -> Result<(), String> {
+        if self.router_pid().is_some() {
+            return Ok(());
+        }
+        let lock = self.lock_router()?;
+        self.ensure_router(&lock).map(|_| ())
+    }
+
+    fn lock_router(&self) -> Result<RouterLock, String> {
+        RouterLock::take(&self.router())
+    }
+
+    fn router_pid(&self) -> Option<i32> {
+        router_pid(&self.router())
+    }
+
+    /// The router's configuration written and nginx running with it (reloaded if it changed);
+    /// true when nginx was started or reloaded.
+    fn ensure_router(&self, _lock: &RouterLock) -> Result<bool, String> {
         let root = self.router();
         for dir in ["sites", "php", "apps", "run", "logs"] {
             std::fs::create_dir_all(root.join(dir)).map_err(|e| format!("{}: {e}", root.join(dir).display()))?;
@@ -210,15 +231,22 @@ impl Platform {
         let conf = root.join("nginx.conf");
         let main = nginx::render_main(&root, self.listen, self.web_user.as_ref().map(|u| u.name.as_str()));
         let changed = write_if_changed(&conf, &main, 0o644)?;
-        match process::alive(&root.join("run/nginx.pid")) {
+        match self.router_pid() {
             Some(pid) if changed => self.reload(pid)?,
-            Some(_) => {}
+            Some(_) => return Ok(false),
             None => {
                 self.nginx(&["-t"])?;
+                // A master killed alone leaves its workers serving the old configuration, and
+                // holding the port: they go first (they finish the requests they have).
+                let orphans = nginx::orphaned_workers(self.listen);
+                if !orphans.is_empty() {
+                    tracing::warn!(workers = ?orphans, "nginx's master is gone; stopping the workers it left");
+                    process::stop_all(&orphans, libc::SIGQUIT, Duration::from_secs(2));
+                }
                 process::run_detached(&mut self.nginx_command(&[])).map_err(|e| format!("starting nginx: {e}"))?;
             }
         }
-        Ok(())
+        Ok(true)
     }
 
     fn nginx_command(&self, args: &[&str]) -> std::process::Command {
@@ -373,14 +401,19 @@ impl Platform {
     /// `nginx -t` of the router with `text` as the site `key`.
     fn check_site(&self, key: &str, text: &str) -> Result<(), String> {
         let root = self.router();
-        let test_dir = root.join("run/test");
+        // A place of this check's own: deployments check their sites at the same time.
+        let test_dir = root.join("run").join(format!("test.{}", unique_suffix()));
         let _ = std::fs::remove_dir_all(&test_dir);
         std::fs::create_dir_all(&test_dir).map_err(|e| format!("{}: {e}", test_dir.display()))?;
         let candidate = test_dir.join(format!("{key}.conf"));
         std::fs::write(&candidate, text).map_err(|e| format!("{}: {e}", candidate.display()))?;
+        // The other sites as they are now: none is written meanwhile.
+        let lock = self.lock_router()?;
         let mut includes = vec![candidate.clone()];
         for entry in std::fs::read_dir(root.join("sites")).into_iter().flatten().flatten() {
-            if entry.file_name().to_str() != Some(&format!("{key}.conf")) {
+            let name = entry.file_name();
+            let name = name.to_str().unwrap_or_default();
+            if name.ends_with(".conf") && name != format!("{key}.conf") {
                 includes.push(entry.path());
             }
         }
@@ -398,8 +431,10 @@ impl Platform {
             .arg("-c")
             .arg(&conf)
             .output()
-            .map_err(|e| format!("running nginx: {e}"))?;
+            .map_err(|e| format!("running nginx: {e}"));
+        drop(lock);
         let _ = std::fs::remove_dir_all(&test_dir);
+        let out = out?;
         if out.status.success() {
             Ok(())
         } else {
@@ -416,7 +451,7 @@ impl Platform {
         for (id, php_fpm, text) in &prepared.pools {
             let files = self.pool_files(id);
             let changed = write_if_changed(&files.conf, text, 0o600)?;
-            match process::alive(&files.pid) {
+            match process::alive(&files.pid, process::Whose::PhpFpm(&files.conf)) {
                 Some(pid) if changed => process::signal(pid, libc::SIGUSR2),
                 Some(_) => {}
                 None => php::start(php_fpm, &files.conf)?,
@@ -426,26 +461,30 @@ impl Platform {
             let file = self.router().join("apps").join(format!("{id}.json"));
             write_if_changed(&file, &serde_json::to_string_pretty(start).unwrap_or_default(), 0o600)?;
             // The new release's code runs only in a new process.
-            process::stop(&self.app_pid(id), Duration::from_secs(10));
+            process::stop(&self.app_pid(id), process::Whose::Supervisor, Duration::from_secs(10));
             self.start_app(id)?;
         }
         // What the previous release ran and this one does not.
         if let Some(old) = SiteRecord::read(env_dir) {
             for id in old.pools.iter().filter(|p| !prepared.record.pools.contains(p)) {
-                process::stop(&self.pool_files(id).pid, Duration::from_secs(30));
+                let files = self.pool_files(id);
+                process::stop(&files.pid, process::Whose::PhpFpm(&files.conf), Duration::from_secs(30));
             }
             for id in old.apps.iter().filter(|a| !prepared.record.apps.contains(a)) {
-                process::stop(&self.app_pid(id), Duration::from_secs(10));
+                process::stop(&self.app_pid(id), process::Whose::Supervisor, Duration::from_secs(10));
             }
         }
         let site = self.router().join("sites").join(format!("{}.conf", prepared.key));
+        let lock = self.lock_router()?;
         if write_if_changed(&site, &prepared.site, 0o644)? {
             // Not `start`: reconciling is the serving loop's, never two at once.
-            self.ensure_router()?;
-            if let Some(pid) = process::alive(&self.router().join("run/nginx.pid")) {
-                self.reload(pid)?;
+            if !self.ensure_router(&lock)? {
+                if let Some(pid) = self.router_pid() {
+                    self.reload(pid)?;
+                }
             }
         }
+        drop(lock);
         prepared.record.write(env_dir)
     }
 
@@ -499,7 +538,7 @@ impl Platform {
             }
             for id in &record.pools {
                 let files = self.pool_files(id);
-                if process::alive(&files.pid).is_none() && files.conf.exists() {
+                if process::alive(&files.pid, process::Whose::PhpFpm(&files.conf)).is_none() && files.conf.exists() {
                     let kind = self.php_fpm_of(&env.root, id);
                     if let Some(php_fpm) = kind {
                         if let Err(e) = php::start(&php_fpm, &files.conf) {
@@ -510,7 +549,7 @@ impl Platform {
             }
             services::ensure_instances(&env.root, true);
             for id in &record.apps {
-                if process::alive(&self.app_pid(id)).is_none() {
+                if process::alive(&self.app_pid(id), process::Whose::Supervisor).is_none() {
                     if let Err(e) = self.start_app(id) {
                         tracing::warn!(error = %e, app = %id, "restarting a start command");
                     }
@@ -553,7 +592,11 @@ pub fn restart_apps(data: &DataDir, env_dir: &Path) -> Result<(), String> {
     let Some(record) = SiteRecord::read(env_dir).filter(|r| r.active) else { return Ok(()) };
     let root = data.router();
     for id in &record.apps {
-        process::stop(&root.join("run").join(format!("{id}.app.pid")), Duration::from_secs(10));
+        process::stop(
+            &root.join("run").join(format!("{id}.app.pid")),
+            process::Whose::Supervisor,
+            Duration::from_secs(10),
+        );
         start_app(&root, id)?;
     }
     Ok(())
@@ -564,9 +607,11 @@ pub fn deactivate(data: &DataDir, env_dir: &Path) {
     let Some(mut record) = SiteRecord::read(env_dir) else { return };
     let root = data.router();
     let site = root.join("sites").join(format!("{}.conf", record.key));
-    if std::fs::remove_file(&site).is_ok() {
-        if let Some(pid) = process::alive(&root.join("run/nginx.pid")) {
-            process::signal(pid, libc::SIGHUP);
+    if let Ok(_lock) = RouterLock::take(&root) {
+        if std::fs::remove_file(&site).is_ok() {
+            if let Some(pid) = router_pid(&root) {
+                process::signal(pid, libc::SIGHUP);
+            }
         }
     }
     // Recorded before the processes stop: `envs` shows it off at once, and a runner that dies
@@ -579,11 +624,55 @@ pub fn deactivate(data: &DataDir, env_dir: &Path) {
 
 fn stop_processes(root: &Path, record: &SiteRecord) {
     for id in &record.pools {
-        process::stop(&root.join("run").join(format!("{id}.php.pid")), Duration::from_secs(30));
+        let conf = root.join("php").join(format!("{id}.conf"));
+        process::stop(
+            &root.join("run").join(format!("{id}.php.pid")),
+            process::Whose::PhpFpm(&conf),
+            Duration::from_secs(30),
+        );
     }
     for id in &record.apps {
-        process::stop(&root.join("run").join(format!("{id}.app.pid")), Duration::from_secs(10));
+        process::stop(
+            &root.join("run").join(format!("{id}.app.pid")),
+            process::Whose::Supervisor,
+            Duration::from_secs(10),
+        );
     }
+}
+
+/// The router's lock (`DATA/router/run/router.lock`), held while its configuration changes and
+/// nginx is checked, started or reloaded: by every worker of every runner on this host and by
+/// the serving loop, one at a time (two reloads at once cannot tell whose workers they wait
+/// for; two starts race for the port; a check must not read a site being written).
+struct RouterLock {
+    _held: std::fs::File,
+}
+
+impl RouterLock {
+    fn take(router: &Path) -> Result<RouterLock, String> {
+        let run = router.join("run");
+        std::fs::create_dir_all(&run).map_err(|e| format!("{}: {e}", run.display()))?;
+        let path = run.join("router.lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        file.lock().map_err(|e| format!("locking {}: {e}", path.display()))?;
+        Ok(RouterLock { _held: file })
+    }
+}
+
+/// nginx's master, when it is the one this router started.
+fn router_pid(router: &Path) -> Option<i32> {
+    process::alive(&router.join("run/nginx.pid"), process::Whose::Nginx(&router.join("nginx.conf")))
+}
+
+/// A name no other check, write or process on this host uses at the same time.
+fn unique_suffix() -> String {
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    format!("{}.{}", std::process::id(), N.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
 }
 
 /// `NAME-HASH.ENV`: names an environment's files in the router's directory.
@@ -665,7 +754,8 @@ pub(crate) fn write_if_changed(path: &Path, text: &str, mode: u32) -> Result<boo
         return Ok(false);
     }
     use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("tmp");
+    // Of this write's own: two writers of one file each rename a whole file over it.
+    let tmp = path.with_extension(format!("tmp.{}", unique_suffix()));
     let write = || -> std::io::Result<()> {
         use std::io::Write;
         let _ = std::fs::remove_file(&tmp);

@@ -358,3 +358,64 @@ mod tests {
         assert!(text.contains(r#"if (-f "/d/env/maintenance") { return 503; }"#));
     }
 }
+
+/// Workers that a killed nginx master left: nginx processes other than a master, whose parent
+/// is no nginx master, holding a socket that listens on `listen`. They serve the configuration
+/// of their dead master and keep the port from a new one.
+pub fn orphaned_workers(listen: SocketAddr) -> Vec<i32> {
+    let inodes = listening_inodes(listen);
+    if inodes.is_empty() {
+        return Vec::new();
+    }
+    let title = |pid: &str| {
+        std::fs::read(format!("/proc/{pid}/cmdline"))
+            .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+            .unwrap_or_default()
+    };
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().filter(|n| n.bytes().all(|b| b.is_ascii_digit())) else { continue };
+        let me = title(pid);
+        if !me.starts_with("nginx: ") || me.starts_with("nginx: master process") {
+            continue;
+        }
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let parent = stat.rsplit_once(") ").and_then(|(_, rest)| rest.split(' ').nth(1)).unwrap_or("0");
+        if title(parent).starts_with("nginx: master process") {
+            continue;
+        }
+        let holds = std::fs::read_dir(format!("/proc/{pid}/fd")).into_iter().flatten().flatten().any(|fd| {
+            std::fs::read_link(fd.path())
+                .ok()
+                .and_then(|l| l.to_str()?.strip_prefix("socket:[")?.strip_suffix(']')?.parse::<u64>().ok())
+                .is_some_and(|inode| inodes.contains(&inode))
+        });
+        if holds {
+            out.extend(pid.parse::<i32>().ok());
+        }
+    }
+    out
+}
+
+/// The inodes of the sockets listening on `addr` (`/proc/net/tcp`, `tcp6`).
+fn listening_inodes(addr: SocketAddr) -> Vec<u64> {
+    let (file, local) = match addr {
+        SocketAddr::V4(a) => ("/proc/net/tcp", format!("{:08X}:{:04X}", u32::from_ne_bytes(a.ip().octets()), a.port())),
+        SocketAddr::V6(a) => {
+            let o = a.ip().octets();
+            let words: String =
+                o.chunks(4).map(|w| format!("{:08X}", u32::from_ne_bytes([w[0], w[1], w[2], w[3]]))).collect();
+            ("/proc/net/tcp6", format!("{words}:{:04X}", a.port()))
+        }
+    };
+    let text = std::fs::read_to_string(file).unwrap_or_default();
+    text.lines()
+        .skip(1)
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            // sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode
+            (f.len() > 9 && f[1] == local && f[3] == "0A").then(|| f[9].parse().ok()).flatten()
+        })
+        .collect()
+}

@@ -16,12 +16,55 @@ use std::time::{Duration, Instant};
 
 use crate::runner::shutdown::Shutdown;
 
-/// The pid a pid file names, when that process is alive (and not a zombie).
-pub fn alive(pid_file: &Path) -> Option<i32> {
+/// Whose pid a pid file holds: what the process's command line must say for the pid to be
+/// trusted. A pid file outlives its process (a crash, a reboot) and its pid may by then be
+/// any other process's: signalling it, or taking it for a running server, would kill or hide
+/// the wrong thing.
+#[derive(Debug, Clone, Copy)]
+pub enum Whose<'a> {
+    /// nginx's master process for this configuration file (`-c FILE`).
+    Nginx(&'a Path),
+    /// A PHP-FPM master for this configuration file.
+    PhpFpm(&'a Path),
+    /// `pushgate-runner supervise` writing this very pid file.
+    Supervisor,
+}
+
+impl Whose<'_> {
+    /// Whether `cmdline` (the NUL-separated arguments of `/proc/PID/cmdline`) is this process,
+    /// for `pid_file`.
+    fn is(&self, cmdline: &[u8], pid_file: &Path) -> bool {
+        use std::os::unix::ffi::OsStrExt;
+        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+        // nginx and PHP-FPM rewrite their titles into one space-separated string.
+        let title =
+            String::from_utf8_lossy(&cmdline.iter().map(|b| if *b == 0 { b' ' } else { *b }).collect::<Vec<_>>())
+                .trim_end()
+                .to_owned();
+        match self {
+            Whose::Nginx(conf) => {
+                title.starts_with("nginx: master process ") && title.ends_with(&format!(" -c {}", conf.display()))
+            }
+            Whose::PhpFpm(conf) => title == format!("php-fpm: master process ({})", conf.display()),
+            Whose::Supervisor => {
+                args.get(1) == Some(&&b"supervise"[..])
+                    && args.windows(2).any(|w| w[0] == b"--pid-file" && w[1] == pid_file.as_os_str().as_bytes())
+            }
+        }
+    }
+}
+
+/// The pid a pid file names, when that process is alive (not a zombie) and is `whose`: never
+/// a pid that another process took since (after a reboot, or a crash that left the file).
+pub fn alive(pid_file: &Path, whose: Whose<'_>) -> Option<i32> {
     let pid: i32 = std::fs::read_to_string(pid_file).ok()?.trim().parse().ok()?;
+    if pid <= 0 {
+        return None;
+    }
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let state = stat.rsplit_once(") ")?.1.chars().next()?;
-    (pid > 0 && state != 'Z').then_some(pid)
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    (state != 'Z' && whose.is(&cmdline, pid_file)).then_some(pid)
 }
 
 pub fn signal(pid: i32, sig: i32) {
@@ -29,19 +72,41 @@ pub fn signal(pid: i32, sig: i32) {
     unsafe { libc::kill(pid, sig) };
 }
 
-/// Stops the process of a pid file (SIGTERM, then SIGKILL after `patience`) and removes the file.
-pub fn stop(pid_file: &Path, patience: Duration) {
-    if let Some(pid) = alive(pid_file) {
+/// Stops the process of a pid file (SIGTERM, then SIGKILL after `patience`) and removes the
+/// file; a pid file naming another process than `whose` is only removed.
+pub fn stop(pid_file: &Path, whose: Whose<'_>, patience: Duration) {
+    if let Some(pid) = alive(pid_file, whose) {
         signal(pid, libc::SIGTERM);
         let since = Instant::now();
-        while alive(pid_file).is_some() && since.elapsed() < patience {
+        while alive(pid_file, whose).is_some() && since.elapsed() < patience {
             std::thread::sleep(Duration::from_millis(20));
         }
-        if alive(pid_file).is_some() {
+        if alive(pid_file, whose).is_some() {
             signal(pid, libc::SIGKILL);
         }
     }
     let _ = std::fs::remove_file(pid_file);
+}
+
+/// Stops processes that no pid file names (`first`, then SIGKILL after `patience` for those
+/// still there).
+pub fn stop_all(pids: &[i32], first: i32, patience: Duration) {
+    let running = |pid: &i32| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| s.rsplit_once(") ").and_then(|(_, rest)| rest.chars().next()))
+            .is_some_and(|state| state != 'Z')
+    };
+    for pid in pids {
+        signal(*pid, first);
+    }
+    let since = Instant::now();
+    while pids.iter().any(running) && since.elapsed() < patience {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for pid in pids.iter().filter(|p| running(p)) {
+        signal(*pid, libc::SIGKILL);
+    }
 }
 
 /// Runs `command` to its end in a session of its own (so it and what it forks never get the
@@ -119,7 +184,7 @@ pub fn start_supervisor(s: &Supervised, env: &[(String, String)]) -> Result<(), 
 pub fn start_supervised(s: &Supervised, spec: &Path) -> Result<(), String> {
     std::fs::write(spec, serde_json::to_string_pretty(s).unwrap_or_default())
         .map_err(|e| format!("{}: {e}", spec.display()))?;
-    stop(&s.pid_file, Duration::from_secs(10));
+    stop(&s.pid_file, Whose::Supervisor, Duration::from_secs(10));
     start_supervisor(s, &[("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into())])
 }
 
@@ -137,7 +202,7 @@ pub fn wait_listening(port: u16, pid_file: &Path, within: Duration) -> Result<()
             return Err(format!("nothing listens on port {port} after {} s", within.as_secs()));
         }
         // The supervisor writes its pid file first thing; without it after a second, it died.
-        if since.elapsed() > Duration::from_secs(1) && alive(pid_file).is_none() {
+        if since.elapsed() > Duration::from_secs(1) && alive(pid_file, Whose::Supervisor).is_none() {
             return Err(format!("its supervisor ended (pid file {})", pid_file.display()));
         }
         std::thread::sleep(Duration::from_millis(20));
@@ -147,10 +212,10 @@ pub fn wait_listening(port: u16, pid_file: &Path, within: Duration) -> Result<()
 /// The server a spec describes: started again if its supervisor is gone (`run`), or stopped.
 pub fn ensure_supervised(spec: &Path, run: bool) -> Result<(), String> {
     let s = Supervised::load(spec)?;
-    match (run, alive(&s.pid_file)) {
+    match (run, alive(&s.pid_file, Whose::Supervisor)) {
         (true, None) => start_supervisor(&s, &[("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into())]),
         (false, Some(_)) => {
-            stop(&s.pid_file, Duration::from_secs(10));
+            stop(&s.pid_file, Whose::Supervisor, Duration::from_secs(10));
             Ok(())
         }
         _ => Ok(()),

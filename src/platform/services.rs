@@ -508,6 +508,7 @@ fn drop_one(data: &DataDir, backends: &Backends, key: &str, name: &str, endpoint
         ("redis", _) => {
             super::process::stop(
                 &data.router().join("run").join(format!("{key}.{name}.redis.pid")),
+                super::process::Whose::Supervisor,
                 std::time::Duration::from_secs(10),
             );
             // Its data directory goes with the environment's, or now if the service alone goes.

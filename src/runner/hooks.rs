@@ -16,12 +16,18 @@ use crate::core::Timestamp;
 use crate::platform::sandbox::{self, Jail, Prepared, Sandbox};
 use crate::queue::Receiver;
 
+/// How much of its hooks' output a job's log keeps: a hook that prints without end fills the
+/// log, not the data directory's disk (where the queue must still record the job).
+pub const HOOK_OUTPUT_LIMIT: u64 = 64 << 20;
+
 /// The log of one job: phases with timestamps, and every command's output.
 pub struct JobLog {
     path: PathBuf,
     file: File,
     /// The phase of the last line: the runner's own log notes each phase once, as it begins.
     phase: String,
+    /// What its hooks may still write to it (of [`HOOK_OUTPUT_LIMIT`]).
+    output_left: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl JobLog {
@@ -38,7 +44,8 @@ impl JobLog {
             path: path.clone(),
             source,
         })?;
-        Ok(JobLog { path, file, phase: String::new() })
+        let output_left = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(HOOK_OUTPUT_LIMIT));
+        Ok(JobLog { path, file, phase: String::new(), output_left })
     }
 
     pub fn path(&self) -> &Path {
@@ -63,6 +70,66 @@ impl JobLog {
             source,
         })
     }
+
+    /// A pipe for a command's output, copied into the log by a thread of its own up to what the
+    /// job may still write; past that, the output is read and dropped (the command is not
+    /// blocked), and the log says how much was left out. The thread ends when every writer
+    /// is closed.
+    fn capped_sink(&self) -> Result<(std::io::PipeWriter, std::thread::JoinHandle<()>), RunnerError> {
+        let err = |source| RunnerError::Io { action: "writing the log", path: self.path.clone(), source };
+        let (mut reader, writer) = std::io::pipe().map_err(err)?;
+        let mut file = self.sink()?;
+        let left = self.output_left.clone();
+        let copier = std::thread::spawn(move || {
+            use std::io::Read;
+            use std::sync::atomic::Ordering;
+            let mut buf = vec![0u8; 64 * 1024];
+            let mut dropped = 0u64;
+            loop {
+                let n = match reader.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(_) => break,
+                };
+                let allowed =
+                    left.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |l| Some(l.saturating_sub(n as u64)));
+                let keep = (allowed.unwrap_or(0)).min(n as u64) as usize;
+                if keep > 0 && file.write_all(&buf[..keep]).is_err() {
+                    dropped += keep as u64; // a full disk: the output is dropped, not the job
+                }
+                dropped += (n - keep) as u64;
+            }
+            if dropped > 0 {
+                let _ = writeln!(
+                    file,
+                    "\n{} [log] W: {dropped} bytes of output were left out of this log (a job's log keeps {} MiB of \
+                     its hooks' output)",
+                    Timestamp::now(),
+                    HOOK_OUTPUT_LIMIT >> 20
+                );
+            }
+        });
+        Ok((writer, copier))
+    }
+}
+
+/// The verdict a previous attempt of this job wrote in its log and could not record (the queue
+/// could not be written: a full disk, a database gone): its failure, if it failed. Such a job
+/// is recorded as it ended, not run again.
+pub fn unrecorded_failure(log: &Path) -> Option<String> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = File::open(log).ok()?;
+    let len = file.metadata().ok()?.len();
+    file.seek(SeekFrom::Start(len.saturating_sub(256 * 1024))).ok()?;
+    let mut tail = Vec::new();
+    file.read_to_end(&mut tail).ok()?;
+    let tail = String::from_utf8_lossy(&tail);
+    let last_claim = tail.rfind("[job] Job #")?;
+    tail[last_claim..]
+        .lines()
+        .filter_map(|l| l.split_once(" [job] Failed: ").map(|(_, why)| why.to_owned()))
+        .next_back()
 }
 
 /// One hook to run.
@@ -196,8 +263,12 @@ pub fn run(hook: &Hook<'_>, log: &mut JobLog, control: &super::Control) -> Resul
              runner can",
         );
     }
-    let out = log.sink()?;
-    let err = log.sink()?;
+    let (out, copier) = log.capped_sink()?;
+    let err = out.try_clone().map_err(|source| RunnerError::Io {
+        action: "writing the log",
+        path: log.path.clone(),
+        source,
+    })?;
     let Prepared { mut command, cgroup } = hook
         .sandbox
         .command(&hook.jail, hook.user, hook.cwd, "sh", &["-e", "-c", hook.script])
@@ -216,7 +287,9 @@ pub fn run(hook: &Hook<'_>, log: &mut JobLog, control: &super::Control) -> Resul
         action: "starting sh for",
         path: hook.cwd.to_owned(),
         source,
-    })?;
+    });
+    drop(command); // its ends of the output pipe: the copier ends with the hook's last writer
+    let child = child?;
     let _recorded = Recorded::write(hook.record, child.id());
     let started = Instant::now();
     let status = wait(child, hook, control);
@@ -225,6 +298,12 @@ pub fn run(hook: &Hook<'_>, log: &mut JobLog, control: &super::Control) -> Resul
         cgroup.kill();
         cgroup.hit()
     });
+    // The output is in the log before the verdict. (Without a sandbox, a process the hook
+    // left may hold the pipe: its output goes on being copied, within the job's limit.)
+    let until = Instant::now() + Duration::from_secs(2);
+    while !copier.is_finished() && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(5));
+    }
     if let (Some(hit), Ok(_)) = (hit, &status) {
         let why = sandbox::explain(hit, hook.jail.limits);
         log.phase(hook.name, &format!("Hook `{}` failed: {why}", hook.name));

@@ -123,6 +123,9 @@ pub fn run_until_idle(config: &Config) -> Result<usize, RunnerError> {
 /// How often the sites are checked against the branches and their processes.
 const PLATFORM_EVERY: Duration = Duration::from_secs(3);
 
+/// How often the router's master is looked for (a pid and its command line: nothing more).
+const ROUTER_EVERY: Duration = Duration::from_secs(1);
+
 /// How idle workers learn of new jobs: the data directory's FIFO beside SQLite, NOTIFY beside
 /// PostgreSQL (from whatever machine queued the job).
 enum Bell {
@@ -142,8 +145,10 @@ impl Bell {
 /// How often ended jobs are looked for and due webhook deliveries posted.
 const WEBHOOKS_EVERY: Duration = Duration::from_secs(1);
 
-/// How long a serving worker waits after a queue error before it tries again.
-const RETRY_AFTER: Duration = Duration::from_secs(5);
+/// How long a serving worker waits after a queue error before it tries again: doubling from
+/// the first to the second while the queue keeps failing (a server restarting is used again
+/// as soon as it is back; one that stays down costs a connection every few seconds).
+const RETRY_AFTER: (Duration, Duration) = (Duration::from_millis(250), Duration::from_secs(5));
 
 /// Claims one job and processes it (opening the queue first if needed). False when there was
 /// nothing to claim.
@@ -177,13 +182,10 @@ pub fn serve(config: &Config, concurrency: usize, shutdown: &Shutdown, until_idl
         (crate::queue::Location::Sqlite(_), false) => {
             crate::store::wake::Waker::listen(&config.data_dir).ok().map(Bell::Fifo)
         }
-        (crate::queue::Location::Postgres(url), false) => match crate::queue::postgres::Listener::listen(url) {
-            Ok(l) => Some(Bell::Notify(Box::new(l))),
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot LISTEN for new jobs; looking every 500 ms");
-                None
-            }
-        },
+        // Listens once the server answers, and again after every reconnection.
+        (crate::queue::Location::Postgres(url), false) => {
+            Some(Bell::Notify(Box::new(crate::queue::postgres::Listener::new(url))))
+        }
     };
     tracing::info!(
         runner = %config.runner_id,
@@ -195,8 +197,13 @@ pub fn serve(config: &Config, concurrency: usize, shutdown: &Shutdown, until_idl
     let worker = |n: usize| -> Result<(), RunnerError> {
         let config = Config { runner_id: format!("{}/{n}", config.runner_id), ..config.clone() };
         let mut queue = None;
+        let mut retry = RETRY_AFTER.0;
         while !shutdown.is_stopping() {
-            match claim_and_process(&config, &mut queue, shutdown) {
+            let claimed = claim_and_process(&config, &mut queue, shutdown);
+            if claimed.is_ok() {
+                retry = RETRY_AFTER.0;
+            }
+            match claimed {
                 Ok(true) => {
                     done.fetch_add(1, Ordering::SeqCst);
                 }
@@ -211,9 +218,10 @@ pub fn serve(config: &Config, concurrency: usize, shutdown: &Shutdown, until_idl
                 // A daemon outlives a locked or full queue: it says so and tries again. A job
                 // it held comes back when its lease runs out.
                 Err(e) => {
-                    tracing::error!(error = %e, runner = %config.runner_id, "the queue cannot be used; trying again in {} s", RETRY_AFTER.as_secs());
+                    tracing::error!(error = %e, runner = %config.runner_id, "the queue cannot be used; trying again in {} ms", retry.as_millis());
                     queue = None;
-                    shutdown.sleep(RETRY_AFTER);
+                    shutdown.sleep(retry);
+                    retry = (retry * 2).min(RETRY_AFTER.1);
                 }
             }
         }
@@ -240,24 +248,62 @@ pub fn serve(config: &Config, concurrency: usize, shutdown: &Shutdown, until_idl
             .collect();
         // The sites follow the branches: a deleted branch's environment goes off the router,
         // a process that died comes back.
+        // nginx is supervised like the rest: a router that died is started again within a
+        // second (said once per cause while it cannot be).
         if let (Some(platform), false) = (config.platform.as_deref(), until_idle) {
-            scope.spawn(move || loop {
-                for env in platform.reconcile() {
-                    tracing::info!(environment = %env, "branch deleted: its environment is off the router");
-                }
-                if shutdown.sleep(PLATFORM_EVERY) {
-                    return;
+            scope.spawn(move || {
+                let mut refused: Option<String> = None;
+                let mut since_reconcile = PLATFORM_EVERY;
+                loop {
+                    match platform.supervise_router() {
+                        Ok(()) => refused = None,
+                        Err(e) if refused.as_ref() != Some(&e) => {
+                            tracing::error!(error = %e, "the router is down and cannot be started; trying again every second");
+                            refused = Some(e);
+                        }
+                        Err(_) => {}
+                    }
+                    if since_reconcile >= PLATFORM_EVERY {
+                        since_reconcile = Duration::ZERO;
+                        for env in platform.reconcile() {
+                            tracing::info!(environment = %env, "branch deleted: its environment is off the router");
+                        }
+                    }
+                    if shutdown.sleep(ROUTER_EVERY) {
+                        return;
+                    }
+                    since_reconcile += ROUTER_EVERY;
                 }
             });
         }
         // Each activity's end is posted to its project's webhooks, off the workers.
         if !until_idle {
-            scope.spawn(|| loop {
-                if let Err(e) = crate::notify::deliver_due(&config.data_dir, &config.queue) {
-                    tracing::warn!(error = %e, "webhook deliveries");
-                }
-                if shutdown.sleep(WEBHOOKS_EVERY) {
-                    return;
+            // One connection, kept: an idle runner opens none each second.
+            scope.spawn(|| {
+                let mut store: Option<Box<dyn crate::queue::Store>> = None;
+                let mut failed: Option<String> = None;
+                loop {
+                    let delivered = match &mut store {
+                        Some(s) => crate::notify::deliver_due(&config.data_dir, s.as_mut()),
+                        None => config
+                            .queue
+                            .open(QUEUE_TIMEOUT)
+                            .map_err(|e| e.to_string())
+                            .and_then(|s| crate::notify::deliver_due(&config.data_dir, store.insert(s).as_mut())),
+                    };
+                    match delivered {
+                        Ok(_) => failed = None,
+                        Err(e) => {
+                            if failed.as_ref() != Some(&e) {
+                                tracing::warn!(error = %e, "webhook deliveries");
+                            }
+                            failed = Some(e);
+                            store = None;
+                        }
+                    }
+                    if shutdown.sleep(WEBHOOKS_EVERY) {
+                        return;
+                    }
                 }
             });
         }
@@ -297,6 +343,18 @@ pub fn process(
             s.finish();
         }
     };
+    // A previous attempt that failed and could not record it (the queue could not be written:
+    // a full disk) is recorded now, not run again: run again, it would fail the same way, and a
+    // build that filled the disk would fill it again.
+    if let Some(why) = hooks::unrecorded_failure(&config.log_path(job.id)) {
+        tracing::warn!(error = %why, "failed in an earlier attempt that could not record it: recorded now, not run again");
+        if let Ok(mut log) = JobLog::open(config.log_path(job.id)) {
+            log.phase("job", "Not run again: its previous attempt failed (above) and could not record it then");
+        }
+        finish_shipping(shipper);
+        record(config, queue, job, JobState::Failed, None)?;
+        return Ok(JobState::Failed);
+    }
     let mut log = match JobLog::open(config.log_path(job.id)) {
         Ok(log) => log,
         Err(e) => {
@@ -370,11 +428,12 @@ pub fn process(
         // Recorded as ended when it is done; nothing to run.
         crate::queue::JobKind::Cancel => Ok(("Nothing to do".to_owned(), None)),
     };
-    drop(heartbeat); // stops it
-                     // A failed or stopped build must not keep its copy of the tree: on a full disk, that copy
-                     // is what the next job needs.
-    if let Err(e) = deploy::remove_release(&config.build_dir(job.id)) {
-        log.phase("job", &format!("W: {e}"));
+    // A failed or stopped build must not keep its tree or its layers: on a full disk, they are
+    // what the queue needs to record the job, and what every other job needs.
+    for dir in [config.build_dir(job.id), config.data().build_layers(job.id)] {
+        if let Err(e) = deploy::remove_release(&dir) {
+            log.phase("job", &format!("W: {e}"));
+        }
     }
     let (state, release) = match result {
         Ok((summary, release)) => {
@@ -383,12 +442,14 @@ pub fn process(
             (JobState::Succeeded, release)
         }
         Err(Halt::Interrupted(Interrupt::Lost)) => {
+            drop(heartbeat);
             log.phase("job", "Stopped: the job was cancelled or taken over by another runner");
             finish_shipping(shipper);
             tracing::warn!("stopped: cancelled or taken over by another runner");
             return Ok(JobState::Cancelled);
         }
         Err(Halt::Interrupted(Interrupt::Stopped)) => {
+            drop(heartbeat);
             log.phase("job", "Stopped: the runner is shutting down; the job goes back to the queue");
             finish_shipping(shipper);
             tracing::info!("stopped by the shutdown; returned to the queue");
@@ -406,8 +467,44 @@ pub fn process(
         }
     };
     finish_shipping(shipper);
-    queue.finish(job.id, &config.runner_id, state, release.as_deref())?;
+    // The heartbeat keeps the job this runner's while its end is being recorded.
+    let recorded = record(config, queue, job, state, release.as_deref());
+    drop(heartbeat);
+    recorded?;
     Ok(state)
+}
+
+/// Records a job's end. A queue that cannot be written (a disk just freed of a build's files
+/// gives its space back once the build's last process is gone; a database restarting) is tried
+/// again, with backoff, for as long as a lease lasts; then the error is returned and the job,
+/// whose verdict is in its log, is recorded by whichever runner takes it next.
+fn record(
+    config: &Config,
+    queue: &mut dyn JobStore,
+    job: &Job,
+    state: JobState,
+    release: Option<&str>,
+) -> Result<(), RunnerError> {
+    let since = std::time::Instant::now();
+    let mut pause = Duration::from_millis(50);
+    // After a failure, on a connection of its own (the job's may be the one that broke).
+    let mut fresh: Option<Box<dyn crate::queue::Store>> = None;
+    loop {
+        let store: &mut dyn JobStore = match fresh.as_mut() {
+            Some(f) => f.as_mut(),
+            None => &mut *queue,
+        };
+        match store.finish(job.id, &config.runner_id, state, release) {
+            Ok(_) => return Ok(()),
+            Err(e) if since.elapsed() + pause > config.lease => return Err(e.into()),
+            Err(e) => {
+                tracing::warn!(error = %e, "the job's end cannot be recorded yet; trying again");
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_secs(2));
+                fresh = config.queue.open(QUEUE_TIMEOUT).ok();
+            }
+        }
+    }
 }
 
 /// One job of an environment runs at a time, so whatever an earlier job left in its directory

@@ -3,6 +3,7 @@
 mod attack;
 mod check;
 mod corpus;
+mod faults;
 mod hostile;
 mod install;
 mod pipeline;

@@ -84,22 +84,31 @@ pub struct Routed {
     pub s: Server,
     pub port: u16,
     runner: Option<Child>,
+    /// More arguments of `serve` (`--concurrency 3`).
+    serve_args: Vec<String>,
 }
 
 impl Routed {
     pub fn new(label: &str) -> Routed {
+        Routed::with_serve_args(label, &[])
+    }
+
+    pub fn with_serve_args(label: &str, serve_args: &[&str]) -> Routed {
         let s = Server::new(label);
         // The push follows its build to the end: its output shows the URLs.
         git_ok(&s.bare, &["config", "pushgate.pickupWaitMs", "30000"]);
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let mut routed = Routed { s, port, runner: None };
+        let serve_args = serve_args.iter().map(|a| a.to_string()).collect();
+        let mut routed = Routed { s, port, runner: None, serve_args };
         routed.start_runner();
         routed
     }
 
     pub fn start_runner(&mut self) {
         let runner = Command::new(runner_bin())
-            .args(["serve", "--router", &format!("127.0.0.1:{}", self.port), "--data"])
+            .args(["serve", "--router", &format!("127.0.0.1:{}", self.port)])
+            .args(&self.serve_args)
+            .arg("--data")
             .arg(&self.s.data)
             .stdout(std::process::Stdio::null())
             .stderr(std::fs::File::create(self.s.dir.join("runner.log")).unwrap())
@@ -112,6 +121,11 @@ impl Routed {
             "{}",
             self.runner_log()
         );
+    }
+
+    /// Whether the serving runner still runs.
+    pub fn runner_running(&mut self) -> bool {
+        self.runner.as_mut().is_some_and(|r| r.try_wait().ok().flatten().is_none())
     }
 
     pub fn stop_runner(&mut self) {
@@ -238,11 +252,11 @@ impl Conn {
     }
 }
 
-fn router_file(r: &Routed, name: &str) -> PathBuf {
+pub fn router_file(r: &Routed, name: &str) -> PathBuf {
     r.s.data.join("router").join(name)
 }
 
-fn pids_in(dir: &Path, suffix: &str) -> Vec<i32> {
+pub fn pids_in(dir: &Path, suffix: &str) -> Vec<i32> {
     std::fs::read_dir(dir)
         .into_iter()
         .flatten()
@@ -252,7 +266,7 @@ fn pids_in(dir: &Path, suffix: &str) -> Vec<i32> {
         .collect()
 }
 
-fn alive(pid: i32) -> bool {
+pub fn alive(pid: i32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z "))
 }
 

@@ -213,8 +213,16 @@ impl Server {
     /// The same, with its queue in a new PostgreSQL database (`git config pushgate.queue`, and
     /// `--queue` for every runner command the test runs).
     pub fn with_postgres(label: &str) -> Server {
-        let mut s = Server::new(label);
         let (url, name) = create_database(label);
+        let mut s = Server::with_queue_url(label, &url);
+        s.pg_database = Some(name);
+        s
+    }
+
+    /// The same, with its queue at `url` (a server of the test's own).
+    pub fn with_queue_url(label: &str, url: &str) -> Server {
+        let mut s = Server::new(label);
+        let url = url.to_owned();
         // As an admin does it: install.sh --queue records the URL for the hooks.
         let bin_dir = hook_bin().parent().unwrap().to_owned();
         let install = Command::new("bash")
@@ -231,7 +239,6 @@ impl Server {
             .expect("install.sh runs");
         assert!(install.status.success(), "install.sh --queue: {}", String::from_utf8_lossy(&install.stderr));
         s.queue = Some(url);
-        s.pg_database = Some(name);
         s
     }
 

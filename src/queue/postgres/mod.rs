@@ -1096,29 +1096,108 @@ impl WebhookStore for PgQueue {
     }
 }
 
-/// Waits for `NOTIFY pushgate_jobs` on a connection of its own: how idle runners learn that a
-/// job may be claimable, on whatever machine it was queued.
+/// A runner's ear on `pushgate_jobs`. The server may go away (a restart, a failover) and come
+/// back: the listener connects again with backoff (250 ms doubling to 5 s) and LISTENs again,
+/// and meanwhile waits as long as it was asked to, so an idle runner stays idle whatever the
+/// server does. A runner started while the server is down listens once it is up.
 pub struct Listener {
-    client: std::sync::Mutex<Client>,
+    url: String,
+    state: std::sync::Mutex<Ear>,
 }
 
+struct Ear {
+    client: Option<Client>,
+    /// No connection is tried before then.
+    retry_at: std::time::Instant,
+    backoff: Duration,
+    /// What the last failed connection said (said once, not at every retry).
+    failed: Option<String>,
+}
+
+const LISTEN_BACKOFF: (Duration, Duration) = (Duration::from_millis(250), Duration::from_secs(5));
+
 impl Listener {
-    pub fn listen(url: &str) -> Result<Listener, QueueError> {
-        let mut q = PgQueue::open(url, crate::store::QUEUE_TIMEOUT)?;
-        q.client.get_mut().batch_execute(&format!("LISTEN {CHANNEL}")).map_err(q.err("listen on"))?;
-        Ok(Listener { client: std::sync::Mutex::new(q.client.into_inner()) })
+    /// A listener for `url`, connected now if the server answers, else later.
+    pub fn new(url: &str) -> Listener {
+        let ear = Ear { client: None, retry_at: std::time::Instant::now(), backoff: LISTEN_BACKOFF.0, failed: None };
+        let listener = Listener { url: url.to_owned(), state: std::sync::Mutex::new(ear) };
+        if let Ok(mut ear) = listener.state.lock() {
+            listener.connect(&mut ear);
+        }
+        listener
     }
 
-    /// Returns at the first notification, or after `timeout`.
+    /// Whether it listens now.
+    pub fn listening(&self) -> bool {
+        self.state.lock().is_ok_and(|e| e.client.as_ref().is_some_and(|c| !c.is_closed()))
+    }
+
+    fn connect(&self, ear: &mut Ear) -> bool {
+        let listened = PgQueue::open(&self.url, crate::store::QUEUE_TIMEOUT).and_then(|mut q| {
+            q.client.get_mut().batch_execute(&format!("LISTEN {CHANNEL}")).map_err(q.err("listen on"))?;
+            Ok(q.client.into_inner())
+        });
+        match listened {
+            Ok(client) => {
+                if ear.failed.take().is_some() {
+                    tracing::info!("listening for new jobs again");
+                }
+                ear.client = Some(client);
+                ear.backoff = LISTEN_BACKOFF.0;
+                true
+            }
+            Err(e) => {
+                let said = e.to_string();
+                if ear.failed.as_ref() != Some(&said) {
+                    tracing::warn!(error = %said, "cannot LISTEN for new jobs; trying again with backoff");
+                }
+                ear.failed = Some(said);
+                ear.retry_at = std::time::Instant::now() + ear.backoff;
+                ear.backoff = (ear.backoff * 2).min(LISTEN_BACKOFF.1);
+                false
+            }
+        }
+    }
+
+    /// Returns at the first notification, or after `timeout`; also as soon as it listens again
+    /// after a lost connection (a job queued meanwhile woke nobody).
     pub fn wait(&self, timeout: Duration) {
-        let Ok(mut client) = self.client.try_lock() else {
+        let deadline = std::time::Instant::now() + timeout;
+        let Ok(mut ear) = self.state.try_lock() else {
             // Another worker is listening: it will be the one woken; this one checks again soon.
             std::thread::sleep(timeout.min(Duration::from_millis(200)));
             return;
         };
-        let mut notifications = client.notifications();
-        let mut iter = notifications.timeout_iter(timeout);
-        use postgres::fallible_iterator::FallibleIterator;
-        let _ = iter.next();
+        if ear.client.as_ref().is_none_or(|c| c.is_closed()) {
+            ear.client = None;
+            let now = std::time::Instant::now();
+            if now < ear.retry_at {
+                std::thread::sleep(ear.retry_at.min(deadline) - now);
+                if std::time::Instant::now() < ear.retry_at {
+                    return;
+                }
+            }
+            if !self.connect(&mut ear) {
+                let now = std::time::Instant::now();
+                std::thread::sleep(ear.retry_at.min(deadline).saturating_duration_since(now));
+            }
+            return;
+        }
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let heard = match ear.client.as_mut() {
+            Some(client) => {
+                use postgres::fallible_iterator::FallibleIterator;
+                let mut notifications = client.notifications();
+                let next = notifications.timeout_iter(left).next().map(|_| ());
+                next
+            }
+            None => return,
+        };
+        if let Err(e) = heard {
+            tracing::warn!(error = %e, "the connection that listens for new jobs was lost; connecting again");
+            ear.client = None;
+            ear.failed = Some(e.to_string());
+            ear.retry_at = std::time::Instant::now() + ear.backoff;
+        }
     }
 }
