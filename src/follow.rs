@@ -131,6 +131,49 @@ fn copy_new(
         return Ok(());
     }
     *offset += chunk.len() as u64;
-    out.write_all(&chunk)?;
+    out.write_all(&printable(&chunk))?;
     out.flush()
+}
+
+/// Text from a project (a job's log: its hooks' output) as a terminal may show it: control
+/// characters other than line feeds and tabs written as `^X` (`^[` for ESC, `^?` for DEL,
+/// `^M` for a carriage return that ends no line), and C1 controls as `\u{9b}`. A hook's output
+/// can then neither move the cursor, retitle a window, rewrite what was shown, nor send an
+/// escape sequence to the terminal of whoever reads it.
+pub fn printable(text: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    let special = |i: usize, b: u8| {
+        (b < 0x20 && b != b'\n' && b != b'\t' && !(b == b'\r' && text.get(i + 1) == Some(&b'\n')))
+            || b == 0x7f
+            || (b == 0xc2 && text.get(i + 1).is_some_and(|n| (0x80..=0x9f).contains(n)))
+    };
+    if !text.iter().enumerate().any(|(i, b)| special(i, *b)) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = Vec::with_capacity(text.len() + 16);
+    let mut i = 0;
+    while i < text.len() {
+        let b = text[i];
+        if !special(i, b) {
+            out.push(b);
+        } else if b == 0xc2 {
+            out.extend_from_slice(format!("\\u{{{:x}}}", text[i + 1]).as_bytes());
+            i += 1;
+        } else if b == 0x7f {
+            out.extend_from_slice(b"^?");
+        } else {
+            out.extend_from_slice(&[b'^', b + 0x40]);
+        }
+        i += 1;
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn control_sequences_reach_no_terminal() {
+        let shown = super::printable(b"ok\tdone\r\n\x1b]0;pwned\x07\x1b[2J\rhidden \xc2\x9b31m \x7f caf\xc3\xa9\n");
+        assert_eq!(String::from_utf8_lossy(&shown), "ok\tdone\r\n^[]0;pwned^G^[[2J^Mhidden \\u{9b}31m ^? caf\u{e9}\n");
+        assert!(matches!(super::printable(b"plain\n"), std::borrow::Cow::Borrowed(_)));
+    }
 }

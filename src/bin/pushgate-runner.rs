@@ -1177,7 +1177,7 @@ fn logs(data: &Path, job: JobId, follow: bool, out: &mut dyn Write) -> Result<()
             if found.state == JobState::Pending { "; --follow waits for a runner to start it" } else { "" }
         )?;
     } else {
-        out.write_all(&text)?;
+        out.write_all(&pushgate::follow::printable(&text))?;
     }
     Ok(())
 }

@@ -87,6 +87,15 @@ pub struct SiteRecord {
 }
 
 impl SiteRecord {
+    /// The hosts of its URLs.
+    pub fn hosts(&self) -> Vec<String> {
+        let of_url = |u: &String| {
+            let rest = u.split_once("://").map_or(u.as_str(), |(_, r)| r);
+            rest.split(['/', ':']).next().unwrap_or_default().to_owned()
+        };
+        self.urls.iter().map(of_url).collect()
+    }
+
     pub fn read(env_dir: &Path) -> Option<SiteRecord> {
         serde_json::from_str(&std::fs::read_to_string(env_dir.join("site.json")).ok()?).ok()
     }
@@ -128,7 +137,8 @@ pub type AppEnv<'a> = &'a dyn Fn(&str, &Path) -> Vec<(String, String)>;
 pub struct Prepared {
     key: String,
     site: String,
-    pools: Vec<(String, PathBuf, String)>,
+    /// `KEY.APP`, its PHP-FPM, its configuration and its master's own environment.
+    pools: Vec<(String, PathBuf, String, Vec<(String, String)>)>,
     apps: Vec<(String, StartCommand)>,
     record: SiteRecord,
     /// What the router leaves out or the host cannot do, for the deploy log.
@@ -305,6 +315,7 @@ impl Platform {
             _ => default_routes(d.topology),
         };
         let (resolved, mut warnings) = routes::resolve(&routes_json, &site);
+        self.check_hosts_free(d.env_dir, &resolved)?;
         let app_user =
             users::app_user(d.env_dir.parent().and_then(|p| p.file_name()).and_then(|n| n.to_str()).unwrap_or(""))?;
         if app_user.is_none() {
@@ -329,7 +340,7 @@ impl Platform {
             let backend = match (start, &runtime.php_fpm) {
                 (None, Some(php_fpm)) => {
                     let files = self.pool_files(&id);
-                    let (text, more) = php::render(&php::Pool {
+                    let php::Rendered { text, master_env, warnings: more } = php::render(&php::Pool {
                         name: &routes::label(&id),
                         pid_file: &files.pid,
                         error_log: &files.log,
@@ -346,7 +357,7 @@ impl Platform {
                     let checked = php::check(php_fpm, &candidate);
                     let _ = std::fs::remove_file(&candidate);
                     checked.map_err(|e| format!("PHP-FPM refuses the configuration of app `{}`: {e}", app.name))?;
-                    pools.push((id.clone(), php_fpm.clone(), text));
+                    pools.push((id.clone(), php_fpm.clone(), text, master_env));
                     nginx::Backend::Fpm(files.socket)
                 }
                 (None, None) => {
@@ -396,6 +407,30 @@ impl Platform {
             apps: apps.iter().map(|a| a.0.clone()).collect(),
         };
         Ok(Prepared { key, site: text, pools, apps, record, warnings })
+    }
+
+    /// A host is served by one environment on the whole server: one that another environment
+    /// (of this project or another) serves is refused, naming who serves it.
+    fn check_hosts_free(&self, env_dir: &Path, resolved: &[Resolved]) -> Result<(), String> {
+        // (The project's bare domain, which the default branch's environments share, is not
+        // claimed here.)
+        let mine: std::collections::BTreeSet<&str> = resolved.iter().map(|r| r.host.as_str()).collect();
+        for env in crate::runner::deploy::all(self.data.root()) {
+            if env.root == env_dir {
+                continue;
+            }
+            let Some(record) = SiteRecord::read(&env.root).filter(|r| r.active) else { continue };
+            for host in record.hosts() {
+                if mine.contains(host.as_str()) {
+                    return Err(format!(
+                        "host {host} is served by environment {} of {}: a host belongs to one environment on this \
+                         server (change the route, or delete that environment)",
+                        record.branch, record.repo
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// `nginx -t` of the router with `text` as the site `key`.
@@ -448,10 +483,22 @@ impl Platform {
     /// masters started or reloaded when their configuration changed, start commands
     /// restarted, the site file written and the router reloaded only if its text changed.
     pub fn activate(&self, env_dir: &Path, prepared: &Prepared) -> Result<(), String> {
-        for (id, php_fpm, text) in &prepared.pools {
+        for (id, php_fpm, text, master_env) in &prepared.pools {
             let files = self.pool_files(id);
+            let env_changed = write_if_changed(
+                &php::env_file(&files.conf),
+                &serde_json::to_string(master_env).unwrap_or_default(),
+                0o600,
+            )?;
             let changed = write_if_changed(&files.conf, text, 0o600)?;
-            match process::alive(&files.pid, process::Whose::PhpFpm(&files.conf)) {
+            let whose = process::Whose::PhpFpm(&files.conf);
+            match process::alive(&files.pid, whose) {
+                // A graceful reload keeps the master's environment: one that changed needs a
+                // new master.
+                Some(_) if env_changed => {
+                    process::stop(&files.pid, whose, Duration::from_secs(30));
+                    php::start(php_fpm, &files.conf)?
+                }
                 Some(pid) if changed => process::signal(pid, libc::SIGUSR2),
                 Some(_) => {}
                 None => php::start(php_fpm, &files.conf)?,
@@ -528,7 +575,7 @@ impl Platform {
             let Some(record) = SiteRecord::read(&env.root) else { continue };
             if !record.active {
                 stop_processes(&self.router(), &record); // what a deactivation cut short left
-                services::ensure_instances(&env.root, false);
+                services::ensure_instances(&self.data, &env.root, false);
                 continue;
             }
             if branch_deleted(&record.repo, &record.branch) {
@@ -547,7 +594,7 @@ impl Platform {
                     }
                 }
             }
-            services::ensure_instances(&env.root, true);
+            services::ensure_instances(&self.data, &env.root, true);
             for id in &record.apps {
                 if process::alive(&self.app_pid(id), process::Whose::Supervisor).is_none() {
                     if let Err(e) = self.start_app(id) {
@@ -619,7 +666,7 @@ pub fn deactivate(data: &DataDir, env_dir: &Path) {
     record.active = false;
     let _ = record.write(env_dir);
     stop_processes(&root, &record);
-    services::ensure_instances(env_dir, false);
+    services::ensure_instances(data, env_dir, false);
 }
 
 fn stop_processes(root: &Path, record: &SiteRecord) {

@@ -182,10 +182,23 @@ pub fn start_supervisor(s: &Supervised, env: &[(String, String)]) -> Result<(), 
 /// Starts a supervised server (a service's instance), keeping its description in `spec` so
 /// that it can be started again (after a reboot, or once its environment is active again).
 pub fn start_supervised(s: &Supervised, spec: &Path) -> Result<(), String> {
-    std::fs::write(spec, serde_json::to_string_pretty(s).unwrap_or_default())
-        .map_err(|e| format!("{}: {e}", spec.display()))?;
+    write_spec(s, spec)?;
     stop(&s.pid_file, Whose::Supervisor, Duration::from_secs(10));
     start_supervisor(s, &[("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into())])
+}
+
+/// Writes the spec of a supervised server (mode 0600, in a directory of mode 0700): what root
+/// reads to start it again.
+pub fn write_spec(s: &Supervised, spec: &Path) -> Result<(), String> {
+    use std::os::unix::fs::DirBuilderExt;
+    if let Some(dir) = spec.parent() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    super::write_if_changed(spec, &serde_json::to_string_pretty(s).unwrap_or_default(), 0o600).map(|_| ())
 }
 
 /// Waits until `port` on 127.0.0.1 accepts connections (a server just started is handed to

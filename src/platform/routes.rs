@@ -75,6 +75,7 @@ impl Site<'_> {
 
     /// The host a route's host pattern names here, and its other names.
     fn host(&self, pattern: &str) -> (String, Vec<String>) {
+        let pattern = &pattern.to_ascii_lowercase();
         let base = self.base();
         let mut aliases = Vec::new();
         let host = if pattern.contains("{default}") || pattern.contains("{all}") {
@@ -108,6 +109,21 @@ impl Site<'_> {
     }
 }
 
+/// Whether `host` is a DNS name (a leading `*.` allowed): lowercase letters, digits and `-`
+/// in labels of 1 to 63, never at a label's ends.
+pub fn is_host_name(host: &str) -> bool {
+    let labels = host.strip_prefix("*.").unwrap_or(host);
+    !labels.is_empty()
+        && labels.len() <= 253
+        && labels.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        })
+}
+
 /// The environment's routes, and warnings about what the router does not do.
 pub fn resolve(routes: &Map<String, Value>, site: &Site<'_>) -> (Vec<Resolved>, Vec<String>) {
     let mut out: Vec<Resolved> = Vec::new();
@@ -118,6 +134,16 @@ pub fn resolve(routes: &Map<String, Value>, site: &Site<'_>) -> (Vec<Resolved>, 
             continue;
         };
         let path = if path.ends_with('/') { path } else { format!("{path}/") };
+        // What a push validates, checked again where it becomes configuration: a host that is
+        // more than a name (`;`, `#`, a space) would end nginx's `server_name` early.
+        if let Some(bad) = std::iter::once(&host).chain(&aliases).find(|h| !is_host_name(h)) {
+            warnings.push(format!("route `{original}`: `{}` is not a host name; left out", bad.escape_debug()));
+            continue;
+        }
+        if path.contains(|c: char| c.is_whitespace() || c.is_control() || "\"'\\;{}".contains(c)) {
+            warnings.push(format!("route `{original}`: its path has characters the router does not take; left out"));
+            continue;
+        }
         let action = match route.get("type").and_then(Value::as_str) {
             Some("redirect") => {
                 let to = route.get("to").and_then(Value::as_str).unwrap_or("/");

@@ -233,7 +233,7 @@ pub fn provision(
     declared: &Map<String, Value>,
     configs: Option<&Value>,
 ) -> Result<(Map<String, Value>, Vec<String>), String> {
-    let Target { key, env_dir, parent, .. } = *target;
+    let Target { key, parent, .. } = *target;
     let backends = Backends::load(data)?;
     let file = data.services_dir().join(format!("{key}.json"));
     let mut provisioned = Provisioned::load(&file);
@@ -268,7 +268,13 @@ pub fn provision(
             }
             if kind == "redis" {
                 // The instance exists: running again if its environment was off.
-                let spec = env_dir.join("services").join(name).join("supervised.json");
+                let spec = instance_spec(data, key, name);
+                if !spec.exists() {
+                    // Provisioned before specs were the runner's (or the file is gone): made
+                    // again from what the runner knows, never from the environment's files.
+                    let s = redis_supervised(data, target, name)?;
+                    super::process::write_spec(&s, &spec)?;
+                }
                 let _ = super::process::ensure_supervised(&spec, true);
                 if let (Some(port), Ok(s)) = (
                     provisioned.services[name].get("port").and_then(Value::as_u64),
@@ -370,12 +376,16 @@ pub fn resync(data: &DataDir, key: &str, parent: &str) -> Result<Vec<String>, St
             match kind {
                 "mysql" => {
                     // Emptied in place: the endpoints' grants on it stay.
+                    // Table names are the project's: read as hex (nothing of them is lost or
+                    // taken for SQL), each quoted as an identifier.
                     let tables = mysql_query(
                         &admin,
-                        &format!("SELECT table_name FROM information_schema.tables WHERE table_schema = '{db}'"),
+                        &format!("SELECT HEX(table_name) FROM information_schema.tables WHERE table_schema = '{db}'"),
                     )?;
-                    let drops: String =
-                        tables.lines().map(|t| format!("DROP TABLE IF EXISTS `{db}`.`{t}`;\n")).collect();
+                    let drops: String = tables
+                        .lines()
+                        .map(|t| format!("DROP TABLE IF EXISTS {}.{};\n", mysql_ident(&db), mysql_ident(&unhex(t))))
+                        .collect();
                     run_mysql(&admin, &format!("SET FOREIGN_KEY_CHECKS = 0;\n{drops}"))?;
                     copy_mysql(&admin, &parent_db, &db)?;
                 }
@@ -511,6 +521,7 @@ fn drop_one(data: &DataDir, backends: &Backends, key: &str, name: &str, endpoint
                 super::process::Whose::Supervisor,
                 std::time::Duration::from_secs(10),
             );
+            let _ = std::fs::remove_file(instance_spec(data, key, name));
             // Its data directory goes with the environment's, or now if the service alone goes.
             if let Some((project, env)) = key.rsplit_once('.') {
                 let _ =
@@ -578,6 +589,22 @@ fn databases(endpoint: &Value) -> Vec<String> {
         Some(schemas) => schemas.iter().filter_map(Value::as_str).map(|s| format!("_{}", ident(s))).collect(),
         None => vec![String::new()],
     }
+}
+
+/// An identifier quoted for MariaDB: in backticks, each backtick doubled.
+fn mysql_ident(name: &str) -> String {
+    format!("`{}`", name.replace('`', "``"))
+}
+
+/// The text of a hexadecimal column (`HEX(...)`); bytes that are not UTF-8 are replaced.
+fn unhex(hex: &str) -> String {
+    let bytes: Vec<u8> = hex
+        .trim()
+        .as_bytes()
+        .chunks(2)
+        .filter_map(|p| u8::from_str_radix(std::str::from_utf8(p).ok()?, 16).ok())
+        .collect();
+    String::from_utf8_lossy(&bytes).into_owned()
 }
 
 /// A schema or endpoint name as part of a database or user name.
@@ -872,10 +899,6 @@ fn redis(
     copy_from: Option<&Value>,
 ) -> Result<Value, String> {
     let Target { key, env_dir, user, .. } = *target;
-    let server = ["redis-server", "valkey-server"]
-        .into_iter()
-        .find_map(which)
-        .ok_or("no redis-server on this host (Debian's redis-server package)")?;
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|s| s.local_addr())
         .map(|a| a.port())
@@ -911,18 +934,8 @@ fn redis(
     if let Some(u) = user {
         super::users::chown_tree(&dir, u).map_err(|e| format!("{}: {e}", dir.display()))?;
     }
-    let root = data.router();
-    for sub in ["run", "logs"] {
-        std::fs::create_dir_all(root.join(sub)).map_err(|e| e.to_string())?;
-    }
-    let supervised = super::process::Supervised {
-        pid_file: root.join("run").join(format!("{key}.{name}.redis.pid")),
-        log: root.join("logs").join(format!("{key}.{name}.redis.log")),
-        dir: dir.clone(),
-        user: user.map(|u| (u.uid, u.gid)),
-        program: vec![server.display().to_string(), conf.display().to_string()],
-    };
-    super::process::start_supervised(&supervised, &dir.join("supervised.json"))?;
+    let supervised = redis_supervised(data, target, name)?;
+    super::process::start_supervised(&supervised, &instance_spec(data, key, name))?;
     super::process::wait_listening(port, &supervised.pid_file, Duration::from_secs(20)).map_err(|e| {
         format!("the Redis instance of `{name}` did not start: {e} (its log: {})", supervised.log.display())
     })?;
@@ -933,11 +946,51 @@ fn redis(
     Ok(e)
 }
 
-/// Starts (`run`) or stops the service instances of an environment (its Redis servers).
-pub fn ensure_instances(env_dir: &Path, run: bool) {
+/// How the Redis instance `name` of an environment runs: as the project's user, in its
+/// directory, with the configuration the runner wrote.
+fn redis_supervised(data: &DataDir, target: &Target<'_>, name: &str) -> Result<super::process::Supervised, String> {
+    let server = ["redis-server", "valkey-server"]
+        .into_iter()
+        .find_map(which)
+        .ok_or("no redis-server on this host (Debian's redis-server package)")?;
+    let dir = target.env_dir.join("services").join(name);
+    let root = data.router();
+    for sub in ["run", "logs"] {
+        std::fs::create_dir_all(root.join(sub)).map_err(|e| e.to_string())?;
+    }
+    let key = target.key;
+    Ok(super::process::Supervised {
+        pid_file: root.join("run").join(format!("{key}.{name}.redis.pid")),
+        log: root.join("logs").join(format!("{key}.{name}.redis.log")),
+        dir: dir.clone(),
+        user: target.user.map(|u| (u.uid, u.gid)),
+        program: vec![server.display().to_string(), dir.join("redis.conf").display().to_string()],
+    })
+}
+
+/// Where the runner keeps how a service instance of environment `key` is started
+/// (`DATA/router/services/KEY/NAME.json`, the runner's alone): root reads it to decide what
+/// to run, as whom, and what to stop. Never in the environment's service directory, which the
+/// project's user owns: a file there could name any program, no user, and any pid.
+fn instance_spec(data: &DataDir, key: &str, name: &str) -> PathBuf {
+    data.router().join("services").join(key).join(format!("{name}.json"))
+}
+
+/// Starts (`run`) or stops the service instances of an environment (its Redis servers), as
+/// the runner's own specs describe them. A spec an older runner left in the environment's
+/// service directory is never read: it is removed (the next deploy makes the runner's own).
+pub fn ensure_instances(data: &DataDir, env_dir: &Path, run: bool) {
     for entry in std::fs::read_dir(env_dir.join("services")).into_iter().flatten().flatten() {
-        let spec = entry.path().join("supervised.json");
-        if spec.exists() {
+        let legacy = entry.path().join("supervised.json");
+        if std::fs::symlink_metadata(&legacy).is_ok() {
+            tracing::warn!(spec = %legacy.display(), "a service spec in the environment's directory is not trusted: removed");
+            let _ = std::fs::remove_file(&legacy);
+        }
+    }
+    let key = super::site_key(env_dir);
+    for entry in std::fs::read_dir(data.router().join("services").join(&key)).into_iter().flatten().flatten() {
+        let spec = entry.path();
+        if spec.extension().is_some_and(|e| e == "json") {
             if let Err(e) = super::process::ensure_supervised(&spec, run) {
                 tracing::warn!(error = %e, "a service instance");
             }

@@ -6,6 +6,7 @@ mod corpus;
 mod faults;
 mod hostile;
 mod install;
+mod isolation;
 mod pipeline;
 mod push;
 mod queue;

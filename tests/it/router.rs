@@ -110,6 +110,8 @@ impl Routed {
             .args(&self.serve_args)
             .arg("--data")
             .arg(&self.s.data)
+            // What the runner's environment holds reaches no project (tests/it/isolation.rs).
+            .env("PUSHGATE_RUNNER_ONLY", "the runner's secret")
             .stdout(std::process::Stdio::null())
             .stderr(std::fs::File::create(self.s.dir.join("runner.log")).unwrap())
             .spawn()

@@ -131,6 +131,39 @@ fn check_template(url: &str) -> Result<(), String> {
     if rest.contains('}') {
         return Err("a `}` has no opening `{`".into());
     }
+    check_host(host)
+}
+
+/// A route's host is a DNS name: labels of letters, digits and `-`, `{default}` or `{all}` as
+/// whole labels, and at most a leading `*.`. Anything else would reach the router's
+/// configuration as more than a name (`;`, `#`, a space end nginx's `server_name`).
+fn check_host(host: &str) -> Result<(), String> {
+    let labels = host.strip_prefix("*.").unwrap_or(host);
+    for label in labels.split('.') {
+        if label == "{default}" || label == "{all}" {
+            continue;
+        }
+        let bare = label.replace("{default}", "").replace("{all}", "");
+        if bare.len() != label.len() && bare.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+            return Err(format!("`{label}`: a placeholder is a whole part of the host, as in `www.{{default}}`"));
+        }
+        let ok = !label.is_empty()
+            && label.len() <= 63
+            && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !label.starts_with('-')
+            && !label.ends_with('-');
+        if !ok {
+            let shown = label.escape_debug();
+            return Err(if label.is_empty() {
+                "the host has an empty part (two dots, or a dot at an end)".to_owned()
+            } else {
+                format!(
+                    "the host part `{shown}` is not a DNS label (letters, digits and `-`, not at an end; a `*.` only \
+                     in front of the host)"
+                )
+            });
+        }
+    }
     Ok(())
 }
 
@@ -149,7 +182,19 @@ mod tests {
         ] {
             assert!(check_template(ok).is_ok(), "{ok}");
         }
-        for bad in ["{default}/", "ftp://{default}/", "https://{defualt}/", "https:///x", "https://{default/"] {
+        for bad in [
+            "{default}/",
+            "ftp://{default}/",
+            "https://{defualt}/",
+            "https:///x",
+            "https://{default/",
+            "http://main.shop.localhost;#{default}/",
+            "http://x.*.{default}/",
+            "http://{default}:8080/",
+            "http://www-{default}/",
+            "http://a..{default}/",
+            "http://-a.{default}/",
+        ] {
             assert!(check_template(bad).is_err(), "{bad}");
         }
     }

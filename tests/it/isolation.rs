@@ -1,0 +1,252 @@
+//! A project's code attacks the server it runs on, as another project's developer would with
+//! nothing but push access: each attack first reproduced on the code before its fix, then
+//! shown closed, and the legitimate use beside it shown working.
+
+use std::path::PathBuf;
+
+use crate::router::{Response, Routed};
+use crate::runner::{eventually, runner};
+
+/// A PHP app served at `/`, its code `index`.
+fn php_app(name: &str, extra: &str, index: &str) -> Vec<(&'static str, String)> {
+    let app = format!(
+        "name: {name}\ntype: php:8.2\ndisk: 512\n{extra}web:\n    locations:\n        \"/\":\n            root: \"\"\n            \
+         passthru: \"/index.php\"\n            scripts: true\n            allow: false\n"
+    );
+    vec![
+        (".magento.app.yaml", app),
+        (
+            ".magento/routes.yaml",
+            "\"http://{default}/\":\n    type: upstream\n    upstream: \"app:http\"\n"
+                .replace("app:", &format!("{name}:")),
+        ),
+        ("index.php", index.to_owned()),
+    ]
+}
+
+/// A file no test writes but an attack that worked: where it would be, gone first.
+fn proof(label: &str) -> PathBuf {
+    let p = std::env::temp_dir().join(format!("pushgate-proof-{}-{label}", std::process::id()));
+    let _ = std::fs::remove_file(&p);
+    p
+}
+
+fn owner_of(path: &std::path::Path) -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| m.uid())
+}
+
+#[test]
+fn a_redis_spec_the_app_rewrites_is_never_what_root_runs() {
+    let r = Routed::new("redis-spec");
+    let out = runner(&r.s, &["backend", "add", "redis", "redis://127.0.0.1:6379"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let proof = proof("redis-spec");
+    // The app, as the project's user, rewrites the spec of its Redis instance the way the
+    // runner wrote it before: no user, a program of its choosing, a pid file naming nobody.
+    let index = format!(
+        r#"<?php
+$env = dirname(__DIR__, 3);
+if (($_GET['do'] ?? '') === 'attack') {{
+    $spec = json_encode(["pid_file" => "/tmp/none-{pid}.pid", "log" => "/tmp/none-{pid}.log", "dir" => "/",
+        "user" => null, "program" => ["sh", "-c", "id -u > {proof}"]]);
+    // The file is root's, but the directory is the project's: replaced, not written in place.
+    @unlink("$env/services/cache/supervised.json");
+    $written = @file_put_contents("$env/services/cache/supervised.json", $spec);
+    $runner = glob(dirname($env, 3) . "/router/services/*/cache.json") ?: [];
+    $also = $runner ? @file_put_contents($runner[0], $spec) : false;
+    echo "written=", $written === false ? "no" : "yes", " runner-spec=", $also === false ? "no" : "yes", "\n";
+}} else {{
+    $r = json_decode(base64_decode(getenv('MAGENTO_CLOUD_RELATIONSHIPS')), true)['redis'][0];
+    $s = fsockopen($r['host'], $r['port']);
+    fwrite($s, "AUTH {{$r['password']}}\r\nPING\r\n");
+    echo "redis says ", trim(fgets($s)), " ", trim(fgets($s)), "\n";
+}}
+"#,
+        pid = std::process::id(),
+        proof = proof.display()
+    );
+    let mut files = php_app("app", "relationships:\n    redis: \"cache:redis\"\n", &index);
+    files.push((".magento/services.yaml", "cache:\n    type: redis:7.2\n".to_owned()));
+    r.deploy(&files, "main");
+    let host = r.host("main");
+    let page: Response = r.get(&host, "/");
+    assert!(page.body.contains("redis says +OK +PONG"), "the app uses its Redis: {page:?}\n{}", r.runner_log());
+
+    let attack = r.get(&host, "/?do=attack");
+    assert!(attack.body.contains("runner-spec=no"), "the runner's spec is out of the app's reach: {attack:?}");
+    // The serving loop looks at the instances every 3 s.
+    eventually(8, || proof.exists());
+    assert_ne!(owner_of(&proof), Some(0), "root ran the program of a spec the app wrote: {attack:?}");
+    assert!(!proof.exists(), "a program of the app's spec ran");
+    // Its own instance still runs as the runner started it.
+    assert!(r.get(&host, "/").body.contains("redis says +OK +PONG"));
+}
+
+/// A second repository on the server, installed like the first: `path` under the test's
+/// directory (`evil.git`, `team2/repo.git`); pushes wait for its deployment.
+fn another_repository(r: &Routed, path: &str) -> String {
+    let bare = r.s.dir.join(path);
+    std::fs::create_dir_all(bare.parent().unwrap()).unwrap();
+    let install = crate::support::run_install(&r.s.prefix, &r.s.data, &[&bare]);
+    assert!(install.status.success(), "install.sh failed: {}", String::from_utf8_lossy(&install.stderr));
+    crate::support::git_ok(&bare, &["config", "pushgate.pickupWaitMs", "30000"]);
+    format!("file://{}", bare.display())
+}
+
+/// Commits `files` in the test's work tree and pushes them to `url`'s `main`.
+fn push_files(r: &Routed, url: &str, files: &[(&str, String)]) -> crate::support::Push {
+    let files: Vec<(&str, &str)> = files.iter().map(|(p, c)| (*p, c.as_str())).collect();
+    r.s.commit(&files, "files");
+    r.s.push_to(url, &["HEAD:refs/heads/main"])
+}
+
+#[test]
+fn a_route_host_cannot_borrow_another_projects_host() {
+    let r = Routed::new("hosts");
+    let victim = php_app("app", "", "<?php echo 'the real shop';\n");
+    r.deploy(&victim, "main");
+    let host = r.host("main");
+    assert!(r.get(&host, "/").body.contains("the real shop"));
+
+    // Another project names the victim's host in its route, ending nginx's server_name early.
+    let evil_url = another_repository(&r, "evil.git");
+    let mut evil = php_app("app", "", "<?php echo 'evil serves this';\n");
+    evil[1].1 = format!("\"http://{host};#{{default}}/\":\n    type: upstream\n    upstream: \"app:http\"\n");
+    let push = push_files(&r, &evil_url, &evil);
+    assert!(!push.ok, "the push is refused:\n{}", push.output);
+    assert!(
+        push.output.contains(".magento/routes.yaml:1:1")
+            && push.output.contains("the host part `localhost;#{default}` is not a DNS label"),
+        "{}",
+        push.output
+    );
+    assert!(r.get(&host, "/").body.contains("the real shop"));
+
+    // A repository of the same name elsewhere on the server gets the same host names: the
+    // environment that has them keeps them, and the newcomer's deployment is refused.
+    let twin_url = another_repository(&r, "team2/repo.git");
+    let twin = php_app("app", "", "<?php echo 'the twin';\n");
+    let push = push_files(&r, &twin_url, &twin);
+    assert!(push.output.contains(&format!("host {host} is served by environment main of")), "{}", push.output);
+    assert!(r.get(&host, "/").body.contains("the real shop"));
+}
+
+#[test]
+fn a_hooks_terminal_control_sequences_reach_no_terminal() {
+    let r = Routed::new("escapes");
+    let mut files = php_app("app", "", "<?php echo 'ok';\n");
+    files[0].1.push_str(
+        "hooks:\n    build: |\n        printf 'start \\033]0;pwned\\007\\033[2J\\033[31mred\\rover end\\n'\n",
+    );
+    let (commit, output) = r.deploy(&files, "main");
+    assert!(
+        !output.contains('\u{1b}') && !output.contains('\u{7}'),
+        "raw control characters reach the pusher: {output:?}"
+    );
+    assert!(output.contains("start ^[]0;pwned^G^[[2J^[[31mred^Mover end"), "{output}");
+    let id = r.s.jobs().into_iter().find(|j| j["commit"] == commit).unwrap()["id"].as_i64().unwrap();
+    let logs = runner(&r.s, &["logs", &id.to_string()]);
+    let shown = String::from_utf8_lossy(&logs.stdout);
+    assert!(!shown.contains('\u{1b}') && shown.contains("^[[2J"), "{shown:?}");
+}
+
+#[test]
+fn variables_reach_php_verbatim_and_nothing_of_the_runners_environment_does() {
+    let r = Routed::new("verbatim");
+    let variables = "variables:\n    env:\n        SECRET_REF: '${PUSHGATE_RUNNER_ONLY}'\n        \
+                     CONFIG: '{\"a\": \"b c\", \"quote\": \"it''s\"}'\n        \
+                     MIXED: 'a''$b\\c\"d'\n";
+    let index = "<?php foreach (['SECRET_REF', 'CONFIG', 'MIXED', 'PUSHGATE_RUNNER_ONLY'] as $v) { \
+                 echo $v, '=', var_export(getenv($v), true), \"\\n\"; }\n";
+    let files = php_app("app", variables, index);
+    r.deploy(&files, "main");
+    let page = r.get(&r.host("main"), "/").body;
+    assert!(page.contains("SECRET_REF='${PUSHGATE_RUNNER_ONLY}'"), "{page}");
+    assert!(page.contains(r#"CONFIG='{"a": "b c", "quote": "it\'s"}'"#), "{page}");
+    assert!(page.contains(r#"MIXED='a\'$b\\c"d'"#), "{page}");
+    assert!(page.contains("PUSHGATE_RUNNER_ONLY=false"), "{page}");
+}
+
+/// Reads the relationships as a hook does: `DB_HOST`, `DB_PORT`, `DB_USERNAME`, `DB_PASSWORD`,
+/// `DB_PATH`.
+const READ_DB: &str = r#"eval "$(php -r '$r = json_decode(base64_decode(getenv("MAGENTO_CLOUD_RELATIONSHIPS")), true)["database"][0]; foreach (["host", "port", "username", "password", "path"] as $f) { echo "DB_", strtoupper($f), "=", escapeshellarg((string) $r[$f]), "\n"; }')""#;
+
+#[test]
+fn a_table_name_of_the_projects_own_reaches_no_sql_of_the_backends_admin() {
+    let s = crate::support::Server::new("sql-names");
+    let out = runner(&s, &["backend", "add", "mariadb", "mysql://root@127.0.0.1:3306"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let proof = format!("proof_{}", std::process::id());
+    let root_sql = |sql: &str| {
+        let out = std::process::Command::new("mariadb")
+            .args(["--protocol=tcp", "-h", "127.0.0.1", "-u", "root", "-N", "-e", sql])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    root_sql(&format!("DROP DATABASE IF EXISTS {proof}"));
+    // The deploy hook, with the credentials it is given, names a table as an injection.
+    let deploy = format!(
+        "{READ_DB}\n        MYSQL_PWD=\"$DB_PASSWORD\" mariadb --protocol=tcp -h \"$DB_HOST\" -P \"$DB_PORT\" -u \"$DB_USERNAME\" \
+         \"$DB_PATH\" -e 'CREATE TABLE IF NOT EXISTS `x``;CREATE DATABASE {proof};#` (v INT); CREATE TABLE IF NOT EXISTS \
+         plain (v INT)'"
+    );
+    let app = format!(
+        "name: app\ntype: php:8.2\ndisk: 512\nrelationships:\n    database: \"mysql:mysql\"\nhooks:\n    deploy: |\n        \
+         {deploy}\nweb:\n    locations:\n        \"/\":\n            root: \"\"\n            passthru: \"/index.php\"\n"
+    );
+    let files = [
+        (".magento.app.yaml", app.as_str()),
+        (".magento/services.yaml", "mysql:\n    type: mysql:10.11\n    disk: 1024\n"),
+        (".magento/routes.yaml", "\"http://{default}/\":\n    type: upstream\n    upstream: \"app:http\"\n"),
+        ("index.php", "<?php\n"),
+    ];
+    s.commit(&files, "tables");
+    s.push(&["HEAD:refs/heads/main"]).assert_accepted();
+    crate::runner::serve(&s);
+    s.push(&["HEAD:refs/heads/feature"]).assert_accepted();
+    crate::runner::serve(&s);
+    struct Cleanup<'a>(&'a crate::support::Server, String);
+    impl Drop for Cleanup<'_> {
+        fn drop(&mut self) {
+            for env in ["feature", "main"] {
+                let _ = runner(self.0, &["env", "delete", env, "--yes"]);
+            }
+            let _ = runner(self.0, &["serve", "--until-idle"]);
+            let _ = std::process::Command::new("mariadb")
+                .args([
+                    "--protocol=tcp",
+                    "-h",
+                    "127.0.0.1",
+                    "-u",
+                    "root",
+                    "-e",
+                    &format!("DROP DATABASE IF EXISTS {}", self.1),
+                ])
+                .output();
+        }
+    }
+    let _cleanup = Cleanup(&s, proof.clone());
+    let failed: Vec<String> = s
+        .jobs()
+        .iter()
+        .filter(|j| j["state"] != "succeeded")
+        .map(|j| crate::runner::log_of(&s, j["id"].as_i64().unwrap()))
+        .collect();
+    assert!(failed.is_empty(), "{}", failed.join("\n"));
+
+    // `env sync` empties feature's database table by table, as the backend's admin.
+    let out = runner(&s, &["env", "sync", "feature"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    crate::runner::serve(&s);
+    let sync = s.jobs().into_iter().last().unwrap();
+    let log = crate::runner::log_of(&s, sync["id"].as_i64().unwrap());
+    assert_eq!(sync["state"], "succeeded", "{log}");
+    assert_eq!(root_sql(&format!("SHOW DATABASES LIKE '{proof}'")), "", "the table's name ran as SQL:\n{log}");
+    let feature_db =
+        root_sql("SELECT table_schema FROM information_schema.tables WHERE table_name = 'plain' ORDER BY table_schema");
+    assert_eq!(feature_db.lines().count(), 2, "main's and feature's tables: {feature_db}");
+    let odd = root_sql("SELECT count(*) FROM information_schema.tables WHERE table_name LIKE 'x`;CREATE%'");
+    assert_eq!(odd, "2", "the odd table is copied like any other");
+}
