@@ -250,3 +250,28 @@ fn a_table_name_of_the_projects_own_reaches_no_sql_of_the_backends_admin() {
     let odd = root_sql("SELECT count(*) FROM information_schema.tables WHERE table_name LIKE 'x`;CREATE%'");
     assert_eq!(odd, "2", "the odd table is copied like any other");
 }
+
+#[test]
+fn idle_connections_of_one_client_leave_the_router_to_the_others() {
+    let r = Routed::new("idle-connections");
+    r.deploy(&php_app("app", "", "<?php echo 'still here';\n"), "main");
+    // More connections than the router's workers held (2 × 1024), each with a request begun
+    // and never ended: as an app of another project opens them to take every site down.
+    // (nginx takes back connections that sent nothing yet; these it cannot.)
+    let host = r.host("main");
+    let idle: Vec<std::net::TcpStream> = (0..2100)
+        .filter_map(|_| {
+            let mut c = std::net::TcpStream::connect(("127.0.0.1", r.port)).ok()?;
+            std::io::Write::write_all(&mut c, format!("GET / HTTP/1.1\r\nHost: {host}\r\n").as_bytes()).ok()?;
+            Some(c)
+        })
+        .collect();
+    assert_eq!(idle.len(), 2100);
+    let mut conn = crate::router::Conn::open(r.port).unwrap();
+    let page = conn.request(&r.host("main"), "/", true);
+    assert!(
+        page.as_ref().is_ok_and(|p| p.status == 200 && p.body.contains("still here")),
+        "the site answers while they are held: {page:?}"
+    );
+    drop(idle);
+}
