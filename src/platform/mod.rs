@@ -15,6 +15,7 @@
 //! ENV/site.json                  the environment's URLs and what serves it
 //! ```
 
+pub mod beneath;
 pub mod cgroup;
 pub mod layers;
 pub mod nginx;

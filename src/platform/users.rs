@@ -121,17 +121,122 @@ pub fn reachable(data: &std::path::Path, within: &std::path::Path, user: &User) 
     Ok(())
 }
 
-/// Gives `path` and everything below it to `user` (links themselves, never their targets).
+/// Gives `path` and everything below it to `user`: links themselves, never their targets.
+///
+/// Root walks a tree the project's user can change while it walks (its running app, a process
+/// that kept a directory open): by file descriptor, never by path. Each entry is opened from its
+/// parent's descriptor without following a link (`O_PATH | O_NOFOLLOW`), checked and changed
+/// through that descriptor; a directory is entered through it. A directory swapped for a link
+/// meanwhile is a link when opened: it is given as a link and not entered. A file with other
+/// hard links that is not the user's already is left as it is (a link to a file elsewhere).
 pub fn chown_tree(path: &std::path::Path, user: &User) -> std::io::Result<()> {
-    let mut todo = vec![path.to_owned()];
-    while let Some(p) = todo.pop() {
-        let meta = std::fs::symlink_metadata(&p)?;
-        std::os::unix::fs::lchown(&p, Some(user.uid), Some(user.gid))?;
-        if meta.is_dir() {
-            for entry in std::fs::read_dir(&p)? {
-                todo.push(entry?.path());
-            }
+    use std::os::unix::ffi::OsStrExt;
+    let c = CString::new(path.as_os_str().as_bytes()).map_err(std::io::Error::other)?;
+    let fd = beneath::open_path(libc::AT_FDCWD, &c)?;
+    beneath::chown_entry(fd, user, 0)
+}
+
+mod beneath {
+    use std::ffi::{CStr, CString};
+    use std::io;
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+    use super::User;
+
+    /// How deep a tree is walked (a tree deeper than this is refused, not followed).
+    const MAX_DEPTH: usize = 256;
+
+    fn check(r: libc::c_int) -> io::Result<libc::c_int> {
+        if r < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(r)
         }
     }
-    Ok(())
+
+    /// `name` below `dir`, the entry itself (a link is not followed).
+    pub fn open_path(dir: RawFd, name: &CStr) -> io::Result<OwnedFd> {
+        // SAFETY: openat with a valid C string; the descriptor is owned at once.
+        let fd = check(unsafe { libc::openat(dir, name.as_ptr(), libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC) })?;
+        // SAFETY: fd is a new descriptor of ours.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    }
+
+    fn stat(fd: &OwnedFd) -> io::Result<libc::stat> {
+        // SAFETY: fstat writes into the struct it is given.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        check(unsafe { libc::fstat(fd.as_raw_fd(), &mut st) })?;
+        Ok(st)
+    }
+
+    /// Gives the entry `fd` (opened by `open_path`) to `user`, and what is below it.
+    pub fn chown_entry(fd: OwnedFd, user: &User, depth: usize) -> io::Result<()> {
+        let st = stat(&fd)?;
+        let kind = st.st_mode & libc::S_IFMT;
+        let foreign_link = kind != libc::S_IFDIR && st.st_nlink > 1 && st.st_uid != user.uid;
+        if !foreign_link && (st.st_uid != user.uid || st.st_gid != user.gid) {
+            // SAFETY: fchownat on our descriptor itself (AT_EMPTY_PATH): the entry checked above.
+            check(unsafe {
+                libc::fchownat(
+                    fd.as_raw_fd(),
+                    c"".as_ptr(),
+                    user.uid,
+                    user.gid,
+                    libc::AT_EMPTY_PATH | libc::AT_SYMLINK_NOFOLLOW,
+                )
+            })?;
+        }
+        if kind != libc::S_IFDIR {
+            return Ok(());
+        }
+        if depth >= MAX_DEPTH {
+            return Err(io::Error::other(format!("a tree deeper than {MAX_DEPTH} directories")));
+        }
+        // The directory itself, to list it: through the entry's descriptor, so it is the one
+        // checked.
+        // SAFETY: openat relative to our O_PATH descriptor of a directory.
+        let dir = check(unsafe {
+            libc::openat(fd.as_raw_fd(), c".".as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC)
+        })?;
+        // SAFETY: dir is ours; fdopendir takes it over (closedir closes it).
+        let stream = unsafe { libc::fdopendir(dir) };
+        if stream.is_null() {
+            let e = io::Error::last_os_error();
+            // SAFETY: dir is still ours when fdopendir failed.
+            unsafe { libc::close(dir) };
+            return Err(e);
+        }
+        struct Stream(*mut libc::DIR);
+        impl Drop for Stream {
+            fn drop(&mut self) {
+                // SAFETY: the stream is ours and closed once.
+                unsafe { libc::closedir(self.0) };
+            }
+        }
+        let stream = Stream(stream);
+        let mut names: Vec<CString> = Vec::new();
+        loop {
+            // SAFETY: readdir on our open stream; the entry is read before the next call.
+            let entry = unsafe { libc::readdir(stream.0) };
+            if entry.is_null() {
+                break;
+            }
+            // SAFETY: d_name is a NUL-terminated name inside the entry.
+            let name = unsafe { CStr::from_ptr((*entry).d_name.as_ptr()) };
+            if name.to_bytes() != b"." && name.to_bytes() != b".." {
+                names.push(name.to_owned());
+            }
+        }
+        // SAFETY: dirfd of our open stream.
+        let dir_fd = unsafe { libc::dirfd(stream.0) };
+        for name in names {
+            match open_path(dir_fd, &name) {
+                Ok(child) => chown_entry(child, user, depth + 1)?,
+                // Gone meanwhile: nothing to give.
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
 }

@@ -265,21 +265,22 @@ pub(super) fn copy_mounts(
     };
     let _ = std::fs::remove_dir_all(&partial);
     std::fs::create_dir_all(&env_dir.root).map_err(io("creating", &env_dir.root))?;
-    let out = std::process::Command::new("cp")
-        .arg("-a")
-        .arg("--no-target-directory")
-        .arg(&from)
-        .arg(&partial)
-        .output()
-        .map_err(io("copying", &from))?;
+    std::fs::create_dir(&partial).map_err(io("creating", &partial))?;
+    let mut cp = std::process::Command::new("cp");
+    cp.arg("-a").arg("--no-target-directory").arg(&from).arg(&partial);
+    if let Some(user) = user {
+        // The parent's mounts are the project's to change while they are read: the copy is
+        // made as the project's user, who can read nothing there that is not its own already.
+        std::os::unix::fs::lchown(&partial, Some(user.uid), Some(user.gid)).map_err(io("giving", &partial))?;
+        use std::os::unix::process::CommandExt;
+        cp.uid(user.uid).gid(user.gid);
+    }
+    let out = cp.output().map_err(io("copying", &from))?;
     if !out.status.success() {
         return Err(RunnerError::Platform(format!(
             "copying the parent's mounts: {}",
             String::from_utf8_lossy(&out.stderr).trim()
         )));
-    }
-    if let Some(user) = user {
-        crate::platform::users::chown_tree(&partial, user).map_err(io("giving to the project's user", &partial))?;
     }
     let old = env_dir.root.join("mounts.replaced");
     let _ = std::fs::remove_dir_all(&old);

@@ -54,6 +54,10 @@ fn write_archive(dir: &Path, entries: &[(PathBuf, Kind)], tmp: &Path) -> Result<
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get().min(4)) as u32;
     encoder.multithread(workers).map_err(io_err("compressing", tmp))?;
     let mut tar = tar::Builder::new(encoder);
+    // The tree may be the project's user's (a build's copy): each file is opened from the
+    // tree's top without following a link on the way, so a directory swapped for a link after
+    // the links were checked leads nowhere.
+    let top = crate::platform::beneath::open_top(dir).map_err(io_err("opening", dir))?;
     tar.mode(tar::HeaderMode::Deterministic);
     tar.follow_symlinks(false);
     // One lookup of each path: its kind comes from its directory's listing, a file's size and
@@ -67,8 +71,16 @@ fn write_archive(dir: &Path, entries: &[(PathBuf, Kind)], tmp: &Path) -> Result<
         header.set_gid(0);
         match kind {
             Kind::Link => {
-                // links_resolve_inside checked it stays in the app.
+                // links_resolve_inside checked it stays in the app; read again here, it must
+                // still (the tree may have changed since).
                 let target = std::fs::read_link(&full).map_err(io_err("reading the link", &full))?;
+                if !stays_inside(rel, &target) {
+                    return Err(SlugError::Io {
+                        action: "packing",
+                        path: full,
+                        source: io::Error::other("a link that leads out of the app"),
+                    });
+                }
                 header.set_entry_type(tar::EntryType::Symlink);
                 header.set_mode(0o777);
                 header.set_size(0);
@@ -82,8 +94,16 @@ fn write_archive(dir: &Path, entries: &[(PathBuf, Kind)], tmp: &Path) -> Result<
             }
             Kind::File => {
                 use std::os::unix::fs::PermissionsExt;
-                let f = File::open(&full).map_err(io_err("reading", &full))?;
+                let f = crate::platform::beneath::open(&top, rel, libc::O_RDONLY | libc::O_NONBLOCK)
+                    .map_err(io_err("reading", &full))?;
                 let meta = f.metadata().map_err(io_err("reading", &full))?;
+                if !meta.is_file() {
+                    return Err(SlugError::Io {
+                        action: "reading",
+                        path: full,
+                        source: io::Error::other("it was replaced while the slug was packed"),
+                    });
+                }
                 header.set_entry_type(tar::EntryType::Regular);
                 header.set_mode(if meta.permissions().mode() & 0o111 != 0 { 0o755 } else { 0o644 });
                 header.set_size(meta.len());
@@ -137,7 +157,7 @@ fn sorted_entries(dir: &Path) -> Result<Vec<(PathBuf, Kind)>, SlugError> {
 }
 
 /// Whether a symlink at `link` (relative to the app root) pointing at `target` stays inside.
-fn stays_inside(link: &Path, target: &Path) -> bool {
+pub(crate) fn stays_inside(link: &Path, target: &Path) -> bool {
     if target.is_absolute() {
         return false;
     }

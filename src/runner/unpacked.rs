@@ -218,40 +218,82 @@ fn files_of(dir: &Path) -> Result<std::collections::HashSet<PathBuf>, RunnerErro
 /// Makes a tree read-only and the runner's: files `0444` (`0555` when executable, as the slug
 /// keeps them), directories `0555`; `normalize` also removes what a slug cannot hold (fifos,
 /// sockets, devices) and gives everything back to the runner (the build ran as the project's
-/// user).
+/// user). A tree to normalize was the project's user's: every entry is reached and changed
+/// without following a link (`platform::beneath`), whatever that user's processes change
+/// meanwhile.
 fn seal(dir: &Path, normalize: bool) -> Result<(), RunnerError> {
-    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    use crate::platform::beneath;
     // SAFETY: geteuid and getegid have no preconditions.
     let (uid, gid) = (unsafe { libc::geteuid() }, unsafe { libc::getegid() });
+    let top = beneath::open_top(dir).map_err(io("opening", dir))?;
     let mut dirs = Vec::new();
-    let mut todo = vec![dir.to_owned()];
-    while let Some(d) = todo.pop() {
-        for entry in std::fs::read_dir(&d).map_err(io("listing", &d))? {
-            let path = entry.map_err(io("listing", &d))?.path();
-            let meta = std::fs::symlink_metadata(&path).map_err(io("reading", &path))?;
-            let kind = meta.file_type();
-            if normalize && (meta.uid() != uid || meta.gid() != gid) {
-                std::os::unix::fs::lchown(&path, Some(uid), Some(gid)).map_err(io("owning", &path))?;
-            }
-            if kind.is_symlink() {
-                continue;
-            } else if kind.is_dir() {
-                todo.push(path);
-            } else if kind.is_file() {
-                let mode = if meta.permissions().mode() & 0o111 != 0 { 0o555 } else { 0o444 };
-                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
-                    .map_err(io("setting the mode of", &path))?;
-            } else if normalize {
-                std::fs::remove_file(&path).map_err(io("removing", &path))?;
-            }
-        }
-        dirs.push(d);
-    }
-    for d in dirs.iter().rev() {
+    let mut todo = vec![PathBuf::new()];
+    while let Some(rel) = todo.pop() {
+        let d = dir.join(&rel);
         if normalize {
-            std::os::unix::fs::lchown(d, Some(uid), Some(gid)).map_err(io("owning", d))?;
+            // The directory becomes the runner's before it is listed: from then on, nobody else
+            // changes it (not even a process of the user's that kept it open), so what is
+            // listed is what is sealed.
+            let f = beneath::open(&top, &rel, libc::O_PATH | libc::O_DIRECTORY).map_err(io("reading", &d))?;
+            beneath::chown(&f, uid, gid).map_err(io("owning", &d))?;
+            beneath::chmod(&top, &rel, 0o755, true).map_err(io("setting the mode of", &d))?;
         }
-        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o555)).map_err(io("setting the mode of", d))?;
+        for entry in std::fs::read_dir(&d).map_err(io("listing", &d))? {
+            let entry = entry.map_err(io("listing", &d))?;
+            let (rel, path) = (rel.join(entry.file_name()), entry.path());
+            let (kind, exec) = if normalize {
+                let f = beneath::open(&top, &rel, libc::O_PATH).map_err(io("reading", &path))?;
+                let st = beneath::stat(&f).map_err(io("reading", &path))?;
+                if st.st_uid != uid || st.st_gid != gid {
+                    beneath::chown(&f, uid, gid).map_err(io("owning", &path))?;
+                }
+                (st.st_mode & libc::S_IFMT, st.st_mode & 0o111 != 0)
+            } else {
+                use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+                let meta = std::fs::symlink_metadata(&path).map_err(io("reading", &path))?;
+                let t = meta.file_type();
+                let kind = if t.is_symlink() {
+                    libc::S_IFLNK
+                } else if t.is_dir() {
+                    libc::S_IFDIR
+                } else if t.is_file() {
+                    libc::S_IFREG
+                } else if t.is_fifo() {
+                    libc::S_IFIFO
+                } else {
+                    libc::S_IFSOCK
+                };
+                (kind, meta.permissions().mode() & 0o111 != 0)
+            };
+            match kind {
+                libc::S_IFLNK if normalize => {
+                    // Checked when packed; one made since (by a process of the user's, before
+                    // its directory was the runner's) is not kept.
+                    let target = std::fs::read_link(&path).map_err(io("reading the link", &path))?;
+                    if !super::slug::stays_inside(&rel, &target) {
+                        beneath::remove(&top, &rel).map_err(io("removing", &path))?;
+                    }
+                }
+                libc::S_IFLNK => {}
+                libc::S_IFDIR => todo.push(rel),
+                libc::S_IFREG if normalize => beneath::chmod(&top, &rel, if exec { 0o555 } else { 0o444 }, false)
+                    .map_err(io("setting the mode of", &path))?,
+                libc::S_IFREG => {
+                    // (A tree the runner just unpacked, that nobody else reaches.)
+                    use std::os::unix::fs::PermissionsExt;
+                    let mode = if exec { 0o555 } else { 0o444 };
+                    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
+                        .map_err(io("setting the mode of", &path))?
+                }
+                _ if normalize => beneath::remove(&top, &rel).map_err(io("removing", &path))?,
+                _ => {}
+            }
+        }
+        dirs.push(rel);
+    }
+    for rel in dirs.iter().rev() {
+        let path = dir.join(rel);
+        beneath::chmod(&top, rel, 0o555, true).map_err(io("setting the mode of", &path))?;
     }
     Ok(())
 }

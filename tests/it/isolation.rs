@@ -275,3 +275,116 @@ fn idle_connections_of_one_client_leave_the_router_to_the_others() {
     );
     drop(idle);
 }
+
+#[test]
+fn giving_a_tree_to_a_project_never_gives_what_a_swapped_link_points_to() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = crate::support::TempDir::new("chown-race");
+    let (tree, secret) = (dir.join("mounts"), dir.join("root-only"));
+    std::fs::create_dir_all(tree.join("var")).unwrap();
+    std::fs::create_dir_all(&secret).unwrap();
+    for i in 0..200 {
+        std::fs::write(tree.join(format!("var/{i}")), "the project's\n").unwrap();
+        std::fs::write(secret.join(format!("{i}")), "root's alone\n").unwrap();
+    }
+    std::os::unix::fs::symlink(&secret, tree.join("link")).unwrap();
+    let user = pushgate::platform::users::lookup("nobody").expect("the nobody user");
+    // What the project's running app does meanwhile: swaps its directory for a link to a
+    // directory it cannot read, and back, as fast as it can.
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            let (a, b) = (
+                std::ffi::CString::new(tree.join("var").to_str().unwrap()).unwrap(),
+                std::ffi::CString::new(tree.join("link").to_str().unwrap()).unwrap(),
+            );
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                // SAFETY: renameat2 with valid C strings.
+                unsafe {
+                    libc::renameat2(libc::AT_FDCWD, a.as_ptr(), libc::AT_FDCWD, b.as_ptr(), libc::RENAME_EXCHANGE)
+                };
+            }
+        });
+        for _ in 0..200 {
+            let _ = pushgate::platform::users::chown_tree(&tree, &user);
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
+    let given: Vec<String> = std::fs::read_dir(&secret)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.metadata().unwrap().uid() != 0)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(given.is_empty(), "{} root-only files were given to the project's user", given.len());
+    assert_eq!(std::fs::symlink_metadata(&secret).unwrap().uid(), 0, "nor their directory");
+}
+
+#[test]
+fn sealing_a_build_never_changes_what_a_swapped_link_points_to() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let dir = crate::support::TempDir::new("seal-race");
+    let data = pushgate::store::DataDir::new(dir.join("data"));
+    let secret = dir.join("root-only");
+    std::fs::create_dir_all(&secret).unwrap();
+    for i in 0..100 {
+        let f = secret.join(format!("{i}"));
+        std::fs::write(&f, "root's alone\n").unwrap();
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let user = pushgate::platform::users::lookup("nobody").expect("the nobody user");
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let mut refused = 0;
+    for round in 0..40 {
+        // A build's copy, the project's user's, with a directory its app swaps for a link.
+        let built = dir.join(&format!("build-{round}"));
+        std::fs::create_dir_all(built.join("var")).unwrap();
+        for i in 0..100 {
+            std::fs::write(built.join(format!("var/{i}")), "built\n").unwrap();
+        }
+        std::os::unix::fs::symlink(&secret, built.join("link")).unwrap();
+        pushgate::platform::users::chown_tree(&built, &user).unwrap();
+        let slug = dir.join(&format!("slug-{round}.tar.zst"));
+        stop.store(false, std::sync::atomic::Ordering::Relaxed);
+        std::thread::scope(|scope| {
+            // It keeps the directory open, as a process working in it would: the runner moving
+            // the tree does not take it out of its hands.
+            let held = std::fs::File::open(&built).unwrap();
+            let stop = &stop;
+            scope.spawn(move || {
+                use std::os::fd::AsRawFd;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    // SAFETY: renameat2 relative to a directory descriptor, with C strings.
+                    unsafe {
+                        libc::renameat2(
+                            held.as_raw_fd(),
+                            c"var".as_ptr(),
+                            held.as_raw_fd(),
+                            c"link".as_ptr(),
+                            libc::RENAME_EXCHANGE,
+                        )
+                    };
+                }
+            });
+            std::thread::sleep(std::time::Duration::from_millis(2));
+            if pushgate::runner::unpacked::adopt(&data, &slug, &built).is_err() {
+                refused += 1;
+            }
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        });
+    }
+    let changed: Vec<String> = std::fs::read_dir(&secret)
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            let m = e.metadata().unwrap();
+            m.permissions().mode() & 0o777 != 0o600 || m.uid() != 0
+        })
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        changed.is_empty(),
+        "{} root-only files changed mode or owner ({refused} of 40 seals refused)",
+        changed.len()
+    );
+}
