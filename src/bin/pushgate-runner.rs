@@ -534,8 +534,13 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            config.scope =
-                pushgate::queue::Scope { build: role != Role::Deploy, deploy: role != Role::Build, environments };
+            config.scope = pushgate::queue::Scope {
+                build: role != Role::Deploy,
+                deploy: role != Role::Build,
+                environments,
+                // One worker stays for the other projects (and actions) whatever one does.
+                per_project: (concurrency > 1).then_some(concurrency as i64 - 1),
+            };
             config.hook_timeout = Duration::from_secs(hook_timeout);
             config.sandbox = sandbox;
             config.keep_releases = keep.max(1);

@@ -239,11 +239,15 @@ pub struct Scope {
     pub deploy: bool,
     /// Only these environments; None: every one.
     pub environments: Option<Vec<EnvName>>,
+    /// The most builds one project may have running at once (on every runner of the queue):
+    /// one project's builds then cannot hold every worker while another project waits. Actions
+    /// that build nothing (rollback, promote, sync, delete) are not bounded. None: no bound.
+    pub per_project: Option<i64>,
 }
 
 impl Default for Scope {
     fn default() -> Scope {
-        Scope { build: true, deploy: true, environments: None }
+        Scope { build: true, deploy: true, environments: None, per_project: None }
     }
 }
 

@@ -388,3 +388,51 @@ fn sealing_a_build_never_changes_what_a_swapped_link_points_to() {
         changed.len()
     );
 }
+
+#[test]
+fn one_projects_builds_cannot_hold_every_worker() {
+    one_projects_builds_cannot_hold_every_worker_on(crate::support::Server::new("fair-share"));
+}
+
+#[test]
+fn one_projects_builds_cannot_hold_every_worker_on_postgresql() {
+    one_projects_builds_cannot_hold_every_worker_on(crate::support::Server::with_postgres("fair-share"));
+}
+
+fn one_projects_builds_cannot_hold_every_worker_on(s: crate::support::Server) {
+    use crate::push::{files_with, APP_FILE};
+    let evil = s.other_project("evil");
+    if let Some(url) = &s.queue {
+        crate::support::git_ok(&evil, &["config", "pushgate.queue", url]);
+    }
+    let evil_url = format!("file://{}", evil.display());
+    let sleeper = crate::runner::app_with_hooks("sleep 120", "true");
+    s.commit(&files_with(APP_FILE, &sleeper), "sleeps");
+    s.push_to(&evil_url, &["HEAD:refs/heads/main", "HEAD:refs/heads/other"]).assert_accepted();
+    let mut serving = std::process::Command::new(crate::support::runner_bin())
+        .args(["serve", "--concurrency", "2", "--data"])
+        .arg(&s.data)
+        .envs(s.queue_env())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let jobs = || s.jobs();
+    let of = |repo: &str, state: &str| {
+        jobs().iter().filter(|j| j["repo"].as_str().unwrap_or("").ends_with(repo) && j["state"] == state).count()
+    };
+    assert!(eventually(20, || of("evil.git", "running") >= 1), "{:?}", jobs());
+    // Another project's push, while the sleeping builds would hold both workers.
+    let commit = s.commit(&files_with("", ""), "shop");
+    s.push(&["HEAD:refs/heads/main"]).assert_accepted();
+    let done = eventually(60, || jobs().iter().any(|j| j["commit"] == commit && j["state"] == "succeeded"));
+    let seen = jobs();
+    for j in &seen {
+        if matches!(j["state"].as_str(), Some("pending" | "running")) {
+            let _ = runner(&s, &["cancel", &j["id"].to_string()]);
+        }
+    }
+    let _ = serving.kill();
+    let _ = serving.wait();
+    assert!(done, "the other project's job waited for the sleeping builds: {seen:?}");
+}

@@ -347,12 +347,16 @@ fn claims_leases_and_fencing_on_both_stores() {
         let lease = Duration::from_secs(60);
         let all = Scope::default();
         // A deploying runner takes nothing that is not built yet.
-        let deploy_main =
-            Scope { build: false, deploy: true, environments: Some(vec![EnvName::parse("main").unwrap()]) };
+        let deploy_main = Scope {
+            build: false,
+            deploy: true,
+            environments: Some(vec![EnvName::parse("main").unwrap()]),
+            per_project: None,
+        };
         assert!(q.claim("d1", lease, &deploy_main).unwrap().is_none(), "nothing built yet on {location}");
         // A build runner builds the oldest job (feature's) and hands it on; main's deploying
         // runner does not take it.
-        let build = Scope { build: true, deploy: false, environments: None };
+        let build = Scope { build: true, deploy: false, environments: None, per_project: None };
         let feature = q.claim("b1", lease, &build).unwrap().unwrap();
         assert_eq!(feature.environment.as_str(), "feature", "{location}");
         assert!(q.handoff(feature.id, "b1").unwrap());

@@ -551,8 +551,11 @@ impl super::JobStore for PgQueue {
                    AND ($1 OR built_by IS NOT NULL OR kind NOT IN ('push', 'redeploy'))
                    AND ($2 OR (built_by IS NULL AND kind IN ('push', 'redeploy')))
                    AND ($3::text IS NULL OR environment IN (SELECT jsonb_array_elements_text($3::text::jsonb)))
-                 ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED",
-                &[&scope.build, &scope.deploy, &scope.environments_json()],
+                   AND ($4::bigint IS NULL OR kind NOT IN ('push', 'redeploy')
+                        OR (SELECT count(*) FROM jobs r WHERE r.repo = j.repo AND r.state = 'running') < $4::bigint)
+                 ORDER BY (SELECT count(*) FROM jobs r WHERE r.repo = j.repo AND r.state = 'running'), id
+                 LIMIT 1 FOR UPDATE SKIP LOCKED",
+                &[&scope.build, &scope.deploy, &scope.environments_json(), &scope.per_project],
             )
             .map_err(err)?;
         let Some(row) = row else {

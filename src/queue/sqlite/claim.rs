@@ -54,8 +54,11 @@ impl SqliteQueue {
                    AND (?1 OR built_by IS NOT NULL OR kind NOT IN ('push', 'redeploy'))
                    AND (?2 OR (built_by IS NULL AND kind IN ('push', 'redeploy')))
                    AND (?3 IS NULL OR environment IN (SELECT value FROM json_each(?3)))
-                 ORDER BY id LIMIT 1",
-                params![scope.build, scope.deploy, scope.environments_json()],
+                   AND (?4 IS NULL OR kind NOT IN ('push', 'redeploy')
+                        OR (SELECT count(*) FROM jobs r WHERE r.repo = j.repo AND r.state = 'running') < ?4)
+                 ORDER BY (SELECT count(*) FROM jobs r WHERE r.repo = j.repo AND r.state = 'running'), id
+                 LIMIT 1",
+                params![scope.build, scope.deploy, scope.environments_json(), scope.per_project],
                 |r| r.get(0),
             )
             .optional()
