@@ -45,6 +45,9 @@ impl ApiError {
     pub fn bad_request(message: String) -> ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, message)
     }
+    pub fn too_many(message: &str) -> ApiError {
+        ApiError::new(StatusCode::TOO_MANY_REQUESTS, message)
+    }
     pub fn internal(message: String) -> ApiError {
         tracing::error!(error = %message, "web request failed");
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, message)

@@ -27,9 +27,61 @@ const COOKIE: &str = "pushgate_session";
 /// A session lasts this long without use.
 const IDLE: Duration = Duration::from_secs(12 * 3600);
 
-/// The browsers' sessions: session id -> the token's digest and the session's CSRF token.
+/// Sessions one token may have at once: a login past them ends the token's oldest session
+/// (a script logging in without end must not grow the server).
+pub const SESSIONS_PER_TOKEN: usize = 16;
+/// Sessions of every token: past them, ended sessions are swept, and a login is refused if
+/// none had ended.
+const SESSIONS: usize = 10_000;
+
+/// The browsers' sessions: session id -> the token's digest and the session's CSRF token;
+/// and each token's sessions, oldest first. A request finds its session in one lookup.
 #[derive(Default)]
-pub struct Sessions(Mutex<HashMap<String, Session>>);
+pub struct Sessions(Mutex<SessionTable>);
+
+#[derive(Default)]
+pub struct SessionTable {
+    by_id: HashMap<String, Session>,
+    by_token: HashMap<String, std::collections::VecDeque<String>>,
+}
+
+impl SessionTable {
+    fn remove(&mut self, id: &str) {
+        if let Some(s) = self.by_id.remove(id) {
+            if let Some(ids) = self.by_token.get_mut(&s.digest) {
+                ids.retain(|i| i != id);
+                if ids.is_empty() {
+                    self.by_token.remove(&s.digest);
+                }
+            }
+        }
+    }
+
+    /// Adds a session, ending its token's oldest past [`SESSIONS_PER_TOKEN`]; Err when the
+    /// server holds too many sessions that are all in use.
+    fn add(&mut self, id: String, session: Session) -> Result<(), ApiError> {
+        if self.by_id.len() >= SESSIONS {
+            let ended: Vec<String> =
+                self.by_id.iter().filter(|(_, s)| s.last_used.elapsed() >= IDLE).map(|(i, _)| i.clone()).collect();
+            for i in ended {
+                self.remove(&i);
+            }
+            if self.by_id.len() >= SESSIONS {
+                return Err(ApiError::too_many("too many console sessions are open on this server; try again later"));
+            }
+        }
+        let ids = self.by_token.entry(session.digest.clone()).or_default();
+        ids.push_back(id.clone());
+        let over: Vec<String> = (ids.len() > SESSIONS_PER_TOKEN)
+            .then(|| ids.drain(..ids.len() - SESSIONS_PER_TOKEN).collect())
+            .unwrap_or_default();
+        self.by_id.insert(id, session);
+        for old in over {
+            self.by_id.remove(&old);
+        }
+        Ok(())
+    }
+}
 
 struct Session {
     digest: String,
@@ -99,9 +151,12 @@ impl FromRequestParts<Arc<Web>> for Caller {
             (crate::secret::digest(token), None)
         } else if let Some(id) = cookie(&parts.headers, COOKIE) {
             let mut sessions = web.sessions.0.lock().unwrap_or_else(|p| p.into_inner());
-            sessions.retain(|_, s| s.last_used.elapsed() < IDLE);
-            let session =
-                sessions.get_mut(&id).ok_or_else(|| ApiError::unauthorized("the session has ended; log in again"))?;
+            let ended = || ApiError::unauthorized("the session has ended; log in again");
+            let session = sessions.by_id.get_mut(&id).ok_or_else(ended)?;
+            if session.last_used.elapsed() >= IDLE {
+                sessions.remove(&id);
+                return Err(ended());
+            }
             session.last_used = Instant::now();
             (session.digest.clone(), Some(session.csrf.clone()))
         } else {
@@ -143,7 +198,7 @@ pub async fn login(State(web): State<Arc<Web>>, Json(login): Json<Login>) -> Res
         .0
         .lock()
         .unwrap_or_else(|p| p.into_inner())
-        .insert(id.clone(), Session { digest, csrf: csrf.clone(), last_used: Instant::now() });
+        .add(id.clone(), Session { digest, csrf: csrf.clone(), last_used: Instant::now() })?;
     let cookie = format!("{COOKIE}={id}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}", IDLE.as_secs());
     Ok(([(header::SET_COOKIE, cookie)], Json(who(&token, &csrf))).into_response())
 }

@@ -40,12 +40,53 @@ pub async fn log(
     }
     let from =
         headers.get("last-event-id").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    let follow = Follow { web, job: job.id, offset: from, pending: Vec::new(), ended: false, idle: 0 };
+    let open = Streams::open(&web, &caller.token.name)?;
+    let follow = Follow { web, job: job.id, offset: from, pending: Vec::new(), ended: false, idle: 0, _open: open };
     let stream = futures_util::stream::unfold(follow, |mut f| async move {
         let event = f.next().await?;
         Some((Ok::<Event, Infallible>(event), f))
     });
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()).into_response())
+}
+
+/// Live logs one token may follow at once (a console tab follows one).
+pub const STREAMS_PER_TOKEN: usize = 8;
+
+/// The live logs open, per token.
+#[derive(Default)]
+pub struct Streams(std::sync::Mutex<std::collections::HashMap<String, usize>>);
+
+/// One live log open: counted until the stream is dropped (the client went away, or the end
+/// was sent).
+struct Open {
+    web: Arc<Web>,
+    token: String,
+}
+
+impl Streams {
+    fn open(web: &Arc<Web>, token: &str) -> Result<Open, ApiError> {
+        let mut open = web.streams.0.lock().unwrap_or_else(|p| p.into_inner());
+        let n = open.entry(token.to_owned()).or_default();
+        if *n >= STREAMS_PER_TOKEN {
+            return Err(ApiError::too_many(&format!(
+                "this token already follows {STREAMS_PER_TOKEN} live logs: close one, or read the log whole"
+            )));
+        }
+        *n += 1;
+        Ok(Open { web: web.clone(), token: token.to_owned() })
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        let mut open = self.web.streams.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = open.get_mut(&self.token) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.token);
+            }
+        }
+    }
 }
 
 /// Where a live log stands.
@@ -59,6 +100,7 @@ struct Follow {
     ended: bool,
     /// Polls with nothing new since the queue was last asked.
     idle: u32,
+    _open: Open,
 }
 
 impl Follow {

@@ -27,6 +27,8 @@ pub struct Web {
     /// One connection: SQLite serves one writer at a time anyway, and reads take microseconds.
     store: Mutex<Box<dyn Store>>,
     sessions: auth::Sessions,
+    /// Live logs open, per token: each polls the log, so their number is bounded.
+    streams: log::Streams,
     /// Logs are read from the store (runners elsewhere ship them there), not from files here.
     logs_in_store: bool,
 }
@@ -38,6 +40,7 @@ impl Web {
             data: DataDir::new(data),
             store: Mutex::new(store),
             sessions: auth::Sessions::default(),
+            streams: log::Streams::default(),
             logs_in_store: !queue.is_embedded(),
         })
     }

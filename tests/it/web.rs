@@ -491,3 +491,64 @@ fn promotion_through_the_api_is_an_admins_and_says_why_it_is_refused() {
     let log = crate::runner::log_of(&s, id);
     assert!(log.contains("Reusing existing build") && !log.contains("Running hook `build`"), "{log}");
 }
+
+#[test]
+fn a_token_holds_a_bounded_number_of_sessions_and_live_logs() {
+    let s = Server::new("web-bounds");
+    s.commit(&files_with("", ""), "queued");
+    s.push(&["HEAD:refs/heads/main"]).assert_accepted(); // no runner: it stays pending, its log open
+    let id = s.jobs()[0]["id"].as_i64().unwrap();
+    let viewer = token(&s, "viewer", &["--project", "repo", "--role", "viewer"]);
+    let web = Web::start(&s, &["web"]);
+    let url = |p: &str| format!("{}{p}", web.base);
+
+    // Logging in without end: the token's oldest sessions end, the newest work.
+    let cookies: Vec<String> = (0..20)
+        .map(|_| {
+            let login = http("POST", &url("/api/login"), &[], Some(&format!(r#"{{"token": "{viewer}"}}"#)));
+            assert_eq!(login.status, 200);
+            let set = login.headers.lines().find(|l| l.to_ascii_lowercase().starts_with("set-cookie:")).unwrap();
+            format!("Cookie: {}", set.split_once(':').unwrap().1.trim().split(';').next().unwrap())
+        })
+        .collect();
+    let status = |cookie: &str| http("GET", &url("/api/projects"), &[cookie], None).status;
+    assert_eq!(status(&cookies[0]), 401, "the oldest session ended");
+    assert_eq!(status(&cookies[3]), 401);
+    assert!(cookies[4..].iter().all(|c| status(c) == 200), "the newest 16 go on");
+
+    // Live logs: 8 at once per token.
+    let follow = || {
+        let mut curl = Command::new("curl")
+            .args(["-s", "-N", "-D", "-", "-H", "Accept: text/event-stream", "-H", &bearer(&viewer)])
+            .arg(url(&format!("/api/activities/{id}/log")))
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut reader = BufReader::new(curl.stdout.take().unwrap());
+        let mut status = String::new();
+        reader.read_line(&mut status).unwrap();
+        (curl, reader, status)
+    };
+    let mut open: Vec<_> = (0..8).map(|_| follow()).collect();
+    assert!(open.iter().all(|(_, _, s)| s.contains(" 200")), "{:?}", open.iter().map(|o| &o.2).collect::<Vec<_>>());
+    let ninth =
+        http("GET", &url(&format!("/api/activities/{id}/log")), &["Accept: text/event-stream", &bearer(&viewer)], None);
+    assert_eq!(ninth.status, 429, "{ninth:?}");
+    assert!(ninth.body.contains("already follows 8 live logs"), "{}", ninth.body);
+    // The whole log is still there to read, and a closed stream makes room.
+    let whole = http("GET", &url(&format!("/api/activities/{id}/log")), &[&bearer(&viewer)], None);
+    assert_eq!(whole.status, 200);
+    let (mut first, _, _) = open.remove(0);
+    let _ = first.kill();
+    let _ = first.wait();
+    assert!(eventually(10, || {
+        let (mut c, _, status) = follow();
+        let _ = c.kill();
+        let _ = c.wait();
+        status.contains(" 200")
+    }));
+    for (mut c, _, _) in open {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+}
