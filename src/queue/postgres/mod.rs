@@ -30,6 +30,9 @@ pub const CHANNEL: &str = "pushgate_jobs";
 /// The advisory lock key of schema changes ("pushgate" in ASCII, truncated).
 const SCHEMA_LOCK: i64 = 0x7075_7368_6761_7465;
 
+/// The advisory lock key of claims bounded per project ("pgclaim!").
+const CLAIM_LOCK: i64 = 0x7067_636c_6169_6d21;
+
 /// Each step brings the schema from version N to N+1 (`pushgate_schema.version`).
 const MIGRATIONS: [&str; 1] = [r#"
 CREATE TABLE documents (
@@ -525,6 +528,11 @@ impl super::JobStore for PgQueue {
         let now = Timestamp::now();
         let mut client = self.client.borrow_mut();
         let mut tx = client.transaction().map_err(err)?;
+        if scope.per_project.is_some() {
+            // Counting a project's running jobs and taking one must be one step: two claims at
+            // once would each count the other's job as not running yet.
+            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&CLAIM_LOCK]).map_err(err)?;
+        }
         // Leases that ran out: superseded by a newer pending job of the environment, else
         // pending again. Rows another runner holds are left to it.
         tx.execute(
