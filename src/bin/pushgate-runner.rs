@@ -630,6 +630,8 @@ fn platform(config: &mut runner::Config, router: Option<std::net::SocketAddr>, d
     settings.router = router.or(settings.router);
     settings.domain = domain.unwrap_or(settings.domain);
     let Some(platform) = pushgate::platform::Platform::new(&data, &settings)? else { return Ok(()) };
+    // Apps run in the same kind of sandbox as the hooks (none with --no-sandbox).
+    let platform = platform.with_sandbox(config.sandbox.clone());
     platform.start().map_err(|e| format!("the router cannot start: {e}"))?;
     tracing::info!(router = %settings.router.map(|a| a.to_string()).unwrap_or_default(), domain = %settings.domain, "router running");
     config.platform = Some(Arc::new(platform));

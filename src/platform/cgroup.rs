@@ -143,6 +143,12 @@ impl Cgroups {
     pub fn create(&self, limits: Limits) -> Result<Cgroup, String> {
         static NEXT: AtomicU64 = AtomicU64::new(0);
         let name = format!("hook-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
+        self.named(&name, limits)
+    }
+
+    /// The cgroup `name` (made if missing) with its limits set: an app's, which outlives the
+    /// runner ([`Cgroup::keep`]) and is found again by its name when the app starts again.
+    pub fn named(&self, name: &str, limits: Limits) -> Result<Cgroup, String> {
         let cgroup = match self {
             Cgroups::Unified(base) => Cgroup { dirs: vec![base.join(&name)], unified: true },
             Cgroups::Legacy { memory, pids } => {
@@ -266,6 +272,14 @@ impl Cgroup {
             }
             std::thread::sleep(Duration::from_millis(5));
         }
+    }
+}
+
+impl Cgroup {
+    /// Leaves the cgroup and its processes as they are when this value goes (an app's: its
+    /// processes outlive the runner).
+    pub fn keep(self) {
+        std::mem::forget(self);
     }
 }
 

@@ -9,7 +9,10 @@
 //! DATA/platform.json             how environments are reached: {"router": ADDR, "domain": D}
 //! DATA/runtimes.json             runtimes the admin declares (src/platform/runtimes.rs)
 //! DATA/router/nginx.conf         the router's configuration; sites/KEY.conf one per environment
-//! DATA/router/php/KEY.APP.conf   a PHP-FPM master per environment and app
+//! DATA/router/php/KEY.APP.conf   a PHP-FPM master per environment and app (and .env.json, the
+//!                                master's own environment)
+//! DATA/router/pools/HASH/        its socket, pid file and log (the project's user's)
+//! DATA/router/services/KEY/      how the environment's service instances are started
 //! DATA/router/apps/KEY.APP.json  a start command, as its supervisor runs it
 //! DATA/router/run/, logs/        pid files, sockets, the processes' logs
 //! ENV/site.json                  the environment's URLs and what serves it
@@ -169,6 +172,9 @@ pub struct Platform {
     domain: String,
     runtimes: runtimes::Runtimes,
     web_user: Option<User>,
+    /// The sandbox apps run in (the hooks' kind: `serve` detects it, `--no-sandbox` turns it
+    /// off for both).
+    sandbox: sandbox::Sandbox,
 }
 
 impl Platform {
@@ -184,7 +190,81 @@ impl Platform {
             return Err(format!("the data directory {root} has characters nginx cannot take in a path"));
         }
         let runtimes = runtimes::Runtimes::load(&data.runtimes_file())?;
-        Ok(Some(Platform { data: data.clone(), listen, domain, runtimes, web_user: users::web_user()? }))
+        Ok(Some(Platform {
+            data: data.clone(),
+            listen,
+            domain,
+            runtimes,
+            web_user: users::web_user()?,
+            sandbox: sandbox::Sandbox::Off,
+        }))
+    }
+
+    /// Apps run in `sandbox` (PHP-FPM masters: see `start_pool`).
+    pub fn with_sandbox(mut self, sandbox: sandbox::Sandbox) -> Platform {
+        self.sandbox = sandbox;
+        self
+    }
+
+    /// Starts the PHP-FPM master of pool `id` of the environment `env_dir`. In the sandbox
+    /// (where the runner has one), as the project's user: the environment's releases and
+    /// `current` read-only, its mounts and the pool's own directory (socket, pid file, log)
+    /// writable, its configuration read-only; the rest of the data directory (other projects,
+    /// the queue, the logs, the admin's files) absent; a private `/tmp`; in a cgroup of its own
+    /// (`app-ID`: memory and processes bounded as the hooks' are by default).
+    fn start_pool(&self, env_dir: &Path, id: &str, php_fpm: &Path) -> Result<(), String> {
+        let files = self.pool_files(id);
+        let user = self.pool_user(env_dir)?;
+        let sandboxed = |program: &Path, args: &[&std::ffi::OsStr]| {
+            let mounts = env_dir.join("mounts");
+            let pool_dir = files.socket.parent().unwrap_or(Path::new("/"));
+            let mut writable = vec![pool_dir];
+            if mounts.is_dir() {
+                writable.push(&mounts);
+            }
+            let jail = sandbox::Jail {
+                writable,
+                readable: vec![env_dir, &files.conf],
+                hidden: vec![self.data.root()],
+                network: true,
+                limits: sandbox::Policy::default().limits(),
+            };
+            self.sandbox.app_command(&jail, user.as_ref(), Path::new("/"), &short_hash(id), program, args)
+        };
+        php::start(php_fpm, &files.conf, sandboxed)
+    }
+
+    /// Whether pools run in the sandbox (as the project's user, who cannot switch users).
+    fn pools_sandboxed(&self) -> bool {
+        self.sandbox.is_on()
+    }
+
+    /// The project's user of an environment (None where the runner cannot switch users).
+    fn pool_user(&self, env_dir: &Path) -> Result<Option<User>, String> {
+        users::app_user(env_dir.parent().and_then(|p| p.file_name()).and_then(|n| n.to_str()).unwrap_or(""))
+    }
+
+    /// The pool's directory (socket, pid file, log), its master's and the router workers' alone:
+    /// the project's user owns it, the workers reach it by group.
+    fn pool_dir(&self, id: &str, user: Option<&User>) -> Result<(), String> {
+        use std::os::unix::fs::PermissionsExt;
+        let files = self.pool_files(id);
+        let dir = files.socket.parent().unwrap_or(Path::new("/"));
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        if let (Some(user), Some(web)) = (user, self.web_user.as_ref()) {
+            std::os::unix::fs::lchown(dir, Some(user.uid), Some(web.gid))
+                .map_err(|e| format!("{}: {e}", dir.display()))?;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o710))
+                .map_err(|e| format!("{}: {e}", dir.display()))?;
+            // Its configuration: the master reads it as the project's user, nobody else does.
+            if files.conf.exists() {
+                std::os::unix::fs::lchown(&files.conf, Some(0), Some(user.gid))
+                    .map_err(|e| format!("{}: {e}", files.conf.display()))?;
+                std::fs::set_permissions(&files.conf, std::fs::Permissions::from_mode(0o640))
+                    .map_err(|e| format!("{}: {e}", files.conf.display()))?;
+            }
+        }
+        Ok(())
     }
 
     fn router(&self) -> PathBuf {
@@ -348,6 +428,7 @@ impl Platform {
                         socket: &files.socket,
                         user: app_user.as_ref(),
                         listener: self.web_user.as_ref(),
+                        sandboxed: self.pools_sandboxed(),
                         dir: &dir,
                         env: &env,
                         config: &app.config,
@@ -355,7 +436,14 @@ impl Platform {
                     warnings.extend(more);
                     let candidate = files.conf.with_extension("conf.new");
                     write_if_changed(&candidate, &text, 0o600)?;
-                    let checked = php::check(php_fpm, &candidate);
+                    self.pool_dir(&id, app_user.as_ref())?;
+                    let as_user = app_user.as_ref().filter(|_| self.pools_sandboxed());
+                    if let Some(user) = as_user {
+                        use std::os::unix::fs::PermissionsExt;
+                        let _ = std::os::unix::fs::lchown(&candidate, Some(0), Some(user.gid));
+                        let _ = std::fs::set_permissions(&candidate, std::fs::Permissions::from_mode(0o640));
+                    }
+                    let checked = php::check(php_fpm, &candidate, as_user.map(|u| (u.uid, u.gid)));
                     let _ = std::fs::remove_file(&candidate);
                     checked.map_err(|e| format!("PHP-FPM refuses the configuration of app `{}`: {e}", app.name))?;
                     pools.push((id.clone(), php_fpm.clone(), text, master_env));
@@ -492,17 +580,20 @@ impl Platform {
                 0o600,
             )?;
             let changed = write_if_changed(&files.conf, text, 0o600)?;
+            self.pool_dir(id, self.pool_user(env_dir)?.as_ref())?;
             let whose = process::Whose::PhpFpm(&files.conf);
+            // A master of an earlier layout (its files under router/run) goes.
+            process::stop(&self.router().join("run").join(format!("{id}.php.pid")), whose, Duration::from_secs(30));
             match process::alive(&files.pid, whose) {
                 // A graceful reload keeps the master's environment: one that changed needs a
                 // new master.
                 Some(_) if env_changed => {
                     process::stop(&files.pid, whose, Duration::from_secs(30));
-                    php::start(php_fpm, &files.conf)?
+                    self.start_pool(env_dir, id, php_fpm)?
                 }
                 Some(pid) if changed => process::signal(pid, libc::SIGUSR2),
                 Some(_) => {}
-                None => php::start(php_fpm, &files.conf)?,
+                None => self.start_pool(env_dir, id, php_fpm)?,
             }
         }
         for (id, start) in &prepared.apps {
@@ -537,14 +628,7 @@ impl Platform {
     }
 
     fn pool_files(&self, id: &str) -> php::Files {
-        let root = self.router();
-        php::Files {
-            conf: root.join("php").join(format!("{id}.conf")),
-            pid: root.join("run").join(format!("{id}.php.pid")),
-            // Socket paths are short (108 bytes at most): named by a hash of the id.
-            socket: root.join("run").join(format!("{}.sock", short_hash(id))),
-            log: root.join("logs").join(format!("{id}.php.log")),
-        }
+        pool_files(&self.router(), id)
     }
 
     fn app_pid(&self, id: &str) -> PathBuf {
@@ -589,7 +673,11 @@ impl Platform {
                 if process::alive(&files.pid, process::Whose::PhpFpm(&files.conf)).is_none() && files.conf.exists() {
                     let kind = self.php_fpm_of(&env.root, id);
                     if let Some(php_fpm) = kind {
-                        if let Err(e) = php::start(&php_fpm, &files.conf) {
+                        let started = self
+                            .pool_user(&env.root)
+                            .and_then(|user| self.pool_dir(id, user.as_ref()))
+                            .and_then(|()| self.start_pool(&env.root, id, &php_fpm));
+                        if let Err(e) = started {
                             tracing::warn!(error = %e, pool = %id, "restarting PHP-FPM");
                         }
                     }
@@ -615,6 +703,19 @@ impl Platform {
         let plan = info.plan?;
         let kind = plan.apps.iter().find(|a| a.name == app)?.config.get("type")?.as_str()?.to_owned();
         self.runtimes.get(&kind).ok()?.php_fpm.clone()
+    }
+}
+
+/// Where a pool's files are: its configuration beside the others' (the runner's), its socket,
+/// pid file and log in a directory of its own (`DATA/router/pools/HASH/`: socket paths are
+/// short, 108 bytes at most, so it is named by a hash of the id).
+fn pool_files(router: &Path, id: &str) -> php::Files {
+    let dir = router.join("pools").join(short_hash(id));
+    php::Files {
+        conf: router.join("php").join(format!("{id}.conf")),
+        pid: dir.join("php.pid"),
+        socket: dir.join("php.sock"),
+        log: dir.join("php.log"),
     }
 }
 
@@ -673,11 +774,7 @@ pub fn deactivate(data: &DataDir, env_dir: &Path) {
 fn stop_processes(root: &Path, record: &SiteRecord) {
     for id in &record.pools {
         let conf = root.join("php").join(format!("{id}.conf"));
-        process::stop(
-            &root.join("run").join(format!("{id}.php.pid")),
-            process::Whose::PhpFpm(&conf),
-            Duration::from_secs(30),
-        );
+        process::stop(&pool_files(root, id).pid, process::Whose::PhpFpm(&conf), Duration::from_secs(30));
     }
     for id in &record.apps {
         process::stop(

@@ -21,6 +21,10 @@ pub struct Pool<'a> {
     pub user: Option<&'a User>,
     /// Who may connect to the socket (the router's workers).
     pub listener: Option<&'a User>,
+    /// The master runs in the app's sandbox as the project's user: it cannot switch users
+    /// or give its socket away, so the socket is open to whoever reaches its directory (the
+    /// router's workers, by group, and the project's user).
+    pub sandboxed: bool,
     /// `ENV/current/APP`.
     pub dir: &'a Path,
     pub env: &'a [(String, String)],
@@ -47,11 +51,12 @@ pub fn render(pool: &Pool<'_>) -> Rendered {
     let _ = writeln!(out, "error_log = {}", pool.error_log.display());
     out.push_str("daemonize = yes\nprocess_control_timeout = 30s\n\n");
     let _ = writeln!(out, "[{}]", pool.name);
-    if let Some(user) = pool.user {
+    if let Some(user) = pool.user.filter(|_| !pool.sandboxed) {
         let _ = writeln!(out, "user = {}\ngroup = {}", user.name, user.name);
     }
     let _ = writeln!(out, "listen = {}", pool.socket.display());
     match pool.listener {
+        _ if pool.sandboxed => out.push_str("listen.mode = 0666\n"),
         Some(l) => {
             let _ = writeln!(out, "listen.owner = {}\nlisten.group = {}\nlisten.mode = 0660", l.name, l.name);
         }
@@ -109,14 +114,16 @@ fn ini_quote(value: &str) -> Option<String> {
     Some(value.split('\'').map(|part| format!("'{part}'")).collect::<Vec<_>>().join("\"'\""))
 }
 
-/// Checks a configuration with the PHP-FPM that will run it.
-pub fn check(php_fpm: &Path, conf: &Path) -> Result<(), String> {
-    let out = std::process::Command::new(php_fpm)
-        .arg("-t")
-        .arg("-y")
-        .arg(conf)
-        .output()
-        .map_err(|e| format!("{}: {e}", php_fpm.display()))?;
+/// Checks a configuration with the PHP-FPM that will run it, as the user its master runs as
+/// (`as_user`: a sandboxed master runs as the project's user; none: as the runner).
+pub fn check(php_fpm: &Path, conf: &Path, as_user: Option<(u32, u32)>) -> Result<(), String> {
+    let mut command = std::process::Command::new(php_fpm);
+    command.arg("-t").arg("-y").arg(conf).env_clear().env("PATH", "/usr/local/bin:/usr/bin:/bin");
+    if let Some((uid, gid)) = as_user {
+        use std::os::unix::process::CommandExt;
+        command.uid(uid).gid(gid);
+    }
+    let out = command.output().map_err(|e| format!("{}: {e}", php_fpm.display()))?;
     if out.status.success() {
         Ok(())
     } else {
@@ -132,11 +139,24 @@ pub fn env_file(conf: &Path) -> PathBuf {
 
 /// Starts a master for `conf` (it forks and returns once listening), with nothing of the
 /// runner's environment: PATH, and what `env_file` holds.
-pub fn start(php_fpm: &Path, conf: &Path) -> Result<(), String> {
+/// `sandboxed`: the command that runs `php_fpm` in the app's sandbox (None: as it is).
+pub fn start(
+    php_fpm: &Path,
+    conf: &Path,
+    sandboxed: impl FnOnce(&Path, &[&std::ffi::OsStr]) -> Result<Option<std::process::Command>, String>,
+) -> Result<(), String> {
     let master_env: Vec<(String, String)> =
         std::fs::read_to_string(env_file(conf)).ok().and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default();
-    let mut command = std::process::Command::new(php_fpm);
-    command.arg("-y").arg(conf).env_clear().env("PATH", "/usr/local/bin:/usr/bin:/bin").envs(master_env);
+    let args = [std::ffi::OsStr::new("-y"), conf.as_os_str()];
+    let mut command = match sandboxed(php_fpm, &args)? {
+        Some(command) => command,
+        None => {
+            let mut c = std::process::Command::new(php_fpm);
+            c.args(args);
+            c
+        }
+    };
+    command.env_clear().env("PATH", "/usr/local/bin:/usr/bin:/bin").envs(master_env);
     super::process::run_detached(&mut command).map_err(|e| format!("starting {}: {e}", php_fpm.display()))
 }
 
@@ -167,6 +187,7 @@ mod tests {
             socket: p,
             user: None,
             listener: None,
+            sandboxed: false,
             dir: p,
             env: &env,
             config: &config,

@@ -168,7 +168,7 @@ impl Sandbox {
             return Ok(Prepared { command, cgroup: None });
         };
         let mut command = Command::new(bwrap);
-        command.args(bwrap_args(jail, cwd, *disable_userns)).arg("--").arg(program).args(args);
+        command.args(bwrap_args(jail, cwd, *disable_userns, Kind::Hook)).arg("--").arg(program).args(args);
         // bwrap needs a working directory it can enter before it builds the namespace.
         command.current_dir("/");
         let cgroup = cgroups.create(jail.limits)?;
@@ -198,6 +198,54 @@ impl Sandbox {
         }
         Ok(Prepared { command, cgroup: Some(cgroup) })
     }
+}
+
+impl Sandbox {
+    /// `program args` of an app (a PHP-FPM master, a start command) in `jail`, as `user`, in
+    /// the cgroup `name` (kept: the app outlives the runner, and is bounded by it whenever it
+    /// starts again). Unlike a hook's, its PID namespace is the host's (its pid files name it as
+    /// the runner sees it, and a master may daemonize) and it is not tied to the runner; None
+    /// where apps run without a sandbox (`--no-sandbox`, or no sandbox on this host).
+    pub fn app_command(
+        &self,
+        jail: &Jail<'_>,
+        user: Option<&User>,
+        cwd: &Path,
+        name: &str,
+        program: &Path,
+        args: &[&std::ffi::OsStr],
+    ) -> Result<Option<Command>, String> {
+        use std::os::unix::process::CommandExt;
+        let Sandbox::On { bwrap, cgroups, disable_userns } = self else { return Ok(None) };
+        let mut command = Command::new(bwrap);
+        command.args(bwrap_args(jail, cwd, *disable_userns, Kind::App)).arg("--").arg(program).args(args);
+        command.current_dir("/");
+        let cgroup = cgroups.named(&format!("app-{name}"), jail.limits)?;
+        let joiner = cgroup.joiner()?;
+        cgroup.keep();
+        let ids = user.map(|u| (u.uid, u.gid));
+        // SAFETY: the closure only calls async-signal-safe functions (write, setgroups, setgid,
+        // setuid), as a child between fork and exec must.
+        unsafe {
+            command.pre_exec(move || {
+                joiner.join()?;
+                if let Some((uid, gid)) = ids {
+                    if libc::setgroups(0, std::ptr::null()) != 0 || libc::setgid(gid) != 0 || libc::setuid(uid) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                Ok(())
+            });
+        }
+        Ok(Some(command))
+    }
+}
+
+/// Whose sandbox: a hook's (its own PID namespace, dying with the runner) or an app's.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Hook,
+    App,
 }
 
 /// What a limit hit means, for the job's log.
@@ -235,16 +283,24 @@ fn find_program(name: &str) -> Option<PathBuf> {
 }
 
 /// bubblewrap's arguments for `jail`.
-fn bwrap_args(jail: &Jail<'_>, cwd: &Path, disable_userns: bool) -> Vec<OsString> {
+fn bwrap_args(jail: &Jail<'_>, cwd: &Path, disable_userns: bool, kind: Kind) -> Vec<OsString> {
     let mut args: Vec<OsString> = Vec::new();
     let mut push = |items: &[&dyn AsRef<std::ffi::OsStr>]| {
         args.extend(items.iter().map(|i| i.as_ref().to_owned()));
     };
-    push(&[&"--unshare-all", &"--die-with-parent", &"--new-session"]);
+    match kind {
+        Kind::Hook => push(&[&"--unshare-all", &"--die-with-parent", &"--new-session"]),
+        Kind::App => {
+            push(&[&"--unshare-user", &"--unshare-ipc", &"--unshare-uts", &"--unshare-cgroup-try", &"--new-session"]);
+            if !jail.network {
+                push(&[&"--unshare-net"]);
+            }
+        }
+    }
     if disable_userns {
         push(&[&"--disable-userns"]);
     }
-    if jail.network {
+    if jail.network && kind == Kind::Hook {
         push(&[&"--share-net"]);
     }
     for dir in SYSTEM {
@@ -265,6 +321,10 @@ fn bwrap_args(jail: &Jail<'_>, cwd: &Path, disable_userns: bool) -> Vec<OsString
         }
     }
     push(&[&"--proc", &"/proc", &"--dev", &"/dev", &"--tmpfs", &"/tmp", &"--tmpfs", &"/var/tmp"]);
+    if kind == Kind::App {
+        // PHP's sessions where Debian keeps them: the app's own.
+        push(&[&"--tmpfs", &"/var/lib/php/sessions"]);
+    }
     // The data directory and the repository are an empty, read-only directory, wherever they
     // are (under /opt, or under the private /tmp when the data directory is in /tmp), with only
     // the job's own directories bound inside.
@@ -315,7 +375,7 @@ mod tests {
             limits: probe_limits(),
         };
         let args: Vec<String> =
-            bwrap_args(&jail, &build, true).iter().map(|a| a.to_string_lossy().into_owned()).collect();
+            bwrap_args(&jail, &build, true, Kind::Hook).iter().map(|a| a.to_string_lossy().into_owned()).collect();
         let _ = std::fs::remove_dir_all(&tmp);
         let line = args.join(" ");
         let (data, build) = (data.display(), build.display());

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::router::{alive, pids_in, project, router_file, Routed, APP};
+use crate::router::{alive, project, router_file, Routed, APP};
 use crate::runner::{eventually, log_of, runner};
 use crate::support::{git_ok, runner_bin, Server, SmallDisk, TempDir};
 
@@ -164,14 +164,18 @@ fn pid_files_naming_other_processes_after_a_restart_are_not_trusted() {
     // The machine goes down: the runner, nginx and PHP-FPM are gone, their pid files stay.
     r.stop_runner();
     let run = r.s.data.join("router/run");
+    let pools = std::fs::read_dir(r.s.data.join("router/pools")).unwrap().flatten().map(|d| d.path().join("php.pid"));
     let pid_files: Vec<PathBuf> = std::fs::read_dir(&run)
         .unwrap()
         .flatten()
         .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|e| e == "pid"))
+        .chain(pools)
+        .filter(|p| p.extension().is_some_and(|e| e == "pid") && p.exists())
         .collect();
     assert!(pid_files.iter().any(|p| p.ends_with("nginx.pid")) && pid_files.len() >= 2, "{pid_files:?}");
-    for pid in pids_in(&run, ".pid") {
+    let pids: Vec<i32> =
+        pid_files.iter().filter_map(|p| std::fs::read_to_string(p).ok()?.trim().parse().ok()).collect();
+    for pid in pids {
         // SAFETY: as above.
         unsafe { libc::kill(-pid, libc::SIGKILL) };
         unsafe { libc::kill(pid, libc::SIGKILL) };

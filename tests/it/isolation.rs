@@ -436,3 +436,50 @@ fn one_projects_builds_cannot_hold_every_worker_on(s: crate::support::Server) {
     let _ = serving.wait();
     assert!(done, "the other project's job waited for the sleeping builds: {seen:?}");
 }
+
+#[test]
+fn a_php_app_reaches_its_own_release_and_mounts_and_nothing_else_of_the_server() {
+    let r = Routed::new("app-sandbox");
+    // A neighbour on the same server, and what the admin and the runner keep.
+    let shop_url = another_repository(&r, "shop.git");
+    let shop = php_app("app", "", "<?php echo 'shop';\n");
+    assert!(push_files(&r, &shop_url, &shop).ok);
+    std::fs::write(r.s.data.join("variables.json"), r#"{"project": {"env:SECRET": "admin's"}}"#).unwrap();
+    let index = r#"<?php
+$env = dirname(__DIR__, 3);
+$data = dirname($env, 3);
+foreach (explode(',', $_GET['read'] ?? '') as $p) {
+    echo $p, '=', @file_get_contents($p) === false ? 'unreadable' : 'READ', "\n";
+}
+echo 'mount=', @file_put_contents(__DIR__ . '/var/x.txt', 'x') === false ? 'unwritable' : 'written', "\n";
+echo 'release=', @file_put_contents(__DIR__ . '/x.txt', 'x') === false ? 'unwritable' : 'WRITTEN', "\n";
+echo 'tmp=', @file_put_contents('/tmp/x.txt', 'x') === false ? 'unwritable' : 'written', "\n";
+echo 'data=', $data, "\n";
+"#;
+    let mut files = php_app("app", "mounts:\n    \"var\": \"shared:files/var\"\n", index);
+    files.push(("var/.keep", String::new()));
+    r.deploy(&files, "main");
+    let data = r.s.data.display().to_string();
+    let shop_release = std::fs::read_dir(r.s.data.join("environments"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("shop-"))
+        .expect("shop's environments")
+        .join("main/current/app/index.php");
+    let targets = [
+        format!("{data}/queue.sqlite3"),
+        format!("{data}/logs/1.log"),
+        format!("{data}/variables.json"),
+        format!("{data}/router/nginx.conf"),
+        shop_release.display().to_string(),
+    ];
+    let page = r.get(&r.host("main"), &format!("/?read={}", targets.join(","))).body;
+    assert!(
+        page.contains("mount=written") && page.contains("release=unwritable") && page.contains("tmp=written"),
+        "{page}"
+    );
+    for t in &targets {
+        assert!(page.contains(&format!("{t}=unreadable")), "the app reads {t}:\n{page}");
+    }
+}

@@ -165,10 +165,12 @@ impl Drop for Routed {
     fn drop(&mut self) {
         self.stop_runner();
         // What the router started outlives runners by design: the test stops it.
-        for entry in std::fs::read_dir(self.s.data.join("router/run")).into_iter().flatten().flatten() {
-            if entry.path().extension().is_some_and(|e| e == "pid") {
-                if let Some(pid) = std::fs::read_to_string(entry.path()).ok().and_then(|p| p.trim().parse::<i32>().ok())
-                {
+        let pools = std::fs::read_dir(self.s.data.join("router/pools")).into_iter().flatten().flatten();
+        let pool_pid_files = pools.map(|d| d.path().join("php.pid"));
+        let run = std::fs::read_dir(self.s.data.join("router/run")).into_iter().flatten().flatten().map(|e| e.path());
+        for path in run.chain(pool_pid_files) {
+            if path.extension().is_some_and(|e| e == "pid") {
+                if let Some(pid) = std::fs::read_to_string(&path).ok().and_then(|p| p.trim().parse::<i32>().ok()) {
                     // SAFETY: as above.
                     unsafe { libc::kill(pid, libc::SIGTERM) };
                 }
@@ -268,6 +270,16 @@ pub fn pids_in(dir: &Path, suffix: &str) -> Vec<i32> {
         .collect()
 }
 
+/// The pids of the PHP-FPM masters (`DATA/router/pools/*/php.pid`).
+pub fn pool_pids(r: &Routed) -> Vec<i32> {
+    std::fs::read_dir(router_file(r, "pools"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .flat_map(|d| pids_in(&d.path(), ".pid"))
+        .collect()
+}
+
 pub fn alive(pid: i32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z "))
 }
@@ -322,13 +334,13 @@ fn a_magento_shaped_app_answers_at_its_url_and_a_second_branch_at_its_own() {
     assert_eq!(r.get("repo.localhost", "/media/logo.txt").body, "logo one\n", "only the default branch's");
 
     // Deleting the branch takes its site off the router and stops its PHP-FPM; its release stays.
-    let pools_before = pids_in(&router_file(&r, "run"), ".php.pid");
+    let pools_before = pool_pids(&r);
     assert_eq!(pools_before.len(), 2);
     let deleted = r.s.push(&[":refs/heads/feature-x"]);
     assert!(deleted.ok, "{}", deleted.output);
     assert!(eventually(20, || r.get(&fx, "/").status == 404), "{}", r.runner_log());
     assert!(r.get(&main, "/").body.starts_with("hello from main"));
-    let one_pool = || pids_in(&router_file(&r, "run"), ".php.pid").len() == 1;
+    let one_pool = || pool_pids(&r).len() == 1;
     assert!(eventually(20, one_pool), "the deleted branch's pool is stopped");
     assert_eq!(pools_before.iter().filter(|p| alive(**p)).count(), 1);
     let listed = envs(&r.s);
