@@ -181,6 +181,9 @@ enum Command {
         uid: Option<u32>,
         #[arg(long)]
         gid: Option<u32>,
+        /// A cgroup directory to join before starting the program (repeated under cgroup v1).
+        #[arg(long)]
+        cgroup: Vec<PathBuf>,
         #[arg(last = true, required = true)]
         program: Vec<String>,
     },
@@ -594,9 +597,9 @@ fn main() -> ExitCode {
         }
         Command::Token(command) => token(command, &mut out),
         Command::Webhook(command) => webhook(command, &mut out),
-        Command::Supervise { pid_file, log, dir, uid, gid, program } => {
+        Command::Supervise { pid_file, log, dir, uid, gid, cgroup, program } => {
             let user = uid.zip(gid.or(uid));
-            let s = pushgate::platform::process::Supervised { pid_file, log, dir, user, program };
+            let s = pushgate::platform::process::Supervised { pid_file, log, dir, user, program, cgroups: cgroup };
             pushgate::platform::process::supervise(&s).map_err(Into::into)
         }
         Command::Jobs { json } => jobs(json, &mut out),

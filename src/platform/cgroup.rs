@@ -276,6 +276,11 @@ impl Cgroup {
 }
 
 impl Cgroup {
+    /// Its directories (one under cgroup v2; memory's and pids' under v1).
+    pub fn dirs(&self) -> &[PathBuf] {
+        &self.dirs
+    }
+
     /// Leaves the cgroup and its processes as they are when this value goes (an app's: its
     /// processes outlive the runner).
     pub fn keep(self) {

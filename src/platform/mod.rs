@@ -119,6 +119,12 @@ struct StartCommand {
     env: Vec<(String, String)>,
     port: u16,
     user: Option<(u32, u32)>,
+    /// In the app's sandbox: the whole program line (bubblewrap, then `sh -c COMMAND`) and
+    /// its cgroup; empty: `sh -c COMMAND` as it is.
+    #[serde(default)]
+    program: Vec<String>,
+    #[serde(default)]
+    cgroups: Vec<PathBuf>,
 }
 
 /// What the release phase hands over for one environment.
@@ -465,10 +471,7 @@ impl Platform {
                     env.push(("PORT".into(), port.to_string()));
                     env.push(("HOME".into(), dir.display().to_string()));
                     let user = app_user.as_ref().map(|u| (u.uid, u.gid));
-                    apps.push((
-                        id.clone(),
-                        StartCommand { command: command.to_owned(), dir: dir.clone(), env, port, user },
-                    ));
+                    apps.push((id.clone(), self.start_command(d.env_dir, &id, command, dir.clone(), env, port, user)?));
                     nginx::Backend::Http(port)
                 }
             };
@@ -651,6 +654,38 @@ impl Platform {
         start_app(&self.router(), id)
     }
 
+    /// A start command as its supervisor runs it: in the app's sandbox (where the runner has
+    /// one), as the project's user, seeing the environment's releases read-only and its mounts
+    /// writable, nothing else of the data directory, on the host's network (it listens on its
+    /// port there), in a cgroup of its own.
+    #[allow(clippy::too_many_arguments)]
+    fn start_command(
+        &self,
+        env_dir: &Path,
+        id: &str,
+        command: &str,
+        dir: PathBuf,
+        env: Vec<(String, String)>,
+        port: u16,
+        user: Option<(u32, u32)>,
+    ) -> Result<StartCommand, String> {
+        let mounts = env_dir.join("mounts");
+        let mut writable = Vec::new();
+        if mounts.is_dir() {
+            writable.push(mounts.as_path());
+        }
+        let jail = sandbox::Jail {
+            writable,
+            readable: vec![env_dir],
+            hidden: vec![self.data.root()],
+            network: true,
+            limits: sandbox::Policy::default().limits(),
+        };
+        let (program, cgroups) =
+            self.sandbox.supervised(&jail, &dir, &short_hash(id), "sh", &["-c", command])?.unwrap_or_default();
+        Ok(StartCommand { command: command.to_owned(), dir, env, port, user, program, cgroups })
+    }
+
     /// Brings what runs in line with what should: environments whose branch was deleted go off
     /// the router with their processes; active ones get their processes back if they died
     /// (a fresh host, a crash). Returns the environments taken off.
@@ -729,7 +764,12 @@ fn start_app(root: &Path, id: &str) -> Result<(), String> {
         log: root.join("logs").join(format!("{id}.app.log")),
         dir: start.dir.clone(),
         user: start.user,
-        program: vec!["sh".into(), "-c".into(), start.command.clone()],
+        program: if start.program.is_empty() {
+            vec!["sh".into(), "-c".into(), start.command.clone()]
+        } else {
+            start.program.clone()
+        },
+        cgroups: start.cgroups.clone(),
     };
     process::start_supervisor(&supervised, &start.env)
 }

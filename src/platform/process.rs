@@ -154,6 +154,10 @@ pub struct Supervised {
     pub dir: PathBuf,
     pub user: Option<(u32, u32)>,
     pub program: Vec<String>,
+    /// The cgroup it runs in (its directories), joined by the supervisor before it starts the
+    /// program; none: the supervisor's.
+    #[serde(default)]
+    pub cgroups: Vec<PathBuf>,
 }
 
 impl Supervised {
@@ -172,6 +176,9 @@ pub fn start_supervisor(s: &Supervised, env: &[(String, String)]) -> Result<(), 
     command.arg("supervise").arg("--pid-file").arg(&s.pid_file).arg("--log").arg(&s.log).arg("--dir").arg(&s.dir);
     if let Some((uid, gid)) = s.user {
         command.arg("--uid").arg(uid.to_string()).arg("--gid").arg(gid.to_string());
+    }
+    for dir in &s.cgroups {
+        command.arg("--cgroup").arg(dir);
     }
     command.arg("--").args(&s.program);
     command.env_clear().envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
@@ -252,6 +259,10 @@ pub fn supervise(s: &Supervised) -> std::io::Result<()> {
                 }
             }
         });
+    }
+    // Its cgroup first: what it starts is in it from the start.
+    for dir in &s.cgroups {
+        std::fs::write(dir.join("cgroup.procs"), std::process::id().to_string())?;
     }
     std::fs::write(&s.pid_file, std::process::id().to_string())?;
     let mut backoff = Duration::from_secs(1);

@@ -241,11 +241,43 @@ impl Sandbox {
     }
 }
 
-/// Whose sandbox: a hook's (its own PID namespace, dying with the runner) or an app's.
+impl Sandbox {
+    /// The program line of a supervised app (a start command) in `jail`: bubblewrap, then
+    /// `program args`; and the directories of its cgroup `app-NAME` (kept), which its
+    /// supervisor joins before it starts it. The supervisor runs it as the project's user; the
+    /// sandbox dies with the supervisor and shares its process group (the supervisor stops the
+    /// group). None where apps run without a sandbox.
+    pub fn supervised(
+        &self,
+        jail: &Jail<'_>,
+        cwd: &Path,
+        name: &str,
+        program: &str,
+        args: &[&str],
+    ) -> Result<Option<(Vec<String>, Vec<PathBuf>)>, String> {
+        let Sandbox::On { bwrap, cgroups, disable_userns } = self else { return Ok(None) };
+        let mut argv = vec![bwrap.display().to_string()];
+        argv.extend(
+            bwrap_args(jail, cwd, *disable_userns, Kind::Supervised).iter().map(|a| a.to_string_lossy().into_owned()),
+        );
+        argv.push("--".into());
+        argv.push(program.to_owned());
+        argv.extend(args.iter().map(|a| a.to_string()));
+        let cgroup = cgroups.named(&format!("app-{name}"), jail.limits)?;
+        let dirs = cgroup.dirs().to_vec();
+        cgroup.keep();
+        Ok(Some((argv, dirs)))
+    }
+}
+
+/// Whose sandbox: a hook's (its own PID namespace, dying with the runner), a daemon app's
+/// (a PHP-FPM master: the host's PID namespace, outliving the runner) or a supervised app's
+/// (the same, dying with its supervisor, in its process group).
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Kind {
     Hook,
     App,
+    Supervised,
 }
 
 /// What a limit hit means, for the job's log.
@@ -290,8 +322,9 @@ fn bwrap_args(jail: &Jail<'_>, cwd: &Path, disable_userns: bool, kind: Kind) -> 
     };
     match kind {
         Kind::Hook => push(&[&"--unshare-all", &"--die-with-parent", &"--new-session"]),
-        Kind::App => {
-            push(&[&"--unshare-user", &"--unshare-ipc", &"--unshare-uts", &"--unshare-cgroup-try", &"--new-session"]);
+        Kind::App | Kind::Supervised => {
+            push(&[&"--unshare-user", &"--unshare-ipc", &"--unshare-uts", &"--unshare-cgroup-try"]);
+            push(&[if kind == Kind::App { &"--new-session" } else { &"--die-with-parent" }]);
             if !jail.network {
                 push(&[&"--unshare-net"]);
             }
@@ -321,7 +354,7 @@ fn bwrap_args(jail: &Jail<'_>, cwd: &Path, disable_userns: bool, kind: Kind) -> 
         }
     }
     push(&[&"--proc", &"/proc", &"--dev", &"/dev", &"--tmpfs", &"/tmp", &"--tmpfs", &"/var/tmp"]);
-    if kind == Kind::App {
+    if kind != Kind::Hook {
         // PHP's sessions where Debian keeps them: the app's own.
         push(&[&"--tmpfs", &"/var/lib/php/sessions"]);
     }

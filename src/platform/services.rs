@@ -965,6 +965,7 @@ fn redis_supervised(data: &DataDir, target: &Target<'_>, name: &str) -> Result<s
         dir: dir.clone(),
         user: target.user.map(|u| (u.uid, u.gid)),
         program: vec![server.display().to_string(), dir.join("redis.conf").display().to_string()],
+        cgroups: Vec::new(),
     })
 }
 

@@ -483,3 +483,40 @@ echo 'data=', $data, "\n";
         assert!(page.contains(&format!("{t}=unreadable")), "the app reads {t}:\n{page}");
     }
 }
+
+#[test]
+fn a_start_command_app_reaches_nothing_of_the_data_directory() {
+    let r = Routed::new("node-sandbox");
+    std::fs::write(r.s.data.join("variables.json"), r#"{"project": {"env:SECRET": "admin's"}}"#).unwrap();
+    let data = r.s.data.display().to_string();
+    let server = format!(
+        r#"const fs = require('fs');
+require('http').createServer((req, res) => {{
+  const out = ['{data}/queue.sqlite3', '{data}/variables.json', '{data}/router/nginx.conf'].map(p => {{
+    try {{ fs.readFileSync(p); return p + '=READ'; }} catch (e) {{ return p + '=unreadable'; }}
+  }});
+  let tmp = 'written';
+  try {{ fs.writeFileSync('/tmp/x', 'x'); }} catch (e) {{ tmp = 'unwritable'; }}
+  res.end(out.join('\n') + '\ntmp=' + tmp + '\nuid=' + process.getuid() + '\n');
+}}).listen(process.env.PORT, '127.0.0.1');
+"#
+    );
+    let app = "name: api\ntype: nodejs:20\nweb:\n    commands:\n        start: \"node server.js\"\n    locations:\n        \"/\":\n            passthru: true\ndisk: 512\n";
+    let files = vec![
+        (".magento.app.yaml", app.to_owned()),
+        (".magento/routes.yaml", "\"http://{default}/\":\n    type: upstream\n    upstream: \"api:http\"\n".to_owned()),
+        ("server.js", server),
+    ];
+    r.deploy(&files, "main");
+    let mut page = Response::default();
+    assert!(
+        eventually(20, || {
+            page = r.get(&r.host("main"), "/");
+            page.body.contains("tmp=")
+        }),
+        "{page:?}\n{}",
+        r.runner_log()
+    );
+    assert!(page.body.contains("tmp=written") && !page.body.contains("uid=0\n"), "{}", page.body);
+    assert!(!page.body.contains("=READ"), "the app reads the data directory:\n{}", page.body);
+}
