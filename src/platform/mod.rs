@@ -218,8 +218,9 @@ impl Platform {
     /// writable, its configuration read-only; the rest of the data directory (other projects,
     /// the queue, the logs, the admin's files) absent; a private `/tmp`; in a cgroup of its own
     /// (`app-ID`: memory and processes bounded as the hooks' are by default).
-    fn start_pool(&self, env_dir: &Path, id: &str, php_fpm: &Path) -> Result<(), String> {
+    fn start_pool(&self, env_dir: &Path, repo: &str, id: &str, php_fpm: &Path) -> Result<(), String> {
         let files = self.pool_files(id);
+        let limits = self.limits_of(repo);
         let user = self.pool_user(env_dir)?;
         let sandboxed = |program: &Path, args: &[&std::ffi::OsStr]| {
             let mounts = env_dir.join("mounts");
@@ -233,11 +234,18 @@ impl Platform {
                 readable: vec![env_dir, &files.conf],
                 hidden: vec![self.data.root()],
                 network: true,
-                limits: sandbox::Policy::default().limits(),
+                limits,
             };
             self.sandbox.app_command(&jail, user.as_ref(), Path::new("/"), &short_hash(id), program, args)
         };
         php::start(php_fpm, &files.conf, sandboxed)
+    }
+
+    /// The limits of a project's apps: its hooks' (`sandbox.json`: `memory_mb`, `processes`).
+    fn limits_of(&self, repo: &str) -> cgroup::Limits {
+        crate::runner::declared::Declared::load(self.data.root(), Path::new(repo))
+            .map(|d| d.sandbox.limits())
+            .unwrap_or_else(|_| sandbox::Policy::default().limits())
     }
 
     /// Whether pools run in the sandbox (as the project's user, who cannot switch users).
@@ -471,7 +479,11 @@ impl Platform {
                     env.push(("PORT".into(), port.to_string()));
                     env.push(("HOME".into(), dir.display().to_string()));
                     let user = app_user.as_ref().map(|u| (u.uid, u.gid));
-                    apps.push((id.clone(), self.start_command(d.env_dir, &id, command, dir.clone(), env, port, user)?));
+                    let limits = self.limits_of(d.repo);
+                    apps.push((
+                        id.clone(),
+                        self.start_command(d.env_dir, &id, command, dir.clone(), env, port, user, limits)?,
+                    ));
                     nginx::Backend::Http(port)
                 }
             };
@@ -592,11 +604,11 @@ impl Platform {
                 // new master.
                 Some(_) if env_changed => {
                     process::stop(&files.pid, whose, Duration::from_secs(30));
-                    self.start_pool(env_dir, id, php_fpm)?
+                    self.start_pool(env_dir, &prepared.record.repo, id, php_fpm)?
                 }
                 Some(pid) if changed => process::signal(pid, libc::SIGUSR2),
                 Some(_) => {}
-                None => self.start_pool(env_dir, id, php_fpm)?,
+                None => self.start_pool(env_dir, &prepared.record.repo, id, php_fpm)?,
             }
         }
         for (id, start) in &prepared.apps {
@@ -668,19 +680,15 @@ impl Platform {
         env: Vec<(String, String)>,
         port: u16,
         user: Option<(u32, u32)>,
+        limits: cgroup::Limits,
     ) -> Result<StartCommand, String> {
         let mounts = env_dir.join("mounts");
         let mut writable = Vec::new();
         if mounts.is_dir() {
             writable.push(mounts.as_path());
         }
-        let jail = sandbox::Jail {
-            writable,
-            readable: vec![env_dir],
-            hidden: vec![self.data.root()],
-            network: true,
-            limits: sandbox::Policy::default().limits(),
-        };
+        let jail =
+            sandbox::Jail { writable, readable: vec![env_dir], hidden: vec![self.data.root()], network: true, limits };
         let (program, cgroups) =
             self.sandbox.supervised(&jail, &dir, &short_hash(id), "sh", &["-c", command])?.unwrap_or_default();
         Ok(StartCommand { command: command.to_owned(), dir, env, port, user, program, cgroups })
@@ -711,7 +719,7 @@ impl Platform {
                         let started = self
                             .pool_user(&env.root)
                             .and_then(|user| self.pool_dir(id, user.as_ref()))
-                            .and_then(|()| self.start_pool(&env.root, id, &php_fpm));
+                            .and_then(|()| self.start_pool(&env.root, &record.repo, id, &php_fpm));
                         if let Err(e) = started {
                             tracing::warn!(error = %e, pool = %id, "restarting PHP-FPM");
                         }

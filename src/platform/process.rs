@@ -77,26 +77,31 @@ pub fn signal(pid: i32, sig: i32) {
 pub fn stop(pid_file: &Path, whose: Whose<'_>, patience: Duration) {
     if let Some(pid) = alive(pid_file, whose) {
         signal(pid, libc::SIGTERM);
+        // Waited for by its pid, known to be its own: a server removes its pid file as it
+        // begins to stop, not when it is gone.
         let since = Instant::now();
-        while alive(pid_file, whose).is_some() && since.elapsed() < patience {
+        while running(pid) && since.elapsed() < patience {
             std::thread::sleep(Duration::from_millis(20));
         }
-        if alive(pid_file, whose).is_some() {
+        if running(pid) {
             signal(pid, libc::SIGKILL);
         }
     }
     let _ = std::fs::remove_file(pid_file);
 }
 
+/// Whether process `pid` exists and is not a zombie.
+fn running(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rsplit_once(") ").and_then(|(_, rest)| rest.chars().next()))
+        .is_some_and(|state| state != 'Z')
+}
+
 /// Stops processes that no pid file names (`first`, then SIGKILL after `patience` for those
 /// still there).
 pub fn stop_all(pids: &[i32], first: i32, patience: Duration) {
-    let running = |pid: &i32| {
-        std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .ok()
-            .and_then(|s| s.rsplit_once(") ").and_then(|(_, rest)| rest.chars().next()))
-            .is_some_and(|state| state != 'Z')
-    };
+    let running = |pid: &i32| running(*pid);
     for pid in pids {
         signal(*pid, first);
     }

@@ -221,6 +221,9 @@ pub struct Target<'a> {
     pub user: Option<&'a super::users::User>,
     /// The environment whose data a new one starts with (its key).
     pub parent: Option<&'a str>,
+    /// Where its instances run (the apps' sandbox: none with `--no-sandbox`), and within what.
+    pub sandbox: &'a super::sandbox::Sandbox,
+    pub limits: super::cgroup::Limits,
 }
 
 /// Provisions the services of `topology` that have a backend and are not provisioned yet, for
@@ -268,12 +271,13 @@ pub fn provision(
             }
             if kind == "redis" {
                 // The instance exists: running again if its environment was off.
+                // Made again from what the runner knows, never from the environment's files (a
+                // spec provisioned before specs were the runner's, or before its sandbox, is
+                // replaced, and the instance started again in it).
                 let spec = instance_spec(data, key, name);
-                if !spec.exists() {
-                    // Provisioned before specs were the runner's (or the file is gone): made
-                    // again from what the runner knows, never from the environment's files.
-                    let s = redis_supervised(data, target, name)?;
-                    super::process::write_spec(&s, &spec)?;
+                let s = redis_supervised(data, target, name)?;
+                if super::process::Supervised::load(&spec).ok().as_ref() != Some(&s) {
+                    super::process::start_supervised(&s, &spec)?;
                 }
                 let _ = super::process::ensure_supervised(&spec, true);
                 if let (Some(port), Ok(s)) = (
@@ -959,13 +963,30 @@ fn redis_supervised(data: &DataDir, target: &Target<'_>, name: &str) -> Result<s
         std::fs::create_dir_all(root.join(sub)).map_err(|e| e.to_string())?;
     }
     let key = target.key;
+    let conf = dir.join("redis.conf").display().to_string();
+    // In the apps' sandbox: its own directory, nothing else of the data directory (a client
+    // that moves its `dir` with CONFIG SET reaches nothing more than the app does).
+    let jail = super::sandbox::Jail {
+        writable: vec![&dir],
+        readable: vec![],
+        hidden: vec![data.root()],
+        network: true,
+        limits: target.limits,
+    };
+    let id = format!("{key}.{name}");
+    let name_hash =
+        git2::Oid::hash_object(git2::ObjectType::Blob, id.as_bytes()).map(|o| o.to_string()).unwrap_or_default();
+    let sandboxed =
+        target.sandbox.supervised(&jail, &dir, &name_hash[..16], &server.display().to_string(), &[&conf])?;
+    let (program, cgroups) =
+        sandboxed.unwrap_or_else(|| (vec![server.display().to_string(), conf.clone()], Vec::new()));
     Ok(super::process::Supervised {
         pid_file: root.join("run").join(format!("{key}.{name}.redis.pid")),
         log: root.join("logs").join(format!("{key}.{name}.redis.log")),
         dir: dir.clone(),
         user: target.user.map(|u| (u.uid, u.gid)),
-        program: vec![server.display().to_string(), dir.join("redis.conf").display().to_string()],
-        cgroups: Vec::new(),
+        program,
+        cgroups,
     })
 }
 

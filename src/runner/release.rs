@@ -47,6 +47,8 @@ pub(super) fn deploy(
         env_dir: &env_dir.root,
         user: user.as_ref(),
         parent: parent_key.as_deref(),
+        sandbox: &config.sandbox,
+        limits: declared.sandbox.limits(),
     };
     let (provisioned, shared) = crate::platform::services::provision(
         &config.data(),

@@ -520,3 +520,17 @@ require('http').createServer((req, res) => {{
     assert!(page.body.contains("tmp=written") && !page.body.contains("uid=0\n"), "{}", page.body);
     assert!(!page.body.contains("=READ"), "the app reads the data directory:\n{}", page.body);
 }
+
+#[test]
+fn an_apps_memory_is_bounded_by_its_projects_policy_and_a_hit_spares_the_site() {
+    let r = Routed::new("app-limits");
+    std::fs::create_dir_all(r.s.bare.join("pushgate")).unwrap();
+    std::fs::write(r.s.bare.join("pushgate/sandbox.json"), r#"{"memory_mb": 64, "processes": 64}"#).unwrap();
+    let index = "<?php ini_set('memory_limit', '-1');\nif (isset($_GET['big'])) { $s = str_repeat('x', 200 << 20); echo strlen($s); }\necho \"small\\n\";\n";
+    r.deploy(&php_app("app", "", index), "main");
+    let host = r.host("main");
+    assert!(r.get(&host, "/").body.contains("small"));
+    let big = r.get(&host, "/?big=1");
+    assert_ne!(big.status, 200, "200 MB in a 64 MB app: {big:?}");
+    assert!(eventually(10, || r.get(&host, "/").body.contains("small")), "the site goes on");
+}
