@@ -333,7 +333,8 @@ def router_benchmarks(tmp, runs):
                     (ours if which == 0 else hand).append(rps(routed[2] if which == 0 else hand_port, path))
             figures[path] = (statistics.median(ours), statistics.median(hand))
     finally:
-        for pid_file in list(hand_dir.glob("run/*.pid")) + list((routed[1] / "router" / "run").glob("*.pid")):
+        for pid_file in (list(hand_dir.glob("run/*.pid")) + list((routed[1] / "router" / "run").glob("*.pid"))
+                         + list((routed[1] / "router" / "pools").glob("*/php.pid"))):
             try:
                 os.kill(int(pid_file.read_text().strip()), 15)
             except (OSError, ValueError):
