@@ -181,11 +181,7 @@ impl Sandbox {
             command.pre_exec(move || {
                 // Into the cgroup first, as root: a process the hook starts can never be outside it.
                 joiner.join()?;
-                if let Some((uid, gid)) = ids {
-                    if libc::setgroups(0, std::ptr::null()) != 0 || libc::setgid(gid) != 0 || libc::setuid(uid) != 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                }
+                become_user(ids)?;
                 // bubblewrap ties the sandbox to itself; this ties bubblewrap to the runner, from
                 // the start (after the change of user, which clears it). A runner already gone
                 // fails the spawn.
@@ -229,11 +225,7 @@ impl Sandbox {
         unsafe {
             command.pre_exec(move || {
                 joiner.join()?;
-                if let Some((uid, gid)) = ids {
-                    if libc::setgroups(0, std::ptr::null()) != 0 || libc::setgid(gid) != 0 || libc::setuid(uid) != 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                }
+                become_user(ids)?;
                 Ok(())
             });
         }
@@ -268,6 +260,18 @@ impl Sandbox {
         cgroup.keep();
         Ok(Some((argv, dirs)))
     }
+}
+
+/// Becomes `ids` (uid, gid) with no supplementary groups, in a child between fork and exec
+/// (only async-signal-safe calls).
+fn become_user(ids: Option<(u32, u32)>) -> std::io::Result<()> {
+    if let Some((uid, gid)) = ids {
+        // SAFETY: setgroups, setgid and setuid have no memory-safety preconditions.
+        if unsafe { libc::setgroups(0, std::ptr::null()) != 0 || libc::setgid(gid) != 0 || libc::setuid(uid) != 0 } {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
 }
 
 /// Whose sandbox: a hook's (its own PID namespace, dying with the runner), a daemon app's
