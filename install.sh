@@ -295,6 +295,21 @@ for repo in "${repos[@]}"; do
     || die "$repo is owned by $owner, not $user: pushes run its hooks as $owner, who must own the data directory too (run install.sh --user $owner, or chown the repository)"
   [ "$(git_as_user --git-dir="$repo" rev-parse --is-bare-repository 2>/dev/null)" = true ] \
     || die "$repo is not a bare git repository (pushgate deploys from the server's bare repositories)"
+  # A project's name (its directory's, without .git) is unique on the server: tokens, URLs and
+  # the console name projects by it. DATA/projects.list records whose each name is.
+  name="$(basename "$repo" .git)"
+  registry="$data/projects.list"
+  taken=""
+  [ ! -f "$registry" ] || taken="$(awk -F '\t' -v n="$name" '$1 == n { print $2; exit }' "$registry")"
+  if [ -n "$taken" ] && [ "$taken" != "$repo" ] && [ -d "$taken" ] \
+    && [ "$(git_as_user --git-dir="$taken" config --get pushgate.data 2>/dev/null || true)" = "$data" ]; then
+    die "$repo: the project name $name is already $taken's on this server (tokens, URLs and the console name projects by it): rename the repository's directory"
+  fi
+  if [ "$taken" != "$repo" ]; then
+    { [ ! -f "$registry" ] || awk -F '\t' -v n="$name" '$1 != n' "$registry"; printf '%s\t%s\n' "$name" "$repo"; } >"$registry.new"
+    mv -f "$registry.new" "$registry"
+    chown "$user:$group" "$registry" 2>/dev/null || true
+  fi
   if [ "$layout" = d ]; then
     for name in pre-receive post-receive; do
       dir="$repo/$hooks_subdir/$name.d"

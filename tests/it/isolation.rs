@@ -123,9 +123,17 @@ fn a_route_host_cannot_borrow_another_projects_host() {
     );
     assert!(r.get(&host, "/").body.contains("the real shop"));
 
-    // A repository of the same name elsewhere on the server gets the same host names: the
-    // environment that has them keeps them, and the newcomer's deployment is refused.
-    let twin_url = another_repository(&r, "team2/repo.git");
+    // A repository of the same name elsewhere on the server is refused at install: a
+    // project's name is unique (tokens, URLs and the console name projects by it).
+    let twin = r.s.dir.join("team2/repo.git");
+    let install = crate::support::run_install(&r.s.prefix, &r.s.data, &[&twin]);
+    assert!(!install.status.success(), "a second project named repo is installed");
+    let said = String::from_utf8_lossy(&install.stderr);
+    assert!(said.contains("the project name repo is already") && said.contains("repo.git's on this server"), "{said}");
+
+    // A name that differs but gives the same host names (`Repo`): the environment that has the
+    // hosts keeps them, and the newcomer's deployment is refused, naming it.
+    let twin_url = another_repository(&r, "Repo.git");
     let twin = php_app("app", "", "<?php echo 'the twin';\n");
     let push = push_files(&r, &twin_url, &twin);
     assert!(push.output.contains(&format!("host {host} is served by environment main of")), "{}", push.output);
