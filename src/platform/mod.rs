@@ -9,8 +9,8 @@
 //! DATA/platform.json             how environments are reached: {"router": ADDR, "domain": D}
 //! DATA/runtimes.json             runtimes the admin declares (src/platform/runtimes.rs)
 //! DATA/router/nginx.conf         the router's configuration; sites/KEY.conf one per environment
-//! DATA/router/php/KEY.APP.conf   a PHP-FPM master per environment and app (and .env.json, the
-//!                                master's own environment)
+//! DATA/router/php/HASH/KEY.APP.conf  a PHP-FPM master per environment and app (and .env.json,
+//!                                the master's own environment)
 //! DATA/router/pools/HASH/        its socket, pid file and log (the project's user's)
 //! DATA/router/services/KEY/      how the environment's service instances are started
 //! DATA/router/apps/KEY.APP.json  a start command, as its supervisor runs it
@@ -231,7 +231,7 @@ impl Platform {
             }
             let jail = sandbox::Jail {
                 writable,
-                readable: vec![env_dir, &files.conf],
+                readable: vec![env_dir, files.conf.parent().unwrap_or(Path::new("/"))],
                 hidden: vec![self.data.root()],
                 network: true,
                 limits,
@@ -260,22 +260,41 @@ impl Platform {
 
     /// The pool's directory (socket, pid file, log), its master's and the router workers' alone:
     /// the project's user owns it, the workers reach it by group.
+    /// A pool's directories. Its configuration's (`router/php/HASH`, root's, read by the
+    /// project's group when the master runs sandboxed as the project's user; bound whole into
+    /// the sandbox, so a configuration renamed into place is the one a reload reads). Its
+    /// socket's, pid file's and log's (`router/pools/HASH`): the sandboxed master's own, the
+    /// router's workers reaching it by group; root's where the master runs as root (no
+    /// sandbox), since root must not write through what a project's user can change.
     fn pool_dir(&self, id: &str, user: Option<&User>) -> Result<(), String> {
         use std::os::unix::fs::PermissionsExt;
         let files = self.pool_files(id);
-        let dir = files.socket.parent().unwrap_or(Path::new("/"));
-        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        if let (Some(user), Some(web)) = (user, self.web_user.as_ref()) {
-            std::os::unix::fs::lchown(dir, Some(user.uid), Some(web.gid))
-                .map_err(|e| format!("{}: {e}", dir.display()))?;
-            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o710))
-                .map_err(|e| format!("{}: {e}", dir.display()))?;
-            // Its configuration: the master reads it as the project's user, nobody else does.
-            if files.conf.exists() {
-                std::os::unix::fs::lchown(&files.conf, Some(0), Some(user.gid))
-                    .map_err(|e| format!("{}: {e}", files.conf.display()))?;
-                std::fs::set_permissions(&files.conf, std::fs::Permissions::from_mode(0o640))
-                    .map_err(|e| format!("{}: {e}", files.conf.display()))?;
+        let set = |dir: &Path, owner: u32, group: u32, mode: u32| -> Result<(), String> {
+            std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+            std::os::unix::fs::lchown(dir, Some(owner), Some(group)).map_err(|e| format!("{}: {e}", dir.display()))?;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
+                .map_err(|e| format!("{}: {e}", dir.display()))
+        };
+        let (conf_dir, run_dir) =
+            (files.conf.parent().unwrap_or(Path::new("/")), files.socket.parent().unwrap_or(Path::new("/")));
+        match (user, self.web_user.as_ref()) {
+            (Some(user), Some(web)) if self.pools_sandboxed() => {
+                set(conf_dir, 0, user.gid, 0o750)?;
+                set(run_dir, user.uid, web.gid, 0o710)?;
+                if files.conf.exists() {
+                    std::os::unix::fs::lchown(&files.conf, Some(0), Some(user.gid))
+                        .map_err(|e| format!("{}: {e}", files.conf.display()))?;
+                    std::fs::set_permissions(&files.conf, std::fs::Permissions::from_mode(0o640))
+                        .map_err(|e| format!("{}: {e}", files.conf.display()))?;
+                }
+            }
+            (_, Some(web)) => {
+                set(conf_dir, 0, 0, 0o700)?;
+                set(run_dir, 0, web.gid, 0o750)?;
+            }
+            _ => {
+                std::fs::create_dir_all(conf_dir).map_err(|e| format!("{}: {e}", conf_dir.display()))?;
+                std::fs::create_dir_all(run_dir).map_err(|e| format!("{}: {e}", run_dir.display()))?;
             }
         }
         Ok(())
@@ -448,9 +467,9 @@ impl Platform {
                         config: &app.config,
                     });
                     warnings.extend(more);
+                    self.pool_dir(&id, app_user.as_ref())?;
                     let candidate = files.conf.with_extension("conf.new");
                     write_if_changed(&candidate, &text, 0o600)?;
-                    self.pool_dir(&id, app_user.as_ref())?;
                     let as_user = app_user.as_ref().filter(|_| self.pools_sandboxed());
                     if let Some(user) = as_user {
                         use std::os::unix::fs::PermissionsExt;
@@ -598,7 +617,12 @@ impl Platform {
             self.pool_dir(id, self.pool_user(env_dir)?.as_ref())?;
             let whose = process::Whose::PhpFpm(&files.conf);
             // A master of an earlier layout (its files under router/run) goes.
-            process::stop(&self.router().join("run").join(format!("{id}.php.pid")), whose, Duration::from_secs(30));
+            let earlier = self.router().join("php").join(format!("{id}.conf"));
+            process::stop(
+                &self.router().join("run").join(format!("{id}.php.pid")),
+                process::Whose::PhpFpm(&earlier),
+                Duration::from_secs(30),
+            );
             match process::alive(&files.pid, whose) {
                 // A graceful reload keeps the master's environment: one that changed needs a
                 // new master.
@@ -755,7 +779,7 @@ impl Platform {
 fn pool_files(router: &Path, id: &str) -> php::Files {
     let dir = router.join("pools").join(short_hash(id));
     php::Files {
-        conf: router.join("php").join(format!("{id}.conf")),
+        conf: router.join("php").join(short_hash(id)).join(format!("{id}.conf")),
         pid: dir.join("php.pid"),
         socket: dir.join("php.sock"),
         log: dir.join("php.log"),
@@ -821,7 +845,7 @@ pub fn deactivate(data: &DataDir, env_dir: &Path) {
 
 fn stop_processes(root: &Path, record: &SiteRecord) {
     for id in &record.pools {
-        let conf = root.join("php").join(format!("{id}.conf"));
+        let conf = pool_files(root, id).conf;
         process::stop(&pool_files(root, id).pid, process::Whose::PhpFpm(&conf), Duration::from_secs(30));
     }
     for id in &record.apps {

@@ -451,6 +451,23 @@ impl<'a> Build<'a> {
             )?;
         }
         control.check()?;
+        // The hook could change the build directory: the app's directory must still be one,
+        // reached from the build's top through directories alone (a directory on the way
+        // replaced by a link to /etc would have root pack, move and seal what it points at).
+        // Nothing of the project runs here any more (the hook's sandbox is gone; apps never see
+        // the build directories), so what is checked now stays so.
+        // (In layers, the merged tree shows what the build wrote over the export.)
+        crate::platform::beneath::open_top(build_dir)
+            .and_then(|top| {
+                crate::platform::beneath::open(&top, std::path::Path::new(&plan.dir), libc::O_PATH | libc::O_DIRECTORY)
+            })
+            .map_err(|e| {
+                RunnerError::Platform(format!(
+                    "the build left the app's directory `{}` as something else than a directory reached through \
+                     directories (a link on the way?): {e}",
+                    plan.dir
+                ))
+            })?;
         self.log.phase("slug", &format!("Preparing slug for application `{}`", plan.name));
         if let Some(dir) = plan.slug.parent() {
             std::fs::create_dir_all(dir).map_err(|source| RunnerError::Io {

@@ -174,6 +174,12 @@ fn variables_reach_php_verbatim_and_nothing_of_the_runners_environment_does() {
     assert!(page.contains(r#"CONFIG='{"a": "b c", "quote": "it\'s"}'"#), "{page}");
     assert!(page.contains(r#"MIXED='a\'$b\\c"d'"#), "{page}");
     assert!(page.contains("PUSHGATE_RUNNER_ONLY=false"), "{page}");
+    // A changed value reaches the pool at the next deployment (its configuration reloaded in
+    // its sandbox).
+    let files = php_app("app", &variables.replace("b c", "changed"), index);
+    r.deploy(&files, "main");
+    let page = r.get(&r.host("main"), "/").body;
+    assert!(page.contains(r#"CONFIG='{"a": "changed", "quote": "it\'s"}'"#), "{page}");
 }
 
 /// Reads the relationships as a hook does: `DB_HOST`, `DB_PORT`, `DB_USERNAME`, `DB_PASSWORD`,
@@ -541,4 +547,37 @@ fn an_apps_memory_is_bounded_by_its_projects_policy_and_a_hit_spares_the_site() 
     let big = r.get(&host, "/?big=1");
     assert_ne!(big.status, 200, "200 MB in a 64 MB app: {big:?}");
     assert!(eventually(10, || r.get(&host, "/").body.contains("small")), "the site goes on");
+}
+
+#[test]
+fn a_build_that_turns_its_app_directory_into_a_link_packs_nothing_it_points_at() {
+    let s = crate::support::Server::new("app-dir-link");
+    let secret = s.dir.join("root-only");
+    std::fs::create_dir_all(&secret).unwrap();
+    std::fs::write(secret.join("key"), "root's private key\n").unwrap();
+    // The build hook runs in `api/`; it replaces that directory with a link to root's files.
+    let build = format!("cd .. && mv api api0 && ln -s {} api", secret.display());
+    let app = format!(
+        "name: api\ntype: php:8.4\ndisk: 256\nweb:\n    locations:\n        \"/\":\n            root: \"\"\n            \
+         passthru: \"/index.php\"\nhooks:\n    build: |\n        {build}\n"
+    );
+    let files = [
+        ("api/.platform.app.yaml", app.as_str()),
+        (".platform/routes.yaml", "\"https://{default}/\":\n    type: upstream\n    upstream: \"api:http\"\n"),
+        ("api/index.php", "<?php\n"),
+    ];
+    let commit = s.commit(&files, "a link where the app was");
+    s.push(&["HEAD:refs/heads/main"]).assert_accepted();
+    crate::runner::serve(&s);
+    let (id, state) = crate::runner::job_state(&s, &commit);
+    let log = crate::runner::log_of(&s, id);
+    let slugs: Vec<_> = std::fs::read_dir(s.data.join("slugs")).into_iter().flatten().flatten().collect();
+    let packed = slugs.iter().enumerate().any(|(i, e)| {
+        let into = s.dir.join(&format!("unpacked-{i}"));
+        pushgate::runner::slug::unpack(&e.path(), &into).is_ok() && into.join("key").exists()
+    });
+    assert!(!packed, "root's file was packed into the project's slug:\n{log}");
+    assert_eq!(state, "failed", "{log}");
+    assert!(log.contains("as something else than a directory"), "{log}");
+    assert_eq!(std::fs::read_to_string(secret.join("key")).unwrap(), "root's private key\n", "left where it was");
 }
