@@ -126,7 +126,12 @@ fn copy_new(
     offset: &mut u64,
     out: &mut dyn Write,
 ) -> std::io::Result<()> {
-    let chunk = at.read_from(queue, job, *offset)?;
+    let mut chunk = at.read_from(queue, job, *offset)?;
+    // A C1 control is two bytes (0xC2 0x80-0x9F): one split between two reads must not pass
+    // as two harmless halves. A last 0xC2 waits for the next read.
+    if chunk.last() == Some(&0xc2) {
+        chunk.pop();
+    }
     if chunk.is_empty() {
         return Ok(());
     }

@@ -276,9 +276,22 @@ impl Cgroup {
 }
 
 impl Cgroup {
+    /// The cgroup of these directories (an app's, kept by an earlier runner): dropped, its
+    /// processes are killed and it is removed.
+    pub fn at(dirs: Vec<PathBuf>) -> Cgroup {
+        let unified = dirs.len() == 1;
+        Cgroup { dirs, unified }
+    }
+
     /// Its directories (one under cgroup v2; memory's and pids' under v1).
     pub fn dirs(&self) -> &[PathBuf] {
         &self.dirs
+    }
+
+    /// Kills every process in it and leaves it (empty) for the next to start in it.
+    pub fn kill_and_keep(self) {
+        self.kill();
+        self.keep();
     }
 
     /// Leaves the cgroup and its processes as they are when this value goes (an app's: its

@@ -236,7 +236,17 @@ impl Platform {
                 network: true,
                 limits,
             };
-            self.sandbox.app_command(&jail, user.as_ref(), Path::new("/"), &short_hash(id), program, args)
+            let made =
+                self.sandbox.app_command(&jail, user.as_ref(), Path::new("/"), &short_hash(id), program, args)?;
+            Ok(made.map(|(command, cgroup)| {
+                // Recorded for whoever stops the pool: its cgroup goes with it.
+                let _ = write_if_changed(
+                    &files.conf.with_extension("cgroup.json"),
+                    &serde_json::to_string(&cgroup).unwrap_or_default(),
+                    0o600,
+                );
+                command
+            }))
         };
         php::start(php_fpm, &files.conf, sandboxed)
     }
@@ -638,8 +648,12 @@ impl Platform {
         for (id, start) in &prepared.apps {
             let file = self.router().join("apps").join(format!("{id}.json"));
             write_if_changed(&file, &serde_json::to_string_pretty(start).unwrap_or_default(), 0o600)?;
-            // The new release's code runs only in a new process.
+            // The new release's code runs only in a new process; what the old one left in its
+            // cgroup (a daemon outside its process group) goes too.
             process::stop(&self.app_pid(id), process::Whose::Supervisor, Duration::from_secs(10));
+            if !start.cgroups.is_empty() {
+                cgroup::Cgroup::at(start.cgroups.clone()).kill_and_keep();
+            }
             self.start_app(id)?;
         }
         // What the previous release ran and this one does not.
@@ -847,6 +861,10 @@ fn stop_processes(root: &Path, record: &SiteRecord) {
     for id in &record.pools {
         let conf = pool_files(root, id).conf;
         process::stop(&pool_files(root, id).pid, process::Whose::PhpFpm(&conf), Duration::from_secs(30));
+        // What its workers left (a daemon that left their process group) goes with its cgroup.
+        if let Some(dirs) = app_cgroup(&conf.with_extension("cgroup.json")) {
+            drop(cgroup::Cgroup::at(dirs));
+        }
     }
     for id in &record.apps {
         process::stop(
@@ -854,7 +872,23 @@ fn stop_processes(root: &Path, record: &SiteRecord) {
             process::Whose::Supervisor,
             Duration::from_secs(10),
         );
+        if let Some(dirs) = start_command_cgroup(root, id) {
+            drop(cgroup::Cgroup::at(dirs));
+        }
     }
+}
+
+/// The cgroup an app's sandbox was given (recorded beside its configuration), if any.
+fn app_cgroup(file: &Path) -> Option<Vec<PathBuf>> {
+    let dirs: Vec<PathBuf> = serde_json::from_str(&std::fs::read_to_string(file).ok()?).ok()?;
+    (!dirs.is_empty()).then_some(dirs)
+}
+
+/// The cgroup of a start command's sandbox, if it has one.
+fn start_command_cgroup(root: &Path, id: &str) -> Option<Vec<PathBuf>> {
+    let file = root.join("apps").join(format!("{id}.json"));
+    let start: StartCommand = serde_json::from_str(&std::fs::read_to_string(file).ok()?).ok()?;
+    (!start.cgroups.is_empty()).then_some(start.cgroups)
 }
 
 /// The router's lock (`DATA/router/run/router.lock`), held while its configuration changes and

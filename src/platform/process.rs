@@ -64,7 +64,21 @@ pub fn alive(pid_file: &Path, whose: Whose<'_>) -> Option<i32> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let state = stat.rsplit_once(") ")?.1.chars().next()?;
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-    (state != 'Z' && whose.is(&cmdline, pid_file)).then_some(pid)
+    // nginx's master and supervisors are the runner's own processes: one of another user with
+    // the same command line (`exec -a`) is not taken for them. (A PHP-FPM master in the
+    // sandbox runs as its project's user.)
+    let owner_ok = match whose {
+        Whose::PhpFpm(_) => true,
+        // SAFETY: geteuid has no preconditions.
+        Whose::Nginx(_) | Whose::Supervisor => owner(pid) == Some(unsafe { libc::geteuid() }),
+    };
+    (state != 'Z' && owner_ok && whose.is(&cmdline, pid_file)).then_some(pid)
+}
+
+/// The real user id of process `pid`.
+fn owner(pid: i32) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status.lines().find_map(|l| l.strip_prefix("Uid:"))?.split_whitespace().next()?.parse().ok()
 }
 
 pub fn signal(pid: i32, sig: i32) {

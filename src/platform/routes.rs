@@ -140,6 +140,13 @@ pub fn resolve(routes: &Map<String, Value>, site: &Site<'_>) -> (Vec<Resolved>, 
             warnings.push(format!("route `{original}`: `{}` is not a host name; left out", bad.escape_debug()));
             continue;
         }
+        // Every name is under the environment's own (or, for the default branch's other
+        // names, the project's): never under another project's domain.
+        let under = |h: &str, base: &str| h == base || h.ends_with(&format!(".{base}"));
+        if !under(&host, &site.base()) || aliases.iter().any(|a| !under(a, &site.project_host())) {
+            warnings.push(format!("route `{original}`: its host is not under {}; left out", site.base()));
+            continue;
+        }
         if path.contains(|c: char| c.is_whitespace() || c.is_control() || "\"'\\;{}".contains(c)) {
             warnings.push(format!("route `{original}`: its path has characters the router does not take; left out"));
             continue;

@@ -210,7 +210,7 @@ impl Sandbox {
         name: &str,
         program: &Path,
         args: &[&std::ffi::OsStr],
-    ) -> Result<Option<Command>, String> {
+    ) -> Result<Option<(Command, Vec<PathBuf>)>, String> {
         use std::os::unix::process::CommandExt;
         let Sandbox::On { bwrap, cgroups, disable_userns } = self else { return Ok(None) };
         let mut command = Command::new(bwrap);
@@ -218,6 +218,7 @@ impl Sandbox {
         command.current_dir("/");
         let cgroup = cgroups.named(&format!("app-{name}"), jail.limits)?;
         let joiner = cgroup.joiner()?;
+        let dirs = cgroup.dirs().to_vec();
         cgroup.keep();
         let ids = user.map(|u| (u.uid, u.gid));
         // SAFETY: the closure only calls async-signal-safe functions (write, setgroups, setgid,
@@ -229,7 +230,7 @@ impl Sandbox {
                 Ok(())
             });
         }
-        Ok(Some(command))
+        Ok(Some((command, dirs)))
     }
 }
 

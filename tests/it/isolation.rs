@@ -581,3 +581,38 @@ fn a_build_that_turns_its_app_directory_into_a_link_packs_nothing_it_points_at()
     assert!(log.contains("as something else than a directory"), "{log}");
     assert_eq!(std::fs::read_to_string(secret.join("key")).unwrap(), "root's private key\n", "left where it was");
 }
+
+#[test]
+fn what_an_app_leaves_outside_its_process_group_goes_with_its_release() {
+    let r = Routed::new("app-leftovers");
+    let server = |marker: &str| {
+        format!(
+            "// {marker}\nconst c = require('child_process').spawn('sleep', ['1000'], {{ detached: true, stdio: 'ignore' }});\n\
+             c.unref();\nrequire('http').createServer((req, res) => res.end('daemon=' + c.pid)).listen(process.env.PORT, '127.0.0.1');\n"
+        )
+    };
+    let app = "name: api\ntype: nodejs:20\nweb:\n    commands:\n        start: \"node server.js\"\n    locations:\n        \"/\":\n            passthru: true\ndisk: 512\n";
+    let files = |marker: &str| {
+        vec![
+            (".magento.app.yaml", app.to_owned()),
+            (
+                ".magento/routes.yaml",
+                "\"http://{default}/\":\n    type: upstream\n    upstream: \"api:http\"\n".to_owned(),
+            ),
+            ("server.js", server(marker)),
+        ]
+    };
+    r.deploy(&files("one"), "main");
+    let mut page = Response::default();
+    assert!(
+        eventually(20, || {
+            page = r.get(&r.host("main"), "/");
+            page.body.starts_with("daemon=")
+        }),
+        "{page:?}"
+    );
+    let daemon: i32 = page.body.trim_start_matches("daemon=").trim().parse().unwrap();
+    assert!(crate::router::alive(daemon));
+    r.deploy(&files("two"), "main");
+    assert!(eventually(10, || !crate::router::alive(daemon)), "the old release's daemon {daemon} outlives it");
+}

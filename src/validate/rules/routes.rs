@@ -139,8 +139,13 @@ fn check_template(url: &str) -> Result<(), String> {
 /// configuration as more than a name (`;`, `#`, a space end nginx's `server_name`).
 fn check_host(host: &str) -> Result<(), String> {
     let labels = host.strip_prefix("*.").unwrap_or(host);
-    for label in labels.split('.') {
+    let count = labels.split('.').count();
+    for (i, label) in labels.split('.').enumerate() {
         if label == "{default}" || label == "{all}" {
+            if i + 1 != count {
+                // `{default}.shop.example.com` would be a name under another project's domain.
+                return Err(format!("`{label}` must end the host, as in `www.{label}`"));
+            }
             continue;
         }
         let bare = label.replace("{default}", "").replace("{all}", "");
@@ -194,6 +199,7 @@ mod tests {
             "http://www-{default}/",
             "http://a..{default}/",
             "http://-a.{default}/",
+            "https://{default}.shop.example.com/",
         ] {
             assert!(check_template(bad).is_err(), "{bad}");
         }
