@@ -311,7 +311,15 @@ fn a_runner_killed_mid_build_loses_its_job_to_the_next_runner() {
     let commit = s.commit(&files_with(APP_FILE, &app_with_hooks(&build, "true")), "slow build");
     s.push(&["HEAD:refs/heads/main"]).assert_accepted();
     let mut first = spawn_dying_runner(&s);
-    assert!(eventually(10, || marker.exists()), "the first runner started the build");
+    // Started, and recorded by its runner (the record comes right after the hook starts).
+    let recorded = || {
+        std::fs::read_dir(s.data.join("environments"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|p| p.path().join("main/hook.pid").exists())
+    };
+    assert!(eventually(10, || marker.exists() && recorded()), "the first runner started the build");
     first.kill().unwrap(); // SIGKILL
     first.wait().unwrap();
     assert_eq!(job_state(&s, &commit).1, "running", "the dead runner still holds it, until its lease runs out");
