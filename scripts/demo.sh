@@ -44,7 +44,7 @@ runner_pid=$!
 stop_all() {
   kill -TERM $runner_pid 2>/dev/null; wait $runner_pid 2>/dev/null
   # The router and the apps outlive runners by design; the demo stops them.
-  for pid_file in "$demo"/data/router/run/*.pid; do
+  for pid_file in "$demo"/data/router/run/*.pid "$demo"/data/router/pools/*/php.pid; do
     [ -f "$pid_file" ] && kill -TERM "$(cat "$pid_file")" 2>/dev/null
   done
   true
