@@ -537,13 +537,8 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            config.scope = pushgate::queue::Scope {
-                build: role != Role::Deploy,
-                deploy: role != Role::Build,
-                environments,
-                // One worker stays for the other projects (and actions) whatever one does.
-                per_project: (concurrency > 1).then_some(concurrency as i64 - 1),
-            };
+            config.scope =
+                pushgate::queue::Scope::of_runner(role != Role::Deploy, role != Role::Build, environments, concurrency);
             config.hook_timeout = Duration::from_secs(hook_timeout);
             config.sandbox = sandbox;
             config.keep_releases = keep.max(1);
@@ -627,17 +622,8 @@ fn main() -> ExitCode {
 
 /// The router, when one is asked for (flags over DATA/platform.json), started before any job.
 fn platform(config: &mut runner::Config, router: Option<std::net::SocketAddr>, domain: Option<String>) -> Result<()> {
-    let data = config.data();
-    std::fs::create_dir_all(data.root())?;
-    let mut settings = pushgate::platform::Settings::load(&data)?;
-    settings.router = router.or(settings.router);
-    settings.domain = domain.unwrap_or(settings.domain);
-    let Some(platform) = pushgate::platform::Platform::new(&data, &settings)? else { return Ok(()) };
-    // Apps run in the same kind of sandbox as the hooks (none with --no-sandbox).
-    let platform = platform.with_sandbox(config.sandbox.clone());
-    platform.start().map_err(|e| format!("the router cannot start: {e}"))?;
-    tracing::info!(router = %settings.router.map(|a| a.to_string()).unwrap_or_default(), domain = %settings.domain, "router running");
-    config.platform = Some(Arc::new(platform));
+    let platform = pushgate::platform::Platform::serving(&config.data(), router, domain, config.sandbox.clone())?;
+    config.platform = platform.map(Arc::new);
     Ok(())
 }
 

@@ -206,10 +206,25 @@ impl Platform {
         }))
     }
 
-    /// Apps run in `sandbox` (PHP-FPM masters: see `start_pool`).
-    pub fn with_sandbox(mut self, sandbox: sandbox::Sandbox) -> Platform {
-        self.sandbox = sandbox;
-        self
+    /// The platform a serving runner keeps its sites with: `DATA/platform.json` with `router`
+    /// and `domain` given on the command line over it, its apps in `sandbox` (the hooks' kind:
+    /// none with `--no-sandbox`), the router started with every active environment's sites.
+    /// None without a router address.
+    pub fn serving(
+        data: &DataDir,
+        router: Option<SocketAddr>,
+        domain: Option<String>,
+        sandbox: sandbox::Sandbox,
+    ) -> Result<Option<Platform>, String> {
+        std::fs::create_dir_all(data.root()).map_err(|e| format!("{}: {e}", data.root().display()))?;
+        let mut settings = Settings::load(data)?;
+        settings.router = router.or(settings.router);
+        settings.domain = domain.unwrap_or(settings.domain);
+        let Some(mut platform) = Platform::new(data, &settings)? else { return Ok(None) };
+        platform.sandbox = sandbox;
+        platform.start().map_err(|e| format!("the router cannot start: {e}"))?;
+        tracing::info!(router = %platform.listen, domain = %platform.domain, "router running");
+        Ok(Some(platform))
     }
 
     /// Starts the PHP-FPM master of pool `id` of the environment `env_dir`. In the sandbox
@@ -932,7 +947,7 @@ pub fn site_key(env_dir: &Path) -> String {
     format!("{}.{}", name(env_dir.parent()), name(Some(env_dir)))
 }
 
-fn short_hash(text: &str) -> String {
+pub(crate) fn short_hash(text: &str) -> String {
     git2::Oid::hash_object(git2::ObjectType::Blob, text.as_bytes())
         .map(|o| o.to_string()[..16].to_owned())
         .unwrap_or_default()

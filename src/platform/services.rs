@@ -973,11 +973,8 @@ fn redis_supervised(data: &DataDir, target: &Target<'_>, name: &str) -> Result<s
         network: true,
         limits: target.limits,
     };
-    let id = format!("{key}.{name}");
-    let name_hash =
-        git2::Oid::hash_object(git2::ObjectType::Blob, id.as_bytes()).map(|o| o.to_string()).unwrap_or_default();
-    let sandboxed =
-        target.sandbox.supervised(&jail, &dir, &name_hash[..16], &server.display().to_string(), &[&conf])?;
+    let cgroup = super::short_hash(&format!("{key}.{name}"));
+    let sandboxed = target.sandbox.supervised(&jail, &dir, &cgroup, &server.display().to_string(), &[&conf])?;
     let (program, cgroups) =
         sandboxed.unwrap_or_else(|| (vec![server.display().to_string(), conf.clone()], Vec::new()));
     Ok(super::process::Supervised {

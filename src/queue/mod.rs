@@ -252,6 +252,14 @@ impl Default for Scope {
 }
 
 impl Scope {
+    /// What a serving runner of `concurrency` workers takes: with two or more, one worker
+    /// always stays for the other projects (and for actions): a project has at most
+    /// `concurrency - 1` builds running.
+    pub fn of_runner(build: bool, deploy: bool, environments: Option<Vec<EnvName>>, concurrency: usize) -> Scope {
+        let per_project = (concurrency > 1).then_some(concurrency as i64 - 1);
+        Scope { build, deploy, environments, per_project }
+    }
+
     /// The environments as a JSON array (the stores filter with it), None for all.
     pub fn environments_json(&self) -> Option<String> {
         self.environments

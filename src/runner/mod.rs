@@ -246,66 +246,14 @@ pub fn serve(config: &Config, concurrency: usize, shutdown: &Shutdown, until_idl
                 })
             })
             .collect();
-        // The sites follow the branches: a deleted branch's environment goes off the router,
-        // a process that died comes back.
-        // nginx is supervised like the rest: a router that died is started again within a
-        // second (said once per cause while it cannot be).
+        // The sites follow the branches (a deleted branch's environment goes off the router,
+        // a process that died comes back) and nginx is supervised like the rest.
         if let (Some(platform), false) = (config.platform.as_deref(), until_idle) {
-            scope.spawn(move || {
-                let mut refused: Option<String> = None;
-                let mut since_reconcile = PLATFORM_EVERY;
-                loop {
-                    match platform.supervise_router() {
-                        Ok(()) => refused = None,
-                        Err(e) if refused.as_ref() != Some(&e) => {
-                            tracing::error!(error = %e, "the router is down and cannot be started; trying again every second");
-                            refused = Some(e);
-                        }
-                        Err(_) => {}
-                    }
-                    if since_reconcile >= PLATFORM_EVERY {
-                        since_reconcile = Duration::ZERO;
-                        for env in platform.reconcile() {
-                            tracing::info!(environment = %env, "branch deleted: its environment is off the router");
-                        }
-                    }
-                    if shutdown.sleep(ROUTER_EVERY) {
-                        return;
-                    }
-                    since_reconcile += ROUTER_EVERY;
-                }
-            });
+            scope.spawn(move || keep_sites(platform, shutdown));
         }
         // Each activity's end is posted to its project's webhooks, off the workers.
         if !until_idle {
-            // One connection, kept: an idle runner opens none each second.
-            scope.spawn(|| {
-                let mut store: Option<Box<dyn crate::queue::Store>> = None;
-                let mut failed: Option<String> = None;
-                loop {
-                    let delivered = match &mut store {
-                        Some(s) => crate::notify::deliver_due(&config.data_dir, s.as_mut()),
-                        None => config
-                            .queue
-                            .open(QUEUE_TIMEOUT)
-                            .map_err(|e| e.to_string())
-                            .and_then(|s| crate::notify::deliver_due(&config.data_dir, store.insert(s).as_mut())),
-                    };
-                    match delivered {
-                        Ok(_) => failed = None,
-                        Err(e) => {
-                            if failed.as_ref() != Some(&e) {
-                                tracing::warn!(error = %e, "webhook deliveries");
-                            }
-                            failed = Some(e);
-                            store = None;
-                        }
-                    }
-                    if shutdown.sleep(WEBHOOKS_EVERY) {
-                        return;
-                    }
-                }
-            });
+            scope.spawn(|| deliver_webhooks(config, shutdown));
         }
         // After a stop, running jobs get the grace period; then they are stopped and returned.
         scope.spawn(|| {
@@ -322,6 +270,64 @@ pub fn serve(config: &Config, concurrency: usize, shutdown: &Shutdown, until_idl
         handles.into_iter().map(|h| h.join().unwrap_or(Ok(()))).collect::<Result<Vec<()>, _>>()
     })?;
     Ok(done.load(Ordering::SeqCst))
+}
+
+/// Until `shutdown`: the router's master looked for every second and started again if it is
+/// gone (said once per cause while it cannot be), the sites reconciled every 3 s.
+fn keep_sites(platform: &crate::platform::Platform, shutdown: &Shutdown) {
+    let mut refused: Option<String> = None;
+    let mut since_reconcile = PLATFORM_EVERY;
+    loop {
+        match platform.supervise_router() {
+            Ok(()) => refused = None,
+            Err(e) if refused.as_ref() != Some(&e) => {
+                tracing::error!(error = %e, "the router is down and cannot be started; trying again every second");
+                refused = Some(e);
+            }
+            Err(_) => {}
+        }
+        if since_reconcile >= PLATFORM_EVERY {
+            since_reconcile = Duration::ZERO;
+            for env in platform.reconcile() {
+                tracing::info!(environment = %env, "branch deleted: its environment is off the router");
+            }
+        }
+        if shutdown.sleep(ROUTER_EVERY) {
+            return;
+        }
+        since_reconcile += ROUTER_EVERY;
+    }
+}
+
+/// Until `shutdown`: each second, the ended jobs' webhook deliveries planned and the due ones
+/// posted, on one connection kept (an idle runner opens none each second).
+fn deliver_webhooks(config: &Config, shutdown: &Shutdown) {
+    let mut store: Option<Box<dyn crate::queue::Store>> = None;
+    let mut failed: Option<String> = None;
+    loop {
+        let opened = match store.take() {
+            Some(s) => Ok(s),
+            None => config.queue.open(QUEUE_TIMEOUT).map_err(|e| e.to_string()),
+        };
+        let delivered = opened.and_then(|mut s| {
+            let n = crate::notify::deliver_due(&config.data_dir, s.as_mut());
+            store = Some(s);
+            n
+        });
+        match delivered {
+            Ok(_) => failed = None,
+            Err(e) => {
+                if failed.as_ref() != Some(&e) {
+                    tracing::warn!(error = %e, "webhook deliveries");
+                }
+                failed = Some(e);
+                store = None; // opened again next time
+            }
+        }
+        if shutdown.sleep(WEBHOOKS_EVERY) {
+            return;
+        }
+    }
 }
 
 /// Runs one claimed job to its end and records it. Errors of the job itself (a failing hook, an

@@ -77,18 +77,23 @@ fn three_simultaneous_deployments_of_one_project_fail_none_of_50() {
     simultaneous_deployments("three-at-once", &["main", "feature", "preview"], 50);
 }
 
-/// nginx's master and the processes of its group.
+/// nginx's master and the live processes of its group.
 fn nginx_group(r: &Routed) -> (i32, Vec<i32>) {
     let master: i32 = std::fs::read_to_string(router_file(r, "run/nginx.pid")).unwrap().trim().parse().unwrap();
-    let mut group = Vec::new();
+    (master, in_groups(&[master]))
+}
+
+/// The live processes of the process groups `groups`.
+fn in_groups(groups: &[i32]) -> Vec<i32> {
+    let mut out = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
         let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else { continue };
         // SAFETY: getpgid has no memory-safety preconditions.
-        if unsafe { libc::getpgid(pid) } == master {
-            group.push(pid);
+        if groups.contains(&unsafe { libc::getpgid(pid) }) && alive(pid) {
+            out.push(pid);
         }
     }
-    (master, group)
+    out
 }
 
 #[test]
@@ -132,21 +137,8 @@ fn nginx_killed_under_a_running_runner_is_started_again() {
     let (third, group) = nginx_group(&r);
     let workers = group.iter().filter(|p| **p != third).count();
     assert!(workers > 0, "the new master has workers");
-    let orphans: Vec<i32> = group_of_dead_masters(&[master, second]);
+    let orphans = in_groups(&[master, second]);
     assert!(orphans.is_empty(), "workers of the killed masters still run: {orphans:?}");
-}
-
-/// Processes still in the process groups of `masters`.
-fn group_of_dead_masters(masters: &[i32]) -> Vec<i32> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else { continue };
-        // SAFETY: getpgid has no memory-safety preconditions.
-        if masters.contains(&unsafe { libc::getpgid(pid) }) && alive(pid) {
-            out.push(pid);
-        }
-    }
-    out
 }
 
 /// A process that is not pushgate's, to be named by stale pid files.

@@ -1138,11 +1138,6 @@ impl Listener {
         listener
     }
 
-    /// Whether it listens now.
-    pub fn listening(&self) -> bool {
-        self.state.lock().is_ok_and(|e| e.client.as_ref().is_some_and(|c| !c.is_closed()))
-    }
-
     fn connect(&self, ear: &mut Ear) -> bool {
         let listened = PgQueue::open(&self.url, crate::store::QUEUE_TIMEOUT).and_then(|mut q| {
             q.client.get_mut().batch_execute(&format!("LISTEN {CHANNEL}")).map_err(q.err("listen on"))?;
