@@ -87,8 +87,14 @@ pub(super) struct Packs {
 
 impl Drop for Packs {
     fn drop(&mut self) {
+        // A deploy that ended before its slugs were awaited (a full disk, a service that could
+        // not be provisioned): each pack ends (before `_held`, and with it the layers, goes),
+        // and the shared tree it made goes too, packed or not: no release of this job links
+        // it, and on a full disk it is what must be freed (the slug stays, and a deploy of the
+        // same code unpacks it again).
         for p in self.packing.drain(..) {
-            let _ = p.thread.join(); // before `_held`, and with it the layers, goes
+            let _ = p.thread.join();
+            let _ = super::unpacked::remove(&p.tree);
         }
     }
 }
@@ -443,6 +449,7 @@ impl<'a> Build<'a> {
                         readable: vec![],
                         hidden: vec![&config.data_dir, job.repo.path()],
                         network: self.declared.sandbox.network.unwrap_or(true),
+                        netns: None,
                         limits: self.declared.sandbox.limits(),
                     },
                 },

@@ -66,7 +66,16 @@ pub(super) fn deploy(
     let services = &services;
     declared.warn_unresolved(plans, topology, services, log);
     let id = job.id.to_string();
-    let release = assemble(&config.data(), &env_dir, job, built, log)?;
+    let release = match assemble(&config.data(), &env_dir, job, built, log) {
+        Ok(release) => release,
+        Err(e) => {
+            // Half made (a full disk): nothing of it stays, for the space and for rollback.
+            let _ = deploy::remove_release(&env_dir.partial_release(&id));
+            let _ = deploy::remove_release(&env_dir.release(&id));
+            let _ = std::fs::remove_file(env_dir.releases().join(format!("{id}.json")));
+            return Err(e.into());
+        }
+    };
     // The slugs, packed meanwhile, complete before anything of the environment changes.
     if let Err(e) = built.slugs_packed(config, log, control) {
         deploy::remove_release(&release)?;
