@@ -184,8 +184,18 @@ enum Command {
         /// A cgroup directory to join before starting the program (repeated under cgroup v1).
         #[arg(long)]
         cgroup: Vec<PathBuf>,
+        /// The network namespace to start the program in (its environment's).
+        #[arg(long)]
+        netns: Option<PathBuf>,
         #[arg(last = true, required = true)]
         program: Vec<String>,
+    },
+    /// Carry an environment's connections between its network and the host's (what the
+    /// runner keeps running for each environment; not for people).
+    #[command(hide = true)]
+    Forward {
+        #[arg(long)]
+        spec: PathBuf,
     },
     /// Cancel a pending or running job.
     Cancel { job: JobId },
@@ -446,6 +456,7 @@ fn main() -> ExitCode {
         Command::Serve { .. }
             | Command::Pack { .. }
             | Command::Supervise { .. }
+            | Command::Forward { .. }
             | Command::Backend(_)
             | Command::Token(_)
             | Command::Webhook(_)
@@ -592,11 +603,13 @@ fn main() -> ExitCode {
         }
         Command::Token(command) => token(command, &mut out),
         Command::Webhook(command) => webhook(command, &mut out),
-        Command::Supervise { pid_file, log, dir, uid, gid, cgroup, program } => {
+        Command::Supervise { pid_file, log, dir, uid, gid, cgroup, netns, program } => {
             let user = uid.zip(gid.or(uid));
-            let s = pushgate::platform::process::Supervised { pid_file, log, dir, user, program, cgroups: cgroup };
+            let s =
+                pushgate::platform::process::Supervised { pid_file, log, dir, user, program, cgroups: cgroup, netns };
             pushgate::platform::process::supervise(&s).map_err(Into::into)
         }
+        Command::Forward { spec } => pushgate::platform::network::forward(&spec).map_err(Into::into),
         Command::Jobs { json } => jobs(json, &mut out),
         Command::Logs { job, follow } => logs(&data, job, follow, &mut out),
         Command::Envs { json } => envs(&data, json, &mut out),

@@ -21,6 +21,7 @@
 pub mod beneath;
 pub mod cgroup;
 pub mod layers;
+pub mod network;
 pub mod nginx;
 pub mod php;
 pub mod process;
@@ -125,6 +126,10 @@ struct StartCommand {
     program: Vec<String>,
     #[serde(default)]
     cgroups: Vec<PathBuf>,
+    /// Its environment's network namespace (it listens on its port there, reached through the
+    /// environment's forwarder); none: the host's network.
+    #[serde(default)]
+    netns: Option<PathBuf>,
 }
 
 /// What the release phase hands over for one environment.
@@ -237,6 +242,7 @@ impl Platform {
         let files = self.pool_files(id);
         let limits = self.limits_of(repo);
         let user = self.pool_user(env_dir)?;
+        let netns = network::Network::of(&self.data, &site_key(env_dir)).ensure()?;
         let sandboxed = |program: &Path, args: &[&std::ffi::OsStr]| {
             let mounts = env_dir.join("mounts");
             let pool_dir = files.socket.parent().unwrap_or(Path::new("/"));
@@ -249,6 +255,7 @@ impl Platform {
                 readable: vec![env_dir, files.conf.parent().unwrap_or(Path::new("/"))],
                 hidden: vec![self.data.root()],
                 network: true,
+                netns: netns.as_deref(),
                 limits,
             };
             let made =
@@ -631,6 +638,11 @@ impl Platform {
     /// masters started or reloaded when their configuration changed, start commands
     /// restarted, the site file written and the router reloaded only if its text changed.
     pub fn activate(&self, env_dir: &Path, prepared: &Prepared) -> Result<(), String> {
+        let network = network::Network::of(&self.data, &prepared.key);
+        // The start commands' ports, reached inside the environment's network.
+        let ports: Vec<u16> = prepared.apps.iter().filter(|(_, a)| a.netns.is_some()).map(|(_, a)| a.port).collect();
+        network.expose(&ports)?;
+        let netns = network.ensure()?.filter(|_| self.pools_sandboxed());
         for (id, php_fpm, text, master_env) in &prepared.pools {
             let files = self.pool_files(id);
             let env_changed = write_if_changed(
@@ -651,7 +663,8 @@ impl Platform {
             match process::alive(&files.pid, whose) {
                 // A graceful reload keeps the master's environment: one that changed needs a
                 // new master.
-                Some(_) if env_changed => {
+                // A master outside its environment's network (started before it had one).
+                Some(pid) if env_changed || netns.as_ref().is_some_and(|ns| !network::same_namespace(pid, ns)) => {
                     process::stop(&files.pid, whose, Duration::from_secs(30));
                     self.start_pool(env_dir, &prepared.record.repo, id, php_fpm)?
                 }
@@ -740,11 +753,20 @@ impl Platform {
         if mounts.is_dir() {
             writable.push(mounts.as_path());
         }
-        let jail =
-            sandbox::Jail { writable, readable: vec![env_dir], hidden: vec![self.data.root()], network: true, limits };
-        let (program, cgroups) =
-            self.sandbox.supervised(&jail, &dir, &short_hash(id), "sh", &["-c", command])?.unwrap_or_default();
-        Ok(StartCommand { command: command.to_owned(), dir, env, port, user, program, cgroups })
+        let netns = network::Network::of(&self.data, &site_key(env_dir)).ensure()?;
+        let jail = sandbox::Jail {
+            writable,
+            readable: vec![env_dir],
+            hidden: vec![self.data.root()],
+            network: true,
+            netns: netns.as_deref(),
+            limits,
+        };
+        let sandboxed = self.sandbox.supervised(&jail, &dir, &short_hash(id), "sh", &["-c", command])?;
+        // Its environment's network only in its sandbox (without one, apps share the host's).
+        let netns = netns.filter(|_| sandboxed.is_some());
+        let (program, cgroups) = sandboxed.unwrap_or_default();
+        Ok(StartCommand { command: command.to_owned(), dir, env, port, user, program, cgroups, netns })
     }
 
     /// Brings what runs in line with what should: environments whose branch was deleted go off
@@ -757,6 +779,7 @@ impl Platform {
             if !record.active {
                 stop_processes(&self.router(), &record); // what a deactivation cut short left
                 services::ensure_instances(&self.data, &env.root, false);
+                network::Network::of(&self.data, &record.key).keep(false);
                 continue;
             }
             if branch_deleted(&record.repo, &record.branch) {
@@ -764,6 +787,8 @@ impl Platform {
                 taken_off.push(format!("{} ({})", record.branch, record.key));
                 continue;
             }
+            // The network first: the processes started again join it.
+            network::Network::of(&self.data, &record.key).keep(true);
             for id in &record.pools {
                 let files = self.pool_files(id);
                 if process::alive(&files.pid, process::Whose::PhpFpm(&files.conf)).is_none() && files.conf.exists() {
@@ -831,6 +856,7 @@ fn start_app(root: &Path, id: &str) -> Result<(), String> {
             start.program.clone()
         },
         cgroups: start.cgroups.clone(),
+        netns: start.netns.clone(),
     };
     process::start_supervisor(&supervised, &start.env)
 }
@@ -870,6 +896,7 @@ pub fn deactivate(data: &DataDir, env_dir: &Path) {
     let _ = record.write(env_dir);
     stop_processes(&root, &record);
     services::ensure_instances(data, env_dir, false);
+    network::Network::of(data, &record.key).keep(false);
 }
 
 fn stop_processes(root: &Path, record: &SiteRecord) {

@@ -177,6 +177,10 @@ pub struct Supervised {
     /// program; none: the supervisor's.
     #[serde(default)]
     pub cgroups: Vec<PathBuf>,
+    /// The network namespace it runs in (its environment's), joined by the supervisor (root)
+    /// before it starts the program; none: the host's.
+    #[serde(default)]
+    pub netns: Option<PathBuf>,
 }
 
 impl Supervised {
@@ -198,6 +202,9 @@ pub fn start_supervisor(s: &Supervised, env: &[(String, String)]) -> Result<(), 
     }
     for dir in &s.cgroups {
         command.arg("--cgroup").arg(dir);
+    }
+    if let Some(ns) = &s.netns {
+        command.arg("--netns").arg(ns);
     }
     command.arg("--").args(&s.program);
     command.env_clear().envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
@@ -291,9 +298,27 @@ pub fn supervise(s: &Supervised) -> std::io::Result<()> {
         command.args(&s.program[1..]).current_dir(&s.dir).stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
         use std::os::unix::process::CommandExt;
         command.process_group(0);
-        if let Some((uid, gid)) = s.user {
+        match &s.netns {
+            Some(ns) => {
+                // Opened for each start: the namespace is made again after a reboot. Entered
+                // as root, then the user changes (std would change it before any pre_exec).
+                let ns = std::fs::File::open(ns)?;
+                let user = s.user;
+                // SAFETY: the closure only calls setns, setgroups, setgid and setuid,
+                // async-signal-safe, as a child between fork and exec must.
+                unsafe {
+                    command.pre_exec(move || {
+                        super::network::enter(&ns)?;
+                        super::sandbox::become_user(user)
+                    })
+                };
+            }
             // std drops root's supplementary groups when it changes the uid.
-            command.uid(uid).gid(gid);
+            None => {
+                if let Some((uid, gid)) = s.user {
+                    command.uid(uid).gid(gid);
+                }
+            }
         }
         let started = Instant::now();
         let status = match command.spawn() {

@@ -8,8 +8,10 @@
 //!   mounts for `deploy` and `post_deploy`. Nothing else of the data directory (queue, logs,
 //!   other projects, their variables), no repository. Bind mounts are not permission bits: a
 //!   read-only bind stays read-only for root in the namespace too. Its user namespace has no
-//!   capabilities and may not make another (`--disable-userns`). The network namespace is the
-//!   host's unless the project's policy turns the network off (then only a loopback of its own).
+//!   capabilities and may not make another (`--disable-userns`). A build's network is the host's
+//!   unless the project's policy turns it off (then only a loopback of its own); a deploy hook's
+//!   and an app's is their environment's (`network`: only its services, where the runner is
+//!   root), joined before bubblewrap starts.
 //! - **The PID namespace** ends with its first process: when the hook's shell ends, is killed at
 //!   its time limit, cancelled, or when the runner dies (`--die-with-parent`), the kernel kills
 //!   every process the hook left (`sleep &`, double forks, `setsid`).
@@ -94,6 +96,9 @@ pub struct Jail<'a> {
     /// data directory, the repository).
     pub hidden: Vec<&'a Path>,
     pub network: bool,
+    /// The network it is on when `network` (its environment's namespace, joined before the
+    /// sandbox is built); none: the host's.
+    pub netns: Option<&'a Path>,
     pub limits: Limits,
 }
 
@@ -121,8 +126,14 @@ impl Sandbox {
         })?;
         let mut sandbox = Sandbox::On { bwrap, cgroups, disable_userns: true };
         let probe = |sandbox: &Sandbox| -> Result<(), String> {
-            let jail =
-                Jail { writable: vec![], readable: vec![], hidden: vec![], network: false, limits: probe_limits() };
+            let jail = Jail {
+                writable: vec![],
+                readable: vec![],
+                hidden: vec![],
+                network: false,
+                netns: None,
+                limits: probe_limits(),
+            };
             let nobody = super::users::is_root().then(|| User { name: "nobody".into(), uid: 65534, gid: 65534 });
             let mut prepared = sandbox.command(&jail, nobody.as_ref(), Path::new("/"), "true", &[])?;
             let out = prepared.command.output().map_err(|e| format!("starting bwrap: {e}"))?;
@@ -173,14 +184,18 @@ impl Sandbox {
         command.current_dir("/");
         let cgroup = cgroups.create(jail.limits)?;
         let joiner = cgroup.joiner()?;
+        let netns = open_netns(jail)?;
         let ids = user.map(|u| (u.uid, u.gid));
         let runner = std::process::id() as libc::pid_t;
-        // SAFETY: the closure only calls async-signal-safe functions (write, setgroups, setgid,
-        // setuid, prctl, getppid), as a child between fork and exec must.
+        // SAFETY: the closure only calls async-signal-safe functions (write, setns, setgroups,
+        // setgid, setuid, prctl, getppid), as a child between fork and exec must.
         unsafe {
             command.pre_exec(move || {
                 // Into the cgroup first, as root: a process the hook starts can never be outside it.
                 joiner.join()?;
+                if let Some(ns) = &netns {
+                    super::network::enter(ns)?;
+                }
                 become_user(ids)?;
                 // bubblewrap ties the sandbox to itself; this ties bubblewrap to the runner, from
                 // the start (after the change of user, which clears it). A runner already gone
@@ -220,12 +235,16 @@ impl Sandbox {
         let joiner = cgroup.joiner()?;
         let dirs = cgroup.dirs().to_vec();
         cgroup.keep();
+        let netns = open_netns(jail)?;
         let ids = user.map(|u| (u.uid, u.gid));
-        // SAFETY: the closure only calls async-signal-safe functions (write, setgroups, setgid,
-        // setuid), as a child between fork and exec must.
+        // SAFETY: the closure only calls async-signal-safe functions (write, setns, setgroups,
+        // setgid, setuid), as a child between fork and exec must.
         unsafe {
             command.pre_exec(move || {
                 joiner.join()?;
+                if let Some(ns) = &netns {
+                    super::network::enter(ns)?;
+                }
                 become_user(ids)?;
                 Ok(())
             });
@@ -263,9 +282,17 @@ impl Sandbox {
     }
 }
 
+/// The network namespace a jail joins, opened (by the runner, before the fork).
+fn open_netns(jail: &Jail<'_>) -> Result<Option<std::fs::File>, String> {
+    match jail.netns.filter(|_| jail.network) {
+        Some(ns) => std::fs::File::open(ns).map(Some).map_err(|e| format!("{}: {e}", ns.display())),
+        None => Ok(None),
+    }
+}
+
 /// Becomes `ids` (uid, gid) with no supplementary groups, in a child between fork and exec
 /// (only async-signal-safe calls).
-fn become_user(ids: Option<(u32, u32)>) -> std::io::Result<()> {
+pub(crate) fn become_user(ids: Option<(u32, u32)>) -> std::io::Result<()> {
     if let Some((uid, gid)) = ids {
         // SAFETY: setgroups, setgid and setuid have no memory-safety preconditions.
         if unsafe { libc::setgroups(0, std::ptr::null()) != 0 || libc::setgid(gid) != 0 || libc::setuid(uid) != 0 } {
@@ -410,6 +437,7 @@ mod tests {
             readable: vec![release],
             hidden: vec![&data, Path::new("/nonexistent/repo.git")],
             network: false,
+            netns: None,
             limits: probe_limits(),
         };
         let args: Vec<String> =

@@ -971,6 +971,8 @@ fn redis_supervised(data: &DataDir, target: &Target<'_>, name: &str) -> Result<s
         readable: vec![],
         hidden: vec![data.root()],
         network: true,
+        // The host's: it listens there, reached by its environment through the forwarder.
+        netns: None,
         limits: target.limits,
     };
     let cgroup = super::short_hash(&format!("{key}.{name}"));
@@ -984,6 +986,7 @@ fn redis_supervised(data: &DataDir, target: &Target<'_>, name: &str) -> Result<s
         user: target.user.map(|u| (u.uid, u.gid)),
         program,
         cgroups,
+        netns: None,
     })
 }
 

@@ -65,6 +65,21 @@ pub(super) fn deploy(
     services.extend(provisioned);
     let services = &services;
     declared.warn_unresolved(plans, topology, services, log);
+    // The environment's network (where the runner confines it): its services, nothing else of
+    // the host; the deploy hooks and the apps join it.
+    let netns = match crate::platform::network::confines(&config.sandbox) {
+        true => {
+            let network = crate::platform::network::Network::of(&config.data(), &key);
+            let (ns, unreachable) = network
+                .prepare(services)
+                .map_err(|why| RunnerError::Platform(format!("the environment's network: {why}")))?;
+            for warning in unreachable {
+                log.phase("deploy", &format!("W: {warning}"));
+            }
+            Some(ns)
+        }
+        false => None,
+    };
     let id = job.id.to_string();
     let release = match assemble(&config.data(), &env_dir, job, built, log) {
         Ok(release) => release,
@@ -126,12 +141,13 @@ pub(super) fn deploy(
             record: &record,
             user: user.as_ref(),
             sandbox: &config.sandbox,
-            // The release read-only, its mounts writable, the services on the network.
+            // The release read-only, its mounts writable, its services on its network.
             jail: Jail {
                 writable: vec![&mounts],
                 readable: vec![&release],
                 hidden: vec![&config.data_dir, job.repo.path()],
                 network: true,
+                netns: netns.as_deref(),
                 limits: declared.sandbox.limits(),
             },
         };

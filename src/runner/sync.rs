@@ -46,6 +46,7 @@ pub(super) fn delete(config: &Config, job: &Job, log: &mut JobLog) -> Result<(),
     if !dropped.is_empty() {
         log.phase("delete", &format!("Its services are dropped: {}", dropped.join(", ")));
     }
+    crate::platform::network::Network::of(&data, &crate::platform::site_key(&env_dir.root)).remove();
     super::deploy::remove_release(&env_dir.root)?;
     log.phase("delete", &format!("Its releases and mounts are removed ({})", env_dir.root.display()));
     Ok(())

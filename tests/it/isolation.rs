@@ -616,3 +616,48 @@ fn what_an_app_leaves_outside_its_process_group_goes_with_its_release() {
     r.deploy(&files("two"), "main");
     assert!(eventually(10, || !crate::router::alive(daemon)), "the old release's daemon {daemon} outlives it");
 }
+
+#[test]
+fn an_environments_network_reaches_its_services_and_nothing_else_of_the_host() {
+    let r = Routed::new("app-network");
+    let out = runner(&r.s, &["backend", "add", "redis", "redis://127.0.0.1:6379"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // What the app and its deploy hook try: its own Redis, then what else listens on the host
+    // (the host's PostgreSQL and MariaDB, which trust local users; the host's Redis, without a
+    // password; RabbitMQ, whose guest may log in from the host; the router itself).
+    let probe = format!(
+        r#"<?php
+function probe($port) {{
+    $s = @fsockopen('127.0.0.1', $port, $errno, $errstr, 2);
+    if ($s) {{ fclose($s); return 'OPEN'; }}
+    return 'closed';
+}}
+$r = json_decode(base64_decode(getenv('MAGENTO_CLOUD_RELATIONSHIPS')), true)['redis'][0];
+$s = @fsockopen($r['host'], $r['port'], $errno, $errstr, 2);
+if ($s) {{ fwrite($s, "AUTH {{$r['password']}}\r\nPING\r\n"); echo "redis says ", trim(fgets($s)), " ", trim(fgets($s)), "\n"; }}
+else {{ echo "redis unreachable: $errstr\n"; }}
+foreach (['postgresql' => 5432, 'mariadb' => 3306, 'host-redis' => 6379, 'rabbitmq' => 5672, 'router' => {router}] as $n => $p) {{
+    echo "$n=", probe($p), "\n";
+}}
+"#,
+        router = r.port
+    );
+    let index = "<?php\ninclude __DIR__ . '/probe.php';\necho \"--- the deploy hook saw:\\n\", @file_get_contents(__DIR__ . '/var/hook.txt');\n";
+    let mut files = php_app(
+        "app",
+        "relationships:\n    redis: \"cache:redis\"\nmounts:\n    \"var\": \"shared:files/var\"\nhooks:\n    deploy: \"php probe.php > var/hook.txt\"\n",
+        index,
+    );
+    files.push((".magento/services.yaml", "cache:\n    type: redis:7.2\n".to_owned()));
+    files.push(("probe.php", probe));
+    files.push(("var/.keep", String::new()));
+    r.deploy(&files, "main");
+    let page = r.get(&r.host("main"), "/").body;
+    let (app, hook) = page.split_once("--- the deploy hook saw:").unwrap_or((&page, ""));
+    for (who, seen) in [("the app", app), ("the deploy hook", hook)] {
+        assert!(seen.contains("redis says +OK +PONG"), "{who} uses its own Redis:\n{page}\n{}", r.runner_log());
+        for service in ["postgresql", "mariadb", "host-redis", "rabbitmq", "router"] {
+            assert!(seen.contains(&format!("{service}=closed")), "{who} reaches the host's {service}:\n{page}");
+        }
+    }
+}

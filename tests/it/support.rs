@@ -147,6 +147,22 @@ impl Drop for Server {
         if let Some(db) = &self.pg_database {
             drop_database(db);
         }
+        // The environments' network forwarders and namespaces (outside the test's directory).
+        for entry in std::fs::read_dir(self.data.join("router/net")).into_iter().flatten().flatten() {
+            let Ok(text) = std::fs::read_to_string(entry.path()) else { continue };
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) else { continue };
+            if let Some(pid_file) = v["pid_file"].as_str() {
+                let pid = std::fs::read_to_string(pid_file).ok().and_then(|p| p.trim().parse::<i32>().ok());
+                // SAFETY: kill(2) with a pid the forwarder's supervisor wrote.
+                if let Some(pid) = pid.filter(|p| *p > 1) {
+                    unsafe { libc::kill(pid, libc::SIGTERM) };
+                }
+            }
+            if let Some(ns) = v["ns"].as_str() {
+                let _ = Command::new("umount").arg("-l").arg(ns).output();
+                let _ = std::fs::remove_file(ns);
+            }
+        }
     }
 }
 

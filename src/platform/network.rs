@@ -1,0 +1,562 @@
+//! An environment's network: what its apps and deploy hooks can reach.
+//!
+//! Each environment has a network namespace of its own (a bind mount of it in
+//! `/run/pushgate/netns`, as `ip netns` keeps them), holding only a loopback interface. Its PHP-FPM
+//! masters, start commands and `deploy`/`post_deploy` hooks join it before their sandbox is
+//! built, so nothing of the host's network is there: not the host's MariaDB or PostgreSQL
+//! ports, not other environments' Redis, not the runner's API, not the internet.
+//!
+//! What the environment may reach is put into it by a forwarder of its own
+//! (`pushgate-runner forward`, supervised, root's: only root may enter a namespace), which
+//! listens inside the namespace on each service endpoint the environment was given (the same
+//! address and port its relationships name, so the app is told nothing different) and connects
+//! to that endpoint from the host's network; and, the other way, listens on the host's loopback
+//! on each start command's port and connects to the app inside. An endpoint on another machine
+//! is given the same address inside the namespace (an address of its loopback). The forwarder's
+//! description (`DATA/router/net/KEY.json`) and the namespace live in directories only root
+//! reads: root reads them to decide what to connect where.
+//!
+//! Where the runner cannot make namespaces (not root) or runs without a sandbox, apps and hooks
+//! share the host's network, as the README says.
+
+use std::fs::File;
+use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::process;
+use crate::store::DataDir;
+
+/// One listening address and where its connections go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Forward {
+    pub listen: SocketAddrV4,
+    pub to: SocketAddrV4,
+}
+
+/// What an environment's forwarder does (`DATA/router/net/KEY.json`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Spec {
+    /// The namespace (its bind mount).
+    pub ns: PathBuf,
+    /// Listening inside the namespace, connecting on the host: the environment's services.
+    pub inward: Vec<Forward>,
+    /// Listening on the host, connecting inside: the ports of its start commands.
+    pub outward: Vec<Forward>,
+}
+
+/// Where namespaces are bound.
+const NAMESPACES: &str = "/run/pushgate/netns";
+
+/// Connections one forwarder carries at once; more wait in the listener's backlog.
+const MAX_CONNECTIONS: usize = 4096;
+
+/// An environment's network files.
+pub struct Network {
+    dir: PathBuf,
+    run: PathBuf,
+    key: String,
+}
+
+impl Network {
+    /// The network of environment `key` (`NAME-HASH.ENV`).
+    pub fn of(data: &DataDir, key: &str) -> Network {
+        Network { dir: data.router().join("net"), run: data.router(), key: key.to_owned() }
+    }
+
+    /// Where the namespace is bound: `/run/pushgate/netns/HASH` (of the data directory and the
+    /// environment), as `ip netns` keeps them in `/run/netns`: outside the data directory (a
+    /// `chown -R` or a `cp -a` of it must not meet a namespace), gone with a reboot as the
+    /// namespace is.
+    pub fn namespace(&self) -> PathBuf {
+        Path::new(NAMESPACES).join(super::short_hash(&format!("{}\0{}", self.dir.display(), self.key)))
+    }
+
+    fn spec(&self) -> PathBuf {
+        self.dir.join(format!("{}.json", self.key))
+    }
+
+    fn supervisor_spec(&self) -> PathBuf {
+        self.dir.join(format!("{}.supervisor.json", self.key))
+    }
+
+    fn supervised(&self) -> Result<process::Supervised, String> {
+        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+        let runner = exe.with_file_name("pushgate-runner");
+        let runner = if runner.exists() { runner } else { exe };
+        for sub in ["run", "logs"] {
+            std::fs::create_dir_all(self.run.join(sub)).map_err(|e| e.to_string())?;
+        }
+        Ok(process::Supervised {
+            pid_file: self.run.join("run").join(format!("{}.net.pid", self.key)),
+            log: self.run.join("logs").join(format!("{}.net.log", self.key)),
+            dir: self.dir.clone(),
+            user: None,
+            program: vec![
+                runner.display().to_string(),
+                "forward".into(),
+                "--spec".into(),
+                self.spec().display().to_string(),
+            ],
+            cgroups: Vec::new(),
+            netns: None,
+        })
+    }
+
+    /// Whether this environment's processes are confined to a namespace of its own.
+    pub fn exists(&self) -> bool {
+        self.spec().is_file()
+    }
+
+    /// The namespace, made if it is gone (a reboot), for a process about to join it; None where
+    /// the environment has none.
+    pub fn ensure(&self) -> Result<Option<PathBuf>, String> {
+        if !self.exists() {
+            return Ok(None);
+        }
+        let _lock = self.lock()?;
+        ensure_namespace(&self.namespace())?;
+        Ok(Some(self.namespace()))
+    }
+
+    /// Changes what the forwarder does, starts it again if that changed (or it is not running),
+    /// and waits until it listens inside the namespace. Returns the namespace.
+    fn update(&self, change: impl FnOnce(&mut Spec)) -> Result<PathBuf, String> {
+        let _lock = self.lock()?;
+        let ns = self.namespace();
+        ensure_namespace(&ns)?;
+        let mut spec = load(&self.spec()).unwrap_or_default();
+        spec.ns = ns.clone();
+        change(&mut spec);
+        let text = serde_json::to_string_pretty(&spec).map_err(|e| e.to_string())?;
+        let changed = super::write_if_changed(&self.spec(), &text, 0o600)?;
+        let supervised = self.supervised()?;
+        if spec.inward.is_empty() && spec.outward.is_empty() {
+            // Nothing to carry: a namespace with its loopback alone, no forwarder.
+            process::stop(&supervised.pid_file, process::Whose::Supervisor, Duration::from_secs(10));
+            let _ = std::fs::remove_file(self.supervisor_spec());
+            return Ok(ns);
+        }
+        if changed || process::Supervised::load(&self.supervisor_spec()).ok().as_ref() != Some(&supervised) {
+            process::start_supervised(&supervised, &self.supervisor_spec())?;
+        } else {
+            process::ensure_supervised(&self.supervisor_spec(), true)?;
+        }
+        wait_listening_inside(&ns, &spec.inward, &supervised.pid_file)?;
+        Ok(ns)
+    }
+
+    /// Before a deploy's hooks: the namespace, with `services` (the environment's endpoints,
+    /// in the relationships' shape) reachable in it; and what of them cannot be (a host name,
+    /// an IPv6 address), to say in the job's log.
+    pub fn prepare(&self, services: &serde_json::Map<String, Value>) -> Result<(PathBuf, Vec<String>), String> {
+        let (inward, warnings) = inward_of(services);
+        let ns = self.update(|spec| spec.inward = inward)?;
+        Ok((ns, warnings))
+    }
+
+    /// The start commands' ports, reached from the host (the router) inside the namespace.
+    pub fn expose(&self, ports: &[u16]) -> Result<(), String> {
+        if !self.exists() {
+            return Ok(());
+        }
+        let mut outward: Vec<Forward> = ports
+            .iter()
+            .map(|&p| {
+                let at = SocketAddrV4::new(Ipv4Addr::LOCALHOST, p);
+                Forward { listen: at, to: at }
+            })
+            .collect();
+        outward.sort();
+        outward.dedup();
+        self.update(|spec| spec.outward = outward).map(|_| ())
+    }
+
+    /// Starts the forwarder again if it is gone (`run`), or stops it.
+    pub fn keep(&self, run: bool) {
+        if !self.exists() {
+            return;
+        }
+        if run {
+            if let Err(e) = self.ensure() {
+                tracing::warn!(error = %e, env = %self.key, "an environment's network namespace");
+            }
+        }
+        if !self.supervisor_spec().exists() {
+            return; // nothing to carry
+        }
+        if let Err(e) = process::ensure_supervised(&self.supervisor_spec(), run) {
+            tracing::warn!(error = %e, env = %self.key, "an environment's network forwarder");
+        }
+    }
+
+    /// The forwarder stopped, the namespace and its files gone (the environment is deleted).
+    pub fn remove(&self) {
+        if let Ok(s) = process::Supervised::load(&self.supervisor_spec()) {
+            process::stop(&s.pid_file, process::Whose::Supervisor, Duration::from_secs(10));
+        }
+        let ns = self.namespace();
+        if let Ok(c) = std::ffi::CString::new(ns.as_os_str().as_encoded_bytes()) {
+            // SAFETY: umount2 reads a NUL-terminated path.
+            unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+        }
+        for file in [ns, self.spec(), self.supervisor_spec(), self.dir.join(format!("{}.lock", self.key))] {
+            let _ = std::fs::remove_file(file);
+        }
+    }
+
+    fn lock(&self) -> Result<File, String> {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.dir)
+            .map_err(|e| format!("{}: {e}", self.dir.display()))?;
+        let path = self.dir.join(format!("{}.lock", self.key));
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        file.lock().map_err(|e| format!("locking {}: {e}", path.display()))?;
+        Ok(file)
+    }
+}
+
+/// Whether processes of this runner's environments get a network of their own: in the
+/// sandbox, where the runner is root (only root makes and enters namespaces).
+pub fn confines(sandbox: &super::sandbox::Sandbox) -> bool {
+    sandbox.is_on() && super::users::is_root()
+}
+
+fn load(path: &Path) -> Option<Spec> {
+    serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()
+}
+
+/// The endpoints of `services` the namespace must reach: every `host`/`port` pair in them (an
+/// endpoint may hold several), IPv4 addresses and `localhost`; and what cannot be reached.
+fn inward_of(services: &serde_json::Map<String, Value>) -> (Vec<Forward>, Vec<String>) {
+    fn walk(name: &str, value: &Value, found: &mut Vec<Forward>, warnings: &mut Vec<String>) {
+        match value {
+            Value::Object(map) => {
+                if let (Some(host), Some(port)) = (map.get("host").and_then(Value::as_str), map.get("port")) {
+                    let port = port.as_u64().or_else(|| port.as_str().and_then(|p| p.parse().ok()));
+                    let ip = if host == "localhost" { Some(Ipv4Addr::LOCALHOST) } else { host.parse().ok() };
+                    match (ip, port.and_then(|p| u16::try_from(p).ok())) {
+                        (Some(ip), Some(port)) if !ip.is_unspecified() => {
+                            let at = SocketAddrV4::new(ip, port);
+                            found.push(Forward { listen: at, to: at });
+                        }
+                        _ => warnings.push(format!(
+                            "service `{name}`: its endpoint `{host}` is not an IPv4 address: the environment's \
+                             network does not reach it (give the endpoint's address in services.json)"
+                        )),
+                    }
+                }
+                for v in map.values().filter(|v| v.is_object() || v.is_array()) {
+                    walk(name, v, found, warnings);
+                }
+            }
+            Value::Array(items) => items.iter().for_each(|v| walk(name, v, found, warnings)),
+            _ => {}
+        }
+    }
+    let (mut found, mut warnings) = (Vec::new(), Vec::new());
+    for (name, value) in services {
+        walk(name, value, &mut found, &mut warnings);
+    }
+    found.sort();
+    found.dedup();
+    warnings.dedup();
+    (found, warnings)
+}
+
+/// The magic number of namespace files (`NSFS_MAGIC`).
+const NSFS_MAGIC: i64 = 0x6e73_6673;
+
+fn is_namespace(path: &Path) -> bool {
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else { return false };
+    // SAFETY: statfs writes into the zeroed struct it is given.
+    unsafe {
+        let mut st: libc::statfs = std::mem::zeroed();
+        libc::statfs(c.as_ptr(), &mut st) == 0 && st.f_type as i64 == NSFS_MAGIC
+    }
+}
+
+/// A new network namespace with its loopback up, bound onto `path`, unless one is there.
+pub fn ensure_namespace(path: &Path) -> Result<(), String> {
+    if is_namespace(path) {
+        return Ok(());
+    }
+    if let Some(dir) = path.parent() {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let target = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).map_err(|e| e.to_string())?;
+    // In a thread of its own: unshare moves only the calling thread, which ends with it.
+    std::thread::spawn(move || -> std::io::Result<()> {
+        // SAFETY: unshare and mount take flags and NUL-terminated paths.
+        unsafe {
+            if libc::unshare(libc::CLONE_NEWNET) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            interface_up("lo")?;
+            let source = c"/proc/thread-self/ns/net";
+            if libc::mount(source.as_ptr(), target.as_ptr(), std::ptr::null(), libc::MS_BIND, std::ptr::null()) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+        Ok(())
+    })
+    .join()
+    .map_err(|_| "making a network namespace: the thread panicked".to_owned())?
+    .map_err(|e| format!("making the network namespace {}: {e}", path.display()))
+}
+
+/// `ifreq` with `name` (an interface, or an alias `lo:N`).
+fn ifreq(name: &str) -> libc::ifreq {
+    // SAFETY: ifreq is plain data; all zeroes is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (slot, byte) in req.ifr_name.iter_mut().zip(name.bytes().take(libc::IFNAMSIZ - 1)) {
+        *slot = byte as libc::c_char;
+    }
+    req
+}
+
+fn control_socket() -> std::io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: socket returns a new descriptor or -1.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: fd is a new descriptor of ours.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+}
+
+/// Brings interface `name` of the calling thread's namespace up.
+fn interface_up(name: &str) -> std::io::Result<()> {
+    let sock = control_socket()?;
+    let mut req = ifreq(name);
+    // SAFETY: the ioctls read and write the ifreq they are given.
+    unsafe {
+        if libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+        if libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// Gives the loopback of the calling thread's namespace the address `ip` (alias `lo:N`), so
+/// that a listener may bind it: an endpoint on another machine keeps its address inside.
+fn add_address(n: usize, ip: Ipv4Addr) -> std::io::Result<()> {
+    let sock = control_socket()?;
+    let name = format!("lo:{n}");
+    let set = |request: libc::Ioctl, addr: Ipv4Addr| -> std::io::Result<()> {
+        let mut req = ifreq(&name);
+        let sin = libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: 0,
+            sin_addr: libc::in_addr { s_addr: u32::from(addr).to_be() },
+            sin_zero: [0; 8],
+        };
+        // SAFETY: sockaddr_in fits in the ifreq's sockaddr; the ioctl reads the ifreq.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                &sin as *const libc::sockaddr_in as *const u8,
+                &mut req.ifr_ifru.ifru_addr as *mut libc::sockaddr as *mut u8,
+                std::mem::size_of::<libc::sockaddr_in>(),
+            );
+            if libc::ioctl(sock.as_raw_fd(), request, &req) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+        Ok(())
+    };
+    set(libc::SIOCSIFADDR, ip)?;
+    set(libc::SIOCSIFNETMASK, Ipv4Addr::BROADCAST)
+}
+
+/// Moves the calling thread into the network namespace `ns` (an open namespace file).
+pub fn enter(ns: &File) -> std::io::Result<()> {
+    // SAFETY: setns takes a descriptor and a flag.
+    if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Waits until the forwarder listens on every inward address inside `ns`.
+fn wait_listening_inside(ns: &Path, inward: &[Forward], pid_file: &Path) -> Result<(), String> {
+    if inward.is_empty() {
+        return Ok(());
+    }
+    let file = File::open(ns).map_err(|e| format!("{}: {e}", ns.display()))?;
+    let addrs: Vec<SocketAddrV4> = inward.iter().map(|f| f.listen).collect();
+    let pid_file = pid_file.to_owned();
+    std::thread::spawn(move || -> Result<(), String> {
+        enter(&file).map_err(|e| format!("entering the environment's network: {e}"))?;
+        let since = Instant::now();
+        for addr in addrs {
+            while TcpStream::connect_timeout(&addr.into(), Duration::from_millis(200)).is_err() {
+                if since.elapsed() > Duration::from_secs(20) {
+                    return Err(format!("the environment's network forwarder does not listen on {addr} after 20 s"));
+                }
+                if since.elapsed() > Duration::from_secs(1)
+                    && process::alive(&pid_file, process::Whose::Supervisor).is_none()
+                {
+                    return Err(format!("the environment's network forwarder ended (pid file {})", pid_file.display()));
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        Ok(())
+    })
+    .join()
+    .map_err(|_| "waiting for the network forwarder: the thread panicked".to_owned())?
+}
+
+/// `pushgate-runner forward --spec FILE`: carries connections as the spec says, until killed.
+pub fn forward(spec_file: &Path) -> Result<(), String> {
+    // Not dumpable: no process of the project (the same uid or not) may trace it or read its
+    // memory, and it holds a foot in the host's network.
+    // SAFETY: prctl with PR_SET_DUMPABLE takes an integer.
+    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0) };
+    let spec = load(spec_file).ok_or_else(|| format!("{}: no forwarder description", spec_file.display()))?;
+    let host = File::open("/proc/thread-self/ns/net").map_err(|e| format!("the host's network: {e}"))?;
+    ensure_namespace(&spec.ns)?;
+    let inside = Arc::new(File::open(&spec.ns).map_err(|e| format!("{}: {e}", spec.ns.display()))?);
+    let active = Arc::new(AtomicUsize::new(0));
+    let mut listeners = Vec::new();
+    // Listeners inside: made from within the namespace (a socket stays in the namespace it was
+    // made in), then back to the host's, where every connection out is made.
+    enter(&inside).map_err(|e| format!("entering {}: {e}", spec.ns.display()))?;
+    let mut aliases = 0;
+    for f in &spec.inward {
+        if !f.listen.ip().is_loopback() {
+            aliases += 1;
+            if let Err(e) = add_address(aliases, *f.listen.ip()) {
+                eprintln!("pushgate forward: giving the namespace the address {}: {e}", f.listen.ip());
+            }
+        }
+        listeners.push((bind(f.listen), *f, false));
+    }
+    enter(&host).map_err(|e| format!("back to the host's network: {e}"))?;
+    for f in &spec.outward {
+        listeners.push((bind(f.listen), *f, true));
+    }
+    let mut threads = Vec::new();
+    for (listener, f, outward) in listeners {
+        let listener = listener.map_err(|e| format!("listening on {}: {e}", f.listen))?;
+        let (inside, active) = (inside.clone(), active.clone());
+        threads.push(std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(conn) = conn else { continue };
+                if active.load(Ordering::SeqCst) >= MAX_CONNECTIONS {
+                    continue; // dropped: closed at once
+                }
+                active.fetch_add(1, Ordering::SeqCst);
+                let (inside, counter) = (inside.clone(), active.clone());
+                let spawned = std::thread::Builder::new().stack_size(64 * 1024).spawn(move || {
+                    let entered = if outward { enter(&inside) } else { Ok(()) };
+                    match entered.and_then(|()| TcpStream::connect_timeout(&f.to.into(), Duration::from_secs(10))) {
+                        Ok(out) => pipe(conn, out),
+                        Err(e) => eprintln!("pushgate forward: {} -> {}: {e}", f.listen, f.to),
+                    }
+                    counter.fetch_sub(1, Ordering::SeqCst);
+                });
+                if spawned.is_err() {
+                    // The thread took the counter with it only if it started.
+                    active.fetch_sub(1, Ordering::SeqCst);
+                }
+            }
+        }));
+    }
+    eprintln!("pushgate forward: {} service endpoint(s) inside, {} port(s) out", spec.inward.len(), spec.outward.len());
+    for t in threads {
+        let _ = t.join();
+    }
+    Ok(())
+}
+
+/// A listener on `at`, retried a while: a forwarder that just ended may still hold it.
+fn bind(at: SocketAddrV4) -> std::io::Result<TcpListener> {
+    let since = Instant::now();
+    loop {
+        match TcpListener::bind(at) {
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && since.elapsed() < Duration::from_secs(10) => {
+                std::thread::sleep(Duration::from_millis(50))
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Copies both ways until each side has said all it had.
+fn pipe(a: TcpStream, b: TcpStream) {
+    let _ = a.set_nodelay(true);
+    let _ = b.set_nodelay(true);
+    let (Ok(a2), Ok(b2)) = (a.try_clone(), b.try_clone()) else { return };
+    let back = std::thread::Builder::new().stack_size(64 * 1024).spawn(move || {
+        let _ = std::io::copy(&mut &b2, &mut &a2);
+        let _ = a2.shutdown(std::net::Shutdown::Write);
+    });
+    let _ = std::io::copy(&mut &a, &mut &b);
+    let _ = b.shutdown(std::net::Shutdown::Write);
+    if let Ok(back) = back {
+        let _ = back.join();
+    }
+}
+
+/// The inode of a process's network namespace, and of a namespace file: whether a running
+/// process is in the environment's network.
+pub fn same_namespace(pid: i32, ns: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let theirs = std::fs::metadata(format!("/proc/{pid}/ns/net")).map(|m| (m.dev(), m.ino()));
+    let ours = std::fs::metadata(ns).map(|m| (m.dev(), m.ino()));
+    matches!((theirs, ours), (Ok(a), Ok(b)) if a == b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn every_endpoint_of_the_services_is_forwarded_once_and_names_are_said() {
+        let services = json!({
+            "db": {"host": "127.0.0.1", "port": 3306, "scheme": "mysql"},
+            "db2": {"host": "localhost", "port": 3306},
+            "cache": {"host": "10.0.0.5", "port": "6379"},
+            "search": {"host": "search.internal", "port": 9200},
+            "multi": {"endpoints": [{"host": "127.0.0.1", "port": 5432}]},
+        });
+        let (found, warnings) = inward_of(services.as_object().unwrap());
+        let listen: Vec<String> = found.iter().map(|f| f.listen.to_string()).collect();
+        assert_eq!(listen, ["10.0.0.5:6379", "127.0.0.1:3306", "127.0.0.1:5432"]);
+        assert!(found.iter().all(|f| f.listen == f.to));
+        assert_eq!(warnings.len(), 1);
+        assert!(warnings[0].contains("`search.internal`"), "{warnings:?}");
+    }
+}
