@@ -647,7 +647,9 @@ fn backend(data: &Path, command: BackendCommand, out: &mut dyn Write) -> Result<
     match command {
         BackendCommand::Add { kind, url } => {
             let kind = backends.add(&kind, &url)?;
-            // Asked before it is kept: a backend that cannot be reached is not declared.
+            // Asked before it is kept: a backend whose accounts anyone may use, or that cannot
+            // be reached, is not declared.
+            pushgate::platform::services::refuse_open_accounts(&kind, &url)?;
             let versions = pushgate::platform::services::Versions::refresh(&data, &backends)?;
             backends.save(&data)?;
             let version = versions.0.get(&kind).cloned().unwrap_or_default();

@@ -154,6 +154,64 @@ fn server_version(kind: &str, admin: &Url) -> Result<String, String> {
     Ok(version)
 }
 
+/// Refuses a MariaDB or PostgreSQL backend where the admin's account, or the server's
+/// superuser (`root`, `postgres`), logs in from this host without its password (an account
+/// without one, `trust` in pg_hba.conf): every process on the host, and every app reaching
+/// the server through its own relationship, could log in as it and read every environment's
+/// data. Each is tried with a password it cannot have.
+pub fn refuse_open_accounts(kind: &str, url: &str) -> Result<(), String> {
+    let admin = Url::parse(url)?;
+    let (superuser, how) = match kind {
+        "mysql" => (
+            "root",
+            "give it a password, and make a passworded admin for pushgate: CREATE USER 'pushgate'@'127.0.0.1' \
+             IDENTIFIED BY 'PASSWORD'; GRANT ALL PRIVILEGES ON *.* TO 'pushgate'@'127.0.0.1' WITH GRANT OPTION; \
+             then `pushgate-runner backend add mysql mysql://pushgate:PASSWORD@127.0.0.1:3306`",
+        ),
+        "postgresql" => (
+            "postgres",
+            "make pg_hba.conf ask for passwords (`host all all 127.0.0.1/32 scram-sha-256`, no `trust` line) and \
+             give the admin role one (CREATE ROLE pushgate LOGIN SUPERUSER PASSWORD 'PASSWORD'); then \
+             `pushgate-runner backend add postgresql postgres://pushgate:PASSWORD@127.0.0.1:5432/postgres`",
+        ),
+        _ => return Ok(()),
+    };
+    let wrong = format!("pushgate-not-the-password-{}", password()?);
+    let mut accounts = vec![if admin.user.is_empty() { superuser.to_owned() } else { admin.user.clone() }];
+    if accounts[0] != superuser {
+        accounts.push(superuser.to_owned());
+    }
+    // No password (an account without one), then a wrong one (`trust`); no option file or
+    // password file of the runner's user answers for it.
+    let tries = accounts.iter().flat_map(|u| [(u, ""), (u, wrong.as_str())]);
+    for (user, password) in tries {
+        let port = admin.port.unwrap_or(if kind == "mysql" { 3306 } else { 5432 }).to_string();
+        let out = match kind {
+            "mysql" => Command::new("mariadb")
+                .args(["--no-defaults", "--protocol=tcp", "-h", &admin.host, "-P", &port, "-u", user])
+                .args(["-N", "-e", "SELECT 1"])
+                .env("MYSQL_PWD", password)
+                .output(),
+            _ => Command::new("psql")
+                .args(["-X", "-w", "-tA", "-h", &admin.host, "-p", &port, "-U", user, "-d"])
+                .arg(if admin.path.is_empty() { "postgres" } else { admin.path.as_str() })
+                .args(["-c", "SELECT 1"])
+                .env("PGPASSWORD", password)
+                .env("PGPASSFILE", "/dev/null")
+                .output(),
+        }
+        .map_err(|e| format!("checking the {kind} backend's accounts: {e}"))?;
+        if out.status.success() {
+            return Err(format!(
+                "the {kind} backend's account `{user}` logs in from this host without its password: any process \
+                 on the host, and any app through its own database's address, could log in as `{user}` and read \
+                 every environment's data. Refused: {how}"
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// `scheme://user:password@host:port/path`, as backends are written.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Url {
@@ -168,7 +226,7 @@ struct Url {
 impl Url {
     fn parse(url: &str) -> Result<Url, String> {
         // Not echoed: it may hold a password.
-        let bad = || "the URL given is not one such as mysql://root@127.0.0.1:3306".to_owned();
+        let bad = || "the URL given is not one such as mysql://pushgate:PASSWORD@127.0.0.1:3306".to_owned();
         let (scheme, rest) = url.split_once("://").ok_or_else(bad)?;
         let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
         let (userinfo, hostport) = authority.rsplit_once('@').unwrap_or(("", authority));

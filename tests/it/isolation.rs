@@ -189,14 +189,12 @@ const READ_DB: &str = r#"eval "$(php -r '$r = json_decode(base64_decode(getenv("
 #[test]
 fn a_table_name_of_the_projects_own_reaches_no_sql_of_the_backends_admin() {
     let s = crate::support::Server::new("sql-names");
-    let out = runner(&s, &["backend", "add", "mariadb", "mysql://root@127.0.0.1:3306"]);
+    let servers = crate::support::own_servers();
+    let out = runner(&s, &["backend", "add", "mariadb", &servers.mariadb()]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let proof = format!("proof_{}", std::process::id());
     let root_sql = |sql: &str| {
-        let out = std::process::Command::new("mariadb")
-            .args(["--protocol=tcp", "-h", "127.0.0.1", "-u", "root", "-N", "-e", sql])
-            .output()
-            .unwrap();
+        let out = servers.mariadb_client().args(["-N", "-e", sql]).output().unwrap();
         String::from_utf8_lossy(&out.stdout).trim().to_owned()
     };
     root_sql(&format!("DROP DATABASE IF EXISTS {proof}"));
@@ -228,16 +226,9 @@ fn a_table_name_of_the_projects_own_reaches_no_sql_of_the_backends_admin() {
                 let _ = runner(self.0, &["env", "delete", env, "--yes"]);
             }
             let _ = runner(self.0, &["serve", "--until-idle"]);
-            let _ = std::process::Command::new("mariadb")
-                .args([
-                    "--protocol=tcp",
-                    "-h",
-                    "127.0.0.1",
-                    "-u",
-                    "root",
-                    "-e",
-                    &format!("DROP DATABASE IF EXISTS {}", self.1),
-                ])
+            let _ = crate::support::own_servers()
+                .mariadb_client()
+                .args(["-e", &format!("DROP DATABASE IF EXISTS {}", self.1)])
                 .output();
         }
     }

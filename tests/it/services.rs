@@ -105,47 +105,26 @@ fn redis_get(e: &Value) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
+/// Whether the backend's admin sees database `db` (on the tests' own servers).
 fn root_sees(kind: &str, db: &str) -> bool {
+    let servers = crate::support::own_servers();
     let out = match kind {
-        "mysql" => Command::new("mariadb")
-            .args([
-                "--protocol=tcp",
-                "-N",
-                "-h",
-                "127.0.0.1",
-                "-u",
-                "root",
-                "-e",
-                &format!("SHOW DATABASES LIKE '{db}'"),
-            ])
-            .output(),
-        _ => Command::new("psql")
-            .args([
-                "-X",
-                "-tA",
-                "-h",
-                "127.0.0.1",
-                "-U",
-                "postgres",
-                "-d",
-                "postgres",
-                "-c",
-                &format!("SELECT 1 FROM pg_database WHERE datname = '{db}'"),
-            ])
-            .output(),
+        "mysql" => servers.mariadb_client().args(["-N", "-e", &format!("SHOW DATABASES LIKE '{db}'")]).output(),
+        _ => servers.psql().args(["-tA", "-c", &format!("SELECT 1 FROM pg_database WHERE datname = '{db}'")]).output(),
     }
     .unwrap();
     !String::from_utf8_lossy(&out.stdout).trim().is_empty()
 }
 
 fn add_backends(s: &Server) {
+    let servers = crate::support::own_servers();
     for (kind, url) in [
-        ("mariadb", "mysql://root@127.0.0.1:3306"),
-        ("postgresql", "postgres://postgres@127.0.0.1:5432/postgres"),
-        ("redis", "redis://127.0.0.1:6379"),
-        ("rabbitmq", "amqp://guest:guest@127.0.0.1:5672"),
+        ("mariadb", servers.mariadb()),
+        ("postgresql", servers.postgres()),
+        ("redis", "redis://127.0.0.1:6379".to_owned()),
+        ("rabbitmq", "amqp://guest:guest@127.0.0.1:5672".to_owned()),
     ] {
-        let out = runner(s, &["backend", "add", kind, url]);
+        let out = runner(s, &["backend", "add", kind, &url]);
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     }
     let list = String::from_utf8_lossy(&runner(s, &["backend", "list"]).stdout).into_owned();
@@ -581,4 +560,39 @@ fn a_new_environment_starts_with_a_copy_of_its_parents_persistent_redis() {
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&get.stdout).trim(), "from-main", "the parent's data, copied");
     assert_eq!(redis_get(&feature), "feature", "then its own deploy hook's");
+}
+
+/// What `backend add` says of a server whose accounts anyone on the host may use, pinned.
+/// Re-record with `PUSHGATE_BLESS=1 cargo test`.
+#[test]
+fn a_backend_whose_accounts_log_in_without_a_password_is_refused() {
+    let s = Server::new("open-admin");
+    // The host's servers trust every local user: MariaDB's root has no password, PostgreSQL's
+    // pg_hba.conf says `trust`; a password in the URL changes nothing.
+    let mut said = String::new();
+    for (kind, url, account) in [
+        ("mariadb", "mysql://root@127.0.0.1:3306", "root"),
+        ("postgresql", "postgres://postgres:anything@127.0.0.1:5432/postgres", "postgres"),
+    ] {
+        let out = runner(&s, &["backend", "add", kind, url]);
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(!out.status.success(), "{kind} accepted: {err}");
+        assert!(err.contains(&format!("account `{account}` logs in from this host without its password")), "{err}");
+        said.push_str(&err);
+    }
+    let list = String::from_utf8_lossy(&runner(&s, &["backend", "list"]).stdout).into_owned();
+    assert_eq!(list, "", "nothing is declared");
+    let path = crate::support::project_dir().join("tests/it/snapshots/open_backend_refused.txt");
+    if std::env::var_os("PUSHGATE_BLESS").is_some() {
+        std::fs::write(&path, &said).unwrap();
+    }
+    let expected = std::fs::read_to_string(&path).unwrap_or_default();
+    assert_eq!(said, expected, "the message changed; re-record with PUSHGATE_BLESS=1 if intended");
+
+    // Servers that ask every account for its password are declared.
+    let servers = crate::support::own_servers();
+    for (kind, url) in [("mariadb", servers.mariadb()), ("postgresql", servers.postgres())] {
+        let out = runner(&s, &["backend", "add", kind, &url]);
+        assert!(out.status.success(), "{kind}: {}", String::from_utf8_lossy(&out.stderr));
+    }
 }

@@ -557,3 +557,193 @@ impl Drop for S3Server {
         let _ = self.child.wait();
     }
 }
+
+/// A MariaDB and a PostgreSQL server of the test run's own that require passwords (the host's
+/// trust every local user, which `backend add` refuses): started on first use, one for the whole
+/// run, and ended with it (their parent is a thread that lives as long as the run).
+pub struct OwnServers {
+    pub mariadb_port: u16,
+    pub postgres_port: u16,
+    pub password: String,
+}
+
+impl OwnServers {
+    /// The MariaDB admin's URL (`admin`, with its password).
+    pub fn mariadb(&self) -> String {
+        format!("mysql://admin:{}@127.0.0.1:{}", self.password, self.mariadb_port)
+    }
+
+    /// The PostgreSQL superuser's URL (`postgres`, with its password).
+    pub fn postgres(&self) -> String {
+        format!("postgres://postgres:{}@127.0.0.1:{}/postgres", self.password, self.postgres_port)
+    }
+
+    /// `mariadb` as the admin, its arguments to follow.
+    pub fn mariadb_client(&self) -> Command {
+        let mut c = Command::new("mariadb");
+        c.args(["--protocol=tcp", "-h", "127.0.0.1", "-P", &self.mariadb_port.to_string(), "-u", "admin"]);
+        c.env("MYSQL_PWD", &self.password);
+        c
+    }
+
+    /// `psql` as the superuser on database `postgres`, its arguments to follow.
+    pub fn psql(&self) -> Command {
+        let mut c = Command::new("psql");
+        c.args(["-X", "-h", "127.0.0.1", "-p", &self.postgres_port.to_string(), "-U", "postgres", "-d", "postgres"]);
+        c.env("PGPASSWORD", &self.password);
+        c
+    }
+}
+
+pub fn own_servers() -> &'static OwnServers {
+    static SERVERS: std::sync::OnceLock<OwnServers> = std::sync::OnceLock::new();
+    SERVERS.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        // The servers' parent: they get SIGKILL when it ends, which is when the run ends.
+        std::thread::spawn(move || {
+            let servers = start_own_servers();
+            tx.send(servers).unwrap();
+            loop {
+                std::thread::park();
+            }
+        });
+        rx.recv().expect("the tests' own database servers start")
+    })
+}
+
+fn start_own_servers() -> OwnServers {
+    use std::os::unix::process::CommandExt;
+    // What earlier runs left (their servers died with them).
+    for entry in std::fs::read_dir("/dev/shm").into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if let Some(pid) = name.strip_prefix("pushgate-it-servers-").and_then(|p| p.parse::<u32>().ok()) {
+            if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+    }
+    // In memory: nothing of it needs to outlive the run, and the disk is the tests' bottleneck.
+    let dir = PathBuf::from(format!("/dev/shm/pushgate-it-servers-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let password: String = format!("it{:x}{:x}", std::process::id(), rand_u64());
+    let free_port = || TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let (mariadb_port, postgres_port) = (free_port(), free_port());
+    let dies_with_run = |c: &mut Command| {
+        // SAFETY: prctl is async-signal-safe; it runs after the change of user, which clears it.
+        unsafe {
+            c.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
+                Ok(())
+            })
+        };
+    };
+    let ids = |name: &str| {
+        let out = Command::new("id").args(["-u", name]).output().unwrap();
+        let uid: u32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+        let out = Command::new("id").args(["-g", name]).output().unwrap();
+        (uid, String::from_utf8_lossy(&out.stdout).trim().parse::<u32>().unwrap())
+    };
+
+    // MariaDB: root only through the socket (the default), an admin with a password.
+    let m = dir.join("mariadb");
+    std::fs::create_dir_all(&m).unwrap();
+    assert!(Command::new("chown").args(["-R", "mysql:mysql"]).arg(&m).status().unwrap().success());
+    let install = Command::new("mariadb-install-db")
+        .arg("--no-defaults")
+        .arg(format!("--datadir={}", m.join("data").display()))
+        .args(["--user=mysql", "--skip-test-db"])
+        .output()
+        .unwrap();
+    assert!(install.status.success(), "mariadb-install-db: {}", String::from_utf8_lossy(&install.stderr));
+    let init = m.join("init.sql");
+    std::fs::write(
+        &init,
+        format!(
+            "CREATE USER 'admin'@'%' IDENTIFIED BY '{password}';\n\
+             GRANT ALL PRIVILEGES ON *.* TO 'admin'@'%' WITH GRANT OPTION;\n"
+        ),
+    )
+    .unwrap();
+    assert!(Command::new("chown").args(["mysql:mysql"]).arg(&init).status().unwrap().success());
+    let (uid, gid) = ids("mysql");
+    let mut mariadbd = Command::new("/usr/sbin/mariadbd");
+    mariadbd
+        .arg("--no-defaults")
+        .arg(format!("--datadir={}", m.join("data").display()))
+        .arg(format!("--port={mariadb_port}"))
+        .args(["--bind-address=127.0.0.1", "--skip-name-resolve"])
+        .arg(format!("--socket={}", m.join("mysqld.sock").display()))
+        .arg(format!("--init-file={}", init.display()))
+        .arg(format!("--log-error={}", m.join("error.log").display()))
+        .uid(uid)
+        .gid(gid)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    dies_with_run(&mut mariadbd);
+    std::mem::forget(mariadbd.spawn().expect("mariadbd starts"));
+
+    // PostgreSQL: every connection asks for a password (scram-sha-256).
+    let p = dir.join("postgres");
+    std::fs::create_dir_all(&p).unwrap();
+    std::fs::write(p.join("pwfile"), &password).unwrap();
+    assert!(Command::new("chown").args(["-R", "postgres:postgres"]).arg(&p).status().unwrap().success());
+    let bin = std::fs::read_dir("/usr/lib/postgresql")
+        .expect("PostgreSQL's server binaries")
+        .flatten()
+        .map(|e| e.path().join("bin"))
+        .find(|b| b.join("initdb").exists())
+        .expect("initdb");
+    let (uid, gid) = ids("postgres");
+    let initdb = Command::new(bin.join("initdb"))
+        .args(["-A", "scram-sha-256", "-U", "postgres", "--pwfile"])
+        .arg(p.join("pwfile"))
+        .arg("-D")
+        .arg(p.join("data"))
+        .current_dir(&p)
+        .uid(uid)
+        .gid(gid)
+        .output()
+        .unwrap();
+    assert!(initdb.status.success(), "initdb: {}", String::from_utf8_lossy(&initdb.stderr));
+    let mut postgres = Command::new(bin.join("postgres"));
+    postgres
+        .arg("-D")
+        .arg(p.join("data"))
+        .args(["-p", &postgres_port.to_string(), "-k"])
+        .arg(&p)
+        .args(["-c", "listen_addresses=127.0.0.1", "-c", "max_connections=200", "-c", "fsync=off"])
+        .current_dir(&p)
+        .uid(uid)
+        .gid(gid)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    dies_with_run(&mut postgres);
+    std::mem::forget(postgres.spawn().expect("postgres starts"));
+
+    let servers = OwnServers { mariadb_port, postgres_port, password };
+    let since = std::time::Instant::now();
+    loop {
+        let m = servers.mariadb_client().args(["-e", "SELECT 1"]).output().unwrap();
+        let p = servers.psql().args(["-c", "SELECT 1"]).output().unwrap();
+        if m.status.success() && p.status.success() {
+            return servers;
+        }
+        assert!(
+            since.elapsed() < std::time::Duration::from_secs(60),
+            "the tests' own servers did not start: {}{}",
+            String::from_utf8_lossy(&m.stderr),
+            String::from_utf8_lossy(&p.stderr)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// A number no other run picks.
+fn rand_u64() -> u64 {
+    let mut b = [0u8; 8];
+    let _ = std::fs::File::open("/dev/urandom").and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b));
+    u64::from_le_bytes(b)
+}
