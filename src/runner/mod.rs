@@ -378,12 +378,16 @@ pub fn process(
             job.id, config.runner_id, job.commit, job.ref_name, job.environment
         ),
     );
-    take_over(&EnvDir::new(&config.data_dir, &job.repo, &job.environment), &mut log);
+    let claimed = config.data().claim_key(&job.repo).map_err(|why| Halt::from(RunnerError::Platform(why)));
+    if claimed.is_ok() {
+        take_over(&EnvDir::new(&config.data_dir, &job.repo, &job.environment), &mut log);
+    }
     let lost = Arc::new(AtomicBool::new(false));
     let bell = shutdown.child();
     let heartbeat = start_heartbeat(config, job.id, lost.clone(), bell.clone());
     let control = Control { lost, bell };
     let result = match job.kind {
+        _ if claimed.is_err() => claimed.map(|()| (String::new(), None)),
         crate::queue::JobKind::Push | crate::queue::JobKind::Redeploy if !config.scope.deploy => {
             match build_only(config, queue, job, &mut log, &control) {
                 Ok(()) => {

@@ -12,6 +12,7 @@
 //! DATA/unpacked/KEY/          each slug unpacked once, read-only; releases hard-link it
 //! DATA/environments/REPO-KEY/ENV/   releases (with what each is: ReleaseInfo), mounts,
 //!                             `current`: what is deployed (src/runner/deploy.rs makes them)
+//! DATA/keys/REPO-KEY         which repository a project key is (the first to run a job)
 //! DATA/wakeup                 the FIFO idle runners wait on
 //! DATA/backups/REPO-KEY/ENV-JOB/   the final backup of a deactivated environment
 //! DATA/services.json, DATA/variables.json   the admin's declarations (also REPO/pushgate/)
@@ -181,6 +182,42 @@ impl DataDir {
             .map(|o| o.to_string()[..8].to_owned())
             .unwrap_or_default();
         format!("{name}-{hash}")
+    }
+
+    /// Claims the project key of `repo` for it (`DATA/keys/KEY` names the repository that has
+    /// it): a key is a project's directories, user, services and URLs, so a second repository
+    /// with the same name and a path whose 32-bit hash collides with the first's (a search of
+    /// minutes on a large machine; install.sh refuses a second project of one name, hooks
+    /// installed by hand do not) is refused, naming the owner, instead of sharing them. The
+    /// first repository to run a job with a key keeps it.
+    pub fn claim_key(&self, repo: &RepoId) -> Result<(), String> {
+        let key = Self::project_key(repo);
+        let dir = self.root.join("keys");
+        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let file = dir.join(&key);
+        let owner = || std::fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()));
+        if !file.exists() {
+            // Written whole, then linked into place: a reader never sees half a name, and of
+            // two runners claiming at once, one link wins.
+            let tmp = dir.join(format!(".{key}.{}", std::process::id()));
+            std::fs::write(&tmp, repo.as_str()).map_err(|e| format!("{}: {e}", tmp.display()))?;
+            let linked = std::fs::hard_link(&tmp, &file);
+            let _ = std::fs::remove_file(&tmp);
+            match linked {
+                Ok(()) => return Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(format!("{}: {e}", file.display())),
+            }
+        }
+        let owner = owner()?;
+        if owner == repo.as_str() {
+            return Ok(());
+        }
+        Err(format!(
+            "the project key {key} is the repository {owner}'s: this repository ({repo}) has the same name and a \
+             path whose hash is the same, so it would share that project's environments, user, services and URLs. \
+             Refused: install it under another name (install.sh refuses a second project of one name)"
+        ))
     }
 
     /// What an environment runs: the description of the release `current` points at (None when

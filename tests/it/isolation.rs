@@ -652,3 +652,32 @@ foreach (['postgresql' => 5432, 'mariadb' => 3306, 'host-redis' => 6379, 'rabbit
         }
     }
 }
+
+#[test]
+fn a_repository_whose_project_key_another_repository_has_is_refused() {
+    let s = crate::support::Server::new("key-collision");
+    // Another repository of the same name, elsewhere, whose path hashes to the same 32 bits
+    // (found by a search; here its claim is written as it would be) ran a job first.
+    let path = std::fs::canonicalize(&s.bare).unwrap();
+    let repo = pushgate::core::RepoId::new(path.display().to_string());
+    let key = pushgate::store::DataDir::project_key(&repo);
+    let other = "/srv/git/team2/repo.git";
+    std::fs::create_dir_all(s.data.join("keys")).unwrap();
+    std::fs::write(s.data.join("keys").join(&key), other).unwrap();
+    s.commit(&[(".magento.app.yaml", "name: app\ntype: php:8.2\ndisk: 256\n")], "collides");
+    s.push(&["HEAD:refs/heads/main"]).assert_accepted();
+    crate::runner::serve(&s);
+    let job = s.jobs().into_iter().last().unwrap();
+    let log = crate::runner::log_of(&s, job["id"].as_i64().unwrap());
+    assert_eq!(job["state"], "failed", "{log}");
+    assert!(log.contains(&format!("the project key {key} is the repository {other}'s")), "{log}");
+    assert!(!s.data.join("environments").join(&key).exists(), "nothing of the other project's is touched");
+
+    // The repository that has the key runs its jobs.
+    std::fs::write(s.data.join("keys").join(&key), repo.as_str()).unwrap();
+    s.commit(&[(".magento.app.yaml", "name: app\ntype: php:8.2\ndisk: 256\n"), ("x", "1")], "its own");
+    s.push(&["HEAD:refs/heads/main"]).assert_accepted();
+    crate::runner::serve(&s);
+    let job = s.jobs().into_iter().last().unwrap();
+    assert_eq!(job["state"], "succeeded", "{}", crate::runner::log_of(&s, job["id"].as_i64().unwrap()));
+}
