@@ -817,6 +817,55 @@ def sandbox_benchmarks(tmp, runs):
     return {name: (side["push"], side["hook"]) for name, side in sides.items()}
 
 
+def network_benchmarks(tmp):
+    """An environment's Redis reached through its network's forwarder (pushgate-runner forward,
+    from inside the environment's namespace) against the same Redis reached directly on the
+    host, interleaved: kept connections (what a worker's persistent connection pays) and a new
+    connection per request (what a PHP request opening its connection pays)."""
+    if os.geteuid() != 0 or not shutil.which("nsenter") or not shutil.which("redis-benchmark"):
+        sys.exit("the network benchmark needs root, nsenter (util-linux) and redis-benchmark (redis-tools)")
+    runner = ROOT / "target" / "release" / "pushgate-runner"
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    redis = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                              "--appendonly", "no"], stdout=subprocess.DEVNULL)
+    ns = Path("/run/pushgate/netns") / f"bench-{os.getpid()}"
+    spec = tmp / "net.json"
+    at = f"127.0.0.1:{port}"
+    spec.write_text(json.dumps({"ns": str(ns), "inward": [{"listen": at, "to": at}], "outward": []}))
+    forward = subprocess.Popen([str(runner), "forward", "--spec", str(spec)], stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(200):
+            if ns.exists() and run(["nsenter", f"--net={ns}", "redis-cli", "-p", str(port), "ping"],
+                                   check=False).stdout.strip() == b"PONG":
+                break
+            time.sleep(0.05)
+
+        def rps(inside, clients, keepalive):
+            cmd = ["redis-benchmark", "-p", str(port), "-t", "ping_mbulk", "-n", "40000" if keepalive else "8000",
+                   "-c", str(clients), "-k", "1" if keepalive else "0", "-q"]
+            out = run((["nsenter", f"--net={ns}"] if inside else []) + cmd).stdout.decode()
+            return float(re.search(r"([\d.]+) requests per second", out).group(1))
+
+        figures = {}
+        for clients, keepalive in ((1, True), (8, True), (8, False)):
+            through, direct = [], []
+            for i in range(4):  # interleaved, each going first in turn
+                for inside in ((True, False) if i % 2 == 0 else (False, True)):
+                    (through if inside else direct).append(rps(inside, clients, keepalive))
+            figures[(clients, keepalive)] = (statistics.median(through), statistics.median(direct))
+        return figures
+    finally:
+        forward.terminate()
+        forward.wait()
+        redis.terminate()
+        redis.wait()
+        run(["umount", "-l", str(ns)], check=False)
+        ns.unlink(missing_ok=True)
+
+
 def big_tree(root, files, megabytes):
     """A Magento-size tree, the same every time: `files` files in vendor/ (PHP-like text, a few
     binaries), about `megabytes` MB in all, beside the example's configuration."""
@@ -928,9 +977,9 @@ def main():
     ap.add_argument("--runs", type=int, default=41)
     ap.add_argument("--branch-runs", type=int, default=5)
     ap.add_argument("--skip-external", action="store_true")
-    ap.add_argument("--only", default="push,branches,hostile,runner,router,web,scale,sandbox,external,fsck,size",
+    ap.add_argument("--only", default="push,branches,hostile,runner,router,web,scale,sandbox,network,external,fsck,size",
                     help="comma-separated sections: push, branches, hostile, runner, router, web, scale, sandbox, "
-                         "clone, big, external, fsck, size")
+                         "network, clone, big, external, fsck, size")
     ap.add_argument("--activities", type=int, default=10_000, help="activities in the store for the web section")
     ap.add_argument("--clone-mb", type=int, default=1024, help="size of the database the clone section copies")
     ap.add_argument("--big-files", type=int, default=60_000, help="files of the big tree section's tree")
@@ -1029,6 +1078,18 @@ def main():
             a, b = (statistics.median(figures[k][0]) for k in ("sandbox", "no sandbox"))
             c, d = (statistics.median(figures[k][1]) for k in ("sandbox", "no sandbox"))
             print(f"   the sandbox costs {(c - d) * 1000:.1f} ms per hook, {(a - b) * 1000:.1f} ms per redeploy ({a / b:.2f}x)")
+
+        if "network" in sections:
+            figures = network_benchmarks(tmp)
+            print("\n14. an environment's network: its Redis through the forwarder, from inside its namespace, "
+                  "against directly on the host (redis-benchmark, medians of 4 interleaved rounds)")
+            for (clients, keepalive), (through, direct) in figures.items():
+                what = f"{clients} client{'s' if clients > 1 else ' '}, " + (
+                    "kept connections      " if keepalive else "a connection a request")
+                extra = (f"; a round trip {1e6 / through:.0f} us against {1e6 / direct:.0f} us"
+                         if clients == 1 else "")
+                print(f"   {what}: {through:7.0f} req/s through the forwarder, {direct:7.0f} req/s directly "
+                      f"({through / direct:.2f}{extra})")
 
         if "big" in sections:
             files, size, made, first, physical, same, changed, peaks, phases, archives, changed_phases = big_tree_benchmarks(

@@ -438,6 +438,12 @@ fn wait_listening_inside(ns: &Path, inward: &[Forward], pid_file: &Path) -> Resu
 }
 
 /// `pushgate-runner forward --spec FILE`: carries connections as the spec says, until killed.
+///
+/// Two threads, each an event loop (tokio, one thread each): one in the host's network, which
+/// accepts on the listeners inside and connects to the services; one in the environment's,
+/// which accepts on the host's listeners and connects to the apps inside (a socket belongs to
+/// the namespace of the thread that makes it). No thread per connection: a PHP request that
+/// opens its database connection pays an accept and a connect, nothing more.
 pub fn forward(spec_file: &Path) -> Result<(), String> {
     // Not dumpable: no process of the project (the same uid or not) may trace it or read its
     // memory, and it holds a foot in the host's network.
@@ -446,13 +452,11 @@ pub fn forward(spec_file: &Path) -> Result<(), String> {
     let spec = load(spec_file).ok_or_else(|| format!("{}: no forwarder description", spec_file.display()))?;
     let host = File::open("/proc/thread-self/ns/net").map_err(|e| format!("the host's network: {e}"))?;
     ensure_namespace(&spec.ns)?;
-    let inside = Arc::new(File::open(&spec.ns).map_err(|e| format!("{}: {e}", spec.ns.display()))?);
-    let active = Arc::new(AtomicUsize::new(0));
-    let mut listeners = Vec::new();
-    // Listeners inside: made from within the namespace (a socket stays in the namespace it was
-    // made in), then back to the host's, where every connection out is made.
+    let inside = File::open(&spec.ns).map_err(|e| format!("{}: {e}", spec.ns.display()))?;
+    // Listeners inside: made from within the namespace, then back to the host's.
     enter(&inside).map_err(|e| format!("entering {}: {e}", spec.ns.display()))?;
     let mut aliases = 0;
+    let mut inward = Vec::new();
     for f in &spec.inward {
         if !f.listen.ip().is_loopback() {
             aliases += 1;
@@ -460,44 +464,76 @@ pub fn forward(spec_file: &Path) -> Result<(), String> {
                 eprintln!("pushgate forward: giving the namespace the address {}: {e}", f.listen.ip());
             }
         }
-        listeners.push((bind(f.listen), *f, false));
+        inward.push((bind(f.listen).map_err(|e| format!("listening on {} inside: {e}", f.listen))?, *f));
     }
     enter(&host).map_err(|e| format!("back to the host's network: {e}"))?;
+    let mut outward = Vec::new();
     for f in &spec.outward {
-        listeners.push((bind(f.listen), *f, true));
+        outward.push((bind(f.listen).map_err(|e| format!("listening on {}: {e}", f.listen))?, *f));
     }
-    let mut threads = Vec::new();
-    for (listener, f, outward) in listeners {
-        let listener = listener.map_err(|e| format!("listening on {}: {e}", f.listen))?;
-        let (inside, active) = (inside.clone(), active.clone());
-        threads.push(std::thread::spawn(move || {
-            for conn in listener.incoming() {
-                let Ok(conn) = conn else { continue };
-                if active.load(Ordering::SeqCst) >= MAX_CONNECTIONS {
-                    continue; // dropped: closed at once
-                }
-                active.fetch_add(1, Ordering::SeqCst);
-                let (inside, counter) = (inside.clone(), active.clone());
-                let spawned = std::thread::Builder::new().stack_size(64 * 1024).spawn(move || {
-                    let entered = if outward { enter(&inside) } else { Ok(()) };
-                    match entered.and_then(|()| TcpStream::connect_timeout(&f.to.into(), Duration::from_secs(10))) {
-                        Ok(out) => pipe(conn, out),
-                        Err(e) => eprintln!("pushgate forward: {} -> {}: {e}", f.listen, f.to),
+    eprintln!("pushgate forward: {} service endpoint(s) inside, {} port(s) out", inward.len(), outward.len());
+    let active = Arc::new(AtomicUsize::new(0));
+    let counter = active.clone();
+    let out_thread = std::thread::spawn(move || -> Result<(), String> {
+        enter(&inside).map_err(|e| format!("entering the namespace: {e}"))?;
+        carry(outward, counter)
+    });
+    let carried = carry(inward, active);
+    // Each side runs until the process is killed; one that could not start ends it.
+    match out_thread.join() {
+        Ok(Err(e)) => Err(e),
+        _ => carried,
+    }
+}
+
+/// Accepts on each listener and carries each connection to its destination, connecting from
+/// the calling thread's network, until the process ends.
+fn carry(listeners: Vec<(TcpListener, Forward)>, active: Arc<AtomicUsize>) -> Result<(), String> {
+    if listeners.is_empty() {
+        loop {
+            std::thread::park();
+        }
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .enable_time()
+        .build()
+        .map_err(|e| format!("the forwarder's event loop: {e}"))?;
+    runtime.block_on(async move {
+        let mut loops = Vec::new();
+        for (listener, f) in listeners {
+            listener.set_nonblocking(true).map_err(|e| format!("{}: {e}", f.listen))?;
+            let listener = tokio::net::TcpListener::from_std(listener).map_err(|e| format!("{}: {e}", f.listen))?;
+            let active = active.clone();
+            loops.push(tokio::spawn(async move {
+                loop {
+                    let Ok((conn, _)) = listener.accept().await else {
+                        // Out of descriptors, say: the backlog waits a moment.
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    };
+                    if active.load(Ordering::SeqCst) >= MAX_CONNECTIONS {
+                        continue; // dropped: closed at once
                     }
-                    counter.fetch_sub(1, Ordering::SeqCst);
-                });
-                if spawned.is_err() {
-                    // The thread took the counter with it only if it started.
-                    active.fetch_sub(1, Ordering::SeqCst);
+                    active.fetch_add(1, Ordering::SeqCst);
+                    let active = active.clone();
+                    tokio::spawn(async move {
+                        let to = std::net::SocketAddr::V4(f.to);
+                        match tokio::time::timeout(Duration::from_secs(10), tokio::net::TcpStream::connect(to)).await {
+                            Ok(Ok(out)) => pipe(conn, out).await,
+                            Ok(Err(e)) => eprintln!("pushgate forward: {} -> {}: {e}", f.listen, f.to),
+                            Err(_) => eprintln!("pushgate forward: {} -> {}: no answer in 10 s", f.listen, f.to),
+                        }
+                        active.fetch_sub(1, Ordering::SeqCst);
+                    });
                 }
-            }
-        }));
-    }
-    eprintln!("pushgate forward: {} service endpoint(s) inside, {} port(s) out", spec.inward.len(), spec.outward.len());
-    for t in threads {
-        let _ = t.join();
-    }
-    Ok(())
+            }));
+        }
+        for l in loops {
+            let _ = l.await;
+        }
+        Ok(())
+    })
 }
 
 /// A listener on `at`, retried a while: a forwarder that just ended may still hold it.
@@ -514,19 +550,10 @@ fn bind(at: SocketAddrV4) -> std::io::Result<TcpListener> {
 }
 
 /// Copies both ways until each side has said all it had.
-fn pipe(a: TcpStream, b: TcpStream) {
+async fn pipe(mut a: tokio::net::TcpStream, mut b: tokio::net::TcpStream) {
     let _ = a.set_nodelay(true);
     let _ = b.set_nodelay(true);
-    let (Ok(a2), Ok(b2)) = (a.try_clone(), b.try_clone()) else { return };
-    let back = std::thread::Builder::new().stack_size(64 * 1024).spawn(move || {
-        let _ = std::io::copy(&mut &b2, &mut &a2);
-        let _ = a2.shutdown(std::net::Shutdown::Write);
-    });
-    let _ = std::io::copy(&mut &a, &mut &b);
-    let _ = b.shutdown(std::net::Shutdown::Write);
-    if let Ok(back) = back {
-        let _ = back.join();
-    }
+    let _ = tokio::io::copy_bidirectional(&mut a, &mut b).await;
 }
 
 /// The inode of a process's network namespace, and of a namespace file: whether a running

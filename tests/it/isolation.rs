@@ -651,6 +651,16 @@ foreach (['postgresql' => 5432, 'mariadb' => 3306, 'host-redis' => 6379, 'rabbit
             assert!(seen.contains(&format!("{service}=closed")), "{who} reaches the host's {service}:\n{page}");
         }
     }
+
+    // The forwarder killed: its supervisor starts it again, and the app reaches its Redis again.
+    let pattern = format!("^[^ ]*pushgate-runner forward --spec {}/router/net/", r.s.data.display());
+    let out = std::process::Command::new("pkill").args(["-KILL", "-f", &pattern]).output().unwrap();
+    assert!(out.status.success(), "a forwarder ran for the environment");
+    assert!(
+        eventually(20, || r.get(&r.host("main"), "/").body.contains("redis says +OK +PONG")),
+        "the app reaches its Redis again:\n{}",
+        r.runner_log()
+    );
 }
 
 #[test]
