@@ -194,6 +194,9 @@ pub fn serve(config: &Config, concurrency: usize, shutdown: &Shutdown, until_idl
         woken_by_pushes = waker.is_some(),
         "serving"
     );
+    if let Err(e) = config.data().keep_private() {
+        tracing::warn!(error = %e, "the data directory's modes");
+    }
     let worker = |n: usize| -> Result<(), RunnerError> {
         let config = Config { runner_id: format!("{}/{n}", config.runner_id), ..config.clone() };
         let mut queue = None;
@@ -438,6 +441,8 @@ pub fn process(
         // Recorded as ended when it is done; nothing to run.
         crate::queue::JobKind::Cancel => Ok(("Nothing to do".to_owned(), None)),
     };
+    // What the job made (a backup, a slug, credentials) is out of other users' reach.
+    let _ = config.data().keep_private();
     // A failed or stopped build must not keep its tree or its layers: on a full disk, they are
     // what the queue needs to record the job, and what every other job needs.
     for dir in [config.build_dir(job.id), config.data().build_layers(job.id)] {

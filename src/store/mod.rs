@@ -184,6 +184,45 @@ impl DataDir {
         format!("{name}-{hash}")
     }
 
+    /// Takes from the host's other users what they have no business reading: the data
+    /// directory cannot be listed (it keeps `o+x`: a project's user reaches its own releases
+    /// and mounts by name, the router's workers the static files), and the queue (webhook
+    /// URLs, tokens' hashes), the admin's declarations (`variables.json`, `services.json`),
+    /// final backups (SQL dumps, mounts), provisioned credentials, slugs and key claims lose
+    /// every right of `other`. Owner and group keep theirs: the hooks (the data directory's
+    /// owner) still write the queue. Job logs stay readable: the hooks of a push show them.
+    pub fn keep_private(&self) -> std::io::Result<()> {
+        let without = |path: &Path, bits: u32| -> std::io::Result<()> {
+            use std::os::unix::fs::PermissionsExt;
+            match std::fs::symlink_metadata(path) {
+                Ok(meta) if !meta.is_symlink() && meta.permissions().mode() & bits != 0 => std::fs::set_permissions(
+                    path,
+                    std::fs::Permissions::from_mode(meta.permissions().mode() & 0o7777 & !bits),
+                ),
+                Ok(_) => Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(e),
+            }
+        };
+        without(&self.root, 0o004)?;
+        let queue = Self::QUEUE_FILE;
+        for name in [
+            queue.to_owned(),
+            format!("{queue}-wal"),
+            format!("{queue}-shm"),
+            format!("{queue}-journal"),
+            "variables.json".to_owned(),
+            "services.json".to_owned(),
+            "backups".to_owned(),
+            "services".to_owned(),
+            "slugs".to_owned(),
+            "keys".to_owned(),
+        ] {
+            without(&self.root.join(name), 0o007)?;
+        }
+        Ok(())
+    }
+
     /// Claims the project key of `repo` for it (`DATA/keys/KEY` names the repository that has
     /// it): a key is a project's directories, user, services and URLs, so a second repository
     /// with the same name and a path whose 32-bit hash collides with the first's (a search of

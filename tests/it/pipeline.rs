@@ -249,3 +249,39 @@ fn inactive_environments_keep_their_code_and_the_limit_bounds_the_active_ones() 
     assert!(out.contains("Environment feature-b is active") && out.contains("Deployed release"), "{out}");
     assert!(deployed("feature-b") && !deployed("feature-a"));
 }
+
+#[test]
+fn what_the_data_directory_keeps_is_out_of_other_users_reach() {
+    let s = Server::new("private-data");
+    std::fs::write(s.data.join("variables.json"), r#"{"project": {"env:SECRET": "the admin's"}}"#).unwrap();
+    let app = app_with_hooks("true", "echo kept > var/data.txt");
+    s.commit(&files_with(APP_FILE, &app), "shop");
+    s.push(&["HEAD:refs/heads/main"]).assert_accepted();
+    let _runner = Background::serve(&s);
+    let deployed = |env: &str| envs(&s).iter().any(|e| e["environment"] == env);
+    assert!(crate::runner::eventually(60, || deployed("main")));
+    s.push(&["HEAD:refs/heads/feature"]).assert_accepted();
+    assert!(crate::runner::eventually(60, || deployed("feature")));
+    let out = ok(cli(&s, &["env", "deactivate", "repo", "feature", "--yes"]));
+    assert!(out.contains("Final backup in"), "{out}");
+    // Another user of the host: the test's directories let it through to the data directory.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(s.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let as_nobody = |args: &[&str]| {
+        Command::new("runuser").args(["-u", "nobody", "--"]).args(args).output().unwrap().status.success()
+    };
+    let backup = std::fs::read_dir(s.data.join("backups")).unwrap().flatten().next().unwrap().path();
+    let mounts = std::fs::read_dir(&backup).unwrap().flatten().next().unwrap().path().join("mounts.tar.zst");
+    let slug = std::fs::read_dir(s.data.join("slugs")).unwrap().flatten().next().unwrap().path();
+    for secret in [s.data.join("queue.sqlite3"), s.data.join("variables.json"), mounts, slug] {
+        assert!(secret.exists(), "{}", secret.display());
+        let path = secret.to_str().unwrap();
+        assert!(!as_nobody(&["cat", path]), "another user reads {path}");
+    }
+    assert!(!as_nobody(&["ls", s.data.to_str().unwrap()]), "another user lists the data directory");
+    // What must stay reachable does: the router's workers and the project's user reach a
+    // release by its path.
+    let release = std::fs::read_dir(s.data.join("environments")).unwrap().flatten().next().unwrap().path();
+    let app_yaml = release.join("main/current/mymagento/.magento.app.yaml");
+    assert!(as_nobody(&["cat", app_yaml.to_str().unwrap()]), "{} is reachable", app_yaml.display());
+}
