@@ -51,7 +51,9 @@ impl Backends {
 
     pub fn save(&self, data: &DataDir) -> Result<(), String> {
         std::fs::create_dir_all(data.root()).map_err(|e| e.to_string())?;
-        write_secret(&data.backends_file(), &serde_json::to_string_pretty(self).unwrap_or_default())
+        write_secret(&data.backends_file(), &serde_json::to_string_pretty(self).unwrap_or_default())?;
+        // A runner of the data directory's owner reads it too.
+        data.give_to_owner().map_err(|e| format!("{}: {e}", data.root().display()))
     }
 
     /// Adds (or replaces) the backend of a kind, checking its URL's shape.
@@ -108,6 +110,7 @@ impl Versions {
         let path = data.backend_versions_file();
         std::fs::write(&path, serde_json::to_string_pretty(&versions).unwrap_or_default())
             .map_err(|e| format!("{}: {e}", path.display()))?;
+        data.give_to_owner().map_err(|e| format!("{}: {e}", data.root().display()))?;
         Ok(versions)
     }
 

@@ -441,8 +441,10 @@ pub fn process(
         // Recorded as ended when it is done; nothing to run.
         crate::queue::JobKind::Cancel => Ok(("Nothing to do".to_owned(), None)),
     };
-    // What the job made (a backup, a slug, credentials) is out of other users' reach.
+    // What the job made (a backup, a slug, credentials) is out of other users' reach; what it
+    // made that the hooks use (the logs' directory) is the data directory's owner's.
     let _ = config.data().keep_private();
+    let _ = config.data().give_to_owner();
     // A failed or stopped build must not keep its tree or its layers: on a full disk, they are
     // what the queue needs to record the job, and what every other job needs.
     for dir in [config.build_dir(job.id), config.data().build_layers(job.id)] {

@@ -223,6 +223,48 @@ impl DataDir {
         Ok(())
     }
 
+    /// Gives what a root process made in the data directory, of what the hooks and a runner
+    /// of the data directory's owner use, to that owner: the queue (its WAL, shared memory,
+    /// journal and integrity stamp), the logs' directory, the wake-up FIFO, the backends'
+    /// files. Following the README's order (a root runner started, a backend declared, then the
+    /// first push as `git`), root made them first, and every push was refused ("attempt to
+    /// write a readonly database"). Nothing where the data directory is root's, or the caller
+    /// is not root. What root reads to decide what to run (`router/`) stays root's.
+    pub fn give_to_owner(&self) -> std::io::Result<()> {
+        use std::os::unix::fs::MetadataExt;
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            return Ok(());
+        }
+        let top = std::fs::metadata(&self.root)?;
+        if top.uid() == 0 {
+            return Ok(());
+        }
+        let queue = Self::QUEUE_FILE;
+        for name in [
+            queue.to_owned(),
+            format!("{queue}-wal"),
+            format!("{queue}-shm"),
+            format!("{queue}-journal"),
+            format!("{queue}.checked"),
+            "logs".to_owned(),
+            "wakeup".to_owned(),
+            "backends.json".to_owned(),
+            "backends.public.json".to_owned(),
+        ] {
+            let path = self.root.join(name);
+            match std::fs::symlink_metadata(&path) {
+                Ok(meta) if meta.uid() == 0 && !meta.is_symlink() => {
+                    std::os::unix::fs::lchown(&path, Some(top.uid()), Some(top.gid()))?
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
     /// Claims the project key of `repo` for it (`DATA/keys/KEY` names the repository that has
     /// it): a key is a project's directories, user, services and URLs, so a second repository
     /// with the same name and a path whose 32-bit hash collides with the first's (a search of

@@ -184,3 +184,52 @@ fn install_builds_into_cargo_target_dir() {
     assert!(!stdout.contains("building"), "{stdout}");
     assert!(stdout.contains(&format!("installed {}/bin/pushgate-hook", prefix.display())), "{stdout}");
 }
+
+/// A command as `nobody` (who stands for `git`), with a home of its own.
+fn as_git(s: &Server, program: &str, args: &[&str]) -> std::process::Output {
+    let home = s.dir.join("git-home");
+    std::fs::create_dir_all(&home).unwrap();
+    std::process::Command::new("chown").arg("nobody").arg(&home).output().unwrap();
+    std::process::Command::new("runuser")
+        .args(["-u", "nobody", "--", program])
+        .args(args)
+        .env("HOME", &home)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn in_the_readmes_order_a_root_runner_started_first_leaves_the_data_directory_to_git() {
+    let s = Server::new("day-one");
+    let (repo, data) = (s.dir.join("shop.git"), s.dir.join("day-one-data"));
+    let out = install_with(&s, &data, &["--user", "nobody"], &[&repo]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let data_s = data.to_str().unwrap();
+    // The README's order: the root runner starts, the admin declares a backend, then a push.
+    let runner = |args: &[&str]| {
+        let out = std::process::Command::new(crate::support::runner_bin())
+            .args(args)
+            .args(["--data", data_s])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    runner(&["serve", "--until-idle"]);
+    runner(&["backend", "add", "redis", "redis://127.0.0.1:6379"]);
+    s.commit(&files_with(crate::push::APP_FILE, &crate::runner::app_with_hooks("true", "true")), "first");
+    let url = format!("file://{}", repo.display());
+    let work = s.work.to_str().unwrap();
+    let push = as_git(&s, "git", &["-c", "safe.directory=*", "-C", work, "push", &url, "HEAD:refs/heads/main"]);
+    let said = String::from_utf8_lossy(&push.stderr).into_owned();
+    assert!(push.status.success(), "the git user's push is refused:\n{said}");
+    assert_eq!(not_owned_by(&data, "nobody"), Vec::<String>::new(), "what root made in the data directory");
+    runner(&["serve", "--until-idle"]);
+    let jobs = crate::support::jobs_in(&data);
+    assert_eq!(jobs.len(), 1, "{jobs:?}");
+    assert_eq!(jobs[0]["state"], "succeeded", "{jobs:?}");
+    // A runner of the data directory's owner reads what root declared.
+    let list = as_git(&s, crate::support::runner_bin().to_str().unwrap(), &["backend", "list", "--data", data_s]);
+    assert!(String::from_utf8_lossy(&list.stdout).contains("redis"), "{}", String::from_utf8_lossy(&list.stderr));
+}

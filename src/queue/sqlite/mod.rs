@@ -222,6 +222,10 @@ impl SqliteQueue {
         }
         let queue = SqliteQueue { conn, path };
         queue.check_integrity()?;
+        // Made by root (a root runner before the first push): the hooks' too.
+        if let Err(source) = crate::store::DataDir::new(data_dir).give_to_owner() {
+            return Err(QueueError::DataDir { path: data_dir.display().to_string(), source });
+        }
         Ok(queue)
     }
 
