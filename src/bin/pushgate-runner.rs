@@ -124,7 +124,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Switch an environment back to an earlier release at once, without a rebuild.
+    /// Switch an environment back to an earlier release, without a rebuild: at once, or after
+    /// the job of the environment that runs now (an activity, its log follows).
     Rollback {
         environment: String,
         /// The release to go back to (default: the one before the current one).
@@ -1098,28 +1099,6 @@ fn enqueue(data: &Path, request: &pushgate::queue::Request) -> Result<pushgate::
     Ok(job)
 }
 
-/// Records an action done at once on the environment a release describes, with its log.
-fn record_done(
-    data: &Path,
-    kind: pushgate::queue::JobKind,
-    info: pushgate::store::ReleaseInfo,
-    options: serde_json::Value,
-    text: &str,
-) -> Result<()> {
-    let request = pushgate::queue::Request {
-        kind,
-        ref_name: format!("refs/heads/{}", info.branch.clone().unwrap_or_else(|| info.environment.to_string())),
-        repo: info.repo,
-        environment: info.environment,
-        commit: info.commit,
-        options: options.to_string(),
-        pusher: pushgate::queue::pusher(&|k| std::env::var(k).ok()),
-    };
-    let mut queue = store()?;
-    pushgate::activity::record_done(queue.as_mut(), &pushgate::store::DataDir::new(data), &request, text)?;
-    Ok(())
-}
-
 fn serve(config: &runner::Config, concurrency: usize, until_idle: bool, out: &mut dyn Write) -> Result<()> {
     let shutdown = Arc::new(runner::shutdown::Shutdown::default());
     let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT])?;
@@ -1197,18 +1176,30 @@ fn envs(data: &Path, json: bool, out: &mut dyn Write) -> Result<()> {
     json_or(json, &deploy::environments(data), out, pushgate::report::environments)
 }
 
+/// A rollback is a job in the environment's one slot, wherever it comes from (the API queues
+/// the same job): done here at once when nothing of the environment runs; else after what
+/// runs (a deploy's switch can no longer overwrite it a second later), by a serving runner.
 fn rollback(data: &Path, environment: &str, to: Option<&str>, repo: Option<&str>, out: &mut dyn Write) -> Result<()> {
     let env = deploy::find(data, environment, repo)?;
-    let from = env.current_release().unwrap_or_default();
-    let to = runner::rollback(&env, to)?;
-    writeln!(out, "Environment {environment}: `current` switched from release {from} to release {to}.")?;
-    pushgate::platform::restart_apps(&pushgate::store::DataDir::new(data), &env.root)?;
-    // Done at once, and recorded as an activity like the API's rollbacks.
-    if let Some(info) = env.info(&to) {
-        let text = format!("Environment {environment}: `current` switched from release {from} to release {to}");
-        record_done(data, pushgate::queue::JobKind::Rollback, info, serde_json::json!({ "release": to }), &text)?;
+    let target = runner::rollback_target(&env, to)?;
+    let info = env.info(&target).ok_or_else(|| format!("release {target} of {environment} has no description"))?;
+    let options = serde_json::json!({ "release": target }).to_string();
+    let job = queue_job(data, pushgate::queue::JobKind::Rollback, environment, info, options)?;
+    let mut config = runner::Config::new(data.to_owned());
+    config.queue = location().clone();
+    let mut queue = store()?;
+    match queue.claim_job(job.id, &config.runner_id, config.lease)? {
+        Some(claimed) => {
+            runner::process(&config, queue.as_mut(), &claimed, &runner::shutdown::Shutdown::default())?;
+        }
+        None => writeln!(
+            out,
+            "Job #{}: rollback of environment {environment} to release {target}, once the job of {environment} that \
+             runs now has ended.",
+            job.id
+        )?,
     }
-    Ok(())
+    follow_to_its_end(data, job.id, out)
 }
 
 fn cancel(data: &Path, job: JobId, out: &mut dyn Write) -> Result<()> {

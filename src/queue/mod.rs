@@ -46,6 +46,10 @@ pub trait JobStore {
     /// Claims the oldest claimable job in `scope` under a lease (never two of one environment
     /// at once).
     fn claim(&mut self, runner: &str, lease: Duration, scope: &Scope) -> Result<Option<Job>, QueueError>;
+    /// Claims pending job `id` itself, if nothing of its environment runs (an action done at
+    /// once from the command line, through the environment's one slot); None when it is not
+    /// pending or its environment is busy: a runner takes it after what runs.
+    fn claim_job(&mut self, id: JobId, runner: &str, lease: Duration) -> Result<Option<Job>, QueueError>;
     /// A build-only runner built the job: pending again, for a runner that deploys its
     /// environment (or superseded, when a newer push of it is pending). False when it was no
     /// longer this runner's.
@@ -103,6 +107,9 @@ impl JobStore for SqliteQueue {
     }
     fn claim(&mut self, runner: &str, lease: Duration, scope: &Scope) -> Result<Option<Job>, QueueError> {
         SqliteQueue::claim(self, runner, lease, scope)
+    }
+    fn claim_job(&mut self, id: JobId, runner: &str, lease: Duration) -> Result<Option<Job>, QueueError> {
+        SqliteQueue::claim_job(self, id, runner, lease)
     }
     fn handoff(&mut self, id: JobId, runner: &str) -> Result<bool, QueueError> {
         SqliteQueue::handoff(self, id, runner)

@@ -652,6 +652,14 @@ fn build_only(
 
 /// Switches an environment back to an earlier release at once, without a rebuild.
 pub fn rollback(env_dir: &EnvDir, to: Option<&str>) -> Result<String, RunnerError> {
+    let target = rollback_target(env_dir, to)?;
+    // `current` is the record of what is deployed: the switch is all there is to record.
+    env_dir.switch(&target)?;
+    Ok(target)
+}
+
+/// The release a rollback goes to: `to` if it is kept, else the one before the current one.
+pub fn rollback_target(env_dir: &EnvDir, to: Option<&str>) -> Result<String, RunnerError> {
     let current = env_dir.current_release();
     let releases = env_dir.list();
     let target = match to {
@@ -668,8 +676,6 @@ pub fn rollback(env_dir: &EnvDir, to: Option<&str>) -> Result<String, RunnerErro
         }
         .into());
     };
-    // `current` is the record of what is deployed: the switch is all there is to record.
-    env_dir.switch(&target)?;
     Ok(target)
 }
 

@@ -107,7 +107,7 @@ pub(super) fn roll_back(config: &Config, job: &Job, log: &mut JobLog) -> Result<
     let from = env_dir.current_release().unwrap_or_else(|| "none".into());
     let to = super::rollback(&env_dir, options.release.as_deref())?;
     log.phase(
-        "deploy",
+        "rollback",
         &format!("Environment {}: `current` switched from release {from} to release {to}", job.environment),
     );
     crate::platform::restart_apps(&config.data(), &env_dir.root).map_err(RunnerError::Platform)?;

@@ -32,6 +32,7 @@ impl Background {
         let child = Command::new(runner_bin())
             .args(["serve", "--data"])
             .arg(&s.data)
+            .envs(s.queue_env())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -284,4 +285,64 @@ fn what_the_data_directory_keeps_is_out_of_other_users_reach() {
     let release = std::fs::read_dir(s.data.join("environments")).unwrap().flatten().next().unwrap().path();
     let app_yaml = release.join("main/current/mymagento/.magento.app.yaml");
     assert!(as_nobody(&["cat", app_yaml.to_str().unwrap()]), "{} is reachable", app_yaml.display());
+}
+
+/// The file `name` somewhere under `dir` (a mount of an environment, found by what a hook wrote).
+fn find_file(dir: &std::path::Path, name: &str) -> Option<PathBuf> {
+    let out = Command::new("find").arg(dir).args(["-name", name, "-print", "-quit"]).output().unwrap();
+    let found = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    (!found.is_empty()).then(|| PathBuf::from(found))
+}
+
+#[test]
+fn a_rollback_typed_while_a_deploy_runs_comes_after_it_and_stays() {
+    a_rollback_typed_while_a_deploy_runs_comes_after_it_and_stays_on(Server::new("rollback-race"));
+}
+
+#[test]
+fn a_rollback_typed_while_a_deploy_runs_comes_after_it_and_stays_on_postgresql() {
+    a_rollback_typed_while_a_deploy_runs_comes_after_it_and_stays_on(Server::with_postgres("rollback-race"));
+}
+
+fn a_rollback_typed_while_a_deploy_runs_comes_after_it_and_stays_on(s: Server) {
+    let _runner = Background::serve(&s);
+    let release_of = |env: &str| {
+        envs(&s).into_iter().find(|e| e["environment"] == env).map(|e| e["release"].as_str().unwrap().to_owned())
+    };
+    let mut releases = Vec::new();
+    for i in 1..=2 {
+        let commit = s.commit(&files_with(APP_FILE, &app_with_hooks(&format!("echo {i}"), "true")), "release");
+        s.push(&["HEAD:refs/heads/main"]).assert_accepted();
+        assert!(crate::runner::eventually(60, || crate::runner::job_state(&s, &commit).1 == "succeeded"));
+        releases.push(release_of("main").unwrap());
+    }
+    // A third deploy whose hook waits for the test's word, under way.
+    let waits = "touch var/waiting\nuntil [ -e var/go ]; do sleep 0.05; done\nrm var/go var/waiting";
+    let third = s.commit(&files_with(APP_FILE, &app_with_hooks("echo 3", waits)), "slow deploy");
+    s.push(&["HEAD:refs/heads/main"]).assert_accepted();
+    let envs_dir = s.data.join("environments");
+    assert!(crate::runner::eventually(60, || find_file(&envs_dir, "waiting").is_some()), "the deploy hook runs");
+    // The rollback is typed now: release 2 runs, so it goes back to release 1.
+    let rollback = Command::new(runner_bin())
+        .args(["rollback", "main", "--data"])
+        .arg(&s.data)
+        .envs(s.queue_env())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let queued = || s.jobs().iter().any(|j| j["type"] == "rollback" && j["state"] == "pending");
+    assert!(crate::runner::eventually(30, queued), "the rollback waits for the deploy: {:?}", s.jobs());
+    assert_eq!(release_of("main").as_deref(), Some(releases[1].as_str()), "nothing switched yet");
+    let waiting = find_file(&envs_dir, "waiting").unwrap();
+    std::fs::write(waiting.with_file_name("go"), "").unwrap();
+    let out = rollback.wait_with_output().unwrap();
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{said}");
+    assert_eq!(crate::runner::job_state(&s, &third).1, "succeeded");
+    let third_release = crate::runner::job_state(&s, &third).0.to_string();
+    assert!(said.contains("once the job of main that runs now has ended"), "{said}");
+    assert!(said.contains(&format!("switched from release {third_release} to release {}", releases[0])), "{said}");
+    // The deploy's switch came first; the rollback's stays.
+    assert_eq!(release_of("main").as_deref(), Some(releases[0].as_str()), "{said}");
 }

@@ -522,6 +522,48 @@ impl super::JobStore for PgQueue {
         Ok(settled)
     }
 
+    fn claim_job(&mut self, id: JobId, runner: &str, lease: Duration) -> Result<Option<Job>, QueueError> {
+        let url = self.url.clone();
+        let err = |source| QueueError::Server { url: url.clone(), action: "write to", source };
+        let now = Timestamp::now();
+        let mut client = self.client.borrow_mut();
+        let mut tx = client.transaction().map_err(err)?;
+        let Some(row) = tx
+            .query_opt("SELECT repo, environment FROM jobs WHERE id = $1 AND state = 'pending' FOR UPDATE", &[&id])
+            .map_err(err)?
+        else {
+            tx.commit().map_err(err)?;
+            return Ok(None);
+        };
+        let (repo, environment): (String, String) = (row.get(0), row.get(1));
+        // The environment's lock, as `claim` takes it: never two of its jobs at once.
+        let free: bool = tx
+            .query_one(
+                "SELECT pg_try_advisory_xact_lock(hashtextextended($1, 1))",
+                &[&format!("{repo}\n{environment}")],
+            )
+            .map_err(err)?
+            .get(0);
+        let row = match free {
+            false => None,
+            true => tx
+                .query_opt(
+                    &format!(
+                        "UPDATE jobs SET state = 'running', runner = $2, lease_until = $3, attempts = attempts + 1,
+                                started_at = COALESCE(started_at, $4), updated_at = $4
+                         WHERE id = $1 AND NOT EXISTS (SELECT 1 FROM jobs r WHERE r.repo = jobs.repo
+                                                       AND r.environment = jobs.environment AND r.state = 'running')
+                         RETURNING {JOB_COLUMNS}"
+                    ),
+                    &[&id, &runner, &(now + lease), &now],
+                )
+                .map_err(err)?,
+        };
+        let job = row.as_ref().map(job_from_row).transpose().map_err(err)?;
+        tx.commit().map_err(err)?;
+        Ok(job)
+    }
+
     fn claim(&mut self, runner: &str, lease: Duration, scope: &Scope) -> Result<Option<Job>, QueueError> {
         let url = self.url.clone();
         let err = |source| QueueError::Server { url: url.clone(), action: "write to", source };

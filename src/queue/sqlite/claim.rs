@@ -81,6 +81,33 @@ impl SqliteQueue {
         Ok(Some(job))
     }
 
+    /// Claims pending job `id` if no job of its environment runs.
+    pub fn claim_job(&mut self, id: JobId, runner: &str, lease: Duration) -> Result<Option<Job>, QueueError> {
+        let path = self.path.display().to_string();
+        let err = |source| QueueError::Write { path: path.clone(), source };
+        self.durability(Durability::Full).map_err(err)?;
+        let now = Timestamp::now();
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(err)?;
+        let n = tx
+            .execute(
+                "UPDATE jobs SET state = 'running', runner = ?2, lease_until = ?3, attempts = attempts + 1,
+                        started_at = COALESCE(started_at, ?4), updated_at = ?4
+                 WHERE id = ?1 AND state = 'pending'
+                   AND NOT EXISTS (SELECT 1 FROM jobs r WHERE r.repo = jobs.repo
+                                   AND r.environment = jobs.environment AND r.state = 'running')",
+                params![id, runner, in_future(lease), now],
+            )
+            .map_err(err)?;
+        if n == 0 {
+            tx.commit().map_err(err)?;
+            return Ok(None);
+        }
+        let job =
+            tx.query_row(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"), [id], job_from_row).map_err(err)?;
+        tx.commit().map_err(err)?;
+        Ok(Some(job))
+    }
+
     /// Extends `runner`'s lease on job `id`. False when the job is no longer the runner's
     /// (its lease ran out and another runner took it, or it was cancelled).
     pub fn heartbeat(&mut self, id: JobId, runner: &str, lease: Duration) -> Result<bool, QueueError> {
