@@ -971,17 +971,17 @@ fn variables(
 
 fn env_activate(data: &Path, project: &str, environment: &str, out: &mut dyn Write) -> Result<()> {
     let repo = pushgate::activity::project_named(store()?.as_ref(), project)?;
-    let name = pushgate::core::EnvName::parse(environment)?;
+    let (name, branch) = pushgate::store::environments::resolve(repo.path(), environment)?;
+    let branch = branch.ok_or_else(|| format!("{project} has no branch of environment {name} to deploy"))?;
+    let environment = name.as_str();
     let git = git2::Repository::open_bare(repo.path())?;
-    let head = git
-        .refname_to_id(&format!("refs/heads/{environment}"))
-        .map_err(|_| format!("{project} has no branch {environment} to deploy"))?;
+    let head = git.refname_to_id(&format!("refs/heads/{branch}"))?;
     pushgate::store::environments::Environments::set_inactive(repo.path(), environment, false)?;
     let request = pushgate::queue::Request {
         kind: pushgate::queue::JobKind::Push,
         repo,
-        ref_name: format!("refs/heads/{environment}"),
-        environment: name,
+        ref_name: format!("refs/heads/{branch}"),
+        environment: name.clone(),
         commit: pushgate::core::CommitId::from_oid(head),
         options: "{}".into(),
         pusher: pushgate::queue::pusher(&|k| std::env::var(k).ok()),
@@ -998,7 +998,8 @@ fn env_activate(data: &Path, project: &str, environment: &str, out: &mut dyn Wri
 
 fn env_deactivate(data: &Path, project: &str, environment: &str, yes: bool, out: &mut dyn Write) -> Result<()> {
     let repo = pushgate::activity::project_named(store()?.as_ref(), project)?;
-    let name = pushgate::core::EnvName::parse(environment)?;
+    let name = pushgate::store::environments::resolve(repo.path(), environment)?.0;
+    let environment = name.as_str();
     let env = deploy::EnvDir::new(data, &repo, &name);
     if !yes {
         return Err(format!(
@@ -1034,12 +1035,41 @@ fn env_limit(project: &str, limit: &str, out: &mut dyn Write) -> Result<()> {
 }
 
 fn env_redeploy(data: &Path, project: &str, environment: &str, out: &mut dyn Write) -> Result<()> {
-    let repo = pushgate::activity::project_named(store()?.as_ref(), project)?;
-    let env = deploy::EnvDir::new(data, &repo, &pushgate::core::EnvName::parse(environment)?);
-    let info = env
-        .current_release()
-        .and_then(|r| env.info(&r))
-        .ok_or_else(|| format!("environment {environment} of {project} runs nothing to redeploy"))?;
+    let queue = store()?;
+    let repo = pushgate::activity::project_named(queue.as_ref(), project)?;
+    let name = pushgate::store::environments::resolve(repo.path(), environment)?.0;
+    let environment = name.as_str();
+    let env = deploy::EnvDir::new(data, &repo, &name);
+    let Some(info) = env.current_release().and_then(|r| env.info(&r)) else {
+        // Never deployed: its last push, failed, is tried again (no commit needed to retry).
+        let failed = queue
+            .jobs()?
+            .into_iter()
+            .filter(|j| j.repo == repo && j.environment == name && j.kind == pushgate::queue::JobKind::Push)
+            .max_by_key(|j| j.id)
+            .filter(|j| j.state == JobState::Failed)
+            .ok_or_else(|| format!("environment {environment} of {project} runs nothing to redeploy"))?;
+        let request = pushgate::queue::Request {
+            kind: pushgate::queue::JobKind::Push,
+            repo,
+            ref_name: failed.ref_name.clone(),
+            environment: name.clone(),
+            commit: failed.commit.clone(),
+            options: "{}".into(),
+            pusher: pushgate::queue::pusher(&|k| std::env::var(k).ok()),
+        };
+        drop(queue);
+        let job = enqueue(data, &request)?;
+        writeln!(
+            out,
+            "Job #{}: environment {environment} was never deployed; its last push (job #{}, commit {}) is tried again.",
+            job.id,
+            failed.id,
+            failed.commit.short()
+        )?;
+        return follow_to_its_end(data, job.id, out);
+    };
+    drop(queue);
     let job = queue_job(data, pushgate::queue::JobKind::Redeploy, environment, info, "{}".into())?;
     writeln!(out, "Job #{}: redeploy of environment {environment} (its slug, its hooks run again).", job.id)?;
     follow_to_its_end(data, job.id, out)

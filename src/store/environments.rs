@@ -20,6 +20,26 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+/// The environment `given` names in the bare repository `repo`, and its branch: `given` may be
+/// the environment's name (`feature-checkout`) or its branch (`feature/Checkout`), as people
+/// have both in front of them (the push prints the first, git the second). The branch is None
+/// when none gives that environment (it was deleted, or never pushed).
+pub fn resolve(repo: &Path, given: &str) -> Result<(crate::core::EnvName, Option<String>), String> {
+    let git = git2::Repository::open_bare(repo).map_err(|e| format!("{}: {e}", repo.display()))?;
+    if git.find_reference(&format!("refs/heads/{given}")).is_ok() {
+        return Ok((crate::core::EnvName::of_branch(given)?, Some(given.to_owned())));
+    }
+    let name = crate::core::EnvName::parse(given)
+        .or_else(|_| crate::core::EnvName::of_branch(given))
+        .map_err(|_| format!("`{given}` is neither an environment's name nor a branch of this project"))?;
+    let branches = git.branches(Some(git2::BranchType::Local)).map_err(|e| e.to_string())?;
+    let branch = branches
+        .flatten()
+        .filter_map(|(b, _)| b.name().ok().flatten().map(str::to_owned))
+        .find(|b| crate::core::ids::environment_name(b) == name.as_str());
+    Ok((name, branch))
+}
+
 /// Magento Cloud's three kinds of system.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]

@@ -346,3 +346,49 @@ fn a_rollback_typed_while_a_deploy_runs_comes_after_it_and_stays_on(s: Server) {
     // The deploy's switch came first; the rollback's stays.
     assert_eq!(release_of("main").as_deref(), Some(releases[0].as_str()), "{said}");
 }
+
+#[test]
+fn an_environment_is_named_by_its_name_or_its_branch() {
+    let s = Server::new("env-names");
+    s.commit(&files_with(APP_FILE, &app_with_hooks("true", "true")), "shop");
+    s.push(&["HEAD:refs/heads/main"]).assert_accepted();
+    let _runner = Background::serve(&s);
+    let deployed = |env: &str| envs(&s).iter().any(|e| e["environment"] == env);
+    assert!(crate::runner::eventually(60, || deployed("main")));
+    s.push(&["HEAD:refs/heads/feature/Checkout"]).assert_accepted();
+    assert!(crate::runner::eventually(60, || deployed("feature-checkout")));
+    // What the push printed (the environment's name), and what git shows (the branch).
+    ok(cli(&s, &["env", "deactivate", "repo", "feature-checkout", "--yes"]));
+    assert!(!deployed("feature-checkout"));
+    let out = ok(cli(&s, &["env", "activate", "repo", "feature-checkout"]));
+    assert!(out.contains("Environment feature-checkout is active"), "{out}");
+    assert!(deployed("feature-checkout"));
+    ok(cli(&s, &["env", "deactivate", "repo", "feature/Checkout", "--yes"]));
+    assert!(!deployed("feature-checkout"));
+    let out = ok(cli(&s, &["env", "activate", "repo", "feature/Checkout"]));
+    assert!(out.contains("Environment feature-checkout is active"), "{out}");
+    let out = ok(cli(&s, &["env", "redeploy", "repo", "feature/Checkout"]));
+    assert!(out.contains("redeploy of environment feature-checkout"), "{out}");
+    let out = refused(cli(&s, &["env", "activate", "repo", "no/such-branch"]));
+    assert!(out.contains("repo has no branch of environment no-such-branch to deploy"), "{out}");
+}
+
+#[test]
+fn a_failed_first_deploy_is_tried_again_by_redeploy_without_a_commit() {
+    let s = Server::new("retry-first");
+    // The deploy hook fails until the admin fixes what it needs (here: a file in its mount).
+    let hook = "touch var/attempted\ntest -e var/ready || { echo 'the database is not ready'; exit 3; }";
+    let commit = s.commit(&files_with(APP_FILE, &app_with_hooks("true", hook)), "first");
+    s.push(&["HEAD:refs/heads/main"]).assert_accepted();
+    let _runner = Background::serve(&s);
+    assert!(crate::runner::eventually(60, || crate::runner::job_state(&s, &commit).1 == "failed"));
+    assert!(envs(&s).is_empty(), "nothing deployed");
+    let attempted = find_file(&s.data.join("environments"), "attempted").expect("the hook ran");
+    std::fs::write(attempted.with_file_name("ready"), "").unwrap();
+    let out = ok(cli(&s, &["env", "redeploy", "repo", "main"]));
+    assert!(out.contains("environment main was never deployed; its last push"), "{out}");
+    assert!(envs(&s).iter().any(|e| e["environment"] == "main"), "{out}");
+    let jobs = s.jobs();
+    let retried: Vec<_> = jobs.iter().filter(|j| j["commit"] == commit.as_str()).map(|j| &j["state"]).collect();
+    assert_eq!(retried, ["failed", "succeeded"], "the same commit, once more");
+}
