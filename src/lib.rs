@@ -15,6 +15,7 @@ pub mod follow;
 pub mod git;
 pub mod hook;
 pub mod notify;
+pub mod ops;
 pub mod paths;
 pub mod platform;
 pub mod queue;

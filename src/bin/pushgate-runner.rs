@@ -1035,44 +1035,21 @@ fn env_limit(project: &str, limit: &str, out: &mut dyn Write) -> Result<()> {
 }
 
 fn env_redeploy(data: &Path, project: &str, environment: &str, out: &mut dyn Write) -> Result<()> {
-    let queue = store()?;
+    let mut queue = store()?;
     let repo = pushgate::activity::project_named(queue.as_ref(), project)?;
     let name = pushgate::store::environments::resolve(repo.path(), environment)?.0;
-    let environment = name.as_str();
-    let env = deploy::EnvDir::new(data, &repo, &name);
-    let Some(info) = env.current_release().and_then(|r| env.info(&r)) else {
-        // Never deployed: its last push, failed, is tried again (no commit needed to retry).
-        let failed = queue
-            .jobs()?
-            .into_iter()
-            .filter(|j| j.repo == repo && j.environment == name && j.kind == pushgate::queue::JobKind::Push)
-            .max_by_key(|j| j.id)
-            .filter(|j| j.state == JobState::Failed)
-            .ok_or_else(|| format!("environment {environment} of {project} runs nothing to redeploy"))?;
-        let request = pushgate::queue::Request {
-            kind: pushgate::queue::JobKind::Push,
-            repo,
-            ref_name: failed.ref_name.clone(),
-            environment: name.clone(),
-            commit: failed.commit.clone(),
-            options: "{}".into(),
-            pusher: pushgate::queue::pusher(&|k| std::env::var(k).ok()),
-        };
-        drop(queue);
-        let job = enqueue(data, &request)?;
-        writeln!(
-            out,
-            "Job #{}: environment {environment} was never deployed; its last push (job #{}, commit {}) is tried again.",
-            job.id,
-            failed.id,
-            failed.commit.short()
-        )?;
-        return follow_to_its_end(data, job.id, out);
-    };
+    let done = pushgate::ops::environment::redeploy(data, queue.as_mut(), &repo, &name)?;
     drop(queue);
-    let job = queue_job(data, pushgate::queue::JobKind::Redeploy, environment, info, "{}".into())?;
-    writeln!(out, "Job #{}: redeploy of environment {environment} (its slug, its hooks run again).", job.id)?;
-    follow_to_its_end(data, job.id, out)
+    match &done.retried {
+        Some((failed, commit)) => writeln!(
+            out,
+            "Job #{}: environment {name} was never deployed; its last push (job #{failed}, commit {}) is tried again.",
+            done.job,
+            commit.short()
+        )?,
+        None => writeln!(out, "Job #{}: redeploy of environment {name} (its slug, its hooks run again).", done.job)?,
+    }
+    follow_to_its_end(data, done.job, out)
 }
 
 fn promote(data: &Path, promotion: &runner::promote::Promotion<'_>, follow: bool, out: &mut dyn Write) -> Result<()> {
@@ -1206,30 +1183,22 @@ fn envs(data: &Path, json: bool, out: &mut dyn Write) -> Result<()> {
     json_or(json, &deploy::environments(data), out, pushgate::report::environments)
 }
 
-/// A rollback is a job in the environment's one slot, wherever it comes from (the API queues
-/// the same job): done here at once when nothing of the environment runs; else after what
-/// runs (a deploy's switch can no longer overwrite it a second later), by a serving runner.
 fn rollback(data: &Path, environment: &str, to: Option<&str>, repo: Option<&str>, out: &mut dyn Write) -> Result<()> {
     let env = deploy::find(data, environment, repo)?;
-    let target = runner::rollback_target(&env, to)?;
-    let info = env.info(&target).ok_or_else(|| format!("release {target} of {environment} has no description"))?;
-    let options = serde_json::json!({ "release": target }).to_string();
-    let job = queue_job(data, pushgate::queue::JobKind::Rollback, environment, info, options)?;
     let mut config = runner::Config::new(data.to_owned());
     config.queue = location().clone();
     let mut queue = store()?;
-    match queue.claim_job(job.id, &config.runner_id, config.lease)? {
-        Some(claimed) => {
-            runner::process(&config, queue.as_mut(), &claimed, &runner::shutdown::Shutdown::default())?;
-        }
-        None => writeln!(
+    let done = pushgate::ops::environment::rollback(&config, queue.as_mut(), &env, to)?;
+    drop(queue);
+    if !done.at_once {
+        writeln!(
             out,
-            "Job #{}: rollback of environment {environment} to release {target}, once the job of {environment} that \
-             runs now has ended.",
-            job.id
-        )?,
+            "Job #{}: rollback of environment {environment} to release {}, once the job of {environment} that runs \
+             now has ended.",
+            done.job, done.target
+        )?;
     }
-    follow_to_its_end(data, job.id, out)
+    follow_to_its_end(data, done.job, out)
 }
 
 fn cancel(data: &Path, job: JobId, out: &mut dyn Write) -> Result<()> {
