@@ -438,6 +438,17 @@ fn main() -> ExitCode {
         let _ = git2::opts::set_mwindow_size(8 << 20);
         let _ = git2::opts::set_mwindow_mapped_limit(32 << 20);
     }
+    // What developers run over ssh (`pushgate-runner --data DIR shell ARGS`, install.sh's
+    // git-shell command): the admin chose the data directory and the queue; ARGS may not.
+    let args: Vec<String> = std::env::args_os().map(|a| a.to_string_lossy().into_owned()).collect();
+    if let Some(at) = args.iter().position(|a| a == "shell") {
+        let admin = |a: &String| ["--data", "--queue"].iter().any(|o| a == o || a.starts_with(&format!("{o}=")));
+        if let Some(option) = args[at + 1..].iter().find(|a| admin(a)) {
+            let option = option.split('=').next().unwrap_or_default();
+            eprintln!("error: {option} is the server's to choose, not an option of `pushgate` over ssh");
+            return ExitCode::from(2);
+        }
+    }
     let cli = Cli::parse();
     let data = cli.data.unwrap_or_else(|| Env::from_process().default_data_dir());
     let mut out = std::io::stdout().lock();

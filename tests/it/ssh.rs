@@ -145,6 +145,12 @@ fn a_git_shell_user_follows_the_projects_they_can_push_to_over_ssh() {
         !refused.status.success() && String::from_utf8_lossy(&refused.stderr).contains("no activity"),
         "{refused:?}"
     );
+    // The data directory and the queue are the admin's: no developer points them elsewhere.
+    for option in ["--data /", "--data=/", "--queue postgres://x@127.0.0.1/y"] {
+        let out = shell.ssh(&format!("pushgate envs {option}"));
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && said.contains("is the server's to choose"), "{option}: {said}");
+    }
     // git-shell allows nothing else.
     assert!(!shell.ssh("cat /etc/passwd").status.success());
 }
