@@ -945,16 +945,20 @@ impl RouterLock {
     fn take(router: &Path) -> Result<RouterLock, String> {
         let run = router.join("run");
         std::fs::create_dir_all(&run).map_err(|e| format!("{}: {e}", run.display()))?;
-        let path = run.join("router.lock");
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(|e| format!("{}: {e}", path.display()))?;
-        file.lock().map_err(|e| format!("locking {}: {e}", path.display()))?;
-        Ok(RouterLock { _held: file })
+        Ok(RouterLock { _held: lock_file(&run.join("router.lock"))? })
     }
+}
+
+/// `path` opened (made if missing) and locked exclusively, until the file is dropped.
+pub(crate) fn lock_file(path: &Path) -> Result<std::fs::File, String> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    file.lock().map_err(|e| format!("locking {}: {e}", path.display()))?;
+    Ok(file)
 }
 
 /// nginx's master, when it is the one this router started.

@@ -218,15 +218,7 @@ impl Network {
             .mode(0o700)
             .create(&self.dir)
             .map_err(|e| format!("{}: {e}", self.dir.display()))?;
-        let path = self.dir.join(format!("{}.lock", self.key));
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(|e| format!("{}: {e}", path.display()))?;
-        file.lock().map_err(|e| format!("locking {}: {e}", path.display()))?;
-        Ok(file)
+        super::lock_file(&self.dir.join(format!("{}.lock", self.key)))
     }
 }
 

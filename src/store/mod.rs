@@ -184,6 +184,19 @@ impl DataDir {
         format!("{name}-{hash}")
     }
 
+    /// The SQLite queue's files: the database, its WAL, shared memory, journal and integrity
+    /// stamp.
+    fn queue_files() -> [String; 5] {
+        let queue = Self::QUEUE_FILE;
+        [
+            queue.to_owned(),
+            format!("{queue}-wal"),
+            format!("{queue}-shm"),
+            format!("{queue}-journal"),
+            format!("{queue}.checked"),
+        ]
+    }
+
     /// Takes from the host's other users what they have no business reading: the data
     /// directory cannot be listed (it keeps `o+x`: a project's user reaches its own releases
     /// and mounts by name, the router's workers the static files), and the queue (webhook
@@ -205,19 +218,8 @@ impl DataDir {
             }
         };
         without(&self.root, 0o004)?;
-        let queue = Self::QUEUE_FILE;
-        for name in [
-            queue.to_owned(),
-            format!("{queue}-wal"),
-            format!("{queue}-shm"),
-            format!("{queue}-journal"),
-            "variables.json".to_owned(),
-            "services.json".to_owned(),
-            "backups".to_owned(),
-            "services".to_owned(),
-            "slugs".to_owned(),
-            "keys".to_owned(),
-        ] {
+        let others = ["variables.json", "services.json", "backups", "services", "slugs", "keys"];
+        for name in Self::queue_files().into_iter().chain(others.map(str::to_owned)) {
             without(&self.root.join(name), 0o007)?;
         }
         Ok(())
@@ -240,18 +242,8 @@ impl DataDir {
         if top.uid() == 0 {
             return Ok(());
         }
-        let queue = Self::QUEUE_FILE;
-        for name in [
-            queue.to_owned(),
-            format!("{queue}-wal"),
-            format!("{queue}-shm"),
-            format!("{queue}-journal"),
-            format!("{queue}.checked"),
-            "logs".to_owned(),
-            "wakeup".to_owned(),
-            "backends.json".to_owned(),
-            "backends.public.json".to_owned(),
-        ] {
+        let others = ["logs", "wakeup", "backends.json", "backends.public.json"];
+        for name in Self::queue_files().into_iter().chain(others.map(str::to_owned)) {
             let path = self.root.join(name);
             match std::fs::symlink_metadata(&path) {
                 Ok(meta) if meta.uid() == 0 && !meta.is_symlink() => {

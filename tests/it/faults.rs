@@ -203,12 +203,7 @@ struct OwnPostgres {
 
 impl OwnPostgres {
     fn start() -> OwnPostgres {
-        let bin = std::fs::read_dir("/usr/lib/postgresql")
-            .expect("PostgreSQL's server binaries")
-            .flatten()
-            .map(|e| e.path().join("bin"))
-            .find(|b| b.join("initdb").exists())
-            .expect("initdb");
+        let bin = crate::support::postgres_bin();
         let dir = TempDir::new("own-pg");
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let data = dir.join("data");

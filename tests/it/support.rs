@@ -689,12 +689,7 @@ fn start_own_servers() -> OwnServers {
     std::fs::create_dir_all(&p).unwrap();
     std::fs::write(p.join("pwfile"), &password).unwrap();
     assert!(Command::new("chown").args(["-R", "postgres:postgres"]).arg(&p).status().unwrap().success());
-    let bin = std::fs::read_dir("/usr/lib/postgresql")
-        .expect("PostgreSQL's server binaries")
-        .flatten()
-        .map(|e| e.path().join("bin"))
-        .find(|b| b.join("initdb").exists())
-        .expect("initdb");
+    let bin = postgres_bin();
     let (uid, gid) = ids("postgres");
     let initdb = Command::new(bin.join("initdb"))
         .args(["-A", "scram-sha-256", "-U", "postgres", "--pwfile"])
@@ -746,4 +741,14 @@ fn rand_u64() -> u64 {
     let mut b = [0u8; 8];
     let _ = std::fs::File::open("/dev/urandom").and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b));
     u64::from_le_bytes(b)
+}
+
+/// Where Debian keeps PostgreSQL's server programs (initdb, postgres, pg_ctl).
+pub fn postgres_bin() -> PathBuf {
+    std::fs::read_dir("/usr/lib/postgresql")
+        .expect("PostgreSQL's server binaries")
+        .flatten()
+        .map(|e| e.path().join("bin"))
+        .find(|b| b.join("initdb").exists())
+        .expect("initdb")
 }

@@ -537,14 +537,7 @@ impl super::JobStore for PgQueue {
         };
         let (repo, environment): (String, String) = (row.get(0), row.get(1));
         // The environment's lock, as `claim` takes it: never two of its jobs at once.
-        let free: bool = tx
-            .query_one(
-                "SELECT pg_try_advisory_xact_lock(hashtextextended($1, 1))",
-                &[&format!("{repo}\n{environment}")],
-            )
-            .map_err(err)?
-            .get(0);
-        let row = match free {
+        let row = match environment_lock(&mut tx, &repo, &environment).map_err(err)? {
             false => None,
             true => tx
                 .query_opt(
@@ -616,14 +609,7 @@ impl super::JobStore for PgQueue {
         let (repo, environment): (String, String) = (row.get(1), row.get(2));
         // One running job per environment even when two runners pick two of its jobs at once
         // (one pending, one whose lease just ran out): the environment's lock decides.
-        let free: bool = tx
-            .query_one(
-                "SELECT pg_try_advisory_xact_lock(hashtextextended($1, 1))",
-                &[&format!("{repo}\n{environment}")],
-            )
-            .map_err(err)?
-            .get(0);
-        if !free {
+        if !environment_lock(&mut tx, &repo, &environment).map_err(err)? {
             tx.commit().map_err(err)?;
             return Ok(None);
         }
@@ -1248,4 +1234,12 @@ impl Listener {
             ear.retry_at = std::time::Instant::now() + ear.backoff;
         }
     }
+}
+
+/// Takes the lock of environment `environment` of `repo` for the transaction, if no other
+/// transaction holds it: whoever claims one of its jobs holds it until the claim is written.
+fn environment_lock(tx: &mut Transaction<'_>, repo: &str, environment: &str) -> Result<bool, postgres::Error> {
+    let row = tx
+        .query_one("SELECT pg_try_advisory_xact_lock(hashtextextended($1, 1))", &[&format!("{repo}\n{environment}")])?;
+    Ok(row.get(0))
 }
