@@ -337,7 +337,20 @@ pub fn provision(
                 // replaced, and the instance started again in it).
                 let spec = instance_spec(data, key, name);
                 let s = redis_supervised(data, target, name)?;
-                if super::process::Supervised::load(&spec).ok().as_ref() != Some(&s) {
+                // Its configuration as this runner writes it (an instance made before the
+                // dangerous commands were removed gets the new one, and starts again).
+                let endpoint = &provisioned.services[name];
+                let conf = redis_conf(
+                    &s.dir,
+                    endpoint.get("port").and_then(Value::as_u64).unwrap_or_default() as u16,
+                    endpoint.get("password").and_then(Value::as_str).unwrap_or_default(),
+                    service.kind.contains("persistent"),
+                );
+                let conf_changed = super::write_if_changed(&s.dir.join("redis.conf"), &conf, 0o600)?;
+                if let (true, Some(u)) = (conf_changed, target.user) {
+                    let _ = std::os::unix::fs::lchown(s.dir.join("redis.conf"), Some(u.uid), Some(u.gid));
+                }
+                if conf_changed || super::process::Supervised::load(&spec).ok().as_ref() != Some(&s) {
                     super::process::start_supervised(&s, &spec)?;
                 }
                 let _ = super::process::ensure_supervised(&spec, true);
@@ -975,15 +988,7 @@ fn redis(
     // file synced every second), into the file a new environment's copy starts from.
     let persistent = kind.contains("persistent");
     let conf = dir.join("redis.conf");
-    write_secret(
-        &conf,
-        &format!(
-            "bind 127.0.0.1\nport {port}\nrequirepass {password}\ndir {}\ndaemonize no\nappendonly no\n\
-             dbfilename dump.rdb\nsave {}\n",
-            dir.display(),
-            if persistent { "5 1" } else { "\"\"" }
-        ),
-    )?;
+    write_secret(&conf, &redis_conf(&dir, port, &password, persistent))?;
     if let Some(parent) = copy_from.filter(|_| persistent) {
         // The parent's data, as a snapshot the new instance loads when it starts.
         let out = Command::new("redis-cli")
@@ -1009,6 +1014,25 @@ fn redis(
         endpoint_of(&Url { host, port: Some(port), ..admin.clone() }, 6379, "redis", "", &password, "", name, kind);
     e["username"] = Value::Null;
     Ok(e)
+}
+
+/// The configuration of an environment's Redis instance. The instance runs on the host's
+/// network (the environment reaches it through its forwarder), so whatever would make it
+/// connect somewhere or listen elsewhere for a client that knows its password (the app, the
+/// deploy hook) is removed: MIGRATE, REPLICAOF/SLAVEOF and FAILOVER connect to any address,
+/// CONFIG changes its port, directory and files, MODULE loads code, DEBUG crashes it. The
+/// runner copies a parent's data with SYNC (`redis-cli --rdb`), which stays.
+fn redis_conf(dir: &Path, port: u16, password: &str, persistent: bool) -> String {
+    let mut conf = format!(
+        "bind 127.0.0.1\nport {port}\nrequirepass {password}\ndir {}\ndaemonize no\nappendonly no\n\
+         dbfilename dump.rdb\nsave {}\n",
+        dir.display(),
+        if persistent { "5 1" } else { "\"\"" }
+    );
+    for command in ["MIGRATE", "REPLICAOF", "SLAVEOF", "FAILOVER", "CONFIG", "MODULE", "DEBUG"] {
+        conf.push_str(&format!("rename-command {command} \"\"\n"));
+    }
+    conf
 }
 
 /// How the Redis instance `name` of an environment runs: as the project's user, in its

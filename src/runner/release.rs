@@ -70,8 +70,14 @@ pub(super) fn deploy(
     let netns = match crate::platform::network::confines(&config.sandbox) {
         true => {
             let network = crate::platform::network::Network::of(&config.data(), &key);
+            // The project's own services only: services.json may declare endpoints for others.
+            let own: serde_json::Map<String, serde_json::Value> = services
+                .iter()
+                .filter(|(name, _)| topology.services.contains_key(*name))
+                .map(|(name, endpoint)| (name.clone(), endpoint.clone()))
+                .collect();
             let (ns, unreachable) = network
-                .prepare(services)
+                .prepare(&own)
                 .map_err(|why| RunnerError::Platform(format!("the environment's network: {why}")))?;
             for warning in unreachable {
                 log.phase("deploy", &format!("W: {warning}"));

@@ -625,8 +625,13 @@ function probe($port) {{
 }}
 $r = json_decode(base64_decode(getenv('MAGENTO_CLOUD_RELATIONSHIPS')), true)['redis'][0];
 $s = @fsockopen($r['host'], $r['port'], $errno, $errstr, 2);
-if ($s) {{ fwrite($s, "AUTH {{$r['password']}}\r\nPING\r\n"); echo "redis says ", trim(fgets($s)), " ", trim(fgets($s)), "\n"; }}
-else {{ echo "redis unreachable: $errstr\n"; }}
+if ($s) {{
+    fwrite($s, "AUTH {{$r['password']}}\r\nPING\r\n"); echo "redis says ", trim(fgets($s)), " ", trim(fgets($s)), "\n";
+    // Its own Redis, made to connect elsewhere from the host's network, or to listen elsewhere.
+    foreach (["MIGRATE 127.0.0.1 6379 k 0 1000 COPY", "REPLICAOF 127.0.0.1 6379", "CONFIG SET port 1"] as $c) {{
+        fwrite($s, "$c\r\n"); echo explode(' ', $c)[0], " answers ", trim(fgets($s)), "\n";
+    }}
+}} else {{ echo "redis unreachable: $errstr\n"; }}
 foreach (['postgresql' => 5432, 'mariadb' => 3306, 'host-redis' => 6379, 'rabbitmq' => 5672, 'router' => {router}] as $n => $p) {{
     echo "$n=", probe($p), "\n";
 }}
@@ -647,6 +652,9 @@ foreach (['postgresql' => 5432, 'mariadb' => 3306, 'host-redis' => 6379, 'rabbit
     let (app, hook) = page.split_once("--- the deploy hook saw:").unwrap_or((&page, ""));
     for (who, seen) in [("the app", app), ("the deploy hook", hook)] {
         assert!(seen.contains("redis says +OK +PONG"), "{who} uses its own Redis:\n{page}\n{}", r.runner_log());
+        for command in ["MIGRATE", "REPLICAOF", "CONFIG"] {
+            assert!(seen.contains(&format!("{command} answers -ERR unknown command")), "{who}: {command}\n{page}");
+        }
         for service in ["postgresql", "mariadb", "host-redis", "rabbitmq", "router"] {
             assert!(seen.contains(&format!("{service}=closed")), "{who} reaches the host's {service}:\n{page}");
         }
