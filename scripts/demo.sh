@@ -47,6 +47,11 @@ stop_all() {
   for pid_file in "$demo"/data/router/run/*.pid "$demo"/data/router/pools/*/php.pid; do
     [ -f "$pid_file" ] && kill -TERM "$(cat "$pid_file")" 2>/dev/null
   done
+  # Each environment's network namespace is bound in /run/pushgate/netns (named in its spec).
+  for spec in "$demo"/data/router/net/*.json; do
+    ns="$(sed -n 's/^ *"ns": *"\(.*\)",*$/\1/p' "$spec" 2>/dev/null)"
+    [ -n "$ns" ] && umount -l "$ns" 2>/dev/null && rm -f "$ns"
+  done
   true
 }
 trap stop_all EXIT

@@ -232,4 +232,7 @@ fn in_the_readmes_order_a_root_runner_started_first_leaves_the_data_directory_to
     // A runner of the data directory's owner reads what root declared.
     let list = as_git(&s, crate::support::runner_bin().to_str().unwrap(), &["backend", "list", "--data", data_s]);
     assert!(String::from_utf8_lossy(&list.stdout).contains("redis"), "{}", String::from_utf8_lossy(&list.stderr));
+    // Its Redis and network go (the data directory is not the server's own, which it cleans).
+    runner(&["env", "delete", "main", "--yes"]);
+    runner(&["serve", "--until-idle"]);
 }
