@@ -294,7 +294,7 @@ def router_benchmarks(tmp, runs):
         os.chmod(hand_dir, 0o755)
         user = "pushgate-web" if os.geteuid() == 0 else None
         # The same runtime variables as pushgate's pool (an admin doing it by hand passes them too).
-        ours_pool = next((routed[1] / "router" / "php").glob("*.conf")).read_text()
+        ours_pool = next((routed[1] / "router" / "php").rglob("*.conf")).read_text()
         variables = "".join(l + "\n" for l in ours_pool.splitlines() if l.startswith("env["))
         (hand_dir / "php.conf").write_text(
             f"[global]\npid = {hand_dir}/run/php.pid\nerror_log = {hand_dir}/logs/php.log\n"
