@@ -48,6 +48,22 @@ impl Drop for Background {
     }
 }
 
+/// A project whose deploy hook is `deploy`, pushed to `main` and deployed by a runner serving
+/// in the background until the test ends.
+fn shop_served(label: &str, deploy: &str) -> (Server, Background) {
+    let s = Server::new(label);
+    s.commit(&files_with(APP_FILE, &app_with_hooks("true", deploy)), "shop");
+    s.push(&["HEAD:refs/heads/main"]).assert_accepted();
+    let runner = Background::serve(&s);
+    assert!(crate::runner::eventually(60, || deployed(&s, "main")));
+    (s, runner)
+}
+
+/// Whether environment `env` runs a release.
+fn deployed(s: &Server, env: &str) -> bool {
+    envs(s).iter().any(|e| e["environment"] == env)
+}
+
 fn app_of(s: &Server, environment: &str) -> PathBuf {
     let env = envs(s)
         .into_iter()
@@ -200,13 +216,9 @@ fn the_pipeline_lints_warn_of_a_missing_config_php_and_refuse_committed_secrets(
 
 #[test]
 fn inactive_environments_keep_their_code_and_the_limit_bounds_the_active_ones() {
-    let s = Server::new("pipeline-lifecycle");
     let app = app_with_hooks("true", "echo kept > var/data.txt");
-    s.commit(&files_with(APP_FILE, &app), "shop");
-    s.push(&["HEAD:refs/heads/main"]).assert_accepted();
-    let _runner = Background::serve(&s);
-    let deployed = |env: &str| envs(&s).iter().any(|e| e["environment"] == env);
-    assert!(crate::runner::eventually(60, || deployed("main")));
+    let (s, _runner) = shop_served("pipeline-lifecycle", "echo kept > var/data.txt");
+    let deployed = |env: &str| deployed(&s, env);
     ok(cli(&s, &["env", "limit", "repo", "2"]));
     s.push(&["HEAD:refs/heads/feature-a"]).assert_accepted();
     assert!(crate::runner::eventually(60, || deployed("feature-a")));
@@ -253,14 +265,9 @@ fn inactive_environments_keep_their_code_and_the_limit_bounds_the_active_ones() 
 
 #[test]
 fn what_the_data_directory_keeps_is_out_of_other_users_reach() {
-    let s = Server::new("private-data");
+    let (s, _runner) = shop_served("private-data", "echo kept > var/data.txt");
     std::fs::write(s.data.join("variables.json"), r#"{"project": {"env:SECRET": "the admin's"}}"#).unwrap();
-    let app = app_with_hooks("true", "echo kept > var/data.txt");
-    s.commit(&files_with(APP_FILE, &app), "shop");
-    s.push(&["HEAD:refs/heads/main"]).assert_accepted();
-    let _runner = Background::serve(&s);
-    let deployed = |env: &str| envs(&s).iter().any(|e| e["environment"] == env);
-    assert!(crate::runner::eventually(60, || deployed("main")));
+    let deployed = |env: &str| deployed(&s, env);
     s.push(&["HEAD:refs/heads/feature"]).assert_accepted();
     assert!(crate::runner::eventually(60, || deployed("feature")));
     let out = ok(cli(&s, &["env", "deactivate", "repo", "feature", "--yes"]));
@@ -349,12 +356,8 @@ fn a_rollback_typed_while_a_deploy_runs_comes_after_it_and_stays_on(s: Server) {
 
 #[test]
 fn an_environment_is_named_by_its_name_or_its_branch() {
-    let s = Server::new("env-names");
-    s.commit(&files_with(APP_FILE, &app_with_hooks("true", "true")), "shop");
-    s.push(&["HEAD:refs/heads/main"]).assert_accepted();
-    let _runner = Background::serve(&s);
-    let deployed = |env: &str| envs(&s).iter().any(|e| e["environment"] == env);
-    assert!(crate::runner::eventually(60, || deployed("main")));
+    let (s, _runner) = shop_served("env-names", "true");
+    let deployed = |env: &str| deployed(&s, env);
     s.push(&["HEAD:refs/heads/feature/Checkout"]).assert_accepted();
     assert!(crate::runner::eventually(60, || deployed("feature-checkout")));
     // What the push printed (the environment's name), and what git shows (the branch).
