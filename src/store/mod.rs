@@ -272,7 +272,10 @@ impl DataDir {
         if !file.exists() {
             // Written whole, then linked into place: a reader never sees half a name, and of
             // two runners claiming at once, one link wins.
-            let tmp = dir.join(format!(".{key}.{}", std::process::id()));
+            // A name of this claim's own: a runner's workers claim at once, in one process.
+            static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+            let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let tmp = dir.join(format!(".{key}.{}.{n}", std::process::id()));
             std::fs::write(&tmp, repo.as_str()).map_err(|e| format!("{}: {e}", tmp.display()))?;
             let linked = std::fs::hard_link(&tmp, &file);
             let _ = std::fs::remove_file(&tmp);
