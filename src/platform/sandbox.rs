@@ -184,19 +184,13 @@ impl Sandbox {
         command.current_dir("/");
         let cgroup = cgroups.create(jail.limits)?;
         let joiner = cgroup.joiner()?;
-        let netns = open_netns(jail)?;
-        let ids = user.map(|u| (u.uid, u.gid));
+        let entry = Entry { joiner, netns: open_netns(jail)?, ids: user.map(|u| (u.uid, u.gid)) };
         let runner = std::process::id() as libc::pid_t;
         // SAFETY: the closure only calls async-signal-safe functions (write, setns, setgroups,
         // setgid, setuid, prctl, getppid), as a child between fork and exec must.
         unsafe {
             command.pre_exec(move || {
-                // Into the cgroup first, as root: a process the hook starts can never be outside it.
-                joiner.join()?;
-                if let Some(ns) = &netns {
-                    super::network::enter(ns)?;
-                }
-                become_user(ids)?;
+                entry.enter()?;
                 // bubblewrap ties the sandbox to itself; this ties bubblewrap to the runner, from
                 // the start (after the change of user, which clears it). A runner already gone
                 // fails the spawn.
@@ -235,19 +229,11 @@ impl Sandbox {
         let joiner = cgroup.joiner()?;
         let dirs = cgroup.dirs().to_vec();
         cgroup.keep();
-        let netns = open_netns(jail)?;
-        let ids = user.map(|u| (u.uid, u.gid));
+        let entry = Entry { joiner, netns: open_netns(jail)?, ids: user.map(|u| (u.uid, u.gid)) };
         // SAFETY: the closure only calls async-signal-safe functions (write, setns, setgroups,
         // setgid, setuid), as a child between fork and exec must.
         unsafe {
-            command.pre_exec(move || {
-                joiner.join()?;
-                if let Some(ns) = &netns {
-                    super::network::enter(ns)?;
-                }
-                become_user(ids)?;
-                Ok(())
-            });
+            command.pre_exec(move || entry.enter());
         }
         Ok(Some((command, dirs)))
     }
@@ -279,6 +265,25 @@ impl Sandbox {
         let dirs = cgroup.dirs().to_vec();
         cgroup.keep();
         Ok(Some((argv, dirs)))
+    }
+}
+
+/// How a sandboxed process enters its jail, between fork and exec: its cgroup first, as root
+/// (nothing it starts can ever be outside it), then its network, then its user.
+struct Entry {
+    joiner: super::cgroup::Joiner,
+    netns: Option<std::fs::File>,
+    ids: Option<(u32, u32)>,
+}
+
+impl Entry {
+    /// Only async-signal-safe calls (write, setns, setgroups, setgid, setuid).
+    fn enter(&self) -> std::io::Result<()> {
+        self.joiner.join()?;
+        if let Some(ns) = &self.netns {
+            super::network::enter(ns)?;
+        }
+        become_user(self.ids)
     }
 }
 
