@@ -655,33 +655,21 @@ fn platform(config: &mut runner::Config, router: Option<std::net::SocketAddr>, d
 fn backend(data: &Path, command: BackendCommand, out: &mut dyn Write) -> Result<()> {
     use pushgate::platform::services::Backends;
     let data = pushgate::store::DataDir::new(data);
-    let mut backends = Backends::load(&data)?;
     match command {
         BackendCommand::Add { kind, url } => {
-            let kind = backends.add(&kind, &url)?;
-            // Asked before it is kept: a backend whose accounts anyone may use, or that cannot
-            // be reached, is not declared.
-            pushgate::platform::services::refuse_open_accounts(&kind, &url)?;
-            let versions = pushgate::platform::services::Versions::refresh(&data, &backends)?;
-            backends.save(&data)?;
-            let version = versions.0.get(&kind).cloned().unwrap_or_default();
+            let (kind, version) = Backends::declare(&data, &kind, &url)?;
             writeln!(
                 out,
                 "Backend {kind} declared (it runs {version}): new environments get their own {kind} services from it."
             )?;
         }
         BackendCommand::List => {
-            for (kind, url) in backends.masked() {
+            for (kind, url) in Backends::load(&data)?.masked() {
                 writeln!(out, "{kind:12} {url}")?;
             }
         }
         BackendCommand::Remove { kind } => {
-            let kind = pushgate::platform::services::kind_of(&kind).unwrap_or(&kind).to_owned();
-            if backends.0.remove(&kind).is_none() {
-                return Err(format!("no {kind} backend is declared").into());
-            }
-            backends.save(&data)?;
-            pushgate::platform::services::Versions::refresh(&data, &backends)?;
+            let kind = Backends::withdraw(&data, &kind)?;
             writeln!(out, "Backend {kind} removed (what it provisioned stays).")?;
         }
     }
@@ -871,30 +859,13 @@ fn webhook(command: WebhookCommand, out: &mut dyn Write) -> Result<()> {
 fn env_sync(
     data: &Path,
     name: &str,
-    (with_data, with_mounts): (bool, bool),
+    parts: (bool, bool),
     from: Option<String>,
     repo: Option<&str>,
     out: &mut dyn Write,
 ) -> Result<()> {
     let env = deploy::find(data, name, repo)?;
-    let info = env
-        .current_release()
-        .and_then(|r| env.info(&r))
-        .ok_or_else(|| format!("environment {name} is not deployed"))?;
-    let default =
-        pushgate::platform::default_branch(info.repo.as_str()).map(|b| pushgate::core::ids::environment_name(&b));
-    if default.as_deref() == Some(name) {
-        return Err(format!(
-            "environment {name} is the default branch's: its data is never overwritten by another environment's"
-        )
-        .into());
-    }
-    let parent = from.or(default).ok_or("no parent environment: name one with --from")?;
-    if parent == name {
-        return Err("an environment cannot be synced from itself".into());
-    }
-    let options = runner::sync::Sync { parent: parent.clone(), data: with_data, mounts: with_mounts };
-    let job = queue_job(data, pushgate::queue::JobKind::Sync, name, info, serde_json::to_string(&options)?)?;
+    let (job, parent) = pushgate::ops::environment::sync(data, store()?.as_mut(), &env, name, parts, from)?;
     writeln!(
         out,
         "Job #{} queued: sync of environment {name} from {parent}. Follow it with: pushgate-runner logs {} --follow",
@@ -913,9 +884,7 @@ fn env_delete(data: &Path, name: &str, repo: Option<&str>, yes: bool, out: &mut 
         )
         .into());
     }
-    let info =
-        env.current_release().and_then(|r| env.info(&r)).ok_or_else(|| format!("environment {name} has no release"))?;
-    let job = queue_job(data, pushgate::queue::JobKind::Delete, name, info, "{}".into())?;
+    let job = pushgate::ops::environment::delete(data, store()?.as_mut(), &env, name)?;
     writeln!(
         out,
         "Job #{} queued: deletion of environment {name} (off the router, its services dropped, its files removed). \
@@ -981,53 +950,39 @@ fn variables(
 }
 
 fn env_activate(data: &Path, project: &str, environment: &str, out: &mut dyn Write) -> Result<()> {
-    let repo = pushgate::activity::project_named(store()?.as_ref(), project)?;
-    let (name, branch) = pushgate::store::environments::resolve(repo.path(), environment)?;
-    let branch = branch.ok_or_else(|| format!("{project} has no branch of environment {name} to deploy"))?;
-    let environment = name.as_str();
-    let git = git2::Repository::open_bare(repo.path())?;
-    let head = git.refname_to_id(&format!("refs/heads/{branch}"))?;
-    pushgate::store::environments::Environments::set_inactive(repo.path(), environment, false)?;
-    let request = pushgate::queue::Request {
-        kind: pushgate::queue::JobKind::Push,
-        repo,
-        ref_name: format!("refs/heads/{branch}"),
-        environment: name.clone(),
-        commit: pushgate::core::CommitId::from_oid(head),
-        options: "{}".into(),
-        pusher: pushgate::queue::pusher(&|k| std::env::var(k).ok()),
-    };
-    let job = enqueue(data, &request)?;
+    let mut queue = store()?;
+    let repo = pushgate::activity::project_named(queue.as_ref(), project)?;
+    let job = pushgate::ops::environment::activate(data, queue.as_mut(), &repo, environment)?;
+    drop(queue);
     writeln!(
         out,
-        "Environment {environment} is active. Job #{}: deploying its branch ({}).",
+        "Environment {} is active. Job #{}: deploying its branch ({}).",
+        job.environment,
         job.id,
-        request.commit.short()
+        job.commit.short()
     )?;
     follow_to_its_end(data, job.id, out)
 }
 
 fn env_deactivate(data: &Path, project: &str, environment: &str, yes: bool, out: &mut dyn Write) -> Result<()> {
-    let repo = pushgate::activity::project_named(store()?.as_ref(), project)?;
+    let mut queue = store()?;
+    let repo = pushgate::activity::project_named(queue.as_ref(), project)?;
     let name = pushgate::store::environments::resolve(repo.path(), environment)?.0;
-    let environment = name.as_str();
-    let env = deploy::EnvDir::new(data, &repo, &name);
     if !yes {
         return Err(format!(
-            "this deactivates environment `{environment}` of {project}: off the router, its services' databases \
+            "this deactivates environment `{name}` of {project}: off the router, its services' databases \
              dropped and its files removed, after a final backup into {}/backups/; pushes to its branch then keep \
              the code without deploying it. Pass --yes to do it",
             data.display()
         )
         .into());
     }
-    pushgate::store::environments::Environments::set_inactive(repo.path(), environment, true)?;
-    let Some(info) = env.current_release().and_then(|r| env.info(&r)) else {
-        writeln!(out, "Environment {environment} is inactive (nothing of it was deployed).")?;
+    let Some(job) = pushgate::ops::environment::deactivate(data, queue.as_mut(), &repo, &name)? else {
+        writeln!(out, "Environment {name} is inactive (nothing of it was deployed).")?;
         return Ok(());
     };
-    let job = queue_job(data, pushgate::queue::JobKind::Delete, environment, info, r#"{"backup": true}"#.into())?;
-    writeln!(out, "Environment {environment} is inactive. Job #{}: stopping it, after a final backup.", job.id)?;
+    drop(queue);
+    writeln!(out, "Environment {name} is inactive. Job #{}: stopping it, after a final backup.", job.id)?;
     follow_to_its_end(data, job.id, out)
 }
 
@@ -1088,26 +1043,6 @@ fn follow_to_its_end(data: &Path, id: JobId, out: &mut dyn Write) -> Result<()> 
         Some(job) => Err(format!("job #{id} ended {}", job.state.as_str()).into()),
         None => Err(format!("job #{id} is gone").into()),
     }
-}
-
-/// Queues a job that is not a push for the environment a release describes, and wakes runners.
-fn queue_job(
-    data: &Path,
-    kind: pushgate::queue::JobKind,
-    name: &str,
-    info: pushgate::store::ReleaseInfo,
-    options: String,
-) -> Result<pushgate::queue::Job> {
-    let request = pushgate::queue::Request {
-        kind,
-        repo: info.repo,
-        ref_name: format!("refs/heads/{}", info.branch.unwrap_or_else(|| name.to_owned())),
-        environment: pushgate::core::EnvName::parse(name)?,
-        commit: info.commit,
-        options,
-        pusher: pushgate::queue::pusher(&|k| std::env::var(k).ok()),
-    };
-    enqueue(data, &request)
 }
 
 /// Queues a job and wakes the runners waiting on this data directory.

@@ -87,9 +87,7 @@ impl Network {
     }
 
     fn supervised(&self) -> Result<process::Supervised, String> {
-        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-        let runner = exe.with_file_name("pushgate-runner");
-        let runner = if runner.exists() { runner } else { exe };
+        let runner = process::runner_exe()?;
         for sub in ["run", "logs"] {
             std::fs::create_dir_all(self.run.join(sub)).map_err(|e| e.to_string())?;
         }

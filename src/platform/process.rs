@@ -190,12 +190,17 @@ impl Supervised {
     }
 }
 
+/// The runner's binary (beside this one: the hook and the tests call it too).
+pub fn runner_exe() -> Result<PathBuf, String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let runner = exe.with_file_name("pushgate-runner");
+    Ok(if runner.exists() { runner } else { exe })
+}
+
 /// Starts `pushgate-runner supervise` for `s` in a session of its own (it goes on after the
 /// runner), with `env` as the program's whole environment.
 pub fn start_supervisor(s: &Supervised, env: &[(String, String)]) -> Result<(), String> {
-    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let runner = exe.with_file_name("pushgate-runner");
-    let mut command = Command::new(if runner.exists() { runner } else { exe });
+    let mut command = Command::new(runner_exe()?);
     command.arg("supervise").arg("--pid-file").arg(&s.pid_file).arg("--log").arg(&s.log).arg("--dir").arg(&s.dir);
     if let Some((uid, gid)) = s.user {
         command.arg("--uid").arg(uid.to_string()).arg("--gid").arg(gid.to_string());

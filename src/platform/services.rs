@@ -78,6 +78,32 @@ impl Backends {
         Ok(kind.to_owned())
     }
 
+    /// Declares the backend of a kind on this host (`backend add`): its URL checked, its
+    /// accounts refused if anyone may use them, its version asked (which shows it answers),
+    /// then kept. Returns the kind and the version it runs.
+    pub fn declare(data: &DataDir, kind: &str, url: &str) -> Result<(String, String), String> {
+        let mut backends = Backends::load(data)?;
+        let kind = backends.add(kind, url)?;
+        refuse_open_accounts(&kind, url)?;
+        let versions = Versions::refresh(data, &backends)?;
+        backends.save(data)?;
+        let version = versions.0.get(&kind).cloned().unwrap_or_default();
+        Ok((kind, version))
+    }
+
+    /// Forgets the backend of a kind (`backend remove`; what it provisioned stays). Returns
+    /// the kind.
+    pub fn withdraw(data: &DataDir, kind: &str) -> Result<String, String> {
+        let mut backends = Backends::load(data)?;
+        let kind = kind_of(kind).unwrap_or(kind).to_owned();
+        if backends.0.remove(&kind).is_none() {
+            return Err(format!("no {kind} backend is declared"));
+        }
+        backends.save(data)?;
+        Versions::refresh(data, &backends)?;
+        Ok(kind)
+    }
+
     /// Each backend with its password hidden.
     pub fn masked(&self) -> Vec<(String, String)> {
         self.0
@@ -162,7 +188,7 @@ fn server_version(kind: &str, admin: &Url) -> Result<String, String> {
 /// without one, `trust` in pg_hba.conf): every process on the host, and every app reaching
 /// the server through its own relationship, could log in as it and read every environment's
 /// data. Each is tried with a password it cannot have.
-pub fn refuse_open_accounts(kind: &str, url: &str) -> Result<(), String> {
+fn refuse_open_accounts(kind: &str, url: &str) -> Result<(), String> {
     let admin = Url::parse(url)?;
     let (superuser, how) = match kind {
         "mysql" => (
