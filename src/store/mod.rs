@@ -201,9 +201,9 @@ impl DataDir {
     /// directory cannot be listed (it keeps `o+x`: a project's user reaches its own releases
     /// and mounts by name, the router's workers the static files), and the queue (webhook
     /// URLs, tokens' hashes), the admin's declarations (`variables.json`, `services.json`),
-    /// final backups (SQL dumps, mounts), provisioned credentials, slugs and key claims lose
-    /// every right of `other`. Owner and group keep theirs: the hooks (the data directory's
-    /// owner) still write the queue. Job logs stay readable: the hooks of a push show them.
+    /// final backups (SQL dumps, mounts), provisioned credentials, slugs, key claims and job
+    /// logs lose every right of `other`. Owner and group keep theirs: the hooks (the data
+    /// directory's owner) still write the queue and show a push's log.
     pub fn keep_private(&self) -> std::io::Result<()> {
         let without = |path: &Path, bits: u32| -> std::io::Result<()> {
             use std::os::unix::fs::PermissionsExt;
@@ -218,7 +218,7 @@ impl DataDir {
             }
         };
         without(&self.root, 0o004)?;
-        let others = ["variables.json", "services.json", "backups", "services", "slugs", "keys"];
+        let others = ["variables.json", "services.json", "backups", "services", "slugs", "keys", "logs"];
         for name in Self::queue_files().into_iter().chain(others.map(str::to_owned)) {
             without(&self.root.join(name), 0o007)?;
         }

@@ -281,7 +281,8 @@ fn what_the_data_directory_keeps_is_out_of_other_users_reach() {
     let backup = std::fs::read_dir(s.data.join("backups")).unwrap().flatten().next().unwrap().path();
     let mounts = std::fs::read_dir(&backup).unwrap().flatten().next().unwrap().path().join("mounts.tar.zst");
     let slug = std::fs::read_dir(s.data.join("slugs")).unwrap().flatten().next().unwrap().path();
-    for secret in [s.data.join("queue.sqlite3"), s.data.join("variables.json"), mounts, slug] {
+    let log = s.data.join("logs/1.log"); // a job's log: paths, build output, a hook's mistakes
+    for secret in [s.data.join("queue.sqlite3"), s.data.join("variables.json"), mounts, slug, log] {
         assert!(secret.exists(), "{}", secret.display());
         let path = secret.to_str().unwrap();
         assert!(!as_nobody(&["cat", path]), "another user reads {path}");
