@@ -48,7 +48,7 @@ pub enum Sandbox {
 
 /// The admin's policy for a project's hooks: `sandbox.json` in the data directory (for every
 /// project) and in the bare repository's `pushgate/` (for one; its keys win).
-/// `{"network": false, "memory_mb": 2048, "processes": 256, "time_limit_s": 1800}`
+/// `{"network": false, "memory_mb": 2048, "processes": 256, "time_limit_s": 1800, "connections": 50}`
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Policy {
@@ -58,8 +58,12 @@ pub struct Policy {
     pub memory_mb: Option<u64>,
     pub processes: Option<u32>,
     pub time_limit_s: Option<u64>,
+    /// Connections each database user of an environment may hold at once on a shared MariaDB
+    /// or PostgreSQL (one environment cannot take the server's `max_connections`).
+    pub connections: Option<u32>,
 }
 
+pub const DEFAULT_CONNECTIONS: u32 = 100;
 pub const DEFAULT_MEMORY_MB: u64 = 4096;
 pub const DEFAULT_PROCESSES: u32 = 1024;
 
@@ -71,6 +75,7 @@ impl Policy {
             memory_mb: over.memory_mb.or(self.memory_mb),
             processes: over.processes.or(self.processes),
             time_limit_s: over.time_limit_s.or(self.time_limit_s),
+            connections: over.connections.or(self.connections),
         }
     }
 
@@ -79,6 +84,10 @@ impl Policy {
             memory_bytes: self.memory_mb.unwrap_or(DEFAULT_MEMORY_MB).max(16) * 1024 * 1024,
             processes: self.processes.unwrap_or(DEFAULT_PROCESSES).max(4),
         }
+    }
+
+    pub fn connections(&self) -> u32 {
+        self.connections.unwrap_or(DEFAULT_CONNECTIONS).max(1)
     }
 
     pub fn time_limit(&self, default: Duration) -> Duration {
@@ -422,7 +431,13 @@ mod tests {
 
     #[test]
     fn a_projects_policy_overrides_the_servers_key_by_key() {
-        let server = Policy { network: Some(true), memory_mb: Some(1024), processes: None, time_limit_s: Some(60) };
+        let server = Policy {
+            network: Some(true),
+            memory_mb: Some(1024),
+            processes: None,
+            time_limit_s: Some(60),
+            connections: None,
+        };
         let project = Policy { network: Some(false), processes: Some(64), ..Policy::default() };
         let both = server.overridden(project);
         assert_eq!(both.network, Some(false));

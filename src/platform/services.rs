@@ -168,7 +168,7 @@ fn server_version(kind: &str, admin: &Url) -> Result<String, String> {
         )
         .arg("--version")
         .output(),
-        _ => Command::new("rabbitmqctl").args(["-q", "version"]).output(),
+        _ => rabbitmqctl(admin).args(["-q", "version"]).output(),
     }
     .map_err(|e| format!("asking the {kind} backend its version: {e}"))?;
     if !out.status.success() {
@@ -190,6 +190,9 @@ fn server_version(kind: &str, admin: &Url) -> Result<String, String> {
 /// data. Each is tried with a password it cannot have.
 fn refuse_open_accounts(kind: &str, url: &str) -> Result<(), String> {
     let admin = Url::parse(url)?;
+    if kind == "rabbitmq" {
+        return refuse_guest(&admin);
+    }
     let (superuser, how) = match kind {
         "mysql" => (
             "root",
@@ -241,6 +244,37 @@ fn refuse_open_accounts(kind: &str, url: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Refuses a RabbitMQ whose `guest` account still logs in with its well-known password: the
+/// broker lets it in from the host's loopback, which is where every app's connection to its
+/// virtual host comes from (through its environment's forwarder), so any app could log in as
+/// `guest`, an administrator, and use the default virtual host with every other project.
+fn refuse_guest(admin: &Url) -> Result<(), String> {
+    // The password is the one the world knows: nothing secret on this command line.
+    let out = rabbitmqctl(admin).args(["-q", "authenticate_user", "guest", "guest"]).output().map_err(|e| {
+        format!("checking the rabbitmq backend's accounts: {e} (the rabbitmq backend needs rabbitmqctl)")
+    })?;
+    if out.status.success() {
+        return Err(format!(
+            "the rabbitmq backend's account `guest` logs in with its well-known password `guest`: RabbitMQ \
+             lets it in from this host, where every app's connection comes from, so any app could log in as \
+             `guest` (an administrator) and share the default virtual host with every other project. Refused: \
+             delete it (`rabbitmqctl{} delete_user guest`), then add the backend again",
+            admin.param("node").map(|n| format!(" -n {n}")).unwrap_or_default()
+        ));
+    }
+    Ok(())
+}
+
+/// `rabbitmqctl`, addressing the node the backend's URL names (`?node=rabbit@host`), else the
+/// host's default node.
+fn rabbitmqctl(admin: &Url) -> Command {
+    let mut c = Command::new("rabbitmqctl");
+    if let Some(node) = admin.param("node") {
+        c.args(["-n", node]);
+    }
+    c
+}
+
 /// `scheme://user:password@host:port/path`, as backends are written.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Url {
@@ -250,6 +284,8 @@ struct Url {
     host: String,
     port: Option<u16>,
     path: String,
+    /// After `?`: `node=rabbit@host` names the RabbitMQ node `rabbitmqctl` manages.
+    query: String,
 }
 
 impl Url {
@@ -257,6 +293,7 @@ impl Url {
         // Not echoed: it may hold a password.
         let bad = || "the URL given is not one such as mysql://pushgate:PASSWORD@127.0.0.1:3306".to_owned();
         let (scheme, rest) = url.split_once("://").ok_or_else(bad)?;
+        let (rest, query) = rest.split_once('?').unwrap_or((rest, ""));
         let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
         let (userinfo, hostport) = authority.rsplit_once('@').unwrap_or(("", authority));
         let (user, password) = userinfo.split_once(':').unwrap_or((userinfo, ""));
@@ -274,14 +311,21 @@ impl Url {
             host: host.to_owned(),
             port,
             path: path.to_owned(),
+            query: query.to_owned(),
         })
+    }
+
+    /// The value of `name` in the query.
+    fn param(&self, name: &str) -> Option<&str> {
+        self.query.split('&').find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
     }
 
     fn masked(&self) -> String {
         let pw = if self.password.is_empty() { "" } else { ":****" };
         let user = if self.user.is_empty() { String::new() } else { format!("{}{pw}@", self.user) };
         let port = self.port.map(|p| format!(":{p}")).unwrap_or_default();
-        format!("{}://{user}{}{port}/{}", self.scheme, self.host, self.path)
+        let query = if self.query.is_empty() { String::new() } else { format!("?{}", self.query) };
+        format!("{}://{user}{}{port}/{}{query}", self.scheme, self.host, self.path)
     }
 }
 
@@ -290,6 +334,9 @@ impl Url {
 pub struct Provisioned {
     /// Service name -> its endpoint, in the relationships' shape.
     pub services: BTreeMap<String, Value>,
+    /// The connections each of its database users may hold at once, as last set.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub connections: BTreeMap<String, u32>,
 }
 
 impl Provisioned {
@@ -311,6 +358,8 @@ pub struct Target<'a> {
     /// Where its instances run (the apps' sandbox: none with `--no-sandbox`), and within what.
     pub sandbox: &'a super::sandbox::Sandbox,
     pub limits: super::cgroup::Limits,
+    /// The connections each of its database users may hold at once.
+    pub connections: u32,
 }
 
 /// Provisions the services of `topology` that have a backend and are not provisioned yet, for
@@ -426,7 +475,7 @@ pub fn provision(
             "rabbitmq" => {
                 let e = rabbitmq(&admin, &id, name, &service.kind)?;
                 if let Some(from) = &from {
-                    copy_rabbitmq(from, &id)?;
+                    copy_rabbitmq(&admin, from, &id)?;
                     warnings.push(format!(
                         "service `{name}` starts with the parent's queues, exchanges and bindings (not their messages)"
                     ));
@@ -447,12 +496,27 @@ pub fn provision(
         std::fs::create_dir_all(data.services_dir()).map_err(|e| e.to_string())?;
         write_secret(&file, &serde_json::to_string_pretty(&provisioned).unwrap_or_default())?;
     }
+    // Each database user's share of its server, set again when the policy changed (and on
+    // users made before there was one).
+    for (name, endpoint) in &provisioned.services {
+        let kind = endpoint.get("type").and_then(Value::as_str).and_then(kind_of);
+        let (Some(kind @ ("mysql" | "postgresql")), false) =
+            (kind, provisioned.connections.get(name) == Some(&target.connections))
+        else {
+            continue;
+        };
+        let Some(url) = backends.0.get(kind) else { continue };
+        limit_connections(&Url::parse(url)?, kind, endpoint, target.connections)?;
+        provisioned.connections.insert(name.clone(), target.connections);
+        write_secret(&file, &serde_json::to_string_pretty(&provisioned).unwrap_or_default())?;
+    }
     // A service the push removed (the push accepted losing its data): dropped.
     let removed: Vec<String> =
         provisioned.services.keys().filter(|n| !topology.services.contains_key(*n)).cloned().collect();
     for name in removed {
         if let Some(endpoint) = provisioned.services.remove(&name) {
             drop_one(data, &backends, key, &name, &endpoint)?;
+            provisioned.connections.remove(&name);
             warnings.push(format!("service `{name}` is no longer declared: its data is dropped"));
             write_secret(&file, &serde_json::to_string_pretty(&provisioned).unwrap_or_default())?;
         }
@@ -618,7 +682,7 @@ fn drop_one(data: &DataDir, backends: &Backends, key: &str, name: &str, endpoint
             run_psql(&admin, &sql)?;
             drop_postgresql(&admin, &id)?;
         }
-        ("rabbitmq", Some(_)) => drop_rabbitmq(&id)?,
+        ("rabbitmq", Some(admin)) => drop_rabbitmq(&admin, &id)?,
         ("redis", _) => {
             super::process::stop(
                 &data.router().join("run").join(format!("{key}.{name}.redis.pid")),
@@ -880,14 +944,45 @@ fn mysql_schemas(admin: &Url, id: &str, name: &str, kind: &str, config: &Value) 
     Ok(e)
 }
 
+/// Bounds the connections each database user of `endpoint` (its own, or one per endpoint) may
+/// hold at once: `MAX_USER_CONNECTIONS` on MariaDB, `CONNECTION LIMIT` on PostgreSQL.
+fn limit_connections(admin: &Url, kind: &str, endpoint: &Value, connections: u32) -> Result<(), String> {
+    let mut users: Vec<&str> = match endpoint.get("endpoints").and_then(Value::as_object) {
+        Some(all) => all.values().filter_map(|e| e.get("username").and_then(Value::as_str)).collect(),
+        None => endpoint.get("username").and_then(Value::as_str).into_iter().collect(),
+    };
+    users.sort_unstable();
+    users.dedup();
+    let sql: String = users
+        .iter()
+        .map(|user| match kind {
+            "mysql" => format!("ALTER USER {} WITH MAX_USER_CONNECTIONS {connections};\n", mysql_account(user)),
+            _ => format!("ALTER ROLE {} CONNECTION LIMIT {connections};\n", pg_ident(user)),
+        })
+        .collect();
+    match kind {
+        "mysql" => run_mysql(admin, &sql),
+        _ => run_psql(admin, &sql),
+    }
+}
+
+/// `'user'@'%'`, quoted for MariaDB.
+fn mysql_account(user: &str) -> String {
+    format!("'{}'@'%'", user.replace('\\', "\\\\").replace('\'', "''"))
+}
+
+/// `"name"`, quoted for PostgreSQL.
+fn pg_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
 fn drop_postgresql(admin: &Url, id: &str) -> Result<(), String> {
     run_psql(admin, &format!("DROP DATABASE IF EXISTS \"{id}\" WITH (FORCE);\nDROP ROLE IF EXISTS \"{id}\";\n"))
 }
 
-fn drop_rabbitmq(id: &str) -> Result<(), String> {
+fn drop_rabbitmq(admin: &Url, id: &str) -> Result<(), String> {
     for what in ["delete_user", "delete_vhost"] {
-        let out =
-            Command::new("rabbitmqctl").args(["-q", what, id]).output().map_err(|e| format!("rabbitmqctl: {e}"))?;
+        let out = rabbitmqctl(admin).args(["-q", what, id]).output().map_err(|e| format!("rabbitmqctl: {e}"))?;
         let err = String::from_utf8_lossy(&out.stderr);
         if !out.status.success() && !err.contains("not found") && !err.contains("does not exist") {
             return Err(format!("rabbitmqctl {what}: {}", err.trim()));
@@ -898,8 +993,8 @@ fn drop_rabbitmq(id: &str) -> Result<(), String> {
 
 /// Copies the definitions of virtual host `from` (queues, exchanges, bindings, policies; not
 /// the messages) into virtual host `to`.
-fn copy_rabbitmq(from: &str, to: &str) -> Result<(), String> {
-    let out = Command::new("rabbitmqctl")
+fn copy_rabbitmq(admin: &Url, from: &str, to: &str) -> Result<(), String> {
+    let out = rabbitmqctl(admin)
         .args(["-q", "export_definitions", "-", "--format", "json"])
         .output()
         .map_err(|e| format!("rabbitmqctl: {e}"))?;
@@ -922,7 +1017,7 @@ fn copy_rabbitmq(from: &str, to: &str) -> Result<(), String> {
             .collect();
         copy.insert(section.to_owned(), Value::Array(items));
     }
-    let mut command = Command::new("rabbitmqctl");
+    let mut command = rabbitmqctl(admin);
     command.args(["-q", "import_definitions", "--format", "json"]);
     feed(command, &Value::Object(copy).to_string(), "rabbitmqctl import_definitions")
 }
@@ -932,7 +1027,7 @@ fn copy_rabbitmq(from: &str, to: &str) -> Result<(), String> {
 /// command line. Needs `rabbitmqctl` on this host, run by root.
 fn rabbitmq(admin: &Url, id: &str, name: &str, kind: &str) -> Result<Value, String> {
     use sha2::{Digest, Sha256};
-    drop_rabbitmq(id)?; // a fresh one: what a killed runner left is not handed out
+    drop_rabbitmq(admin, id)?; // a fresh one: what a killed runner left is not handed out
     let password = password()?;
     let salt = crate::secret::random::<4>()?;
     let mut hashed = salt.to_vec();
@@ -944,14 +1039,14 @@ fn rabbitmq(admin: &Url, id: &str, name: &str, kind: &str) -> Result<Value, Stri
         "permissions": [{"user": id, "vhost": id, "configure": ".*", "write": ".*", "read": ".*"}],
     });
     // Through standard input: no file the broker's user would have to read.
-    let mut command = Command::new("rabbitmqctl");
+    let mut command = rabbitmqctl(admin);
     command.args(["-q", "import_definitions", "--format", "json"]);
     feed(command, &definitions.to_string(), "rabbitmqctl import_definitions")
         .map_err(|e| format!("{e} (the rabbitmq backend needs rabbitmqctl on this host, run by root)"))?;
     // The import is asynchronous: the user's rights are there once it is done.
     let since = std::time::Instant::now();
     loop {
-        let out = Command::new("rabbitmqctl").args(["-q", "list_user_permissions", id]).output();
+        let out = rabbitmqctl(admin).args(["-q", "list_user_permissions", id]).output();
         if out.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(id)) {
             break;
         }

@@ -49,6 +49,7 @@ pub(super) fn deploy(
         parent: parent_key.as_deref(),
         sandbox: &config.sandbox,
         limits: declared.sandbox.limits(),
+        connections: declared.sandbox.connections(),
     };
     let (provisioned, shared) = crate::platform::services::provision(
         &config.data(),

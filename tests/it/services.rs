@@ -122,14 +122,16 @@ fn add_backends(s: &Server) {
         ("mariadb", servers.mariadb()),
         ("postgresql", servers.postgres()),
         ("redis", "redis://127.0.0.1:6379".to_owned()),
-        ("rabbitmq", "amqp://guest:guest@127.0.0.1:5672".to_owned()),
+        ("rabbitmq", crate::support::own_rabbitmq().url()),
     ] {
         let out = runner(s, &["backend", "add", kind, &url]);
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     }
     let list = String::from_utf8_lossy(&runner(s, &["backend", "list"]).stdout).into_owned();
     assert!(list.contains("mysql") && list.contains("postgresql") && list.contains("redis"), "{list}");
-    assert!(list.contains("amqp://guest:****@127.0.0.1:5672"), "passwords hidden: {list}");
+    let rabbit = crate::support::own_rabbitmq();
+    assert!(list.contains(&format!("amqp://admin:****@127.0.0.1:{}/?node={}", rabbit.port, rabbit.node)), "{list}");
+    assert!(!list.contains(&rabbit.password), "passwords hidden: {list}");
 }
 
 /// Drops what the test's environments were given, whatever happened.
@@ -161,15 +163,13 @@ fn each_environment_gets_services_of_its_own_that_no_other_can_read() {
     let queue = format!(
         r#"{{"queues": [{{"name": "orders", "vhost": "{main_vhost}", "durable": true, "auto_delete": false, "arguments": {{}}}}]}}"#
     );
-    let mut import = Command::new("rabbitmqctl")
-        .args(["-q", "import_definitions", "--format", "json"])
-        .stdin(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let rabbit = crate::support::own_rabbitmq();
+    let mut import =
+        rabbit.ctl().args(["-q", "import_definitions", "--format", "json"]).stdin(Stdio::piped()).spawn().unwrap();
     std::io::Write::write_all(&mut import.stdin.take().unwrap(), queue.as_bytes()).unwrap();
     assert!(import.wait().unwrap().success());
     let queues = |vhost: &str| {
-        let out = Command::new("rabbitmqctl").args(["-q", "list_queues", "-p", vhost, "name"]).output().unwrap();
+        let out = rabbit.ctl().args(["-q", "list_queues", "-p", vhost, "name"]).output().unwrap();
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
     assert!(crate::runner::eventually(10, || queues(&main_vhost).contains("orders")));
@@ -220,13 +220,13 @@ fn each_environment_gets_services_of_its_own_that_no_other_can_read() {
     // RabbitMQ: a virtual host and a user each, with rights on its own virtual host only.
     let (mq, fq) = (&m["queue"], &f["queue"]);
     assert_eq!(field(mq, "vhost"), field(mq, "path"));
-    let auth = Command::new("rabbitmqctl")
+    let auth = rabbit
+        .ctl()
         .args(["-q", "authenticate_user", &field(mq, "username"), &field(mq, "password")])
         .output()
         .unwrap();
     assert!(auth.status.success(), "{auth:?}");
-    let perms =
-        Command::new("rabbitmqctl").args(["-q", "list_user_permissions", &field(fq, "username")]).output().unwrap();
+    let perms = rabbit.ctl().args(["-q", "list_user_permissions", &field(fq, "username")]).output().unwrap();
     let perms = String::from_utf8_lossy(&perms.stdout).into_owned();
     assert!(perms.contains(&field(fq, "vhost")) && !perms.contains(&field(mq, "vhost")), "{perms}");
 
@@ -570,14 +570,16 @@ fn a_backend_whose_accounts_log_in_without_a_password_is_refused() {
     // The host's servers trust every local user: MariaDB's root has no password, PostgreSQL's
     // pg_hba.conf says `trust`; a password in the URL changes nothing.
     let mut said = String::new();
+    // The host's RabbitMQ has `guest`, whose password everyone knows.
     for (kind, url, account) in [
         ("mariadb", "mysql://root@127.0.0.1:3306", "root"),
         ("postgresql", "postgres://postgres:anything@127.0.0.1:5432/postgres", "postgres"),
+        ("rabbitmq", "amqp://admin:anything@127.0.0.1:5672", "guest"),
     ] {
         let out = runner(&s, &["backend", "add", kind, url]);
         let err = String::from_utf8_lossy(&out.stderr).into_owned();
         assert!(!out.status.success(), "{kind} accepted: {err}");
-        assert!(err.contains(&format!("account `{account}` logs in from this host without its password")), "{err}");
+        assert!(err.contains(&format!("account `{account}` logs in")), "{err}");
         said.push_str(&err);
     }
     let list = String::from_utf8_lossy(&runner(&s, &["backend", "list"]).stdout).into_owned();
@@ -591,8 +593,121 @@ fn a_backend_whose_accounts_log_in_without_a_password_is_refused() {
 
     // Servers that ask every account for its password are declared.
     let servers = crate::support::own_servers();
-    for (kind, url) in [("mariadb", servers.mariadb()), ("postgresql", servers.postgres())] {
+    let rabbit = crate::support::own_rabbitmq().url();
+    for (kind, url) in [("mariadb", servers.mariadb()), ("postgresql", servers.postgres()), ("rabbitmq", rabbit)] {
         let out = runner(&s, &["backend", "add", kind, &url]);
         assert!(out.status.success(), "{kind}: {}", String::from_utf8_lossy(&out.stderr));
     }
+}
+
+/// Holds `n` connections of the endpoint's user (each sleeping in the server) until dropped.
+struct Held(Vec<std::process::Child>);
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn hold(kind: &str, e: &Value, n: usize) -> Held {
+    let (host, port, user, db) = (field(e, "host"), field(e, "port"), field(e, "username"), field(e, "path"));
+    let children = (0..n)
+        .map(|_| {
+            let mut c = match kind {
+                "mysql" => {
+                    let mut c = Command::new("mariadb");
+                    c.args(["--protocol=tcp", "-h", &host, "-P", &port, "-u", &user, &db, "-e", "SELECT SLEEP(60)"]);
+                    c.env("MYSQL_PWD", field(e, "password"));
+                    c
+                }
+                _ => {
+                    let mut c = Command::new("psql");
+                    c.args(["-X", "-h", &host, "-p", &port, "-U", &user, "-d", &db, "-c", "SELECT pg_sleep(60)"]);
+                    c.env("PGPASSWORD", field(e, "password"));
+                    c
+                }
+            };
+            c.stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap()
+        })
+        .collect();
+    Held(children)
+}
+
+#[test]
+fn an_environments_database_users_hold_at_most_their_share_of_the_server() {
+    let s = Server::new("services-connections");
+    add_backends(&s);
+    let _cleanup = Cleanup(&s, &["main"]);
+    std::fs::write(s.data.join("sandbox.json"), r#"{"connections": 2}"#).unwrap();
+    let app = app_with_hooks("echo building", "true").replace("type: php:8.4", "type: php:8.2").replace(
+        "    database: \"mysql:mysql\"\n    redis: \"redis:redis\"\n",
+        "    database: \"mysql:mysql\"\n    pgdb: \"pg:postgresql\"\n",
+    );
+    let services = format!("{MYSQL}{PG}");
+    let files = [
+        (".magento.app.yaml", app.as_str()),
+        (".magento/services.yaml", services.as_str()),
+        (".magento/routes.yaml", crate::push::ROUTES),
+    ];
+    let first = s.commit(&files, "databases");
+    s.push(&["HEAD:refs/heads/main"]).assert_accepted();
+    serve(&s);
+    let (id, state) = job_state(&s, &first);
+    assert_eq!(state, "succeeded", "{}", log_of(&s, id));
+    let p = provisioned(&s, "main");
+    let (db, pg) = (&p["mysql"], &p["pg"]);
+    let servers = crate::support::own_servers();
+    // Two connections held: a third of the same user is refused, on each server.
+    let busy = |kind: &str| {
+        let sql = match kind {
+            "mysql" => format!(
+                "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE USER = '{}' AND INFO LIKE 'SELECT SLEEP%'",
+                field(db, "username")
+            ),
+            _ => format!(
+                "SELECT COUNT(*) FROM pg_stat_activity WHERE usename = '{}' AND query LIKE 'SELECT pg_sleep%'",
+                field(pg, "username")
+            ),
+        };
+        let out = match kind {
+            "mysql" => servers.mariadb_client().args(["-N", "-e", &sql]).output(),
+            _ => servers.psql().args(["-tA", "-c", &sql]).output(),
+        }
+        .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().parse::<usize>().unwrap_or(0)
+    };
+    let held = (hold("mysql", db, 2), hold("pg", pg, 2));
+    assert!(crate::runner::eventually(20, || busy("mysql") == 2 && busy("pg") == 2), "the sleeping connections");
+    let refused = mariadb(db, &field(db, "path"), "SELECT 1").unwrap_err();
+    assert!(refused.contains("max_user_connections"), "{refused}");
+    let refused = psql(pg, &field(pg, "path"), "SELECT 1").unwrap_err();
+    assert!(refused.contains("too many connections for role"), "{refused}");
+    drop(held);
+    // A client killed leaves its query sleeping in the server: the admin ends them.
+    let user = field(db, "username");
+    let kill = format!(
+        "SELECT GROUP_CONCAT(CONCAT('KILL ', ID) SEPARATOR ';') FROM information_schema.PROCESSLIST WHERE USER = '{user}'"
+    );
+    let out = servers.mariadb_client().args(["-N", "-e", &kill]).output().unwrap();
+    let kills = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert!(servers.mariadb_client().args(["-e", &kills]).status().unwrap().success(), "{kills}");
+    let end =
+        format!("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{}'", field(pg, "username"));
+    assert!(servers.psql().args(["-c", &end]).status().unwrap().success());
+    assert!(crate::runner::eventually(20, || busy("mysql") == 0 && busy("pg") == 0));
+    assert_eq!(mariadb(db, &field(db, "path"), "SELECT 1").unwrap(), "1");
+
+    // The admin raises the share: the users made before get it at the next deploy.
+    std::fs::write(s.data.join("sandbox.json"), r#"{"connections": 3}"#).unwrap();
+    let again = s.commit(&files, "again");
+    s.push(&["HEAD:refs/heads/main"]).assert_accepted();
+    serve(&s);
+    assert_eq!(job_state(&s, &again).1, "succeeded");
+    let _held = (hold("mysql", db, 2), hold("pg", pg, 2));
+    assert!(crate::runner::eventually(20, || busy("mysql") == 2 && busy("pg") == 2));
+    assert_eq!(mariadb(db, &field(db, "path"), "SELECT 1").unwrap(), "1", "a third is allowed now");
+    assert_eq!(psql(pg, &field(pg, "path"), "SELECT 1").unwrap(), "1");
 }

@@ -736,6 +736,112 @@ fn start_own_servers() -> OwnServers {
     }
 }
 
+/// A RabbitMQ node of the test run's own, without the `guest` account (the host's has it, which
+/// `backend add` refuses): started on first use, one for the whole run, ended with it.
+pub struct OwnRabbitmq {
+    pub node: String,
+    pub port: u16,
+    pub password: String,
+}
+
+impl OwnRabbitmq {
+    /// The backend's URL: its admin, and the node `rabbitmqctl` addresses.
+    pub fn url(&self) -> String {
+        format!("amqp://admin:{}@127.0.0.1:{}/?node={}", self.password, self.port, self.node)
+    }
+
+    /// `rabbitmqctl` on this node, its arguments to follow.
+    pub fn ctl(&self) -> Command {
+        let mut c = Command::new("rabbitmqctl");
+        c.args(["-n", &self.node]);
+        c
+    }
+}
+
+pub fn own_rabbitmq() -> &'static OwnRabbitmq {
+    static NODE: std::sync::OnceLock<OwnRabbitmq> = std::sync::OnceLock::new();
+    NODE.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        // The node's parent, as for the database servers.
+        std::thread::spawn(move || {
+            tx.send(start_own_rabbitmq()).unwrap();
+            loop {
+                std::thread::park();
+            }
+        });
+        rx.recv().expect("the tests' own RabbitMQ starts")
+    })
+}
+
+fn start_own_rabbitmq() -> OwnRabbitmq {
+    use std::os::unix::process::CommandExt;
+    let prefix = "pushgate-it-rabbitmq-";
+    for entry in std::fs::read_dir("/dev/shm").into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if let Some(pid) = name.strip_prefix(prefix).and_then(|p| p.parse::<u32>().ok()) {
+            if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+    }
+    let dir = PathBuf::from(format!("/dev/shm/{prefix}{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let free_port = || TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let (port, dist_port) = (free_port(), free_port());
+    let password = format!("it{:x}", rand_u64());
+    let node = format!("pushgate-it-{}@localhost", std::process::id());
+    // `default_user` replaces `guest`: the node never has it.
+    std::fs::write(
+        dir.join("rabbitmq.conf"),
+        format!("listeners.tcp.default = 127.0.0.1:{port}\ndefault_user = admin\ndefault_pass = {password}\n"),
+    )
+    .unwrap();
+    std::fs::write(dir.join("enabled_plugins"), "[].\n").unwrap();
+    assert!(Command::new("chown").args(["-R", "rabbitmq:rabbitmq"]).arg(&dir).status().unwrap().success());
+    let id = |flag: &str| {
+        let out = Command::new("id").args([flag, "rabbitmq"]).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().parse::<u32>().unwrap()
+    };
+    let mut server = Command::new("/usr/lib/rabbitmq/bin/rabbitmq-server");
+    server
+        .env("HOME", "/var/lib/rabbitmq") // its Erlang cookie, which rabbitmqctl uses too
+        .env("RABBITMQ_NODENAME", &node)
+        .env("RABBITMQ_DIST_PORT", dist_port.to_string())
+        .env("RABBITMQ_CONFIG_FILE", dir.join("rabbitmq.conf"))
+        .env("RABBITMQ_ENABLED_PLUGINS_FILE", dir.join("enabled_plugins"))
+        .env("RABBITMQ_MNESIA_BASE", dir.join("mnesia"))
+        .env("RABBITMQ_LOG_BASE", dir.join("log"))
+        .env("RABBITMQ_PID_FILE", dir.join("pid"))
+        // The script then runs the Erlang VM in its own place, which dies with this thread.
+        .env("RUNNING_UNDER_SYSTEMD", "1")
+        .current_dir(&dir)
+        .uid(id("-u"))
+        .gid(id("-g"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    // SAFETY: prctl is async-signal-safe; it runs after the change of user, which clears it.
+    unsafe {
+        server.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
+            Ok(())
+        })
+    };
+    std::mem::forget(server.spawn().expect("rabbitmq-server starts"));
+    let rabbit = OwnRabbitmq { node, port, password };
+    // `await_startup` waits for a node that runs; until the node is registered, it fails at once.
+    let since = std::time::Instant::now();
+    loop {
+        let started = rabbit.ctl().args(["-q", "await_startup", "--timeout", "120"]).output().unwrap();
+        if started.status.success() {
+            return rabbit;
+        }
+        assert!(since.elapsed().as_secs() < 120, "the tests' own RabbitMQ did not start: {started:?}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
 /// A number no other run picks.
 fn rand_u64() -> u64 {
     let mut b = [0u8; 8];
