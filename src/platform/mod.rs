@@ -20,6 +20,7 @@
 
 pub mod beneath;
 pub mod cgroup;
+pub mod egress;
 pub mod layers;
 pub mod network;
 pub mod nginx;

@@ -14,7 +14,8 @@
 //! on each start command's port and connects to the app inside. An endpoint on another machine
 //! is given the same address inside the namespace (an address of its loopback). The forwarder's
 //! description (`DATA/router/net/KEY.json`) and the namespace live in directories only root
-//! reads: root reads them to decide what to connect where.
+//! reads: root reads them to decide what to connect where. The forwarder also answers the
+//! environment's way out, a proxy bounded by the admin's rules (`egress`).
 //!
 //! Where the runner cannot make namespaces (not root) or runs without a sandbox, apps and hooks
 //! share the host's network, as the README says.
@@ -49,6 +50,10 @@ pub struct Spec {
     pub inward: Vec<Forward>,
     /// Listening on the host, connecting inside: the ports of its start commands.
     pub outward: Vec<Forward>,
+    /// The destinations its proxy (`egress::PROXY`, inside) may reach: `HOST:PORT` rules; none,
+    /// no proxy.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub egress: Vec<String>,
 }
 
 /// Where namespaces are bound.
@@ -135,7 +140,7 @@ impl Network {
         let text = serde_json::to_string_pretty(&spec).map_err(|e| e.to_string())?;
         let changed = super::write_if_changed(&self.spec(), &text, 0o600)?;
         let supervised = self.supervised()?;
-        if spec.inward.is_empty() && spec.outward.is_empty() {
+        if spec.inward.is_empty() && spec.outward.is_empty() && spec.egress.is_empty() {
             // Nothing to carry: a namespace with its loopback alone, no forwarder.
             process::stop(&supervised.pid_file, process::Whose::Supervisor, Duration::from_secs(10));
             let _ = std::fs::remove_file(self.supervisor_spec());
@@ -146,17 +151,40 @@ impl Network {
         } else {
             process::ensure_supervised(&self.supervisor_spec(), true)?;
         }
-        wait_listening_inside(&ns, &spec.inward, &supervised.pid_file)?;
+        let mut inside: Vec<SocketAddrV4> = spec.inward.iter().map(|f| f.listen).collect();
+        if proxied(&spec) {
+            inside.push(super::egress::PROXY);
+        }
+        wait_listening_inside(&ns, &inside, &supervised.pid_file)?;
         Ok(ns)
     }
 
     /// Before a deploy's hooks: the namespace, with `services` (the environment's endpoints,
-    /// in the relationships' shape) reachable in it; and what of them cannot be (a host name,
-    /// an IPv6 address), to say in the job's log.
-    pub fn prepare(&self, services: &serde_json::Map<String, Value>) -> Result<(PathBuf, Vec<String>), String> {
-        let (inward, warnings) = inward_of(services);
-        let ns = self.update(|spec| spec.inward = inward)?;
-        Ok((ns, warnings))
+    /// in the relationships' shape) reachable in it, and a proxy out to the destinations of
+    /// `egress` (rules, checked); and what of them cannot be (a host name, an IPv6 address, a
+    /// service on the proxy's port), to say in the job's log. Whether the proxy is there.
+    pub fn prepare(
+        &self,
+        services: &serde_json::Map<String, Value>,
+        egress: &[String],
+    ) -> Result<(PathBuf, Vec<String>, bool), String> {
+        let (inward, mut warnings) = inward_of(services);
+        for rule in egress {
+            super::egress::Rule::parse(rule)?;
+        }
+        let mut spec = Spec { inward, egress: egress.to_vec(), ..Spec::default() };
+        if !spec.egress.is_empty() && !proxied(&spec) {
+            warnings.push(format!(
+                "a service listens on {}, where the environment's proxy would: no way out of the environment",
+                super::egress::PROXY
+            ));
+        }
+        let ns = self.update(|s| {
+            s.inward = spec.inward;
+            s.egress = std::mem::take(&mut spec.egress);
+        })?;
+        let proxy = load(&self.spec()).is_some_and(|s| proxied(&s));
+        Ok((ns, warnings, proxy))
     }
 
     /// The start commands' ports, reached from the host (the router) inside the namespace.
@@ -218,6 +246,11 @@ impl Network {
             .map_err(|e| format!("{}: {e}", self.dir.display()))?;
         super::lock_file(&self.dir.join(format!("{}.lock", self.key)))
     }
+}
+
+/// Whether the forwarder of `spec` runs a proxy: rules, and its port free of services.
+fn proxied(spec: &Spec) -> bool {
+    !spec.egress.is_empty() && spec.inward.iter().all(|f| f.listen != super::egress::PROXY)
 }
 
 /// Whether processes of this runner's environments get a network of their own: in the
@@ -398,12 +431,12 @@ pub fn enter(ns: &File) -> std::io::Result<()> {
 }
 
 /// Waits until the forwarder listens on every inward address inside `ns`.
-fn wait_listening_inside(ns: &Path, inward: &[Forward], pid_file: &Path) -> Result<(), String> {
-    if inward.is_empty() {
+fn wait_listening_inside(ns: &Path, addrs: &[SocketAddrV4], pid_file: &Path) -> Result<(), String> {
+    if addrs.is_empty() {
         return Ok(());
     }
     let file = File::open(ns).map_err(|e| format!("{}: {e}", ns.display()))?;
-    let addrs: Vec<SocketAddrV4> = inward.iter().map(|f| f.listen).collect();
+    let addrs = addrs.to_vec();
     let pid_file = pid_file.to_owned();
     std::thread::spawn(move || -> Result<(), String> {
         enter(&file).map_err(|e| format!("entering the environment's network: {e}"))?;
@@ -456,19 +489,33 @@ pub fn forward(spec_file: &Path) -> Result<(), String> {
         }
         inward.push((bind(f.listen).map_err(|e| format!("listening on {} inside: {e}", f.listen))?, *f));
     }
+    // The way out, answered from the host's network.
+    let proxy = match proxied(&spec) {
+        true => {
+            let rules = spec.egress.iter().map(|r| super::egress::Rule::parse(r)).collect::<Result<Vec<_>, _>>()?;
+            let at = super::egress::PROXY;
+            Some((bind(at).map_err(|e| format!("listening on {at} inside: {e}"))?, rules))
+        }
+        false => None,
+    };
     enter(&host).map_err(|e| format!("back to the host's network: {e}"))?;
     let mut outward = Vec::new();
     for f in &spec.outward {
         outward.push((bind(f.listen).map_err(|e| format!("listening on {}: {e}", f.listen))?, *f));
     }
-    eprintln!("pushgate forward: {} service endpoint(s) inside, {} port(s) out", inward.len(), outward.len());
+    eprintln!(
+        "pushgate forward: {} service endpoint(s) inside, {} port(s) out, {} egress rule(s)",
+        inward.len(),
+        outward.len(),
+        proxy.as_ref().map_or(0, |(_, rules)| rules.len())
+    );
     let active = Arc::new(AtomicUsize::new(0));
     let counter = active.clone();
     let out_thread = std::thread::spawn(move || -> Result<(), String> {
         enter(&inside).map_err(|e| format!("entering the namespace: {e}"))?;
-        carry(outward, counter)
+        carry(outward, None, counter)
     });
-    let carried = carry(inward, active);
+    let carried = carry(inward, proxy, active);
     // Each side runs until the process is killed; one that could not start ends it.
     match out_thread.join() {
         Ok(Err(e)) => Err(e),
@@ -477,9 +524,13 @@ pub fn forward(spec_file: &Path) -> Result<(), String> {
 }
 
 /// Accepts on each listener and carries each connection to its destination, connecting from
-/// the calling thread's network, until the process ends.
-fn carry(listeners: Vec<(TcpListener, Forward)>, active: Arc<AtomicUsize>) -> Result<(), String> {
-    if listeners.is_empty() {
+/// the calling thread's network, until the process ends; and answers the proxy's clients.
+fn carry(
+    listeners: Vec<(TcpListener, Forward)>,
+    proxy: Option<(TcpListener, Vec<super::egress::Rule>)>,
+    active: Arc<AtomicUsize>,
+) -> Result<(), String> {
+    if listeners.is_empty() && proxy.is_none() {
         loop {
             std::thread::park();
         }
@@ -514,6 +565,28 @@ fn carry(listeners: Vec<(TcpListener, Forward)>, active: Arc<AtomicUsize>) -> Re
                             Ok(Err(e)) => eprintln!("pushgate forward: {} -> {}: {e}", f.listen, f.to),
                             Err(_) => eprintln!("pushgate forward: {} -> {}: no answer in 10 s", f.listen, f.to),
                         }
+                        active.fetch_sub(1, Ordering::SeqCst);
+                    });
+                }
+            }));
+        }
+        if let Some((listener, rules)) = proxy {
+            listener.set_nonblocking(true).map_err(|e| format!("the proxy: {e}"))?;
+            let listener = tokio::net::TcpListener::from_std(listener).map_err(|e| format!("the proxy: {e}"))?;
+            let rules = Arc::new(rules);
+            loops.push(tokio::spawn(async move {
+                loop {
+                    let Ok((conn, _)) = listener.accept().await else {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    };
+                    if active.load(Ordering::SeqCst) >= MAX_CONNECTIONS {
+                        continue;
+                    }
+                    active.fetch_add(1, Ordering::SeqCst);
+                    let (active, rules) = (active.clone(), rules.clone());
+                    tokio::spawn(async move {
+                        super::egress::serve(conn, &rules).await;
                         active.fetch_sub(1, Ordering::SeqCst);
                     });
                 }

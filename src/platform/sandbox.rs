@@ -61,6 +61,9 @@ pub struct Policy {
     /// Connections each database user of an environment may hold at once on a shared MariaDB
     /// or PostgreSQL (one environment cannot take the server's `max_connections`).
     pub connections: Option<u32>,
+    /// Where an environment's apps and deploy hooks may go out, through their proxy (`HOST:PORT`
+    /// rules, see `egress`); HTTPS to any public address by default, `[]` nowhere.
+    pub egress: Option<Vec<String>>,
 }
 
 pub const DEFAULT_CONNECTIONS: u32 = 100;
@@ -76,6 +79,7 @@ impl Policy {
             processes: over.processes.or(self.processes),
             time_limit_s: over.time_limit_s.or(self.time_limit_s),
             connections: over.connections.or(self.connections),
+            egress: over.egress.or(self.egress),
         }
     }
 
@@ -83,6 +87,14 @@ impl Policy {
         Limits {
             memory_bytes: self.memory_mb.unwrap_or(DEFAULT_MEMORY_MB).max(16) * 1024 * 1024,
             processes: self.processes.unwrap_or(DEFAULT_PROCESSES).max(4),
+        }
+    }
+
+    /// The egress rules, the default's where the policy names none.
+    pub fn egress(&self) -> Vec<String> {
+        match &self.egress {
+            Some(rules) => rules.clone(),
+            None => super::egress::DEFAULT_RULES.iter().map(|r| r.to_string()).collect(),
         }
     }
 
@@ -436,7 +448,7 @@ mod tests {
             memory_mb: Some(1024),
             processes: None,
             time_limit_s: Some(60),
-            connections: None,
+            ..Policy::default()
         };
         let project = Policy { network: Some(false), processes: Some(64), ..Policy::default() };
         let both = server.overridden(project);

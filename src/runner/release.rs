@@ -77,16 +77,18 @@ pub(super) fn deploy(
                 .filter(|(name, _)| topology.services.contains_key(*name))
                 .map(|(name, endpoint)| (name.clone(), endpoint.clone()))
                 .collect();
-            let (ns, unreachable) = network
-                .prepare(&own)
+            let (ns, unreachable, proxy) = network
+                .prepare(&own, &declared.sandbox.egress())
                 .map_err(|why| RunnerError::Platform(format!("the environment's network: {why}")))?;
             for warning in unreachable {
                 log.phase("deploy", &format!("W: {warning}"));
             }
-            Some(ns)
+            Some((ns, proxy))
         }
         false => None,
     };
+    let proxy = netns.as_ref().is_some_and(|(_, proxy)| *proxy);
+    let netns = netns.map(|(ns, _)| ns);
     let id = job.id.to_string();
     let release = match assemble(&config.data(), &env_dir, job, built, log) {
         Ok(release) => release,
@@ -118,7 +120,12 @@ pub(super) fn deploy(
             config: &plan.config,
             variables: &variables,
         };
-        env::runtime(&ctx, job.environment.as_str(), branch, topology, services)
+        let mut env = env::runtime(&ctx, job.environment.as_str(), branch, topology, services);
+        if proxy {
+            // The way out of the environment's network: its proxy.
+            env.extend(crate::platform::egress::variables());
+        }
+        env
     };
     let hook_of = |plan: &AppPlan, name: &str| -> Option<String> {
         plan.config.get("hooks").and_then(|h| h.get(name)).and_then(|s| s.as_str()).map(str::to_owned)

@@ -699,3 +699,76 @@ fn a_repository_whose_project_key_another_repository_has_is_refused() {
     let job = s.jobs().into_iter().last().unwrap();
     assert_eq!(job["state"], "succeeded", "{}", crate::runner::log_of(&s, job["id"].as_i64().unwrap()));
 }
+
+#[test]
+fn an_environment_goes_out_through_its_proxy_where_the_admin_allows_and_nowhere_else() {
+    let r = Routed::new("app-egress");
+    // Two servers of the host's: one the admin allows (as it would a payment provider), one not.
+    let serve = |says: &'static str| {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            for conn in listener.incoming().flatten() {
+                let _ = std::io::Write::write_all(&mut &conn, says.as_bytes());
+            }
+        });
+        port
+    };
+    let (allowed, other) = (serve("outside-allowed"), serve("outside-other"));
+    let policy = |rules: &str| std::fs::write(r.s.data.join("sandbox.json"), format!(r#"{{"egress": {rules}}}"#));
+    policy(&format!(r#"["*:443", "127.0.0.1:{allowed}"]"#)).unwrap();
+    let probe = format!(
+        r#"<?php
+function out($host, $port, $method = 'CONNECT') {{
+    $p = parse_url((string) getenv('https_proxy'));
+    $s = @fsockopen($p['host'] ?? '127.0.0.1', $p['port'] ?? 3128, $errno, $errstr, 2);
+    if (!$s) return "no proxy";
+    $target = $method === 'CONNECT' ? "$host:$port" : "http://$host:$port/";
+    fwrite($s, "$method $target HTTP/1.1\r\nHost: $host:$port\r\n\r\n");
+    $status = trim((string) fgets($s));
+    if (strpos($status, ' 200 ') === false) return $status;
+    while (trim((string) fgets($s)) !== '') {{}}
+    return trim((string) stream_get_contents($s));
+}}
+echo "proxy=", getenv('https_proxy'), "\n";
+echo "allowed=", out('127.0.0.1', {allowed}), "\n";
+echo "other=", out('127.0.0.1', {other}), "\n";
+echo "byname=", out('localhost', {allowed}), "\n";
+echo "metadata=", out('169.254.169.254', 443), "\n";
+echo "plain=", out('127.0.0.1', {allowed}, 'GET'), "\n";
+echo "direct=", @fsockopen('127.0.0.1', {allowed}, $e, $m, 2) ? 'OPEN' : 'closed', "\n";
+"#
+    );
+    let index = "<?php\ninclude __DIR__ . '/probe.php';\necho \"--- the deploy hook saw:\\n\", @file_get_contents(__DIR__ . '/var/hook.txt');\n";
+    let files = |n: &str| {
+        let mut files = php_app(
+            "app",
+            "mounts:\n    \"var\": \"shared:files/var\"\nhooks:\n    deploy: \"php probe.php > var/hook.txt\"\n",
+            index,
+        );
+        files.push(("probe.php", probe.clone()));
+        files.push(("var/.keep", String::new()));
+        files.push(("n.txt", n.to_owned()));
+        files
+    };
+    r.deploy(&files("one"), "main");
+    let page = r.get(&r.host("main"), "/").body;
+    let (app, hook) = page.split_once("--- the deploy hook saw:").unwrap_or((&page, ""));
+    for (who, seen) in [("the app", app), ("the deploy hook", hook)] {
+        assert!(seen.contains("proxy=http://127.0.0.1:3128\n"), "{who}:\n{page}\n{}", r.runner_log());
+        assert!(seen.contains("allowed=outside-allowed\n"), "{who} reaches what the admin allows:\n{page}");
+        for (what, status) in [("other", "403"), ("byname", "403"), ("metadata", "403"), ("plain", "405")] {
+            let line = seen.lines().find(|l| l.starts_with(&format!("{what}="))).unwrap_or_default();
+            assert!(line.contains(status), "{who}: {line}\n{page}");
+        }
+        assert!(!seen.contains("outside-other"), "{who} reached a port the admin did not allow:\n{page}");
+        assert!(seen.contains("direct=closed"), "{who} reached the host directly:\n{page}");
+    }
+
+    // No egress: no proxy, no way out.
+    policy("[]").unwrap();
+    r.deploy(&files("two"), "main");
+    let page = r.get(&r.host("main"), "/").body;
+    assert!(page.contains("proxy=\n") && page.contains("allowed=no proxy"), "{page}");
+    assert!(!page.contains("outside-allowed"), "{page}");
+}
