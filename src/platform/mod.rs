@@ -261,17 +261,18 @@ impl Platform {
             };
             let made =
                 self.sandbox.app_command(&jail, user.as_ref(), Path::new("/"), &short_hash(id), program, args)?;
-            Ok(made.map(|(command, cgroup)| {
+            Ok(made.map(|(command, cgroup, status)| {
                 // Recorded for whoever stops the pool: its cgroup goes with it.
                 let _ = write_if_changed(
                     &files.conf.with_extension("cgroup.json"),
                     &serde_json::to_string(&cgroup).unwrap_or_default(),
                     0o600,
                 );
-                command
+                (command, status)
             }))
         };
-        php::start(php_fpm, &files.conf, sandboxed)
+        std::fs::create_dir_all(self.router().join("run")).map_err(|e| e.to_string())?;
+        php::start(php_fpm, &files, sandboxed)
     }
 
     /// The limits of a project's apps: its hooks' (`sandbox.json`: `memory_mb`, `processes`).
@@ -661,6 +662,9 @@ impl Platform {
                 process::Whose::PhpFpm(&earlier),
                 Duration::from_secs(30),
             );
+            // And one that wrote its own pid file in its pool's directory (in the host's PID
+            // namespace): started again in one of its own.
+            stop_unconfined_pool(&self.router(), id);
             match process::alive(&files.pid, whose) {
                 // A graceful reload keeps the master's environment: one that changed needs a
                 // new master.
@@ -795,6 +799,7 @@ impl Platform {
                 if process::alive(&files.pid, process::Whose::PhpFpm(&files.conf)).is_none() && files.conf.exists() {
                     let kind = self.php_fpm_of(&env.root, id);
                     if let Some(php_fpm) = kind {
+                        stop_unconfined_pool(&self.router(), id);
                         let started = self
                             .pool_user(&env.root)
                             .and_then(|user| self.pool_dir(id, user.as_ref()))
@@ -835,7 +840,9 @@ fn pool_files(router: &Path, id: &str) -> php::Files {
     let dir = router.join("pools").join(short_hash(id));
     php::Files {
         conf: router.join("php").join(short_hash(id)).join(format!("{id}.conf")),
-        pid: dir.join("php.pid"),
+        // The runner's (a sandboxed master runs in a PID namespace of its own: the runner
+        // writes the pid the host knows it by).
+        pid: router.join("run").join(format!("{id}.fpm.pid")),
         socket: dir.join("php.sock"),
         log: dir.join("php.log"),
     }
@@ -900,8 +907,18 @@ pub fn deactivate(data: &DataDir, env_dir: &Path) {
     network::Network::of(data, &record.key).keep(false);
 }
 
+/// Stops the master of pool `id` that ran in the host's PID namespace (its pid file, its own,
+/// in the pool's directory), as the runners before pools had a PID namespace left it.
+fn stop_unconfined_pool(root: &Path, id: &str) {
+    let files = pool_files(root, id);
+    let own = files.socket.with_file_name("php.pid");
+    process::stop(&own, process::Whose::PhpFpm(&files.conf), Duration::from_secs(30));
+    let _ = std::fs::remove_file(own);
+}
+
 fn stop_processes(root: &Path, record: &SiteRecord) {
     for id in &record.pools {
+        stop_unconfined_pool(root, id);
         let conf = pool_files(root, id).conf;
         process::stop(&pool_files(root, id).pid, process::Whose::PhpFpm(&conf), Duration::from_secs(30));
         // What its workers left (a daemon that left their process group) goes with its cgroup.

@@ -45,7 +45,15 @@ impl Whose<'_> {
             Whose::Nginx(conf) => {
                 title.starts_with("nginx: master process ") && title.ends_with(&format!(" -c {}", conf.display()))
             }
-            Whose::PhpFpm(conf) => title == format!("php-fpm: master process ({})", conf.display()),
+            // Or its command line as started, before it titles itself (just started, and for an
+            // instant after each reload, which executes it again).
+            Whose::PhpFpm(conf) => {
+                title == format!("php-fpm: master process ({})", conf.display())
+                    || (args
+                        .first()
+                        .is_some_and(|a| a.rsplit(|b| *b == b'/').next().is_some_and(|n| n.starts_with(b"php-fpm")))
+                        && args.windows(2).any(|w| w[0] == b"-y" && w[1] == conf.as_os_str().as_bytes()))
+            }
             Whose::Supervisor => {
                 args.get(1) == Some(&&b"supervise"[..])
                     && args.windows(2).any(|w| w[0] == b"--pid-file" && w[1] == pid_file.as_os_str().as_bytes())
@@ -58,6 +66,15 @@ impl Whose<'_> {
 /// a pid that another process took since (after a reboot, or a crash that left the file).
 pub fn alive(pid_file: &Path, whose: Whose<'_>) -> Option<i32> {
     let pid: i32 = std::fs::read_to_string(pid_file).ok()?.trim().parse().ok()?;
+    is_alive(pid, whose, pid_file).then_some(pid)
+}
+
+/// Whether process `pid` is alive (not a zombie) and is `whose` (for `pid_file`).
+pub fn is_alive(pid: i32, whose: Whose<'_>, pid_file: &Path) -> bool {
+    is_alive_inner(pid, whose, pid_file).is_some()
+}
+
+fn is_alive_inner(pid: i32, whose: Whose<'_>, pid_file: &Path) -> Option<()> {
     if pid <= 0 {
         return None;
     }
@@ -72,7 +89,15 @@ pub fn alive(pid_file: &Path, whose: Whose<'_>) -> Option<i32> {
         // SAFETY: geteuid has no preconditions.
         Whose::Nginx(_) | Whose::Supervisor => owner(pid) == Some(unsafe { libc::geteuid() }),
     };
-    (state != 'Z' && owner_ok && whose.is(&cmdline, pid_file)).then_some(pid)
+    (state != 'Z' && owner_ok && whose.is(&cmdline, pid_file)).then_some(())
+}
+
+/// Whether process `pid` is there and not a zombie, whatever it runs.
+pub fn exists(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| stat.rsplit_once(") ").map(|(_, rest)| !rest.starts_with('Z')))
+        .unwrap_or(false)
 }
 
 /// The real user id of process `pid`.
@@ -163,6 +188,29 @@ pub fn spawn_detached(command: &mut Command) -> Result<u32, String> {
     let pid = child.id();
     std::thread::spawn(move || child.wait());
     Ok(pid)
+}
+
+/// Starts `command` (a sandboxed app, see `Sandbox::app_command`) in a session of its own, not
+/// waiting for it, and returns the pid the host knows the sandboxed process by, as bubblewrap
+/// writes it on `status`. The command is dropped first: its copy of the pipe's other end with
+/// it, so a bubblewrap that fails before it starts anything ends the wait.
+pub fn spawn_reporting(mut command: Command, status: std::fs::File) -> Result<i32, String> {
+    let what = format!("{command:?}");
+    command.stdout(Stdio::null()).stderr(Stdio::null());
+    spawn_detached(&mut command)?;
+    drop(command);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = std::io::BufRead::read_line(&mut std::io::BufReader::new(status), &mut line);
+        let _ = tx.send(line);
+    });
+    let line = rx.recv_timeout(Duration::from_secs(20)).unwrap_or_default();
+    serde_json::from_str::<serde_json::Value>(&line)
+        .ok()
+        .and_then(|v| v.get("child-pid")?.as_i64())
+        .map(|pid| pid as i32)
+        .ok_or_else(|| format!("{what}: the sandbox did not start (bubblewrap said {:?})", line.trim()))
 }
 
 /// What `pushgate-runner supervise` runs.

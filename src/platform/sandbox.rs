@@ -129,6 +129,9 @@ pub struct Prepared {
     pub cgroup: Option<Cgroup>,
 }
 
+/// Where an app's bubblewrap writes its status (the sandboxed process's pid on the host).
+const STATUS_FD: i32 = 9;
+
 /// The system's directories a hook sees, read-only.
 const SYSTEM: &[&str] = &["/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc", "/opt"];
 
@@ -227,11 +230,13 @@ impl Sandbox {
 }
 
 impl Sandbox {
-    /// `program args` of an app (a PHP-FPM master, a start command) in `jail`, as `user`, in
-    /// the cgroup `name` (kept: the app outlives the runner, and is bounded by it whenever it
-    /// starts again). Unlike a hook's, its PID namespace is the host's (its pid files name it as
-    /// the runner sees it, and a master may daemonize) and it is not tied to the runner; None
-    /// where apps run without a sandbox (`--no-sandbox`, or no sandbox on this host).
+    /// `program args` of an app (a PHP-FPM master) in `jail`, as `user`, in the cgroup `name`
+    /// (kept: the app outlives the runner, and is bounded by it whenever it starts again). In a
+    /// PID namespace of its own, as its first process (it sees its own processes, not the
+    /// host's), not tied to the runner: it must not daemonize. Bubblewrap tells the pid the
+    /// host knows it by on the returned status pipe (`{"child-pid": N}`), read by
+    /// `process::spawn_reporting`. None where apps run without a sandbox (`--no-sandbox`, or
+    /// no sandbox on this host).
     pub fn app_command(
         &self,
         jail: &Jail<'_>,
@@ -240,23 +245,40 @@ impl Sandbox {
         name: &str,
         program: &Path,
         args: &[&std::ffi::OsStr],
-    ) -> Result<Option<(Command, Vec<PathBuf>)>, String> {
+    ) -> Result<Option<(Command, Vec<PathBuf>, std::fs::File)>, String> {
         use std::os::unix::process::CommandExt;
         let Sandbox::On { bwrap, cgroups, disable_userns } = self else { return Ok(None) };
         let mut command = Command::new(bwrap);
-        command.args(bwrap_args(jail, cwd, *disable_userns, Kind::App)).arg("--").arg(program).args(args);
+        command.args(bwrap_args(jail, cwd, *disable_userns, Kind::App));
+        command.args(["--json-status-fd", &STATUS_FD.to_string()]).arg("--").arg(program).args(args);
         command.current_dir("/");
         let cgroup = cgroups.named(&format!("app-{name}"), jail.limits)?;
         let joiner = cgroup.joiner()?;
         let dirs = cgroup.dirs().to_vec();
         cgroup.keep();
         let entry = Entry { joiner, netns: open_netns(jail)?, ids: user.map(|u| (u.uid, u.gid)) };
+        let (status, status_w) = std::io::pipe().map_err(|e| format!("a pipe for the sandbox's status: {e}"))?;
         // SAFETY: the closure only calls async-signal-safe functions (write, setns, setgroups,
-        // setgid, setuid), as a child between fork and exec must.
+        // setgid, setuid, dup2, fcntl), as a child between fork and exec must.
         unsafe {
-            command.pre_exec(move || entry.enter());
+            command.pre_exec(move || {
+                entry.enter()?;
+                use std::os::fd::AsRawFd;
+                let w = status_w.as_raw_fd();
+                // The status pipe at its number, open across exec (dup2 clears close-on-exec;
+                // already there, the flag is cleared by hand).
+                let ok = if w == STATUS_FD {
+                    libc::fcntl(w, libc::F_SETFD, 0) == 0
+                } else {
+                    libc::dup2(w, STATUS_FD) == STATUS_FD
+                };
+                if !ok {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
         }
-        Ok(Some((command, dirs)))
+        Ok(Some((command, dirs, std::fs::File::from(std::os::fd::OwnedFd::from(status)))))
     }
 }
 
@@ -329,8 +351,9 @@ pub(crate) fn become_user(ids: Option<(u32, u32)>) -> std::io::Result<()> {
 }
 
 /// Whose sandbox: a hook's (its own PID namespace, dying with the runner), a daemon app's
-/// (a PHP-FPM master: the host's PID namespace, outliving the runner) or a supervised app's
-/// (the same, dying with its supervisor, in its process group).
+/// (a PHP-FPM master: the first process of its own PID namespace, outliving the runner) or a
+/// supervised app's (a PID namespace of its own, dying with its supervisor, in its process
+/// group).
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Kind {
     Hook,
@@ -381,8 +404,12 @@ fn bwrap_args(jail: &Jail<'_>, cwd: &Path, disable_userns: bool, kind: Kind) -> 
     match kind {
         Kind::Hook => push(&[&"--unshare-all", &"--die-with-parent", &"--new-session"]),
         Kind::App | Kind::Supervised => {
-            push(&[&"--unshare-user", &"--unshare-ipc", &"--unshare-uts", &"--unshare-cgroup-try"]);
-            push(&[if kind == Kind::App { &"--new-session" } else { &"--die-with-parent" }]);
+            // A PID namespace of its own: the app sees its own processes in /proc, never the
+            // host's (other projects' pools and commands, the runner, the router).
+            push(&[&"--unshare-user", &"--unshare-ipc", &"--unshare-uts", &"--unshare-cgroup-try", &"--unshare-pid"]);
+            // A PHP-FPM master is its namespace's first process: the host signals it by the pid
+            // bubblewrap reports (reload, stop), and it reaps what its workers leave.
+            push(if kind == Kind::App { &[&"--new-session", &"--as-pid-1"] } else { &[&"--die-with-parent"] });
             if !jail.network {
                 push(&[&"--unshare-net"]);
             }

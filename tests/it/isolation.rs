@@ -460,6 +460,9 @@ echo 'mount=', @file_put_contents(__DIR__ . '/var/x.txt', 'x') === false ? 'unwr
 echo 'release=', @file_put_contents(__DIR__ . '/x.txt', 'x') === false ? 'unwritable' : 'WRITTEN', "\n";
 echo 'tmp=', @file_put_contents('/tmp/x.txt', 'x') === false ? 'unwritable' : 'written', "\n";
 echo 'data=', $data, "\n";
+$seen = [];
+foreach (glob('/proc/[0-9]*') as $d) { $c = @file_get_contents("$d/cmdline"); if ($c) $seen[] = trim(str_replace("\0", ' ', $c)); }
+echo 'processes=', implode('|', $seen), "\n";
 "#;
     let mut files = php_app("app", "mounts:\n    \"var\": \"shared:files/var\"\n", index);
     files.push(("var/.keep", String::new()));
@@ -487,6 +490,13 @@ echo 'data=', $data, "\n";
     for t in &targets {
         assert!(page.contains(&format!("{t}=unreadable")), "the app reads {t}:\n{page}");
     }
+    // Its own master and workers, none of the host's processes: not the neighbour's pool, the
+    // router or the runner.
+    let processes = page.lines().find_map(|l| l.strip_prefix("processes=")).unwrap_or_default();
+    assert!(processes.contains("php-fpm: pool"), "{processes}");
+    for other in ["shop", "nginx", "pushgate-runner"] {
+        assert!(!processes.contains(other), "the app sees {other}: {processes}");
+    }
 }
 
 #[test]
@@ -502,7 +512,10 @@ require('http').createServer((req, res) => {{
   }});
   let tmp = 'written';
   try {{ fs.writeFileSync('/tmp/x', 'x'); }} catch (e) {{ tmp = 'unwritable'; }}
-  res.end(out.join('\n') + '\ntmp=' + tmp + '\nuid=' + process.getuid() + '\n');
+  const procs = fs.readdirSync('/proc').filter(p => /^[0-9]+$/.test(p)).map(p => {{
+    try {{ return fs.readFileSync('/proc/' + p + '/cmdline', 'utf8').split('\0').join(' ').trim(); }} catch (e) {{ return ''; }}
+  }});
+  res.end(out.join('\n') + '\ntmp=' + tmp + '\nuid=' + process.getuid() + '\nprocesses=' + procs.join('|') + '\n');
 }}).listen(process.env.PORT, '127.0.0.1');
 "#
     );
@@ -524,6 +537,12 @@ require('http').createServer((req, res) => {{
     );
     assert!(page.body.contains("tmp=written") && !page.body.contains("uid=0\n"), "{}", page.body);
     assert!(!page.body.contains("=READ"), "the app reads the data directory:\n{}", page.body);
+    // Its own processes, none of the host's (the router, the runner, its own supervisor).
+    let processes = page.body.lines().find_map(|l| l.strip_prefix("processes=")).unwrap_or_default();
+    assert!(processes.contains("node server.js"), "{processes}");
+    for host in ["nginx", "pushgate-runner", "php-fpm"] {
+        assert!(!processes.contains(host), "the app sees the host's {host}: {processes}");
+    }
 }
 
 #[test]
@@ -602,7 +621,9 @@ fn what_an_app_leaves_outside_its_process_group_goes_with_its_release() {
         }),
         "{page:?}"
     );
-    let daemon: i32 = page.body.trim_start_matches("daemon=").trim().parse().unwrap();
+    // The daemon's pid in the app's PID namespace, then as the host knows it.
+    let inner: i32 = page.body.trim_start_matches("daemon=").trim().parse().unwrap();
+    let daemon = crate::router::host_pid(&r, inner, "sleep").expect("the daemon on the host");
     assert!(crate::router::alive(daemon));
     r.deploy(&files("two"), "main");
     assert!(eventually(10, || !crate::router::alive(daemon)), "the old release's daemon {daemon} outlives it");

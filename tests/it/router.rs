@@ -176,6 +176,16 @@ impl Drop for Routed {
                 }
             }
         }
+        // And any PHP-FPM master of this router a pid file does not name (a test that failed).
+        let ours = format!("php-fpm: master process ({}/", self.s.data.display());
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else { continue };
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            if String::from_utf8_lossy(&cmdline).starts_with(&ours) {
+                // SAFETY: as above.
+                unsafe { libc::kill(pid, libc::SIGTERM) };
+            }
+        }
         let nginx = self.s.data.join("router/run/nginx.pid");
         eventually(5, || !nginx.exists());
     }
@@ -270,14 +280,44 @@ pub fn pids_in(dir: &Path, suffix: &str) -> Vec<i32> {
         .collect()
 }
 
-/// The pids of the PHP-FPM masters (`DATA/router/pools/*/php.pid`).
+/// The pids of the PHP-FPM masters (`DATA/router/run/*.fpm.pid`, the runner's).
 pub fn pool_pids(r: &Routed) -> Vec<i32> {
-    std::fs::read_dir(router_file(r, "pools"))
-        .into_iter()
-        .flatten()
-        .flatten()
-        .flat_map(|d| pids_in(&d.path(), ".pid"))
-        .collect()
+    pids_in(&router_file(r, "run"), ".fpm.pid")
+}
+
+/// The pid the host knows a process of one of this router's start commands by, from the one
+/// it has in its sandbox's PID namespace (what the app tells) and a word of its command line.
+pub fn host_pid(r: &Routed, inner: i32, word: &str) -> Option<i32> {
+    let supervisors = pids_in(&router_file(r, "run"), ".app.pid");
+    let parent = |pid: i32| -> Option<i32> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        stat.rsplit_once(") ")?.1.split(' ').nth(1)?.parse().ok()
+    };
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|entry| {
+        let pid: i32 = entry.file_name().to_str()?.parse().ok()?;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let ns: Vec<i32> = status
+            .lines()
+            .find_map(|l| l.strip_prefix("NSpid:"))?
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .collect();
+        if ns.len() < 2 || ns.last() != Some(&inner) {
+            return None;
+        }
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        if !String::from_utf8_lossy(&cmdline).contains(word) {
+            return None;
+        }
+        let mut up = parent(pid);
+        while let Some(p) = up.filter(|p| *p > 1) {
+            if supervisors.contains(&p) {
+                return Some(pid);
+            }
+            up = parent(p);
+        }
+        None
+    })
 }
 
 pub fn alive(pid: i32) -> bool {
@@ -424,8 +464,9 @@ web:
 disk: 512
 "#;
 
-const NODE_SERVER: &str = r#"require('http').createServer((req, res) => {
-  res.end('node ' + process.env.MAGENTO_CLOUD_ENVIRONMENT + ' ' + req.url + ' pid=' + process.pid);
+const NODE_SERVER: &str = r#"const BOOT = Math.random().toString(36).slice(2);
+require('http').createServer((req, res) => {
+  res.end('node ' + process.env.MAGENTO_CLOUD_ENVIRONMENT + ' ' + req.url + ' boot=' + BOOT + ' pid=' + process.pid);
 }).listen(process.env.PORT, '127.0.0.1');
 "#;
 
@@ -447,19 +488,21 @@ fn a_start_command_app_is_served_and_restarted_when_it_dies() {
     assert!(
         eventually(20, || {
             first = r.get(&main, "/hello");
-            first.body.starts_with("node main /hello pid=")
+            first.body.starts_with("node main /hello boot=")
         }),
         "{first:?}"
     );
-    // The app dies: its supervisor starts it again.
-    let pid: i32 = first.body.rsplit('=').next().unwrap().parse().unwrap();
+    // The app dies: its supervisor starts it again. It tells its pid in its own PID namespace.
+    let inner: i32 = first.body.rsplit('=').next().unwrap().parse().unwrap();
+    let pid = host_pid(&r, inner, "server.js").expect("the app's process on the host");
+    let boot = first.body.split("boot=").nth(1).unwrap().split(' ').next().unwrap().to_owned();
     // SAFETY: kill has no memory-safety preconditions.
     unsafe { libc::kill(pid, libc::SIGKILL) };
     let mut again = Response::default();
     assert!(
         eventually(20, || {
             again = r.get(&main, "/");
-            again.body.starts_with("node main / pid=") && !again.body.ends_with(&format!("pid={pid}"))
+            again.body.starts_with("node main / boot=") && !again.body.contains(&format!("boot={boot} "))
         }),
         "{again:?}"
     );
