@@ -728,17 +728,28 @@ fn run_chained(chain: Option<&Path>, input: &str, out: &mut dyn Write) -> Result
     Ok(child.wait().map_err(chained)?.success())
 }
 
-/// The project a directory belongs to, as git finds its work tree: the nearest directory at or
-/// above `dir` that holds `.git`; outside a checkout, the nearest that holds a configuration
-/// file or directory; else `dir` itself.
+/// The project a directory belongs to: between `dir` and its checkout's top (the nearest
+/// directory at or above it that holds `.git`, as git finds its work tree), the nearest that
+/// holds the project's directory (`.magento/`, `.platform/`: routes and services), else the
+/// nearest that holds an app's file (`.magento.app.yaml`; a project in a larger repository, a
+/// monorepo), else the checkout's top; outside a checkout, the same search to the root, else
+/// `dir` itself. From an app's directory of a project with several apps, the project's.
 pub fn project_root(dir: &Path) -> std::path::PathBuf {
     let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.to_owned());
     let has = |d: &Path, names: &[&str]| names.iter().any(|n| std::fs::symlink_metadata(d.join(n)).is_ok());
-    if let Some(root) = dir.ancestors().find(|d| has(d, &[".git"])) {
-        return root.to_owned();
+    let top = dir.ancestors().find(|d| has(d, &[".git"]));
+    let mut within: Vec<&Path> = Vec::new();
+    for d in dir.ancestors() {
+        within.push(d);
+        if Some(d) == top {
+            break;
+        }
     }
-    let markers = [".magento.app.yaml", ".magento", ".platform.app.yaml", ".platform"];
-    dir.ancestors().find(|d| has(d, &markers)).unwrap_or(&dir).to_owned()
+    let nearest = |names: &[&str]| within.iter().find(|d| has(d, names)).map(|d| d.to_path_buf());
+    nearest(&[".magento", ".platform"])
+        .or_else(|| nearest(&[".magento.app.yaml", ".platform.app.yaml"]))
+        .or_else(|| top.map(Path::to_path_buf))
+        .unwrap_or(dir)
 }
 
 /// `pushgate-hook check DIR`: the same validation on a checkout (the project DIR is in, found

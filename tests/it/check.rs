@@ -107,6 +107,24 @@ fn check_finds_the_project_from_a_subdirectory_and_says_when_there_is_none() {
     assert!(out.status.success(), "{stdout}");
     assert!(stdout.contains(&format!("Validating configuration files in {}\n", dir.path().display())), "{stdout}");
 
+    // A project in a larger repository (a monorepo): the directory given, not the checkout's
+    // top, which holds no configuration.
+    let mono = TempDir::new("monorepo");
+    std::fs::create_dir_all(mono.join(".git")).unwrap();
+    std::fs::create_dir_all(mono.join("services/shop/app/code")).unwrap();
+    let shop = mono.join("services/shop");
+    for (path, text) in files_with("", "") {
+        let at = shop.join(path);
+        std::fs::create_dir_all(at.parent().unwrap()).unwrap();
+        std::fs::write(at, text).unwrap();
+    }
+    for from in [shop.clone(), shop.join("app/code")] {
+        let out = Command::new(hook_bin()).arg("check").arg(&from).output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{stdout}");
+        assert!(stdout.contains(&format!("Validating configuration files in {}\n", shop.display())), "{stdout}");
+    }
+
     let empty = TempDir::new("no-app");
     let out = check(&empty);
     assert!(out.contains("    - no application configuration: `.magento.app.yaml` is missing [no-app]"), "{out}");

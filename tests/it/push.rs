@@ -584,13 +584,19 @@ fn a_syntax_error_in_one_file_does_not_hide_the_others() {
     let s = Server::new("every-file");
     let app = APP.replace("disk: 5120", "disk: 5120\nfoo: 1");
     let services = "mysql:\n\ttype: mysql:11.4\n";
-    let routes = ROUTES.replace("type: redirect", "type: redirect\n    bogus: 1");
+    // And an upstream naming an app that does not exist: a rule across files, still run.
+    let routes =
+        ROUTES.replace("type: redirect", "type: redirect\n    bogus: 1").replace("mymagento:http", "shop:http");
     s.commit(&[(APP_FILE, app.as_str()), (SERVICES_FILE, services), (ROUTES_FILE, routes.as_str())], "three");
     s.push(&["HEAD:refs/heads/main"]).assert_refused_with(&[
         &format!("{}foo: unknown key `foo`", at(APP_FILE, &app, "foo")),
         &format!("{}a tab where YAML allows only spaces", at(SERVICES_FILE, services, "\t")),
         &format!("{}\"http://{{default}}/\".bogus: unknown key `bogus`", at(ROUTES_FILE, &routes, "bogus")),
-        "relationships and routes were not checked against `.magento/services.yaml`: it could not be read",
+        &format!(
+            "{}\"https://{{default}}/\".upstream: upstream `shop:http` names no app",
+            at(ROUTES_FILE, &routes, "\"shop:http\"")
+        ),
+        "relationships and upstreams were not fully checked against `.magento/services.yaml`: it could not be read",
     ]);
 }
 

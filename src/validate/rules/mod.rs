@@ -29,17 +29,22 @@ pub fn run_all(config: &ConfigSet, diags: &mut Diagnostics) {
     mounts::check(config, diags);
     php_extensions::check(config, diags);
     crons::check(config, diags);
-    // Rules across files need them all: with one missing they would only repeat its error as
-    // noise ("no such service"). They say which file they could not check.
-    if config.unreadable.is_empty() {
+    // Rules across files run whenever the files they read parsed: a syntax error in
+    // services.yaml does not hide an upstream naming no app. What one could not read would
+    // only make them repeat its error as noise ("no such service"): they say what they left.
+    let unread = |file: &str| config.unreadable.iter().any(|f| f == file);
+    let apps_read = !config.unreadable.iter().any(|f| config.app_files.contains(f));
+    let services_read = !unread(&config.format.services_file());
+    if apps_read && services_read {
         relationships::check(config, diags);
-        routes::check(config, diags);
-    } else {
+    }
+    routes::check(config, routes::Known { apps: apps_read, services: services_read }, diags);
+    if !config.unreadable.is_empty() {
         let files = config.unreadable.iter().map(|f| format!("`{f}`")).collect::<Vec<_>>().join(", ");
         diags.warn(
             Code::NotChecked,
             Location::new(&config.unreadable[0], Pos { line: 1, col: 1 }, ""),
-            format!("relationships and routes were not checked against {files}: it could not be read"),
+            format!("relationships and upstreams were not fully checked against {files}: it could not be read"),
             "fix the errors above; the next push checks them",
         );
     }

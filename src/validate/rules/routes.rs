@@ -11,7 +11,15 @@ use crate::config::yaml::{Node, Pos};
 use crate::config::ConfigSet;
 use crate::diag::{join, Code, Diagnostics, Location};
 
-pub fn check(config: &ConfigSet, diags: &mut Diagnostics) {
+/// Which of the files an upstream may name were read (a file that could not be read leaves its
+/// names unknown).
+#[derive(Clone, Copy)]
+pub struct Known {
+    pub apps: bool,
+    pub services: bool,
+}
+
+pub fn check(config: &ConfigSet, known: Known, diags: &mut Diagnostics) {
     let Some(doc) = &config.routes else { return };
     let apps: Vec<&str> = config.apps.iter().filter_map(|a| a.name.as_deref()).collect();
     let services = services(config);
@@ -34,7 +42,19 @@ pub fn check(config: &ConfigSet, diags: &mut Diagnostics) {
                 let (target, endpoint) = text.split_once(':').map_or((text, None), |(t, e)| (t, Some(e)));
                 let is_app = apps.contains(&target);
                 let is_service = services.iter().any(|s| s.name == target);
-                if !is_app && !is_service {
+                if !known.apps && !is_app {
+                    // An app whose file could not be read may be its target.
+                } else if !is_app && !is_service && !known.services {
+                    diags.error(
+                        Code::RouteUpstream,
+                        at(up, "upstream"),
+                        format!("upstream `{text}` names no app"),
+                        format!(
+                            "point it at an app ({}), or fix services.yaml if it names a service there",
+                            crate::diag::few(apps.iter(), |a| format!("`{a}:http`"))
+                        ),
+                    );
+                } else if !is_app && !is_service {
                     let known = apps.iter().copied().chain(services.iter().map(|s| s.name));
                     let hint = match crate::validate::closest(target, known) {
                         Some(s) => {
