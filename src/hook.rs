@@ -211,26 +211,25 @@ fn judge(
     let _ = report::diagnostics(out, &outcome.diags, lines);
     let _ = report::topology(out, &new_topology, &changes);
     let _ = report::destruction(out, &destroying, settings.allow_data_loss);
-    // An upgrade in place that the service's backend cannot give: refused now, not at deploy.
-    // (The backends' versions are read only for a push that upgrades a service.)
-    let upgrades: Vec<_> =
-        changes.iter().filter(|c| c.subject == Subject::Service && c.kind == Kind::Upgraded).collect();
-    let versions = match upgrades.is_empty() {
-        true => Default::default(),
-        false => crate::platform::services::Versions::load(&crate::store::DataDir::new(&settings.data_dir)),
-    };
+    // A version the service's backend cannot give, on any branch: refused now, not deployed on
+    // the version the backend runs without a word (a new environment) or failed at deploy (an
+    // upgrade in place).
+    let versions = crate::platform::services::Versions::load(&crate::store::DataDir::new(&settings.data_dir));
     let mut impossible = false;
-    for change in upgrades {
-        let Some(service) = new_topology.services.get(&change.name) else { continue };
-        if let Some(why) = versions.refuses_upgrade(&service.kind) {
-            impossible = true;
-            let _ = writeln!(
-                out,
-                "E: service `{}` cannot be upgraded in place to {}: {why}\n    hint: keep the version the backend \
-                 runs (or lower), or ask the admin to upgrade the backend first",
-                change.name, service.kind
-            );
-        }
+    for (name, service) in &new_topology.services {
+        let Some(why) = versions.cannot_give(&service.kind) else { continue };
+        impossible = true;
+        let upgraded =
+            changes.iter().any(|c| c.subject == Subject::Service && c.kind == Kind::Upgraded && c.name == *name);
+        let what = match upgraded {
+            true => format!("cannot be upgraded in place to {}", service.kind),
+            false => format!("asks for {}, which this server cannot give", service.kind),
+        };
+        let _ = writeln!(
+            out,
+            "E: service `{name}` {what}: {why}\n    hint: ask for the version the backend runs (or an older one), \
+             or ask the admin to upgrade the backend first"
+        );
     }
     Printed {
         outcome: index,

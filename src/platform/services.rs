@@ -140,9 +140,9 @@ impl Versions {
         Ok(versions)
     }
 
-    /// Why a service cannot be upgraded in place to `service_type` here; None when it can (or
-    /// no backend provisions it).
-    pub fn refuses_upgrade(&self, service_type: &str) -> Option<String> {
+    /// Why a service of `service_type` cannot be given here (its backend runs an older
+    /// version); None when it can, or no backend provisions it.
+    pub fn cannot_give(&self, service_type: &str) -> Option<String> {
         let kind = kind_of(service_type)?;
         let runs = self.0.get(kind)?;
         let wanted = service_type.split_once(':')?.1;

@@ -442,7 +442,7 @@ fn a_service_added_to_a_running_environment_is_provisioned_empty_at_its_next_dep
 }
 
 #[test]
-fn an_upgrade_in_place_the_backend_cannot_give_is_refused_at_push_time() {
+fn a_version_the_backend_cannot_give_is_refused_at_push_time_on_every_branch() {
     let s = Server::new("services-upgrade");
     add_backends(&s);
     let _cleanup = Cleanup(&s, &["main"]);
@@ -477,6 +477,22 @@ fn an_upgrade_in_place_the_backend_cannot_give_is_refused_at_push_time() {
     let (id, state) = job_state(&s, &commit);
     assert_eq!(state, "succeeded", "{}", log_of(&s, id));
     assert!(log_of(&s, id).contains("now mysql:10.11, provisioned as mysql:10.6"), "{}", log_of(&s, id));
+    // The same rule on every branch: a new environment asking for 11.4 is refused too, not
+    // deployed on 10.11 without a word.
+    let services = "mysql:\n    type: mysql:11.4\n    disk: 2048\n";
+    let files = [
+        (".magento.app.yaml", app.as_str()),
+        (".magento/services.yaml", services),
+        (".magento/routes.yaml", crate::push::ROUTES),
+    ];
+    s.commit(&files, "feature on 11.4");
+    let refused = s.push(&["HEAD:refs/heads/feature"]);
+    assert!(!refused.ok, "{}", refused.output);
+    assert!(
+        refused.output.contains("service `mysql` asks for mysql:11.4, which this server cannot give: the mysql backend of this server runs version 10.11"),
+        "{}",
+        refused.output
+    );
 }
 
 #[test]
