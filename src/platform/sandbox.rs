@@ -149,7 +149,9 @@ impl Sandbox {
             )
         })?;
         let mut sandbox = Sandbox::On { bwrap, cgroups, disable_userns: true };
-        let probe = |sandbox: &Sandbox| -> Result<(), String> {
+        // What fails before bubblewrap runs (making the probe's cgroup, joining it) is the
+        // cgroup's fault, not the user namespaces': said as such.
+        let probe = |sandbox: &Sandbox| -> Result<(), Failure> {
             let jail = Jail {
                 writable: vec![],
                 readable: vec![],
@@ -159,24 +161,25 @@ impl Sandbox {
                 limits: probe_limits(),
             };
             let nobody = super::users::is_root().then(|| User { name: "nobody".into(), uid: 65534, gid: 65534 });
-            let mut prepared = sandbox.command(&jail, nobody.as_ref(), Path::new("/"), "true", &[])?;
-            let out = prepared.command.output().map_err(|e| format!("starting bwrap: {e}"))?;
+            let mut prepared =
+                sandbox.command(&jail, nobody.as_ref(), Path::new("/"), "true", &[]).map_err(Failure::Cgroup)?;
+            let out = prepared.command.output().map_err(|e| Failure::Cgroup(format!("starting bwrap in it: {e}")))?;
             if out.status.success() {
                 Ok(())
             } else {
-                Err(String::from_utf8_lossy(&out.stderr).trim().to_owned())
+                Err(Failure::Bwrap(String::from_utf8_lossy(&out.stderr).trim().to_owned()))
             }
         };
         match probe(&sandbox) {
             Ok(()) => Ok(sandbox),
-            Err(e) if e.contains("disable-userns") => {
+            Err(Failure::Bwrap(e)) if e.contains("disable-userns") => {
                 // bubblewrap before 0.8: the rest of the sandbox still stands.
                 if let Sandbox::On { disable_userns, .. } = &mut sandbox {
                     *disable_userns = false;
                 }
-                probe(&sandbox).map(|()| sandbox).map_err(|e| cannot(&e, escape))
+                probe(&sandbox).map(|()| sandbox).map_err(|e| e.explain(escape))
             }
-            Err(e) => Err(cannot(&e, escape)),
+            Err(e) => Err(e.explain(escape)),
         }
     }
 
@@ -381,6 +384,26 @@ fn probe_limits() -> Limits {
     Limits { memory_bytes: 64 * 1024 * 1024, processes: 16 }
 }
 
+/// Why the probe's sandbox could not be built: its cgroup (made, or joined before bubblewrap
+/// starts), or bubblewrap itself (what it said).
+#[derive(Debug)]
+enum Failure {
+    Cgroup(String),
+    Bwrap(String),
+}
+
+impl Failure {
+    fn explain(&self, escape: &str) -> String {
+        match self {
+            Failure::Cgroup(e) => format!(
+                "the hooks' cgroup cannot be made or joined ({e}): the runner needs to write its cgroup's \
+                 subtree (run it as root, or in a delegated cgroup v2 subtree: systemd's Delegate=yes); {escape}"
+            ),
+            Failure::Bwrap(stderr) => cannot(stderr, escape),
+        }
+    }
+}
+
 fn cannot(stderr: &str, escape: &str) -> String {
     format!(
         "bubblewrap cannot build a sandbox on this host ({stderr}). It needs unprivileged user namespaces: \
@@ -467,6 +490,16 @@ fn bwrap_args(jail: &Jail<'_>, cwd: &Path, disable_userns: bool, kind: Kind) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cgroup_that_cannot_be_written_is_not_called_a_user_namespace_problem() {
+        let cgroup = Failure::Cgroup("/sys/fs/cgroup/pushgate/hook-1/cgroup.procs: Permission denied".into());
+        let said = cgroup.explain("or pass --no-sandbox");
+        assert!(said.contains("cgroup cannot be made or joined") && said.contains("Permission denied"), "{said}");
+        assert!(!said.contains("user namespaces"), "{said}");
+        let bwrap = Failure::Bwrap("bwrap: setting up uid map: Permission denied".into());
+        assert!(bwrap.explain("or pass --no-sandbox").contains("unprivileged user namespaces"));
+    }
 
     #[test]
     fn a_projects_policy_overrides_the_servers_key_by_key() {
