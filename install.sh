@@ -201,8 +201,8 @@ if [ -z "$bin_dir" ]; then
   built="$bin_dir/pushgate-hook"
   if [ ! -x "$built" ] || [ -n "$(find "$src/src" "$src/schemas" "$src/data" "$src/Cargo.toml" -newer "$built" -print -quit 2>/dev/null)" ]; then
     command -v cargo >/dev/null || die "cargo is needed to build pushgate (install Rust from your distribution or rustup)"
-    say "building the release binaries into $bin_dir (the first build takes a few minutes)"
-    (cd "$src" && cargo build --release --quiet)
+    say "building the release binaries into $bin_dir (the first build takes a few minutes; cargo shows its progress)"
+    (cd "$src" && cargo build --release)
   fi
 fi
 

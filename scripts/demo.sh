@@ -13,6 +13,27 @@
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
 demo="${PUSHGATE_DEMO_DIR:-$root/target/demo}"
+# What a run left (killed before it could stop its router and apps): stopped, so that its ports
+# are free again.
+stop_processes() {
+  for pid_file in "$demo"/data/router/run/*.pid "$demo"/data/router/pools/*/php.pid; do
+    [ -f "$pid_file" ] || continue
+    pid="$(cat "$pid_file")"
+    # Only a process of this demo (its command line names the demo's directory): a pid file
+    # left by an earlier run may name a process that has nothing to do with it now.
+    if [ -n "$pid" ] && grep -qaF "$demo" "/proc/$pid/cmdline" 2>/dev/null; then
+      kill -TERM "$pid" 2>/dev/null || true
+    fi
+  done
+  # Each environment's network namespace is bound in /run/pushgate/netns (named in its spec).
+  for spec in "$demo"/data/router/net/*.json; do
+    [ -f "$spec" ] || continue
+    ns="$(sed -n 's/^ *"ns": *"\(.*\)",*$/\1/p' "$spec" 2>/dev/null || true)"
+    [ -n "$ns" ] && umount -l "$ns" 2>/dev/null && rm -f "$ns"
+  done
+  true
+}
+stop_processes
 rm -rf "$demo"
 mkdir -p "$demo"
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
@@ -42,19 +63,15 @@ step "start a runner with its router and the web console: pushgate-runner serve 
   > "$demo/runner.out" 2>&1 &
 runner_pid=$!
 stop_all() {
+  # Whatever is already gone (a Ctrl-C reaches the runner too), the rest is stopped.
+  set +e
   kill -TERM $runner_pid 2>/dev/null; wait $runner_pid 2>/dev/null
   # The router and the apps outlive runners by design; the demo stops them.
-  for pid_file in "$demo"/data/router/run/*.pid "$demo"/data/router/pools/*/php.pid; do
-    [ -f "$pid_file" ] && kill -TERM "$(cat "$pid_file")" 2>/dev/null
-  done
-  # Each environment's network namespace is bound in /run/pushgate/netns (named in its spec).
-  for spec in "$demo"/data/router/net/*.json; do
-    ns="$(sed -n 's/^ *"ns": *"\(.*\)",*$/\1/p' "$spec" 2>/dev/null)"
-    [ -n "$ns" ] && umount -l "$ns" 2>/dev/null && rm -f "$ns"
-  done
-  true
+  stop_processes
 }
 trap stop_all EXIT
+# Ctrl-C (and a kill) end the script through its EXIT trap: the router and the apps stop too.
+trap 'exit 130' INT TERM
 for _ in $(seq 1 200); do [ -p "$demo/data/wakeup" ] && [ -f "$demo/data/router/run/nginx.pid" ] && break; sleep 0.05; done
 [ -f "$demo/data/router/run/nginx.pid" ] || { echo "demo: the router did not start:"; cat "$demo/runner.out"; exit 1; } >&2
 
@@ -138,4 +155,7 @@ curl -sS "$console/" | grep -o '<title>[^<]*</title>'
 if [ "${PUSHGATE_DEMO_KEEP:-}" = 1 ]; then
   echo "the site is at $url and the console at $console; Ctrl-C stops them"
   wait $runner_pid
+else
+  echo "the demo ends: the site and the console stop now (PUSHGATE_DEMO_KEEP=1 bash scripts/demo.sh keeps them"
+  echo "running until Ctrl-C, to open them in a browser)"
 fi
