@@ -113,10 +113,15 @@ pub fn is_public(ip: IpAddr) -> bool {
                 || a >= 240)
         }
         IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
+            if let Some(v4) = embedded_ipv4(v6) {
                 return is_public(IpAddr::V4(v4));
             }
-            let first = v6.segments()[0];
+            let seg = v6.segments();
+            let first = seg[0];
+            // Teredo (2001::/32) reaches IPv4 hosts through relays: not followed.
+            if first == 0x2001 && seg[1] == 0 {
+                return false;
+            }
             !(v6.is_loopback()
                 || v6.is_unspecified()
                 || v6.is_multicast()
@@ -128,6 +133,63 @@ pub fn is_public(ip: IpAddr) -> bool {
     }
 }
 
+/// The IPv4 address an IPv6 address carries to an IPv4 host: mapped (`::ffff:a.b.c.d`),
+/// compatible (`::a.b.c.d`), NAT64 (`64:ff9b::/96`, `64:ff9b:1::/48`, where a NAT64 gateway
+/// reaches the IPv4 network behind it) and 6to4 (`2002:AABB:CCDD::/16`).
+fn embedded_ipv4(v6: Ipv6Addr) -> Option<Ipv4Addr> {
+    let seg = v6.segments();
+    let o = v6.octets();
+    let last = Ipv4Addr::new(o[12], o[13], o[14], o[15]);
+    if let Some(v4) = v6.to_ipv4_mapped() {
+        return Some(v4);
+    }
+    if seg[..6].iter().all(|s| *s == 0) && !v6.is_loopback() && !v6.is_unspecified() {
+        return Some(last);
+    }
+    if seg[0] == 0x64 && seg[1] == 0xff9b && (seg[2..6].iter().all(|s| *s == 0) || seg[2] == 1) {
+        return Some(last);
+    }
+    if seg[0] == 0x2002 {
+        return Some(Ipv4Addr::new(o[2], o[3], o[4], o[5]));
+    }
+    None
+}
+
+/// The addresses of this host's own interfaces (its public ones too): a service listening on
+/// all of them, which a firewall hides from the internet, is not reached from the host itself
+/// through the proxy unless a rule names the address.
+pub fn own_addresses() -> Vec<IpAddr> {
+    let mut out = Vec::new();
+    let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills `list` with a linked list that freeifaddrs releases; each
+    // sockaddr is read according to its family.
+    unsafe {
+        if libc::getifaddrs(&mut list) != 0 {
+            return out;
+        }
+        let mut at = list;
+        while !at.is_null() {
+            let addr = (*at).ifa_addr;
+            if !addr.is_null() {
+                match (*addr).sa_family as i32 {
+                    libc::AF_INET => {
+                        let sin = &*(addr as *const libc::sockaddr_in);
+                        out.push(IpAddr::V4(Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr))));
+                    }
+                    libc::AF_INET6 => {
+                        let sin6 = &*(addr as *const libc::sockaddr_in6);
+                        out.push(IpAddr::V6(Ipv6Addr::from(sin6.sin6_addr.s6_addr)));
+                    }
+                    _ => {}
+                }
+            }
+            at = (*at).ifa_next;
+        }
+        libc::freeifaddrs(list);
+    }
+    out
+}
+
 /// What a request asks for, once the rules are applied: where it may connect, or why not.
 #[derive(Debug, PartialEq, Eq)]
 enum Verdict {
@@ -137,12 +199,12 @@ enum Verdict {
     Address(IpAddr),
 }
 
-fn judge(rules: &[Rule], host: &str, port: u16) -> Result<Verdict, String> {
+fn judge(rules: &[Rule], own: &[IpAddr], host: &str, port: u16) -> Result<Verdict, String> {
     let host = host.trim_start_matches('[').trim_end_matches(']');
     if let Ok(ip) = host.parse::<IpAddr>() {
         let named = rules.iter().any(|r| r.port == port && r.host == Host::Ip(ip));
         let any = rules.iter().any(|r| r.port == port && r.host == Host::Any);
-        return match (named, any && is_public(ip)) {
+        return match (named, any && is_public(ip) && !own.contains(&ip)) {
             (true, _) | (_, true) => Ok(Verdict::Address(ip)),
             _ => Err(format!("{host}:{port} is not an address this environment may reach")),
         };
@@ -165,7 +227,8 @@ fn judge(rules: &[Rule], host: &str, port: u16) -> Result<Verdict, String> {
 }
 
 /// Answers one client of the proxy: reads its `CONNECT`, and either tunnels it or says why not.
-pub async fn serve(mut client: tokio::net::TcpStream, rules: &[Rule]) {
+/// `own`: this host's addresses, reached only where a rule names them.
+pub async fn serve(mut client: tokio::net::TcpStream, rules: &[Rule], own: &[IpAddr]) {
     let mut head = Vec::with_capacity(512);
     let read = tokio::time::timeout(Duration::from_secs(10), async {
         let mut buf = [0u8; 1024];
@@ -197,21 +260,27 @@ pub async fn serve(mut client: tokio::net::TcpStream, rules: &[Rule]) {
     let Some((host, port)) = target.rsplit_once(':').and_then(|(h, p)| Some((h, p.parse::<u16>().ok()?))) else {
         return refuse(&mut client, "400 Bad Request", "CONNECT HOST:PORT").await;
     };
-    let addrs: Vec<SocketAddr> = match judge(rules, host, port) {
+    let addrs: Vec<SocketAddr> = match judge(rules, own, host, port) {
         Ok(Verdict::Address(ip)) => vec![SocketAddr::new(ip, port)],
-        Ok(Verdict::Name(name)) => match tokio::net::lookup_host((name.as_str(), port)).await {
-            Ok(found) => {
-                let found: Vec<SocketAddr> = found.collect();
-                let public: Vec<SocketAddr> = found.iter().copied().filter(|a| is_public(a.ip())).collect();
-                if public.is_empty() {
-                    let why = format!("{name} resolves to no public address ({found:?})");
-                    eprintln!("pushgate egress: refused {target}: {why}");
-                    return refuse(&mut client, "403 Forbidden", &why).await;
+        Ok(Verdict::Name(name)) => {
+            match tokio::time::timeout(Duration::from_secs(10), tokio::net::lookup_host((name.as_str(), port)))
+                .await
+                .unwrap_or_else(|_| Err(std::io::Error::other("no answer in 10 s")))
+            {
+                Ok(found) => {
+                    let found: Vec<SocketAddr> = found.collect();
+                    let public: Vec<SocketAddr> =
+                        found.iter().copied().filter(|a| is_public(a.ip()) && !own.contains(&a.ip())).collect();
+                    if public.is_empty() {
+                        let why = format!("{name} resolves to no public address ({found:?})");
+                        eprintln!("pushgate egress: refused {target}: {why}");
+                        return refuse(&mut client, "403 Forbidden", &why).await;
+                    }
+                    public
                 }
-                public
+                Err(e) => return refuse(&mut client, "502 Bad Gateway", &format!("{name}: {e}")).await,
             }
-            Err(e) => return refuse(&mut client, "502 Bad Gateway", &format!("{name}: {e}")).await,
-        },
+        }
         Err(why) => {
             eprintln!("pushgate egress: refused {target}: {why}");
             let why = format!("{why} (the admin allows destinations in sandbox.json's `egress`)");
@@ -256,7 +325,8 @@ mod tests {
     #[test]
     fn a_destination_is_reached_where_a_rule_allows_it_and_private_addresses_only_by_name() {
         let r = rules(&["*:443", "*.stripe.com:8443", "search.internal:9200", "10.0.0.7:9200"]);
-        let ok = |host: &str, port| judge(&r, host, port);
+        let own: Vec<IpAddr> = vec!["203.0.113.9".parse().unwrap()];
+        let ok = |host: &str, port| judge(&r, &own, host, port);
         assert_eq!(ok("api.PayPal.com", 443), Ok(Verdict::Name("api.paypal.com".into())));
         assert!(ok("api.paypal.com", 80).is_err(), "another port");
         assert_eq!(ok("api.stripe.com", 8443), Ok(Verdict::Name("api.stripe.com".into())));
@@ -268,6 +338,8 @@ mod tests {
             assert!(ok(private, 443).is_err(), "{private} by `*`");
         }
         assert!(ok("x y", 443).is_err() && ok("a\r\nb", 443).is_err(), "not names");
+        let own = vec!["8.8.4.4".parse::<IpAddr>().unwrap()];
+        assert!(judge(&r, &own, "8.8.4.4", 443).is_err(), "the host's own public address");
     }
 
     #[test]
@@ -291,6 +363,11 @@ mod tests {
             "::ffff:127.0.0.1",
             "::ffff:10.0.0.1",
             "::",
+            "64:ff9b::a00:5",
+            "64:ff9b:1::a00:5",
+            "::10.0.0.5",
+            "2002:a00:5::1",
+            "2001:0:4136:e378::1",
         ];
         for ip in private {
             assert!(!is_public(ip.parse().unwrap()), "{ip}");

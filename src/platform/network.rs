@@ -62,6 +62,9 @@ const NAMESPACES: &str = "/run/pushgate/netns";
 /// Connections one forwarder carries at once; more wait in the listener's backlog.
 const MAX_CONNECTIONS: usize = 4096;
 
+/// Tunnels out one environment's proxy carries at once.
+const MAX_TUNNELS: usize = 512;
+
 /// An environment's network files.
 pub struct Network {
     dir: PathBuf,
@@ -574,20 +577,23 @@ fn carry(
             listener.set_nonblocking(true).map_err(|e| format!("the proxy: {e}"))?;
             let listener = tokio::net::TcpListener::from_std(listener).map_err(|e| format!("the proxy: {e}"))?;
             let rules = Arc::new(rules);
+            let own = Arc::new(super::egress::own_addresses());
+            // Its own count: tunnels out never take the connections to the services.
+            let tunnels = Arc::new(AtomicUsize::new(0));
             loops.push(tokio::spawn(async move {
                 loop {
                     let Ok((conn, _)) = listener.accept().await else {
                         tokio::time::sleep(Duration::from_millis(50)).await;
                         continue;
                     };
-                    if active.load(Ordering::SeqCst) >= MAX_CONNECTIONS {
+                    if tunnels.load(Ordering::SeqCst) >= MAX_TUNNELS {
                         continue;
                     }
-                    active.fetch_add(1, Ordering::SeqCst);
-                    let (active, rules) = (active.clone(), rules.clone());
+                    tunnels.fetch_add(1, Ordering::SeqCst);
+                    let (tunnels, rules, own) = (tunnels.clone(), rules.clone(), own.clone());
                     tokio::spawn(async move {
-                        super::egress::serve(conn, &rules).await;
-                        active.fetch_sub(1, Ordering::SeqCst);
+                        super::egress::serve(conn, &rules, &own).await;
+                        tunnels.fetch_sub(1, Ordering::SeqCst);
                     });
                 }
             }));

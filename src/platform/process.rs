@@ -65,8 +65,27 @@ impl Whose<'_> {
 /// The pid a pid file names, when that process is alive (not a zombie) and is `whose`: never
 /// a pid that another process took since (after a reboot, or a crash that left the file).
 pub fn alive(pid_file: &Path, whose: Whose<'_>) -> Option<i32> {
-    let pid: i32 = std::fs::read_to_string(pid_file).ok()?.trim().parse().ok()?;
+    let pid = read_pid(pid_file)?;
     is_alive(pid, whose, pid_file).then_some(pid)
+}
+
+/// The number a pid file holds, read without trusting the file: not through a link, not from a
+/// FIFO or a device (whose open or read would block the runner, or never end), at most a few
+/// bytes. A pid file an earlier layout left in a project's directory is read this way too.
+pub fn read_pid(pid_file: &Path) -> Option<i32> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(pid_file)
+        .ok()?;
+    if !file.metadata().ok()?.is_file() {
+        return None;
+    }
+    let mut text = String::new();
+    file.take(32).read_to_string(&mut text).ok()?;
+    text.trim().parse().ok().filter(|pid| *pid > 0)
 }
 
 /// Whether process `pid` is alive (not a zombie) and is `whose` (for `pid_file`).

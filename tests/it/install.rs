@@ -218,7 +218,13 @@ fn in_the_readmes_order_a_root_runner_started_first_leaves_the_data_directory_to
     };
     runner(&["serve", "--until-idle"]);
     runner(&["backend", "add", "redis", "redis://127.0.0.1:6379"]);
-    s.commit(&files_with(crate::push::APP_FILE, &crate::runner::app_with_hooks("true", "true")), "first");
+    // Redis as the host runs it (Debian 12's 7.0): a version the backend cannot give is refused.
+    let app = crate::runner::app_with_hooks("true", "true");
+    let services = crate::push::SERVICES.replace("redis:8.0", "redis:7.0");
+    let mut files = files_with(crate::push::APP_FILE, &app);
+    files.retain(|(p, _)| *p != crate::push::SERVICES_FILE);
+    files.push((crate::push::SERVICES_FILE, &services));
+    s.commit(&files, "first");
     let url = format!("file://{}", repo.display());
     let work = s.work.to_str().unwrap();
     let push = as_git(&s, "git", &["-c", "safe.directory=*", "-C", work, "push", &url, "HEAD:refs/heads/main"]);

@@ -67,7 +67,7 @@ if (($_GET['do'] ?? '') === 'attack') {{
         proof = proof.display()
     );
     let mut files = php_app("app", "relationships:\n    redis: \"cache:redis\"\n", &index);
-    files.push((".magento/services.yaml", "cache:\n    type: redis:7.2\n".to_owned()));
+    files.push((".magento/services.yaml", "cache:\n    type: redis:7.0\n".to_owned()));
     r.deploy(&files, "main");
     let host = r.host("main");
     let page: Response = r.get(&host, "/");
@@ -665,7 +665,7 @@ foreach (['postgresql' => 5432, 'mariadb' => 3306, 'host-redis' => 6379, 'rabbit
         "relationships:\n    redis: \"cache:redis\"\nmounts:\n    \"var\": \"shared:files/var\"\nhooks:\n    deploy: \"php probe.php > var/hook.txt\"\n",
         index,
     );
-    files.push((".magento/services.yaml", "cache:\n    type: redis:7.2\n".to_owned()));
+    files.push((".magento/services.yaml", "cache:\n    type: redis:7.0\n".to_owned()));
     files.push(("probe.php", probe));
     files.push(("var/.keep", String::new()));
     r.deploy(&files, "main");
@@ -792,4 +792,32 @@ echo "direct=", @fsockopen('127.0.0.1', {allowed}, $e, $m, 2) ? 'OPEN' : 'closed
     let page = r.get(&r.host("main"), "/").body;
     assert!(page.contains("proxy=\n") && page.contains("allowed=no proxy"), "{page}");
     assert!(!page.contains("outside-allowed"), "{page}");
+}
+
+#[test]
+fn a_fifo_where_root_reads_a_pid_file_stalls_no_runner() {
+    let r = Routed::new("pid-fifo");
+    // The app makes a FIFO where a pool's pid file used to be, in its pool's own directory
+    // (the project's user's): root opening it to read would wait for a writer forever.
+    let index = "<?php if (isset($_GET['fifo'])) { echo posix_mkfifo($_GET['fifo'], 0600) ? 'made' : 'failed'; }\n";
+    let files = |n: &str| {
+        let mut files = php_app("app", "", index);
+        files.push(("n.txt", n.to_owned()));
+        files
+    };
+    r.deploy(&files("one"), "main");
+    let pool = std::fs::read_dir(r.s.data.join("router/pools")).unwrap().flatten().next().unwrap().path();
+    let fifo = pool.join("php.pid");
+    let _ = std::fs::remove_file(&fifo);
+    let made = r.get(&r.host("main"), &format!("/?fifo={}", fifo.display())).body;
+    assert_eq!(made, "made", "{}", r.runner_log());
+    // The next deployment reads it as root (a master of an earlier layout is looked for there).
+    let commit = r.s.commit(&files("two").iter().map(|(p, c)| (*p, c.as_str())).collect::<Vec<_>>(), "two");
+    r.s.push_with_options(&["pushgate.nowait"], &["HEAD:refs/heads/main"]).assert_accepted();
+    assert!(
+        eventually(60, || crate::runner::job_state(&r.s, &commit).1 == "succeeded"),
+        "the deployment is stuck on the FIFO:\n{}",
+        r.runner_log()
+    );
+    assert!(eventually(10, || r.get(&r.host("main"), "/").status == 200));
 }

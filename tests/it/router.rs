@@ -170,7 +170,9 @@ impl Drop for Routed {
         let run = std::fs::read_dir(self.s.data.join("router/run")).into_iter().flatten().flatten().map(|e| e.path());
         for path in run.chain(pool_pid_files) {
             if path.extension().is_some_and(|e| e == "pid") {
-                if let Some(pid) = std::fs::read_to_string(&path).ok().and_then(|p| p.trim().parse::<i32>().ok()) {
+                // Read as the runner reads them: a pool's directory is its app's, which may have put
+                // a FIFO there.
+                if let Some(pid) = pushgate::platform::process::read_pid(&path) {
                     // SAFETY: as above.
                     unsafe { libc::kill(pid, libc::SIGTERM) };
                 }

@@ -12,7 +12,7 @@ use crate::support::Server;
 
 const MYSQL: &str = "mysql:\n    type: mysql:10.11\n    disk: 2048\n";
 const PG: &str = "pg:\n    type: postgresql:15\n    disk: 1024\n";
-const REDIS_AND_QUEUE: &str = "redis:\n    type: redis:7.2\nqueue:\n    type: rabbitmq:3.13\n    disk: 512\n";
+const REDIS_AND_QUEUE: &str = "redis:\n    type: redis:7.0\nqueue:\n    type: rabbitmq:3.10\n    disk: 512\n";
 
 /// Reads the relationships as a hook does, and writes the environment's name into each service.
 const READ: &str = r#"eval "$(php -r '$r = json_decode(base64_decode(getenv("MAGENTO_CLOUD_RELATIONSHIPS")), true);
@@ -424,7 +424,7 @@ fn a_service_added_to_a_running_environment_is_provisioned_empty_at_its_next_dep
     assert!(!provisioned(&s, "main").contains_key("redis"));
     let app =
         app_with_hooks("echo building", &[READ, WRITE_REDIS].join("\n")).replace("type: php:8.4", "type: php:8.2");
-    let services = format!("{MYSQL}redis:\n    type: redis:7.2\n");
+    let services = format!("{MYSQL}redis:\n    type: redis:7.0\n");
     let files = [
         (".magento.app.yaml", app.as_str()),
         (".magento/services.yaml", services.as_str()),
@@ -433,7 +433,7 @@ fn a_service_added_to_a_running_environment_is_provisioned_empty_at_its_next_dep
     let added = s.commit(&files, "with redis");
     let push = s.push(&["HEAD:refs/heads/main"]);
     push.assert_accepted();
-    assert!(push.output.contains("redis (type: redis:7.2") && push.output.contains("[added]"), "{}", push.output);
+    assert!(push.output.contains("redis (type: redis:7.0") && push.output.contains("[added]"), "{}", push.output);
     serve(&s);
     let (id, state) = job_state(&s, &added);
     assert_eq!(state, "succeeded", "{}", log_of(&s, id));
@@ -542,7 +542,7 @@ fn a_new_environment_starts_with_a_copy_of_its_parents_persistent_redis() {
     let _cleanup = Cleanup(&s, &["main", "feature"]);
     let app =
         app_with_hooks("echo building", &[READ, WRITE_REDIS].join("\n")).replace("type: php:8.4", "type: php:8.2");
-    let services = format!("{MYSQL}redis:\n    type: redis-persistent:7.2\n    disk: 512\n");
+    let services = format!("{MYSQL}redis:\n    type: redis-persistent:7.0\n    disk: 512\n");
     let files = [
         (".magento.app.yaml", app.as_str()),
         (".magento/services.yaml", services.as_str()),
