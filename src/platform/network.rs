@@ -546,63 +546,62 @@ fn carry(
     runtime.block_on(async move {
         let mut loops = Vec::new();
         for (listener, f) in listeners {
-            listener.set_nonblocking(true).map_err(|e| format!("{}: {e}", f.listen))?;
-            let listener = tokio::net::TcpListener::from_std(listener).map_err(|e| format!("{}: {e}", f.listen))?;
-            let active = active.clone();
-            loops.push(tokio::spawn(async move {
-                loop {
-                    let Ok((conn, _)) = listener.accept().await else {
-                        // Out of descriptors, say: the backlog waits a moment.
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    };
-                    if active.load(Ordering::SeqCst) >= MAX_CONNECTIONS {
-                        continue; // dropped: closed at once
-                    }
-                    active.fetch_add(1, Ordering::SeqCst);
-                    let active = active.clone();
-                    tokio::spawn(async move {
-                        let to = std::net::SocketAddr::V4(f.to);
-                        match tokio::time::timeout(Duration::from_secs(10), tokio::net::TcpStream::connect(to)).await {
-                            Ok(Ok(out)) => pipe(conn, out).await,
-                            Ok(Err(e)) => eprintln!("pushgate forward: {} -> {}: {e}", f.listen, f.to),
-                            Err(_) => eprintln!("pushgate forward: {} -> {}: no answer in 10 s", f.listen, f.to),
-                        }
-                        active.fetch_sub(1, Ordering::SeqCst);
-                    });
+            let listener = to_tokio(listener, &f.listen.to_string())?;
+            loops.push(tokio::spawn(accept_each(listener, active.clone(), MAX_CONNECTIONS, move |conn| async move {
+                let to = std::net::SocketAddr::V4(f.to);
+                match tokio::time::timeout(Duration::from_secs(10), tokio::net::TcpStream::connect(to)).await {
+                    Ok(Ok(out)) => pipe(conn, out).await,
+                    Ok(Err(e)) => eprintln!("pushgate forward: {} -> {}: {e}", f.listen, f.to),
+                    Err(_) => eprintln!("pushgate forward: {} -> {}: no answer in 10 s", f.listen, f.to),
                 }
-            }));
+            })));
         }
         if let Some((listener, rules)) = proxy {
-            listener.set_nonblocking(true).map_err(|e| format!("the proxy: {e}"))?;
-            let listener = tokio::net::TcpListener::from_std(listener).map_err(|e| format!("the proxy: {e}"))?;
+            let listener = to_tokio(listener, "the proxy")?;
             let rules = Arc::new(rules);
             let own = Arc::new(super::egress::own_addresses());
             // Its own count: tunnels out never take the connections to the services.
             let tunnels = Arc::new(AtomicUsize::new(0));
-            loops.push(tokio::spawn(async move {
-                loop {
-                    let Ok((conn, _)) = listener.accept().await else {
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    };
-                    if tunnels.load(Ordering::SeqCst) >= MAX_TUNNELS {
-                        continue;
-                    }
-                    tunnels.fetch_add(1, Ordering::SeqCst);
-                    let (tunnels, rules, own) = (tunnels.clone(), rules.clone(), own.clone());
-                    tokio::spawn(async move {
-                        super::egress::serve(conn, &rules, &own).await;
-                        tunnels.fetch_sub(1, Ordering::SeqCst);
-                    });
-                }
-            }));
+            loops.push(tokio::spawn(accept_each(listener, tunnels, MAX_TUNNELS, move |conn| {
+                let (rules, own) = (rules.clone(), own.clone());
+                async move { super::egress::serve(conn, &rules, &own).await }
+            })));
         }
         for l in loops {
             let _ = l.await;
         }
         Ok(())
     })
+}
+
+fn to_tokio(listener: TcpListener, what: &str) -> Result<tokio::net::TcpListener, String> {
+    listener.set_nonblocking(true).map_err(|e| format!("{what}: {e}"))?;
+    tokio::net::TcpListener::from_std(listener).map_err(|e| format!("{what}: {e}"))
+}
+
+/// Accepts on `listener` until the process ends, handling each connection in a task of its
+/// own while fewer than `limit` counted by `active` run (one past them is closed at once).
+async fn accept_each<F, Fut>(listener: tokio::net::TcpListener, active: Arc<AtomicUsize>, limit: usize, handle: F)
+where
+    F: Fn(tokio::net::TcpStream) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    loop {
+        let Ok((conn, _)) = listener.accept().await else {
+            // Out of descriptors, say: the backlog waits a moment.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        if active.load(Ordering::SeqCst) >= limit {
+            continue; // dropped: closed at once
+        }
+        active.fetch_add(1, Ordering::SeqCst);
+        let (active, work) = (active.clone(), handle(conn));
+        tokio::spawn(async move {
+            work.await;
+            active.fetch_sub(1, Ordering::SeqCst);
+        });
+    }
 }
 
 /// A listener on `at`, retried a while: a forwarder that just ended may still hold it.
