@@ -750,26 +750,16 @@ fn shell(data: &Path, command: Option<ShellCommand>, out: &mut dyn Write) -> Res
 }
 
 fn token(command: TokenCommand, out: &mut dyn Write) -> Result<()> {
-    use pushgate::queue::tokens::{Role, Token};
     let mut store = store()?;
     match command {
         TokenCommand::Create { name, project, role } => {
-            let role = Role::parse(&role).ok_or_else(|| format!("role `{role}` is not viewer, developer or admin"))?;
-            if project.is_none() && role != Role::Admin {
-                return Err("a viewer or developer token is for one project: name it with --project".into());
-            }
-            if name.is_empty() || name.chars().any(|c| c.is_control()) {
-                return Err("a token's name is a word people recognise it by, such as alice or ci".into());
-            }
-            let secret = pushgate::secret::token()?;
-            let token = Token { name, project, role, created_at: pushgate::core::Timestamp::now() };
-            store.create_token(&token, &pushgate::secret::digest(&secret))?;
+            let (token, secret) = pushgate::ops::admin::create_token(&mut *store, name, project, &role)?;
             writeln!(
                 out,
                 "Token `{}` created: {} of {}. It is shown once; send it as Authorization: Bearer TOKEN, or log in \
                  to the console with it.",
                 token.name,
-                role.as_str(),
+                token.role.as_str(),
                 token.project.as_deref().map_or("every project".to_owned(), |p| format!("project {p}"))
             )?;
             writeln!(out, "{secret}")?;
@@ -787,9 +777,7 @@ fn token(command: TokenCommand, out: &mut dyn Write) -> Result<()> {
             }
         }
         TokenCommand::Revoke { name } => {
-            if !store.revoke_token(&name)? {
-                return Err(format!("there is no token named `{name}`").into());
-            }
+            pushgate::ops::admin::revoke_token(&mut *store, &name)?;
             writeln!(out, "Token `{name}` revoked.")?;
         }
     }
@@ -797,17 +785,10 @@ fn token(command: TokenCommand, out: &mut dyn Write) -> Result<()> {
 }
 
 fn webhook(command: WebhookCommand, out: &mut dyn Write) -> Result<()> {
-    use pushgate::queue::webhooks::EVENTS;
     let mut store = store()?;
     match command {
         WebhookCommand::Add { project, url, events } => {
-            if !(url.starts_with("http://") || url.starts_with("https://")) || url.contains(['"', '\n', '\r', '\\']) {
-                return Err(format!("`{url}` is not an http(s) URL").into());
-            }
-            if let Some(e) = events.iter().find(|e| !EVENTS.contains(&e.as_str())) {
-                return Err(format!("event `{e}` is not one of {}", EVENTS.join(", ")).into());
-            }
-            let hook = store.add_webhook(&project, &url, &events)?;
+            let hook = pushgate::ops::admin::add_webhook(&mut *store, &project, &url, &events)?;
             writeln!(
                 out,
                 "Webhook #{} added: the {} of project {project}'s activities are posted to {}.",
@@ -829,9 +810,7 @@ fn webhook(command: WebhookCommand, out: &mut dyn Write) -> Result<()> {
             }
         }
         WebhookCommand::Remove { id } => {
-            if !store.remove_webhook(id)? {
-                return Err(format!("there is no webhook #{id}").into());
-            }
+            pushgate::ops::admin::remove_webhook(&mut *store, id)?;
             writeln!(out, "Webhook #{id} removed.")?;
         }
         WebhookCommand::Deliveries => {

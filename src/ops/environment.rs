@@ -90,18 +90,23 @@ fn queue_on(
     info: crate::store::ReleaseInfo,
     options: String,
 ) -> Result<crate::queue::Job, RunnerError> {
-    let request = Request {
+    let job = queue.enqueue(&request_on(kind, info, options, crate::queue::pusher(&|k| std::env::var(k).ok())))?;
+    crate::store::wake::wake(data);
+    Ok(job)
+}
+
+/// The request for a job of `kind` on the environment a release describes (its repository,
+/// branch and commit), asked by `pusher`: for the command line and the API alike.
+pub fn request_on(kind: JobKind, info: crate::store::ReleaseInfo, options: String, pusher: Option<String>) -> Request {
+    Request {
         kind,
         ref_name: format!("refs/heads/{}", info.branch.clone().unwrap_or_else(|| info.environment.to_string())),
         repo: info.repo,
         environment: info.environment,
         commit: info.commit,
         options,
-        pusher: crate::queue::pusher(&|k| std::env::var(k).ok()),
-    };
-    let job = queue.enqueue(&request)?;
-    crate::store::wake::wake(data);
-    Ok(job)
+        pusher,
+    }
 }
 
 /// What runs in `env`, or why nothing does.

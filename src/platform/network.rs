@@ -172,9 +172,7 @@ impl Network {
         egress: &[String],
     ) -> Result<(PathBuf, Vec<String>, bool), String> {
         let (inward, mut warnings) = inward_of(services);
-        for rule in egress {
-            super::egress::Rule::parse(rule)?;
-        }
+        super::egress::rules(egress)?;
         let mut spec = Spec { inward, egress: egress.to_vec(), ..Spec::default() };
         if !spec.egress.is_empty() && !proxied(&spec) {
             warnings.push(format!(
@@ -495,7 +493,7 @@ pub fn forward(spec_file: &Path) -> Result<(), String> {
     // The way out, answered from the host's network.
     let proxy = match proxied(&spec) {
         true => {
-            let rules = spec.egress.iter().map(|r| super::egress::Rule::parse(r)).collect::<Result<Vec<_>, _>>()?;
+            let rules = super::egress::rules(&spec.egress)?;
             let at = super::egress::PROXY;
             Some((bind(at).map_err(|e| format!("listening on {at} inside: {e}"))?, rules))
         }

@@ -212,15 +212,7 @@ async fn queue_action(
     info: crate::store::ReleaseInfo,
     options: Value,
 ) -> Result<Response, ApiError> {
-    let request = Request {
-        kind,
-        ref_name: format!("refs/heads/{}", info.branch.clone().unwrap_or_else(|| info.environment.to_string())),
-        repo: info.repo,
-        environment: info.environment,
-        commit: info.commit,
-        options: options.to_string(),
-        pusher: Some(caller.token.name.clone()),
-    };
+    let request = crate::ops::environment::request_on(kind, info, options.to_string(), Some(caller.token.name.clone()));
     let job = web.with_store(move |s| s.enqueue(&request)).await?;
     crate::store::wake::wake(web.data.root());
     Ok((StatusCode::ACCEPTED, Json(activity(&job))).into_response())
