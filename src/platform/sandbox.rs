@@ -58,8 +58,9 @@ pub struct Policy {
     pub memory_mb: Option<u64>,
     pub processes: Option<u32>,
     pub time_limit_s: Option<u64>,
-    /// Connections each database user of an environment may hold at once on a shared MariaDB
-    /// or PostgreSQL (one environment cannot take the server's `max_connections`).
+    /// Connections an environment may hold at once on a shared MariaDB or PostgreSQL, shared
+    /// among its database users there (one environment cannot take the server's
+    /// `max_connections`).
     pub connections: Option<u32>,
     /// Where an environment's apps and deploy hooks may go out, through their proxy (`HOST:PORT`
     /// rules, see `egress`); HTTPS to any public address by default, `[]` nowhere.

@@ -496,18 +496,46 @@ pub fn provision(
         std::fs::create_dir_all(data.services_dir()).map_err(|e| e.to_string())?;
         write_secret(&file, &serde_json::to_string_pretty(&provisioned).unwrap_or_default())?;
     }
-    // Each database user's share of its server, set again when the policy changed (and on
-    // users made before there was one).
+    // The environment's connections on each database server, shared among its users there (an
+    // endpoint is a user: declaring more of them does not get more), set again when the share
+    // changed (the policy, the endpoints, users made before there was one).
+    let database = |endpoint: &Value| {
+        endpoint.get("type").and_then(Value::as_str).and_then(kind_of).filter(|k| matches!(*k, "mysql" | "postgresql"))
+    };
+    let mut users: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for endpoint in provisioned.services.values() {
+        if let Some(kind) = database(endpoint) {
+            users.entry(kind).or_default().extend(database_users(endpoint));
+        }
+    }
+    let mut shares = BTreeMap::new();
+    for (kind, users) in &mut users {
+        users.sort_unstable();
+        users.dedup();
+        let share = target.connections / users.len().max(1) as u32;
+        if share == 0 {
+            return Err(format!(
+                "the environment's {} database users on {kind} cannot share the {} connections it may hold \
+                 (`connections` in the project's sandbox.json): declare fewer endpoints, or ask the admin for more",
+                users.len(),
+                target.connections
+            ));
+        }
+        shares.insert(*kind, share);
+    }
+    let mut changed = Vec::new();
     for (name, endpoint) in &provisioned.services {
-        let kind = endpoint.get("type").and_then(Value::as_str).and_then(kind_of);
-        let (Some(kind @ ("mysql" | "postgresql")), false) =
-            (kind, provisioned.connections.get(name) == Some(&target.connections))
-        else {
+        let Some(kind) = database(endpoint) else { continue };
+        let share = shares[kind];
+        if provisioned.connections.get(name) == Some(&share) {
             continue;
-        };
+        }
         let Some(url) = backends.0.get(kind) else { continue };
-        limit_connections(&Url::parse(url)?, kind, endpoint, target.connections)?;
-        provisioned.connections.insert(name.clone(), target.connections);
+        limit_connections(&Url::parse(url)?, kind, endpoint, share)?;
+        changed.push((name.clone(), share));
+    }
+    if !changed.is_empty() {
+        provisioned.connections.extend(changed);
         write_secret(&file, &serde_json::to_string_pretty(&provisioned).unwrap_or_default())?;
     }
     // A service the push removed (the push accepted losing its data): dropped.
@@ -944,15 +972,21 @@ fn mysql_schemas(admin: &Url, id: &str, name: &str, kind: &str, config: &Value) 
     Ok(e)
 }
 
-/// Bounds the connections each database user of `endpoint` (its own, or one per endpoint) may
-/// hold at once: `MAX_USER_CONNECTIONS` on MariaDB, `CONNECTION LIMIT` on PostgreSQL.
-fn limit_connections(admin: &Url, kind: &str, endpoint: &Value, connections: u32) -> Result<(), String> {
+/// The database users of `endpoint`: its own, or one per endpoint.
+fn database_users(endpoint: &Value) -> Vec<&str> {
     let mut users: Vec<&str> = match endpoint.get("endpoints").and_then(Value::as_object) {
         Some(all) => all.values().filter_map(|e| e.get("username").and_then(Value::as_str)).collect(),
         None => endpoint.get("username").and_then(Value::as_str).into_iter().collect(),
     };
     users.sort_unstable();
     users.dedup();
+    users
+}
+
+/// Bounds the connections each database user of `endpoint` may hold at once:
+/// `MAX_USER_CONNECTIONS` on MariaDB, `CONNECTION LIMIT` on PostgreSQL.
+fn limit_connections(admin: &Url, kind: &str, endpoint: &Value, connections: u32) -> Result<(), String> {
+    let users = database_users(endpoint);
     let sql: String = users
         .iter()
         .map(|user| match kind {

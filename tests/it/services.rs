@@ -382,6 +382,8 @@ fn mariadb_schemas_and_endpoints_become_databases_and_users_with_their_rights() 
         (".magento/services.yaml", services),
         (".magento/routes.yaml", crate::push::ROUTES),
     ];
+    // The environment's 4 connections are shared by its two users.
+    std::fs::write(s.data.join("sandbox.json"), r#"{"connections": 4}"#).unwrap();
     let commit = s.commit(&files, "schemas");
     s.push(&["HEAD:refs/heads/main"]).assert_accepted();
     serve(&s);
@@ -397,6 +399,22 @@ fn mariadb_schemas_and_endpoints_become_databases_and_users_with_their_rights() 
     assert!(mariadb(reporter, &main_db, "INSERT INTO t VALUES ('x')").unwrap_err().contains("denied"));
     assert!(mariadb(reporter, &legacy_db, "SELECT 1").unwrap_err().contains("denied"), "no right on legacy");
     assert!(mariadb(admin, &legacy_db, "CREATE TABLE l (v INT)").is_ok());
+    // Two each: a third of either user is refused, so the two hold at most 4.
+    let held = (hold("mysql", admin, 2), hold("mysql", reporter, 2));
+    let (a, r) = (field(admin, "username"), field(reporter, "username"));
+    assert!(crate::runner::eventually(20, || sleeping("mysql", &a) == 2 && sleeping("mysql", &r) == 2));
+    for endpoint in [admin, reporter] {
+        let refused = mariadb(endpoint, &main_db, "SELECT 1").unwrap_err();
+        assert!(refused.contains("max_user_connections"), "{refused}");
+    }
+    drop(held);
+    let servers = crate::support::own_servers();
+    let kill = format!(
+        "SELECT GROUP_CONCAT(CONCAT('KILL ', ID) SEPARATOR ';') FROM information_schema.PROCESSLIST WHERE USER IN ('{a}', '{r}')"
+    );
+    let out = servers.mariadb_client().args(["-N", "-e", &kill]).output().unwrap();
+    let kills = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert!(servers.mariadb_client().args(["-e", &kills]).status().unwrap().success(), "{kills}");
     let out = runner(&s, &["env", "delete", "main", "--yes"]);
     assert!(out.status.success());
     serve(&s);
@@ -628,6 +646,26 @@ impl Drop for Held {
     }
 }
 
+/// How many connections of `user` sleep in its server (held by [`hold`]).
+fn sleeping(kind: &str, user: &str) -> usize {
+    let servers = crate::support::own_servers();
+    let out = match kind {
+        "mysql" => {
+            let sql = format!(
+                "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE USER = '{user}' AND INFO LIKE 'SELECT SLEEP%'"
+            );
+            servers.mariadb_client().args(["-N", "-e", &sql]).output()
+        }
+        _ => {
+            let sql =
+                format!("SELECT COUNT(*) FROM pg_stat_activity WHERE usename = '{user}' AND query LIKE 'SELECT pg_sleep%'");
+            servers.psql().args(["-tA", "-c", &sql]).output()
+        }
+    }
+    .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().parse::<usize>().unwrap_or(0)
+}
+
 fn hold(kind: &str, e: &Value, n: usize) -> Held {
     let (host, port, user, db) = (field(e, "host"), field(e, "port"), field(e, "username"), field(e, "path"));
     let children = (0..n)
@@ -677,24 +715,7 @@ fn an_environments_database_users_hold_at_most_their_share_of_the_server() {
     let (db, pg) = (&p["mysql"], &p["pg"]);
     let servers = crate::support::own_servers();
     // Two connections held: a third of the same user is refused, on each server.
-    let busy = |kind: &str| {
-        let sql = match kind {
-            "mysql" => format!(
-                "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE USER = '{}' AND INFO LIKE 'SELECT SLEEP%'",
-                field(db, "username")
-            ),
-            _ => format!(
-                "SELECT COUNT(*) FROM pg_stat_activity WHERE usename = '{}' AND query LIKE 'SELECT pg_sleep%'",
-                field(pg, "username")
-            ),
-        };
-        let out = match kind {
-            "mysql" => servers.mariadb_client().args(["-N", "-e", &sql]).output(),
-            _ => servers.psql().args(["-tA", "-c", &sql]).output(),
-        }
-        .unwrap();
-        String::from_utf8_lossy(&out.stdout).trim().parse::<usize>().unwrap_or(0)
-    };
+    let busy = |kind: &str| sleeping(kind, &field(if kind == "mysql" { db } else { pg }, "username"));
     let held = (hold("mysql", db, 2), hold("pg", pg, 2));
     assert!(crate::runner::eventually(20, || busy("mysql") == 2 && busy("pg") == 2), "the sleeping connections");
     let refused = mariadb(db, &field(db, "path"), "SELECT 1").unwrap_err();
