@@ -20,6 +20,7 @@
 
 pub mod beneath;
 pub mod cgroup;
+pub mod disk;
 pub mod egress;
 pub mod layers;
 pub mod network;
@@ -792,8 +793,17 @@ impl Platform {
                 taken_off.push(format!("{} ({})", record.branch, record.key));
                 continue;
             }
-            // The network first: the processes started again join it.
+            // The network first: the processes started again join it; the apps' disks too (a
+            // restarted host has none mounted).
             network::Network::of(&self.data, &record.key).keep(true);
+            if !disk::apps(&env.root).is_empty() {
+                if let Ok(Some(user)) = self.pool_user(&env.root) {
+                    let mut stop = || stop_processes(&self.router(), &record);
+                    if let Err(why) = disk::mount_all(&env.root, &user, &mut stop) {
+                        tracing::warn!(environment = %record.key, "the apps' disks cannot be mounted: {why}");
+                    }
+                }
+            }
             for id in &record.pools {
                 let files = self.pool_files(id);
                 if process::alive(&files.pid, process::Whose::PhpFpm(&files.conf)).is_none() && files.conf.exists() {
@@ -884,6 +894,14 @@ pub fn restart_apps(data: &DataDir, env_dir: &Path) -> Result<(), String> {
         start_app(&root, id)?;
     }
     Ok(())
+}
+
+/// Stops an environment's processes (its disks change under them); they start again with its
+/// next activation, or the serving runner's next round if it stays active.
+pub fn pause(data: &DataDir, env_dir: &Path) {
+    if let Some(record) = SiteRecord::read(env_dir) {
+        stop_processes(&data.router(), &record);
+    }
 }
 
 /// Takes an environment off the router and stops its processes; its releases and data stay.

@@ -65,6 +65,9 @@ pub struct Policy {
     /// Where an environment's apps and deploy hooks may go out, through their proxy (`HOST:PORT`
     /// rules, see `egress`); HTTPS to any public address by default, `[]` nowhere.
     pub egress: Option<Vec<String>>,
+    /// The largest disk (MB) an app may declare; an app declaring none gets 2048 MB, or this if
+    /// smaller.
+    pub disk_mb: Option<u64>,
 }
 
 pub const DEFAULT_CONNECTIONS: u32 = 100;
@@ -81,6 +84,7 @@ impl Policy {
             time_limit_s: over.time_limit_s.or(self.time_limit_s),
             connections: over.connections.or(self.connections),
             egress: over.egress.or(self.egress),
+            disk_mb: over.disk_mb.or(self.disk_mb),
         }
     }
 
@@ -96,6 +100,19 @@ impl Policy {
         match &self.egress {
             Some(rules) => rules.clone(),
             None => super::egress::DEFAULT_RULES.iter().map(|r| r.to_string()).collect(),
+        }
+    }
+
+    /// The disk (MB) an app gets for its mounts: what it declares, within the policy's most.
+    pub fn disk(&self, declared: Option<i64>) -> Result<u64, String> {
+        let most = self.disk_mb.unwrap_or(super::disk::MAX_MB);
+        match declared {
+            None => Ok(super::disk::DEFAULT_MB.min(most)),
+            Some(mb) if mb > 0 && mb as u64 <= most => Ok(mb as u64),
+            Some(mb) => Err(format!(
+                "declares a disk of {mb} MB; this server gives an app at most {most} MB (`disk_mb` in the \
+                 project's sandbox.json, set by the admin)"
+            )),
         }
     }
 

@@ -38,7 +38,10 @@ pub(super) fn deploy(
     if let Some(parent) = &parent {
         log.phase("deploy", &format!("New environment: it starts with a copy of the data of environment {}", parent.1));
         env_dir.set_parent(&parent.1)?;
-        copy_mounts(&parent.0, &env_dir, user.as_ref(), log)?;
+        copy_mounts(&config.data(), &parent.0, &env_dir, user.as_ref(), log)?;
+    }
+    if let Some(user) = user {
+        bound_disks(&config.data(), &env_dir, topology, &declared.sandbox, user, log)?;
     }
     let parent_key = parent.as_ref().map(|(dir, _)| crate::platform::site_key(&dir.root));
     let key = crate::platform::site_key(&env_dir.root);
@@ -135,9 +138,16 @@ pub(super) fn deploy(
     // the release is not (it stays read-only to the hooks and the apps).
     if let Some(user) = user {
         let mounts = env_dir.mounts_created()?;
-        crate::platform::users::give(config.data().root(), &config.data().environments(), &mounts, user).map_err(
-            |source| RunnerError::Io { action: "giving to the project's user", path: mounts.clone(), source },
-        )?;
+        // With disks, `mounts` itself stays root's (root mounts there): each app's is given.
+        let given = match crate::platform::disk::apps(&env_dir.root).is_empty() {
+            true => vec![mounts],
+            false => app_dirs(&mounts),
+        };
+        for dir in given {
+            crate::platform::users::give(config.data().root(), &config.data().environments(), &dir, user).map_err(
+                |source| RunnerError::Io { action: "giving to the project's user", path: dir.clone(), source },
+            )?;
+        }
     }
     // Runs hook `name` of an app in the new release, with the runtime environment.
     let run_hook = |plan: &AppPlan, name: &'static str, log: &mut JobLog| -> Result<(), Halt> {
@@ -286,10 +296,56 @@ fn new_environment_parent(
     parent.current_release().is_some().then(|| (parent, name.to_string()))
 }
 
+/// Puts each app's mounts on a disk of the size it declares, where the runner can make disks
+/// (see [`crate::platform::disk`]); the deploy log says what changed, or why there are none.
+fn bound_disks(
+    data: &crate::store::DataDir,
+    env_dir: &EnvDir,
+    topology: &crate::topology::Topology,
+    policy: &crate::platform::sandbox::Policy,
+    user: &crate::platform::users::User,
+    log: &mut JobLog,
+) -> Result<(), RunnerError> {
+    let apps: Vec<_> = topology.apps.iter().filter(|(_, app)| !app.mounts.is_empty()).collect();
+    if apps.is_empty() {
+        return Ok(());
+    }
+    if let Err(why) = crate::platform::disk::usable() {
+        log.phase("deploy", &format!("W: the apps' disks are not bounded on this server: {why}"));
+        return Ok(());
+    }
+    for (name, app) in apps {
+        let mb = policy.disk(app.disk).map_err(|why| RunnerError::Platform(format!("app `{name}` {why}")))?;
+        let mut stop = || crate::platform::pause(&data, &env_dir.root);
+        let said = crate::platform::disk::bound(&env_dir.root, name, Some(mb), user, &mut stop)
+            .map_err(|why| RunnerError::Platform(format!("the disk of app `{name}`: {why}")))?;
+        for line in said {
+            log.phase("deploy", &line);
+        }
+    }
+    Ok(())
+}
+
+/// The apps' directories in `mounts` (not the names a move leaves beside them).
+fn app_dirs(mounts: &Path) -> Vec<std::path::PathBuf> {
+    let mut dirs: Vec<_> = std::fs::read_dir(mounts)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|e| e.path())
+        .collect();
+    dirs.sort();
+    dirs
+}
+
 /// Copies the parent's mounts into an environment: into a directory of its own first, then
 /// swapped in, so that a copy cut short is never taken for the environment's files (the
-/// releases' links go through the `mounts` path, which stays).
+/// releases' links go through the `mounts` path, which stays). An environment running on
+/// disks gets the copy on each disk, beside its files, then swapped for them.
 pub(super) fn copy_mounts(
+    data: &crate::store::DataDir,
     parent: &EnvDir,
     env_dir: &EnvDir,
     user: Option<&crate::platform::users::User>,
@@ -299,11 +355,21 @@ pub(super) fn copy_mounts(
     if !from.is_dir() {
         return Ok(());
     }
-    let partial = env_dir.root.join("mounts.copying");
     let io = |action: &'static str, path: &Path| {
         let path = path.to_owned();
         move |source| RunnerError::Io { action, path, source }
     };
+    let disks = crate::platform::disk::apps(&env_dir.root);
+    if let (Some(user), false) = (user, disks.is_empty()) {
+        if env_dir.current_release().is_some() {
+            return copy_onto_disks(data, parent, env_dir, &disks, user, log);
+        }
+        // A new environment's disks (made by a first deploy cut short) go with what they hold.
+        crate::platform::disk::release(&env_dir.root).map_err(RunnerError::Platform)?;
+        let images = crate::platform::disk::images(&env_dir.root);
+        std::fs::remove_dir_all(&images).map_err(io("removing", &images))?;
+    }
+    let partial = env_dir.root.join("mounts.copying");
     let _ = std::fs::remove_dir_all(&partial);
     std::fs::create_dir_all(&env_dir.root).map_err(io("creating", &env_dir.root))?;
     std::fs::create_dir(&partial).map_err(io("creating", &partial))?;
@@ -331,6 +397,56 @@ pub(super) fn copy_mounts(
     std::fs::rename(&partial, env_dir.mounts()).map_err(io("completing", &env_dir.mounts()))?;
     let _ = std::fs::remove_dir_all(&old);
     log.phase("deploy", &format!("Copied the mounts' files of the parent environment ({})", from.display()));
+    Ok(())
+}
+
+/// The parent's files of each app with a disk, copied onto that disk and swapped for its own,
+/// as the project's user (the files are its own, and it reads nothing there that is not).
+fn copy_onto_disks(
+    data: &crate::store::DataDir,
+    parent: &EnvDir,
+    env_dir: &EnvDir,
+    apps: &[String],
+    user: &crate::platform::users::User,
+    log: &mut JobLog,
+) -> Result<(), RunnerError> {
+    use std::os::unix::process::CommandExt;
+    const SWAP: &str = r#"set -e
+cd "$1"
+rm -rf .pushgate-copying .pushgate-replaced
+cp -a "$2" .pushgate-copying
+mkdir .pushgate-replaced
+find . -mindepth 1 -maxdepth 1 ! -name .pushgate-copying ! -name .pushgate-replaced -exec mv -t .pushgate-replaced -- {} +
+find .pushgate-copying -mindepth 1 -maxdepth 1 -exec mv -t . -- {} +
+rmdir .pushgate-copying
+rm -rf .pushgate-replaced"#;
+    for app in apps {
+        let from = parent.mounts().join(app);
+        if !from.is_dir() {
+            continue;
+        }
+        let mut stop = || crate::platform::pause(&data, &env_dir.root);
+        crate::platform::disk::bound(&env_dir.root, app, None, user, &mut stop).map_err(RunnerError::Platform)?;
+        let out = std::process::Command::new("sh")
+            .args(["-c", SWAP, "sh"])
+            .arg(env_dir.mounts().join(app))
+            .arg(&from)
+            .uid(user.uid)
+            .gid(user.gid)
+            .output()
+            .map_err(|source| RunnerError::Io { action: "copying", path: from.clone(), source })?;
+        if !out.status.success() {
+            return Err(RunnerError::Platform(format!(
+                "copying the parent's mounts of app `{app}` onto its disk (which needs room for both copies \
+                 until the swap): {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        log.phase(
+            "deploy",
+            &format!("Copied the mounts' files of app `{app}` of the parent environment ({})", from.display()),
+        );
+    }
     Ok(())
 }
 

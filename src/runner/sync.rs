@@ -47,6 +47,7 @@ pub(super) fn delete(config: &Config, job: &Job, log: &mut JobLog) -> Result<(),
         log.phase("delete", &format!("Its services are dropped: {}", dropped.join(", ")));
     }
     crate::platform::network::Network::of(&data, &crate::platform::site_key(&env_dir.root)).remove();
+    crate::platform::disk::release(&env_dir.root).map_err(RunnerError::Platform)?;
     super::deploy::remove_release(&env_dir.root)?;
     log.phase("delete", &format!("Its releases and mounts are removed ({})", env_dir.root.display()));
     Ok(())
@@ -84,7 +85,7 @@ pub(super) fn sync(config: &Config, job: &Job, log: &mut JobLog, control: &Contr
     }
     control.check()?;
     if options.mounts {
-        super::release::copy_mounts(&parent, &env_dir, user.as_ref(), log)?;
+        super::release::copy_mounts(&config.data(), &parent, &env_dir, user.as_ref(), log)?;
     }
     log.phase(
         "sync",

@@ -821,3 +821,93 @@ fn a_fifo_where_root_reads_a_pid_file_stalls_no_runner() {
     );
     assert!(eventually(10, || r.get(&r.host("main"), "/").status == 200));
 }
+
+#[test]
+fn an_apps_mounts_hold_the_disk_it_declares_and_a_full_disk_stops_only_that_app() {
+    let r = Routed::new("app-disk");
+    let index = "<?php\necho @file_put_contents(__DIR__ . '/var/page.txt', str_repeat('x', 1 << 20)) === false ? \
+                 'not written: ' . error_get_last()['message'] : 'written', \"\\n\";\n";
+    // The deploy hook writes more than the app's disk holds, then what is left.
+    let hooks = "mounts:\n    var:\n        source: local\n        source_path: var\nhooks:\n    deploy: |\n        \
+                 head -c 200000000 /dev/zero > var/fill && echo FILLED || echo REFUSED\n";
+    let small = php_app("app", hooks, index)
+        .into_iter()
+        .map(|(p, c)| (p, c.replace("disk: 512", "disk: 128")))
+        .collect::<Vec<_>>();
+    r.deploy(&small, "main");
+    let logs = || {
+        let mut all = String::new();
+        for e in std::fs::read_dir(r.s.data.join("logs")).unwrap().flatten() {
+            all.push_str(&std::fs::read_to_string(e.path()).unwrap_or_default());
+        }
+        all
+    };
+    let log = logs();
+    assert!(log.contains("REFUSED") && log.contains("No space left on device"), "{log}");
+    assert!(log.contains("app `app` has its own disk of 128 MB"), "{log}");
+    let env = std::fs::read_dir(r.s.data.join("environments"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("repo-"))
+        .unwrap()
+        .join("main");
+    let fill = std::fs::metadata(env.join("mounts/app/var/fill")).unwrap().len();
+    assert!(fill < 128 << 20 && fill > 100 << 20, "{fill}");
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let image = std::fs::metadata(env.join("disks/app.ext4")).unwrap();
+    assert_eq!((image.uid(), image.permissions().mode() & 0o777), (0, 0o600));
+    // The app sees its disk full and says so; the site goes on.
+    let page = r.get(&r.host("main"), "/").body;
+    assert!(page.contains("not written") && page.contains("No space left on device"), "{page}");
+    assert!(!std::fs::read_dir(&env).unwrap().flatten().any(|e| e.file_name() == "mounts.copying"));
+
+    // A larger disk declared: the same disk grows, its files kept.
+    let large: Vec<_> = small
+        .iter()
+        .map(|(p, c)| {
+            (
+                *p,
+                c.replace("disk: 128", "disk: 256")
+                    .replace("200000000 /dev/zero > var/fill", "100000000 /dev/zero > var/more")
+                    .replace("FILLED", "MORE"),
+            )
+        })
+        .collect();
+    r.deploy(&large, "main");
+    let log = logs();
+    assert!(log.contains("its disk grew from 128 MB to 256 MB") && log.contains("MORE"), "{log}");
+    assert_eq!(std::fs::metadata(env.join("mounts/app/var/fill")).unwrap().len(), fill);
+    assert_eq!(r.get(&r.host("main"), "/").body.trim(), "written");
+
+    // An environment deployed before disks were bounded (its files in a plain directory, the
+    // project's user's): its next deploy moves them onto a disk, and the app, started again,
+    // writes there.
+    let mounts = env.join("mounts");
+    let kept = r.s.dir.join("kept");
+    assert!(std::process::Command::new("cp").arg("-a").arg(mounts.join("app")).arg(&kept).status().unwrap().success());
+    assert!(std::process::Command::new("umount").arg(mounts.join("app")).status().unwrap().success());
+    std::fs::remove_dir(mounts.join("app")).unwrap();
+    std::fs::rename(&kept, mounts.join("app")).unwrap();
+    std::fs::remove_dir_all(env.join("disks")).unwrap();
+    let user = std::fs::metadata(mounts.join("app/var/fill")).unwrap().uid();
+    std::os::unix::fs::chown(&mounts, Some(user), Some(user)).unwrap();
+    r.deploy(&large, "main");
+    let log = logs();
+    assert!(log.contains("app `app`: the files of its mounts were moved onto its disk"), "{log}");
+    assert_eq!(std::fs::metadata(env.join("mounts/app/var/fill")).unwrap().len(), fill);
+    assert_eq!(owner_of(&mounts), Some(0), "where root mounts is root's");
+    assert!(std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .contains(&mounts.join("app").display().to_string()));
+    let _ = std::fs::remove_file(mounts.join("app/var/page.txt"));
+    assert_eq!(r.get(&r.host("main"), "/").body.trim(), "written");
+    assert!(mounts.join("app/var/page.txt").exists(), "the app writes on the disk the host sees");
+
+    // Deleted: nothing stays mounted.
+    let out = runner(&r.s, &["env", "delete", "main", "--yes"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(eventually(60, || !env.exists()), "{}", r.runner_log());
+    let mounted = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounted.contains(&env.display().to_string()), "{mounted}");
+}
