@@ -244,8 +244,10 @@ fn make(image: &Path, mb: u64, user: &User) -> Result<(), String> {
     std::fs::rename(&partial, image).map_err(err)
 }
 
+/// Mounted without zeroing its inode tables in the background (`noinit_itable`): the image
+/// stays as sparse as what is written in it.
 fn mount(image: &Path, at: &Path) -> Result<(), String> {
-    run(Command::new("mount").args(["-t", "ext4", "-o", "loop,nodev,nosuid,noatime"]).arg(image).arg(at))
+    run(Command::new("mount").args(["-t", "ext4", "-o", "loop,nodev,nosuid,noatime,noinit_itable"]).arg(image).arg(at))
 }
 
 fn unmount(at: &Path) -> Result<(), String> {
@@ -291,8 +293,8 @@ fn resize(image: &Path, dir: &Path, app: &str, mb: u64, stop: &mut dyn FnMut()) 
     // may lack: grown unmounted, the environment's processes stopped meanwhile.
     stop();
     unmount_whole(dir)?;
-    if loop_device(image)?.is_some() {
-        // Still mounted somewhere (a process outside the environment's holds it): not touched.
+    if mounted_elsewhere(image)? {
+        // A process outside the environment's holds it in a namespace of its own: not touched.
         mount(image, dir)?;
         return Err(format!(
             "app `{app}`'s disk cannot grow: it cannot be grown in use here, and a process outside the \
@@ -317,6 +319,23 @@ fn loop_device(image: &Path) -> Result<Option<String>, String> {
     let listed = String::from_utf8_lossy(&out.stdout);
     let device = listed.lines().next().and_then(|l| l.split(':').next()).unwrap_or("");
     Ok(device.starts_with("/dev/loop").then(|| device.to_owned()))
+}
+
+/// Whether the filesystem of `image` is still mounted somewhere once unmounted here (a mount
+/// namespace that kept it): its loop device is then held exclusively. One left attached but
+/// free (its release is not immediate) is detached.
+fn mounted_elsewhere(image: &Path) -> Result<bool, String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let Some(device) = loop_device(image)? else { return Ok(false) };
+    match std::fs::OpenOptions::new().read(true).custom_flags(libc::O_EXCL).open(&device) {
+        Ok(free) => {
+            drop(free);
+            let _ = run(Command::new("losetup").args(["-d", &device]));
+            Ok(false)
+        }
+        Err(e) if e.raw_os_error() == Some(libc::EBUSY) => Ok(true),
+        Err(_) => Ok(false), // gone meanwhile
+    }
 }
 
 /// Unmounts `at`, not lazily: a file open there keeps it (and says so).
