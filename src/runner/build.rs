@@ -239,7 +239,9 @@ pub(super) fn build(
         }
     }
     if !missing.is_empty() {
+        let network = build_network(config, job, &declared, log)?;
         let build = Build {
+            network,
             config,
             job,
             log,
@@ -304,8 +306,36 @@ fn found(config: &Config, job: &Job, plan: &AppPlan, log: &mut JobLog) -> Result
     Ok(false)
 }
 
+/// The network of a project's builds where the runner confines networks (and the policy leaves
+/// builds one): a namespace of the project's builds (not an environment's: no services) whose
+/// only way out is its proxy, bounded by the project's `egress` rules as its apps' is: the
+/// package registries, not the host's loopback (its databases, the runner's API) or its private
+/// networks. Made before the build's private mounts, which would hide it from the host.
+fn build_network(
+    config: &Config,
+    job: &Job,
+    declared: &Declared,
+    log: &mut JobLog,
+) -> Result<Option<(std::path::PathBuf, bool)>, Halt> {
+    if !declared.sandbox.network.unwrap_or(true) || !crate::platform::network::confines(&config.sandbox) {
+        return Ok(None);
+    }
+    let key = format!("{}+build", crate::store::DataDir::project_key(&job.repo));
+    let network = crate::platform::network::Network::of(&config.data(), &key);
+    let (ns, warnings, proxy) = network
+        .prepare(&serde_json::Map::new(), &declared.sandbox.egress())
+        .map_err(|why| RunnerError::Platform(format!("the builds' network: {why}")))?;
+    for warning in warnings {
+        log.phase("build", &format!("W: {warning}"));
+    }
+    Ok(Some((ns, proxy)))
+}
+
 /// What building a job's missing slugs needs.
 struct Build<'a> {
+    /// The builds' network namespace and whether it has a proxy (`None`: the host's network,
+    /// or none by policy).
+    network: Option<(std::path::PathBuf, bool)>,
     config: &'a Config,
     job: &'a Job,
     log: &'a mut JobLog,
@@ -432,7 +462,10 @@ impl<'a> Build<'a> {
                 config: &plan.config,
                 variables: &self.declared.project_variables,
             };
-            let env = env::build(&ctx);
+            let mut env = env::build(&ctx);
+            if self.network.as_ref().is_some_and(|(_, proxy)| *proxy) {
+                env.extend(crate::platform::egress::variables());
+            }
             hooks::run(
                 &Hook {
                     name: "build",
@@ -449,7 +482,7 @@ impl<'a> Build<'a> {
                         readable: vec![],
                         hidden: vec![&config.data_dir, job.repo.path()],
                         network: self.declared.sandbox.network.unwrap_or(true),
-                        netns: None,
+                        netns: self.network.as_ref().map(|(ns, _)| ns.as_path()),
                         limits: self.declared.sandbox.limits(),
                     },
                 },

@@ -63,6 +63,9 @@ fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
             let meta = std::fs::symlink_metadata(&path).unwrap();
             if meta.is_dir() {
                 todo.push(path);
+            } else if path.parent().and_then(|p| p.file_name()).is_some_and(|n| n == "disks") {
+                // An app's disk image (root's, gigabytes, sparse): its files are seen where it is mounted.
+                continue;
             } else {
                 all.push((path.clone(), std::fs::read(&path).unwrap_or_default()));
             }
@@ -200,21 +203,35 @@ fn http_server() -> (u16, std::thread::JoinHandle<()>) {
 }
 
 #[test]
-fn the_build_reaches_the_network_unless_the_admin_turns_it_off() {
+fn the_build_goes_out_through_its_proxy_where_the_admin_allows_and_never_to_the_hosts_loopback() {
     let s = Server::new("sandbox-network");
-    let (port, server) = http_server();
-    let fetch = format!("curl -sf --max-time 5 http://127.0.0.1:{port}/ > fetched.txt");
-    // By default, as on Magento Cloud, composer and npm can download.
-    deployed_with_hooks(&s, &allowed("network", &fetch), "true");
-    server.join().unwrap();
-    // The admin turns this project's build network off.
-    std::fs::create_dir_all(s.bare.join("pushgate")).unwrap();
-    std::fs::write(s.bare.join("pushgate/sandbox.json"), r#"{"network": false}"#).unwrap();
+    // A service on the host's loopback (a database, the runner's API): not for the build.
     let (port, _server) = http_server();
-    let fetch = format!("curl -sf --max-time 5 http://127.0.0.1:{port}/");
-    let build = attempt("network", &fetch);
-    let log = deployed_with_hooks(&s, &build, "true");
-    assert_all_blocked(&log, &["network"]);
+    let direct = format!("curl -sf --max-time 5 http://127.0.0.1:{port}/");
+    let through_proxy = |port: u16| {
+        format!("curl -sf --max-time 5 --noproxy '' --proxytunnel -x \"$https_proxy\" http://127.0.0.1:{port}/ > fetched.txt")
+    };
+    let log = deployed_with_hooks(&s, &attempt("loopback", &direct), "true");
+    assert_all_blocked(&log, &["loopback"]);
+    // Where the admin allows it, the build reaches it through its proxy, as composer and npm reach
+    // their registries (they read `https_proxy`); by default, HTTPS to public addresses.
+    let (port, server) = http_server();
+    std::fs::create_dir_all(s.bare.join("pushgate")).unwrap();
+    let policy = format!(r#"{{"egress": ["127.0.0.1:{port}"]}}"#);
+    std::fs::write(s.bare.join("pushgate/sandbox.json"), &policy).unwrap();
+    deployed_with_hooks(&s, &allowed("network", &through_proxy(port)), "true");
+    server.join().unwrap();
+    // The admin turns this project's build network off: no way out at all.
+    let (port, _server) = http_server();
+    let policy = format!(r#"{{"network": false, "egress": ["127.0.0.1:{port}"]}}"#);
+    std::fs::write(s.bare.join("pushgate/sandbox.json"), &policy).unwrap();
+    let tries = [
+        attempt("network", &through_proxy(port)),
+        attempt("direct", &format!("curl -sf --max-time 5 http://127.0.0.1:{port}/")),
+    ]
+    .join("\n");
+    let log = deployed_with_hooks(&s, &tries, "true");
+    assert_all_blocked(&log, &["network", "direct"]);
 }
 
 #[test]
