@@ -216,6 +216,10 @@ pub fn environments(out: &mut dyn Write, rows: &[crate::runner::deploy::Environm
         return writeln!(out, "No environment deployed yet.");
     }
     for r in rows {
+        if let Some(hint) = r.hint.as_deref().filter(|_| r.release.is_empty()) {
+            writeln!(out, "{}  {}  {}  ({hint})", r.environment, r.kind.as_str(), r.state)?;
+            continue;
+        }
         let commit = r.commit.as_ref().map_or("?", |c| c.short());
         let url = r.primary_url.as_deref().unwrap_or("-");
         let parent = r.parent.as_deref().map(|p| format!("parent {p}  ")).unwrap_or_default();

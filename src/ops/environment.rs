@@ -1,34 +1,138 @@
-//! Operations on an environment: each a job in the environment's one slot, whoever asks.
+//! Operations on an environment: each change a job in the environment's one slot, whoever
+//! asks; and the project's environments' settings (type, limit) and variables.
 
+use super::{Actor, Error};
 use crate::core::{CommitId, EnvName, JobId, RepoId};
-use crate::queue::{JobKind, JobState, JobStore, Request};
+use crate::queue::{Job, JobKind, JobState, JobStore, Request};
+use crate::runner::declared::{Declared, Layered};
 use crate::runner::deploy::EnvDir;
-use crate::runner::{Config, RunnerError};
+use crate::runner::Config;
+use crate::store::environments::{EnvType, Environments};
+use crate::store::{DataDir, ReleaseInfo};
+
+/// The project named `name` (its repository).
+pub fn project(store: &dyn JobStore, name: &str) -> Result<RepoId, Error> {
+    crate::activity::project_named(store, name).map_err(Error::NotFound)
+}
+
+/// Environment `given` (its name or its branch) of `repo`: its name.
+pub fn named(repo: &RepoId, given: &str) -> Result<EnvName, Error> {
+    Ok(crate::store::environments::resolve(repo.path(), given).map_err(Error::NotFound)?.0)
+}
+
+/// Every environment of the data directory's projects: those deployed here, then those that
+/// run nothing anywhere (inactive; a branch or a declared staging or production never
+/// deployed; a first deploy under way), each with what to do.
+pub fn list(data: &DataDir, store: &dyn JobStore) -> Result<Vec<crate::runner::deploy::Environment>, Error> {
+    let mut all = crate::runner::deploy::environments(data.root());
+    let jobs = store.jobs()?;
+    for repo in store.projects()? {
+        let Ok(declared) = Environments::load(repo.path()) else { continue };
+        let project = crate::activity::project_name(&repo);
+        // Declared ones, then every branch's (an environment each).
+        let mut names = declared.declared();
+        for branch in branches(&repo) {
+            let name = crate::core::ids::environment_name(&branch);
+            if !names.iter().any(|(n, _)| *n == name) {
+                names.push((name.clone(), declared.of(&name)));
+            }
+        }
+        for (name, kind) in names {
+            if all.iter().any(|e| e.repo.as_ref() == Some(&repo) && e.environment == name) {
+                continue;
+            }
+            let of_it = |j: &&Job| j.repo == repo && j.environment.as_str() == name;
+            let under_way =
+                jobs.iter().filter(of_it).find(|j| matches!(j.state, JobState::Pending | JobState::Running));
+            let deployed_once = jobs.iter().filter(of_it).any(|j| {
+                j.state == JobState::Succeeded
+                    && matches!(j.kind, JobKind::Push | JobKind::Promote | JobKind::Redeploy | JobKind::Rollback)
+            });
+            if deployed_once && !declared.is_inactive(&name) {
+                continue; // deployed by a runner of another machine, which lists it
+            }
+            let (state, hint) = if let Some(job) = under_way {
+                ("deploying", format!("its first deploy: pushgate-runner logs {} --follow", job.id))
+            } else if declared.is_inactive(&name) {
+                ("inactive", format!("activate it: pushgate-runner env activate {project} {name}"))
+            } else if kind.pushed() {
+                ("not deployed", format!("deploy its branch: pushgate-runner env activate {project} {name}"))
+            } else {
+                ("not deployed", format!("deployed by promotion: pushgate-runner promote {project} FROM {name}"))
+            };
+            all.push(crate::runner::deploy::Environment {
+                environment: name,
+                release: String::new(),
+                commit: None,
+                repo: Some(repo.clone()),
+                path: String::new(),
+                state,
+                deployed_at: None,
+                releases: Vec::new(),
+                urls: Vec::new(),
+                primary_url: None,
+                kind,
+                parent: None,
+                hint: Some(hint),
+            });
+        }
+    }
+    Ok(all)
+}
+
+/// The branches of `repo` (none if it cannot be read).
+fn branches(repo: &RepoId) -> Vec<String> {
+    let Ok(git) = git2::Repository::open_bare(repo.path()) else { return Vec::new() };
+    let Ok(all) = git.branches(Some(git2::BranchType::Local)) else { return Vec::new() };
+    all.flatten().filter_map(|(b, _)| b.name().ok().flatten().map(str::to_owned)).collect()
+}
+
+/// What runs in `env`, or that nothing does.
+fn deployed(env: &EnvDir, name: &str) -> Result<ReleaseInfo, Error> {
+    env.current_release()
+        .and_then(|r| env.info(&r))
+        .ok_or_else(|| Error::NotFound(format!("environment {name} is not deployed")))
+}
+
+/// The release a rollback of `env` goes back to (`to`, else the one before what runs), and
+/// its description; never the release it runs.
+pub fn rollback_target(env: &EnvDir, name: &str, to: Option<&str>) -> Result<(String, ReleaseInfo), Error> {
+    let current = deployed(env, name)?;
+    if to == Some(current.release.as_str()) {
+        return Err(Error::Conflict(format!("environment {name} already runs release {}", current.release)));
+    }
+    let target = crate::runner::rollback_target(env, to).map_err(|e| Error::Conflict(e.to_string()))?;
+    let info = env.info(&target).ok_or_else(|| Error::NotFound(format!("release {target} has no description")))?;
+    Ok((target, info))
+}
 
 /// What a rollback did.
 pub struct RolledBack {
-    pub job: JobId,
+    /// The job, as queued.
+    pub job: Job,
     /// The release it goes back to.
     pub target: String,
     /// Done at once (the environment was idle), else queued after the job that runs in it.
     pub at_once: bool,
 }
 
-/// Rolls `env` back to release `to`, else to the one before what runs now. A job, as from the
-/// API: claimed and done here at once when nothing of the environment runs; else it waits in
-/// the environment's slot for what runs (a deploy under way), so a deploy's switch never takes
-/// a rollback back. The target is chosen now, when the person asks.
+/// Rolls `env` back to release `to`, else to the one before what runs now: a job in the
+/// environment's slot, so a deploy's switch never takes a rollback back. Where `config` can
+/// run it (the command line on the server), it is claimed and done at once when nothing of
+/// the environment runs; else a runner does it. The target is chosen now, when asked.
 pub fn rollback(
-    config: &Config,
+    data: &DataDir,
+    config: Option<&Config>,
     queue: &mut dyn JobStore,
     env: &EnvDir,
+    name: &str,
     to: Option<&str>,
-) -> Result<RolledBack, RunnerError> {
-    let target = crate::runner::rollback_target(env, to)?;
-    let info =
-        env.info(&target).ok_or_else(|| RunnerError::Platform(format!("release {target} has no description")))?;
+    actor: &Actor,
+) -> Result<RolledBack, Error> {
+    let (target, info) = rollback_target(env, name, to)?;
     let options = serde_json::json!({ "release": target }).to_string();
-    let job = queue_on(&config.data_dir, queue, JobKind::Rollback, info, options)?;
+    let job = super::jobs::enqueue(data, queue, &request_on(JobKind::Rollback, info, options, actor))?;
+    let Some(config) = config else { return Ok(RolledBack { job, target, at_once: false }) };
     let at_once = match queue.claim_job(job.id, &config.runner_id, config.lease)? {
         Some(claimed) => {
             crate::runner::process(config, queue, &claimed, &crate::runner::shutdown::Shutdown::default())?;
@@ -36,12 +140,12 @@ pub fn rollback(
         }
         None => false,
     };
-    Ok(RolledBack { job: job.id, target, at_once })
+    Ok(RolledBack { job, target, at_once })
 }
 
 /// What a redeploy queued.
 pub struct Redeployed {
-    pub job: JobId,
+    pub job: Job,
     /// When the environment was never deployed: the failed push run again, and its commit.
     pub retried: Option<(JobId, CommitId)>,
 }
@@ -50,15 +154,16 @@ pub struct Redeployed {
 /// never deployed, whose last push failed (a service not ready, a variable missing), gets that
 /// push's commit again: no commit is needed to retry.
 pub fn redeploy(
-    data: &std::path::Path,
+    data: &DataDir,
     queue: &mut dyn JobStore,
     repo: &RepoId,
     name: &EnvName,
-) -> Result<Redeployed, RunnerError> {
-    let env = EnvDir::new(data, repo, name);
+    actor: &Actor,
+) -> Result<Redeployed, Error> {
+    let env = EnvDir::new(data.root(), repo, name);
     if let Some(info) = env.current_release().and_then(|r| env.info(&r)) {
-        let job = queue_on(data, queue, JobKind::Redeploy, info, "{}".into())?;
-        return Ok(Redeployed { job: job.id, retried: None });
+        let job = super::jobs::enqueue(data, queue, &request_on(JobKind::Redeploy, info, "{}".into(), actor))?;
+        return Ok(Redeployed { job, retried: None });
     }
     let failed = queue
         .jobs()?
@@ -66,7 +171,7 @@ pub fn redeploy(
         .filter(|j| j.repo == *repo && j.environment == *name && j.kind == JobKind::Push)
         .max_by_key(|j| j.id)
         .filter(|j| j.state == JobState::Failed)
-        .ok_or_else(|| RunnerError::Platform(format!("environment {name} runs nothing to redeploy")))?;
+        .ok_or_else(|| Error::NotFound(format!("environment {name} runs nothing to redeploy")))?;
     let request = Request {
         kind: JobKind::Push,
         repo: repo.clone(),
@@ -74,30 +179,15 @@ pub fn redeploy(
         environment: name.clone(),
         commit: failed.commit.clone(),
         options: "{}".into(),
-        pusher: crate::queue::pusher(&|k| std::env::var(k).ok()),
+        pusher: actor.name.clone(),
     };
-    let job = queue.enqueue(&request)?;
-    crate::store::wake::wake(data);
-    Ok(Redeployed { job: job.id, retried: Some((failed.id, failed.commit)) })
-}
-
-/// Queues a job of `kind` on the environment a release describes (its repository, branch and
-/// commit), and wakes the runners waiting on the data directory.
-fn queue_on(
-    data: &std::path::Path,
-    queue: &mut dyn JobStore,
-    kind: JobKind,
-    info: crate::store::ReleaseInfo,
-    options: String,
-) -> Result<crate::queue::Job, RunnerError> {
-    let job = queue.enqueue(&request_on(kind, info, options, crate::queue::pusher(&|k| std::env::var(k).ok())))?;
-    crate::store::wake::wake(data);
-    Ok(job)
+    let job = super::jobs::enqueue(data, queue, &request)?;
+    Ok(Redeployed { job, retried: Some((failed.id, failed.commit)) })
 }
 
 /// The request for a job of `kind` on the environment a release describes (its repository,
-/// branch and commit), asked by `pusher`: for the command line and the API alike.
-pub fn request_on(kind: JobKind, info: crate::store::ReleaseInfo, options: String, pusher: Option<String>) -> Request {
+/// branch and commit), asked by `actor`.
+pub fn request_on(kind: JobKind, info: ReleaseInfo, options: String, actor: &Actor) -> Request {
     Request {
         kind,
         ref_name: format!("refs/heads/{}", info.branch.clone().unwrap_or_else(|| info.environment.to_string())),
@@ -105,72 +195,62 @@ pub fn request_on(kind: JobKind, info: crate::store::ReleaseInfo, options: Strin
         environment: info.environment,
         commit: info.commit,
         options,
-        pusher,
+        pusher: actor.name.clone(),
     }
-}
-
-/// What runs in `env`, or why nothing does.
-fn deployed(env: &EnvDir, name: &str) -> Result<crate::store::ReleaseInfo, RunnerError> {
-    env.current_release()
-        .and_then(|r| env.info(&r))
-        .ok_or_else(|| RunnerError::Platform(format!("environment {name} is not deployed")))
 }
 
 /// Copies the parent's data (`data`: its databases; `mounts`: its mounts' files) into `env`
 /// again, from `from` or the default branch's environment, whose own data is never overwritten
 /// this way. The job queued, and the parent.
+#[allow(clippy::too_many_arguments)]
 pub fn sync(
-    data: &std::path::Path,
+    data: &DataDir,
     queue: &mut dyn JobStore,
     env: &EnvDir,
     name: &str,
     (with_data, with_mounts): (bool, bool),
     from: Option<String>,
-) -> Result<(crate::queue::Job, String), RunnerError> {
+    actor: &Actor,
+) -> Result<(Job, String), Error> {
     let info = deployed(env, name)?;
     let default = crate::platform::default_branch(info.repo.as_str()).map(|b| crate::core::ids::environment_name(&b));
     if default.as_deref() == Some(name) {
-        return Err(RunnerError::Platform(format!(
+        return Err(Error::Conflict(format!(
             "environment {name} is the default branch's: its data is never overwritten by another environment's"
         )));
     }
     let parent =
-        from.or(default).ok_or_else(|| RunnerError::Platform("no parent environment: name one with --from".into()))?;
+        from.or(default).ok_or_else(|| Error::Invalid("no parent environment: name one with --from".into()))?;
     if parent == name {
-        return Err(RunnerError::Platform("an environment cannot be synced from itself".into()));
+        return Err(Error::Invalid("an environment cannot be synced from itself".into()));
     }
     let options = crate::runner::sync::Sync { parent: parent.clone(), data: with_data, mounts: with_mounts };
-    let options = serde_json::to_string(&options).map_err(|e| RunnerError::Platform(e.to_string()))?;
-    Ok((queue_on(data, queue, JobKind::Sync, info, options)?, parent))
+    let options = serde_json::to_string(&options).map_err(|e| Error::Invalid(e.to_string()))?;
+    Ok((super::jobs::enqueue(data, queue, &request_on(JobKind::Sync, info, options, actor))?, parent))
 }
 
 /// Deletes `env`: off the router, its services dropped, its files removed (a job).
-pub fn delete(
-    data: &std::path::Path,
-    queue: &mut dyn JobStore,
-    env: &EnvDir,
-    name: &str,
-) -> Result<crate::queue::Job, RunnerError> {
-    queue_on(data, queue, JobKind::Delete, deployed(env, name)?, "{}".into())
+pub fn delete(data: &DataDir, queue: &mut dyn JobStore, env: &EnvDir, name: &str, actor: &Actor) -> Result<Job, Error> {
+    super::jobs::enqueue(data, queue, &request_on(JobKind::Delete, deployed(env, name)?, "{}".into(), actor))
 }
 
 /// Makes environment `given` (its name or its branch) of `repo` active: pushes deploy it
 /// again, and its branch's last commit is deployed now. The job queued.
 pub fn activate(
-    data: &std::path::Path,
+    data: &DataDir,
     queue: &mut dyn JobStore,
     repo: &RepoId,
     given: &str,
-) -> Result<crate::queue::Job, RunnerError> {
-    let (name, branch) = crate::store::environments::resolve(repo.path(), given).map_err(RunnerError::Platform)?;
+    actor: &Actor,
+) -> Result<Job, Error> {
+    let (name, branch) = crate::store::environments::resolve(repo.path(), given).map_err(Error::NotFound)?;
     let project = crate::activity::project_name(repo);
-    let branch = branch
-        .ok_or_else(|| RunnerError::Platform(format!("{project} has no branch of environment {name} to deploy")))?;
+    let branch =
+        branch.ok_or_else(|| Error::NotFound(format!("{project} has no branch of environment {name} to deploy")))?;
     let head = git2::Repository::open_bare(repo.path())
         .and_then(|git| git.refname_to_id(&format!("refs/heads/{branch}")))
-        .map_err(|e| RunnerError::Platform(format!("{}: {e}", repo.as_str())))?;
-    crate::store::environments::Environments::set_inactive(repo.path(), name.as_str(), false)
-        .map_err(RunnerError::Platform)?;
+        .map_err(|e| Error::NotFound(format!("{}: {e}", repo.as_str())))?;
+    Environments::set_inactive(repo.path(), name.as_str(), false).map_err(Error::Invalid)?;
     let request = Request {
         kind: JobKind::Push,
         repo: repo.clone(),
@@ -178,25 +258,73 @@ pub fn activate(
         environment: name,
         commit: CommitId::from_oid(head),
         options: "{}".into(),
-        pusher: crate::queue::pusher(&|k| std::env::var(k).ok()),
+        pusher: actor.name.clone(),
     };
-    let job = queue.enqueue(&request)?;
-    crate::store::wake::wake(data);
-    Ok(job)
+    super::jobs::enqueue(data, queue, &request)
 }
 
 /// Makes environment `name` of `repo` inactive: pushes to its branch keep the code without
 /// deploying it, and what it runs is stopped after a final backup (a job; None when nothing of
 /// it was deployed).
 pub fn deactivate(
-    data: &std::path::Path,
+    data: &DataDir,
     queue: &mut dyn JobStore,
     repo: &RepoId,
     name: &EnvName,
-) -> Result<Option<crate::queue::Job>, RunnerError> {
-    crate::store::environments::Environments::set_inactive(repo.path(), name.as_str(), true)
-        .map_err(RunnerError::Platform)?;
-    let env = EnvDir::new(data, repo, name);
+    actor: &Actor,
+) -> Result<Option<Job>, Error> {
+    Environments::set_inactive(repo.path(), name.as_str(), true).map_err(Error::Invalid)?;
+    let env = EnvDir::new(data.root(), repo, name);
     let Some(info) = env.current_release().and_then(|r| env.info(&r)) else { return Ok(None) };
-    queue_on(data, queue, JobKind::Delete, info, r#"{"backup": true}"#.into()).map(Some)
+    super::jobs::enqueue(data, queue, &request_on(JobKind::Delete, info, r#"{"backup": true}"#.into(), actor)).map(Some)
+}
+
+/// Declares environment `environment` of `project` of type `kind` (staging, production,
+/// integration); its type.
+pub fn create(store: &dyn JobStore, project: &str, environment: &str, kind: &str) -> Result<EnvType, Error> {
+    let kind = EnvType::parse(kind)
+        .ok_or_else(|| Error::Invalid(format!("--type {kind}: staging, production or integration")))?;
+    EnvName::parse(environment).map_err(|e| Error::Invalid(e.to_string()))?;
+    let repo = self::project(store, project)?;
+    Environments::declare(repo.path(), environment, kind).map_err(Error::Invalid)?;
+    Ok(kind)
+}
+
+/// Bounds the active integration environments of `project` (`none`: no bound); the bound.
+pub fn limit(store: &dyn JobStore, project: &str, limit: &str) -> Result<Option<u32>, Error> {
+    let repo = self::project(store, project)?;
+    let limit = match limit {
+        "none" => None,
+        n => Some(n.parse::<u32>().map_err(|_| Error::Invalid(format!("the limit is a number, or none: {n}")))?),
+    };
+    Environments::set_limit(repo.path(), limit).map_err(Error::Invalid)?;
+    Ok(limit)
+}
+
+/// An environment's variables as its apps get them, each with where it comes from.
+pub struct Variables {
+    pub repo: RepoId,
+    pub kind: EnvType,
+    /// Values shown as `****` unless asked for.
+    pub rows: Vec<Layered>,
+}
+
+/// The variables of environment `environment` of `project`, layered (project, type,
+/// environment); their values only if `values`.
+pub fn variables(
+    data: &DataDir,
+    store: &dyn JobStore,
+    project: &str,
+    environment: &str,
+    values: bool,
+) -> Result<Variables, Error> {
+    let repo = self::project(store, project)?;
+    let declared = Declared::load(data.root(), repo.path())?;
+    let mut rows = declared.layered(environment);
+    if !values {
+        for row in &mut rows {
+            row.value = serde_json::Value::String("****".into());
+        }
+    }
+    Ok(Variables { kind: declared.environments.of(environment), rows, repo })
 }

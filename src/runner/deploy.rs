@@ -205,6 +205,9 @@ pub struct Environment {
     pub kind: crate::store::environments::EnvType,
     /// The environment it started from, when it started with a copy of one's data.
     pub parent: Option<String>,
+    /// What to do with one that runs nothing (inactive, declared and never promoted to).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
 }
 
 /// Every deployed environment of a data directory.
@@ -234,6 +237,7 @@ pub fn environments(data: &Path) -> Vec<Environment> {
                 urls: site.as_ref().map(|s| s.urls.clone()).unwrap_or_default(),
                 primary_url: site.and_then(|s| s.primary_url),
                 release,
+                hint: None,
             })
         })
         .collect()

@@ -30,6 +30,27 @@ pub struct JobLog {
     output_left: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
+/// `text` with the paths of the data directory `data` as developers read them: an
+/// environment's relative to it (`releases/3`, `mounts/app/var`), the others relative to the
+/// data directory (`builds/2/`, `slugs/KEY.tar.zst`). The server's layout is the admin's.
+pub fn developers_paths<'a>(data: &Path, text: &'a str) -> std::borrow::Cow<'a, str> {
+    let prefix = format!("{}/", data.display().to_string().trim_end_matches('/'));
+    if prefix == "/" || !text.contains(&prefix) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find(&prefix) {
+        out.push_str(&rest[..at]);
+        rest = &rest[at + prefix.len()..];
+        if let Some(inner) = rest.strip_prefix("environments/").and_then(|r| r.splitn(3, '/').nth(2)) {
+            rest = inner;
+        }
+    }
+    out.push_str(rest);
+    std::borrow::Cow::Owned(out)
+}
+
 impl JobLog {
     pub fn open(path: PathBuf) -> Result<JobLog, RunnerError> {
         if let Some(dir) = path.parent() {
@@ -52,9 +73,12 @@ impl JobLog {
         &self.path
     }
 
-    /// `2026-11-22T01:02:03.456Z [deploy] Switching current to release 12`
+    /// `2026-11-22T01:02:03.456Z [deploy] Switching current to release 12`. The developer reads
+    /// paths of the data directory as [`developers_paths`] writes them; the runner's own log
+    /// keeps them whole, for the admin.
     pub fn phase(&mut self, phase: &str, text: &str) {
-        let _ = writeln!(self.file, "{} [{phase}] {text}", Timestamp::now());
+        let data = self.path.parent().and_then(Path::parent).unwrap_or(Path::new("/"));
+        let _ = writeln!(self.file, "{} [{phase}] {}", Timestamp::now(), developers_paths(data, text));
         let _ = self.file.flush();
         if self.phase != phase {
             // In the job's span: the operator's log carries its id, environment and runner.
@@ -336,5 +360,31 @@ pub fn run(hook: &Hook<'_>, log: &mut JobLog, control: &super::Control) -> Resul
         };
         log.phase(hook.name, &format!("Hook `{}` failed: the script {why} (its output is above)", hook.name));
         Err(RunnerError::Hook { name: hook.name, why }.into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::developers_paths;
+    use std::path::Path;
+
+    #[test]
+    fn developers_read_paths_of_their_environment_not_of_the_server() {
+        let data = Path::new("/var/lib/pushgate");
+        let said = |t: &str| developers_paths(data, t).into_owned();
+        assert_eq!(
+            said("Release 3 linked into /var/lib/pushgate/environments/shop-aa2ebe06/main/releases/3"),
+            "Release 3 linked into releases/3"
+        );
+        assert_eq!(
+            said(
+                "Mount var of `app` -> /var/lib/pushgate/environments/shop-aa2ebe06/main/mounts/app/var, twice: \
+                  /var/lib/pushgate/environments/shop-aa2ebe06/main/mounts/app/x"
+            ),
+            "Mount var of `app` -> mounts/app/var, twice: mounts/app/x"
+        );
+        assert_eq!(said("Building in /var/lib/pushgate/builds/2/"), "Building in builds/2/");
+        assert_eq!(said("Slug /srv/other/slugs/k.tar.zst"), "Slug /srv/other/slugs/k.tar.zst");
+        assert_eq!(developers_paths(Path::new("/"), "/etc/passwd"), "/etc/passwd");
     }
 }

@@ -316,7 +316,7 @@ fn bound_disks(
     }
     for (name, app) in apps {
         let mb = policy.disk(app.disk).map_err(|why| RunnerError::Platform(format!("app `{name}` {why}")))?;
-        let mut stop = || crate::platform::pause(&data, &env_dir.root);
+        let mut stop = || crate::platform::pause(data, &env_dir.root);
         let said = crate::platform::disk::bound(&env_dir.root, name, Some(mb), user, &mut stop)
             .map_err(|why| RunnerError::Platform(format!("the disk of app `{name}`: {why}")))?;
         for line in said {
@@ -425,7 +425,7 @@ rm -rf .pushgate-replaced"#;
         if !from.is_dir() {
             continue;
         }
-        let mut stop = || crate::platform::pause(&data, &env_dir.root);
+        let mut stop = || crate::platform::pause(data, &env_dir.root);
         crate::platform::disk::bound(&env_dir.root, app, None, user, &mut stop).map_err(RunnerError::Platform)?;
         let out = std::process::Command::new("sh")
             .args(["-c", SWAP, "sh"])

@@ -122,6 +122,14 @@ impl Environments {
             .collect()
     }
 
+    /// Every environment declared (of a type, or inactive), with its type.
+    pub fn declared(&self) -> Vec<(String, EnvType)> {
+        let mut all: Vec<(String, EnvType)> = self.types.iter().map(|(n, t)| (n.clone(), *t)).collect();
+        all.extend(self.inactive.iter().filter(|n| !self.types.contains_key(*n)).map(|n| (n.clone(), self.of(n))));
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all
+    }
+
     pub fn is_inactive(&self, environment: &str) -> bool {
         self.inactive.contains(environment)
     }

@@ -15,8 +15,9 @@ pub use crate::activity::{activity, project_name};
 use super::auth::Caller;
 use super::Web;
 use crate::core::{EnvName, JobId, RepoId};
+use crate::ops::Actor;
 use crate::queue::tokens::Role;
-use crate::queue::{Job, JobKind, QueueError, Request};
+use crate::queue::{Job, QueueError};
 use crate::runner::deploy::{EnvDir, Environment};
 
 /// An error answer: its status and a JSON body `{"error": …}`.
@@ -59,6 +60,19 @@ impl From<QueueError> for ApiError {
         match e {
             QueueError::Busy { .. } | QueueError::Conflict(_) => ApiError::conflict(e.to_string()),
             e => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        }
+    }
+}
+
+impl From<crate::ops::Error> for ApiError {
+    fn from(e: crate::ops::Error) -> ApiError {
+        use crate::ops::Error;
+        match e {
+            Error::Invalid(why) => ApiError::bad_request(why),
+            Error::NotFound(why) => ApiError::not_found(why),
+            Error::Conflict(why) => ApiError::conflict(why),
+            Error::Queue(e) => e.into(),
+            Error::Runner(e) => ApiError::internal(e.to_string()),
         }
     }
 }
@@ -122,6 +136,7 @@ fn environment(e: &Environment) -> Value {
         "releases": e.releases,
         "urls": e.urls,
         "primary_url": e.primary_url,
+        "hint": e.hint,
     })
 }
 
@@ -132,10 +147,8 @@ pub async fn environments(
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let repo = project(&web, &caller, &name).await?;
-    let data = web.data.root().to_owned();
-    let envs = tokio::task::spawn_blocking(move || crate::runner::deploy::environments(&data))
-        .await
-        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let data = web.data.clone();
+    let envs = web.op(move |s| crate::ops::environment::list(&data, s)).await?;
     let list = envs.iter().filter(|e| e.repo.as_ref() == Some(&repo)).map(environment).collect();
     Ok(Json(Value::Array(list)))
 }
@@ -193,32 +206,19 @@ pub async fn activity_one(
     Ok(Json(value))
 }
 
-/// The deployed environment `env` of `repo`, and the release it runs.
-fn deployed(web: &Web, repo: &RepoId, env: &str) -> Result<(EnvDir, crate::store::ReleaseInfo), ApiError> {
+/// The environment `env` of `repo`.
+fn environment_dir(web: &Web, repo: &RepoId, env: &str) -> Result<EnvDir, ApiError> {
     let name = EnvName::parse(env).map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let dir = EnvDir::new(web.data.root(), repo, &name);
-    let info = dir
-        .current_release()
-        .and_then(|r| dir.info(&r))
-        .ok_or_else(|| ApiError::not_found(format!("environment {env} is not deployed")))?;
-    Ok((dir, info))
+    Ok(EnvDir::new(web.data.root(), repo, &name))
 }
 
-/// Queues an action on an environment as a job, wakes the runners, answers 202 with it.
-async fn queue_action(
-    web: &Arc<Web>,
-    caller: &Caller,
-    kind: JobKind,
-    info: crate::store::ReleaseInfo,
-    options: Value,
-) -> Result<Response, ApiError> {
-    let request = crate::ops::environment::request_on(kind, info, options.to_string(), Some(caller.token.name.clone()));
-    let job = web.with_store(move |s| s.enqueue(&request)).await?;
-    crate::store::wake::wake(web.data.root());
-    Ok((StatusCode::ACCEPTED, Json(activity(&job))).into_response())
+/// An activity queued: 202 with it.
+fn queued(job: &Job) -> Response {
+    (StatusCode::ACCEPTED, Json(activity(job))).into_response()
 }
 
-/// `POST /api/projects/{project}/environments/{environment}/redeploy` (developer).
+/// `POST /api/projects/{project}/environments/{environment}/redeploy` (developer): its slug
+/// deployed again; an environment never deployed gets its last failed push again.
 pub async fn redeploy(
     State(web): State<Arc<Web>>,
     caller: Caller,
@@ -226,8 +226,10 @@ pub async fn redeploy(
 ) -> Result<Response, ApiError> {
     let repo = project(&web, &caller, &name).await?;
     caller.require(&name, Role::Developer)?;
-    let (_, info) = deployed(&web, &repo, &env)?;
-    queue_action(&web, &caller, JobKind::Redeploy, info, json!({})).await
+    let env = EnvName::parse(&env).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let (data, actor) = (web.data.clone(), Actor::token(&caller.token.name));
+    let done = web.op(move |s| crate::ops::environment::redeploy(&data, s, &repo, &env, &actor)).await?;
+    Ok(queued(&done.job))
 }
 
 #[derive(Deserialize)]
@@ -253,27 +255,21 @@ pub async fn promote(
     let body: PromoteBody = serde_json::from_slice(&body).map_err(|e| {
         ApiError::bad_request(format!("the body is not {{\"from\": ENV, \"commit\": SHA, \"force\": BOOL}}: {e}"))
     })?;
-    let data = web.data.root().to_owned();
-    let by = caller.token.name.clone();
+    let (data, actor) = (web.data.clone(), Actor::token(&caller.token.name));
     let job = web
-        .with_store(move |s| {
-            let promotion = crate::runner::promote::Promotion {
+        .op(move |s| {
+            let promotion = crate::ops::promote::Promotion {
                 project: &name,
                 from: &body.from,
                 to: &env,
                 commit: body.commit.as_deref(),
                 force: body.force,
-                by: Some(by),
+                by: None,
             };
-            match crate::runner::promote::request(&data, &*s, &promotion) {
-                Ok(request) => s.enqueue(&request).map(Ok),
-                Err(why) => Ok(Err(why)),
-            }
+            crate::ops::promote::promote(&data, s, promotion, &actor)
         })
-        .await?
-        .map_err(ApiError::conflict)?;
-    crate::store::wake::wake(web.data.root());
-    Ok((StatusCode::ACCEPTED, Json(activity(&job))).into_response())
+        .await?;
+    Ok(queued(&job))
 }
 
 #[derive(Deserialize, Default)]
@@ -303,25 +299,12 @@ pub async fn rollback(
         Some(Value::String(s)) => Some(s),
         Some(other) => return Err(ApiError::bad_request(format!("release {other} is not a release number"))),
     };
-    let (dir, current) = deployed(&web, &repo, &env)?;
-    let kept = dir.list();
-    let here = kept.iter().position(|r| *r == current.release);
-    let target = match &release {
-        Some(r) if !kept.contains(r) => {
-            return Err(ApiError::conflict(format!("release {r} of {env} is not kept (kept: {})", kept.join(", "))))
-        }
-        Some(r) if *r == current.release => {
-            return Err(ApiError::conflict(format!("environment {env} already runs release {r}")))
-        }
-        Some(r) => r.clone(),
-        None => match here.and_then(|i| i.checked_sub(1)).and_then(|i| kept.get(i)) {
-            Some(r) => r.clone(),
-            None => return Err(ApiError::conflict(format!("environment {env} has no release before the current one"))),
-        },
-    };
-    // The activity names the commit it goes back to.
-    let info = dir.info(&target).unwrap_or(current);
-    queue_action(&web, &caller, JobKind::Rollback, info, json!({ "release": target })).await
+    let dir = environment_dir(&web, &repo, &env)?;
+    let (data, actor) = (web.data.clone(), Actor::token(&caller.token.name));
+    let done = web
+        .op(move |s| crate::ops::environment::rollback(&data, None, s, &dir, &env, release.as_deref(), &actor))
+        .await?;
+    Ok(queued(&done.job))
 }
 
 /// `POST /api/activities/{id}/cancel` (developer): cancels a pending or running activity; the
@@ -329,37 +312,7 @@ pub async fn rollback(
 pub async fn cancel(State(web): State<Arc<Web>>, caller: Caller, Path(id): Path<i64>) -> Result<Response, ApiError> {
     let job = visible_job(&web, &caller, id).await?;
     caller.require(&project_name(&job.repo), Role::Developer)?;
-    let by = caller.token.name.clone();
-    let data = web.data.clone();
-    let cancel = web
-        .with_store(move |s| {
-            let Some(was) = s.cancel(job.id)? else { return Ok(Err(job.state)) };
-            let request = Request {
-                kind: JobKind::Cancel,
-                repo: job.repo.clone(),
-                ref_name: job.ref_name.clone(),
-                environment: job.environment.clone(),
-                commit: job.commit.clone(),
-                options: json!({ "activity": job.id, "was": was.as_str() }).to_string(),
-                pusher: Some(by.clone()),
-            };
-            let text = format!(
-                "Activity #{} ({} of environment {}) cancelled by {by}; it was {}",
-                job.id,
-                job.kind.as_str(),
-                job.environment,
-                was.as_str()
-            );
-            let record = crate::activity::record_done(s, &data, &request, &text)?;
-            Ok(Ok(record))
-        })
-        .await?;
-    match cancel {
-        Ok(record) => {
-            // A runner running it sees the cancellation at its next heartbeat.
-            crate::store::wake::wake(web.data.root());
-            Ok((StatusCode::ACCEPTED, Json(activity(&record))).into_response())
-        }
-        Err(state) => Err(ApiError::conflict(format!("activity #{id} has already ended ({})", state.as_str()))),
-    }
+    let (data, actor) = (web.data.clone(), Actor::token(&caller.token.name));
+    let done = web.op(move |s| crate::ops::jobs::cancel(&data, s, job.id, &actor)).await?;
+    Ok(queued(&done.record))
 }

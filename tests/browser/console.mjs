@@ -55,7 +55,8 @@ try {
 
   await page.selectOption('tr[data-env=main] select[aria-label="environment to promote to"]', "staging");
   await page.click('tr[data-env=main] button[data-action="promote"]');
-  await page.waitForSelector("tr[data-env=staging]");
+  // (Listed before, as declared and not deployed: now with its release.)
+  await page.waitForSelector("tr[data-env=staging] code");
   await page.waitForFunction(() => document.getElementById("detailTitle").textContent.includes("promote of staging"));
   await page.waitForFunction(() => document.getElementById("detailState").textContent.includes("Success"));
   const commitOf = async (env) => (await page.textContent(`tr[data-env=${env}] code`)).trim();

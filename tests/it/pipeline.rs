@@ -115,6 +115,14 @@ fn master_is_promoted_to_staging_then_production_without_a_rebuild() {
         .map(|e| (e["environment"].as_str().unwrap().to_owned(), e["type"].as_str().unwrap().to_owned()))
         .collect();
     assert_eq!(listed, vec![("master".to_owned(), "integration".to_owned())]);
+    // The declared ones are listed too, with how they get deployed.
+    let all = ok(cli(&s, &["envs"]));
+    assert!(
+        all.contains(
+            "staging  staging  not deployed  (deployed by promotion: pushgate-runner promote repo FROM staging)"
+        ),
+        "{all}"
+    );
     let built_at = read(app_of(&s, "master").join("pub/built-at.txt"));
 
     // The pipeline's order and what was tested are enforced.
@@ -251,6 +259,14 @@ fn inactive_environments_keep_their_code_and_the_limit_bounds_the_active_ones() 
     let mounts = std::fs::read_dir(&backup).unwrap().flatten().next().unwrap().path().join("mounts.tar.zst");
     let listing = Command::new("sh").arg("-c").arg(format!("zstd -dc {} | tar -t", mounts.display())).output().unwrap();
     assert!(String::from_utf8_lossy(&listing.stdout).contains("mymagento/var/data.txt"), "{}", mounts.display());
+    // The environments that run nothing are listed with what to do; the job's log names the
+    // environment's paths, not the server's.
+    let envs = ok(cli(&s, &["envs"]));
+    let inactive = "feature-a  integration  inactive  (activate it: pushgate-runner env activate repo feature-a)";
+    let never =
+        "feature-b  integration  not deployed  (deploy its branch: pushgate-runner env activate repo feature-b)";
+    assert!(envs.contains(inactive) && envs.contains(never), "{envs}");
+    assert!(!out.contains(&s.data.display().to_string()), "{out}");
     // Pushes to an inactive environment keep the code without deploying it.
     let next = s.commit(&files_with(APP_FILE, &format!("{app}\n")), "more");
     let push = s.push(&["HEAD:refs/heads/feature-a"]);

@@ -53,10 +53,12 @@ pub fn serve(s: &Server) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// The deployed environments (`envs --json` also lists those that run nothing, with a hint).
 pub fn envs(s: &Server) -> Vec<Value> {
     let out = runner(s, &["envs", "--json"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).unwrap()
+    let all: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    all.into_iter().filter(|e| e["release"] != "").collect()
 }
 
 pub fn log_of(s: &Server, job: i64) -> String {
@@ -68,7 +70,8 @@ pub fn slug_of(s: &Server, job: i64) -> PathBuf {
     let log = log_of(s, job);
     // (Under [deploy] when the slug was packed while the release was made.)
     let line = log.lines().find(|l| l.contains("] Slug ")).expect("a slug line");
-    PathBuf::from(line.split("] Slug ").nth(1).unwrap().split(' ').next().unwrap())
+    // The log names it within the data directory (a developer reads it, not the server's layout).
+    s.data.join(line.split("] Slug ").nth(1).unwrap().split(' ').next().unwrap())
 }
 
 pub fn job_state(s: &Server, commit: &str) -> (i64, String) {
@@ -551,7 +554,7 @@ fn a_running_job_can_be_cancelled() {
     // Cancelling it again says it has ended, and how.
     let out = runner(&s, &["cancel", &id.to_string()]);
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("job #{id} has already ended: cancelled")));
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("activity #{id} has already ended: cancelled")));
 }
 
 #[test]
