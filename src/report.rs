@@ -211,7 +211,7 @@ pub fn jobs_table(out: &mut dyn Write, jobs: &[Job]) -> io::Result<()> {
 }
 
 /// The environments as `pushgate-runner envs` lists them.
-pub fn environments(out: &mut dyn Write, rows: &[crate::runner::deploy::Environment]) -> io::Result<()> {
+pub fn environments(out: &mut dyn Write, rows: &[crate::store::deployed::Environment]) -> io::Result<()> {
     if rows.is_empty() {
         return writeln!(out, "No environment deployed yet.");
     }

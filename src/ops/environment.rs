@@ -5,8 +5,8 @@ use super::{Actor, Error};
 use crate::core::{CommitId, EnvName, JobId, RepoId};
 use crate::queue::{Job, JobKind, JobState, JobStore, Request};
 use crate::runner::declared::{Declared, Layered};
-use crate::runner::deploy::EnvDir;
 use crate::runner::Config;
+use crate::store::deployed::EnvDir;
 use crate::store::environments::{EnvType, Environments};
 use crate::store::{DataDir, ReleaseInfo};
 
@@ -23,8 +23,8 @@ pub fn named(repo: &RepoId, given: &str) -> Result<EnvName, Error> {
 /// Every environment of the data directory's projects: those deployed here, then those that
 /// run nothing anywhere (inactive; a branch or a declared staging or production never
 /// deployed; a first deploy under way), each with what to do.
-pub fn list(data: &DataDir, store: &dyn JobStore) -> Result<Vec<crate::runner::deploy::Environment>, Error> {
-    let mut all = crate::runner::deploy::environments(data.root());
+pub fn list(data: &DataDir, store: &dyn JobStore) -> Result<Vec<crate::store::deployed::Environment>, Error> {
+    let mut all = crate::store::deployed::environments(data.root());
     let jobs = store.jobs()?;
     for repo in store.projects()? {
         let Ok(declared) = Environments::load(repo.path()) else { continue };
@@ -60,7 +60,7 @@ pub fn list(data: &DataDir, store: &dyn JobStore) -> Result<Vec<crate::runner::d
             } else {
                 ("not deployed", format!("deployed by promotion: pushgate-runner promote {project} FROM {name}"))
             };
-            all.push(crate::runner::deploy::Environment {
+            all.push(crate::store::deployed::Environment {
                 environment: name,
                 release: String::new(),
                 commit: None,

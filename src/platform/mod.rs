@@ -573,7 +573,7 @@ impl Platform {
         // (The project's bare domain, which the default branch's environments share, is not
         // claimed here.)
         let mine: std::collections::BTreeSet<&str> = resolved.iter().map(|r| r.host.as_str()).collect();
-        for env in crate::runner::deploy::all(self.data.root()) {
+        for env in crate::store::deployed::all(self.data.root()) {
             if env.root == env_dir {
                 continue;
             }
@@ -780,7 +780,7 @@ impl Platform {
     /// (a fresh host, a crash). Returns the environments taken off.
     pub fn reconcile(&self) -> Vec<String> {
         let mut taken_off = Vec::new();
-        for env in crate::runner::deploy::all(self.data.root()) {
+        for env in crate::store::deployed::all(self.data.root()) {
             let Some(record) = SiteRecord::read(&env.root) else { continue };
             if !record.active {
                 stop_processes(&self.router(), &record); // what a deactivation cut short left
@@ -835,7 +835,7 @@ impl Platform {
     /// The PHP-FPM binary of a pool, from the app's type in the deployed release.
     fn php_fpm_of(&self, env_dir: &Path, id: &str) -> Option<PathBuf> {
         let app = id.rsplit_once('.')?.1;
-        let env = crate::runner::deploy::EnvDir { root: env_dir.to_owned() };
+        let env = crate::store::deployed::EnvDir { root: env_dir.to_owned() };
         let info = env.info(&env.current_release()?)?;
         let plan = info.plan?;
         let kind = plan.apps.iter().find(|a| a.name == app)?.config.get("type")?.as_str()?.to_owned();

@@ -9,7 +9,6 @@ use std::time::SystemTime;
 use git2::Oid;
 
 use super::declared::Declared;
-use super::deploy::{self, EnvDir};
 use super::hooks::{self, Hook, JobLog};
 use super::slugs::SharedSlugs;
 use super::{env, export, exported, slug, Config, Control, Halt, Invalid, RunnerError};
@@ -18,6 +17,7 @@ use crate::platform::layers::Layered;
 use crate::platform::sandbox::Jail;
 use crate::queue::{Job, JobStore};
 use crate::source::{EntryId, Source};
+use crate::store::deployed::{self, EnvDir};
 use crate::topology::Topology;
 
 /// Bump when the slug format changes: old slugs are then rebuilt, not reused.
@@ -72,8 +72,8 @@ pub(super) struct Held {
 
 impl Drop for Held {
     fn drop(&mut self) {
-        let _ = deploy::remove_release(&self.build_dir);
-        let _ = deploy::remove_release(&self.layers);
+        let _ = deployed::remove_release(&self.build_dir);
+        let _ = deployed::remove_release(&self.layers);
     }
 }
 
@@ -356,8 +356,8 @@ impl<'a> Build<'a> {
     fn run(mut self, repo: &git2::Repository, root_tree: Oid, missing: &[&'a AppPlan]) -> Result<Packs, Halt> {
         let build_dir = self.config.build_dir(self.job.id);
         let layers = self.config.data().build_layers(self.job.id);
-        deploy::remove_release(&build_dir)?; // a retry after a crash starts clean
-        deploy::remove_release(&layers)?;
+        deployed::remove_release(&build_dir)?; // a retry after a crash starts clean
+        deployed::remove_release(&layers)?;
         let user = self.user.filter(|_| crate::platform::layers::supported(&self.config.data().builds()).is_ok());
         if let Some(user) = user {
             let key = crate::store::DataDir::project_key(&self.job.repo);
@@ -402,7 +402,7 @@ impl<'a> Build<'a> {
             })?;
         }
         let result = missing.iter().try_for_each(|plan| self.app(plan, &build_dir, None));
-        deploy::remove_release(&build_dir)?; // before the release takes its space
+        deployed::remove_release(&build_dir)?; // before the release takes its space
         result.map(|()| Packs::default())
     }
 

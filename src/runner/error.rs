@@ -27,6 +27,8 @@ pub enum RunnerError {
     DataFile { path: PathBuf, why: String },
     #[error(transparent)]
     Rollback(#[from] Rollback),
+    #[error(transparent)]
+    Deployed(#[from] crate::store::deployed::Error),
     /// The platform's reason an environment cannot be served (a missing runtime, a router
     /// configuration nginx refuses, a process that does not start).
     #[error("the environment cannot be served: {0}")]
@@ -120,10 +122,6 @@ impl From<Interrupt> for Halt {
 /// Why an environment cannot be switched back.
 #[derive(Debug, thiserror::Error)]
 pub enum Rollback {
-    #[error("no deployed environment `{name}`")]
-    NoEnvironment { name: String },
-    #[error("several repositories have an environment `{name}`: name one with --repo")]
-    Ambiguous { name: String },
     #[error("release {release} is not kept (kept: {})", kept.join(", "))]
     NotKept { release: String, kept: Vec<String> },
     #[error("there is no earlier release to roll back to")]

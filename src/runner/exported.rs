@@ -101,12 +101,12 @@ impl Exported {
         }
         let brought = match held.filter(|old| files.is_dir() && repo.find_tree(*old).is_ok()) {
             Some(old) => {
-                super::deploy::remove_release(&scratch)?;
+                crate::store::deployed::remove_release(&scratch)?;
                 std::fs::create_dir_all(&scratch).map_err(io("creating", &scratch))?;
                 Brought::Updated(super::export::update_tree(repo, old, tree, &files, &scratch)?)
             }
             None => {
-                super::deploy::remove_release(&files)?;
+                crate::store::deployed::remove_release(&files)?;
                 std::fs::create_dir_all(&self.dir).map_err(io("creating", &self.dir))?;
                 super::export::export_tree(repo, tree, &files)?;
                 Brought::Exported

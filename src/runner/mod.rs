@@ -15,7 +15,7 @@
 
 mod build;
 pub mod declared;
-pub mod deploy;
+
 pub mod env;
 mod error;
 pub mod export;
@@ -38,8 +38,8 @@ use std::time::Duration;
 
 use crate::core::JobId;
 use crate::queue::{Job, JobState, JobStore};
+use crate::store::deployed::EnvDir;
 use crate::store::{DataDir, QUEUE_TIMEOUT};
-use deploy::EnvDir;
 use hooks::JobLog;
 use shutdown::Shutdown;
 
@@ -408,7 +408,7 @@ pub fn process(
                         log.phase("job", "W: the job was no longer this runner's when it was built");
                     }
                     tracing::info!(handed, "built; handed on for deployment");
-                    let _ = deploy::remove_release(&config.build_dir(job.id));
+                    let _ = crate::store::deployed::remove_release(&config.build_dir(job.id));
                     return Ok(JobState::Pending);
                 }
                 Err(e) => Err(e),
@@ -448,7 +448,7 @@ pub fn process(
     // A failed or stopped build must not keep its tree or its layers: on a full disk, they are
     // what the queue needs to record the job, and what every other job needs.
     for dir in [config.build_dir(job.id), config.data().build_layers(job.id)] {
-        if let Err(e) = deploy::remove_release(&dir) {
+        if let Err(e) = crate::store::deployed::remove_release(&dir) {
             log.phase("job", &format!("W: {e}"));
         }
     }
@@ -554,7 +554,7 @@ pub fn sweep_builds(config: &Config, queue: &dyn JobStore) -> Result<Vec<JobId>,
         let Some(id) = name.strip_suffix(".layers").unwrap_or(name).parse::<JobId>().ok() else { continue };
         let running = queue.job(id)?.is_some_and(|j| j.state == JobState::Running);
         if !running {
-            deploy::remove_release(&entry.path())?;
+            crate::store::deployed::remove_release(&entry.path())?;
             if !removed.contains(&id) {
                 removed.push(id); // (its directory and its layers)
             }

@@ -7,7 +7,7 @@ use crate::core::EnvName;
 use crate::queue::{JobKind, JobStore, Request};
 use crate::store::environments::{EnvType, Environments};
 
-use super::deploy;
+use crate::store::deployed;
 
 /// What is asked: `promote PROJECT FROM TO`.
 pub struct Promotion<'a> {
@@ -37,7 +37,7 @@ pub fn request(data: &std::path::Path, store: &dyn JobStore, p: &Promotion<'_>) 
     if p.from == p.to {
         return Err(format!("`{}` cannot be promoted to itself (a redeploy: pushgate-runner env redeploy)", p.to));
     }
-    let source = deploy::EnvDir::new(data, &repo, &EnvName::parse(p.from).map_err(|e| e.to_string())?);
+    let source = deployed::EnvDir::new(data, &repo, &EnvName::parse(p.from).map_err(|e| e.to_string())?);
     let info = source
         .current_release()
         .and_then(|r| source.info(&r))

@@ -2,16 +2,16 @@
 //! mounts linked, made read-only; `hooks.deploy` under maintenance; `current` switched in one
 //! step; `hooks.post_deploy`; old releases and unused slugs collected.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::build::{AppPlan, Built};
-use super::deploy::{self, EnvDir, ReleaseInfo};
 use super::hooks::{self, Hook, JobLog};
 use super::{env, slug, Config, Control, Halt, Invalid, RunnerError};
 use crate::platform::sandbox::Jail;
 use crate::platform::{Deployment, Prepared};
 use crate::queue::Job;
+use crate::store::deployed::{self, EnvDir, ReleaseInfo};
 
 /// Deploys what the build phase built as a new release of the job's environment; returns the
 /// release's id.
@@ -97,15 +97,15 @@ pub(super) fn deploy(
         Ok(release) => release,
         Err(e) => {
             // Half made (a full disk): nothing of it stays, for the space and for rollback.
-            let _ = deploy::remove_release(&env_dir.partial_release(&id));
-            let _ = deploy::remove_release(&env_dir.release(&id));
+            let _ = deployed::remove_release(&env_dir.partial_release(&id));
+            let _ = deployed::remove_release(&env_dir.release(&id));
             let _ = std::fs::remove_file(env_dir.releases().join(format!("{id}.json")));
             return Err(e.into());
         }
     };
     // The slugs, packed meanwhile, complete before anything of the environment changes.
     if let Err(e) = built.slugs_packed(config, log, control) {
-        deploy::remove_release(&release)?;
+        deployed::remove_release(&release)?;
         let _ = std::fs::remove_file(env_dir.releases().join(format!("{id}.json")));
         log.phase("deploy", &format!("Release {id} discarded: its slug could not be made"));
         return Err(e);
@@ -179,7 +179,7 @@ pub(super) fn deploy(
     };
     // A release that never served: rollback must not offer it.
     let discard = |log: &mut JobLog| -> Result<(), RunnerError> {
-        deploy::remove_release(&release)?;
+        deployed::remove_release(&release)?;
         let _ = std::fs::remove_file(env_dir.releases().join(format!("{id}.json")));
         log.phase(
             "deploy",
@@ -457,7 +457,7 @@ fn collect_slugs(config: &Config, log: &mut JobLog) {
     if matches!(config.slugs, Some(super::slugs::SharedSlugs::Dir(_))) {
         return;
     }
-    let needed: std::collections::HashSet<String> = deploy::all(&config.data_dir)
+    let needed: std::collections::HashSet<String> = deployed::all(&config.data_dir)
         .iter()
         .flat_map(|env| env.list().into_iter().filter_map(|r| env.info(&r)).collect::<Vec<_>>())
         .flat_map(|info| info.slugs)
@@ -502,8 +502,8 @@ fn assemble(
     let release = env_dir.release(&id);
     // A release exists only once complete: it is unpacked under another name, then renamed.
     let partial = env_dir.partial_release(&id);
-    deploy::remove_release(&release)?; // a retry after a crash starts clean
-    deploy::remove_release(&partial)?;
+    deployed::remove_release(&release)?; // a retry after a crash starts clean
+    deployed::remove_release(&partial)?;
     // Each app is linked from its slug's shared tree (unpacked once on this machine); where a
     // link cannot be made (another file system), it is unpacked.
     let mut linked = true;
@@ -511,7 +511,7 @@ fn assemble(
         let app_root = partial.join(&plan.name);
         let tree = super::unpacked::ensure(data, &plan.slug)?;
         if super::unpacked::link_into(&tree, &app_root).is_err() {
-            deploy::remove_release(&app_root)?;
+            deployed::remove_release(&app_root)?;
             slug::unpack(&plan.slug, &app_root)?;
             linked = false;
         }
@@ -535,14 +535,14 @@ fn assemble(
             let keep = crate::paths::mkdirs_beneath(&env_dir.mounts_created()?, &keep_rel).map_err(|source| {
                 RunnerError::Io { action: "creating", path: env_dir.mounts().join(&keep_rel), source }
             })?;
-            deploy::link_mount(&app_root, path, &keep)?;
+            link_mount(&app_root, path, &keep)?;
             log.phase("deploy", &format!("Mount {path} of `{}` -> {}", plan.name, keep.display()));
         }
     }
     if linked {
         super::unpacked::seal_directories(&partial)?; // its files are the shared, read-only ones
     } else {
-        deploy::make_read_only(&partial)?;
+        deployed::make_read_only(&partial)?;
     }
     std::fs::rename(&partial, &release).map_err(|source| RunnerError::Io {
         action: "completing",
@@ -562,4 +562,33 @@ fn assemble(
         plan: Some(built.plan.clone()),
     })?;
     Ok(release)
+}
+
+/// Links mount `path` of the app unpacked at `app_root` to the writable directory `keep`.
+///
+/// The path is resolved through the release as unpacked, links included, and must stay inside
+/// the app ([`crate::paths::resolve_beneath`]); directories are created without following a
+/// link; only what stands at the resolved place inside the app is replaced. Nothing outside
+/// the release is ever removed or replaced, whatever links the commit or its build made.
+fn link_mount(app_root: &Path, path: &str, keep: &Path) -> Result<PathBuf, RunnerError> {
+    let rel = crate::paths::resolve_beneath(path, &mut crate::paths::Disk(app_root))
+        .map_err(|escape| Invalid::MountOutside { path: path.to_owned(), escape })?;
+    let (parent, name) = rel.rsplit_once('/').unwrap_or(("", &rel));
+    if name.is_empty() {
+        return Err(Invalid::MountIsRoot(path.to_owned()).into());
+    }
+    let dir = crate::paths::mkdirs_beneath(app_root, parent).map_err(io_error("creating", &app_root.join(parent)))?;
+    let at = dir.join(name);
+    if let Ok(meta) = std::fs::symlink_metadata(&at) {
+        // remove_dir_all does not follow links: only the app's own files go.
+        let removed = if meta.is_dir() { std::fs::remove_dir_all(&at) } else { std::fs::remove_file(&at) };
+        removed.map_err(io_error("replacing", &at))?;
+    }
+    std::os::unix::fs::symlink(keep, &at).map_err(io_error("mounting", &at))?;
+    Ok(at)
+}
+
+fn io_error(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> RunnerError {
+    let path = path.to_owned();
+    move |source| RunnerError::Io { action, path, source }
 }

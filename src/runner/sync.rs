@@ -8,10 +8,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::deploy::EnvDir;
 use super::hooks::JobLog;
 use super::{Config, Control, Halt, RunnerError};
 use crate::queue::Job;
+use crate::store::deployed::EnvDir;
 
 /// What `env sync` asks (the job's options).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -48,7 +48,7 @@ pub(super) fn delete(config: &Config, job: &Job, log: &mut JobLog) -> Result<(),
     }
     crate::platform::network::Network::of(&data, &crate::platform::site_key(&env_dir.root)).remove();
     crate::platform::disk::release(&env_dir.root).map_err(RunnerError::Platform)?;
-    super::deploy::remove_release(&env_dir.root)?;
+    crate::store::deployed::remove_release(&env_dir.root)?;
     log.phase("delete", &format!("Its releases and mounts are removed ({})", env_dir.root.display()));
     Ok(())
 }

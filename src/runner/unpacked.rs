@@ -364,5 +364,5 @@ pub fn seal_directories(dir: &Path) -> Result<(), RunnerError> {
 
 /// Removes a shared tree (or one made halfway); the releases linked to it keep their files.
 pub fn remove(tree: &Path) -> Result<(), RunnerError> {
-    super::deploy::remove_release(tree)
+    Ok(crate::store::deployed::remove_release(tree)?)
 }

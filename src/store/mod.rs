@@ -18,6 +18,7 @@
 //! DATA/services.json, DATA/variables.json   the admin's declarations (also REPO/pushgate/)
 //! ```
 
+pub mod deployed;
 pub mod environments;
 pub mod wake;
 

@@ -18,7 +18,7 @@ use crate::core::{EnvName, JobId, RepoId};
 use crate::ops::Actor;
 use crate::queue::tokens::Role;
 use crate::queue::{Job, QueueError};
-use crate::runner::deploy::{EnvDir, Environment};
+use crate::store::deployed::{EnvDir, Environment};
 
 /// An error answer: its status and a JSON body `{"error": …}`.
 #[derive(Debug)]
@@ -107,7 +107,7 @@ pub async fn console() -> Response {
 /// `GET /api/projects`: the projects the caller may see.
 pub async fn projects(State(web): State<Arc<Web>>, caller: Caller) -> Result<Json<Value>, ApiError> {
     let repos = web.with_store(|s| s.projects()).await?;
-    let environments = crate::runner::deploy::environments(web.data.root());
+    let environments = crate::store::deployed::environments(web.data.root());
     let list: Vec<Value> = repos
         .iter()
         .map(|r| (project_name(r), r))

@@ -5,7 +5,7 @@ use std::io::Write;
 use std::path::Path;
 
 use pushgate::ops::{self, environment as operation};
-use pushgate::runner::deploy;
+use pushgate::store::deployed;
 use pushgate::store::DataDir;
 
 use crate::cli::EnvCommand;
@@ -21,7 +21,7 @@ pub fn env(data: &Path, command: EnvCommand, out: &mut dyn Write) -> Result<()> 
     let dir = DataDir::new(data);
     match command {
         EnvCommand::Sync { environment, services, mounts, from, repo } => {
-            let env = deploy::find(data, &environment, repo.as_deref())?;
+            let env = deployed::find(data, &environment, repo.as_deref())?;
             let parts = (services || !mounts, mounts || !services);
             let (job, parent) = operation::sync(&dir, store()?.as_mut(), &env, &environment, parts, from, &actor())?;
             writeln!(
@@ -32,7 +32,7 @@ pub fn env(data: &Path, command: EnvCommand, out: &mut dyn Write) -> Result<()> 
             )?;
         }
         EnvCommand::Delete { environment, repo, yes } => {
-            let env = deploy::find(data, &environment, repo.as_deref())?;
+            let env = deployed::find(data, &environment, repo.as_deref())?;
             if !yes {
                 return Err(format!(
                     "this deletes environment `{environment}` ({}): its services' data, its releases and its \
@@ -158,7 +158,7 @@ pub fn rollback(
     repo: Option<&str>,
     out: &mut dyn Write,
 ) -> Result<()> {
-    let env = deploy::find(data, environment, repo)?;
+    let env = deployed::find(data, environment, repo)?;
     let mut config = pushgate::runner::Config::new(data.to_owned());
     config.queue = crate::location().clone();
     let mut queue = store()?;

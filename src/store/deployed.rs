@@ -1,5 +1,6 @@
-//! Environments on disk: releases, writable mounts, maintenance, the atomic switch of
-//! `current`, rollback and pruning.
+//! What is deployed, on disk: each environment's releases, writable mounts, maintenance, the
+//! atomic switch of `current`, pruning; the one reader and writer of it (the runner deploys
+//! through it, the platform, the operations and the console read it).
 //!
 //! ```text
 //! DATA/environments/REPO-KEY/ENV/
@@ -16,26 +17,34 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use super::RunnerError;
-
-use super::{Invalid, Rollback};
 use crate::core::{CommitId, EnvName, RepoId, Timestamp};
 pub use crate::store::ReleaseInfo;
+
+/// Why what is deployed cannot be read or changed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{action} {}: {source}", path.display())]
+    Io { action: &'static str, path: PathBuf, source: std::io::Error },
+    #[error("no deployed environment `{name}`")]
+    NoEnvironment { name: String },
+    #[error("several repositories have an environment `{name}`: name one with --repo")]
+    Ambiguous { name: String },
+}
 
 /// One environment's directory.
 pub struct EnvDir {
     pub root: PathBuf,
 }
 
-fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> RunnerError {
+fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Error {
     let path = path.to_owned();
-    move |source| RunnerError::Io { action, path, source }
+    move |source| Error::Io { action, path, source }
 }
 
 impl EnvDir {
     /// `DATA/environments/NAME-HASH/ENV`, where NAME-HASH tells repositories apart.
     pub fn new(data: &Path, repo: &RepoId, environment: &EnvName) -> EnvDir {
-        EnvDir { root: crate::store::DataDir::new(data).environment(repo, environment) }
+        EnvDir { root: super::DataDir::new(data).environment(repo, environment) }
     }
 
     pub fn releases(&self) -> PathBuf {
@@ -54,7 +63,7 @@ impl EnvDir {
     /// Removes what a runner killed mid-deploy left: releases still being unpacked, and
     /// release directories without their description (left by versions that unpacked in
     /// place). Returns what was removed.
-    pub fn remove_partial(&self) -> Result<Vec<String>, RunnerError> {
+    pub fn remove_partial(&self) -> Result<Vec<String>, Error> {
         let current = self.current_release();
         let mut removed = Vec::new();
         for entry in std::fs::read_dir(self.releases()).into_iter().flatten().flatten() {
@@ -77,7 +86,7 @@ impl EnvDir {
 
     /// The mounts directory, created if needed (mount paths below it are created with
     /// [`crate::paths::mkdirs_beneath`]: hooks write in there).
-    pub fn mounts_created(&self) -> Result<PathBuf, RunnerError> {
+    pub fn mounts_created(&self) -> Result<PathBuf, Error> {
         let dir = self.mounts();
         std::fs::create_dir_all(&dir).map_err(io("creating", &dir))?;
         Ok(dir)
@@ -102,7 +111,7 @@ impl EnvDir {
         std::fs::read_to_string(self.root.join("parent")).ok().map(|p| p.trim().to_owned()).filter(|p| !p.is_empty())
     }
 
-    pub fn set_parent(&self, parent: &str) -> Result<(), RunnerError> {
+    pub fn set_parent(&self, parent: &str) -> Result<(), Error> {
         std::fs::write(self.root.join("parent"), format!("{parent}\n"))
             .map_err(io("writing", &self.root.join("parent")))
     }
@@ -117,7 +126,7 @@ impl EnvDir {
         serde_json::from_str(&text).ok()
     }
 
-    pub fn write_info(&self, info: &ReleaseInfo) -> Result<(), RunnerError> {
+    pub fn write_info(&self, info: &ReleaseInfo) -> Result<(), Error> {
         // Written whole or not at all: its presence is what makes a release complete.
         let path = self.releases().join(format!("{}.json", info.release));
         let tmp = self.releases().join(format!(".{}.json.new", info.release));
@@ -142,14 +151,14 @@ impl EnvDir {
     }
 
     /// Points `current` at `release` in one step (a symlink renamed over the old one).
-    pub fn switch(&self, release: &str) -> Result<(), RunnerError> {
+    pub fn switch(&self, release: &str) -> Result<(), Error> {
         let tmp = self.root.join(".current.new");
         let _ = std::fs::remove_file(&tmp);
         std::os::unix::fs::symlink(Path::new("releases").join(release), &tmp).map_err(io("linking", &tmp))?;
         std::fs::rename(&tmp, self.current()).map_err(io("switching", &self.current()))
     }
 
-    pub fn set_maintenance(&self, on: bool, why: &str) -> Result<(), RunnerError> {
+    pub fn set_maintenance(&self, on: bool, why: &str) -> Result<(), Error> {
         let path = self.maintenance();
         if on {
             std::fs::write(&path, why).map_err(io("writing", &path))
@@ -166,7 +175,7 @@ impl EnvDir {
     }
 
     /// Keeps the newest `keep` releases and the current one; removes the others.
-    pub fn prune(&self, keep: usize) -> Result<Vec<String>, RunnerError> {
+    pub fn prune(&self, keep: usize) -> Result<Vec<String>, Error> {
         let current = self.current_release();
         let all = self.list();
         let cut = all.len().saturating_sub(keep);
@@ -244,7 +253,7 @@ pub fn environments(data: &Path) -> Vec<Environment> {
 }
 
 /// The deployed environment called `name` (of repository `repo`, when several have one).
-pub fn find(data: &Path, name: &str, repo: Option<&str>) -> Result<EnvDir, RunnerError> {
+pub fn find(data: &Path, name: &str, repo: Option<&str>) -> Result<EnvDir, Error> {
     let mut matches: Vec<EnvDir> = all(data)
         .into_iter()
         .filter(|e| e.root.file_name().and_then(|n| n.to_str()) == Some(name))
@@ -258,8 +267,8 @@ pub fn find(data: &Path, name: &str, repo: Option<&str>) -> Result<EnvDir, Runne
         .collect();
     match matches.len() {
         1 => Ok(matches.remove(0)),
-        0 => Err(Rollback::NoEnvironment { name: name.to_owned() }.into()),
-        _ => Err(Rollback::Ambiguous { name: name.to_owned() }.into()),
+        0 => Err(Error::NoEnvironment { name: name.to_owned() }),
+        _ => Err(Error::Ambiguous { name: name.to_owned() }),
     }
 }
 
@@ -277,38 +286,14 @@ pub fn all(data: &Path) -> Vec<EnvDir> {
     out
 }
 
-/// Links mount `path` of the app unpacked at `app_root` to the writable directory `keep`.
-///
-/// The path is resolved through the release as unpacked, links included, and must stay inside
-/// the app ([`crate::paths::resolve_beneath`]); directories are created without following a
-/// link; only what stands at the resolved place inside the app is replaced. Nothing outside
-/// the release is ever removed or replaced, whatever links the commit or its build made.
-pub fn link_mount(app_root: &Path, path: &str, keep: &Path) -> Result<PathBuf, RunnerError> {
-    let rel = crate::paths::resolve_beneath(path, &mut crate::paths::Disk(app_root))
-        .map_err(|escape| Invalid::MountOutside { path: path.to_owned(), escape })?;
-    let (parent, name) = rel.rsplit_once('/').unwrap_or(("", &rel));
-    if name.is_empty() {
-        return Err(Invalid::MountIsRoot(path.to_owned()).into());
-    }
-    let dir = crate::paths::mkdirs_beneath(app_root, parent).map_err(io("creating", &app_root.join(parent)))?;
-    let at = dir.join(name);
-    if let Ok(meta) = std::fs::symlink_metadata(&at) {
-        // remove_dir_all does not follow links: only the app's own files go.
-        let removed = if meta.is_dir() { std::fs::remove_dir_all(&at) } else { std::fs::remove_file(&at) };
-        removed.map_err(io("replacing", &at))?;
-    }
-    std::os::unix::fs::symlink(keep, &at).map_err(io("mounting", &at))?;
-    Ok(at)
-}
-
 /// Makes a release read-only (files and directories), without following symlinks.
-pub fn make_read_only(dir: &Path) -> Result<(), RunnerError> {
+pub fn make_read_only(dir: &Path) -> Result<(), Error> {
     set_writable(dir, false)
 }
 
 /// Removes a (read-only) release. Only its directories are made writable (removing an entry
 /// needs no more): its files may be links to a shared tree that other releases use.
-pub fn remove_release(dir: &Path) -> Result<(), RunnerError> {
+pub fn remove_release(dir: &Path) -> Result<(), Error> {
     if !dir.exists() {
         return Ok(());
     }
@@ -316,7 +301,7 @@ pub fn remove_release(dir: &Path) -> Result<(), RunnerError> {
     std::fs::remove_dir_all(dir).map_err(io("removing", dir))
 }
 
-fn set_writable(dir: &Path, writable: bool) -> Result<(), RunnerError> {
+fn set_writable(dir: &Path, writable: bool) -> Result<(), Error> {
     use std::os::unix::fs::PermissionsExt;
     let mut dirs = Vec::new();
     let mut todo = vec![dir.to_owned()];
