@@ -172,6 +172,32 @@ pub fn redeploy(
         .max_by_key(|j| j.id)
         .filter(|j| j.state == JobState::Failed)
         .ok_or_else(|| Error::NotFound(format!("environment {name} runs nothing to redeploy")))?;
+    // A push run again: what a push may not do, it may not either.
+    let declared = Environments::load(repo.path()).map_err(Error::Invalid)?;
+    let project = crate::activity::project_name(repo);
+    if declared.is_inactive(name.as_str()) {
+        return Err(Error::Conflict(format!(
+            "environment {name} is inactive: an admin activates it (pushgate-runner env activate {project} {name})"
+        )));
+    }
+    let kind = declared.of(name.as_str());
+    if !kind.pushed() {
+        return Err(Error::Conflict(format!(
+            "environment {name} is the project's {} environment: it is deployed by promotion only",
+            kind.as_str()
+        )));
+    }
+    if let Some(limit) = declared.limit() {
+        let counted = |n: &String| declared.of(n).pushed() && !declared.is_inactive(n);
+        let active: Vec<String> = data.deployed_environments(repo).into_iter().filter(counted).collect();
+        if !active.iter().any(|n| n == name.as_str()) && active.len() >= limit as usize {
+            return Err(Error::Conflict(format!(
+                "{project} may have {limit} active integration environments and has {} ({})",
+                active.len(),
+                active.join(", ")
+            )));
+        }
+    }
     let request = Request {
         kind: JobKind::Push,
         repo: repo.clone(),

@@ -96,28 +96,98 @@ pub fn bound(
             // they are its files), which then takes the directory's place; the processes that
             // write there stopped first, so that nothing they write is left behind.
             stop();
+            // Names the project's user may have put there while mounts/ was its own (a link
+            // to another environment's disk): whatever stands there goes, never followed.
             let side = mounts.join(format!(".{app}.moving"));
-            let _ = unmount(&side);
-            let _ = std::fs::remove_dir(&side);
-            make_dir(&side)?;
+            fresh_dir(&side)?;
             mount(&image, &side)?;
             let copied = copy_as(user, &dir, &side);
             unmount(&side)?;
             let _ = std::fs::remove_dir(&side);
-            copied?;
             let old = mounts.join(format!(".{app}.moved"));
-            let _ = std::fs::remove_dir_all(&old);
+            fresh_dir(&old)?;
+            std::fs::remove_dir(&old).map_err(|e| format!("{}: {e}", old.display()))?;
             std::fs::rename(&dir, &old).map_err(|e| format!("{}: {e}", dir.display()))?;
             make_dir(&dir)?;
             mount(&image, &dir)?;
-            let _ = std::fs::remove_dir_all(&old);
-            said.push(format!("app `{app}`: the files of its mounts were moved onto its disk"));
+            match copied {
+                Ok(()) => {
+                    let _ = std::fs::remove_dir_all(&old);
+                    said.push(format!("app `{app}`: the files of its mounts were moved onto its disk"));
+                }
+                Err(why) => {
+                    // What its user made unreadable to itself stays with the admin, out of its
+                    // reach; the disk bounds the app from now on either way.
+                    let kept = set_aside(env, &old)?;
+                    said.push(format!(
+                        "W: app `{app}`: some files of its mounts could not be moved onto its disk ({why}); \
+                         they are kept for the admin in {}",
+                        kept.display()
+                    ));
+                }
+            }
         }
     }
     if let Some(mb) = mb {
         said.extend(resize(&image, &dir, app, mb, stop)?);
     }
     Ok(said)
+}
+
+/// After the apps' disks are made: `ENV/mounts` holds nothing but them. What else stands
+/// there (a directory of an app without mounts, an environment's files from before disks, a
+/// name its user planted) would be written without a bound, or followed by root: it is set
+/// aside where only the admin reaches it. Returns what the deploy log should say.
+pub fn confine(env: &Path) -> Result<Vec<String>, String> {
+    let mounts = env.join("mounts");
+    root_dir(&mounts, 0o755)?;
+    root_dir(&images(env), 0o700)?;
+    let _lock = lock(env)?;
+    let disks = apps(env);
+    let mut said = Vec::new();
+    for entry in std::fs::read_dir(&mounts).map_err(|e| format!("{}: {e}", mounts.display()))?.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let path = entry.path();
+        let is_disk =
+            disks.contains(&name) && std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir()) && is_mounted(&path)?;
+        if is_disk {
+            continue;
+        }
+        if std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir()) && is_mounted(&path)? {
+            unmount(&path)?;
+        }
+        let kept = set_aside(env, &path)?;
+        said.push(format!("W: mounts/{name} is on no app's disk: set aside for the admin ({})", kept.display()));
+    }
+    Ok(said)
+}
+
+/// Moves `path` (the entry itself, a link as a link) into `ENV/disks/aside/`, root's alone.
+fn set_aside(env: &Path, path: &Path) -> Result<PathBuf, String> {
+    let aside = images(env).join("aside");
+    root_dir(&aside, 0o700)?;
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let to = aside.join(format!("{}-{}", name.trim_start_matches('.'), crate::core::Timestamp::now()));
+    std::fs::rename(path, &to).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(to)
+}
+
+/// `dir` made an empty directory of root's: whatever stood there (a link, a file, a directory
+/// or a filesystem mounted there) goes first, never followed.
+fn fresh_dir(dir: &Path) -> Result<(), String> {
+    let err = |e: std::io::Error| format!("{}: {e}", dir.display());
+    match std::fs::symlink_metadata(dir) {
+        Ok(m) if m.is_dir() => {
+            if is_mounted(dir)? {
+                unmount(dir)?;
+            }
+            std::fs::remove_dir_all(dir).map_err(err)?;
+        }
+        Ok(_) => std::fs::remove_file(dir).map_err(err)?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(err(e)),
+    }
+    make_dir(dir)
 }
 
 /// Mounts again every disk of environment `env` (after a restart of the host), at its size.
@@ -137,7 +207,7 @@ pub fn release(env: &Path) -> Result<(), String> {
     let _lock = lock(env)?;
     for app in apps(env) {
         for dir in [env.join("mounts").join(&app), env.join("mounts").join(format!(".{app}.moving"))] {
-            if dir.is_dir() && is_mounted(&dir)? {
+            if std::fs::symlink_metadata(&dir).is_ok_and(|m| m.is_dir()) && is_mounted(&dir)? {
                 unmount(&dir)?;
             }
         }
@@ -247,16 +317,30 @@ fn make(image: &Path, mb: u64, user: &User) -> Result<(), String> {
 /// Mounted without zeroing its inode tables in the background (`noinit_itable`): the image
 /// stays as sparse as what is written in it.
 fn mount(image: &Path, at: &Path) -> Result<(), String> {
-    run(Command::new("mount").args(["-t", "ext4", "-o", "loop,nodev,nosuid,noatime,noinit_itable"]).arg(image).arg(at))
+    run(Command::new("mount")
+        .args(["-t", "ext4", "-o", "loop,nodev,nosuid,noatime,noinit_itable,errors=remount-ro"])
+        .arg(image)
+        .arg(at))
 }
 
 fn unmount(at: &Path) -> Result<(), String> {
-    if run(Command::new("umount").arg(at)).is_ok() {
+    if umount(at, 0).is_ok() {
         return Ok(());
     }
     // A process that kept a file open there (its environment's processes are stopped): it
     // goes once that process lets go, and the name is free now.
-    run(Command::new("umount").arg("--lazy").arg(at))
+    umount(at, libc::MNT_DETACH)
+}
+
+/// umount2(2) of `at`, never following a link there (`UMOUNT_NOFOLLOW`): the last component
+/// of a name in a directory a project's user could once write may be a link to anything.
+fn umount(at: &Path, flags: libc::c_int) -> Result<(), String> {
+    let c = std::ffi::CString::new(at.as_os_str().as_encoded_bytes()).map_err(|e| e.to_string())?;
+    // SAFETY: a NUL-terminated path.
+    if unsafe { libc::umount2(c.as_ptr(), flags | libc::UMOUNT_NOFOLLOW) } == 0 {
+        return Ok(());
+    }
+    Err(format!("unmounting {}: {}", at.display(), std::io::Error::last_os_error()))
 }
 
 /// Grows the image mounted at `dir` to `mb` MB; a smaller size is kept as it is unless more
@@ -264,11 +348,13 @@ fn unmount(at: &Path) -> Result<(), String> {
 fn resize(image: &Path, dir: &Path, app: &str, mb: u64, stop: &mut dyn FnMut()) -> Result<Vec<String>, String> {
     let size = std::fs::metadata(image).map_err(|e| format!("{}: {e}", image.display()))?.len();
     let want = mb * MIB;
-    if want == size {
+    // A grow cut short leaves the image longer than its filesystem: grown again.
+    let behind = used_and_total(dir)?.1 < size / 8 * 7;
+    if want == size && !behind {
         return Ok(Vec::new());
     }
     if want < size {
-        let used = used(dir)?;
+        let used = used_and_total(dir)?.0;
         if used > want {
             return Err(format!(
                 "app `{app}` declares a disk of {mb} MB, but {} MB of its disk are in use: free space first",
@@ -280,12 +366,14 @@ fn resize(image: &Path, dir: &Path, app: &str, mb: u64, stop: &mut dyn FnMut()) 
             size / MIB
         )]);
     }
-    let file = std::fs::OpenOptions::new().write(true).open(image).map_err(|e| format!("{}: {e}", image.display()))?;
-    file.set_len(want).map_err(|e| format!("{}: {e}", image.display()))?;
-    drop(file);
+    if want > size {
+        let file =
+            std::fs::OpenOptions::new().write(true).open(image).map_err(|e| format!("{}: {e}", image.display()))?;
+        file.set_len(want).map_err(|e| format!("{}: {e}", image.display()))?;
+    }
     let device = loop_device(image)?.ok_or_else(|| format!("the loop device of {} is not found", image.display()))?;
     run(Command::new("losetup").args(["-c", &device]))?;
-    let grew = format!("app `{app}`: its disk grew from {} MB to {mb} MB", size / MIB);
+    let grew = format!("app `{app}`: its disk grew from {} MB to {mb} MB", size.min(want) / MIB);
     if run(Command::new("resize2fs").arg(&device)).is_ok() {
         return Ok(vec![grew]);
     }
@@ -340,18 +428,19 @@ fn mounted_elsewhere(image: &Path) -> Result<bool, String> {
 
 /// Unmounts `at`, not lazily: a file open there keeps it (and says so).
 fn unmount_whole(at: &Path) -> Result<(), String> {
-    run(Command::new("umount").arg(at))
+    umount(at, 0)
 }
 
-/// Bytes in use on the filesystem at `dir`.
-fn used(dir: &Path) -> Result<u64, String> {
+/// Bytes in use on the filesystem at `dir`, and its size.
+fn used_and_total(dir: &Path) -> Result<(u64, u64), String> {
     let c = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).map_err(|e| e.to_string())?;
     let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
     // SAFETY: a valid C string and a zeroed struct to fill.
     if unsafe { libc::statvfs(c.as_ptr(), &mut s) } != 0 {
         return Err(format!("{}: {}", dir.display(), std::io::Error::last_os_error()));
     }
-    Ok((s.f_blocks - s.f_bfree) as u64 * s.f_frsize as u64)
+    let block = s.f_frsize as u64;
+    Ok(((s.f_blocks - s.f_bfree) as u64 * block, s.f_blocks as u64 * block))
 }
 
 /// Copies what `from` holds into `to` as `user` (links as links).

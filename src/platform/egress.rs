@@ -105,6 +105,7 @@ pub fn is_public(ip: IpAddr) -> bool {
                 || v4.is_multicast()
                 || v4.is_documentation()
                 || a == 0
+                || (a == 192 && b == 0 && v4.octets()[2] == 0) // IETF protocol assignments
                 || (a == 100 && (64..128).contains(&b)) // shared address space (carrier NAT)
                 || (a == 198 && (18..20).contains(&b)) // benchmarking
                 || a >= 240)
@@ -124,6 +125,9 @@ pub fn is_public(ip: IpAddr) -> bool {
                 || v6.is_multicast()
                 || (first & 0xfe00) == 0xfc00 // unique local
                 || (first & 0xffc0) == 0xfe80 // link-local
+                || (first & 0xffc0) == 0xfec0 // site-local (deprecated, still routed inside some sites)
+                || (first == 0x3fff && (seg[1] & 0xf000) == 0) // documentation (3fff::/20)
+                || first == 0x5f00 // segment routing (5f00::/16)
                 || (first == 0x2001 && v6.segments()[1] == 0x0db8) // documentation
                 || v6 == Ipv6Addr::new(0, 0, 0, 0, 0, 0xffff, 0, 0))
         }
@@ -356,6 +360,10 @@ mod tests {
             "255.255.255.255",
             "::1",
             "fe80::1",
+            "fec0::1",
+            "192.0.0.8",
+            "3fff::1",
+            "5f00::1",
             "fc00::1",
             "::ffff:127.0.0.1",
             "::ffff:10.0.0.1",

@@ -40,9 +40,10 @@ pub(super) fn deploy(
         env_dir.set_parent(&parent.1)?;
         copy_mounts(&config.data(), &parent.0, &env_dir, user.as_ref(), log)?;
     }
-    if let Some(user) = user {
-        bound_disks(&config.data(), &env_dir, topology, &declared.sandbox, user, log)?;
-    }
+    let disks = match user {
+        Some(user) => bound_disks(&config.data(), &env_dir, topology, &declared.sandbox, user, log)?,
+        None => false,
+    };
     let parent_key = parent.as_ref().map(|(dir, _)| crate::platform::site_key(&dir.root));
     let key = crate::platform::site_key(&env_dir.root);
     let target = crate::platform::services::Target {
@@ -138,10 +139,10 @@ pub(super) fn deploy(
     // the release is not (it stays read-only to the hooks and the apps).
     if let Some(user) = user {
         let mounts = env_dir.mounts_created()?;
-        // With disks, `mounts` itself stays root's (root mounts there): each app's is given.
-        let given = match crate::platform::disk::apps(&env_dir.root).is_empty() {
-            true => vec![mounts],
-            false => app_dirs(&mounts),
+        // With disks, `mounts` itself stays root's (root mounts there): each app's disk is given.
+        let given = match disks {
+            false => vec![mounts],
+            true => app_dirs(&mounts),
         };
         for dir in given {
             crate::platform::users::give(config.data().root(), &config.data().environments(), &dir, user).map_err(
@@ -297,7 +298,9 @@ fn new_environment_parent(
 }
 
 /// Puts each app's mounts on a disk of the size it declares, where the runner can make disks
-/// (see [`crate::platform::disk`]); the deploy log says what changed, or why there are none.
+/// (see [`crate::platform::disk`]), and nothing else in `mounts` (an app without mounts
+/// writes nowhere); the deploy log says what changed, or why there are no disks. Whether
+/// there are.
 fn bound_disks(
     data: &crate::store::DataDir,
     env_dir: &EnvDir,
@@ -305,14 +308,13 @@ fn bound_disks(
     policy: &crate::platform::sandbox::Policy,
     user: &crate::platform::users::User,
     log: &mut JobLog,
-) -> Result<(), RunnerError> {
+) -> Result<bool, RunnerError> {
     let apps: Vec<_> = topology.apps.iter().filter(|(_, app)| !app.mounts.is_empty()).collect();
-    if apps.is_empty() {
-        return Ok(());
-    }
     if let Err(why) = crate::platform::disk::usable() {
-        log.phase("deploy", &format!("W: the apps' disks are not bounded on this server: {why}"));
-        return Ok(());
+        if !apps.is_empty() {
+            log.phase("deploy", &format!("W: the apps' disks are not bounded on this server: {why}"));
+        }
+        return Ok(false);
     }
     for (name, app) in apps {
         let mb = policy.disk(app.disk).map_err(|why| RunnerError::Platform(format!("app `{name}` {why}")))?;
@@ -323,7 +325,11 @@ fn bound_disks(
             log.phase("deploy", &line);
         }
     }
-    Ok(())
+    let said = crate::platform::disk::confine(&env_dir.root).map_err(RunnerError::Platform)?;
+    for line in said {
+        log.phase("deploy", &line);
+    }
+    Ok(true)
 }
 
 /// The apps' directories in `mounts` (not the names a move leaves beside them).

@@ -911,3 +911,62 @@ fn an_apps_mounts_hold_the_disk_it_declares_and_a_full_disk_stops_only_that_app(
     let mounted = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(!mounted.contains(&env.display().to_string()), "{mounted}");
 }
+
+#[test]
+fn a_name_planted_where_root_mounts_disks_never_makes_root_unmount_what_it_names() {
+    let r = Routed::new("disk-plant");
+    // What the attack unmounted: another environment's disk; here a tmpfs of the host.
+    let victim = r.s.dir.join("victim");
+    let _victim = crate::support::SmallDisk::mount(&victim, "1m");
+    std::fs::write(victim.join("important.txt"), "kept").unwrap();
+    let mounted = || std::fs::read_to_string(victim.join("important.txt")).is_ok();
+    // First without mounts: its deploy hook plants a link where root later mounts, and writes
+    // beside it (an app without mounts writes nowhere).
+    let plant = format!(
+        "hooks:\n    deploy: |\n        ln -s {} ../../../mounts/.app.moving && echo PLANTED || echo NOT-PLANTED\n        \
+         mkdir -p ../../../mounts/app/var && head -c 1000 /dev/zero > ../../../mounts/app/var/f && echo WROTE || \
+         echo NOT-WRITTEN\n",
+        victim.display()
+    );
+    let index = "<?php echo 'ok';\n";
+    r.deploy(&php_app("app", &plant, index), "main");
+    let log = |id: usize| std::fs::read_to_string(r.s.data.join(format!("logs/{id}.log"))).unwrap_or_default();
+    let said = |id: usize, line: &str| log(id).lines().any(|l| l == line);
+    assert!(said(1, "NOT-PLANTED") && said(1, "NOT-WRITTEN"), "{}", log(1));
+    // Then with mounts: a disk is made there; the victim stays.
+    let mounts = "mounts:\n    var:\n        source: local\n        source_path: var\n";
+    r.deploy(&php_app("app", mounts, index), "main");
+    assert!(log(2).contains("app `app` has its own disk"), "{}", log(2));
+    assert!(mounted(), "root unmounted what a planted name pointed at");
+
+    // An environment from before disks, whose user planted the same names in its own mounts:
+    // its next deploy moves its files onto a disk and never follows them.
+    let env = std::fs::read_dir(r.s.data.join("environments"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("repo-"))
+        .unwrap()
+        .join("main");
+    let m = env.join("mounts");
+    assert!(std::process::Command::new("umount").arg(m.join("app")).status().unwrap().success());
+    std::fs::remove_dir_all(env.join("disks")).unwrap();
+    std::fs::create_dir_all(m.join("app/var")).unwrap();
+    std::fs::write(m.join("app/var/data.txt"), "theirs").unwrap();
+    for name in [".app.moving", ".app.moved", "stray"] {
+        std::os::unix::fs::symlink(&victim, m.join(name)).unwrap();
+    }
+    let user = owner_of(&m.join("app/var")).unwrap();
+    for p in [m.clone(), m.join("app"), m.join("app/var"), m.join("app/var/data.txt")] {
+        std::os::unix::fs::lchown(&p, Some(user), Some(user)).unwrap();
+    }
+    r.deploy(&php_app("app", mounts, "<?php echo 'again';\n"), "main");
+    assert!(log(3).contains("the files of its mounts were moved onto its disk"), "{}", log(3));
+    assert!(log(3).contains("mounts/stray is on no app's disk: set aside"), "{}", log(3));
+    assert!(mounted(), "root unmounted what a planted name pointed at");
+    assert_eq!(std::fs::read_to_string(m.join("app/var/data.txt")).unwrap(), "theirs");
+    let names: Vec<String> =
+        std::fs::read_dir(&m).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    assert_eq!(names, ["app"], "nothing but the disk stays where root mounts");
+    assert_eq!(std::fs::read_to_string(victim.join("important.txt")).unwrap(), "kept");
+}

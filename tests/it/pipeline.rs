@@ -405,6 +405,15 @@ fn a_failed_first_deploy_is_tried_again_by_redeploy_without_a_commit() {
     assert!(envs(&s).is_empty(), "nothing deployed");
     let attempted = find_file(&s.data.join("environments"), "attempted").expect("the hook ran");
     std::fs::write(attempted.with_file_name("ready"), "").unwrap();
+    // A retried push obeys what a push obeys: the branch declared production since is
+    // deployed by promotion only.
+    ok(cli(&s, &["env", "create", "repo", "main", "--type", "production"]));
+    let out = refused(cli(&s, &["env", "redeploy", "repo", "main"]));
+    assert!(
+        out.contains("environment main is the project's production environment: it is deployed by promotion only"),
+        "{out}"
+    );
+    ok(cli(&s, &["env", "create", "repo", "main", "--type", "integration"]));
     let out = ok(cli(&s, &["env", "redeploy", "repo", "main"]));
     assert!(out.contains("environment main was never deployed; its last push"), "{out}");
     assert!(envs(&s).iter().any(|e| e["environment"] == "main"), "{out}");
