@@ -334,9 +334,6 @@ impl Url {
 pub struct Provisioned {
     /// Service name -> its endpoint, in the relationships' shape.
     pub services: BTreeMap<String, Value>,
-    /// The connections each of its database users may hold at once, as last set.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub connections: BTreeMap<String, u32>,
 }
 
 impl Provisioned {
@@ -358,7 +355,7 @@ pub struct Target<'a> {
     /// Where its instances run (the apps' sandbox: none with `--no-sandbox`), and within what.
     pub sandbox: &'a super::sandbox::Sandbox,
     pub limits: super::cgroup::Limits,
-    /// The connections each of its database users may hold at once.
+    /// The connections its project may hold at once on each database server.
     pub connections: u32,
 }
 
@@ -496,61 +493,70 @@ pub fn provision(
         std::fs::create_dir_all(data.services_dir()).map_err(|e| e.to_string())?;
         write_secret(&file, &serde_json::to_string_pretty(&provisioned).unwrap_or_default())?;
     }
-    // The environment's connections on each database server, shared among its users there (an
-    // endpoint is a user: declaring more of them does not get more), set again when the share
-    // changed (the policy, the endpoints, users made before there was one).
-    let database = |endpoint: &Value| {
-        endpoint.get("type").and_then(Value::as_str).and_then(kind_of).filter(|k| matches!(*k, "mysql" | "postgresql"))
-    };
-    let mut users: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-    for endpoint in provisioned.services.values() {
-        if let Some(kind) = database(endpoint) {
-            users.entry(kind).or_default().extend(database_users(endpoint));
-        }
-    }
-    let mut shares = BTreeMap::new();
-    for (kind, users) in &mut users {
-        users.sort_unstable();
-        users.dedup();
-        let share = target.connections / users.len().max(1) as u32;
-        if share == 0 {
-            return Err(format!(
-                "the environment's {} database users on {kind} cannot share the {} connections it may hold \
-                 (`connections` in the project's sandbox.json): declare fewer endpoints, or ask the admin for more",
-                users.len(),
-                target.connections
-            ));
-        }
-        shares.insert(*kind, share);
-    }
-    let mut changed = Vec::new();
-    for (name, endpoint) in &provisioned.services {
-        let Some(kind) = database(endpoint) else { continue };
-        let share = shares[kind];
-        if provisioned.connections.get(name) == Some(&share) {
-            continue;
-        }
-        let Some(url) = backends.0.get(kind) else { continue };
-        limit_connections(&Url::parse(url)?, kind, endpoint, share)?;
-        changed.push((name.clone(), share));
-    }
-    if !changed.is_empty() {
-        provisioned.connections.extend(changed);
-        write_secret(&file, &serde_json::to_string_pretty(&provisioned).unwrap_or_default())?;
-    }
     // A service the push removed (the push accepted losing its data): dropped.
     let removed: Vec<String> =
         provisioned.services.keys().filter(|n| !topology.services.contains_key(*n)).cloned().collect();
     for name in removed {
         if let Some(endpoint) = provisioned.services.remove(&name) {
             drop_one(data, &backends, key, &name, &endpoint)?;
-            provisioned.connections.remove(&name);
             warnings.push(format!("service `{name}` is no longer declared: its data is dropped"));
             write_secret(&file, &serde_json::to_string_pretty(&provisioned).unwrap_or_default())?;
         }
     }
+    share_connections(data, &backends, key, target.connections)?;
     let endpoints = provisioned.services.into_iter().collect();
     Ok((endpoints, warnings))
+}
+
+/// The project's connections on each database server, shared among all its database users
+/// there: every environment's (a branch is one more environment), every endpoint's (an
+/// endpoint is one more user). However many it declares, one project holds at most
+/// `budget` of a server's `max_connections`. Every user's part is set again at each deploy
+/// (one statement per user), under the project's lock: the last deploy to count sees every
+/// user, and a user made again under an old name gets its part too.
+fn share_connections(data: &DataDir, backends: &Backends, key: &str, budget: u32) -> Result<(), String> {
+    use std::os::fd::AsRawFd;
+    let project = key.split_once('.').map_or(key, |(p, _)| p);
+    let dir = data.services_dir();
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join(format!("{project}.lock")))
+        .map_err(|e| e.to_string())?;
+    // SAFETY: flock(2) on a descriptor held until the end of this function.
+    if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } != 0 {
+        return Err(format!("locking the project's connections: {}", std::io::Error::last_os_error()));
+    }
+    let mut users: BTreeMap<&'static str, std::collections::BTreeSet<String>> = BTreeMap::new();
+    for entry in std::fs::read_dir(&dir).map_err(|e| e.to_string())?.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !name.starts_with(&format!("{project}.")) || !name.ends_with(".json") {
+            continue;
+        }
+        for endpoint in Provisioned::load(&entry.path()).services.values() {
+            let kind = endpoint.get("type").and_then(Value::as_str).and_then(kind_of);
+            if let Some(kind @ ("mysql" | "postgresql")) = kind {
+                users.entry(kind).or_default().extend(database_users(endpoint).into_iter().map(str::to_owned));
+            }
+        }
+    }
+    for (kind, users) in &users {
+        let share = budget / users.len().max(1) as u32;
+        if share == 0 {
+            return Err(format!(
+                "the project's {} database users on {kind} (one per endpoint of each environment) cannot share the \
+                 {budget} connections it may hold (`connections` in its sandbox.json): declare fewer endpoints, \
+                 deactivate environments, or ask the admin for more",
+                users.len()
+            ));
+        }
+        let Some(url) = backends.0.get(*kind) else { continue };
+        let users: Vec<&str> = users.iter().map(String::as_str).collect();
+        limit_users(&Url::parse(url)?, kind, &users, share)?;
+    }
+    Ok(())
 }
 
 /// Empties each MariaDB and PostgreSQL database of environment `key` that the environment
@@ -983,10 +989,9 @@ fn database_users(endpoint: &Value) -> Vec<&str> {
     users
 }
 
-/// Bounds the connections each database user of `endpoint` may hold at once:
-/// `MAX_USER_CONNECTIONS` on MariaDB, `CONNECTION LIMIT` on PostgreSQL.
-fn limit_connections(admin: &Url, kind: &str, endpoint: &Value, connections: u32) -> Result<(), String> {
-    let users = database_users(endpoint);
+/// Bounds the connections each of `users` may hold at once: `MAX_USER_CONNECTIONS` on
+/// MariaDB, `CONNECTION LIMIT` on PostgreSQL.
+fn limit_users(admin: &Url, kind: &str, users: &[&str], connections: u32) -> Result<(), String> {
     let sql: String = users
         .iter()
         .map(|user| match kind {

@@ -383,7 +383,7 @@ fn mariadb_schemas_and_endpoints_become_databases_and_users_with_their_rights() 
         (".magento/routes.yaml", crate::push::ROUTES),
     ];
     // The environment's 4 connections are shared by its two users.
-    std::fs::write(s.data.join("sandbox.json"), r#"{"connections": 4}"#).unwrap();
+    std::fs::write(s.data.join("sandbox.json"), r#"{"connections": 4, "disk_reserve": false}"#).unwrap();
     let commit = s.commit(&files, "schemas");
     s.push(&["HEAD:refs/heads/main"]).assert_accepted();
     serve(&s);
@@ -695,7 +695,7 @@ fn an_environments_database_users_hold_at_most_their_share_of_the_server() {
     let s = Server::new("services-connections");
     add_backends(&s);
     let _cleanup = Cleanup(&s, &["main"]);
-    std::fs::write(s.data.join("sandbox.json"), r#"{"connections": 2}"#).unwrap();
+    std::fs::write(s.data.join("sandbox.json"), r#"{"connections": 2, "disk_reserve": false}"#).unwrap();
     let app = app_with_hooks("echo building", "true").replace("type: php:8.4", "type: php:8.2").replace(
         "    database: \"mysql:mysql\"\n    redis: \"redis:redis\"\n",
         "    database: \"mysql:mysql\"\n    pgdb: \"pg:postgresql\"\n",
@@ -738,13 +738,40 @@ fn an_environments_database_users_hold_at_most_their_share_of_the_server() {
     assert_eq!(mariadb(db, &field(db, "path"), "SELECT 1").unwrap(), "1");
 
     // The admin raises the share: the users made before get it at the next deploy.
-    std::fs::write(s.data.join("sandbox.json"), r#"{"connections": 3}"#).unwrap();
+    std::fs::write(s.data.join("sandbox.json"), r#"{"connections": 3, "disk_reserve": false}"#).unwrap();
     let again = s.commit(&files, "again");
     s.push(&["HEAD:refs/heads/main"]).assert_accepted();
     serve(&s);
     assert_eq!(job_state(&s, &again).1, "succeeded");
-    let _held = (hold("mysql", db, 2), hold("pg", pg, 2));
+    let held = (hold("mysql", db, 2), hold("pg", pg, 2));
     assert!(crate::runner::eventually(20, || busy("mysql") == 2 && busy("pg") == 2));
     assert_eq!(mariadb(db, &field(db, "path"), "SELECT 1").unwrap(), "1", "a third is allowed now");
     assert_eq!(psql(pg, &field(pg, "path"), "SELECT 1").unwrap(), "1");
+    drop(held);
+    assert!(servers.mariadb_client().args(["-e", &kill_all(&user)]).status().unwrap().success());
+    assert!(servers.psql().args(["-c", &end]).status().unwrap().success());
+    assert!(crate::runner::eventually(20, || busy("mysql") == 0 && busy("pg") == 0));
+
+    // A branch is one more environment with users of its own: the project's 3 connections
+    // are now shared by two users on each server, main's included.
+    let _feature = Cleanup(&s, &["feature"]);
+    s.push(&["HEAD:refs/heads/feature"]).assert_accepted();
+    serve(&s);
+    assert!(provisioned(&s, "feature")["mysql"]["username"] != db["username"], "feature has users of its own");
+    let _held = (hold("mysql", db, 1), hold("pg", pg, 1));
+    assert!(crate::runner::eventually(20, || busy("mysql") == 1 && busy("pg") == 1));
+    let refused = mariadb(db, &field(db, "path"), "SELECT 1").unwrap_err();
+    assert!(refused.contains("max_user_connections"), "main's user holds one now: {refused}");
+    let refused = psql(pg, &field(pg, "path"), "SELECT 1").unwrap_err();
+    assert!(refused.contains("too many connections for role"), "{refused}");
+}
+
+/// The statements that end every query of MariaDB user `user`.
+fn kill_all(user: &str) -> String {
+    let servers = crate::support::own_servers();
+    let kill = format!(
+        "SELECT GROUP_CONCAT(CONCAT('KILL ', ID) SEPARATOR ';') FROM information_schema.PROCESSLIST WHERE USER = '{user}'"
+    );
+    let out = servers.mariadb_client().args(["-N", "-e", &kill]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
