@@ -21,6 +21,15 @@ use std::process::Command;
 
 use super::users::User;
 
+/// The size a disk is given, and whether the host's space is reserved for all of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Size {
+    pub mb: u64,
+    /// The image's blocks allocated on the host at once (`fallocate`): a full host can then
+    /// never fail a write inside it. Without, the image is sparse.
+    pub reserve: bool,
+}
+
 /// What an app declaring no `disk` gets (or the policy's most, if smaller).
 pub const DEFAULT_MB: u64 = 2048;
 /// The most an app may declare, unless the project's policy says otherwise (`disk_mb`).
@@ -57,7 +66,7 @@ pub fn usable() -> Result<(), String> {
 pub fn bound(
     env: &Path,
     app: &str,
-    mb: Option<u64>,
+    size: Option<Size>,
     user: &User,
     stop: &mut dyn FnMut(),
 ) -> Result<Vec<String>, String> {
@@ -85,8 +94,9 @@ pub fn bound(
     if !is_mounted(&dir)? {
         let fresh = !image.exists();
         if fresh {
-            let mb = mb.unwrap_or(DEFAULT_MB);
-            make(&image, mb, user)?;
+            let size = size.unwrap_or(Size { mb: DEFAULT_MB, reserve: true });
+            let mb = size.mb;
+            make(&image, size, user)?;
             said.push(format!("app `{app}` has its own disk of {mb} MB"));
         }
         if is_empty(&dir) {
@@ -128,8 +138,8 @@ pub fn bound(
             }
         }
     }
-    if let Some(mb) = mb {
-        said.extend(resize(&image, &dir, app, mb, stop)?);
+    if let Some(size) = size {
+        said.extend(resize(&image, &dir, app, size, stop)?);
     }
     Ok(said)
 }
@@ -284,9 +294,11 @@ fn is_empty(dir: &Path) -> bool {
     std::fs::read_dir(dir).map(|mut d| d.next().is_none()).unwrap_or(true)
 }
 
-/// A new image of `mb` MB whose root is `user`'s: sparse, no blocks kept for root (the app
-/// gets all of it), no `lost+found` (a copy made as the project's user could not read it).
-fn make(image: &Path, mb: u64, user: &User) -> Result<(), String> {
+/// A new image of `mb` MB whose root is `user`'s: reserved on the host (or sparse), no
+/// blocks kept for root (the app gets all of it), no `lost+found` (a copy made as the
+/// project's user could not read it). `nodiscard`: mkfs would otherwise punch the reserved
+/// blocks out of the file.
+fn make(image: &Path, Size { mb, reserve }: Size, user: &User) -> Result<(), String> {
     use std::os::unix::fs::OpenOptionsExt;
     let err = |e: std::io::Error| format!("{}: {e}", image.display());
     let partial = image.with_extension("ext4.new");
@@ -299,8 +311,15 @@ fn make(image: &Path, mb: u64, user: &User) -> Result<(), String> {
         .open(&partial)
         .map_err(err)?;
     file.set_len(mb * MIB).map_err(err)?;
+    if reserve {
+        if let Err(e) = allocate(&file, 0, mb * MIB) {
+            drop(file);
+            let _ = std::fs::remove_file(&partial);
+            return Err(e);
+        }
+    }
     drop(file);
-    let owner = format!("root_owner={}:{},lazy_itable_init=1,lazy_journal_init=1", user.uid, user.gid);
+    let owner = format!("root_owner={}:{},lazy_itable_init=1,lazy_journal_init=1,nodiscard", user.uid, user.gid);
     run(Command::new("mkfs.ext4").args(["-q", "-F", "-m", "0", "-E", &owner]).arg(&partial))?;
     // Its lost+found goes (e2fsck makes it again if it ever needs one).
     let at = partial.with_extension("mnt");
@@ -345,7 +364,13 @@ fn umount(at: &Path, flags: libc::c_int) -> Result<(), String> {
 
 /// Grows the image mounted at `dir` to `mb` MB; a smaller size is kept as it is unless more
 /// is in use.
-fn resize(image: &Path, dir: &Path, app: &str, mb: u64, stop: &mut dyn FnMut()) -> Result<Vec<String>, String> {
+fn resize(
+    image: &Path,
+    dir: &Path,
+    app: &str,
+    Size { mb, reserve }: Size,
+    stop: &mut dyn FnMut(),
+) -> Result<Vec<String>, String> {
     let size = std::fs::metadata(image).map_err(|e| format!("{}: {e}", image.display()))?.len();
     let want = mb * MIB;
     // A grow cut short leaves the image longer than its filesystem: grown again.
@@ -369,6 +394,9 @@ fn resize(image: &Path, dir: &Path, app: &str, mb: u64, stop: &mut dyn FnMut()) 
     if want > size {
         let file =
             std::fs::OpenOptions::new().write(true).open(image).map_err(|e| format!("{}: {e}", image.display()))?;
+        if reserve {
+            allocate(&file, size, want - size)?;
+        }
         file.set_len(want).map_err(|e| format!("{}: {e}", image.display()))?;
     }
     let device = loop_device(image)?.ok_or_else(|| format!("the loop device of {} is not found", image.display()))?;
@@ -399,6 +427,26 @@ fn resize(image: &Path, dir: &Path, app: &str, mb: u64, stop: &mut dyn FnMut()) 
     mount(image, dir)?;
     grown?;
     Ok(vec![format!("{grew} (its processes stopped meanwhile: this runner cannot grow a disk in use)")])
+}
+
+/// Allocates `len` bytes of `file` from `offset` on the host (fallocate(2)), or says the host
+/// has not the room.
+fn allocate(file: &std::fs::File, offset: u64, len: u64) -> Result<(), String> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: fallocate(2) on a descriptor this function borrows.
+    let done = unsafe { libc::fallocate(file.as_raw_fd(), 0, offset as libc::off_t, len as libc::off_t) };
+    if done == 0 {
+        return Ok(());
+    }
+    let e = std::io::Error::last_os_error();
+    Err(match e.raw_os_error() {
+        Some(libc::ENOSPC) => format!(
+            "the host has not {} MB free to reserve for this disk: free space on the host, lower the disk, or \
+             let disks be sparse (`disk_reserve: false` in sandbox.json)",
+            len.div_ceil(MIB)
+        ),
+        _ => format!("reserving the disk's space: {e}"),
+    })
 }
 
 /// The loop device `image` is attached to, if any.

@@ -58,9 +58,9 @@ pub struct Policy {
     pub memory_mb: Option<u64>,
     pub processes: Option<u32>,
     pub time_limit_s: Option<u64>,
-    /// Connections an environment may hold at once on a shared MariaDB or PostgreSQL, shared
-    /// among its database users there (one environment cannot take the server's
-    /// `max_connections`).
+    /// Connections a project may hold at once on a shared MariaDB or PostgreSQL, shared among
+    /// all its database users there (every environment's, every endpoint's): one project cannot
+    /// take the server's `max_connections`.
     pub connections: Option<u32>,
     /// Where an environment's apps and deploy hooks may go out, through their proxy (`HOST:PORT`
     /// rules, see `egress`); HTTPS to any public address by default, `[]` nowhere.
@@ -68,6 +68,9 @@ pub struct Policy {
     /// The largest disk (MB) an app may declare; an app declaring none gets 2048 MB, or this if
     /// smaller.
     pub disk_mb: Option<u64>,
+    /// Whether an app's disk has its host space reserved when made or grown (true by
+    /// default); `false` makes disks sparse, taking only what is written.
+    pub disk_reserve: Option<bool>,
 }
 
 pub const DEFAULT_CONNECTIONS: u32 = 100;
@@ -85,6 +88,7 @@ impl Policy {
             connections: over.connections.or(self.connections),
             egress: over.egress.or(self.egress),
             disk_mb: over.disk_mb.or(self.disk_mb),
+            disk_reserve: over.disk_reserve.or(self.disk_reserve),
         }
     }
 
@@ -114,6 +118,10 @@ impl Policy {
                  project's sandbox.json, set by the admin)"
             )),
         }
+    }
+
+    pub fn disk_reserve(&self) -> bool {
+        self.disk_reserve.unwrap_or(true)
     }
 
     pub fn connections(&self) -> u32 {

@@ -319,7 +319,8 @@ fn bound_disks(
     for (name, app) in apps {
         let mb = policy.disk(app.disk).map_err(|why| RunnerError::Platform(format!("app `{name}` {why}")))?;
         let mut stop = || crate::platform::pause(data, &env_dir.root);
-        let said = crate::platform::disk::bound(&env_dir.root, name, Some(mb), user, &mut stop)
+        let size = crate::platform::disk::Size { mb, reserve: policy.disk_reserve() };
+        let said = crate::platform::disk::bound(&env_dir.root, name, Some(size), user, &mut stop)
             .map_err(|why| RunnerError::Platform(format!("the disk of app `{name}`: {why}")))?;
         for line in said {
             log.phase("deploy", &line);

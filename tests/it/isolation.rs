@@ -736,7 +736,9 @@ fn an_environment_goes_out_through_its_proxy_where_the_admin_allows_and_nowhere_
         port
     };
     let (allowed, other) = (serve("outside-allowed"), serve("outside-other"));
-    let policy = |rules: &str| std::fs::write(r.s.data.join("sandbox.json"), format!(r#"{{"egress": {rules}}}"#));
+    let policy = |rules: &str| {
+        std::fs::write(r.s.data.join("sandbox.json"), format!(r#"{{"egress": {rules}, "disk_reserve": false}}"#))
+    };
     policy(&format!(r#"["*:443", "127.0.0.1:{allowed}"]"#)).unwrap();
     let probe = format!(
         r#"<?php
@@ -834,6 +836,9 @@ fn an_apps_mounts_hold_the_disk_it_declares_and_a_full_disk_stops_only_that_app(
         .into_iter()
         .map(|(p, c)| (p, c.replace("disk: 512", "disk: 128")))
         .collect::<Vec<_>>();
+    // The host's space reserved for it (the project's policy over the tests' sparse default).
+    std::fs::create_dir_all(r.s.bare.join("pushgate")).unwrap();
+    std::fs::write(r.s.bare.join("pushgate/sandbox.json"), r#"{"disk_reserve": true}"#).unwrap();
     r.deploy(&small, "main");
     let logs = || {
         let mut all = String::new();
@@ -857,6 +862,7 @@ fn an_apps_mounts_hold_the_disk_it_declares_and_a_full_disk_stops_only_that_app(
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let image = std::fs::metadata(env.join("disks/app.ext4")).unwrap();
     assert_eq!((image.uid(), image.permissions().mode() & 0o777), (0, 0o600));
+    assert!(image.blocks() * 512 >= 128 << 20, "reserved on the host: {} blocks", image.blocks());
     // The app sees its disk full and says so; the site goes on.
     let page = r.get(&r.host("main"), "/").body;
     assert!(page.contains("not written") && page.contains("No space left on device"), "{page}");
@@ -877,6 +883,8 @@ fn an_apps_mounts_hold_the_disk_it_declares_and_a_full_disk_stops_only_that_app(
     r.deploy(&large, "main");
     let log = logs();
     assert!(log.contains("its disk grew from 128 MB to 256 MB") && log.contains("MORE"), "{log}");
+    let image = std::fs::metadata(env.join("disks/app.ext4")).unwrap();
+    assert!(image.blocks() * 512 >= 256 << 20, "the grown part reserved too: {} blocks", image.blocks());
     assert_eq!(std::fs::metadata(env.join("mounts/app/var/fill")).unwrap().len(), fill);
     assert_eq!(r.get(&r.host("main"), "/").body.trim(), "written");
 

@@ -228,6 +228,9 @@ pub struct Server {
     hooks_reach_the_host: std::sync::atomic::AtomicBool,
 }
 
+/// The server-wide policy of the tests' data directories: `{"disk_reserve": false}`.
+pub const SPARSE_DISKS: &str = r#"{"disk_reserve": false}"#;
+
 impl Server {
     pub fn new(label: &str) -> Server {
         let dir = TempDir::new(label);
@@ -240,6 +243,9 @@ impl Server {
         let work = dir.join("work");
         std::fs::create_dir_all(&work).unwrap();
         git_ok(&work, &["init", "-q"]);
+        // Apps' disks sparse: reserved, the suite's hundred environments of 5 GB disks would
+        // need the machine's whole disk (the tests of reservation say otherwise).
+        std::fs::write(data.join("sandbox.json"), SPARSE_DISKS).unwrap();
         Server { dir, bare, work, prefix, data, queue: None, pg_database: None, hooks_reach_the_host: false.into() }
     }
 
