@@ -518,7 +518,9 @@ fn share_connections(data: &DataDir, backends: &Backends, key: &str, budget: u32
     use std::os::fd::AsRawFd;
     let project = key.split_once('.').map_or(key, |(p, _)| p);
     let dir = data.services_dir();
-    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    if !dir.is_dir() {
+        return Ok(()); // nothing provisioned, no user to bound
+    }
     let lock = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)

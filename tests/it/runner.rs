@@ -701,6 +701,8 @@ fn workers_build_environments_side_by_side_but_one_job_per_environment() {
 fn a_full_disk_fails_the_job_and_leaves_nothing_behind() {
     let s = Server::new("runner-full");
     let _disk = crate::support::SmallDisk::mount(&s.data, "16m");
+    // (The tmpfs hides the data directory's policy: sparse disks again.)
+    std::fs::write(s.data.join("sandbox.json"), crate::support::SPARSE_DISKS).unwrap();
     let first = s.commit(&files_with(APP_FILE, &app_with_hooks("true", "true")), "small");
     s.push(&["HEAD:refs/heads/main"]).assert_accepted();
     serve(&s);
