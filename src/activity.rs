@@ -24,6 +24,13 @@ pub fn project_named(store: &dyn JobStore, name: &str) -> Result<RepoId, String>
         .ok_or_else(|| format!("no project `{name}` has been pushed to (projects: {})", names.join(", ")))
 }
 
+/// The first line of `commit`'s message in `repo`, if it can be read here.
+fn subject(repo: &RepoId, commit: &crate::core::CommitId) -> Option<String> {
+    let git = git2::Repository::open_bare(repo.path()).ok()?;
+    let commit = git.find_commit(commit.oid()).ok()?;
+    commit.summary().map(|s| s.chars().take(120).collect())
+}
+
 /// An activity as the API shows it. `state` is where it is (pending, in_progress, complete,
 /// cancelled), `result` how it ended (success, failure, cancelled, superseded).
 pub fn activity(job: &Job) -> Value {
@@ -48,6 +55,7 @@ pub fn activity(job: &Job) -> Value {
         "environment": job.environment,
         "ref": job.ref_name,
         "commit": job.commit,
+        "subject": subject(&job.repo, &job.commit),
         "old_commit": job.old_commit,
         "pusher": job.pusher,
         "release": job.release,

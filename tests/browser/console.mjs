@@ -4,18 +4,34 @@
 // back from the environments table and sees the release change, then promotes main to staging
 // and sees staging run main's commit. Saves a screenshot.
 //
-// node console.mjs BASE_URL TOKEN ACTIVITY_ID GATE_FILE SCREENSHOT
+// First, as a viewer and as a developer, it sees only the actions their roles allow.
+//
+// node console.mjs BASE_URL TOKEN ACTIVITY_ID GATE_FILE SCREENSHOT VIEWER_TOKEN DEVELOPER_TOKEN
 // Exits non-zero, saying what it did not see, on any failure.
 import { chromium } from "playwright-core";
 import { writeFileSync } from "node:fs";
 
-const [base, token, activity, gate, screenshot] = process.argv.slice(2);
+const [base, token, activity, gate, screenshot, viewer, developer] = process.argv.slice(2);
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
   args: ["--no-sandbox", "--disable-dev-shm-usage"],
 });
 const step = (what) => console.log("step: " + what);
 try {
+  // Each role sees the buttons it may use, and no other.
+  for (const [role, secret, want] of [["viewer", viewer, []], ["developer", developer, ["redeploy"]]]) {
+    const context = await browser.newContext();
+    const page = await context.newPage();
+    page.setDefaultTimeout(60000);
+    await page.goto(base);
+    await page.fill("#token", secret);
+    await page.click("#loginForm button");
+    await page.waitForSelector("tr[data-env=main]");
+    const seen = await page.$$eval("tr[data-env=main] button[data-action]", (bs) => bs.map((b) => b.dataset.action));
+    if (JSON.stringify(seen) !== JSON.stringify(want)) throw new Error(`a ${role} sees ${seen} (want ${want})`);
+    step(`a ${role} sees the actions ${want.join(", ") || "none"}`);
+    await context.close();
+  }
   const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
   page.setDefaultTimeout(60000);
   await page.goto(base);
@@ -53,6 +69,12 @@ try {
   step("rolled back: main runs release " + before + " again");
   await page.waitForFunction(() => document.getElementById("detailState").textContent.includes("Success"));
 
+  // Only the next step of the pipeline: staging, not production.
+  const offered = await page.$$eval('tr[data-env=main] select[aria-label="environment to promote to"] option', (os) => os.map((o) => o.value));
+  if (JSON.stringify(offered) !== '["staging"]') throw new Error("main may be promoted to " + offered);
+  const subject = await page.textContent(`tr.activity[data-id="${activity}"] .subject`);
+  if (!subject.includes("slow")) throw new Error("the activity shows the subject " + subject);
+  step("main is offered promotion to staging only; its activity shows the commit's subject");
   await page.selectOption('tr[data-env=main] select[aria-label="environment to promote to"]', "staging");
   await page.click('tr[data-env=main] button[data-action="promote"]');
   // (Listed before, as declared and not deployed: now with its release.)

@@ -371,6 +371,9 @@ fn in_a_browser_one_logs_in_watches_a_build_and_rolls_back() {
     let admin = token(&s, "alice", &["--project", "repo", "--role", "admin"]);
     let first = release_of_main(&s);
     assert!(runner(&s, &["env", "create", "repo", "staging", "--type", "staging"]).status.success());
+    assert!(runner(&s, &["env", "create", "repo", "production", "--type", "production"]).status.success());
+    let viewer = token(&s, "victor", &["--project", "repo", "--role", "viewer"]);
+    let developer = token(&s, "dora", &["--project", "repo", "--role", "developer"]);
     let web = Web::start(&s, &["serve"]);
     let screenshot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("console.png");
     let _ = std::fs::remove_file(&screenshot);
@@ -379,6 +382,7 @@ fn in_a_browser_one_logs_in_watches_a_build_and_rolls_back() {
         .args([&web.base, &admin, &id.to_string()])
         .arg(&gate)
         .arg(&screenshot)
+        .args([&viewer, &developer])
         .output()
         .unwrap();
     let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
