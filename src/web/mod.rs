@@ -45,9 +45,8 @@ impl Web {
         })
     }
 
-    /// Runs `f` on the store off the async workers.
-    /// Runs an operation (`crate::ops`) with the store, on a blocking thread; its error is
-    /// mapped to an HTTP status once, by `From<ops::Error> for ApiError`.
+    /// Runs an operation (`crate::ops`) with the store, on a blocking thread (off the async
+    /// workers); its error is mapped to an HTTP status once, by `From<ops::Error> for ApiError`.
     async fn op<T: Send + 'static>(
         self: &Arc<Self>,
         f: impl FnOnce(&mut dyn Store) -> Result<T, crate::ops::Error> + Send + 'static,
@@ -62,18 +61,12 @@ impl Web {
         .map_err(api::ApiError::from)
     }
 
+    /// Runs `f` on the store, on a blocking thread, as [`Web::op`] does.
     async fn with_store<T: Send + 'static>(
         self: &Arc<Self>,
         f: impl FnOnce(&mut dyn Store) -> Result<T, QueueError> + Send + 'static,
     ) -> Result<T, api::ApiError> {
-        let web = self.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut store = web.store.lock().unwrap_or_else(|p| p.into_inner());
-            f(store.as_mut())
-        })
-        .await
-        .map_err(|e| api::ApiError::internal(e.to_string()))?
-        .map_err(api::ApiError::from)
+        self.op(move |s| f(s).map_err(crate::ops::Error::from)).await
     }
 }
 

@@ -24,6 +24,17 @@ fn php_app(name: &str, extra: &str, index: &str) -> Vec<(&'static str, String)> 
     ]
 }
 
+/// The directory of environment main of the test's project (`repo`).
+fn main_env_dir(r: &Routed) -> PathBuf {
+    std::fs::read_dir(r.s.data.join("environments"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("repo-"))
+        .unwrap()
+        .join("main")
+}
+
 /// A file no test writes but an attack that worked: where it would be, gone first.
 fn proof(label: &str) -> PathBuf {
     let p = std::env::temp_dir().join(format!("pushgate-proof-{}-{label}", std::process::id()));
@@ -850,13 +861,7 @@ fn an_apps_mounts_hold_the_disk_it_declares_and_a_full_disk_stops_only_that_app(
     let log = logs();
     assert!(log.contains("REFUSED") && log.contains("No space left on device"), "{log}");
     assert!(log.contains("app `app` has its own disk of 128 MB"), "{log}");
-    let env = std::fs::read_dir(r.s.data.join("environments"))
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("repo-"))
-        .unwrap()
-        .join("main");
+    let env = main_env_dir(&r);
     let fill = std::fs::metadata(env.join("mounts/app/var/fill")).unwrap().len();
     assert!(fill < 128 << 20 && fill > 100 << 20, "{fill}");
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -949,13 +954,7 @@ fn a_name_planted_where_root_mounts_disks_never_makes_root_unmount_what_it_names
 
     // An environment from before disks, whose user planted the same names in its own mounts:
     // its next deploy moves its files onto a disk and never follows them.
-    let env = std::fs::read_dir(r.s.data.join("environments"))
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("repo-"))
-        .unwrap()
-        .join("main");
+    let env = main_env_dir(&r);
     let m = env.join("mounts");
     assert!(std::process::Command::new("umount").arg(m.join("app")).status().unwrap().success());
     std::fs::remove_dir_all(env.join("disks")).unwrap();
