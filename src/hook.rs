@@ -257,6 +257,9 @@ pub fn pre_receive(
     out: &mut dyn Write,
 ) -> Result<bool, HookError> {
     let started = Instant::now();
+    // Hints to upgrade a service name only the versions this server's backends can give.
+    let versions = crate::platform::services::Versions::load(&crate::store::DataDir::new(&settings.data_dir));
+    validate::set_offered(move |service_type| versions.cannot_give(service_type).is_none());
     let mut push = Push::new(repo, updates, settings);
     for update in updates {
         let Some(branch) = update.branch() else { continue };

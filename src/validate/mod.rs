@@ -22,6 +22,20 @@ pub struct Outcome {
     pub cost: Cost,
 }
 
+/// Whether this server can give a service of a type (`mysql:10.11`), where a hook on a
+/// server with backends said so: hints to upgrade then name only what it can give.
+static OFFERED: std::sync::OnceLock<Box<dyn Fn(&str) -> bool + Send + Sync>> = std::sync::OnceLock::new();
+
+/// Tells the rules which service types this server can give (once per process: the hook's).
+pub fn set_offered(offered: impl Fn(&str) -> bool + Send + Sync + 'static) {
+    let _ = OFFERED.set(Box::new(offered));
+}
+
+/// Whether a service of `service_type` can be given here (anything, where no one said).
+pub(crate) fn offered(service_type: &str) -> bool {
+    OFFERED.get().is_none_or(|offered| offered(service_type))
+}
+
 /// Loads and validates the configuration set of `source`, within one commit's budget
 /// ([`Budget::per_commit`]) for all its files and includes.
 pub fn validate(source: &dyn Source) -> Result<Outcome, SourceError> {

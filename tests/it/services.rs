@@ -479,6 +479,14 @@ fn a_version_the_backend_cannot_give_is_refused_at_push_time_on_every_branch() {
     };
     let (_, first) = push("10.6");
     first.assert_accepted();
+    // 10.6 reached its end of life: the hint offers what this server's backend gives first.
+    assert!(
+        first.output.contains(
+            "upgrade to a newer supported version: 10.11 (12.3, 11.8, 11.4 when this server's backend is upgraded)"
+        ),
+        "{}",
+        first.output
+    );
     serve(&s);
     // The backend runs MariaDB 10.11: 11.4 cannot be given in place.
     let (_, refused) = push("11.4");

@@ -103,10 +103,22 @@ fn check_type(node: &Node, at: Location, runtime: bool, diags: &mut Diagnostics)
                 && registry.eol(image.base, v).is_none_or(|e| e >= crate::core::Timestamp::now().date().as_str())
         })
         .collect();
-    let hint = if newer.is_empty() {
-        "plan a move to a maintained image".to_owned()
-    } else {
-        format!("upgrade to a newer supported version: {}", newer.join(", "))
+    // A service's versions this server's backend cannot give are not offered (apps' runtimes
+    // are not judged here).
+    let (here, beyond): (Vec<&str>, Vec<&str>) =
+        newer.iter().partition(|v| runtime || crate::validate::offered(&format!("{name}:{v}")));
+    let hint = match (here.is_empty(), beyond.is_empty()) {
+        (true, true) => "plan a move to a maintained image".to_owned(),
+        (false, true) => format!("upgrade to a newer supported version: {}", here.join(", ")),
+        (false, false) => format!(
+            "upgrade to a newer supported version: {} ({} when this server's backend is upgraded)",
+            here.join(", "),
+            beyond.join(", ")
+        ),
+        (true, false) => format!(
+            "newer supported versions ({}) need this server's backend upgraded first: ask the admin",
+            beyond.join(", ")
+        ),
     };
     diags.warn(code, at, format!("`{written}` {why}"), hint);
 }
