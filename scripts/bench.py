@@ -16,6 +16,7 @@
 Nothing here asserts a time; it prints figures. Needs git, cargo, python3 (pip for step 4).
 """
 import argparse
+import atexit
 import json
 import re
 import os
@@ -769,6 +770,27 @@ def scale_benchmarks(tmp, jobs, pushes):
                 check=False)
 
 
+def release_below(top):
+    """Stops the supervisors and forwarders whose command line names `top`, and unmounts what
+    is mounted below it (the environments' disks), deepest first."""
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            args = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")
+        except OSError:
+            continue
+        if (args[0].endswith(b"pushgate-runner") and len(args) > 1 and args[1] in (b"supervise", b"forward")
+                and any(a.startswith(top.encode()) for a in args)):
+            try:
+                os.kill(int(pid), 9)
+            except OSError:
+                pass
+    points = [line.split()[4] for line in open("/proc/self/mountinfo")]
+    for point in sorted((p for p in points if p.startswith(top + "/")), key=len, reverse=True):
+        subprocess.run(["umount", "-l", point], check=False)
+
+
 def sandbox_benchmarks(tmp, runs):
     """The cost of the hooks' sandbox: the same redeploys (deploy and post_deploy hooks of the
     example) through a runner with its sandbox and one with --no-sandbox, interleaved. Per hook,
@@ -989,7 +1011,10 @@ def main():
     sections = set(args.only.split(","))
     run(["cargo", "build", "--release", "--quiet"], cwd=ROOT)
     print(f"git: {git(None, '--version').stdout.decode().strip()}; cores: {os.cpu_count()}")
-    with tempfile.TemporaryDirectory(prefix="pushgate-bench-") as t:
+    # The apps' disks mounted below the directory (and the supervised forwarders naming it)
+    # keep it from being removed at the end of the block: they go at exit, then it does.
+    with tempfile.TemporaryDirectory(prefix="pushgate-bench-", ignore_cleanup_errors=True) as t:
+        atexit.register(lambda: (release_below(t), shutil.rmtree(t, ignore_errors=True)))
         tmp = Path(t)
         os.chmod(tmp, 0o755)  # a runner started as root runs hooks and apps as the project's user
         work = work_tree(tmp)

@@ -44,8 +44,27 @@ impl TempDir {
 
 impl Drop for TempDir {
     fn drop(&mut self) {
+        stop_supervised_below(&self.0);
         unmount_below(&self.0);
         let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Kills the supervisors and network forwarders whose command line names a path below `dir`
+/// (they outlive runners by design; a test whose data directory is gone, a tmpfs unmounted or
+/// a machine of its own, cannot find them by their pid files).
+pub fn stop_supervised_below(dir: &Path) {
+    let below = dir.display().to_string();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else { continue };
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let args: Vec<String> = cmdline.split(|b| *b == 0).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
+        let ours = args.first().is_some_and(|a| a.ends_with("pushgate-runner"))
+            && args.get(1).is_some_and(|a| a == "supervise" || a == "forward");
+        if ours && args.iter().any(|a| a.starts_with(&below)) {
+            // SAFETY: kill(2) of a process this test's runner started.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
     }
 }
 
