@@ -100,6 +100,7 @@ pub fn render_main(root: &Path, listen: SocketAddr, worker_user: Option<&str>) -
          \x20   default_type application/octet-stream;\n\
          \x20   access_log off;\n\
          \x20   sendfile on;\n\
+         \x20   disable_symlinks if_not_owner from=$document_root;\n\
          \x20   server_tokens off;\n\
          \x20   server_names_hash_bucket_size 128;\n\
          \x20   client_max_body_size 64m;\n\

@@ -113,13 +113,26 @@ fn safe_name(name: &str) -> bool {
 
 /// `value` as PHP-FPM's configuration reads it back verbatim: in single quotes, where nothing
 /// is expanded (in double quotes, `${NAME}` would be replaced by the master's own environment),
-/// a single quote itself written `"'"` between them (adjacent strings are joined). None for
-/// what a configuration line cannot hold (a line break, NUL).
+/// a single quote itself written `"'"` between them (adjacent strings are joined; an empty
+/// `''` beside a quote is left out, PHP-FPM reads it as no value). None for what a
+/// configuration line cannot hold (a line break, NUL).
 fn ini_quote(value: &str) -> Option<String> {
     if value.contains(['\n', '\r', '\0']) {
         return None;
     }
-    Some(value.split('\'').map(|part| format!("'{part}'")).collect::<Vec<_>>().join("\"'\""))
+    if value.is_empty() {
+        return Some("''".into());
+    }
+    let mut quoted = String::with_capacity(value.len() + 2);
+    for (i, part) in value.split('\'').enumerate() {
+        if i > 0 {
+            quoted.push_str("\"'\"");
+        }
+        if !part.is_empty() {
+            quoted.push_str(&format!("'{part}'"));
+        }
+    }
+    Some(quoted)
 }
 
 /// Checks a configuration with the PHP-FPM that will run it, as the user its master runs as
@@ -246,5 +259,8 @@ mod tests {
         );
         assert!(warnings.is_empty(), "{warnings:?}");
         assert_eq!(super::ini_quote("it's ${HOME}").unwrap(), r#"'it'"'"'s ${HOME}'"#);
+        // A quote at an end, or alone: no empty '' beside it (PHP-FPM reads that as no value).
+        assert_eq!(super::ini_quote(r#"x'"${X}"'"#).unwrap(), r#"'x'"'"'"${X}"'"'""#);
+        assert_eq!(super::ini_quote("'").unwrap(), r#""'""#);
     }
 }

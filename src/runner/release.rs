@@ -542,7 +542,16 @@ fn assemble(
             let keep = crate::paths::mkdirs_beneath(&env_dir.mounts_created()?, &keep_rel).map_err(|source| {
                 RunnerError::Io { action: "creating", path: env_dir.mounts().join(&keep_rel), source }
             })?;
-            link_mount(&app_root, path, &keep)?;
+            let link = link_mount(&app_root, path, &keep)?;
+            if let Some(user) = &built.user {
+                // The link is the project's, as what it leads to is: the router follows a link
+                // only to what the link's owner owns (`disable_symlinks if_not_owner`).
+                std::os::unix::fs::lchown(&link, Some(user.uid), Some(user.gid)).map_err(|source| RunnerError::Io {
+                    action: "giving to the project's user",
+                    path: link,
+                    source,
+                })?;
+            }
             log.phase("deploy", &format!("Mount {path} of `{}` -> {}", plan.name, keep.display()));
         }
     }

@@ -11,7 +11,7 @@
 //! DATA/slugs/KEY.tar.zst      built apps, reused for an unchanged tree
 //! DATA/unpacked/KEY/          each slug unpacked once, read-only; releases hard-link it
 //! DATA/environments/REPO-KEY/ENV/   releases (with what each is: ReleaseInfo), mounts,
-//!                             `current`: what is deployed (src/runner/deploy.rs makes them)
+//!                             `current`: what is deployed (store/deployed.rs reads and writes them)
 //! DATA/keys/REPO-KEY         which repository a project key is (the first to run a job)
 //! DATA/wakeup                 the FIFO idle runners wait on
 //! DATA/backups/REPO-KEY/ENV-JOB/   the final backup of a deactivated environment

@@ -977,3 +977,32 @@ fn a_name_planted_where_root_mounts_disks_never_makes_root_unmount_what_it_names
     assert_eq!(names, ["app"], "nothing but the disk stays where root mounts");
     assert_eq!(std::fs::read_to_string(victim.join("important.txt")).unwrap(), "kept");
 }
+
+#[test]
+fn a_link_an_app_puts_in_its_mounts_serves_only_what_its_project_owns() {
+    let r = Routed::new("mount-links");
+    // What another project or the host keeps, readable by the router's workers.
+    let secret = r.s.dir.join("secret.txt");
+    std::fs::write(&secret, "the host's secret").unwrap();
+    let hooks = format!(
+        "mounts:\n    var:\n        source: local\n        source_path: var\nhooks:\n    deploy: |\n        \
+         echo mine > var/ok.txt\n        ln -s ok.txt var/alias.txt\n        ln -s {} var/peek.txt\n",
+        secret.display()
+    );
+    let files: Vec<_> = php_app("app", &hooks, "<?php echo 'app';\n")
+        .into_iter()
+        .map(|(p, c)| (p, c.replace("allow: false", "allow: true")))
+        .collect();
+    r.deploy(&files, "main");
+    let host = r.host("main");
+    // Its own files, and links to them, are served from its mount.
+    for path in ["/var/ok.txt", "/var/alias.txt"] {
+        let got = r.get(&host, path);
+        assert_eq!((got.status, got.body.trim()), (200, "mine"), "{path}");
+    }
+    // A link to what its project does not own is not followed: as for a missing file, the
+    // request goes on to the app.
+    let peek = r.get(&host, "/var/peek.txt");
+    assert!(!peek.body.contains("secret"), "the router served what a link in the mount points at: {peek:?}");
+    assert_eq!(peek.body.trim(), "app", "{peek:?}");
+}
