@@ -127,11 +127,10 @@ fn copy_new(
     out: &mut dyn Write,
 ) -> std::io::Result<()> {
     let mut chunk = at.read_from(queue, job, *offset)?;
-    // A C1 control is two bytes (0xC2 0x80-0x9F): one split between two reads must not pass
-    // as two harmless halves. A last 0xC2 waits for the next read.
-    if chunk.last() == Some(&0xc2) {
-        chunk.pop();
-    }
+    // A character split between two reads (a C1 control is two bytes, 0xC2 0x80-0x9F) must not
+    // pass as two harmless halves, nor its second half be taken for a stray byte: an incomplete
+    // sequence at the end waits for the next read.
+    chunk.truncate(chunk.len() - incomplete_tail(&chunk));
     if chunk.is_empty() {
         return Ok(());
     }
@@ -140,16 +139,37 @@ fn copy_new(
     out.flush()
 }
 
+/// The bytes at the end of `text` that begin a UTF-8 sequence its end cuts short.
+fn incomplete_tail(text: &[u8]) -> usize {
+    match text.utf8_chunks().last() {
+        Some(last)
+            if !last.invalid().is_empty()
+                && std::str::from_utf8(last.invalid()).is_err_and(|e| e.error_len().is_none()) =>
+        {
+            last.invalid().len()
+        }
+        _ => 0,
+    }
+}
+
 /// Text from a project (a job's log: its hooks' output) as a terminal may show it: control
 /// characters other than line feeds and tabs written as `^X` (`^[` for ESC, `^?` for DEL,
-/// `^M` for a carriage return that ends no line), and C1 controls as `\u{9b}`. A hook's output
-/// can then neither move the cursor, retitle a window, rewrite what was shown, nor send an
-/// escape sequence to the terminal of whoever reads it.
+/// `^M` for a carriage return that ends no line), C1 controls as `\u{9b}`, and a lone byte
+/// 0x80-0x9F outside any UTF-8 character (which an 8-bit terminal takes for a C1 control) as
+/// `\x9b`. A hook's output can then neither move the cursor, retitle a window, rewrite what
+/// was shown, nor send an escape sequence to the terminal of whoever reads it.
 pub fn printable(text: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    // Which bytes belong to well-formed UTF-8 characters.
+    let mut in_character = Vec::with_capacity(text.len());
+    for chunk in text.utf8_chunks() {
+        in_character.extend(std::iter::repeat_n(true, chunk.valid().len()));
+        in_character.extend(std::iter::repeat_n(false, chunk.invalid().len()));
+    }
     let special = |i: usize, b: u8| {
         (b < 0x20 && b != b'\n' && b != b'\t' && !(b == b'\r' && text.get(i + 1) == Some(&b'\n')))
             || b == 0x7f
             || (b == 0xc2 && text.get(i + 1).is_some_and(|n| (0x80..=0x9f).contains(n)))
+            || ((0x80..=0x9f).contains(&b) && !in_character[i])
     };
     if !text.iter().enumerate().any(|(i, b)| special(i, *b)) {
         return std::borrow::Cow::Borrowed(text);
@@ -163,6 +183,8 @@ pub fn printable(text: &[u8]) -> std::borrow::Cow<'_, [u8]> {
         } else if b == 0xc2 {
             out.extend_from_slice(format!("\\u{{{:x}}}", text[i + 1]).as_bytes());
             i += 1;
+        } else if b >= 0x80 {
+            out.extend_from_slice(format!("\\x{b:02x}").as_bytes());
         } else if b == 0x7f {
             out.extend_from_slice(b"^?");
         } else {
@@ -180,5 +202,16 @@ mod tests {
         let shown = super::printable(b"ok\tdone\r\n\x1b]0;pwned\x07\x1b[2J\rhidden \xc2\x9b31m \x7f caf\xc3\xa9\n");
         assert_eq!(String::from_utf8_lossy(&shown), "ok\tdone\r\n^[]0;pwned^G^[[2J^Mhidden \\u{9b}31m ^? caf\u{e9}\n");
         assert!(matches!(super::printable(b"plain\n"), std::borrow::Cow::Borrowed(_)));
+        // A lone 0x9B (CSI to an 8-bit terminal), not inside a character; "…" keeps its 0x80.
+        let shown = super::printable(b"\x9b31m red \xe2\x80\xa6 \xa0\n");
+        assert_eq!(&*shown, b"\\x9b31m red \xe2\x80\xa6 \xa0\n");
+    }
+
+    #[test]
+    fn a_character_split_between_two_reads_waits_for_its_end() {
+        assert_eq!(super::incomplete_tail(b"done \xe2\x80"), 2);
+        assert_eq!(super::incomplete_tail(b"done \xc2"), 1);
+        assert_eq!(super::incomplete_tail(b"done \xe2\x80\xa6"), 0);
+        assert_eq!(super::incomplete_tail(b"done \x9b"), 0, "a stray byte is not a beginning");
     }
 }
