@@ -78,7 +78,9 @@ pub fn render(pool: &Pool<'_>) -> Rendered {
     for (name, value) in pool.env {
         if !safe_name(name) {
             warnings.push(format!("variable `{name}` is not passed to PHP-FPM (not a variable name)"));
-        } else if value.starts_with('$') || value.contains(['\n', '\r']) {
+        } else if value.starts_with('$') || value.contains(['\n', '\r']) || value.is_empty() {
+            // What a configuration line cannot hold verbatim (PHP-FPM refuses an empty value)
+            // reaches the master in its environment, and the workers from there.
             let through = format!("PUSHGATE_ENV_{name}");
             let _ = writeln!(out, "env[{name}] = ${through}");
             master_env.push((through, value.clone()));

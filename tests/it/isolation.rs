@@ -175,8 +175,8 @@ fn variables_reach_php_verbatim_and_nothing_of_the_runners_environment_does() {
     let r = Routed::new("verbatim");
     let variables = "variables:\n    env:\n        SECRET_REF: '${PUSHGATE_RUNNER_ONLY}'\n        \
                      CONFIG: '{\"a\": \"b c\", \"quote\": \"it''s\"}'\n        \
-                     MIXED: 'a''$b\\c\"d'\n";
-    let index = "<?php foreach (['SECRET_REF', 'CONFIG', 'MIXED', 'PUSHGATE_RUNNER_ONLY'] as $v) { \
+                     MIXED: 'a''$b\\c\"d'\n        ENDS: \"x'\"\n        EMPTY: ''\n";
+    let index = "<?php foreach (['SECRET_REF', 'CONFIG', 'MIXED', 'ENDS', 'EMPTY', 'PUSHGATE_RUNNER_ONLY'] as $v) { \
                  echo $v, '=', var_export(getenv($v), true), \"\\n\"; }\n";
     let files = php_app("app", variables, index);
     r.deploy(&files, "main");
@@ -185,6 +185,9 @@ fn variables_reach_php_verbatim_and_nothing_of_the_runners_environment_does() {
     assert!(page.contains(r#"CONFIG='{"a": "b c", "quote": "it\'s"}'"#), "{page}");
     assert!(page.contains(r#"MIXED='a\'$b\\c"d'"#), "{page}");
     assert!(page.contains("PUSHGATE_RUNNER_ONLY=false"), "{page}");
+    // A value ending in a quote, and an empty one, reach PHP too (PHP-FPM's configuration
+    // cannot hold either as such).
+    assert!(page.contains(r#"ENDS='x\''"#) && page.contains("EMPTY=''"), "{page}");
     // A changed value reaches the pool at the next deployment (its configuration reloaded in
     // its sandbox).
     let files = php_app("app", &variables.replace("b c", "changed"), index);
