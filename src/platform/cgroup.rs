@@ -19,8 +19,9 @@ use std::time::{Duration, Instant};
 pub enum Cgroups {
     /// cgroup v2: one directory, `memory` and `pids` enabled for its children.
     Unified(PathBuf),
-    /// cgroup v1: a directory in the `memory` hierarchy and one in the `pids` hierarchy.
-    Legacy { memory: PathBuf, pids: PathBuf },
+    /// cgroup v1: a directory in the `memory` hierarchy and one in the `pids` hierarchy, and
+    /// one in the `cpu` hierarchy where the kernel mounts it.
+    Legacy { memory: PathBuf, pids: PathBuf, cpu: Option<PathBuf> },
 }
 
 /// Limits of one hook's cgroup.
@@ -112,7 +113,10 @@ impl Cgroups {
         };
         let memory = find("memory")?;
         let pids = find("pids")?;
-        Ok(Cgroups::Legacy { memory, pids })
+        // Each cgroup a share of the CPU equal to its siblings' (cpu.shares 1024 each), where
+        // the kernel has the controller: a project's hundred processes weigh as one cgroup.
+        let cpu = find("cpu").ok();
+        Ok(Cgroups::Legacy { memory, pids, cpu })
     }
 
     /// cgroup v2: `pushgate` at the top when the runner is in the root cgroup; else in the
@@ -121,7 +125,11 @@ impl Cgroups {
     fn unified(root: &Path) -> Result<Cgroups, String> {
         let own = own("").unwrap_or_default();
         let parent = root.join(&own);
-        let enable = |dir: &Path| write(&dir.join("cgroup.subtree_control"), "+memory +pids");
+        // `cpu` too where the kernel offers it (each child then weighs as its siblings, 100).
+        let enable = |dir: &Path| {
+            write(&dir.join("cgroup.subtree_control"), "+memory +pids +cpu")
+                .or_else(|_| write(&dir.join("cgroup.subtree_control"), "+memory +pids"))
+        };
         if !own.is_empty() {
             if let Err(first) = enable(&parent) {
                 let leaf = parent.join("runner");
@@ -151,8 +159,10 @@ impl Cgroups {
     pub fn named(&self, name: &str, limits: Limits) -> Result<Cgroup, String> {
         let cgroup = match self {
             Cgroups::Unified(base) => Cgroup { dirs: vec![base.join(&name)], unified: true },
-            Cgroups::Legacy { memory, pids } => {
-                Cgroup { dirs: vec![memory.join(&name), pids.join(&name)], unified: false }
+            Cgroups::Legacy { memory, pids, cpu } => {
+                let mut dirs = vec![memory.join(name), pids.join(name)];
+                dirs.extend(cpu.iter().map(|cpu| cpu.join(name)));
+                Cgroup { dirs, unified: false }
             }
         };
         for dir in &cgroup.dirs {

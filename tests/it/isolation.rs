@@ -571,6 +571,24 @@ fn an_apps_memory_is_bounded_by_its_projects_policy_and_a_hit_spares_the_site() 
     let big = r.get(&host, "/?big=1");
     assert_ne!(big.status, 200, "200 MB in a 64 MB app: {big:?}");
     assert!(eventually(10, || r.get(&host, "/").body.contains("small")), "the site goes on");
+    // Its CPU is a share of its own (its cgroup in the `cpu` controller, weighed as each other
+    // app's and hook's), not one share per process.
+    let master = crate::router::pool_pids(&r)[0];
+    let groups = std::fs::read_to_string(format!("/proc/{master}/cgroup")).unwrap();
+    let cpu = groups.lines().find_map(|l| {
+        let mut parts = l.splitn(3, ':');
+        let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+        (controllers.split(',').any(|c| c == "cpu")).then(|| path.to_owned())
+    });
+    match cpu {
+        Some(path) => assert!(path.contains("/pushgate/app-"), "{groups}"),
+        // cgroup v2: the app's cgroup, with the cpu controller enabled for it.
+        None => {
+            let path = groups.lines().find_map(|l| l.strip_prefix("0::")).unwrap();
+            assert!(path.contains("/pushgate/app-"), "{groups}");
+            assert!(std::path::Path::new(&format!("/sys/fs/cgroup{path}/cpu.weight")).exists(), "{groups}");
+        }
+    }
 }
 
 #[test]
