@@ -31,6 +31,11 @@ stop_processes() {
     ns="$(sed -n 's/^ *"ns": *"\(.*\)",*$/\1/p' "$spec" 2>/dev/null || true)"
     [ -n "$ns" ] && umount -l "$ns" 2>/dev/null && rm -f "$ns"
   done
+  # The apps' disks (images mounted below the demo's directory), deepest first: a mounted one
+  # would keep the next run from removing the directory.
+  awk '{print $5}' /proc/self/mountinfo | grep -F "$demo/" | sort -r | while read -r point; do
+    umount -l "$point" 2>/dev/null || true
+  done
   true
 }
 stop_processes

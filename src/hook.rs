@@ -214,7 +214,7 @@ fn judge(
     // A version the service's backend cannot give, on any branch: refused now, not deployed on
     // the version the backend runs without a word (a new environment) or failed at deploy (an
     // upgrade in place).
-    let versions = crate::platform::services::Versions::load(&crate::store::DataDir::new(&settings.data_dir));
+    let versions = backend_versions(settings);
     let mut impossible = false;
     for (name, service) in &new_topology.services {
         let Some(why) = versions.cannot_give(&service.kind) else { continue };
@@ -250,6 +250,12 @@ fn judge(
 
 /// Runs the protective block over `updates` and reserves their builds. Returns true when the
 /// push may proceed.
+/// The versions this server's backends run (what `backend add` recorded), read once a push.
+fn backend_versions(settings: &settings::Hook) -> &'static crate::platform::services::Versions {
+    static VERSIONS: std::sync::OnceLock<crate::platform::services::Versions> = std::sync::OnceLock::new();
+    VERSIONS.get_or_init(|| crate::platform::services::Versions::load(&crate::store::DataDir::new(&settings.data_dir)))
+}
+
 pub fn pre_receive(
     repo: &Repository,
     updates: &[RefUpdate],
@@ -258,7 +264,7 @@ pub fn pre_receive(
 ) -> Result<bool, HookError> {
     let started = Instant::now();
     // Hints to upgrade a service name only the versions this server's backends can give.
-    let versions = crate::platform::services::Versions::load(&crate::store::DataDir::new(&settings.data_dir));
+    let versions = backend_versions(settings);
     validate::set_offered(move |service_type| versions.cannot_give(service_type).is_none());
     let mut push = Push::new(repo, updates, settings);
     for update in updates {

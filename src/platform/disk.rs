@@ -2,8 +2,8 @@
 //! size it declares (`disk`, in MB).
 //!
 //! ```text
-//! ENV/disks/APP.ext4   the app's filesystem: an ext4 image, sparse (it takes on the host only
-//!                      what is written in it), root's alone
+//! ENV/disks/APP.ext4   the app's filesystem: an ext4 image, its space reserved on the host
+//!                      (or sparse, `disk_reserve: false`), root's alone
 //! ENV/mounts/          root's (mode 755): nothing but root puts a name where root mounts
 //! ENV/mounts/APP/      the image mounted (a loop device, freed when unmounted), its root the
 //!                      project's user's; `APP/SOURCE_PATH` are the app's mounts
@@ -11,7 +11,7 @@
 //!
 //! An image rather than quotas: project quotas need a filesystem made or tuned for them (ext4's
 //! `project,quota` features, xfs' `prjquota`), which the admin's data directory seldom is; an
-//! image works on any filesystem with sparse files, gives `ENOSPC` at exactly the declared size
+//! image works on any filesystem, gives `ENOSPC` at exactly the declared size
 //! to that app alone, and grows while mounted. A declared size smaller than the image's is kept
 //! as it is (ext4 does not shrink while mounted) unless more than that is already in use.
 
@@ -158,13 +158,11 @@ pub fn confine(env: &Path) -> Result<Vec<String>, String> {
     for entry in std::fs::read_dir(&mounts).map_err(|e| format!("{}: {e}", mounts.display()))?.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         let path = entry.path();
-        let is_disk =
-            disks.contains(&name) && std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir()) && is_mounted(&path)?;
-        if is_disk {
-            continue;
-        }
-        if std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir()) && is_mounted(&path)? {
-            unmount(&path)?;
+        let mounted = std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir()) && is_mounted(&path)?;
+        match (mounted, disks.contains(&name)) {
+            (true, true) => continue,
+            (true, false) => unmount(&path)?,
+            (false, _) => {}
         }
         let kept = set_aside(env, &path)?;
         said.push(format!("W: mounts/{name} is on no app's disk: set aside for the admin ({})", kept.display()));
@@ -237,24 +235,9 @@ pub fn apps(env: &Path) -> Vec<String> {
     apps
 }
 
-/// The environment's disks' lock, held until dropped.
+/// The environment's disks' lock (in `ENV/disks`, root's alone), held until dropped.
 fn lock(env: &Path) -> Result<std::fs::File, String> {
-    use std::os::fd::AsRawFd;
-    use std::os::unix::fs::OpenOptionsExt;
-    let path = images(env).join(".lock");
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(&path)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    // SAFETY: flock(2) on a descriptor this function owns.
-    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
-        return Err(format!("{}: {}", path.display(), std::io::Error::last_os_error()));
-    }
-    Ok(file)
+    super::lock_file(&images(env).join(".lock"))
 }
 
 /// Whether `dir` is a filesystem's root (its device differs from its parent's).

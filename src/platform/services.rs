@@ -515,22 +515,12 @@ pub fn provision(
 /// (one statement per user), under the project's lock: the last deploy to count sees every
 /// user, and a user made again under an old name gets its part too.
 fn share_connections(data: &DataDir, backends: &Backends, key: &str, budget: u32) -> Result<(), String> {
-    use std::os::fd::AsRawFd;
     let project = key.split_once('.').map_or(key, |(p, _)| p);
     let dir = data.services_dir();
     if !dir.is_dir() {
         return Ok(()); // nothing provisioned, no user to bound
     }
-    let lock = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(dir.join(format!("{project}.lock")))
-        .map_err(|e| e.to_string())?;
-    // SAFETY: flock(2) on a descriptor held until the end of this function.
-    if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } != 0 {
-        return Err(format!("locking the project's connections: {}", std::io::Error::last_os_error()));
-    }
+    let _lock = super::lock_file(&dir.join(format!("{project}.lock")))?;
     let mut users: BTreeMap<&'static str, std::collections::BTreeSet<String>> = BTreeMap::new();
     for entry in std::fs::read_dir(&dir).map_err(|e| e.to_string())?.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();

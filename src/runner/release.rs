@@ -142,7 +142,7 @@ pub(super) fn deploy(
         // With disks, `mounts` itself stays root's (root mounts there): each app's disk is given.
         let given = match disks {
             false => vec![mounts],
-            true => app_dirs(&mounts),
+            true => crate::platform::disk::apps(&env_dir.root).iter().map(|app| mounts.join(app)).collect(),
         };
         for dir in given {
             crate::platform::users::give(config.data().root(), &config.data().environments(), &dir, user).map_err(
@@ -333,20 +333,6 @@ fn bound_disks(
     Ok(true)
 }
 
-/// The apps' directories in `mounts` (not the names a move leaves beside them).
-fn app_dirs(mounts: &Path) -> Vec<std::path::PathBuf> {
-    let mut dirs: Vec<_> = std::fs::read_dir(mounts)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
-        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-        .map(|e| e.path())
-        .collect();
-    dirs.sort();
-    dirs
-}
-
 /// Copies the parent's mounts into an environment: into a directory of its own first, then
 /// swapped in, so that a copy cut short is never taken for the environment's files (the
 /// releases' links go through the `mounts` path, which stays). An environment running on
@@ -362,10 +348,6 @@ pub(super) fn copy_mounts(
     if !from.is_dir() {
         return Ok(());
     }
-    let io = |action: &'static str, path: &Path| {
-        let path = path.to_owned();
-        move |source| RunnerError::Io { action, path, source }
-    };
     let disks = crate::platform::disk::apps(&env_dir.root);
     if let (Some(user), false) = (user, disks.is_empty()) {
         if env_dir.current_release().is_some() {
@@ -374,22 +356,22 @@ pub(super) fn copy_mounts(
         // A new environment's disks (made by a first deploy cut short) go with what they hold.
         crate::platform::disk::release(&env_dir.root).map_err(RunnerError::Platform)?;
         let images = crate::platform::disk::images(&env_dir.root);
-        std::fs::remove_dir_all(&images).map_err(io("removing", &images))?;
+        std::fs::remove_dir_all(&images).map_err(io_error("removing", &images))?;
     }
     let partial = env_dir.root.join("mounts.copying");
     let _ = std::fs::remove_dir_all(&partial);
-    std::fs::create_dir_all(&env_dir.root).map_err(io("creating", &env_dir.root))?;
-    std::fs::create_dir(&partial).map_err(io("creating", &partial))?;
+    std::fs::create_dir_all(&env_dir.root).map_err(io_error("creating", &env_dir.root))?;
+    std::fs::create_dir(&partial).map_err(io_error("creating", &partial))?;
     let mut cp = std::process::Command::new("cp");
     cp.arg("-a").arg("--no-target-directory").arg(&from).arg(&partial);
     if let Some(user) = user {
         // The parent's mounts are the project's to change while they are read: the copy is
         // made as the project's user, who can read nothing there that is not its own already.
-        std::os::unix::fs::lchown(&partial, Some(user.uid), Some(user.gid)).map_err(io("giving", &partial))?;
+        std::os::unix::fs::lchown(&partial, Some(user.uid), Some(user.gid)).map_err(io_error("giving", &partial))?;
         use std::os::unix::process::CommandExt;
         cp.uid(user.uid).gid(user.gid);
     }
-    let out = cp.output().map_err(io("copying", &from))?;
+    let out = cp.output().map_err(io_error("copying", &from))?;
     if !out.status.success() {
         return Err(RunnerError::Platform(format!(
             "copying the parent's mounts: {}",
@@ -399,9 +381,9 @@ pub(super) fn copy_mounts(
     let old = env_dir.root.join("mounts.replaced");
     let _ = std::fs::remove_dir_all(&old);
     if env_dir.mounts().exists() {
-        std::fs::rename(env_dir.mounts(), &old).map_err(io("replacing", &env_dir.mounts()))?;
+        std::fs::rename(env_dir.mounts(), &old).map_err(io_error("replacing", &env_dir.mounts()))?;
     }
-    std::fs::rename(&partial, env_dir.mounts()).map_err(io("completing", &env_dir.mounts()))?;
+    std::fs::rename(&partial, env_dir.mounts()).map_err(io_error("completing", &env_dir.mounts()))?;
     let _ = std::fs::remove_dir_all(&old);
     log.phase("deploy", &format!("Copied the mounts' files of the parent environment ({})", from.display()));
     Ok(())

@@ -24,7 +24,8 @@ pub struct Outcome {
 
 /// Whether this server can give a service of a type (`mysql:10.11`), where a hook on a
 /// server with backends said so: hints to upgrade then name only what it can give.
-static OFFERED: std::sync::OnceLock<Box<dyn Fn(&str) -> bool + Send + Sync>> = std::sync::OnceLock::new();
+static OFFERED: std::sync::OnceLock<Offered> = std::sync::OnceLock::new();
+type Offered = Box<dyn Fn(&str) -> bool + Send + Sync>;
 
 /// Tells the rules which service types this server can give (once per process: the hook's).
 pub fn set_offered(offered: impl Fn(&str) -> bool + Send + Sync + 'static) {
